@@ -1,0 +1,1 @@
+//! Data: RecordIO, verification sets, augmentation, loader, synthetic demo data.

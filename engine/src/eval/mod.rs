@@ -1,0 +1,1 @@
+//! eval: see the module files.

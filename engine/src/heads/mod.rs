@@ -1,0 +1,1 @@
+//! heads: see the module files.

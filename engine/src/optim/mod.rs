@@ -1,0 +1,1 @@
+//! optim: see the module files.

@@ -1,0 +1,198 @@
+//! The explicit autograd tape. Every op run through `crate::ops` appends one node: its output value, the
+//! vars it read, and a closure that maps the output's gradient to its inputs' gradients (capturing exactly
+//! what the backward needs, as cheap shared tensors). `backward` walks the nodes in reverse, accumulating.
+//!
+//! In no-grad mode (evaluation) the closure is dropped at once, so nothing is kept for a backward pass.
+
+pub mod gradcheck;
+
+use crate::backend::BinaryOp;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// A value recorded on a tape (an index into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Var(usize);
+
+impl Var {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// Maps the gradient of a node's output to one gradient per input (`None`: no gradient flows there).
+pub type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+struct Node {
+    value: Tensor,
+    inputs: Vec<Var>,
+    backward: Option<BackwardFn>,
+    requires_grad: bool,
+    /// Set for leaves that hold a named parameter.
+    param: Option<String>,
+}
+
+pub struct Tape {
+    nodes: Vec<Node>,
+    grad_enabled: bool,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Tape::new()
+    }
+}
+
+impl Tape {
+    /// A tape that records backward closures (training).
+    pub fn new() -> Tape {
+        Tape { nodes: Vec::new(), grad_enabled: true }
+    }
+
+    /// A tape that keeps only values (evaluation): no backward is possible.
+    pub fn no_grad() -> Tape {
+        Tape { nodes: Vec::new(), grad_enabled: false }
+    }
+
+    pub fn grad_enabled(&self) -> bool {
+        self.grad_enabled
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn push_leaf(&mut self, value: Tensor, requires_grad: bool, param: Option<String>) -> Var {
+        self.nodes.push(Node { value, inputs: Vec::new(), backward: None, requires_grad, param });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// An input that receives no gradient (data, labels).
+    pub fn constant(&mut self, t: Tensor) -> Var {
+        self.push_leaf(t, false, None)
+    }
+
+    /// An input that receives a gradient (used by gradient checks).
+    pub fn leaf(&mut self, t: Tensor) -> Var {
+        let rg = self.grad_enabled;
+        self.push_leaf(t, rg, None)
+    }
+
+    /// A named parameter; its gradient is reported by `Gradients::params`.
+    pub fn param(&mut self, name: &str, t: Tensor, trainable: bool) -> Var {
+        let rg = self.grad_enabled && trainable;
+        self.push_leaf(t, rg, Some(name.to_string()))
+    }
+
+    pub fn value(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.nodes[v.0].requires_grad
+    }
+
+    /// Records an op's output. `backward` is kept only when grad is enabled and an input needs a gradient.
+    pub fn push(&mut self, value: Tensor, inputs: &[Var], backward: BackwardFn) -> Var {
+        let requires_grad = self.grad_enabled && inputs.iter().any(|&i| self.nodes[i.0].requires_grad);
+        let backward = requires_grad.then_some(backward);
+        let inputs = if requires_grad { inputs.to_vec() } else { Vec::new() };
+        self.nodes.push(Node { value, inputs, backward, requires_grad, param: None });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// Backward from a scalar output (seed 1).
+    pub fn backward(&self, loss: Var) -> Result<Gradients> {
+        let v = self.value(loss);
+        if v.numel() != 1 {
+            return Err(Error::Shape(format!("backward needs a scalar loss, got shape {}", v.shape())));
+        }
+        let seed = Tensor::full(v.shape().clone(), 1.0, v.dtype(), &v.device())?;
+        self.backward_with(loss, seed)
+    }
+
+    /// Backward from `out` with an explicit output gradient of the same shape.
+    pub fn backward_with(&self, out: Var, grad: Tensor) -> Result<Gradients> {
+        if !self.grad_enabled {
+            return Err(Error::Invalid("backward on a no-grad tape".into()));
+        }
+        if grad.dims() != self.value(out).dims() {
+            return Err(Error::Shape(format!(
+                "output gradient {} does not match output {}",
+                grad.shape(),
+                self.value(out).shape()
+            )));
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
+        grads[out.0] = Some(grad);
+        let mut leaves = Vec::new();
+        for i in (0..=out.0).rev() {
+            let Some(g) = grads[i].take() else { continue };
+            let node = &self.nodes[i];
+            let Some(bw) = &node.backward else {
+                if node.requires_grad {
+                    leaves.push((Var(i), g));
+                }
+                continue;
+            };
+            let input_grads = bw(&g)?;
+            if input_grads.len() != node.inputs.len() {
+                return Err(Error::Invalid(format!(
+                    "node {i}: backward returned {} gradients for {} inputs",
+                    input_grads.len(),
+                    node.inputs.len()
+                )));
+            }
+            for (&inp, ig) in node.inputs.iter().zip(input_grads) {
+                let Some(ig) = ig else { continue };
+                if !self.nodes[inp.0].requires_grad {
+                    continue;
+                }
+                if ig.dims() != self.nodes[inp.0].value.dims() {
+                    return Err(Error::Shape(format!(
+                        "node {i}: gradient {} for input {} of shape {}",
+                        ig.shape(),
+                        inp.0,
+                        self.nodes[inp.0].value.shape()
+                    )));
+                }
+                grads[inp.0] = Some(match grads[inp.0].take() {
+                    None => ig,
+                    Some(acc) => acc.backend().binary(BinaryOp::Add, &acc, &ig)?,
+                });
+            }
+        }
+        leaves.reverse();
+        let params = leaves
+            .iter()
+            .filter_map(|(v, g)| self.nodes[v.0].param.clone().map(|n| (n, g.clone())))
+            .collect();
+        Ok(Gradients { leaves, params })
+    }
+}
+
+/// Gradients of the leaves that require one, in tape order.
+pub struct Gradients {
+    leaves: Vec<(Var, Tensor)>,
+    params: Vec<(String, Tensor)>,
+}
+
+impl Gradients {
+    /// Gradient of a leaf; `None` when no gradient reached it.
+    pub fn get(&self, v: Var) -> Option<&Tensor> {
+        self.leaves.iter().find(|(x, _)| *x == v).map(|(_, g)| g)
+    }
+
+    /// Gradients of named parameters, in the order they were put on the tape.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    pub fn param(&self, name: &str) -> Option<&Tensor> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, g)| g)
+    }
+}
