@@ -11,6 +11,9 @@ pub mod gemm;
 mod prelu;
 mod reduce;
 
+#[cfg(test)]
+mod determinism_tests;
+
 use super::{Backend, BatchNormSaved, BinaryOp, Conv2dParams, UnaryOp};
 use crate::tensor::{CpuStorage, DType, Element, Float, Shape, Tensor};
 use crate::{Error, Result};
