@@ -1,1 +1,7 @@
-//! eval: see the module files.
+//! Evaluation: pure math on embeddings and scores (no tape, no device). insightface's verification
+//! protocol, ROC/TAR@FAR, the QMagFace quality-aware score, identification ranks, magnitude-as-quality
+//! analysis, and an SVG writer for the plots.
+
+pub mod folds;
+pub mod roc;
+pub mod verification;
