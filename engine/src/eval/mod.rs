@@ -3,5 +3,6 @@
 //! analysis, and an SVG writer for the plots.
 
 pub mod folds;
+pub mod qmagface;
 pub mod roc;
 pub mod verification;
