@@ -3,6 +3,7 @@
 //! analysis, and an SVG writer for the plots.
 
 pub mod folds;
+pub mod identification;
 pub mod qmagface;
 pub mod roc;
 pub mod verification;
