@@ -4,6 +4,7 @@
 
 pub mod folds;
 pub mod identification;
+pub mod quality;
 pub mod qmagface;
 pub mod roc;
 pub mod verification;
