@@ -7,4 +7,5 @@ pub mod identification;
 pub mod quality;
 pub mod qmagface;
 pub mod roc;
+pub mod svg;
 pub mod verification;
