@@ -37,6 +37,14 @@ impl QualityWeight {
     }
 }
 
+/// Pair qualities `min(q[2i], q[2i+1])` from per-image norms listed pair by pair.
+pub fn pair_min(norms: &[f64]) -> Result<Vec<f64>> {
+    if norms.len() % 2 != 0 {
+        return Err(Error::Shape(format!("QMagFace: {} norms do not form pairs", norms.len())));
+    }
+    Ok(norms.chunks(2).map(|p| p[0].min(p[1])).collect())
+}
+
 fn check_pairs(cos: &[f64], qmin: &[f64]) -> Result<()> {
     if cos.len() != qmin.len() {
         return Err(Error::Shape(format!("QMagFace: {} cosines but {} qualities", cos.len(), qmin.len())));
@@ -207,6 +215,12 @@ mod tests {
         assert_eq!(w.score(0.9, 20.0, 30.0), 0.9);
         // Low cosine: penalised by the weaker of the two qualities.
         assert!((w.score(0.25, 20.0, 30.0) - (0.25 - 0.05 * 20.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pair_min_takes_the_weaker_image() {
+        assert_eq!(pair_min(&[3.0, 2.0, 5.0, 7.0]).unwrap(), vec![2.0, 5.0]);
+        assert!(pair_min(&[1.0]).is_err());
     }
 
     #[test]

@@ -128,6 +128,25 @@ pub struct VerificationReport {
     pub tar_at_far: Vec<TarAtFar>,
 }
 
+impl VerificationReport {
+    /// One line in insightface's log style plus what it does not print.
+    pub fn summary(&self, set: &str) -> String {
+        let mut line = format!(
+            "[{set}] Accuracy-Flip: {:.5}+-{:.5}  best threshold {:.4} ({:.5})  AUC {:.5}",
+            self.accuracy_mean, self.accuracy_std, self.best_threshold, self.best_accuracy, self.auc
+        );
+        if let Some(v) = &self.val {
+            line += &format!("  VAL@FAR={:.0e}: {:.5}+-{:.5} (FAR {:.5})", v.far_target, v.val_mean, v.val_std, v.far_mean);
+        }
+        for t in &self.tar_at_far {
+            if let Some(tar) = t.tar {
+                line += &format!("  TAR@{:.0e}: {:.5}", t.far, tar);
+            }
+        }
+        line
+    }
+}
+
 /// The full insightface protocol on embeddings: rows `2i` and `2i+1` form pair `i`.
 pub fn verify_embeddings(emb: &[f64], dim: usize, issame: &[bool]) -> Result<VerificationReport> {
     let dist = pair_distances(emb, dim)?;
@@ -451,6 +470,8 @@ mod tests {
         assert_eq!(r.accuracy_std, 0.0);
         assert_eq!(r.auc, 1.0);
         assert_eq!(r.best_accuracy, 1.0);
+        let line = r.summary("toy");
+        assert!(line.starts_with("[toy] Accuracy-Flip: 1.00000+-0.00000"), "{line}");
         let v = r.val.unwrap();
         assert_eq!(v.val_mean, 1.0);
         // The threshold is interpolated into the gap before the first training impostor, so a held-out
