@@ -20,17 +20,16 @@ struct Case {
 
 impl Case {
     fn raw(&self, key: &str) -> &[String] {
-        self.fields
-            .get(key)
-            .unwrap_or_else(|| panic!("eval fixture case {}: no `{key}` line", self.name))
+        self.fields.get(key).unwrap_or_else(|| panic!("eval fixture case {}: no `{key}` line", self.name))
     }
     fn floats(&self, key: &str) -> Vec<f64> {
         self.raw(key)
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("case {}: `{key}` value {i} is not a number: {v:?}", self.name))
+                v.parse().unwrap_or_else(|_| {
+                    panic!("case {}: `{key}` value {i} is not a number: {v:?}", self.name)
+                })
             })
             .collect()
     }
@@ -64,9 +63,11 @@ fn load_cases() -> Vec<Case> {
                 assert!(current.is_none(), "{}:{}: `case` inside a case", path.display(), lineno + 1);
                 current = Some(Case { name: values.join(" "), fields: HashMap::new() });
             }
-            "end" => cases.push(current.take().unwrap_or_else(|| {
-                panic!("{}:{}: `end` outside a case", path.display(), lineno + 1)
-            })),
+            "end" => cases.push(
+                current
+                    .take()
+                    .unwrap_or_else(|| panic!("{}:{}: `end` outside a case", path.display(), lineno + 1)),
+            ),
             _ => {
                 let c = current
                     .as_mut()
@@ -127,7 +128,9 @@ fn verification_matches_insightface_reference() {
         for (t, w) in report.tar_at_far.iter().zip(want_tar) {
             match (t.tar, w.as_str()) {
                 (None, "none") => {}
-                (Some(got), w) if w != "none" => close(name, &format!("TAR@{}", t.far), got, w.parse().unwrap(), 1e-12),
+                (Some(got), w) if w != "none" => {
+                    close(name, &format!("TAR@{}", t.far), got, w.parse().unwrap(), 1e-12)
+                }
                 (got, w) => panic!("case {name}: TAR@{} = {got:?}, reference {w}", t.far),
             }
         }

@@ -72,7 +72,8 @@ pub fn identify(
         let above = best.iter().enumerate().filter(|&(k, &s)| k != truth && s >= own).count();
         ranks.push(1 + above);
     }
-    let mut r = IdentificationReport { n_probes: ranks.len(), n_identities: n_ids, rank1: 0.0, rank5: 0.0, ranks };
+    let mut r =
+        IdentificationReport { n_probes: ranks.len(), n_identities: n_ids, rank1: 0.0, rank5: 0.0, ranks };
     r.rank1 = r.rank_k(1);
     r.rank5 = r.rank_k(5);
     Ok(r)

@@ -4,8 +4,8 @@
 
 pub mod folds;
 pub mod identification;
-pub mod quality;
 pub mod qmagface;
+pub mod quality;
 pub mod roc;
 pub mod svg;
 pub mod verification;

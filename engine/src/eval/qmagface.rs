@@ -246,7 +246,12 @@ mod tests {
         // Measured: 0.867 vs 0.854 at 1e-3, 0.949 vs 0.918 at 1e-2, accuracy 0.975 vs 0.963.
         assert!(tar(&aware, 3) > tar(&base, 3) + 0.005, "{} vs {}", tar(&aware, 3), tar(&base, 3));
         assert!(tar(&aware, 4) > tar(&base, 4) + 0.02, "{} vs {}", tar(&aware, 4), tar(&base, 4));
-        assert!(aware.accuracy_mean > base.accuracy_mean + 0.005, "{} vs {}", aware.accuracy_mean, base.accuracy_mean);
+        assert!(
+            aware.accuracy_mean > base.accuracy_mean + 0.005,
+            "{} vs {}",
+            aware.accuracy_mean,
+            base.accuracy_mean
+        );
         assert!(aware.auc > base.auc);
     }
 
@@ -257,7 +262,12 @@ mod tests {
         let (c2, q2, y2) = quality_dependent(20_000, 22, false);
         let base = verify_scores(&c2, &y2).unwrap();
         let aware = verify_scores(&fit.weight.scores(&c2, &q2).unwrap(), &y2).unwrap();
-        assert!(aware.accuracy_mean >= base.accuracy_mean - 0.003, "{} vs {}", aware.accuracy_mean, base.accuracy_mean);
+        assert!(
+            aware.accuracy_mean >= base.accuracy_mean - 0.003,
+            "{} vs {}",
+            aware.accuracy_mean,
+            base.accuracy_mean
+        );
     }
 
     #[test]

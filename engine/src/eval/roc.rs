@@ -155,9 +155,8 @@ mod tests {
         let mut rng = crate::rng::Rng::new(5);
         let n = 300;
         let y: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
-        let s: Vec<f64> = (0..n)
-            .map(|i| ((rng.normal() + if y[i] { 1.0 } else { 0.0 }) * 4.0).round() / 4.0)
-            .collect();
+        let s: Vec<f64> =
+            (0..n).map(|i| ((rng.normal() + if y[i] { 1.0 } else { 0.0 }) * 4.0).round() / 4.0).collect();
         let roc = Roc::new(&s, &y).unwrap();
         let mut wins = 0.0;
         let (mut np, mut nn) = (0.0, 0.0);
@@ -170,7 +169,13 @@ mod tests {
                 if y[j] {
                     continue;
                 }
-                wins += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                wins += if s[i] > s[j] {
+                    1.0
+                } else if s[i] == s[j] {
+                    0.5
+                } else {
+                    0.0
+                };
             }
         }
         nn += (n as f64) - np;
@@ -185,7 +190,13 @@ mod tests {
         let s: Vec<f64> = (0..n)
             .map(|i| {
                 let k = (i / 2) as f64;
-                if y[i] { 1000.0 + k } else if i / 2 < 5 { 5000.0 + k } else { k }
+                if y[i] {
+                    1000.0 + k
+                } else if i / 2 < 5 {
+                    5000.0 + k
+                } else {
+                    k
+                }
             })
             .collect();
         let roc = Roc::new(&s, &y).unwrap();

@@ -12,7 +12,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
-const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const COLORS: [&str; 8] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -58,7 +59,8 @@ struct Frame {
 
 impl Frame {
     fn tx(&self, x: f64) -> f64 {
-        let (a, b, v) = if self.log_x { (self.x0.log10(), self.x1.log10(), x.log10()) } else { (self.x0, self.x1, x) };
+        let (a, b, v) =
+            if self.log_x { (self.x0.log10(), self.x1.log10(), x.log10()) } else { (self.x0, self.x1, x) };
         LEFT + (v - a) / (b - a) * (WIDTH - LEFT - RIGHT)
     }
     fn ty(&self, y: f64) -> f64 {
@@ -123,18 +125,33 @@ fn header(out: &mut String, title: &str, x_label: &str, y_label: &str) {
 /// Axes box, tick marks, tick labels and light grid lines.
 fn axes(out: &mut String, f: &Frame, xt: &[(f64, String)], yt: &[(f64, String)]) -> Result<()> {
     let (l, r, t, b) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
-    let _ = writeln!(out, "<rect x=\"{l}\" y=\"{t}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>", r - l, b - t);
+    let _ = writeln!(
+        out,
+        "<rect x=\"{l}\" y=\"{t}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>",
+        r - l,
+        b - t
+    );
     for (v, label) in xt {
         let x = num(f.tx(*v))?;
         let _ = writeln!(out, "<line x1=\"{x}\" y1=\"{t}\" x2=\"{x}\" y2=\"{b}\" stroke=\"#e0e0e0\"/>");
         let _ = writeln!(out, "<line x1=\"{x}\" y1=\"{b}\" x2=\"{x}\" y2=\"{}\" stroke=\"black\"/>", b + 5.0);
-        let _ = writeln!(out, "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>", b + 18.0, escape(label));
+        let _ = writeln!(
+            out,
+            "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            b + 18.0,
+            escape(label)
+        );
     }
     for (v, label) in yt {
         let y = num(f.ty(*v))?;
         let _ = writeln!(out, "<line x1=\"{l}\" y1=\"{y}\" x2=\"{r}\" y2=\"{y}\" stroke=\"#e0e0e0\"/>");
         let _ = writeln!(out, "<line x1=\"{}\" y1=\"{y}\" x2=\"{l}\" y2=\"{y}\" stroke=\"black\"/>", l - 5.0);
-        let _ = writeln!(out, "<text x=\"{}\" y=\"{y}\" text-anchor=\"end\" dy=\"4\">{}</text>", l - 8.0, escape(label));
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{y}\" text-anchor=\"end\" dy=\"4\">{}</text>",
+            l - 8.0,
+            escape(label)
+        );
     }
     Ok(())
 }
@@ -146,7 +163,8 @@ fn labelled(ticks: &[f64], decimals: usize) -> Vec<(f64, String)> {
 impl LinePlot {
     pub fn to_svg(&self) -> Result<String> {
         let keep = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!self.log_x || x > 0.0);
-        let all: Vec<(f64, f64)> = self.series.iter().flat_map(|s| s.points.iter().cloned().filter(keep)).collect();
+        let all: Vec<(f64, f64)> =
+            self.series.iter().flat_map(|s| s.points.iter().cloned().filter(keep)).collect();
         if all.is_empty() {
             return Err(Error::Invalid(format!("plot '{}': no drawable points", self.title)));
         }
@@ -195,8 +213,13 @@ impl LinePlot {
             // Legend, top right inside the axes.
             let ly = TOP + 14.0 + 16.0 * i as f64;
             let lx = WIDTH - RIGHT - 150.0;
-            let _ = writeln!(out, "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/>", lx + 20.0);
-            let _ = writeln!(out, "<text x=\"{}\" y=\"{ly}\" dy=\"4\">{}</text>", lx + 26.0, escape(&s.label));
+            let _ = writeln!(
+                out,
+                "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                lx + 20.0
+            );
+            let _ =
+                writeln!(out, "<text x=\"{}\" y=\"{ly}\" dy=\"4\">{}</text>", lx + 26.0, escape(&s.label));
         }
         out.push_str("</svg>\n");
         Ok(out)
@@ -214,7 +237,10 @@ impl HistogramPlot {
             )));
         }
         if self.edges.iter().any(|e| !e.is_finite()) || self.edges.windows(2).any(|w| w[1] <= w[0]) {
-            return Err(Error::Invalid(format!("histogram '{}': edges must be finite and ascending", self.title)));
+            return Err(Error::Invalid(format!(
+                "histogram '{}': edges must be finite and ascending",
+                self.title
+            )));
         }
         let (x0, x1) = (self.edges[0], self.edges[self.edges.len() - 1]);
         let top = *self.counts.iter().max().unwrap() as f64;
@@ -248,7 +274,8 @@ impl HistogramPlot {
 pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
     let tmp = path.with_extension("svg.tmp");
     std::fs::write(&tmp, svg).map_err(|e| Error::Io(format!("writing {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("renaming {} to {}: {e}", tmp.display(), path.display())))
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::Io(format!("renaming {} to {}: {e}", tmp.display(), path.display())))
 }
 
 #[cfg(test)]
@@ -348,11 +375,21 @@ mod tests {
     #[test]
     fn checker_rejects_broken_documents() {
         assert!(check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><g></svg>").is_err());
-        assert!(check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><line x1=\"NaN\"/></svg>").is_err());
-        assert!(check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>a & b</text></svg>").is_err());
+        assert!(
+            check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><line x1=\"NaN\"/></svg>").is_err()
+        );
+        assert!(
+            check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>a & b</text></svg>").is_err()
+        );
         assert!(check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><rect x=1/></svg>").is_err());
-        assert!(check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"/><svg xmlns=\"http://www.w3.org/2000/svg\"/>").is_err());
-        assert_eq!(check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><g a=\"1 2\"/></svg>"), Ok(2));
+        assert!(check_well_formed(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\"/><svg xmlns=\"http://www.w3.org/2000/svg\"/>"
+        )
+        .is_err());
+        assert_eq!(
+            check_well_formed("<svg xmlns=\"http://www.w3.org/2000/svg\"><g a=\"1 2\"/></svg>"),
+            Ok(2)
+        );
     }
 
     #[test]
@@ -362,8 +399,14 @@ mod tests {
             x_label: "step".into(),
             y_label: "value".into(),
             series: vec![
-                Series { label: "loss".into(), points: (0..50).map(|i| (i as f64, 10.0 / (1.0 + i as f64))).collect() },
-                Series { label: "acc \"lfw\"".into(), points: vec![(0.0, 0.5), (25.0, 0.9), (49.0, f64::NAN)] },
+                Series {
+                    label: "loss".into(),
+                    points: (0..50).map(|i| (i as f64, 10.0 / (1.0 + i as f64))).collect(),
+                },
+                Series {
+                    label: "acc \"lfw\"".into(),
+                    points: vec![(0.0, 0.5), (25.0, 0.9), (49.0, f64::NAN)],
+                },
             ],
             ..Default::default()
         };
@@ -395,7 +438,11 @@ mod tests {
         }
         let pts = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(pts.split(' ').count(), 4, "the FAR = 0 point has no place on a log axis");
-        let only_zero = LinePlot { log_x: true, series: vec![Series { label: "x".into(), points: vec![(0.0, 1.0)] }], ..Default::default() };
+        let only_zero = LinePlot {
+            log_x: true,
+            series: vec![Series { label: "x".into(), points: vec![(0.0, 1.0)] }],
+            ..Default::default()
+        };
         assert!(only_zero.to_svg().is_err());
     }
 

@@ -136,7 +136,10 @@ impl VerificationReport {
             self.accuracy_mean, self.accuracy_std, self.best_threshold, self.best_accuracy, self.auc
         );
         if let Some(v) = &self.val {
-            line += &format!("  VAL@FAR={:.0e}: {:.5}+-{:.5} (FAR {:.5})", v.far_target, v.val_mean, v.val_std, v.far_mean);
+            line += &format!(
+                "  VAL@FAR={:.0e}: {:.5}+-{:.5} (FAR {:.5})",
+                v.far_target, v.val_mean, v.val_std, v.far_mean
+            );
         }
         for t in &self.tar_at_far {
             if let Some(tar) = t.tar {
@@ -237,7 +240,11 @@ fn fold_counts(dist: &[f64], issame: &[bool], folds: &[Range<usize>], grid: &[f6
 }
 
 fn ratio(num: usize, den: usize) -> f64 {
-    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -292,11 +299,8 @@ fn evaluate(
         }
     }
     grid_tpr.iter_mut().chain(grid_fpr.iter_mut()).for_each(|v| *v /= k as f64);
-    let grid_auc = grid_fpr
-        .windows(2)
-        .zip(grid_tpr.windows(2))
-        .map(|(x, y)| (x[1] - x[0]) * (y[1] + y[0]) / 2.0)
-        .sum();
+    let grid_auc =
+        grid_fpr.windows(2).zip(grid_tpr.windows(2)).map(|(x, y)| (x[1] - x[0]) * (y[1] + y[0]) / 2.0).sum();
     let (accuracy_mean, accuracy_std) = mean_std(&fold_accuracies);
 
     let best = first_argmax(grid.len(), |j| total(&c.tp, j) + all_neg - total(&c.fp, j));
