@@ -167,6 +167,7 @@ pub fn verify_distances(dist: &[f64], issame: &[bool]) -> Result<VerificationRep
 /// chosen; they are reported in score units ("same" when `score > threshold`).
 pub fn verify_scores(scores: &[f64], issame: &[bool]) -> Result<VerificationReport> {
     check_scores(scores, issame, "verification scores")?;
+    kfold_ranges(scores.len(), FOLDS)?;
     let dist: Vec<f64> = scores.iter().map(|s| -s).collect();
     let grid = observed_grid(&dist);
     let mut r = evaluate(&dist, issame, &grid, &grid, Decision::ScoreAbove)?;
@@ -180,11 +181,18 @@ pub fn verify_scores(scores: &[f64], issame: &[bool]) -> Result<VerificationRepo
     Ok(r)
 }
 
-/// Ascending thresholds separating every pair of distinct values.
+/// Most thresholds an observed grid keeps; beyond this it keeps every k-th, to bound the per-fold
+/// counts (folds x thresholds) on very large pair lists.
+const MAX_OBSERVED_GRID: usize = 20_001;
+
+/// Ascending thresholds separating every pair of distinct values (thinned past `MAX_OBSERVED_GRID`).
 fn observed_grid(dist: &[f64]) -> Vec<f64> {
     let mut u = dist.to_vec();
     u.sort_by(f64::total_cmp);
     u.dedup();
+    if u.is_empty() {
+        return vec![];
+    }
     let mut grid = Vec::with_capacity(u.len() + 1);
     grid.push(u[0] - 1.0);
     for w in u.windows(2) {
@@ -192,6 +200,12 @@ fn observed_grid(dist: &[f64]) -> Vec<f64> {
         grid.push(if mid > w[0] { mid } else { w[1] });
     }
     grid.push(u[u.len() - 1] + 1.0);
+    if grid.len() > MAX_OBSERVED_GRID {
+        let step = grid.len().div_ceil(MAX_OBSERVED_GRID - 1);
+        let last = grid[grid.len() - 1];
+        grid = grid.into_iter().step_by(step).collect();
+        grid.push(last);
+    }
     grid
 }
 
@@ -499,6 +513,16 @@ mod tests {
     }
 
     #[test]
+    fn observed_grid_is_thinned_but_keeps_its_ends() {
+        let d: Vec<f64> = (0..50_000).map(|i| i as f64).collect();
+        let g = observed_grid(&d);
+        assert!(g.len() <= MAX_OBSERVED_GRID + 1, "{}", g.len());
+        assert_eq!((g[0], g[g.len() - 1]), (-1.0, 50_000.0));
+        assert!(g.windows(2).all(|w| w[1] > w[0]));
+        assert_eq!(observed_grid(&[2.0, 1.0, 2.0]), vec![0.0, 1.5, 3.0]);
+    }
+
+    #[test]
     fn slinear_interpolates_within_the_last_interval_below() {
         let x = [0.0, 0.0, 0.0, 0.5, 1.0, 1.0];
         let y = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
@@ -521,5 +545,6 @@ mod tests {
         assert!(verify_distances(&[0.1; 20], &[true; 19]).is_err());
         assert!(verify_distances(&[0.1; 5], &[true; 5]).is_err(), "fewer pairs than folds");
         assert!(l2_normalize(&[f64::NAN, 1.0], 2).is_err());
+        assert!(verify_scores(&[], &[]).is_err());
     }
 }
