@@ -2,82 +2,13 @@
 //! calculate_val re-derived in numpy): accuracies to 1e-9, chosen thresholds exactly.
 
 use engine::eval::verification::{pair_distances, sum_with_flipped, verify_distances, verify_embeddings};
-use std::collections::HashMap;
-use std::path::PathBuf;
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("FACETRAIN_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
-    }
-}
-
-/// One `case` block: key -> whitespace-separated values.
-struct Case {
-    name: String,
-    fields: HashMap<String, Vec<String>>,
-}
-
-impl Case {
-    fn raw(&self, key: &str) -> &[String] {
-        self.fields.get(key).unwrap_or_else(|| panic!("eval fixture case {}: no `{key}` line", self.name))
-    }
-    fn floats(&self, key: &str) -> Vec<f64> {
-        self.raw(key)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.parse().unwrap_or_else(|_| {
-                    panic!("case {}: `{key}` value {i} is not a number: {v:?}", self.name)
-                })
-            })
-            .collect()
-    }
-    fn float(&self, key: &str) -> f64 {
-        let v = self.floats(key);
-        assert_eq!(v.len(), 1, "case {}: `{key}` should hold one value", self.name);
-        v[0]
-    }
-}
+mod eval_fixture;
+use eval_fixture::Case;
 
 fn load_cases() -> Vec<Case> {
-    let path = fixtures_dir().join("eval_verification.txt");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "missing fixture {} ({e}): generate it with `python tests/parity/eval_ref.py <dir>` \
-             (tests/run.sh does this) and point FACETRAIN_FIXTURES at <dir>",
-            path.display()
-        )
-    });
-    let mut cases = Vec::new();
-    let mut current: Option<Case> = None;
-    for (lineno, line) in text.lines().enumerate() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let mut words = line.split_whitespace();
-        let key = words.next().unwrap();
-        let values: Vec<String> = words.map(str::to_string).collect();
-        match key {
-            "case" => {
-                assert!(current.is_none(), "{}:{}: `case` inside a case", path.display(), lineno + 1);
-                current = Some(Case { name: values.join(" "), fields: HashMap::new() });
-            }
-            "end" => cases.push(
-                current
-                    .take()
-                    .unwrap_or_else(|| panic!("{}:{}: `end` outside a case", path.display(), lineno + 1)),
-            ),
-            _ => {
-                let c = current
-                    .as_mut()
-                    .unwrap_or_else(|| panic!("{}:{}: `{key}` outside a case", path.display(), lineno + 1));
-                c.fields.insert(key.to_string(), values);
-            }
-        }
-    }
-    assert!(current.is_none(), "{}: last case has no `end`", path.display());
-    assert!(cases.len() >= 4, "{}: expected 4 cases, found {}", path.display(), cases.len());
+    let cases = eval_fixture::load_cases("eval_verification.txt", "eval_ref.py");
+    assert!(cases.len() >= 4, "eval_verification.txt: expected 4 cases, found {}", cases.len());
     cases
 }
 
