@@ -23,6 +23,7 @@ pub mod error;
 pub mod faceset;
 pub mod image;
 pub mod recordio;
+pub mod verification;
 
 pub use error::{DataError, Result};
 
