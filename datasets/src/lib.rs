@@ -19,10 +19,12 @@
 //!
 //! Reading: [`faceset::FaceSet::open`] (directory or `.rec`), [`recordio::RecordFile`] for raw records.
 
+pub mod augment;
 pub mod error;
 pub mod faceset;
 pub mod image;
 pub mod recordio;
+pub mod rng;
 pub mod verification;
 
 pub use error::{DataError, Result};
