@@ -23,6 +23,7 @@ pub mod augment;
 pub mod error;
 pub mod faceset;
 pub mod image;
+pub mod loader;
 pub mod recordio;
 pub mod rng;
 pub mod verification;
