@@ -279,11 +279,11 @@ pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A structural XML check: tags balance, attributes are quoted, entities are known, numbers finite.
-    fn check_well_formed(svg: &str) -> std::result::Result<usize, String> {
+    pub(crate) fn check_well_formed(svg: &str) -> std::result::Result<usize, String> {
         let mut stack: Vec<String> = vec![];
         let mut rest = svg;
         let mut elements = 0;

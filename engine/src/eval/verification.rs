@@ -3,7 +3,8 @@
 //! distance is below a threshold; thresholds 0..4 in steps of 0.01; 10 contiguous folds (scikit-learn's
 //! unshuffled KFold); the threshold with the best accuracy on nine folds (first one on ties) is scored
 //! on the tenth; mean and population std of the ten accuracies. VAL at FAR 1e-3 on thresholds in steps
-//! of 0.001, each fold's threshold read off its nine training folds by linear interpolation.
+//! of 0.001, each fold's threshold read off its nine training folds by linear interpolation (as scipy
+//! up to 1.8 interpolates; newer scipy raises on the repeated FAR values insightface feeds it).
 //!
 //! Beyond insightface: the best threshold on all pairs, the exact ROC with its AUC, TAR at FAR, and any
 //! similarity score (cosine, the QMagFace score) instead of the distance.
