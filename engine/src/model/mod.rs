@@ -1,7 +1,11 @@
 //! Backbones (IResNet and its small variant) and their named parameters.
 
+pub mod config;
+pub mod init;
 pub mod params;
 
+pub use config::IResNetConfig;
+pub use init::init_params;
 pub use params::{ParamKind, ParamStore};
 
 /// True for the weight and bias of a batch-norm layer in insightface's naming (bn1/bn2/bn3, the
