@@ -1,6 +1,7 @@
 //! Backbones (IResNet and its small variant) and their named parameters.
 
 pub mod config;
+pub mod export;
 pub mod init;
 pub mod params;
 
