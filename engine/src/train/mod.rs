@@ -1,1 +1,3 @@
-//! train: see the module files.
+//! Training: the step, checkpoints, resume.
+
+pub mod checkpoint;
