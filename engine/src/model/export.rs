@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// Permutes a contiguous tensor of dims `dims` so that output axis i is input axis `perm[i]`.
-fn permute(t: &Tensor, dims: &[usize], perm: &[usize]) -> Result<Tensor> {
+pub fn permute(t: &Tensor, dims: &[usize], perm: &[usize]) -> Result<Tensor> {
     let host = t.to_device(&Device::Cpu)?.reshape(dims.to_vec())?;
     let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
     let mut in_strides = vec![1usize; dims.len()];
