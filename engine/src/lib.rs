@@ -8,6 +8,7 @@ pub mod backend;
 pub mod error;
 pub mod eval;
 pub mod heads;
+pub mod io;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -1,1 +1,4 @@
-//! train: see the module files.
+//! Training: the step, checkpoints, resume, the metrics log and presets.
+
+pub mod metrics;
+pub mod presets;

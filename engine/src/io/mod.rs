@@ -1,0 +1,4 @@
+//! Files the engine reads and writes.
+
+pub mod atomic;
+pub mod safetensors;
