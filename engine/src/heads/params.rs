@@ -118,6 +118,47 @@ impl HeadParams {
         }
     }
 
+    /// Sets one value by its flag name (without "--") from text, as fixtures and configs carry them.
+    pub fn set(&mut self, flag: &str, value: &str) -> Result<()> {
+        let num = || -> Result<f64> {
+            value.parse::<f64>().map_err(|_| Error::Invalid(format!("--{flag}: '{value}' is not a number")))
+        };
+        match flag {
+            "s" => self.s = Some(num()?),
+            "m" => self.m = Some(num()?),
+            "m1" => self.m1 = Some(num()?),
+            "m2" => self.m2 = Some(num()?),
+            "m3" => self.m3 = Some(num()?),
+            "t" => self.t = Some(num()?),
+            "h" => self.h = Some(num()?),
+            "t-alpha" => self.t_alpha = Some(num()?),
+            "l-a" => self.l_a = Some(num()?),
+            "u-a" => self.u_a = Some(num()?),
+            "l-m" => self.l_m = Some(num()?),
+            "u-m" => self.u_m = Some(num()?),
+            "lambda-g" => self.lambda_g = Some(num()?),
+            "alpha" => self.alpha = Some(num()?),
+            "p0" => self.p0 = Some(num()?),
+            "beta" => self.beta = Some(num()?),
+            "gamma" => self.gamma = Some(num()?),
+            "k" => self.k = Some(num()?),
+            "b" => self.b = Some(num()?),
+            "lambda" => self.lambda = Some(num()?),
+            "easy-margin" => {
+                self.easy_margin = Some(match value {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    _ => return Err(Error::Invalid(format!("--easy-margin: '{value}' is not true or false"))),
+                })
+            }
+            "grad-mode" => self.grad_mode = Some(value.parse()?),
+            "variant" => self.variant = Some(value.parse()?),
+            "phase" => self.phase = Some(value.parse()?),
+            _ => return Err(Error::Invalid(format!("unknown head hyper-parameter --{flag}"))),
+        }
+        Ok(())
+    }
+
     /// Names (as flags, without "--") of the values that are set.
     fn set_names(&self) -> Vec<&'static str> {
         const NUMBERS: [&str; 20] = [
