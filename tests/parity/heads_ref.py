@@ -312,7 +312,7 @@ def main():
                 if dtype == torch.float32:
                     # Round the inputs to f32 first so both sides see the same numbers.
                     x, w = x.float().double(), w.float().double()
-                tensors, meta = run_case(name, params, x, w, y, dtype, steps=3)
+                tensors, meta = run_case(name, params, x, w, y, dtype, steps=5)
                 meta["case"] = case
                 fname = f"heads_{idx:02d}_{name}_{case}_{tag}.safetensors"
                 tmp = os.path.join(out_dir, fname + ".tmp")

@@ -236,7 +236,8 @@ pub fn run_sharded<T: Float>(
         let c = sh.weight.len() / dim;
         let mut z = vec![T::ZERO; b * c];
         gemm(b, dim, c, &xh, false, &normed[k].0, true, &mut z, false);
-        let mut dz = if opts.compute_grad { vec![T::ZERO; b * c] } else { Vec::new() };
+        // The slope pass needs the raw cosines again: keep a copy instead of a second GEMM.
+        let mut dz = if opts.compute_grad { z.clone() } else { Vec::new() };
         let stats: Vec<Merged<T>> = z
             .par_chunks_mut(c)
             .enumerate()
@@ -264,8 +265,6 @@ pub fn run_sharded<T: Float>(
             })
             .collect();
         if opts.compute_grad {
-            // z' needs the clamped cosine again; recompute the cosines into the slope buffer.
-            gemm(b, dim, c, &xh, false, &normed[k].0, true, &mut dz, false);
             dz.par_chunks_mut(c).enumerate().for_each(|(i, di)| {
                 let y = sh.labels[i];
                 let tau = f(plans[i].tau);
