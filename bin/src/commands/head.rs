@@ -1,0 +1,199 @@
+//! `engine-train head`: one training step (or `--steps N`) of a margin-softmax head on a batch from a
+//! safetensors file, writing the loss and both gradients, so users can compare our heads with their code.
+//!
+//! Input: `embeddings` [B, D], `weight` [C, D] (both f32, or both f64), `labels` [B] i64 in 0..C.
+//! Output: `loss` (scalar), `grad_embeddings` [B, D], `grad_weight` [C, D] in the input's float type,
+//! plus the head's running state as `state.<name>` f64 scalars after the last step.
+
+use super::CmdResult;
+use engine::heads::{self, HeadParams, RunOptions};
+use engine::io::safetensors::{self, SafeTensors};
+use engine::tensor::Float;
+use engine::{DType, Error, Tensor};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Head name: softmax, sphereface, cosface, arcface, combined, curricularface, mv-am, mv-arc, magface,
+    /// adaface, qamface, sm-cosface, smaface, smaface-star, nsmaface-star, hm-softmax, focal, qcface.
+    #[arg(long)]
+    head: String,
+    /// Input safetensors with embeddings [B, D], weight [C, D] and labels [B] (i64).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output safetensors (written to a temporary name, then renamed).
+    #[arg(long)]
+    output: PathBuf,
+    /// Steps on the same batch; the head's running state moves each step, the inputs do not.
+    #[arg(long, default_value_t = 1)]
+    steps: usize,
+    #[arg(long)]
+    s: Option<f64>,
+    #[arg(long)]
+    m: Option<f64>,
+    #[arg(long)]
+    m1: Option<f64>,
+    #[arg(long)]
+    m2: Option<f64>,
+    #[arg(long)]
+    m3: Option<f64>,
+    /// MV-Softmax t.
+    #[arg(long)]
+    t: Option<f64>,
+    #[arg(long)]
+    h: Option<f64>,
+    #[arg(long)]
+    t_alpha: Option<f64>,
+    #[arg(long)]
+    l_a: Option<f64>,
+    #[arg(long)]
+    u_a: Option<f64>,
+    #[arg(long)]
+    l_m: Option<f64>,
+    #[arg(long)]
+    u_m: Option<f64>,
+    #[arg(long)]
+    lambda_g: Option<f64>,
+    #[arg(long, allow_hyphen_values = true)]
+    alpha: Option<f64>,
+    #[arg(long)]
+    p0: Option<f64>,
+    #[arg(long)]
+    beta: Option<f64>,
+    #[arg(long)]
+    gamma: Option<f64>,
+    #[arg(long)]
+    k: Option<f64>,
+    #[arg(long, allow_hyphen_values = true)]
+    b: Option<f64>,
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// `--easy-margin` (on), `--easy-margin false` (off); unset: the head's default.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    easy_margin: Option<bool>,
+    /// exact or ste (arcface).
+    #[arg(long)]
+    grad_mode: Option<String>,
+    /// base, weak, strong or beta (SMAFace family).
+    #[arg(long)]
+    variant: Option<String>,
+    /// planning (default) or warmup (qcface).
+    #[arg(long)]
+    phase: Option<String>,
+}
+
+fn params(a: &Args) -> Result<HeadParams, Error> {
+    Ok(HeadParams {
+        s: a.s,
+        m: a.m,
+        m1: a.m1,
+        m2: a.m2,
+        m3: a.m3,
+        t: a.t,
+        h: a.h,
+        t_alpha: a.t_alpha,
+        l_a: a.l_a,
+        u_a: a.u_a,
+        l_m: a.l_m,
+        u_m: a.u_m,
+        lambda_g: a.lambda_g,
+        alpha: a.alpha,
+        p0: a.p0,
+        beta: a.beta,
+        gamma: a.gamma,
+        k: a.k,
+        b: a.b,
+        lambda: a.lambda,
+        easy_margin: a.easy_margin,
+        grad_mode: a.grad_mode.as_deref().map(str::parse).transpose()?,
+        variant: a.variant.as_deref().map(str::parse).transpose()?,
+        phase: a.phase.as_deref().map(str::parse).transpose()?,
+    })
+}
+
+/// The three inputs, checked: shapes, dtypes and label range, each error naming the file.
+fn load(path: &Path) -> Result<(Tensor, Tensor, Vec<i64>), Error> {
+    let file = path.display();
+    let st = safetensors::read(path)?;
+    let x = st.require("embeddings", path)?.clone();
+    let w = st.require("weight", path)?.clone();
+    let y = st.require("labels", path)?.clone();
+    if x.dims().len() != 2 || x.dims()[0] == 0 || x.dims()[1] == 0 {
+        return Err(Error::Shape(format!("{file}: embeddings must be [B, D] with B, D > 0, got {}", x.shape())));
+    }
+    let (b, d) = (x.dims()[0], x.dims()[1]);
+    if w.dims().len() != 2 || w.dims()[1] != d || w.dims()[0] == 0 {
+        return Err(Error::Shape(format!("{file}: weight must be [C, {d}] to match embeddings [{b}, {d}], got {}", w.shape())));
+    }
+    if y.dims() != [b] {
+        return Err(Error::Shape(format!("{file}: labels must be [{b}] to match embeddings, got {}", y.shape())));
+    }
+    if !matches!(x.dtype(), DType::F32 | DType::F64) || w.dtype() != x.dtype() {
+        return Err(Error::DType(format!(
+            "{file}: embeddings and weight must both be F32 (or both F64), got {} and {}",
+            x.dtype().safetensors_name(),
+            w.dtype().safetensors_name()
+        )));
+    }
+    if y.dtype() != DType::I64 {
+        return Err(Error::DType(format!("{file}: labels must be I64, got {}", y.dtype().safetensors_name())));
+    }
+    let labels = y.to_vec::<i64>()?;
+    let c = w.dims()[0];
+    if let Some((i, v)) = labels.iter().enumerate().find(|(_, &v)| v < 0 || v as usize >= c) {
+        return Err(Error::Invalid(format!("{file}: labels[{i}] = {v} is outside 0..{c} (weight has {c} classes)")));
+    }
+    Ok((x, w, labels))
+}
+
+fn steps<T: Float + engine::tensor::Element>(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    head: &mut dyn heads::Head,
+    n: usize,
+) -> Result<(f64, Tensor, Tensor), Error> {
+    let d = x.dims()[1];
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(heads::run::<T>(x.as_slice()?, w.as_slice()?, labels, d, head, &RunOptions::default())?);
+    }
+    let o = last.expect("at least one step");
+    Ok((o.loss, Tensor::from_vec(o.grad_x, x.shape().clone())?, Tensor::from_vec(o.grad_w, w.shape().clone())?))
+}
+
+pub fn run(a: Args) -> CmdResult {
+    if a.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    let mut head = heads::from_name(&a.head, &params(&a)?)?;
+    for w in head.warnings() {
+        eprintln!("engine-train: warning: {w}");
+    }
+    let (x, w, labels) = load(&a.input)?;
+    let (loss, gx, gw) = match x.dtype() {
+        DType::F32 => steps::<f32>(&x, &w, &labels, head.as_mut(), a.steps)?,
+        _ => steps::<f64>(&x, &w, &labels, head.as_mut(), a.steps)?,
+    };
+    let mut out = SafeTensors::default();
+    out.push("loss", Tensor::scalar(loss).to_dtype(x.dtype())?);
+    out.push("grad_embeddings", gx);
+    out.push("grad_weight", gw);
+    for (n, t) in head.state().to_tensors() {
+        out.push(format!("state.{n}"), t);
+    }
+    out.metadata.insert("head".into(), a.head.clone());
+    out.metadata.insert("steps".into(), a.steps.to_string());
+    safetensors::write(&a.output, &out)?;
+    println!(
+        "{}: loss {loss:.6} (B {}, C {}, D {}, {} step{}) -> {}",
+        a.head,
+        x.dims()[0],
+        w.dims()[0],
+        x.dims()[1],
+        a.steps,
+        if a.steps == 1 { "" } else { "s" },
+        a.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The CPU reference of the classifier shared by every head: forward (cosines, logits, LSE, weighted CE,
+//! extra term) and analytic backward, on plain row-major slices in f32 or f64.
+//!
+//! It is written as the sharded computation (partial FC): each shard holds some class rows and local
+//! labels (-1 where another shard owns the class); the per-row target cosine is gathered first, the
+//! per-shard (max, sum) pairs are merged, and each shard's gradient uses the merged LSE. `run` is the
+//! one-shard case.
+
+use super::maps::{non_target_logit, target_logit, TargetMap};
+use super::{BatchView, Head, RowInput, RowPlan};
+use crate::backend::cpu::gemm::gemm;
+use crate::tensor::Float;
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// insightface clamps p_y >= 1e-30 in the loss value only: CE <= -ln(1e-30). The gradient is unclamped.
+pub const CE_MAX: f64 = 69.077_552_789_821_37;
+
+/// Denominator floor of the L2 normalizations (torch's F.normalize).
+const NORM_FLOOR: f64 = 1e-12;
+
+/// Detached per-sample values to hold fixed instead of computing them (finite-difference checks of the
+/// gradient, which by definition does not flow through detached values).
+#[derive(Debug, Clone, Default)]
+pub struct Frozen {
+    pub quality: Vec<f64>,
+    pub p_d: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Compute gradients (false: loss and row reports only).
+    pub compute_grad: bool,
+    pub frozen: Option<Frozen>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { compute_grad: true, frozen: None }
+    }
+}
+
+/// Per-sample quantities of one step (tests, diagnostics, the parity fixtures).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowReport {
+    pub norm: f64,
+    /// Target cosine after the clamp.
+    pub c_y: f64,
+    pub quality: f64,
+    pub z_y: f64,
+    pub lse: f64,
+    pub log_p: f64,
+    /// The sample's CE before weighting (unclamped).
+    pub ce: f64,
+    /// I(p) and st(p).
+    pub weight: f64,
+    pub st: f64,
+    /// Margin-free target probability (QCFace), NaN when the head does not need it.
+    pub p_d: f64,
+    /// The extra term's value.
+    pub extra: f64,
+    /// dL/da_i.
+    pub d_norm: f64,
+}
+
+#[derive(Debug)]
+pub struct Output<T> {
+    /// Batch mean of I·min(CE, CE_MAX) plus the mean extra term.
+    pub loss: f64,
+    /// dL/dx [B, D] (empty when gradients were not requested).
+    pub grad_x: Vec<T>,
+    /// dL/dW: the shards' rows concatenated in shard order [C, D].
+    pub grad_w: Vec<T>,
+    pub rows: Vec<RowReport>,
+}
+
+/// One shard of the class rows: weight [C_k, D] and labels local to it (-1: owned by another shard).
+pub struct Shard<'a, T> {
+    pub weight: &'a [T],
+    pub labels: &'a [i64],
+}
+
+/// One step on the whole class matrix: embeddings [B, D], weight [C, D], labels [B] in 0..C.
+pub fn run<T: Float>(
+    x: &[T],
+    weight: &[T],
+    labels: &[i64],
+    dim: usize,
+    head: &mut dyn Head,
+    opts: &RunOptions,
+) -> Result<Output<T>> {
+    if dim == 0 || weight.len() % dim != 0 {
+        return Err(Error::Shape(format!("weight holds {} values, not rows of {dim}", weight.len())));
+    }
+    let classes = weight.len() / dim;
+    for (i, &y) in labels.iter().enumerate() {
+        if y < 0 || y as usize >= classes {
+            return Err(Error::Invalid(format!(
+                "label {y} of sample {i} is outside 0..{classes}; -1 (class on another shard) needs run_sharded"
+            )));
+        }
+    }
+    run_sharded(x, dim, &[Shard { weight, labels }], head, opts)
+}
+
+fn normalize_rows<T: Float>(m: &[T], dim: usize) -> (Vec<T>, Vec<T>) {
+    let mut unit = m.to_vec();
+    let mut norms = vec![T::ZERO; m.len() / dim];
+    unit.par_chunks_mut(dim).zip(norms.par_iter_mut()).for_each(|(row, n)| {
+        *n = row.iter().map(|&v| v * v).sum::<T>().sqrt();
+        let inv = T::ONE / n.max(T::from_f64(NORM_FLOOR));
+        row.iter_mut().for_each(|v| *v *= inv);
+    });
+    (unit, norms)
+}
+
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).map(|(&p, &q)| p * q).sum()
+}
+
+/// g ← (g - (g·u)·u) / n + extra·u: the gradient through u = v/‖v‖ onto v, plus a radial term.
+fn project_rows<T: Float>(g: &mut [T], unit: &[T], norms: &[T], radial: Option<&[T]>, dim: usize) {
+    g.par_chunks_mut(dim).enumerate().for_each(|(i, gi)| {
+        let u = &unit[i * dim..(i + 1) * dim];
+        let along = dot(gi, u);
+        let inv = T::ONE / norms[i].max(T::from_f64(NORM_FLOOR));
+        let r = radial.map_or(T::ZERO, |r| r[i]);
+        for (gv, &uv) in gi.iter_mut().zip(u) {
+            *gv = (*gv - along * uv) * inv + r * uv;
+        }
+    });
+}
+
+/// Per-row target values, computed once from the gathered c_y (the shard owning y uses them).
+#[derive(Clone, Copy)]
+struct Target<T> {
+    z: T,
+    /// z' times the clamp mask.
+    dz: T,
+    dz_dm: T,
+}
+
+/// Per-row results of the forward merge.
+#[derive(Clone, Copy)]
+struct Merged<T> {
+    max: T,
+    sum: T,
+    sum_other: T,
+}
+
+/// The sharded step. The all-reduces of a multi-process run (gathered c_y, merged max/sum, summed
+/// embedding gradients) happen here in memory.
+pub fn run_sharded<T: Float>(
+    x: &[T],
+    dim: usize,
+    shards: &[Shard<T>],
+    head: &mut dyn Head,
+    opts: &RunOptions,
+) -> Result<Output<T>> {
+    if dim == 0 || x.is_empty() || x.len() % dim != 0 {
+        return Err(Error::Shape(format!("embeddings hold {} values, not a non-empty [B, {dim}]", x.len())));
+    }
+    let b = x.len() / dim;
+    let mut owner: Vec<Option<(usize, usize)>> = vec![None; b];
+    for (k, sh) in shards.iter().enumerate() {
+        if sh.weight.len() % dim != 0 || sh.weight.is_empty() {
+            return Err(Error::Shape(format!("shard {k}: weight holds {} values, not [C, {dim}]", sh.weight.len())));
+        }
+        if sh.labels.len() != b {
+            return Err(Error::Shape(format!("shard {k}: {} labels for {b} embeddings", sh.labels.len())));
+        }
+        let c = sh.weight.len() / dim;
+        for (i, &y) in sh.labels.iter().enumerate() {
+            if y == -1 {
+                continue;
+            }
+            if y < 0 || y as usize >= c {
+                return Err(Error::Invalid(format!("shard {k}: label {y} of sample {i} is outside 0..{c}")));
+            }
+            if owner[i].replace((k, y as usize)).is_some() {
+                return Err(Error::Invalid(format!("sample {i} has its label on two shards")));
+            }
+        }
+    }
+    if let Some(i) = owner.iter().position(|o| o.is_none()) {
+        return Err(Error::Invalid(format!("sample {i} has label -1 on every shard")));
+    }
+    let owner: Vec<(usize, usize)> = owner.into_iter().map(|o| o.expect("checked above")).collect();
+    let needs = head.needs();
+    let f = T::from_f64;
+    let s = f(head.scale());
+    let eps = head.clamp_eps();
+    let (lo, hi) = (f(-1.0 + eps), f(1.0 - eps));
+    let clamp = |c: T| c.max(lo).min(hi);
+    let inside = |c: T| c > lo && c < hi;
+
+    let (xh, a) = normalize_rows(x, dim);
+    let normed: Vec<(Vec<T>, Vec<T>)> = shards.iter().map(|sh| normalize_rows(sh.weight, dim)).collect();
+
+    // Gather-dot of the target cosine (before the main pass, as a sharded run must).
+    let raw_cy: Vec<T> = (0..b)
+        .map(|i| {
+            let (k, y) = owner[i];
+            dot(&xh[i * dim..(i + 1) * dim], &normed[k].0[y * dim..(y + 1) * dim])
+        })
+        .collect();
+    let c_y: Vec<f64> = raw_cy.iter().map(|&c| clamp(c).to_f64()).collect();
+    let norms: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+    let view = BatchView { c_y: &c_y, norms: &norms };
+    head.observe(&view)?;
+    let frozen = opts.frozen.as_ref();
+    let quality = match frozen {
+        Some(fr) if !fr.quality.is_empty() => fr.quality.clone(),
+        _ => head.quality(&view),
+    };
+    let quality = if quality.is_empty() { vec![0.0; b] } else { quality };
+    if quality.len() != b {
+        return Err(Error::Invalid(format!("{}: {} quality values for {b} samples", head.name(), quality.len())));
+    }
+    let plans: Vec<RowPlan> = (0..b)
+        .map(|i| head.row(&RowInput { c_y: c_y[i], norm: norms[i], quality: quality[i] }))
+        .collect();
+    let targets: Vec<Target<T>> = (0..b)
+        .map(|i| {
+            let (z, dz, dz_dm) = target_logit(&plans[i].target, s, clamp(raw_cy[i]));
+            Target { z, dz: if inside(raw_cy[i]) { dz } else { T::ZERO }, dz_dm }
+        })
+        .collect();
+    let non_target = head.non_target();
+
+    // Forward per shard: logits and z' (masked) per element, then the row's (max, sum, sum without y).
+    let mut logits: Vec<Vec<T>> = Vec::with_capacity(shards.len());
+    let mut slopes: Vec<Vec<T>> = Vec::with_capacity(shards.len());
+    let mut merged: Vec<Option<Merged<T>>> = vec![None; b];
+    for (k, sh) in shards.iter().enumerate() {
+        let c = sh.weight.len() / dim;
+        let mut z = vec![T::ZERO; b * c];
+        gemm(b, dim, c, &xh, false, &normed[k].0, true, &mut z, false);
+        // The slope pass needs the raw cosines again: keep a copy instead of a second GEMM.
+        let mut dz = if opts.compute_grad { z.clone() } else { Vec::new() };
+        let stats: Vec<Merged<T>> = z
+            .par_chunks_mut(c)
+            .enumerate()
+            .map(|(i, zi)| {
+                let y = sh.labels[i];
+                let tau = f(plans[i].tau);
+                for (j, zij) in zi.iter_mut().enumerate() {
+                    if j as i64 == y {
+                        *zij = targets[i].z;
+                    } else {
+                        *zij = non_target_logit(&non_target, s, clamp(*zij), tau).0;
+                    }
+                }
+                let max = zi.iter().copied().fold(f(f64::NEG_INFINITY), T::max);
+                let mut sum = T::ZERO;
+                let mut sum_other = T::ZERO;
+                for (j, &zij) in zi.iter().enumerate() {
+                    let e = (zij - max).exp();
+                    sum += e;
+                    if j as i64 != y {
+                        sum_other += e;
+                    }
+                }
+                Merged { max, sum, sum_other }
+            })
+            .collect();
+        if opts.compute_grad {
+            dz.par_chunks_mut(c).enumerate().for_each(|(i, di)| {
+                let y = sh.labels[i];
+                let tau = f(plans[i].tau);
+                for (j, d) in di.iter_mut().enumerate() {
+                    *d = if j as i64 == y {
+                        targets[i].dz
+                    } else if inside(*d) {
+                        non_target_logit(&non_target, s, clamp(*d), tau).1
+                    } else {
+                        T::ZERO
+                    };
+                }
+            });
+        }
+        for (m, st) in merged.iter_mut().zip(stats) {
+            *m = Some(match *m {
+                None => st,
+                Some(prev) => {
+                    let max = prev.max.max(st.max);
+                    let (wa, wb) = ((prev.max - max).exp(), (st.max - max).exp());
+                    Merged {
+                        max,
+                        sum: prev.sum * wa + st.sum * wb,
+                        sum_other: prev.sum_other * wa + st.sum_other * wb,
+                    }
+                }
+            });
+        }
+        logits.push(z);
+        slopes.push(dz);
+    }
+
+    // Per-row loss, weights, p_d and the extra term.
+    let inv_b = 1.0 / b as f64;
+    let mut rows = Vec::with_capacity(b);
+    let mut lse_t = Vec::with_capacity(b);
+    let mut loss = 0.0;
+    for i in 0..b {
+        let m = merged[i].expect("at least one shard");
+        let lse = m.max + m.sum.ln();
+        let log_p_t = targets[i].z - lse;
+        let log_p = log_p_t.to_f64();
+        let ce = -log_p;
+        let w = head.weight(log_p);
+        let p_d = if needs.p_d {
+            match frozen {
+                Some(fr) if !fr.p_d.is_empty() => fr.p_d[i],
+                _ => {
+                    if !matches!(non_target, super::NonTarget::Plain) {
+                        return Err(Error::Unsupported(format!(
+                            "{}: p_d from the non-target sum needs plain non-target logits",
+                            head.name()
+                        )));
+                    }
+                    // log p_d = s·c_y - LSE2(M + log S_other, s·c_y).
+                    let zd = s * f(c_y[i]);
+                    let other = m.max + m.sum_other.ln();
+                    let top = zd.max(other);
+                    let lse2 = top + ((zd - top).exp() + (other - top).exp()).ln();
+                    (zd - lse2).exp().to_f64()
+                }
+            }
+        } else {
+            f64::NAN
+        };
+        let (extra, d_extra) = head.extra(norms[i], p_d);
+        let p_y = log_p_t.exp().to_f64();
+        let d_norm = inv_b
+            * (w.st * (p_y - 1.0) * targets[i].dz_dm.to_f64() * plans[i].margin_da + d_extra);
+        loss += w.value * ce.min(CE_MAX) + extra;
+        lse_t.push(lse);
+        rows.push(RowReport {
+            norm: norms[i],
+            c_y: c_y[i],
+            quality: quality[i],
+            z_y: targets[i].z.to_f64(),
+            lse: lse.to_f64(),
+            log_p,
+            ce,
+            weight: w.value,
+            st: w.st,
+            p_d,
+            extra,
+            d_norm,
+        });
+    }
+    loss *= inv_b;
+    if !opts.compute_grad {
+        return Ok(Output { loss, grad_x: Vec::new(), grad_w: Vec::new(), rows });
+    }
+
+    // Backward: G = (1/B)·st·(P - δ)·z', then gx̂ = Σ_shards G·Ŵ and gŴ = Gᵀ·x̂ per shard.
+    let scale: Vec<T> = rows.iter().map(|r| f(inv_b * r.st)).collect();
+    let mut gxh = vec![T::ZERO; b * dim];
+    let mut grad_w = Vec::new();
+    for (k, sh) in shards.iter().enumerate() {
+        let c = sh.weight.len() / dim;
+        let mut g = std::mem::take(&mut logits[k]);
+        let dz = &slopes[k];
+        g.par_chunks_mut(c).enumerate().for_each(|(i, gi)| {
+            let y = sh.labels[i];
+            for (j, v) in gi.iter_mut().enumerate() {
+                let p = (*v - lse_t[i]).exp();
+                let delta = if j as i64 == y { T::ONE } else { T::ZERO };
+                let d = dz[i * c + j];
+                *v = if d == T::ZERO { T::ZERO } else { scale[i] * (p - delta) * d };
+            }
+        });
+        gemm(b, c, dim, &g, false, &normed[k].0, false, &mut gxh, true);
+        let mut gw = vec![T::ZERO; c * dim];
+        gemm(c, b, dim, &g, true, &xh, false, &mut gw, false);
+        project_rows(&mut gw, &normed[k].0, &normed[k].1, None, dim);
+        grad_w.extend_from_slice(&gw);
+    }
+    let radial: Vec<T> = rows.iter().map(|r| f(r.d_norm)).collect();
+    project_rows(&mut gxh, &xh, &a, Some(&radial), dim);
+    Ok(Output { loss, grad_x: gxh, grad_w, rows })
+}
+
+/// Used by heads whose target cosine chooses between maps (easy margin, fallback).
+pub(crate) fn arc_target(c_y: f64, m: f64, easy_margin: bool, fallback: bool) -> TargetMap {
+    if easy_margin && c_y <= 0.0 {
+        TargetMap::Shift { m: 0.0 }
+    } else if fallback && !easy_margin && c_y <= (std::f64::consts::PI - m).cos() {
+        TargetMap::Fallback { m }
+    } else {
+        TargetMap::Angular { m1: 1.0, m2: m, m3: 0.0 }
+    }
+}

@@ -1,0 +1,70 @@
+//! The head as one tape node: forward runs the classifier (and its analytic backward, eagerly, because
+//! running state must move exactly once per step); the node's backward scales the stored gradients.
+
+use super::classifier::{run, RunOptions};
+use super::Head;
+use crate::tape::{Tape, Var};
+use crate::tensor::{DType, Float, Tensor};
+use crate::{Error, Result};
+
+fn step<T: Float + crate::tensor::Element>(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    dim: usize,
+    head: &mut dyn Head,
+    grad: bool,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    let opts = RunOptions { compute_grad: grad, frozen: None };
+    let out = run::<T>(x.as_slice::<T>()?, w.as_slice::<T>()?, labels, dim, head, &opts)?;
+    let loss = Tensor::scalar(T::from_f64(out.loss));
+    let grads = if grad {
+        Some((
+            Tensor::from_vec(out.grad_x, x.shape().clone())?,
+            Tensor::from_vec(out.grad_w, w.shape().clone())?,
+        ))
+    } else {
+        None
+    };
+    Ok((loss, grads))
+}
+
+/// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
+/// the tape whose backward gives dL/d embeddings and dL/d weight. State moves iff the head is training.
+pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
+    let (x, w) = (tape.value(embeddings).clone(), tape.value(weight).clone());
+    let (b, d) = x.shape().matrix("head loss (embeddings)")?;
+    let (_, dw) = w.shape().matrix("head loss (weight)")?;
+    if d != dw {
+        return Err(Error::Shape(format!("head loss: embeddings [{b}, {d}] but weight rows of {dw}")));
+    }
+    if labels.len() != b {
+        return Err(Error::Shape(format!("head loss: {} labels for {b} embeddings", labels.len())));
+    }
+    if x.dtype() != w.dtype() {
+        return Err(Error::DType(format!("head loss: embeddings are {} but weight is {}", x.dtype(), w.dtype())));
+    }
+    let (x, w) = (x.to_device(&crate::Device::Cpu)?, w.to_device(&crate::Device::Cpu)?);
+    let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
+    let (value, grads) = match x.dtype() {
+        DType::F32 => step::<f32>(&x, &w, labels, d, head, grad)?,
+        DType::F64 => step::<f64>(&x, &w, labels, d, head, grad)?,
+        other => return Err(Error::DType(format!("head loss runs in f32 or f64, got {other}"))),
+    };
+    let grads = grads.unwrap_or_else(|| (x.clone(), w.clone()));
+    Ok(tape.push(
+        value,
+        &[embeddings, weight],
+        Box::new(move |g: &Tensor| {
+            let scale = g.scalar_value()?;
+            let scaled = |t: &Tensor| -> Result<Tensor> {
+                if scale == 1.0 {
+                    return Ok(t.clone());
+                }
+                let v: Vec<f64> = t.to_f64_vec()?.into_iter().map(|e| e * scale).collect();
+                Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())
+            };
+            Ok(vec![Some(scaled(&grads.0)?), Some(scaled(&grads.1)?)])
+        }),
+    ))
+}

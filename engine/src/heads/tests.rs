@@ -1,0 +1,545 @@
+//! Finite-difference gradient checks of every head (f64), the spec §14 edge cases, and each head's
+//! distinguishing behaviour.
+
+use super::*;
+use crate::rng::Rng;
+use crate::tape::gradcheck::rel_error;
+
+pub(crate) struct Case {
+    pub x: Vec<f64>,
+    pub w: Vec<f64>,
+    pub labels: Vec<i64>,
+    pub dim: usize,
+}
+
+/// Random embeddings with norms in [lo, hi], random class rows, random labels.
+pub(crate) fn random_case(seed: u64, b: usize, c: usize, dim: usize, lo: f64, hi: f64) -> Case {
+    let mut rng = Rng::new(seed);
+    let mut x = Vec::with_capacity(b * dim);
+    for _ in 0..b {
+        let v: Vec<f64> = (0..dim).map(|_| rng.normal()).collect();
+        let n = v.iter().map(|e| e * e).sum::<f64>().sqrt();
+        let a = lo + (hi - lo) * rng.uniform();
+        x.extend(v.iter().map(|e| e / n * a));
+    }
+    let w = (0..c * dim).map(|_| rng.normal()).collect();
+    let labels = (0..b).map(|_| rng.below(c as u64) as i64).collect();
+    Case { x, w, labels, dim }
+}
+
+/// One sample per given target cosine: W_y = e0, x = a·(c·e0 + √(1-c²)·e1); other classes random.
+fn case_with_target_cos(cos: &[f64], a: f64, classes: usize, dim: usize, seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    let mut w: Vec<f64> = (0..classes * dim).map(|_| rng.normal()).collect();
+    w[..dim].iter_mut().enumerate().for_each(|(k, v)| *v = if k == 0 { 1.0 } else { 0.0 });
+    let mut x = Vec::new();
+    for &c in cos {
+        let mut row = vec![0.0; dim];
+        row[0] = a * c;
+        row[1] = a * (1.0 - c * c).max(0.0).sqrt();
+        x.extend(row);
+    }
+    Case { x, w, labels: vec![0; cos.len()], dim }
+}
+
+fn head(name: &str, p: &HeadParams) -> Box<dyn Head> {
+    from_name(name, p).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn eval_opts(frozen: Option<Frozen>) -> RunOptions {
+    RunOptions { compute_grad: true, frozen }
+}
+
+/// Central differences of the loss against the analytic gradients, with the detached per-sample values
+/// (quality, p_d) and the running state held fixed. Returns (error on x, error on W).
+pub(crate) fn fd_errors(h: &mut dyn Head, case: &Case) -> (f64, f64) {
+    // One training step so the state is not at its initial value, then freeze it.
+    h.set_training(true);
+    run(&case.x, &case.w, &case.labels, case.dim, h, &RunOptions::default()).unwrap();
+    h.set_training(false);
+    let base = run(&case.x, &case.w, &case.labels, case.dim, h, &eval_opts(None)).unwrap();
+    assert!(base.loss.is_finite());
+    let frozen = Frozen {
+        quality: base.rows.iter().map(|r| r.quality).collect(),
+        p_d: if h.needs().p_d { base.rows.iter().map(|r| r.p_d).collect() } else { Vec::new() },
+    };
+    let opts = RunOptions { compute_grad: false, frozen: Some(frozen) };
+    let step = 1e-6;
+    let mut numeric = |which: usize| -> Vec<f64> {
+        let n = if which == 0 { case.x.len() } else { case.w.len() };
+        (0..n)
+            .map(|k| {
+                let mut eval = |delta: f64| {
+                    let (mut x, mut w) = (case.x.clone(), case.w.clone());
+                    if which == 0 {
+                        x[k] += delta;
+                    } else {
+                        w[k] += delta;
+                    }
+                    run(&x, &w, &case.labels, case.dim, h, &opts).unwrap().loss
+                };
+                (eval(step) - eval(-step)) / (2.0 * step)
+            })
+            .collect()
+    };
+    let (nx, nw) = (numeric(0), numeric(1));
+    (rel_error(&base.grad_x, &nx), rel_error(&base.grad_w, &nw))
+}
+
+/// Every head with default and non-default settings, with norms where their terms are active.
+fn gradcheck_configs() -> Vec<(&'static str, HeadParams, f64, f64)> {
+    // s is kept small enough that no CE reaches the value clamp CE_MAX (which has no gradient).
+    let d = || HeadParams { s: Some(8.0), ..Default::default() };
+    vec![
+        ("softmax", d(), 1.0, 5.0),
+        ("sphereface", d(), 1.0, 5.0),
+        ("cosface", d(), 1.0, 5.0),
+        ("arcface", d(), 1.0, 5.0),
+        ("arcface", HeadParams { easy_margin: Some(true), ..d() }, 1.0, 5.0),
+        ("arcface", HeadParams { m: Some(1.4), ..d() }, 1.0, 5.0),
+        ("combined", d(), 1.0, 5.0),
+        ("combined", HeadParams { m1: Some(1.3), ..d() }, 1.0, 5.0),
+        ("curricularface", d(), 1.0, 5.0),
+        ("mv-am", d(), 1.0, 5.0),
+        ("mv-arc", d(), 1.0, 5.0),
+        ("mv-arc", HeadParams { easy_margin: Some(false), ..d() }, 1.0, 5.0),
+        ("magface", d(), 5.0, 120.0),
+        ("magface", HeadParams { easy_margin: Some(false), m: None, ..d() }, 5.0, 120.0),
+        ("adaface", HeadParams { h: Some(1.0), ..d() }, 1.0, 60.0),
+        ("qamface", HeadParams { s: Some(1.0), ..Default::default() }, 1.0, 5.0),
+        ("sm-cosface", d(), 1.0, 60.0),
+        ("smaface", d(), 1.0, 60.0),
+        ("smaface-star", d(), 1.0, 60.0),
+        ("nsmaface-star", d(), 1.0, 60.0),
+        ("smaface", HeadParams { variant: Some(Variant::Weak), ..d() }, 1.0, 60.0),
+        ("smaface", HeadParams { variant: Some(Variant::Strong), ..d() }, 1.0, 60.0),
+        ("smaface", HeadParams { variant: Some(Variant::Beta), ..d() }, 1.0, 60.0),
+        ("hm-softmax", HeadParams { s: Some(4.0), ..Default::default() }, 1.0, 5.0),
+        ("focal", d(), 1.0, 5.0),
+        ("qcface", d(), 2.0, 40.0),
+        ("qcface", HeadParams { phase: Some(Phase::Warmup), ..d() }, 2.0, 40.0),
+    ]
+}
+
+#[test]
+fn every_head_matches_finite_differences() {
+    let mut failures = Vec::new();
+    for (k, (name, p, lo, hi)) in gradcheck_configs().into_iter().enumerate() {
+        for seed in 0..2u64 {
+            let case = random_case(100 + 7 * k as u64 + seed, 5, 6, 4, lo, hi);
+            let mut h = head(name, &p);
+            let (ex, ew) = fd_errors(h.as_mut(), &case);
+            if !(ex < 1e-6 && ew < 1e-6) {
+                failures.push(format!("{name} {p:?} seed {seed}: x {ex:e}, W {ew:e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_name_builds_and_unknown_names_fail() {
+    for n in names() {
+        let h = head(n, &HeadParams::default());
+        assert_eq!(h.name(), n);
+    }
+    let e = from_name("arcfase", &HeadParams::default()).unwrap_err().to_string();
+    assert!(e.contains("unknown head 'arcfase'") && e.contains("arcface"), "{e}");
+    assert!(from_name("qqcface", &HeadParams::default()).unwrap_err().to_string().contains("evaluation"));
+    let e = from_name("cosface", &HeadParams { alpha: Some(1.0), ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("--alpha"), "{e}");
+}
+
+#[test]
+fn tape_node_gives_the_classifier_gradients_and_scales_them() {
+    use crate::ops;
+    use crate::tape::gradcheck;
+    use crate::tensor::Tensor;
+    let case = random_case(5, 4, 5, 3, 1.0, 5.0);
+    let (x, w) = (
+        Tensor::from_vec(case.x.clone(), [4, 3]).unwrap(),
+        Tensor::from_vec(case.w.clone(), [5, 3]).unwrap(),
+    );
+    let labels = case.labels.clone();
+    let state = {
+        let mut h = head("curricularface", &HeadParams::default());
+        run(&case.x, &case.w, &labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
+        h.state()
+    };
+    let errs = gradcheck::check(
+        &[x, w],
+        |t, v| {
+            let mut h = head("curricularface", &HeadParams { s: Some(8.0), ..Default::default() });
+            h.set_training(false);
+            h.load_state(&state)?;
+            let l = loss(t, v[0], v[1], &labels, h.as_mut())?;
+            let three = t.constant(Tensor::scalar(3.0f64));
+            ops::mul(t, l, three)
+        },
+        1e-6,
+    )
+    .unwrap();
+    assert!(errs.iter().all(|&e| e < 1e-6), "{errs:?}");
+}
+
+#[test]
+fn f32_agrees_with_f64() {
+    for name in ["arcface", "qamface", "adaface", "magface", "smaface-star", "curricularface"] {
+        let case = random_case(9, 8, 50, 16, 5.0, 60.0);
+        let x32: Vec<f32> = case.x.iter().map(|&v| v as f32).collect();
+        let w32: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
+        let xs: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+        let ws: Vec<f64> = w32.iter().map(|&v| v as f64).collect();
+        let o64 = run(&xs, &ws, &case.labels, 16, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        let o32 = run(&x32, &w32, &case.labels, 16, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        let up = |v: &[f32]| v.iter().map(|&e| e as f64).collect::<Vec<_>>();
+        assert!((o32.loss - o64.loss).abs() <= 1e-5 * o64.loss.abs(), "{name}: {} vs {}", o32.loss, o64.loss);
+        assert!(rel_error(&up(&o32.grad_x), &o64.grad_x) < 1e-4, "{name} grad x");
+        assert!(rel_error(&up(&o32.grad_w), &o64.grad_w) < 1e-4, "{name} grad w");
+    }
+}
+
+// ---- §14 edge cases ----
+
+#[test]
+fn cos_at_plus_and_minus_one_stays_finite_and_clamped_entries_get_no_gradient() {
+    for name in names() {
+        for &c in &[1.0, 1.0 - 1e-7, -1.0, -1.0 + 1e-7] {
+            let mut case = case_with_target_cos(&[c, 0.3], 30.0, 4, 3, 1);
+            // A non-target at exactly the target's direction (c_j = c) and one opposite.
+            case.w[3..6].copy_from_slice(&case.x[..3]);
+            case.w[6..9].iter_mut().zip(&case.x[..3]).for_each(|(v, &e)| *v = -e);
+            let out = run(&case.x, &case.w, &case.labels, 3, head(name, &HeadParams::default()).as_mut(), &RunOptions::default())
+                .unwrap();
+            assert!(out.loss.is_finite(), "{name} c {c}: loss {}", out.loss);
+            assert!(out.grad_x.iter().chain(&out.grad_w).all(|v| v.is_finite()), "{name} c {c}: non-finite gradient");
+        }
+    }
+    // c = 1 exactly: at the clamp bound for every ε, so the target column passes no gradient to W_y
+    // beyond the softmax through other columns (arcface: G_iy = 0).
+    let case = case_with_target_cos(&[1.0], 10.0, 3, 3, 2);
+    let out = run(&case.x, &case.w, &case.labels, 3, head("arcface", &HeadParams::default()).as_mut(), &RunOptions::default())
+        .unwrap();
+    assert!(out.grad_w[..3].iter().all(|&v| v == 0.0), "{:?}", &out.grad_w[..3]);
+}
+
+#[test]
+fn arcface_fallback_jumps_down_by_the_spec_amount() {
+    let (s, m) = (64.0, 0.5);
+    let th = (std::f64::consts::PI - m).cos();
+    let z = |c: f64| {
+        let case = case_with_target_cos(&[c], 10.0, 3, 3, 4);
+        let out = run(&case.x, &case.w, &case.labels, 3, head("arcface", &HeadParams::default()).as_mut(), &RunOptions::default())
+            .unwrap();
+        out.rows[0].z_y
+    };
+    let jump = z(th + 1e-6) - z(th - 1e-6);
+    let expect = s * (m.cos() + m * m.sin() - 1.0);
+    assert!((jump - expect).abs() < 1e-3, "jump {jump}, expected {expect}");
+    assert!((expect / s - 0.117).abs() < 1e-3);
+    // STE mode has no fallback: continuous there.
+    let ste = HeadParams { grad_mode: Some(GradMode::Ste), ..Default::default() };
+    let zs = |c: f64| {
+        let case = case_with_target_cos(&[c], 10.0, 3, 3, 4);
+        run(&case.x, &case.w, &case.labels, 3, head("arcface", &ste).as_mut(), &RunOptions::default()).unwrap().rows[0].z_y
+    };
+    assert!((zs(th + 1e-6) - zs(th - 1e-6)).abs() < 1e-3);
+}
+
+#[test]
+fn adaface_clip_at_pi_zeroes_the_target_slope() {
+    // ẑ = -1 (small norm, large h): g_angle = +m, so θ + m past π - ε clips.
+    let p = HeadParams { h: Some(100.0), ..Default::default() };
+    let m = 0.4;
+    let c = (std::f64::consts::PI - m + 0.01).cos();
+    let case = case_with_target_cos(&[c, 0.5], 1.0, 3, 3, 6);
+    let mut h = head("adaface", &p);
+    let out = run(&case.x, &case.w, &case.labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
+    assert_eq!(out.rows[0].quality, -1.0);
+    // z_y = s·(cos(π - ε) - 0) since g_add = m + m·(-1) = 0.
+    assert!((out.rows[0].z_y - 64.0 * (std::f64::consts::PI - 1e-3).cos()).abs() < 1e-9);
+    // Sample 0's x gradient comes only from the non-target columns now; compare with a run where the
+    // target column's slope is known zero: the gradient wrt W_0 from sample 0 is zero.
+    let only0 = Case { x: case.x[..3].to_vec(), w: case.w.clone(), labels: vec![0], dim: 3 };
+    let mut h1 = head("adaface", &p);
+    h1.set_training(false);
+    h1.load_state(&h.state()).unwrap();
+    let o1 = run(&only0.x, &only0.w, &only0.labels, 3, h1.as_mut(), &eval_opts(Some(Frozen { quality: vec![-1.0], p_d: vec![] })))
+        .unwrap();
+    assert!(o1.grad_w[..3].iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn curricularface_tau_wraps_past_pi_and_never_modulates_the_target() {
+    let m = 0.5;
+    let th = (std::f64::consts::PI - m).cos();
+    let mut h = head("curricularface", &HeadParams::default());
+    // Just below the threshold τ = cos(θ + m) wraps above -1 again: cos(π + δ) = -cos δ.
+    let rows = |c: f64, h: &dyn Head| h.row(&RowInput { c_y: c, norm: 1.0, quality: 0.0 });
+    let above = rows(th + 1e-6, h.as_ref());
+    let below = rows(th - 1e-6, h.as_ref());
+    assert!(matches!(above.target, TargetMap::Angular { .. }) && matches!(below.target, TargetMap::Fallback { .. }));
+    assert!((above.tau + 1.0).abs() < 1e-5 && (below.tau + 1.0).abs() < 1e-5);
+    // Target column value equals the ArcFace target whatever t is.
+    h.load_state(&HeadState::new(&[("t", 0.7)])).unwrap();
+    h.set_training(false);
+    let case = case_with_target_cos(&[0.4, 0.2], 3.0, 5, 3, 8);
+    let cur = run(&case.x, &case.w, &case.labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
+    let arc = run(&case.x, &case.w, &case.labels, 3, head("arcface", &HeadParams::default()).as_mut(), &RunOptions::default())
+        .unwrap();
+    for i in 0..2 {
+        assert!((cur.rows[i].z_y - arc.rows[i].z_y).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn hard_negative_boundary_of_curricular_and_mv() {
+    let s = 2.0;
+    for (nt, tau) in [(NonTarget::Curricular { t: 0.3 }, 0.8), (NonTarget::MvAdaptive { t: 0.2 }, 0.2)] {
+        let just_below = maps::non_target_logit(&nt, s, tau - 1e-6, tau);
+        let just_above = maps::non_target_logit(&nt, s, tau + 1e-6, tau);
+        assert_eq!(just_below.0, s * (tau - 1e-6));
+        assert!(just_above.0 > s * (tau + 1e-6), "{nt:?}: hard negatives are raised");
+    }
+}
+
+#[test]
+fn curricularface_t_follows_its_ema() {
+    let mut h = head("curricularface", &HeadParams::default());
+    let mut t = 0.0;
+    for step in 0..5u64 {
+        let case = random_case(40 + step, 6, 7, 5, 1.0, 3.0);
+        let out = run(&case.x, &case.w, &case.labels, 5, h.as_mut(), &RunOptions::default()).unwrap();
+        let mean = out.rows.iter().map(|r| r.c_y).sum::<f64>() / 6.0;
+        t = 0.01 * mean + 0.99 * t;
+        assert!((h.state().get("t").unwrap() - t).abs() < 1e-15);
+    }
+    assert!(t != 0.0);
+}
+
+#[test]
+fn large_scale_many_classes_lse_matches_f64() {
+    // s = 1e3 and 1e6 columns in f32 against the same inputs in f64.
+    let (b, c, dim) = (1, 1_000_000, 2);
+    let case = random_case(77, b, c, dim, 1.0, 2.0);
+    let p = HeadParams { s: Some(1e3), ..Default::default() };
+    let w32: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
+    let x32: Vec<f32> = case.x.iter().map(|&v| v as f32).collect();
+    let opts = RunOptions { compute_grad: false, frozen: None };
+    let o32 = run(&x32, &w32, &case.labels, dim, head("cosface", &p).as_mut(), &opts).unwrap();
+    let xs: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+    let ws: Vec<f64> = w32.iter().map(|&v| v as f64).collect();
+    let o64 = run(&xs, &ws, &case.labels, dim, head("cosface", &p).as_mut(), &opts).unwrap();
+    assert!((o32.rows[0].lse - o64.rows[0].lse).abs() < 1e-5 * o64.rows[0].lse.abs(), "{} {}", o32.rows[0].lse, o64.rows[0].lse);
+}
+
+#[test]
+fn qamface_logits_near_237_do_not_overflow_f32() {
+    // Non-target at θ = 0 (c = 1): z = 6·(2π)² ≈ 236.9.
+    let mut case = case_with_target_cos(&[0.2], 5.0, 3, 3, 3);
+    case.w[3..6].copy_from_slice(&case.x[..3]);
+    let x32: Vec<f32> = case.x.iter().map(|&v| v as f32).collect();
+    let w32: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
+    let out = run(&x32, &w32, &case.labels, 3, head("qamface", &HeadParams::default()).as_mut(), &RunOptions::default())
+        .unwrap();
+    assert!(out.rows[0].lse > 236.0 && out.rows[0].lse < 238.0 && out.loss.is_finite(), "{:?}", out.rows[0]);
+    assert!(out.grad_x.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn loss_value_is_clamped_like_insightface_but_gradient_is_not() {
+    // A sample with p_y ≈ e^-130: CE clamps at 69.08 in the value.
+    let case = case_with_target_cos(&[-0.99], 3.0, 2, 3, 1);
+    let mut w = case.w.clone();
+    w[3..6].copy_from_slice(&case.x[..3]);
+    let out = run(&case.x, &w, &case.labels, 3, head("softmax", &HeadParams::default()).as_mut(), &RunOptions::default())
+        .unwrap();
+    assert!(out.rows[0].ce > 100.0);
+    assert!((out.loss - CE_MAX).abs() < 1e-9);
+    assert!(out.grad_x.iter().any(|&v| v != 0.0));
+}
+
+#[test]
+fn sharded_classes_with_minus_one_labels_equal_unsharded() {
+    for name in ["arcface", "curricularface", "qcface", "smaface", "qamface", "magface"] {
+        let case = random_case(21, 6, 9, 4, 5.0, 50.0);
+        let full = run(&case.x, &case.w, &case.labels, 4, head(name, &HeadParams::default()).as_mut(), &RunOptions::default())
+            .unwrap();
+        let split = 4;
+        let local = |lo: i64, hi: i64| -> Vec<i64> {
+            case.labels.iter().map(|&y| if y >= lo && y < hi { y - lo } else { -1 }).collect()
+        };
+        let (l0, l1) = (local(0, split), local(split, 9));
+        let shards = [
+            Shard { weight: &case.w[..split as usize * 4], labels: &l0 },
+            Shard { weight: &case.w[split as usize * 4..], labels: &l1 },
+        ];
+        let sh = run_sharded(&case.x, 4, &shards, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        assert!((sh.loss - full.loss).abs() < 1e-12 * full.loss.abs(), "{name}");
+        assert!(rel_error(&sh.grad_x, &full.grad_x) < 1e-12, "{name}");
+        assert!(rel_error(&sh.grad_w, &full.grad_w) < 1e-12, "{name}");
+    }
+    // -1 everywhere is an error; so is -1 in the unsharded call.
+    let case = random_case(1, 2, 3, 2, 1.0, 2.0);
+    let bad = [-1i64, 0];
+    let e = run(&case.x, &case.w, &bad, 2, head("softmax", &HeadParams::default()).as_mut(), &RunOptions::default());
+    assert!(e.unwrap_err().to_string().contains("run_sharded"));
+}
+
+// ---- distinguishing behaviour ----
+
+#[test]
+fn adaface_is_arcface_at_minus_one_and_cosface_at_zero() {
+    let case = random_case(31, 6, 7, 5, 1.0, 3.0);
+    let ada = |quality: f64| {
+        let mut h = head("adaface", &HeadParams::default());
+        h.set_training(false);
+        let fr = Frozen { quality: vec![quality; 6], p_d: vec![] };
+        run(&case.x, &case.w, &case.labels, 5, h.as_mut(), &eval_opts(Some(fr))).unwrap()
+    };
+    let other = |name: &str| {
+        let p = HeadParams { m: Some(0.4), ..Default::default() };
+        run(&case.x, &case.w, &case.labels, 5, head(name, &p).as_mut(), &RunOptions::default()).unwrap()
+    };
+    for (q, name) in [(-1.0, "arcface"), (0.0, "cosface")] {
+        let (a, b) = (ada(q), other(name));
+        assert!((a.loss - b.loss).abs() < 1e-10 * b.loss, "{name}: {} vs {}", a.loss, b.loss);
+        assert!(rel_error(&a.grad_x, &b.grad_x) < 1e-8 && rel_error(&a.grad_w, &b.grad_w) < 1e-8, "{name}");
+    }
+    // The indicator itself: h = 0 gives ẑ = 0 on any batch.
+    let mut h = head("adaface", &HeadParams { h: Some(0.0), ..Default::default() });
+    let out = run(&case.x, &case.w, &case.labels, 5, h.as_mut(), &RunOptions::default()).unwrap();
+    assert!(out.rows.iter().all(|r| r.quality == 0.0));
+    // B = 1 is rejected in training.
+    let one = random_case(1, 1, 3, 2, 1.0, 2.0);
+    let e = run(&one.x, &one.w, &one.labels, 2, head("adaface", &HeadParams::default()).as_mut(), &RunOptions::default());
+    assert!(e.unwrap_err().to_string().contains("at least 2"));
+}
+
+#[test]
+fn magface_optimal_norm_rises_as_the_loss_falls() {
+    // One sample; scan a over (l_a, u_a) for an easy and a hard direction; easy reaches its optimum later.
+    let argmin = |c: f64| {
+        let mut best = (f64::INFINITY, 0.0);
+        for k in 0..=2000 {
+            let a = 10.0 + 100.0 * k as f64 / 2000.0;
+            let case = case_with_target_cos(&[c], a, 50, 4, 12);
+            let opts = RunOptions { compute_grad: false, frozen: None };
+            let l = run(&case.x, &case.w, &case.labels, 4, head("magface", &HeadParams::default()).as_mut(), &opts).unwrap().loss;
+            if l < best.0 {
+                best = (l, a);
+            }
+        }
+        best.1
+    };
+    let (hard, easy) = (argmin(0.55), argmin(0.9));
+    assert!(easy > hard + 1.0, "easy {easy}, hard {hard}");
+    // The regulariser's gradient is zero outside (l_a, u_a) and at the bounds.
+    let h = head("magface", &HeadParams::default());
+    for a in [5.0, 10.0, 110.0, 200.0] {
+        assert_eq!(h.extra(a, f64::NAN).1, 0.0, "a = {a}");
+        assert_eq!(h.row(&RowInput { c_y: 0.5, norm: a, quality: 0.0 }).margin_da, 0.0);
+    }
+    assert!(h.extra(50.0, f64::NAN).1 != 0.0);
+    let low = from_name("magface", &HeadParams { lambda_g: Some(20.0), ..Default::default() }).unwrap();
+    assert!(low.warnings()[0].contains("22.59"), "{:?}", low.warnings());
+    assert!(h.warnings().is_empty());
+}
+
+#[test]
+fn qcface_optimal_norm_rises_with_p_d() {
+    for k in [0.5, 1.0, 5.0, 50.0] {
+        let q = qcface::QcFace::new(&HeadParams { k: Some(k), ..Default::default() }).unwrap();
+        let mut prev = 0.0;
+        for g in 0..=100 {
+            let p = g as f64 / 100.0;
+            let a = q.optimal_norm(p);
+            assert!(a > prev, "k {k}: a*({p}) = {a} not above {prev}");
+            prev = a;
+            assert!(q.regularizer(a, p).1.abs() < 1e-12, "R'(a*) at p {p}");
+        }
+        assert!((q.optimal_norm(0.0) - 10.0).abs() < 1e-9 && (q.optimal_norm(1.0) - 110.0).abs() < 1e-9);
+    }
+    let q1 = qcface::QcFace::new(&HeadParams::default()).unwrap();
+    assert!((q1.optimal_norm(0.5) - 14.1).abs() < 0.05 && (q1.optimal_norm(0.99) - 74.2).abs() < 0.05);
+    // a → 0 guard.
+    let (r, d) = q1.regularizer(0.0, 0.5);
+    assert!(r.is_finite() && d == 0.0);
+}
+
+#[test]
+fn qcface_p_d_matches_a_direct_softmax_and_warmup_has_no_norm_gradient() {
+    let case = random_case(51, 5, 8, 4, 5.0, 40.0);
+    let mut h = head("qcface", &HeadParams { s: Some(8.0), ..Default::default() });
+    let out = run(&case.x, &case.w, &case.labels, 4, h.as_mut(), &RunOptions::default()).unwrap();
+    for (i, r) in out.rows.iter().enumerate() {
+        let xi = &case.x[i * 4..(i + 1) * 4];
+        let a: f64 = xi.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let logits: Vec<f64> = (0..8)
+            .map(|j| {
+                let wj = &case.w[j * 4..(j + 1) * 4];
+                let n: f64 = wj.iter().map(|v| v * v).sum::<f64>().sqrt();
+                8.0 * xi.iter().zip(wj).map(|(p, q)| p * q).sum::<f64>() / (a * n)
+            })
+            .collect();
+        let denom: f64 = logits.iter().map(|z| z.exp()).sum();
+        let direct = logits[case.labels[i] as usize].exp() / denom;
+        assert!((r.p_d - direct).abs() < 1e-12, "{} vs {direct}", r.p_d);
+    }
+    let mut warm = head("qcface", &HeadParams { s: Some(8.0), phase: Some(Phase::Warmup), ..Default::default() });
+    let wo = run(&case.x, &case.w, &case.labels, 4, warm.as_mut(), &RunOptions::default()).unwrap();
+    assert!(wo.rows.iter().all(|r| r.d_norm == 0.0));
+    let arc = run(&case.x, &case.w, &case.labels, 4, head("arcface", &HeadParams { s: Some(8.0), ..Default::default() }).as_mut(), &RunOptions::default())
+        .unwrap();
+    assert!((wo.loss - arc.loss).abs() < 1e-12);
+    assert!(out.rows.iter().any(|r| r.d_norm != 0.0));
+}
+
+#[test]
+fn smaface_weighs_hard_samples_up_and_easy_down() {
+    // Hard: c_y = -0.5; easy: c_y = 0.95, with 3 random classes.
+    let case = case_with_target_cos(&[-0.5, 0.95], 10.0, 4, 3, 13);
+    let mut h = head("smaface", &HeadParams::default());
+    let out = run(&case.x, &case.w, &case.labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
+    assert!(out.rows[0].weight > 1.0 && out.rows[1].weight < 1.0, "{:?}", out.rows);
+    let mut n = head("nsmaface-star", &HeadParams::default());
+    let out = run(&case.x, &case.w, &case.labels, 3, n.as_mut(), &RunOptions::default()).unwrap();
+    assert!(out.rows[0].weight < out.rows[1].weight);
+    assert!(from_name("smaface", &HeadParams { alpha: Some(-7.0), ..Default::default() }).is_err());
+    for a in [-6.9, 10.2] {
+        let h = from_name("smaface", &HeadParams { alpha: Some(a), ..Default::default() }).unwrap();
+        assert!(!h.warnings().is_empty(), "alpha {a} should warn");
+    }
+    assert!(from_name("smaface", &HeadParams { alpha: Some(2.0), ..Default::default() }).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn sphereface_and_combined_are_non_monotone_past_pi_over_m1() {
+    let p = HeadParams { m1: Some(1.5), ..Default::default() };
+    let h = head("sphereface", &p);
+    let z = |theta: f64| {
+        let plan = h.row(&RowInput { c_y: theta.cos(), norm: 1.0, quality: 0.0 });
+        maps::target_logit(&plan.target, 1.0, theta.cos()).0
+    };
+    let pi = std::f64::consts::PI;
+    // cos(1.5θ) falls until θ = π/1.5, then rises.
+    assert!(z(pi / 1.5 + 0.2) > z(pi / 1.5));
+    assert!(z(pi / 1.5 - 0.2) > z(pi / 1.5));
+}
+
+#[test]
+fn state_round_trips_and_bad_state_is_rejected() {
+    let mut h = head("adaface", &HeadParams::default());
+    let case = random_case(3, 4, 5, 3, 1.0, 40.0);
+    run(&case.x, &case.w, &case.labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
+    let st = h.state();
+    let mut g = head("adaface", &HeadParams::default());
+    g.load_state(&HeadState::from_tensors(&st.to_tensors()).unwrap()).unwrap();
+    assert_eq!(g.state(), st);
+    assert!(g.load_state(&HeadState::new(&[("t", 1.0)])).is_err());
+    assert!(head("arcface", &HeadParams::default()).load_state(&st).is_err());
+    let mut q = head("qcface", &HeadParams::default());
+    q.load_state(&HeadState::new(&[("phase", 0.0)])).unwrap();
+    assert!(!q.needs().p_d);
+    assert!(q.load_state(&HeadState::new(&[("phase", 0.5)])).is_err());
+}
