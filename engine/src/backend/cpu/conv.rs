@@ -177,17 +177,31 @@ pub fn backward_data<T: Float>(g: &Geometry, dy: &[T], w: &[T], dx: &mut [T]) {
     });
 }
 
-/// dw `[O, k, k, C]` from dy and x: dw = dy^T col, summed over chunks of images in order.
+/// Groups of images whose filter-gradient partials are summed in order, when dw is too small to split.
+const FILTER_GROUPS: usize = 8;
+
+/// Below this many GEMM tiles in dw, split the batch instead (narrow layers would run on one core).
+const MIN_FILTER_TILES: usize = 8;
+
+/// dw `[O, k, k, C]` from dy and x: dw = sum over images of dy_n^T col_n.
 pub fn backward_filter<T: Float>(g: &Geometry, dy: &[T], x: &[T], dw: &mut [T]) {
     let (kk, px) = (g.patch(), g.pixels_out());
-    if g.pointwise() {
-        gemm(g.o, g.n * px, kk, dy, true, x, false, dw, false);
-        return;
-    }
     if px == 0 || g.n == 0 {
         dw.fill(T::ZERO);
         return;
     }
+    if g.o.div_ceil(64) * kk.div_ceil(256) < MIN_FILTER_TILES && g.n > 1 {
+        backward_filter_by_images(g, dy, x, dw);
+    } else if g.pointwise() {
+        gemm(g.o, g.n * px, kk, dy, true, x, false, dw, false);
+    } else {
+        backward_filter_by_chunks(g, dy, x, dw);
+    }
+}
+
+/// Wide dw: im2col a chunk of images at once, then one tiled GEMM per chunk, chunks summed in order.
+fn backward_filter_by_chunks<T: Float>(g: &Geometry, dy: &[T], x: &[T], dw: &mut [T]) {
+    let (kk, px) = (g.patch(), g.pixels_out());
     let chunk = (FILTER_COL_BUDGET / (px * kk).max(1)).clamp(1, g.n);
     let mut col = vec![T::ZERO; chunk * px * kk];
     for (ci, n0) in (0..g.n).step_by(chunk).enumerate() {
@@ -201,6 +215,38 @@ pub fn backward_filter<T: Float>(g: &Geometry, dy: &[T], x: &[T], dw: &mut [T]) 
         });
         let dyc = &dy[n0 * px * g.o..(n0 + imgs) * px * g.o];
         gemm(g.o, imgs * px, kk, dyc, true, colc, false, dw, ci > 0);
+    }
+}
+
+/// Narrow dw: fixed groups of images each sum their own partial (image by image), then the partials are
+/// added in group order.
+fn backward_filter_by_images<T: Float>(g: &Geometry, dy: &[T], x: &[T], dw: &mut [T]) {
+    let (kk, px) = (g.patch(), g.pixels_out());
+    let per_group = g.n.div_ceil(FILTER_GROUPS);
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_group))
+        .into_par_iter()
+        .map(|grp| {
+            let mut acc = vec![T::ZERO; g.o * kk];
+            let mut col = if g.pointwise() { Vec::new() } else { vec![T::ZERO; px * kk] };
+            for n in grp * per_group..((grp + 1) * per_group).min(g.n) {
+                let xn = &x[n * g.image_in()..(n + 1) * g.image_in()];
+                let dyn_ = &dy[n * px * g.o..(n + 1) * px * g.o];
+                let first = n == grp * per_group;
+                if g.pointwise() {
+                    gemm_serial(g.o, px, kk, dyn_, true, xn, false, &mut acc, !first);
+                } else {
+                    im2col(g, xn, 0, &mut col);
+                    gemm_serial(g.o, px, kk, dyn_, true, &col, false, &mut acc, !first);
+                }
+            }
+            acc
+        })
+        .collect();
+    dw.copy_from_slice(&partials[0]);
+    for p in &partials[1..] {
+        for (d, &v) in dw.iter_mut().zip(p) {
+            *d += v;
+        }
     }
 }
 
@@ -252,6 +298,37 @@ mod tests {
             forward(&g, &x, &wt, &mut y);
             // Small integers times quarters: every product and sum is exact in f64.
             assert_eq!(y, naive(&g, &x, &wt), "k={k} s={s} p={p}");
+        }
+    }
+
+    /// dw by its definition: sum over pixels of dy[o] * patch.
+    fn naive_filter(g: &Geometry, dy: &[f64], x: &[f64]) -> Vec<f64> {
+        let mut dw = vec![0.0; g.o * g.patch()];
+        for n in 0..g.n {
+            let mut col = vec![0.0; g.pixels_out() * g.patch()];
+            im2col(g, &x[n * g.image_in()..(n + 1) * g.image_in()], 0, &mut col);
+            for r in 0..g.pixels_out() {
+                for o in 0..g.o {
+                    for j in 0..g.patch() {
+                        dw[o * g.patch() + j] += dy[(n * g.pixels_out() + r) * g.o + o] * col[r * g.patch() + j];
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    #[test]
+    fn both_filter_gradient_paths_match_the_definition() {
+        // o = 8 takes the per-image path, o = 520 the chunked tiled GEMM.
+        for (o, k, s, p) in [(8, 3, 2, 1), (520, 3, 1, 1), (8, 1, 1, 0), (520, 1, 1, 0), (8, 1, 2, 0)] {
+            let prm = Conv2dParams { kernel: k, stride: s, padding: p };
+            let g = Geometry::new(&[9, 5, 6, 3], &[o, k, k, 3], prm).unwrap();
+            let x = data(g.n * g.image_in(), 7);
+            let dy = data(g.n * g.pixels_out() * o, 3);
+            let mut dw = vec![1.0; o * g.patch()];
+            backward_filter(&g, &dy, &x, &mut dw);
+            assert_eq!(dw, naive_filter(&g, &dy, &x), "o={o} k={k} s={s}");
         }
     }
 

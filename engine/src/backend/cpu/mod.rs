@@ -76,7 +76,7 @@ impl Backend for CpuBackend {
     fn affine(&self, a: &Tensor, alpha: f64, beta: f64) -> Result<Tensor> {
         dispatch_float!(a, "affine", |x| {
             let (al, be) = (like(x, alpha), like(x, beta));
-            wrap(x.iter().map(|&v| al * v + be).collect::<Vec<_>>(), a.shape().clone())
+            wrap(elementwise::map(x, |v| al * v + be), a.shape().clone())
         })
     }
 
@@ -87,12 +87,7 @@ impl Backend for CpuBackend {
     fn sum_rows(&self, a: &Tensor) -> Result<Tensor> {
         let c = *a.dims().last().ok_or_else(|| Error::Shape("sum_rows of a scalar".into()))?;
         dispatch_float!(a, "sum_rows", |x| {
-            let mut acc = vec![0.0f64; c];
-            for row in x.chunks(c.max(1)) {
-                for (s, v) in acc.iter_mut().zip(row) {
-                    *s += crate::tensor::Float::to_f64(*v);
-                }
-            }
+            let acc = elementwise::sum_rows(x, c);
             wrap(acc.into_iter().map(|v| like(x, v)).collect::<Vec<_>>(), [c])
         })
     }
