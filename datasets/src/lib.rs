@@ -1,1 +1,2 @@
 //! Data: RecordIO, verification sets, augmentation, loader, synthetic demo data.
+pub mod synth;
