@@ -26,6 +26,7 @@ pub mod image;
 pub mod loader;
 pub mod recordio;
 pub mod rng;
+pub mod synth;
 pub mod verification;
 
 pub use error::{DataError, Result};
