@@ -3,6 +3,7 @@
 //! exit with status 2, never a panic.
 
 mod commands;
+mod pair_eval;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ enum Command {
     Info(commands::info::Args),
     /// Run a margin-softmax head on a batch from a safetensors file; write the loss and gradients.
     Head(commands::head::Args),
+    /// Train a backbone and head; with no --data, on the generated demo set.
+    Train(Box<commands::train::Args>),
 }
 
 fn main() {
@@ -26,6 +29,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Head(a) => commands::head::run(a),
+        Command::Train(a) => commands::train::run(*a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

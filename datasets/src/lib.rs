@@ -20,6 +20,7 @@
 //! Reading: [`faceset::FaceSet::open`] (directory or `.rec`), [`recordio::RecordFile`] for raw records.
 
 pub mod augment;
+pub mod demo;
 pub mod error;
 pub mod faceset;
 pub mod image;

@@ -5,8 +5,9 @@
 //! Output: `loss` (scalar), `grad_embeddings` [B, D], `grad_weight` [C, D] in the input's float type,
 //! plus the head's running state as `state.<name>` f64 scalars after the last step.
 
+use super::head_flags::HeadFlags;
 use super::CmdResult;
-use engine::heads::{self, HeadParams, RunOptions};
+use engine::heads::{self, RunOptions};
 use engine::io::safetensors::{self, SafeTensors};
 use engine::tensor::Float;
 use engine::{DType, Error, Tensor};
@@ -27,88 +28,8 @@ pub struct Args {
     /// Steps on the same batch; the head's running state moves each step, the inputs do not.
     #[arg(long, default_value_t = 1)]
     steps: usize,
-    #[arg(long)]
-    s: Option<f64>,
-    #[arg(long)]
-    m: Option<f64>,
-    #[arg(long)]
-    m1: Option<f64>,
-    #[arg(long)]
-    m2: Option<f64>,
-    #[arg(long)]
-    m3: Option<f64>,
-    /// MV-Softmax t.
-    #[arg(long)]
-    t: Option<f64>,
-    #[arg(long)]
-    h: Option<f64>,
-    #[arg(long)]
-    t_alpha: Option<f64>,
-    #[arg(long)]
-    l_a: Option<f64>,
-    #[arg(long)]
-    u_a: Option<f64>,
-    #[arg(long)]
-    l_m: Option<f64>,
-    #[arg(long)]
-    u_m: Option<f64>,
-    #[arg(long)]
-    lambda_g: Option<f64>,
-    #[arg(long, allow_hyphen_values = true)]
-    alpha: Option<f64>,
-    #[arg(long)]
-    p0: Option<f64>,
-    #[arg(long)]
-    beta: Option<f64>,
-    #[arg(long)]
-    gamma: Option<f64>,
-    #[arg(long)]
-    k: Option<f64>,
-    #[arg(long, allow_hyphen_values = true)]
-    b: Option<f64>,
-    #[arg(long)]
-    lambda: Option<f64>,
-    /// `--easy-margin` (on), `--easy-margin false` (off); unset: the head's default.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    easy_margin: Option<bool>,
-    /// exact or ste (arcface).
-    #[arg(long)]
-    grad_mode: Option<String>,
-    /// base, weak, strong or beta (SMAFace family).
-    #[arg(long)]
-    variant: Option<String>,
-    /// planning (default) or warmup (qcface).
-    #[arg(long)]
-    phase: Option<String>,
-}
-
-fn params(a: &Args) -> Result<HeadParams, Error> {
-    Ok(HeadParams {
-        s: a.s,
-        m: a.m,
-        m1: a.m1,
-        m2: a.m2,
-        m3: a.m3,
-        t: a.t,
-        h: a.h,
-        t_alpha: a.t_alpha,
-        l_a: a.l_a,
-        u_a: a.u_a,
-        l_m: a.l_m,
-        u_m: a.u_m,
-        lambda_g: a.lambda_g,
-        alpha: a.alpha,
-        p0: a.p0,
-        beta: a.beta,
-        gamma: a.gamma,
-        k: a.k,
-        b: a.b,
-        lambda: a.lambda,
-        easy_margin: a.easy_margin,
-        grad_mode: a.grad_mode.as_deref().map(str::parse).transpose()?,
-        variant: a.variant.as_deref().map(str::parse).transpose()?,
-        phase: a.phase.as_deref().map(str::parse).transpose()?,
-    })
+    #[command(flatten)]
+    flags: HeadFlags,
 }
 
 /// The three inputs, checked: shapes, dtypes and label range, each error naming the file.
@@ -166,7 +87,7 @@ pub fn run(a: Args) -> CmdResult {
     if a.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
-    let mut head = heads::from_name(&a.head, &params(&a)?)?;
+    let mut head = heads::from_name(&a.head, &a.flags.to_params()?)?;
     for w in head.warnings() {
         eprintln!("engine-train: warning: {w}");
     }

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod head;
+pub mod head_flags;
 pub mod info;
+pub mod train;
 
 /// The error every subcommand returns: a sentence for the user.
 pub type CmdResult = Result<(), Box<dyn std::error::Error>>;

@@ -3,3 +3,4 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod presets;
+pub mod trainer;

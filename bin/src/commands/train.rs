@@ -1,0 +1,473 @@
+//! `engine-train train`: trains a backbone with a margin-softmax head on a RecordIO face set, or, with no
+//! `--data`, on the generated demo set (built once and cached), evaluating verification as it goes.
+//!
+//! Resume: a checkpoint (`checkpoint.safetensors`) is written every `--checkpoint-every` steps and at the
+//! end of each epoch; batches come in an order fixed by (seed, epoch), so `--resume` skips the batches
+//! already taken and continues bit-identically on the CPU.
+
+use super::head_flags::HeadFlags;
+use super::CmdResult;
+use crate::pair_eval::PairEval;
+use datasets::augment::AugmentConfig;
+use datasets::demo::ensure_demo_set;
+use datasets::faceset::FaceSet;
+use datasets::loader::{Loader, LoaderConfig, Pixels};
+use datasets::synth::SynthConfig;
+use engine::eval::quality::spearman;
+use engine::model::IResNetConfig;
+use engine::optim::LrSchedule;
+use engine::train::metrics::{write_summary, MetricsLog, Progress};
+use engine::train::presets::{self, Preset, Schedule};
+use engine::train::trainer::{OptimizerChoice, Trainer, TrainerConfig};
+use engine::{Device, Error, Tensor};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// RecordIO face set: a folder with train.rec/train.idx/property, or a .rec file. Without it, the
+    /// generated demo set is used (built once under --cache).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A seed paper's recipe (see --list-presets); the flags below override it.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Print the presets and exit.
+    #[arg(long)]
+    list_presets: bool,
+    /// r18, r34, r50, r100, r200, or small (the CPU demo's backbone). Default: small for the demo, r50
+    /// otherwise.
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Head name (see `engine-train head --help`). Default: cosface for the demo, arcface otherwise.
+    #[arg(long)]
+    head: Option<String>,
+    #[command(flatten)]
+    head_flags: HeadFlags,
+    /// Images per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    /// Base learning rate (a preset's rate scales linearly with the batch size).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// poly (insightface), steps, cosine or constant.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Epochs at which `steps` multiplies the rate by 0.1, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    milestones: Option<Vec<f64>>,
+    /// Epochs of linear learning-rate warm-up (poly and cosine).
+    #[arg(long)]
+    lr_warmup_epochs: Option<f64>,
+    /// sgd or adamw.
+    #[arg(long)]
+    optimizer: Option<String>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Clip the backbone's gradient norm.
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    /// f32, bf16 or fp16 (the CPU backend trains in f32).
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output folder (checkpoint, metrics.jsonl, summary.json, plots). Default: runs/<date-time>.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Continue from the checkpoint in --output.
+    #[arg(long)]
+    resume: bool,
+    /// Verification sets (.bin or pair lists) evaluated during training; the demo adds its own pairs.
+    #[arg(long)]
+    eval: Vec<PathBuf>,
+    /// Evaluate every N steps (default: at the end of each epoch).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// none, flip or adaface (flip plus AdaFace's crop, low-resolution and photometric jitter at 0.2).
+    #[arg(long)]
+    augment: Option<String>,
+    /// QCFace: epochs of plain ArcFace before hypersphere planning (default: half the schedule).
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Loader threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Steps between checkpoints (also written at each epoch's end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Stop after this many minutes of training (evaluation and checkpointing then end the run).
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Skip records that fail to read or decode, counting them, instead of stopping.
+    #[arg(long)]
+    skip_corrupt: bool,
+    /// Where the generated demo set is cached.
+    #[arg(long, default_value = ".cache/facetrain")]
+    cache: PathBuf,
+    /// Demo set: training identities.
+    #[arg(long, default_value_t = 400)]
+    synth_identities: usize,
+    /// Demo set: images per training identity.
+    #[arg(long, default_value_t = 24)]
+    synth_images: usize,
+    /// Demo set: image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    synth_size: usize,
+}
+
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+fn augment_config(name: &str) -> Result<AugmentConfig, Error> {
+    match name {
+        "none" => Ok(AugmentConfig::none()),
+        "flip" => Ok(AugmentConfig::flip_only()),
+        "adaface" => Ok(AugmentConfig::default()),
+        other => Err(Error::Invalid(format!("--augment {other}: expected none, flip or adaface"))),
+    }
+}
+
+/// Converts an epoch-based schedule into steps.
+fn lr_schedule(name: &str, a: &Args, preset: Option<&Preset>, steps_per_epoch: u64, total: u64) -> Result<LrSchedule, Error> {
+    let ep = |e: f64| (e * steps_per_epoch as f64).round() as usize;
+    let warm = a.lr_warmup_epochs.or(match preset.map(|p| &p.schedule) {
+        Some(Schedule::Poly { warmup_epochs }) | Some(Schedule::Cosine { warmup_epochs }) => Some(*warmup_epochs),
+        _ => None,
+    });
+    Ok(match name {
+        "constant" => LrSchedule::Constant,
+        "poly" => LrSchedule::PolyWarmup { warmup: ep(warm.unwrap_or(0.0)), total: total as usize, power: 2.0 },
+        "cosine" => LrSchedule::Cosine { warmup: ep(warm.unwrap_or(0.0)), total: total as usize, min_lr: 0.0 },
+        "steps" => {
+            let milestones: Vec<usize> = match (&a.milestones, preset.map(|p| &p.schedule)) {
+                (Some(m), _) => m.iter().map(|&e| ep(e)).collect(),
+                (None, Some(Schedule::Steps { milestones })) => milestones.iter().map(|&e| ep(e)).collect(),
+                (None, Some(Schedule::StepsIter { milestones })) => milestones.iter().map(|&i| i as usize).collect(),
+                _ => return Err(Error::Invalid("--schedule steps needs --milestones".into())),
+            };
+            LrSchedule::Steps { milestones, gamma: 0.1 }
+        }
+        other => return Err(Error::Invalid(format!("--schedule {other}: expected poly, steps, cosine or constant"))),
+    })
+}
+
+fn preset_schedule_name(p: &Preset) -> &'static str {
+    match p.schedule {
+        Schedule::Poly { .. } => "poly",
+        Schedule::Steps { .. } | Schedule::StepsIter { .. } => "steps",
+        Schedule::Cosine { .. } => "cosine",
+    }
+}
+
+pub fn run(a: Args) -> CmdResult {
+    if a.list_presets {
+        for p in presets::all() {
+            println!("{:<24} {}", p.name, p.summary);
+        }
+        return Ok(());
+    }
+    let preset = match &a.preset {
+        Some(n) => Some(presets::by_name(n).ok_or_else(|| {
+            let names: Vec<_> = presets::all().iter().map(|p| p.name).collect();
+            Error::Invalid(format!("unknown preset '{n}' (known: {})", names.join(", ")))
+        })?),
+        None => None,
+    };
+    let device = Device::parse(&a.device)?;
+    if !device.is_cpu() {
+        return Err(Error::Unsupported(
+            "training on CUDA is not wired yet (the CUDA backend is under construction); use --device cpu".into(),
+        )
+        .into());
+    }
+    if a.precision != "f32" {
+        return Err(Error::Unsupported(format!("--precision {}: the CPU backend trains in f32", a.precision)).into());
+    }
+    if let Some(t) = a.threads {
+        // The global pool can only be set once per process; this is the first use.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
+    }
+    let demo = a.data.is_none();
+    let mut eval_paths = a.eval.clone();
+    let mut demo_degradation = None;
+    let data_path = match &a.data {
+        Some(p) => p.clone(),
+        None => {
+            let cfg = SynthConfig {
+                identities: a.synth_identities,
+                images_per_identity: a.synth_images,
+                heldout_identities: 200,
+                pairs: 2000,
+                size: a.synth_size,
+                seed: 0,
+            };
+            let t0 = Instant::now();
+            let set = ensure_demo_set(&a.cache, &cfg)?;
+            if set.generated {
+                eprintln!("generated the demo set in {:.1}s: {}", t0.elapsed().as_secs_f64(), set.train.display());
+            }
+            eval_paths.insert(0, set.pairs.clone());
+            demo_degradation = Some(set.pair_degradation);
+            set.train
+        }
+    };
+    let faceset = Arc::new(FaceSet::open(&data_path)?);
+    let classes = faceset
+        .classes()
+        .ok_or_else(|| Error::Io(format!("{}: no 'property' file and no class count", data_path.display())))?
+        as usize;
+    let size = faceset.property().map(|p| (p.height as usize, p.width as usize));
+
+    let backbone_name = a.backbone.clone().unwrap_or_else(|| {
+        preset.as_ref().map(|p| p.backbone.to_string()).unwrap_or_else(|| if demo { "small".into() } else { "r50".into() })
+    });
+    let mut backbone = IResNetConfig::by_name(&backbone_name)?;
+    if let Some((h, w)) = size {
+        if backbone_name == "small" {
+            backbone.input_hw = (h, w);
+        } else if (h, w) != backbone.input_hw {
+            return Err(Error::Invalid(format!(
+                "{}: images are {h}x{w} but {backbone_name} takes {}x{}",
+                data_path.display(),
+                backbone.input_hw.0,
+                backbone.input_hw.1
+            ))
+            .into());
+        }
+    }
+    backbone.validate()?;
+    let head = a.head.clone().unwrap_or_else(|| {
+        preset.as_ref().map(|p| p.head.to_string()).unwrap_or_else(|| if demo { "cosface".into() } else { "arcface".into() })
+    });
+    let mut head_flags = a.head_flags.clone();
+    if let Some(p) = &preset {
+        head_flags.fill_from(p.head_args)?;
+    }
+    let batch_size = a.batch_size.or(preset.as_ref().map(|p| p.batch_size)).unwrap_or(if demo { 64 } else { 128 });
+    let epochs = a.epochs.or(preset.as_ref().map(|p| p.epochs)).unwrap_or(if demo { 6.0 } else { 20.0 });
+    let lr = a
+        .lr
+        .or(preset.as_ref().map(|p| p.scaled_lr(batch_size)))
+        .unwrap_or(0.1);
+    let augment = augment_config(
+        a.augment.as_deref().unwrap_or(if preset.as_ref().is_some_and(|p| p.augment) { "adaface" } else { "flip" }),
+    )?;
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let loader = Loader::new(
+        faceset.clone(),
+        LoaderConfig {
+            batch_size,
+            seed: a.seed,
+            threads,
+            prefetch: 2 * threads,
+            augment,
+            skip_corrupt: a.skip_corrupt,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let steps_per_epoch = loader.batches_per_epoch() as u64;
+    if steps_per_epoch == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: {} images make no full batch of {batch_size}",
+            data_path.display(),
+            faceset.len()
+        ))
+        .into());
+    }
+    let total_epochs = epochs.ceil() as u64;
+    let total_steps = (epochs * steps_per_epoch as f64).round() as u64;
+    let schedule_name =
+        a.schedule.clone().unwrap_or_else(|| preset.as_ref().map(|p| preset_schedule_name(p).to_string()).unwrap_or("poly".into()));
+    let schedule = lr_schedule(&schedule_name, &a, preset.as_ref(), steps_per_epoch, total_steps)?;
+    let optimizer = match a.optimizer.as_deref().unwrap_or("sgd") {
+        "sgd" => OptimizerChoice::Sgd,
+        "adamw" => OptimizerChoice::AdamW,
+        o => return Err(Error::Invalid(format!("--optimizer {o}: expected sgd or adamw")).into()),
+    };
+    let config = TrainerConfig {
+        backbone,
+        backbone_name: backbone_name.clone(),
+        head: head.clone(),
+        head_params: head_flags.to_params()?,
+        num_classes: classes,
+        optimizer,
+        lr,
+        schedule,
+        momentum: a.momentum.or(preset.as_ref().map(|p| p.momentum)).unwrap_or(0.9),
+        weight_decay: a.weight_decay.or(preset.as_ref().map(|p| p.weight_decay)).unwrap_or(5e-4),
+        no_bn_weight_decay: preset.as_ref().is_some_and(|p| p.no_bn_weight_decay),
+        grad_clip: a.grad_clip.or(preset.as_ref().and_then(|p| p.grad_clip)),
+        seed: a.seed,
+    };
+    let qcface_warmup = if head == "qcface" { Some(a.warmup_epochs.unwrap_or(epochs / 2.0)) } else { None };
+    let mut trainer = Trainer::new(config)?;
+    if let Some(w) = qcface_warmup {
+        if w > 0.0 {
+            trainer.set_head_phase("warmup")?;
+        }
+    }
+    for w in trainer.head.warnings() {
+        eprintln!("warning: {w}");
+    }
+
+    let output = a.output.clone().unwrap_or_else(|| PathBuf::from("runs").join(utc_stamp()));
+    std::fs::create_dir_all(&output).map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
+    let ckpt = output.join("checkpoint.safetensors");
+    if a.resume {
+        trainer.resume(&ckpt)?;
+        eprintln!("resumed from {} at step {} (epoch {})", ckpt.display(), trainer.step, trainer.epoch);
+    } else if ckpt.exists() {
+        return Err(Error::Invalid(format!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another --output",
+            output.display()
+        ))
+        .into());
+    }
+    let params = trainer.params.parameter_count();
+    eprintln!(
+        "{} | head {head} | {classes} classes | {} images, {steps_per_epoch} steps/epoch x {epochs} epochs | batch {batch_size} lr {lr} | {}",
+        trainer.model.config.describe(params),
+        faceset.len(),
+        output.display()
+    );
+    let hw = trainer.model.config.input_hw;
+    let evals: Vec<PairEval> = eval_paths.iter().map(|p| PairEval::load(p, hw)).collect::<Result<_, _>>()?;
+    let mut log = MetricsLog::open(&output.join("metrics.jsonl"))?;
+    let eval_every = a.eval_every.unwrap_or(steps_per_epoch);
+    let limit = a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0));
+    let mut progress = Progress::new(total_steps, trainer.step, Duration::from_secs(10));
+    let started = Instant::now();
+    let mut images_seen = 0u64;
+    let mut last_acc = None;
+    let evaluate = |trainer: &mut Trainer, log: &mut MetricsLog| -> Result<Option<f64>, Error> {
+        let mut first = None;
+        for (k, ev) in evals.iter().enumerate() {
+            let t0 = Instant::now();
+            let r = ev.run(&trainer.model, &mut trainer.params)?;
+            eprintln!("step {} {} ({:.1}s)", trainer.step, r.report.summary(&ev.name), t0.elapsed().as_secs_f64());
+            log.log(
+                "eval",
+                &[
+                    ("step", trainer.step as f64),
+                    ("epoch", trainer.epoch as f64),
+                    ("seconds", started.elapsed().as_secs_f64()),
+                    ("accuracy", r.report.accuracy_mean),
+                    ("accuracy_std", r.report.accuracy_std),
+                    ("auc", r.report.auc),
+                ],
+            )?;
+            // On the demo pairs the degradation of each image is known: a quality-aware embedding's
+            // magnitude should fall as degradation rises (negative rank correlation).
+            if let (0, Some(deg)) = (k, &demo_degradation) {
+                let d: Vec<f64> = deg.iter().map(|&v| v as f64).collect();
+                let rho = spearman(&r.norms, &d)?;
+                eprintln!("step {} magnitude vs degradation: Spearman {rho:.3}", trainer.step);
+                log.log("quality", &[("step", trainer.step as f64), ("spearman_norm_degradation", rho)])?;
+            }
+            first.get_or_insert(r.report.accuracy_mean);
+        }
+        Ok(first)
+    };
+    'epochs: while trainer.step < total_steps {
+        let epoch = trainer.epoch;
+        if let Some(w) = qcface_warmup {
+            if epoch as f64 >= w {
+                trainer.set_head_phase("planning")?;
+            }
+        }
+        let skip = trainer.step - epoch * steps_per_epoch;
+        for batch in loader.epoch(epoch).skip(skip as usize) {
+            let batch = batch?;
+            for (key, why) in &batch.skipped {
+                eprintln!("skipped record {key}: {why}");
+            }
+            let Pixels::F32(px) = batch.pixels else {
+                return Err(Error::Invalid("loader returned u8 pixels; the CPU path expects f32".into()).into());
+            };
+            let n = batch.labels.len();
+            let x = Tensor::from_vec(px, [n, batch.height, batch.width, 3])?;
+            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let out = trainer.train_step(&x, &labels).map_err(|e| {
+                Error::Invalid(format!("{e}; the last good checkpoint is {}", ckpt.display()))
+            })?;
+            images_seen += n as u64;
+            progress.print(epoch as usize, trainer.step, out.loss, out.lr, images_seen);
+            log.log("step", &[("step", trainer.step as f64), ("loss", out.loss), ("lr", out.lr)])?;
+            if trainer.step % a.checkpoint_every == 0 {
+                trainer.save(&ckpt)?;
+            }
+            if trainer.step % eval_every == 0 {
+                last_acc = evaluate(&mut trainer, &mut log)?.or(last_acc);
+            }
+            let out_of_time = limit.is_some_and(|l| progress.elapsed() >= l);
+            if trainer.step >= total_steps || out_of_time {
+                if trainer.step % steps_per_epoch == 0 {
+                    trainer.epoch += 1;
+                }
+                if out_of_time {
+                    eprintln!("time limit reached at step {}", trainer.step);
+                    break 'epochs;
+                }
+                break;
+            }
+        }
+        if trainer.step % steps_per_epoch == 0 && trainer.epoch == epoch {
+            trainer.epoch += 1;
+        }
+        trainer.save(&ckpt)?;
+        if trainer.epoch >= total_epochs {
+            break;
+        }
+    }
+    trainer.save(&ckpt)?;
+    if trainer.step % eval_every != 0 || last_acc.is_none() {
+        last_acc = evaluate(&mut trainer, &mut log)?.or(last_acc);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let model_path = output.join("model.safetensors");
+    engine::model::export::export_pytorch(&model_path, &trainer.model.config, &trainer.params)?;
+    write_summary(
+        &output.join("summary.json"),
+        &[
+            ("backbone", json!(backbone_name)),
+            ("head", json!(head)),
+            ("steps", json!(trainer.step)),
+            ("epochs", json!(trainer.epoch)),
+            ("seconds", json!(secs)),
+            ("images_per_second", json!(images_seen as f64 / secs.max(1e-9))),
+            ("verification_accuracy", json!(last_acc)),
+        ],
+    )?;
+    eprintln!(
+        "done: {} steps in {:.1}s; verification accuracy {}; weights {} (PyTorch layout), checkpoint {}",
+        trainer.step,
+        secs,
+        last_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or("n/a".into()),
+        model_path.display(),
+        ckpt.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Verification on a pair set during and after training: images decoded and normalized once, each pair
+//! image embedded with its horizontal flip and the two embeddings summed (insightface's protocol).
+
+use datasets::image::decode;
+use datasets::verification::read_pair_set;
+use engine::eval::quality::row_norms;
+use engine::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
+use engine::model::{IResNet, ParamStore};
+use engine::train::trainer::embed_with;
+use engine::{Error, Result, Tensor};
+use std::path::Path;
+
+/// Images per forward pass: bounds memory without slowing the CPU backend.
+const CHUNK: usize = 128;
+
+pub struct PairEval {
+    pub name: String,
+    /// [2P, H, W, 3] normalized, and the same images flipped.
+    plain: Vec<f32>,
+    flipped: Vec<f32>,
+    hw: (usize, usize),
+    pub same: Vec<bool>,
+}
+
+pub struct PairEvalResult {
+    pub report: VerificationReport,
+    /// Feature magnitude of each pair image (unflipped embedding), for quality plots.
+    pub norms: Vec<f64>,
+}
+
+fn normalize(v: u8) -> f32 {
+    (v as f32 / 255.0 - 0.5) / 0.5
+}
+
+impl PairEval {
+    /// Reads a `.bin` (or text pairs list); every image must decode to `hw`.
+    pub fn load(path: &Path, hw: (usize, usize)) -> Result<PairEval> {
+        let set = read_pair_set(path).map_err(|e| Error::Io(e.to_string()))?;
+        let n = hw.0 * hw.1 * 3;
+        let mut plain = Vec::with_capacity(set.images.len() * n);
+        let mut flipped = Vec::with_capacity(set.images.len() * n);
+        for (i, bytes) in set.images.iter().enumerate() {
+            let img = decode(bytes).map_err(|e| Error::Io(format!("{}: image {i}: {e}", path.display())))?;
+            if (img.height, img.width) != hw {
+                return Err(Error::Io(format!(
+                    "{}: image {i} is {}x{}, the model takes {}x{}",
+                    path.display(),
+                    img.height,
+                    img.width,
+                    hw.0,
+                    hw.1
+                )));
+            }
+            plain.extend(img.data.iter().map(|&v| normalize(v)));
+            for row in img.data.chunks(hw.1 * 3) {
+                for px in row.chunks(3).rev() {
+                    flipped.extend(px.iter().map(|&v| normalize(v)));
+                }
+            }
+        }
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(PairEval { name, plain, flipped, hw, same: set.same })
+    }
+
+    fn embed_all(&self, model: &IResNet, params: &mut ParamStore, pixels: &[f32]) -> Result<(Vec<f32>, usize)> {
+        let per = self.hw.0 * self.hw.1 * 3;
+        let mut out = Vec::new();
+        let mut dim = 0;
+        for chunk in pixels.chunks(CHUNK * per) {
+            let n = chunk.len() / per;
+            let x = Tensor::from_vec(chunk.to_vec(), [n, self.hw.0, self.hw.1, 3])?;
+            let e = embed_with(model, params, &x)?;
+            dim = e.dims()[1];
+            out.extend(e.to_vec::<f32>()?);
+        }
+        Ok((out, dim))
+    }
+
+    pub fn run(&self, model: &IResNet, params: &mut ParamStore) -> Result<PairEvalResult> {
+        let (plain, dim) = self.embed_all(model, params, &self.plain)?;
+        let (flipped, _) = self.embed_all(model, params, &self.flipped)?;
+        let norms = row_norms(&plain, dim)?;
+        let summed = sum_with_flipped(&plain, &flipped)?;
+        let report = verify_embeddings(&summed, dim, &self.same)?;
+        Ok(PairEvalResult { report, norms })
+    }
+}

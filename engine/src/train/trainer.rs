@@ -1,0 +1,243 @@
+//! One training run in memory: backbone parameters, the classifier weight, the head (with its running
+//! state), the optimizer and the step counter. `train_step` is the whole step (forward, head loss,
+//! backward, clip, update); the command line drives epochs, evaluation and checkpoints around it.
+//!
+//! A non-finite loss or gradient never reaches the weights: the step is undone (batch-norm running
+//! statistics and the head's running state are restored too) and an error says which step failed.
+
+use crate::heads::{self, Head, HeadParams, HeadState};
+use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig};
+use crate::rng::Rng;
+use crate::tape::Tape;
+use crate::tensor::{DType, Tensor};
+use crate::train::checkpoint::{self, CheckpointRef};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Name of the classifier weight `[classes, embedding]` (insightface's partial_fc keeps it apart too).
+pub const CLASSIFIER: &str = "classifier.weight";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerChoice {
+    Sgd,
+    AdamW,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainerConfig {
+    pub backbone: IResNetConfig,
+    /// Backbone name as given on the command line (stored in checkpoints and checked on resume).
+    pub backbone_name: String,
+    pub head: String,
+    pub head_params: HeadParams,
+    pub num_classes: usize,
+    pub optimizer: OptimizerChoice,
+    pub lr: f64,
+    pub schedule: LrSchedule,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub no_bn_weight_decay: bool,
+    /// Clip the backbone's gradient norm (insightface clips at 5).
+    pub grad_clip: Option<f64>,
+    pub seed: u64,
+}
+
+pub struct StepOutcome {
+    pub loss: f64,
+    pub lr: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainerConfig,
+    pub model: IResNet,
+    pub params: ParamStore,
+    pub classifier: ParamStore,
+    pub head: Box<dyn Head>,
+    optimizer: Box<dyn Optimizer>,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+    rng: Rng,
+}
+
+impl Trainer {
+    pub fn new(config: TrainerConfig) -> Result<Trainer> {
+        if config.num_classes < 2 {
+            return Err(Error::Invalid(format!("{} classes: training needs at least 2", config.num_classes)));
+        }
+        config.schedule.validate()?;
+        let model = IResNet::new(config.backbone.clone())?;
+        let rng = Rng::new(config.seed);
+        let params = model.init(&mut rng.fork(1), DType::F32)?;
+        let mut classifier = ParamStore::new();
+        // insightface's partial_fc draws the class centres from N(0, 0.01).
+        let mut crng = rng.fork(2);
+        let d = config.backbone.embedding_size;
+        let w: Vec<f32> = (0..config.num_classes * d).map(|_| (0.01 * crng.normal()) as f32).collect();
+        classifier.insert(CLASSIFIER, Tensor::from_vec(w, [config.num_classes, d])?, ParamKind::Trainable)?;
+        let head = heads::from_name(&config.head, &config.head_params)?;
+        let groups = if config.no_bn_weight_decay {
+            ParamGroups::no_decay_on_batchnorm(config.weight_decay)
+        } else {
+            ParamGroups::uniform(config.weight_decay)
+        };
+        let optimizer: Box<dyn Optimizer> = match config.optimizer {
+            OptimizerChoice::Sgd => {
+                Box::new(Sgd::new(SgdConfig { momentum: config.momentum, ..SgdConfig::default() }, groups))
+            }
+            OptimizerChoice::AdamW => Box::new(AdamW::new(AdamWConfig::default(), groups)),
+        };
+        Ok(Trainer { config, model, params, classifier, head, optimizer, step: 0, epoch: 0, rng })
+    }
+
+    /// Switches a two-phase head (QCFace: `warmup`, then `planning`); a no-op when already there.
+    pub fn set_head_phase(&mut self, phase: &str) -> Result<()> {
+        let mut p = self.config.head_params.clone();
+        p.phase = Some(phase.parse()?);
+        if p.phase != self.config.head_params.phase {
+            // QCFace's only running state is its phase, which the new head holds.
+            self.head = heads::from_name(&self.config.head, &p)?;
+            self.config.head_params = p;
+        }
+        Ok(())
+    }
+
+    /// The learning rate of the next step.
+    pub fn current_lr(&self) -> f64 {
+        self.config.schedule.lr(self.config.lr, self.step as usize)
+    }
+
+    /// One optimizer step on a batch: `images` NHWC f32 normalized, `labels` in 0..classes.
+    pub fn train_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<StepOutcome> {
+        let classes = self.config.num_classes as i64;
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l >= classes) {
+            return Err(Error::Invalid(format!("label {l} of sample {i} is outside [0, {classes})")));
+        }
+        // Shared-storage copies: restoring them undoes the running-statistics updates of a failed step.
+        let params_before = self.params.clone();
+        let head_before = self.head.state();
+        let rng_before = self.rng.clone();
+        match self.try_step(images, labels) {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                self.params = params_before;
+                self.head.load_state(&head_before)?;
+                self.rng = rng_before;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<StepOutcome> {
+        self.head.set_training(true);
+        let mut tape = Tape::new();
+        let x = tape.constant(images.clone());
+        let emb = self.model.forward(&mut tape, &mut self.params, x, true, &mut self.rng)?;
+        let w = self.classifier.var(&mut tape, CLASSIFIER)?;
+        let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
+        let loss_value = tape.value(loss).scalar_value()?;
+        if !loss_value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "loss is {loss_value} at step {}: the step was not applied (lower --lr, or check the data)",
+                self.step
+            )));
+        }
+        let grads = tape.backward(loss)?;
+        let (mut backbone, head_grads): (Vec<_>, Vec<_>) =
+            grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
+        for (n, g) in backbone.iter().chain(&head_grads) {
+            if !g.to_f64_vec()?.iter().all(|v| v.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "gradient of '{n}' is not finite at step {}: the step was not applied",
+                    self.step
+                )));
+            }
+        }
+        if let Some(max) = self.config.grad_clip {
+            clip_grad_norm(&mut backbone, max)?;
+        }
+        let lr = self.current_lr();
+        self.optimizer.step(&mut self.params, &backbone, lr)?;
+        self.optimizer.step(&mut self.classifier, &head_grads, lr)?;
+        self.step += 1;
+        Ok(StepOutcome { loss: loss_value, lr })
+    }
+
+    /// Embeddings `[N, D]` of NHWC images in evaluation mode (running statistics, no dropout).
+    pub fn embed(&mut self, images: &Tensor) -> Result<Tensor> {
+        embed_with(&self.model, &mut self.params, images)
+    }
+
+    fn head_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = vec![(CLASSIFIER.to_string(), self.classifier.get(CLASSIFIER)?.clone())];
+        v.extend(self.head.state().to_tensors());
+        Ok(v)
+    }
+
+    fn run_metadata(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("backbone".into(), self.config.backbone_name.clone());
+        m.insert("head".into(), self.config.head.clone());
+        m.insert("num_classes".into(), self.config.num_classes.to_string());
+        m.insert("seed".into(), self.config.seed.to_string());
+        m
+    }
+
+    /// Writes a checkpoint atomically (temporary name, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let head = self.head_tensors()?;
+        let extra = self.run_metadata();
+        checkpoint::save(
+            path,
+            &CheckpointRef {
+                step: self.step,
+                epoch: self.epoch,
+                model: &self.params,
+                optimizer: self.optimizer.as_ref(),
+                head: &head,
+                rngs: &[("train", &self.rng)],
+                extra: &extra,
+            },
+        )
+    }
+
+    /// Restores everything `save` wrote; the run's backbone, head and classes must be the same.
+    pub fn resume(&mut self, path: &Path) -> Result<()> {
+        let c = checkpoint::load(path)?;
+        for (k, v) in self.run_metadata() {
+            if k == "seed" {
+                continue;
+            }
+            if let Some(saved) = c.extra.get(&k) {
+                if *saved != v {
+                    return Err(Error::Io(format!(
+                        "{}: checkpoint was made with {k} = {saved}, this run has {k} = {v}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let head = c.head_checked(&self.head_tensors()?)?.to_vec();
+        c.restore(&mut self.params, self.optimizer.as_mut())?;
+        let (w, state): (Vec<_>, Vec<_>) = head.into_iter().partition(|(n, _)| n == CLASSIFIER);
+        self.classifier.set(CLASSIFIER, w[0].1.clone())?;
+        self.head.load_state(&HeadState::from_tensors(&state)?)?;
+        self.rng = c.rng("train")?;
+        self.step = c.step;
+        self.epoch = c.epoch;
+        Ok(())
+    }
+}
+
+/// Embeddings in evaluation mode for any backbone and parameters (used by `eval` and `embed` too).
+pub fn embed_with(model: &IResNet, params: &mut ParamStore, images: &Tensor) -> Result<Tensor> {
+    let mut tape = Tape::no_grad();
+    let x = tape.constant(images.clone());
+    // Evaluation draws no random numbers; the generator is only a required argument.
+    let mut unused = Rng::new(0);
+    let e = model.forward(&mut tape, params, x, false, &mut unused)?;
+    Ok(tape.value(e).clone())
+}
