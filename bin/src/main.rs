@@ -2,7 +2,9 @@
 //! Each subcommand lives in `commands/<name>.rs` and returns a `Result`; errors print one sentence and
 //! exit with status 2, never a panic.
 
+mod backbone_io;
 mod commands;
+mod images;
 mod pair_eval;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,12 @@ enum Command {
     Head(commands::head::Args),
     /// Train a backbone and head; with no --data, on the generated demo set.
     Train(Box<commands::train::Args>),
+    /// Evaluate a checkpoint: verification (.bin), identification, quality plots.
+    Eval(commands::eval::Args),
+    /// Write embeddings and norms of a RecordIO set or image list.
+    Embed(commands::embed::Args),
+    /// Write a checkpoint's model in PyTorch layout with insightface names.
+    Export(commands::export::Args),
 }
 
 fn main() {
@@ -30,6 +38,9 @@ fn main() {
         Command::Info(a) => commands::info::run(a),
         Command::Head(a) => commands::head::run(a),
         Command::Train(a) => commands::train::run(*a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Embed(a) => commands::embed::run(a),
+        Command::Export(a) => commands::export::run(a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

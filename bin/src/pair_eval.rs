@@ -6,19 +6,15 @@ use datasets::verification::read_pair_set;
 use engine::eval::quality::row_norms;
 use engine::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
 use engine::model::{IResNet, ParamStore};
-use engine::train::trainer::embed_with;
-use engine::{Error, Result, Tensor};
+use crate::images::embed_pixels;
+use engine::{Error, Result};
 use std::path::Path;
-
-/// Images per forward pass: bounds memory without slowing the CPU backend.
-const CHUNK: usize = 128;
 
 pub struct PairEval {
     pub name: String,
     /// [2P, H, W, 3] normalized, and the same images flipped.
     plain: Vec<f32>,
     flipped: Vec<f32>,
-    hw: (usize, usize),
     pub same: Vec<bool>,
 }
 
@@ -26,6 +22,9 @@ pub struct PairEvalResult {
     pub report: VerificationReport,
     /// Feature magnitude of each pair image (unflipped embedding), for quality plots.
     pub norms: Vec<f64>,
+    /// Image-plus-flip embeddings, `dim` values per image, pair i at rows 2i and 2i + 1.
+    pub embeddings: Vec<f64>,
+    pub dim: usize,
 }
 
 fn normalize(v: u8) -> f32 {
@@ -59,29 +58,15 @@ impl PairEval {
             }
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(PairEval { name, plain, flipped, hw, same: set.same })
-    }
-
-    fn embed_all(&self, model: &IResNet, params: &mut ParamStore, pixels: &[f32]) -> Result<(Vec<f32>, usize)> {
-        let per = self.hw.0 * self.hw.1 * 3;
-        let mut out = Vec::new();
-        let mut dim = 0;
-        for chunk in pixels.chunks(CHUNK * per) {
-            let n = chunk.len() / per;
-            let x = Tensor::from_vec(chunk.to_vec(), [n, self.hw.0, self.hw.1, 3])?;
-            let e = embed_with(model, params, &x)?;
-            dim = e.dims()[1];
-            out.extend(e.to_vec::<f32>()?);
-        }
-        Ok((out, dim))
+        Ok(PairEval { name, plain, flipped, same: set.same })
     }
 
     pub fn run(&self, model: &IResNet, params: &mut ParamStore) -> Result<PairEvalResult> {
-        let (plain, dim) = self.embed_all(model, params, &self.plain)?;
-        let (flipped, _) = self.embed_all(model, params, &self.flipped)?;
+        let (plain, dim) = embed_pixels(model, params, &self.plain)?;
+        let (flipped, _) = embed_pixels(model, params, &self.flipped)?;
         let norms = row_norms(&plain, dim)?;
         let summed = sum_with_flipped(&plain, &flipped)?;
         let report = verify_embeddings(&summed, dim, &self.same)?;
-        Ok(PairEvalResult { report, norms })
+        Ok(PairEvalResult { report, norms, embeddings: summed, dim })
     }
 }

@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
+pub mod embed;
+pub mod eval;
+pub mod export;
 pub mod head;
 pub mod head_flags;
 pub mod info;

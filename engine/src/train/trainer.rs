@@ -182,6 +182,8 @@ impl Trainer {
         m.insert("backbone".into(), self.config.backbone_name.clone());
         m.insert("head".into(), self.config.head.clone());
         m.insert("num_classes".into(), self.config.num_classes.to_string());
+        let (h, w) = self.config.backbone.input_hw;
+        m.insert("input".into(), format!("{h}x{w}"));
         m.insert("seed".into(), self.config.seed.to_string());
         m
     }

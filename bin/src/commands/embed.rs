@@ -1,0 +1,66 @@
+//! `engine-train embed`: embeddings and their norms for a RecordIO set or an image list, as safetensors
+//! (`embeddings` [N, D] f32, `norms` [N] f32, `labels` [N] i64).
+
+use super::CmdResult;
+use crate::backbone_io;
+use crate::images::{embed_pixels, load_normalized, read_list};
+use datasets::faceset::FaceSet;
+use datasets::image::decode;
+use engine::io::safetensors::{self, SafeTensors};
+use engine::{Error, Tensor};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// A model file in PyTorch layout (what `export` writes), instead of --checkpoint.
+    #[arg(long)]
+    init_weights: Option<PathBuf>,
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Input size of --init-weights, HxW.
+    #[arg(long)]
+    input: Option<String>,
+    /// A RecordIO face set (folder or .rec), or a text list of `image-path [label]` lines.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let (model, mut params) =
+        backbone_io::load(a.checkpoint.as_deref(), a.init_weights.as_deref(), a.backbone.as_deref(), a.input.as_deref())?;
+    let hw = model.config.input_hw;
+    let mut px = Vec::new();
+    let mut labels = Vec::new();
+    if a.data.is_dir() || a.data.extension().is_some_and(|e| e == "rec") {
+        let set = FaceSet::open(&a.data)?;
+        for i in 0..set.len() {
+            let s = set.sample(i)?;
+            let img = decode(&s.image).map_err(|e| Error::Io(format!("{}: record {i}: {e}", a.data.display())))?;
+            if (img.height, img.width) != hw {
+                return Err(Error::Io(format!("{}: record {i} is {}x{}, the model takes {}x{}", a.data.display(), img.height, img.width, hw.0, hw.1)).into());
+            }
+            px.extend(img.data.iter().map(|&v| (v as f32 / 255.0 - 0.5) / 0.5));
+            labels.push(s.label as i64);
+        }
+    } else {
+        for (p, l) in read_list(&a.data)? {
+            px.extend(load_normalized(&p, hw)?);
+            labels.push(l as i64);
+        }
+    }
+    let (emb, dim) = embed_pixels(&model, &mut params, &px)?;
+    let n = labels.len();
+    let norms: Vec<f32> = emb.chunks(dim).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+    let mut st = SafeTensors::default();
+    st.push("embeddings", Tensor::from_vec(emb, [n, dim])?);
+    st.push("norms", Tensor::from_vec(norms, [n])?);
+    st.push("labels", Tensor::from_vec(labels, [n])?);
+    safetensors::write(&a.output, &st)?;
+    eprintln!("wrote {n} embeddings of size {dim} to {}", a.output.display());
+    Ok(())
+}

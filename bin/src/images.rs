@@ -1,0 +1,63 @@
+//! Image lists for `embed` and identification: one `path [label]` per line, paths relative to the list.
+
+use datasets::image::decode;
+use engine::model::{IResNet, ParamStore};
+use engine::train::trainer::embed_with;
+use engine::{Error, Result, Tensor};
+use std::path::{Path, PathBuf};
+
+const CHUNK: usize = 128;
+
+/// (path, label) per line; a missing label is 0.
+pub fn read_list(list: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let text = std::fs::read_to_string(list).map_err(|e| Error::Io(format!("{}: cannot read: {e}", list.display())))?;
+    let base = list.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut f = line.split_whitespace();
+        let Some(p) = f.next() else { continue };
+        let label = match f.next() {
+            None => 0,
+            Some(l) => l.parse().map_err(|_| {
+                Error::Io(format!("{} line {}: label '{l}' is not a whole number", list.display(), i + 1))
+            })?,
+        };
+        out.push((base.join(p), label));
+    }
+    if out.is_empty() {
+        return Err(Error::Io(format!("{}: the list holds no image", list.display())));
+    }
+    Ok(out)
+}
+
+/// Decodes and normalizes one image file to NHWC f32 values ((x/255 - 0.5) / 0.5).
+pub fn load_normalized(path: &Path, hw: (usize, usize)) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+    let img = decode(&bytes).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    if (img.height, img.width) != hw {
+        return Err(Error::Io(format!(
+            "{}: image is {}x{}, the model takes {}x{}",
+            path.display(),
+            img.height,
+            img.width,
+            hw.0,
+            hw.1
+        )));
+    }
+    Ok(img.data.iter().map(|&v| (v as f32 / 255.0 - 0.5) / 0.5).collect())
+}
+
+/// Embeddings `[N, D]` of normalized NHWC pixels, in chunks.
+pub fn embed_pixels(model: &IResNet, params: &mut ParamStore, pixels: &[f32]) -> Result<(Vec<f32>, usize)> {
+    let (h, w) = model.config.input_hw;
+    let per = h * w * 3;
+    let mut out = Vec::new();
+    let mut dim = model.config.embedding_size;
+    for chunk in pixels.chunks(CHUNK * per) {
+        let x = Tensor::from_vec(chunk.to_vec(), [chunk.len() / per, h, w, 3])?;
+        let e = embed_with(model, params, &x)?;
+        dim = e.dims()[1];
+        out.extend(e.to_vec::<f32>()?);
+    }
+    Ok((out, dim))
+}
