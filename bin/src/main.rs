@@ -18,14 +18,14 @@ enum Command {
     /// Show the engine's devices and a backbone's parameter count and GFLOPs.
     Info(commands::info::Args),
     /// Run a margin-softmax head on a batch from a safetensors file; write the loss and gradients.
-    Head(commands::head::Args),
+    Head(Box<commands::head::Args>),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => commands::info::run(a),
-        Command::Head(a) => commands::head::run(a),
+        Command::Head(a) => commands::head::run(*a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

@@ -543,3 +543,21 @@ fn state_round_trips_and_bad_state_is_rejected() {
     assert!(!q.needs().p_d);
     assert!(q.load_state(&HeadState::new(&[("phase", 0.5)])).is_err());
 }
+
+#[test]
+fn declared_needs_follow_the_spec_table() {
+    let n = |name: &str| head(name, &HeadParams::default()).needs();
+    assert_eq!(n("arcface"), Needs::default());
+    assert!(n("curricularface").modulates_non_target && n("curricularface").running_state);
+    assert!(n("mv-arc").modulates_non_target && !n("mv-arc").running_state);
+    let mag = n("magface");
+    assert!(mag.norm_with_grad && mag.extra_term && !mag.running_state);
+    let ada = n("adaface");
+    assert!(ada.norm_detached && ada.running_state && !ada.p_y_before_weighting);
+    assert!(n("qamface").modulates_non_target);
+    let sma = n("smaface-star");
+    assert!(sma.norm_detached && sma.p_y_before_weighting && sma.running_state);
+    assert!(n("focal").p_y_before_weighting && n("hm-softmax").p_y_before_weighting);
+    let qc = n("qcface");
+    assert!(qc.p_d && qc.extra_term && qc.norm_with_grad && qc.running_state);
+}
