@@ -184,6 +184,31 @@ pub trait Backend: Send + Sync {
         let _ = (dy, y, norms);
         unsupported(&self.name(), "l2_normalize_rows_backward")
     }
+
+    /// y[r, c] = x[r, c] * s[c] over the last dim (per-channel scaling, eval batch norm's backward).
+    fn mul_channels(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let _ = (x, s);
+        unsupported(&self.name(), "mul_channels")
+    }
+
+    /// y[r, c] = x[r, c] + b[c] over the last dim (bias).
+    fn add_channels(&self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let _ = (x, b);
+        unsupported(&self.name(), "add_channels")
+    }
+
+    /// y[r, ...] = x[r, ...] * s[r] for x `[rows, ...]`, s `[rows]` (per-sample scaling).
+    fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let _ = (x, s);
+        unsupported(&self.name(), "scale_rows")
+    }
+
+    /// Backward of `l2_normalize_rows(x, eps)`: `norms` are the raw ||x|| it returned; rows with
+    /// ||x|| <= eps were divided by the constant eps, so their gradient is dy / eps.
+    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+        let _ = eps;
+        self.l2_normalize_rows_backward(dy, y, norms)
+    }
 }
 
 /// The backend that runs tensors on `device`.

@@ -56,6 +56,33 @@ pub fn sum_all(tape: &mut Tape, a: Var) -> Result<Var> {
     ))
 }
 
+/// alpha * x (a constant factor).
+pub fn scale(tape: &mut Tape, x: Var, alpha: f64) -> Result<Var> {
+    let tx = tape.value(x);
+    let out = tx.backend().affine(tx, alpha, 0.0)?;
+    Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().affine(g, alpha, 0.0)?)]))))
+}
+
+/// x + beta (a constant shift).
+pub fn add_scalar(tape: &mut Tape, x: Var, beta: f64) -> Result<Var> {
+    let tx = tape.value(x);
+    let out = tx.backend().affine(tx, 1.0, beta)?;
+    Ok(tape.push(out, &[x], Box::new(|g: &Tensor| Ok(vec![Some(g.clone())]))))
+}
+
+pub fn exp(tape: &mut Tape, x: Var) -> Result<Var> {
+    let tx = tape.value(x);
+    let out = tx.backend().unary(UnaryOp::Exp, tx)?;
+    let y = out.clone();
+    Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Mul, g, &y)?)]))))
+}
+
+pub fn log(tape: &mut Tape, x: Var) -> Result<Var> {
+    let tx = tape.value(x).clone();
+    let out = tx.backend().unary(UnaryOp::Log, &tx)?;
+    Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Div, g, &tx)?)]))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +110,25 @@ mod tests {
         for e in errs {
             assert!(e < 1e-8, "relative error {e}");
         }
+    }
+
+    #[test]
+    fn scale_shift_exp_log_gradients() {
+        let a = t(&[0.5, 1.0, 2.0, 3.0, 0.1, 0.7], &[2, 3]);
+        let errs = gradcheck::check(
+            &[a],
+            |tape, v| {
+                let s = scale(tape, v[0], -1.5)?;
+                let e = exp(tape, s)?;
+                let sh = add_scalar(tape, v[0], 0.25)?;
+                let l = log(tape, sh)?;
+                let p = add(tape, e, l)?;
+                gradcheck::random_projection(tape, p, 7)
+            },
+            1e-6,
+        )
+        .unwrap();
+        assert!(errs[0] < 1e-8, "{errs:?}");
     }
 
     #[test]

@@ -1,11 +1,30 @@
 //! Differentiable ops: each runs its forward on the operands' backend and records its backward on the
 //! tape. One file per op family.
 
+mod batch_norm;
+mod broadcast;
+mod conv;
+mod dropout;
 mod elementwise;
+mod linear;
 mod matmul;
+mod normalize;
+mod prelu;
+mod reduce;
+mod shape;
 
-pub use elementwise::{add, mul, sub, sum_all};
+pub use crate::backend::Conv2dParams;
+pub use batch_norm::{batch_norm_eval, batch_norm_train, update_running_stats, BatchStats};
+pub use broadcast::{add_channels, mul_channels, scale_rows};
+pub use conv::conv2d;
+pub use dropout::dropout;
+pub use elementwise::{add, add_scalar, exp, log, mul, scale, sub, sum_all};
+pub use linear::linear;
 pub use matmul::matmul;
+pub use normalize::{normalize_rows, normalize_rows_with_norms, NORMALIZE_EPS};
+pub use prelu::prelu;
+pub use reduce::{mean_all, sum_rows};
+pub use shape::{flatten, reshape};
 
 use crate::tape::{Tape, Var};
 use crate::{Error, Result};

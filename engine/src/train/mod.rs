@@ -1,4 +1,5 @@
 //! Training: the step, checkpoints, resume, the metrics log and presets.
 
+pub mod checkpoint;
 pub mod metrics;
 pub mod presets;

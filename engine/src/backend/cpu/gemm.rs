@@ -1,14 +1,40 @@
-//! GEMM on the CPU through `matrixmultiply`, split into row blocks across rayon tasks. Each output row is
-//! computed by one task with the same summation order, so the result does not depend on the thread count.
+//! GEMM on the CPU through `matrixmultiply`, split into fixed tiles of C across rayon tasks. The tiling
+//! depends only on the shapes and each element's sum runs over k in one fixed order, so the result does
+//! not depend on the thread count.
 
 use crate::tensor::Float;
 use rayon::prelude::*;
 
-/// Rows of C per task: large enough to amortize packing, small enough to balance two to many cores.
-const ROWS_PER_TASK: usize = 64;
+/// Tile of C per task: large enough to amortize packing, small enough that narrow products (a conv's
+/// filter gradient, a linear layer on a small batch) still split across cores.
+const TILE_ROWS: usize = 64;
+const TILE_COLS: usize = 256;
+
+/// A raw pointer that tasks may share because each writes a disjoint tile.
+struct SharedMut<T>(*mut T);
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+impl<T> SharedMut<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Strides of A' (m x k) and B' (k x n) in elements.
+fn strides(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool) -> (isize, isize, isize, isize) {
+    let (rsa, csa) = if trans_a { (1isize, m as isize) } else { (k as isize, 1isize) };
+    let (rsb, csb) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+    (rsa, csa, rsb, csb)
+}
+
+fn check_lengths<T>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &[T]) {
+    assert_eq!(a.len(), m * k, "gemm: A holds {} elements, expected {m}x{k}", a.len());
+    assert_eq!(b.len(), k * n, "gemm: B holds {} elements, expected {k}x{n}", b.len());
+    assert_eq!(c.len(), m * n, "gemm: C holds {} elements, expected {m}x{n}", c.len());
+}
 
 /// C[m, n] = A' B' (+ C when `accumulate`), where A' = A or A^T and B' = B or B^T, all row-major.
-/// `a` holds A as stored ([m, k], or [k, m] when `trans_a`); likewise `b`.
+/// `a` holds A as stored ([m, k], or [k, m] when `trans_a`); likewise `b`. Parallel over tiles of C.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<T: Float>(
     m: usize,
@@ -21,25 +47,48 @@ pub fn gemm<T: Float>(
     c: &mut [T],
     accumulate: bool,
 ) {
-    assert_eq!(a.len(), m * k);
-    assert_eq!(b.len(), k * n);
-    assert_eq!(c.len(), m * n);
+    check_lengths(m, k, n, a, b, c);
     if m == 0 || n == 0 {
         return;
     }
-    // Strides of A' (m x k) and B' (k x n) in elements.
-    let (rsa, csa) = if trans_a { (1isize, m as isize) } else { (k as isize, 1isize) };
-    let (rsb, csb) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+    let (rsa, csa, rsb, csb) = strides(m, k, n, trans_a, trans_b);
     let beta = if accumulate { T::ONE } else { T::ZERO };
-    c.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(blk, cblk)| {
-        let row0 = blk * ROWS_PER_TASK;
-        let rows = cblk.len() / n;
-        // SAFETY: pointers and strides describe in-bounds sub-matrices of a, b and this block of c.
+    let (tiles_m, tiles_n) = (m.div_ceil(TILE_ROWS), n.div_ceil(TILE_COLS));
+    let cp = SharedMut(c.as_mut_ptr());
+    (0..tiles_m * tiles_n).into_par_iter().for_each(|t| {
+        let (r0, c0) = ((t / tiles_n) * TILE_ROWS, (t % tiles_n) * TILE_COLS);
+        let (rows, cols) = (TILE_ROWS.min(m - r0), TILE_COLS.min(n - c0));
+        // SAFETY: the sub-matrices are in bounds (lengths checked above) and tiles of C are disjoint.
         unsafe {
-            let ap = a.as_ptr().offset(row0 as isize * rsa);
-            kernel(rows, k, n, ap, rsa, csa, b.as_ptr(), rsb, csb, beta, cblk.as_mut_ptr(), n as isize);
+            let ap = a.as_ptr().offset(r0 as isize * rsa);
+            let bp = b.as_ptr().offset(c0 as isize * csb);
+            let cptr = cp.get().add(r0 * n + c0);
+            kernel(rows, k, cols, ap, rsa, csa, bp, rsb, csb, beta, cptr, n as isize);
         }
     });
+}
+
+/// Same contract as `gemm`, on the calling thread (for callers that already run one task per block).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial<T: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    trans_a: bool,
+    b: &[T],
+    trans_b: bool,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    check_lengths(m, k, n, a, b, c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rsa, csa, rsb, csb) = strides(m, k, n, trans_a, trans_b);
+    let beta = if accumulate { T::ONE } else { T::ZERO };
+    // SAFETY: pointers and strides describe the whole of a, b and c, whose lengths were checked.
+    unsafe { kernel(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -93,14 +142,19 @@ mod tests {
 
     #[test]
     fn all_transpose_combinations_match_a_naive_product() {
-        let (m, k, n) = (130, 17, 9);
+        let (m, k, n) = (130, 17, 300);
         let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64) - 6.0).collect();
         let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64) * 0.5).collect();
         for ta in [false, true] {
             for tb in [false, true] {
+                let want = naive(m, k, n, &a, ta, &b, tb);
                 let mut c = vec![1.0; m * n];
                 gemm(m, k, n, &a, ta, &b, tb, &mut c, false);
-                assert_eq!(c, naive(m, k, n, &a, ta, &b, tb), "ta={ta} tb={tb}");
+                assert_eq!(c, want, "ta={ta} tb={tb}");
+                let mut c2 = vec![1.0; m * n];
+                gemm_serial(m, k, n, &a, ta, &b, tb, &mut c2, true);
+                let plus_one: Vec<f64> = want.iter().map(|v| v + 1.0).collect();
+                assert_eq!(c2, plus_one, "accumulating, ta={ta} tb={tb}");
             }
         }
     }

@@ -2,10 +2,19 @@
 //! rayon; every output element is produced by one task in a fixed order, so results are bit-identical
 //! for a given input whatever the thread count.
 
+mod batch_norm;
+mod channels;
+pub mod conv;
+mod dropout;
 mod elementwise;
 pub mod gemm;
+mod prelu;
+mod reduce;
 
-use super::{Backend, BinaryOp, UnaryOp};
+#[cfg(test)]
+mod determinism_tests;
+
+use super::{Backend, BatchNormSaved, BinaryOp, Conv2dParams, UnaryOp};
 use crate::tensor::{CpuStorage, DType, Element, Float, Shape, Tensor};
 use crate::{Error, Result};
 use elementwise::{check_same_shape, dispatch_float};
@@ -19,6 +28,31 @@ pub(crate) fn like<T: Float>(_slice: &[T], v: f64) -> T {
 
 fn wrap<T: Element>(v: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(v, shape)
+}
+
+/// The last dim of `x` (its channels), or a shape error for a scalar.
+fn channels(op: &str, x: &Tensor) -> Result<usize> {
+    x.dims().last().copied().ok_or_else(|| Error::Shape(format!("{op}: needs a tensor of rank >= 1, got a scalar")))
+}
+
+/// Errors unless `v` is a vector `[len]` (a per-channel or per-row parameter).
+fn check_vector(op: &str, what: &str, v: &Tensor, len: usize) -> Result<()> {
+    if v.dims() != [len] {
+        return Err(Error::Shape(format!("{op}: {what} must have shape [{len}], got {}", v.shape())));
+    }
+    Ok(())
+}
+
+fn check_dims(op: &str, what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
+    if t.dims() != want {
+        return Err(Error::Shape(format!("{op}: {what} must have shape {want:?}, got {}", t.shape())));
+    }
+    Ok(())
+}
+
+/// Optional tensor as an optional slice of `T`.
+fn opt_slice<'a, T: Element>(t: Option<&'a Tensor>) -> Result<Option<&'a [T]>> {
+    t.map(|t| t.as_slice::<T>()).transpose()
 }
 
 impl Backend for CpuBackend {
@@ -42,7 +76,7 @@ impl Backend for CpuBackend {
     fn affine(&self, a: &Tensor, alpha: f64, beta: f64) -> Result<Tensor> {
         dispatch_float!(a, "affine", |x| {
             let (al, be) = (like(x, alpha), like(x, beta));
-            wrap(x.iter().map(|&v| al * v + be).collect::<Vec<_>>(), a.shape().clone())
+            wrap(elementwise::map(x, |v| al * v + be), a.shape().clone())
         })
     }
 
@@ -53,12 +87,7 @@ impl Backend for CpuBackend {
     fn sum_rows(&self, a: &Tensor) -> Result<Tensor> {
         let c = *a.dims().last().ok_or_else(|| Error::Shape("sum_rows of a scalar".into()))?;
         dispatch_float!(a, "sum_rows", |x| {
-            let mut acc = vec![0.0f64; c];
-            for row in x.chunks(c.max(1)) {
-                for (s, v) in acc.iter_mut().zip(row) {
-                    *s += crate::tensor::Float::to_f64(*v);
-                }
-            }
+            let acc = elementwise::sum_rows(x, c);
             wrap(acc.into_iter().map(|v| like(x, v)).collect::<Vec<_>>(), [c])
         })
     }
@@ -82,5 +111,185 @@ impl Backend for CpuBackend {
             gemm::gemm(m, k, n, x, trans_a, b.as_slice()?, trans_b, &mut c, false);
             wrap(c, [m, n])
         })
+    }
+
+    fn conv2d_forward(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+        let g = conv::Geometry::new(x.dims(), w.dims(), p)?;
+        dispatch_float!(x, "conv2d_forward", |xs| {
+            let mut y = vec![like(xs, 0.0); g.n * g.pixels_out() * g.o];
+            conv::forward(&g, xs, w.as_slice()?, &mut y);
+            wrap(y, [g.n, g.ho, g.wo, g.o])
+        })
+    }
+
+    fn conv2d_backward_data(&self, dy: &Tensor, w: &Tensor, x_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+        let g = conv::Geometry::new(x_shape.dims(), w.dims(), p)?;
+        check_dims("conv2d_backward_data", "dy", dy, &[g.n, g.ho, g.wo, g.o])?;
+        dispatch_float!(dy, "conv2d_backward_data", |dys| {
+            let mut dx = vec![like(dys, 0.0); x_shape.numel()];
+            conv::backward_data(&g, dys, w.as_slice()?, &mut dx);
+            wrap(dx, x_shape.clone())
+        })
+    }
+
+    fn conv2d_backward_filter(&self, dy: &Tensor, x: &Tensor, w_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+        let g = conv::Geometry::new(x.dims(), w_shape.dims(), p)?;
+        check_dims("conv2d_backward_filter", "dy", dy, &[g.n, g.ho, g.wo, g.o])?;
+        dispatch_float!(dy, "conv2d_backward_filter", |dys| {
+            let mut dw = vec![like(dys, 0.0); w_shape.numel()];
+            conv::backward_filter(&g, dys, x.as_slice()?, &mut dw);
+            wrap(dw, w_shape.clone())
+        })
+    }
+
+    fn batch_norm_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let op = "batch_norm_forward_train";
+        let c = channels(op, x)?;
+        for (name, t) in [("gamma", gamma), ("beta", beta)] {
+            if let Some(t) = t {
+                check_vector(op, name, t, c)?;
+            }
+        }
+        if x.numel() == 0 {
+            return Err(Error::Shape(format!("{op}: empty input {}", x.shape())));
+        }
+        dispatch_float!(x, op, |xs| {
+            let st = batch_norm::batch_stats(xs, c);
+            let invstd: Vec<f64> = st.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            let (center, scale, shift) =
+                batch_norm::coefficients(&st.mean, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
+            let y = batch_norm::normalize(xs, &center, &scale, &shift);
+            let to_t = |v: &[f64]| wrap(v.iter().map(|&a| like(xs, a)).collect::<Vec<_>>(), [c]);
+            let saved = BatchNormSaved { mean: to_t(&st.mean)?, var: to_t(&st.var)?, invstd: to_t(&invstd)? };
+            Ok((wrap(y, x.shape().clone())?, saved))
+        })
+    }
+
+    fn batch_norm_forward_eval(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = "batch_norm_forward_eval";
+        let c = channels(op, x)?;
+        for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", Some(running_mean)), ("running_var", Some(running_var))] {
+            if let Some(t) = t {
+                check_vector(op, name, t, c)?;
+            }
+        }
+        dispatch_float!(x, op, |xs| {
+            let rm = running_mean.to_f64_vec()?;
+            let rv = running_var.to_f64_vec()?;
+            let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            let (center, scale, shift) = batch_norm::coefficients(&rm, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
+            wrap(batch_norm::normalize(xs, &center, &scale, &shift), x.shape().clone())
+        })
+    }
+
+    fn batch_norm_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let op = "batch_norm_backward";
+        let c = channels(op, x)?;
+        check_same_shape(op, dy, x)?;
+        if let Some(g) = gamma {
+            check_vector(op, "gamma", g, c)?;
+        }
+        check_vector(op, "saved mean", &saved.mean, c)?;
+        check_vector(op, "saved invstd", &saved.invstd, c)?;
+        dispatch_float!(x, op, |xs| {
+            let (dx, dg, db) = batch_norm::backward_train(
+                dy.as_slice()?,
+                xs,
+                opt_slice(gamma)?,
+                saved.mean.as_slice()?,
+                saved.invstd.as_slice()?,
+            );
+            Ok((wrap(dx, x.shape().clone())?, wrap(dg, [c])?, wrap(db, [c])?))
+        })
+    }
+
+    fn prelu_forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        let c = channels("prelu", x)?;
+        check_vector("prelu", "alpha", alpha, c)?;
+        dispatch_float!(x, "prelu", |xs| wrap(prelu::forward(xs, alpha.as_slice()?), x.shape().clone()))
+    }
+
+    fn prelu_backward(&self, dy: &Tensor, x: &Tensor, alpha: &Tensor) -> Result<(Tensor, Tensor)> {
+        let c = channels("prelu_backward", x)?;
+        check_vector("prelu_backward", "alpha", alpha, c)?;
+        check_same_shape("prelu_backward", dy, x)?;
+        dispatch_float!(x, "prelu_backward", |xs| {
+            let (dx, da) = prelu::backward(dy.as_slice()?, xs, alpha.as_slice()?);
+            Ok((wrap(dx, x.shape().clone())?, wrap(da, [c])?))
+        })
+    }
+
+    fn dropout(&self, x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::Invalid(format!("dropout: probability {p} is outside [0, 1]")));
+        }
+        dispatch_float!(x, "dropout", |xs| {
+            let (y, mask) = dropout::apply(xs, p, seed);
+            Ok((wrap(y, x.shape().clone())?, wrap(mask, x.shape().clone())?))
+        })
+    }
+
+    fn l2_normalize_rows(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+        let (rows, d) = x.shape().matrix("l2_normalize_rows")?;
+        dispatch_float!(x, "l2_normalize_rows", |xs| {
+            let (y, n) = channels::l2_normalize_rows(xs, d, eps);
+            Ok((wrap(y, [rows, d])?, wrap(n, [rows])?))
+        })
+    }
+
+    fn l2_normalize_rows_backward(&self, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
+        self.l2_normalize_rows_backward_eps(dy, y, norms, 0.0)
+    }
+
+    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+        let op = "l2_normalize_rows_backward";
+        let (rows, _) = y.shape().matrix(op)?;
+        check_same_shape(op, dy, y)?;
+        check_vector(op, "norms", norms, rows)?;
+        dispatch_float!(y, op, |ys| {
+            wrap(channels::l2_normalize_rows_backward(dy.as_slice()?, ys, norms.as_slice()?, eps), y.shape().clone())
+        })
+    }
+
+    fn mul_channels(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let c = channels("mul_channels", x)?;
+        check_vector("mul_channels", "scale", s, c)?;
+        dispatch_float!(x, "mul_channels", |xs| {
+            wrap(channels::per_channel(xs, s.as_slice()?, |a, b| a * b), x.shape().clone())
+        })
+    }
+
+    fn add_channels(&self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let c = channels("add_channels", x)?;
+        check_vector("add_channels", "bias", b, c)?;
+        dispatch_float!(x, "add_channels", |xs| {
+            wrap(channels::per_channel(xs, b.as_slice()?, |a, v| a + v), x.shape().clone())
+        })
+    }
+
+    fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let rows = *x.dims().first().ok_or_else(|| Error::Shape("scale_rows of a scalar".into()))?;
+        check_vector("scale_rows", "scale", s, rows)?;
+        dispatch_float!(x, "scale_rows", |xs| wrap(channels::scale_rows(xs, s.as_slice()?), x.shape().clone()))
     }
 }

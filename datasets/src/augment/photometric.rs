@@ -1,0 +1,56 @@
+//! Colour jitter as torchvision's ColorJitter(brightness 0.5, contrast 0.5, saturation 0.5) applies it:
+//! the three factors drawn from [0.5, 1.5], applied in a random order, each a blend clamped to [0, 255].
+
+use crate::image::Image;
+use crate::rng::Rng;
+
+fn luma(p: &[f32]) -> f32 {
+    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+}
+
+pub fn jitter(img: &mut Image, rng: &mut Rng) {
+    let mut order = [0u8, 1, 2];
+    rng.shuffle(&mut order);
+    let factors = [rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32];
+    let mut px: Vec<f32> = img.data.iter().map(|&v| v as f32).collect();
+    for op in order {
+        let f = factors[op as usize];
+        match op {
+            // Brightness: blend with black.
+            0 => px.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 255.0)),
+            // Contrast: blend with the image's mean grey level.
+            1 => {
+                let mean = px.chunks_exact(3).map(luma).sum::<f32>() / (px.len() / 3).max(1) as f32;
+                px.iter_mut().for_each(|v| *v = (mean + f * (*v - mean)).clamp(0.0, 255.0));
+            }
+            // Saturation: blend each pixel with its own grey level.
+            _ => px.chunks_exact_mut(3).for_each(|p| {
+                let g = luma(p);
+                p.iter_mut().for_each(|v| *v = (g + f * (*v - g)).clamp(0.0, 255.0));
+            }),
+        }
+    }
+    for (d, v) in img.data.iter_mut().zip(&px) {
+        *d = v.round() as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_images_stay_grey_and_values_stay_in_range() {
+        for seed in 0..20 {
+            let mut img = Image::from_rgb(4, 4, (0..48).map(|i| (i / 3 * 16) as u8).collect());
+            jitter(&mut img, &mut Rng::new(seed));
+            for p in img.data.chunks(3) {
+                assert!(p[0] == p[1] && p[1] == p[2], "{p:?}");
+            }
+        }
+        let mut img = Image::from_rgb(1, 2, vec![255, 0, 0, 0, 0, 255]);
+        let before = img.clone();
+        jitter(&mut img, &mut Rng::new(5));
+        assert_ne!(img, before);
+    }
+}

@@ -1,0 +1,26 @@
+//! Images as RGB u8, height x width x 3 (HWC), and their JPEG/PNG coding.
+
+mod decode;
+mod encode;
+
+pub use decode::{decode, decode_into, Format};
+pub use encode::encode_jpeg;
+
+/// An RGB image, rows top to bottom, 3 bytes per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<u8>,
+}
+
+impl Image {
+    pub fn new(height: usize, width: usize) -> Image {
+        Image { height, width, data: vec![0; height * width * 3] }
+    }
+
+    pub fn from_rgb(height: usize, width: usize, data: Vec<u8>) -> Image {
+        assert_eq!(data.len(), height * width * 3, "RGB buffer size");
+        Image { height, width, data }
+    }
+}

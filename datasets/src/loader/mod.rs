@@ -1,0 +1,13 @@
+//! The training loader: a per-epoch shuffled, rank-sharded order of samples, cut into batches that worker
+//! threads decode, augment and normalize ahead of the trainer through bounded queues.
+
+mod batch;
+mod sampler;
+mod workers;
+
+pub use batch::{Batch, Pixels, PixelFormat};
+pub use sampler::Sampler;
+pub use workers::{EpochBatches, Loader, LoaderConfig};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! IResNet forward as insightface's `iresnet.py`: stem conv-BN-PReLU; blocks
+//! BN-conv3x3-BN-PReLU-conv3x3(stride)-BN plus the shortcut (1x1 stride-2 conv + BN in the first block of a
+//! stage); then BN, flatten, dropout, fc, and the `features` BatchNorm1d whose weight stays 1.
+//! In training mode every batch norm uses batch statistics and updates its running statistics
+//! (momentum 0.1, unbiased variance) and `num_batches_tracked` in the store.
+
+use super::config::IResNetConfig;
+use super::init::{block_prefix, has_downsample, init_params};
+use super::params::ParamStore;
+use crate::backend::Conv2dParams;
+use crate::ops;
+use crate::rng::Rng;
+use crate::tape::{Tape, Var};
+use crate::tensor::{DType, Device, Tensor};
+use crate::{Error, Result};
+
+/// insightface sets eps 1e-5 on every batch norm; torch's default momentum 0.1.
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+pub struct IResNet {
+    pub config: IResNetConfig,
+}
+
+impl IResNet {
+    pub fn new(config: IResNetConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(IResNet { config })
+    }
+
+    /// Fresh parameters (insightface's initialization) drawn from `rng`.
+    pub fn init(&self, rng: &mut Rng, dtype: DType) -> Result<ParamStore> {
+        init_params(&self.config, rng, dtype)
+    }
+
+    /// x: `[N, H, W, in_channels]` (NHWC) -> embeddings `[N, embedding_size]`. `rng` is drawn from only
+    /// when dropout is active (training with p > 0).
+    pub fn forward(&self, tape: &mut Tape, store: &mut ParamStore, x: Var, train: bool, rng: &mut Rng) -> Result<Var> {
+        let cfg = &self.config;
+        let (n, h, w, c) = tape.value(x).shape().nhwc("IResNet input")?;
+        if (h, w) != cfg.input_hw || c != cfg.in_channels {
+            return Err(Error::Shape(format!(
+                "IResNet input: expected [N, {}, {}, {}], got [{n}, {h}, {w}, {c}]",
+                cfg.input_hw.0, cfg.input_hw.1, cfg.in_channels
+            )));
+        }
+        let mut y = conv(tape, store, "conv1.weight", x, 1)?;
+        y = batch_norm(tape, store, "bn1", y, train)?;
+        y = prelu(tape, store, "prelu.weight", y)?;
+        for (s, &blocks) in cfg.layers.iter().enumerate() {
+            for b in 0..blocks {
+                let stride = if has_downsample(b) { 2 } else { 1 };
+                y = block_forward(tape, store, &block_prefix(s, b), y, stride, train)?;
+            }
+        }
+        y = batch_norm(tape, store, "bn2", y, train)?;
+        y = ops::flatten(tape, y)?;
+        if train && cfg.dropout > 0.0 {
+            y = ops::dropout(tape, y, cfg.dropout, true, rng.next_u64())?;
+        }
+        let (fw, fb) = (store.var(tape, "fc.weight")?, store.var(tape, "fc.bias")?);
+        y = ops::linear(tape, y, fw, Some(fb))?;
+        batch_norm(tape, store, "features", y, train)
+    }
+}
+
+fn conv(tape: &mut Tape, store: &ParamStore, name: &str, x: Var, stride: usize) -> Result<Var> {
+    let w = store.var(tape, name)?;
+    let k = tape.value(w).dims()[1];
+    ops::conv2d(tape, x, w, Conv2dParams { kernel: k, stride, padding: k / 2 })
+}
+
+fn prelu(tape: &mut Tape, store: &ParamStore, name: &str, x: Var) -> Result<Var> {
+    let a = store.var(tape, name)?;
+    ops::prelu(tape, x, a)
+}
+
+/// Batch norm `prefix` over the last dim; training mode also updates the running statistics.
+pub fn batch_norm(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var, train: bool) -> Result<Var> {
+    let g = store.var(tape, &format!("{prefix}.weight"))?;
+    let b = store.var(tape, &format!("{prefix}.bias"))?;
+    let (rm_name, rv_name) = (format!("{prefix}.running_mean"), format!("{prefix}.running_var"));
+    if !train {
+        let (rm, rv) = (store.get(&rm_name)?.clone(), store.get(&rv_name)?.clone());
+        return ops::batch_norm_eval(tape, x, Some(g), Some(b), &rm, &rv, BN_EPS);
+    }
+    let (y, stats) = ops::batch_norm_train(tape, x, Some(g), Some(b), BN_EPS)?;
+    let (mut rm, mut rv) = (store.get(&rm_name)?.clone(), store.get(&rv_name)?.clone());
+    ops::update_running_stats(&mut rm, &mut rv, &stats, BN_MOMENTUM)?;
+    store.set(&rm_name, rm)?;
+    store.set(&rv_name, rv)?;
+    increment_counter(store, &format!("{prefix}.num_batches_tracked"))?;
+    Ok(y)
+}
+
+/// num_batches_tracked += 1 (an I64 scalar; kept wherever the store lives).
+fn increment_counter(store: &mut ParamStore, name: &str) -> Result<()> {
+    let t = store.get(name)?;
+    let dev = t.device();
+    let mut host = t.to_device(&Device::Cpu)?;
+    host.as_mut_slice::<i64>()?[0] += 1;
+    store.set(name, if dev.is_cpu() { host } else { host.to_device(&dev)? })
+}
+
+/// One IBasicBlock named `prefix` (e.g. `layer1.0`); its shortcut is `downsample.{0,1}` when the store
+/// holds `{prefix}.downsample.0.weight`, else the identity.
+pub fn block_forward(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var, stride: usize, train: bool) -> Result<Var> {
+    let mut y = batch_norm(tape, store, &format!("{prefix}.bn1"), x, train)?;
+    y = conv(tape, store, &format!("{prefix}.conv1.weight"), y, 1)?;
+    y = batch_norm(tape, store, &format!("{prefix}.bn2"), y, train)?;
+    y = prelu(tape, store, &format!("{prefix}.prelu.weight"), y)?;
+    y = conv(tape, store, &format!("{prefix}.conv2.weight"), y, stride)?;
+    y = batch_norm(tape, store, &format!("{prefix}.bn3"), y, train)?;
+    let down = format!("{prefix}.downsample.0.weight");
+    let shortcut = if store.kind(&down).is_some() {
+        let s = conv(tape, store, &down, x, stride)?;
+        batch_norm(tape, store, &format!("{prefix}.downsample.1"), s, train)?
+    } else {
+        x
+    };
+    ops::add(tape, y, shortcut)
+}
+
+/// A batch of NCHW images (PyTorch layout) as our NHWC tensor.
+pub fn nchw_to_nhwc(t: &Tensor) -> Result<Tensor> {
+    let d = t.dims();
+    if d.len() != 4 {
+        return Err(Error::Shape(format!("nchw_to_nhwc: expected rank 4, got {}", t.shape())));
+    }
+    super::export::permute(t, d, &[0, 2, 3, 1])
+}
+
+/// The inverse of `nchw_to_nhwc`.
+pub fn nhwc_to_nchw(t: &Tensor) -> Result<Tensor> {
+    let d = t.dims();
+    if d.len() != 4 {
+        return Err(Error::Shape(format!("nhwc_to_nchw: expected rank 4, got {}", t.shape())));
+    }
+    super::export::permute(t, d, &[0, 3, 1, 2])
+}

@@ -1,0 +1,91 @@
+//! Fully connected layer with torch's weight layout.
+
+use super::same_device_and_dtype;
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// x `[N, in]` @ w^T (w `[out, in]`) + b `[out]`.
+pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    same_device_and_dtype(tape, "linear", &inputs)?;
+    let (tx, tw) = (tape.value(x).clone(), tape.value(w).clone());
+    let (_, fin) = tx.shape().matrix("linear input")?;
+    let (fout, win) = tw.shape().matrix("linear weight")?;
+    if fin != win {
+        return Err(Error::Shape(format!("linear: input {} does not fit weight {} ([out, in])", tx.shape(), tw.shape())));
+    }
+    let be = tx.backend();
+    let mut y = be.matmul(&tx, &tw, false, true)?;
+    if let Some(b) = b {
+        let tb = tape.value(b);
+        if tb.dims() != [fout] {
+            return Err(Error::Shape(format!("linear: bias must have shape [{fout}], got {}", tb.shape())));
+        }
+        y = be.add_channels(&y, tb)?;
+    }
+    let (need_dx, has_b) = (tape.requires_grad(x), b.is_some());
+    Ok(tape.push(
+        y,
+        &inputs,
+        Box::new(move |g: &Tensor| {
+            let be = g.backend();
+            let dx = if need_dx { Some(be.matmul(g, &tw, false, false)?) } else { None };
+            let mut grads = vec![dx, Some(be.matmul(g, &tx, true, false)?)];
+            if has_b {
+                grads.push(Some(be.sum_rows(g)?));
+            }
+            Ok(grads)
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::tape::gradcheck;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let mut r = Rng::new(seed);
+        let n = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| r.normal()).collect::<Vec<f64>>(), shape).unwrap()
+    }
+
+    #[test]
+    fn gradients_with_and_without_bias() {
+        let (x, w, b) = (randn(&[3, 5], 1), randn(&[4, 5], 2), randn(&[4], 3));
+        let errs = gradcheck::check(
+            &[x.clone(), w.clone(), b],
+            |t, v| {
+                let y = linear(t, v[0], v[1], Some(v[2]))?;
+                gradcheck::random_projection(t, y, 4)
+            },
+            1e-6,
+        )
+        .unwrap();
+        assert!(errs.iter().all(|&e| e < 1e-8), "{errs:?}");
+        let errs = gradcheck::check(
+            &[x, w],
+            |t, v| {
+                let y = linear(t, v[0], v[1], None)?;
+                gradcheck::random_projection(t, y, 5)
+            },
+            1e-6,
+        )
+        .unwrap();
+        assert!(errs.iter().all(|&e| e < 1e-8), "{errs:?}");
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        let mut tape = Tape::new();
+        let x = tape.leaf(randn(&[3, 5], 1));
+        let w = tape.leaf(randn(&[4, 6], 2));
+        assert!(matches!(linear(&mut tape, x, w, None), Err(Error::Shape(_))));
+        let w = tape.leaf(randn(&[4, 5], 2));
+        let b = tape.leaf(randn(&[5], 3));
+        assert!(matches!(linear(&mut tape, x, w, Some(b)), Err(Error::Shape(_))));
+    }
+}
