@@ -96,6 +96,13 @@ fn head_command_errors_are_sentences() {
     let (ok, err) = run(&wrong_dtype, "arcface");
     assert!(!ok && err.contains("labels must be I64, got F32"), "{err}");
 
+    let mut xn = x.clone();
+    xn[3] = f32::NAN;
+    let nan = dir.join("nan.safetensors");
+    write_input(&nan, Tensor::from_vec(xn, [b, d]).unwrap(), Tensor::from_vec(w.clone(), [c, d]).unwrap(), Tensor::from_vec(y.clone(), [b]).unwrap());
+    let (ok, err) = run(&nan, "arcface");
+    assert!(!ok && err.contains("embeddings[1, 1] is not finite"), "{err}");
+
     let bad_label = dir.join("label.safetensors");
     write_input(&bad_label, Tensor::from_vec(x, [b, d]).unwrap(), Tensor::from_vec(w, [c, d]).unwrap(), Tensor::from_vec(vec![0i64, 4, 1], [b]).unwrap());
     let (ok, err) = run(&bad_label, "arcface");

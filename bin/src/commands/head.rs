@@ -59,6 +59,12 @@ fn load(path: &Path) -> Result<(Tensor, Tensor, Vec<i64>), Error> {
     if y.dtype() != DType::I64 {
         return Err(Error::DType(format!("{file}: labels must be I64, got {}", y.dtype().safetensors_name())));
     }
+    for (name, t) in [("embeddings", &x), ("weight", &w)] {
+        if let Some(k) = t.to_f64_vec()?.iter().position(|v| !v.is_finite()) {
+            let cols = t.dims()[1];
+            return Err(Error::Invalid(format!("{file}: {name}[{}, {}] is not finite", k / cols, k % cols)));
+        }
+    }
     let labels = y.to_vec::<i64>()?;
     let c = w.dims()[0];
     if let Some((i, v)) = labels.iter().enumerate().find(|(_, &v)| v < 0 || v as usize >= c) {

@@ -89,7 +89,7 @@ pub fn run<T: Float>(
     head: &mut dyn Head,
     opts: &RunOptions,
 ) -> Result<Output<T>> {
-    if dim == 0 || weight.len() % dim != 0 {
+    if dim == 0 || !weight.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!("weight holds {} values, not rows of {dim}", weight.len())));
     }
     let classes = weight.len() / dim;
@@ -157,13 +157,13 @@ pub fn run_sharded<T: Float>(
     head: &mut dyn Head,
     opts: &RunOptions,
 ) -> Result<Output<T>> {
-    if dim == 0 || x.is_empty() || x.len() % dim != 0 {
+    if dim == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!("embeddings hold {} values, not a non-empty [B, {dim}]", x.len())));
     }
     let b = x.len() / dim;
     let mut owner: Vec<Option<(usize, usize)>> = vec![None; b];
     for (k, sh) in shards.iter().enumerate() {
-        if sh.weight.len() % dim != 0 || sh.weight.is_empty() {
+        if !sh.weight.len().is_multiple_of(dim) || sh.weight.is_empty() {
             return Err(Error::Shape(format!("shard {k}: weight holds {} values, not [C, {dim}]", sh.weight.len())));
         }
         if sh.labels.len() != b {

@@ -91,8 +91,8 @@ impl Head for QcFace {
     }
     fn load_state(&mut self, s: &HeadState) -> Result<()> {
         self.phase = match s.require("qcface", "phase")? {
-            v if v == 0.0 => Phase::Warmup,
-            v if v == 1.0 => Phase::Planning,
+            0.0 => Phase::Warmup,
+            1.0 => Phase::Planning,
             v => return Err(Error::Invalid(format!("qcface: state phase {v} is neither 0 nor 1"))),
         };
         Ok(())

@@ -44,7 +44,11 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
     if x.dtype() != w.dtype() {
         return Err(Error::DType(format!("head loss: embeddings are {} but weight is {}", x.dtype(), w.dtype())));
     }
-    let (x, w) = (x.to_device(&crate::Device::Cpu)?, w.to_device(&crate::Device::Cpu)?);
+    if x.cpu_storage().is_err() || w.cpu_storage().is_err() {
+        return Err(Error::Device(
+            "head loss: this is the CPU reference; move embeddings and weight to the CPU (the fused CUDA classifier is separate)".into(),
+        ));
+    }
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
     let (value, grads) = match x.dtype() {
         DType::F32 => step::<f32>(&x, &w, labels, d, head, grad)?,

@@ -543,3 +543,65 @@ fn state_round_trips_and_bad_state_is_rejected() {
     assert!(!q.needs().p_d);
     assert!(q.load_state(&HeadState::new(&[("phase", 0.5)])).is_err());
 }
+
+#[test]
+fn declared_needs_follow_the_spec_table() {
+    let n = |name: &str| head(name, &HeadParams::default()).needs();
+    assert_eq!(n("arcface"), Needs::default());
+    assert!(n("curricularface").modulates_non_target && n("curricularface").running_state);
+    assert!(n("mv-arc").modulates_non_target && !n("mv-arc").running_state);
+    let mag = n("magface");
+    assert!(mag.norm_with_grad && mag.extra_term && !mag.running_state);
+    let ada = n("adaface");
+    assert!(ada.norm_detached && ada.running_state && !ada.p_y_before_weighting);
+    assert!(n("qamface").modulates_non_target);
+    let sma = n("smaface-star");
+    assert!(sma.norm_detached && sma.p_y_before_weighting && sma.running_state);
+    assert!(n("focal").p_y_before_weighting && n("hm-softmax").p_y_before_weighting);
+    let qc = n("qcface");
+    assert!(qc.p_d && qc.extra_term && qc.norm_with_grad && qc.running_state);
+}
+
+#[test]
+fn half_precision_gemm_inputs_keep_the_loss_but_half_logits_break_qamface() {
+    use half::f16;
+    // Unit rows rounded to f16 (what a half GEMM reads); margins, LSE and gradients stay in f32.
+    let case = random_case(61, 16, 200, 128, 5.0, 50.0);
+    let unit_half = |m: &[f64], dim: usize| -> Vec<f32> {
+        m.chunks(dim)
+            .flat_map(|r| {
+                let n = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                r.iter().map(move |v| f16::from_f64(v / n).to_f32()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for name in ["arcface", "cosface", "qamface", "curricularface"] {
+        let exact = run(&case.x, &case.w, &case.labels, 128, head(name, &HeadParams::default()).as_mut(), &RunOptions::default())
+            .unwrap();
+        let (xh, wh) = (unit_half(&case.x, 128), unit_half(&case.w, 128));
+        let half = run(&xh, &wh, &case.labels, 128, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        let err = (half.loss - exact.loss).abs() / exact.loss.abs();
+        assert!(err < 1e-3, "{name}: loss {} vs {} ({err:e})", half.loss, exact.loss);
+    }
+    // QAMFace logits near 237 rounded to f16 (ulp 0.125): the CE moves by far more than 1e-3.
+    let s = 6.0f64;
+    let cos = [0.999f64, 0.95, 0.3, -0.2, 0.9];
+    let logits: Vec<f64> = cos
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| {
+            if j == 0 {
+                maps::target_logit(&TargetMap::Quadratic { m: 0.5 }, s, c).0
+            } else {
+                maps::non_target_logit(&NonTarget::Quadratic, s, c, 0.0).0
+            }
+        })
+        .collect();
+    let ce = |z: &[f64]| {
+        let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        mx + z.iter().map(|v| (v - mx).exp()).sum::<f64>().ln() - z[0]
+    };
+    let rounded: Vec<f64> = logits.iter().map(|&z| f16::from_f64(z).to_f64()).collect();
+    let (a, b) = (ce(&logits), ce(&rounded));
+    assert!((a - b).abs() / a > 1e-3, "f16 logits: CE {b} vs {a}");
+}
