@@ -123,6 +123,12 @@ pub struct Args {
     /// Demo set: image side in pixels.
     #[arg(long, default_value_t = 64)]
     synth_size: usize,
+    /// Demo set: identities held out of training for the verification pairs.
+    #[arg(long, default_value_t = 200)]
+    synth_heldout: usize,
+    /// Demo set: verification pairs (half same, half different).
+    #[arg(long, default_value_t = 2000)]
+    synth_pairs: usize,
 }
 
 fn utc_stamp() -> String {
@@ -219,8 +225,8 @@ pub fn run(a: Args) -> CmdResult {
             let cfg = SynthConfig {
                 identities: a.synth_identities,
                 images_per_identity: a.synth_images,
-                heldout_identities: 200,
-                pairs: 2000,
+                heldout_identities: a.synth_heldout,
+                pairs: a.synth_pairs,
                 size: a.synth_size,
                 seed: 0,
             };
@@ -391,14 +397,18 @@ pub fn run(a: Args) -> CmdResult {
         }
         Ok(first)
     };
-    'epochs: while trainer.step < total_steps {
+    // Invariant at an epoch's start: step == epoch * steps_per_epoch + batches already taken (resume).
+    'epochs: while trainer.step < total_steps && trainer.epoch < total_epochs {
         let epoch = trainer.epoch;
         if let Some(w) = qcface_warmup {
             if epoch as f64 >= w {
                 trainer.set_head_phase("planning")?;
             }
         }
-        let skip = trainer.step - epoch * steps_per_epoch;
+        let epoch_start = epoch * steps_per_epoch;
+        let skip = trainer.step.checked_sub(epoch_start).filter(|&s| s < steps_per_epoch).ok_or_else(|| {
+            Error::Io(format!("{}: step {} does not fall in epoch {epoch}", ckpt.display(), trainer.step))
+        })?;
         for batch in loader.epoch(epoch).skip(skip as usize) {
             let batch = batch?;
             for (key, why) in &batch.skipped {
@@ -422,24 +432,24 @@ pub fn run(a: Args) -> CmdResult {
             if trainer.step % eval_every == 0 {
                 last_acc = evaluate(&mut trainer, &mut log)?.or(last_acc);
             }
-            let out_of_time = limit.is_some_and(|l| progress.elapsed() >= l);
-            if trainer.step >= total_steps || out_of_time {
-                if trainer.step % steps_per_epoch == 0 {
-                    trainer.epoch += 1;
-                }
-                if out_of_time {
-                    eprintln!("time limit reached at step {}", trainer.step);
-                    break 'epochs;
-                }
+            if limit.is_some_and(|l| progress.elapsed() >= l) {
+                eprintln!("time limit reached at step {}", trainer.step);
+                break 'epochs;
+            }
+            if trainer.step >= total_steps {
                 break;
             }
         }
-        if trainer.step % steps_per_epoch == 0 && trainer.epoch == epoch {
+        if trainer.step == epoch_start + steps_per_epoch {
             trainer.epoch += 1;
-        }
-        trainer.save(&ckpt)?;
-        if trainer.epoch >= total_epochs {
-            break;
+            trainer.save(&ckpt)?;
+        } else if trainer.step < total_steps {
+            return Err(Error::Invalid(format!(
+                "epoch {epoch} ended after step {}, expected step {}: the loader produced too few batches",
+                trainer.step,
+                epoch_start + steps_per_epoch
+            ))
+            .into());
         }
     }
     trainer.save(&ckpt)?;
