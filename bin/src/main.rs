@@ -17,12 +17,15 @@ struct Cli {
 enum Command {
     /// Show the engine's devices and a backbone's parameter count and GFLOPs.
     Info(commands::info::Args),
+    /// Inspect and pack face data sets (RecordIO, .bin verification sets).
+    Data(commands::data::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => commands::info::run(a),
+        Command::Data(a) => commands::data::run(a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod data;
 pub mod info;
 
 /// The error every subcommand returns: a sentence for the user.
