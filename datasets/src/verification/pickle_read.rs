@@ -237,7 +237,8 @@ pub fn read_bin(path: &Path) -> Result<PairSet> {
     parse_bin(&data, path)
 }
 
-pub(crate) fn parse_bin(data: &[u8], path: &Path) -> Result<PairSet> {
+/// Parses `.bin` contents already in memory; `path` names them in errors.
+pub fn parse_bin(data: &[u8], path: &Path) -> Result<PairSet> {
     let err = |(offset, detail): (usize, String)| DataError::Pickle { path: path.to_path_buf(), offset: offset as u64, detail };
     let mut p = Parser { data, pos: 0, stack: Vec::new(), memo: HashMap::new() };
     let top = p.run().map_err(err)?;
