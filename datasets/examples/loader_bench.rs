@@ -26,9 +26,9 @@ fn face(rng: &mut Rng) -> Image {
             let inside = (1.0 - (dy * dy + dx * dx)).clamp(0.0, 1.0).sqrt();
             let eyes = if (y as f64 - cy + 12.0).abs() < 4.0 && ((x as f64 - cx).abs() - 16.0).abs() < 6.0 { 0.4 } else { 1.0 };
             let tex = 12.0 * ((y as f64 * fy).sin() * (x as f64 * fx).cos());
-            for c in 0..3 {
+            for (c, &tone) in skin.iter().enumerate() {
                 let bg = 40.0 + 30.0 * c as f64;
-                let v = bg * (1.0 - inside) + skin[c] * inside * eyes + tex + rng.range(-9.5, 9.5);
+                let v = bg * (1.0 - inside) + tone * inside * eyes + tex + rng.range(-9.5, 9.5);
                 img.data[(y * w + x) * 3 + c] = v.clamp(0.0, 255.0) as u8;
             }
         }

@@ -137,7 +137,7 @@ impl RecordFile {
     fn check_record_start(&self, offset: u64) -> std::result::Result<(), String> {
         let d = self.data();
         let o = offset as usize;
-        if o % 4 != 0 {
+        if !o.is_multiple_of(4) {
             return Err("offset is not a multiple of 4".into());
         }
         let magic = u32::from_le_bytes(d[o..o + 4].try_into().unwrap());
