@@ -122,4 +122,15 @@ mod mutation_tests {
         }
         assert!(ok < 5000, "some mutations must be refused");
     }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // ([[[[...]]]], []) nested 100,000 deep.
+        let mut b = vec![0x80, 4];
+        b.extend(std::iter::repeat_n(b']', 100_000));
+        b.extend(std::iter::repeat_n(b'a', 99_999));
+        b.extend_from_slice(&[b']', 0x86, b'.']);
+        let e = parse_bin(&b, Path::new("deep.bin")).unwrap_err().to_string();
+        assert!(e.contains("nested more than 32 deep"), "{e}");
+    }
 }
