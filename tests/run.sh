@@ -15,11 +15,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 py="$venv/bin/python"
-stamp="$venv/.deps-v1"
+stamp="$venv/.deps-v2"
 if [ ! -f "$stamp" ]; then
   "$py" -m pip install -q --upgrade pip
-  # numpy<2 because MXNet 1.9.1 needs it; torch works with numpy 1.26.
-  "$py" -m pip install -q "numpy<2" torch mxnet==1.9.1 safetensors nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-nvcc==13.0.88
+  # numpy<2 because MXNet 1.9.1 needs it; torch works with numpy 1.26. OpenCV because MXNet's pack_img
+  # encodes with it (4.12+ wants numpy 2).
+  "$py" -m pip install -q "numpy<2" torch mxnet==1.9.1 "opencv-python-headless<4.12" safetensors nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-nvcc==13.0.88
   touch "$stamp"
 fi
 export FACETRAIN_PYTHON="$py"

@@ -30,6 +30,8 @@ enum Command {
     Embed(commands::embed::Args),
     /// Write a checkpoint's model in PyTorch layout with insightface names.
     Export(commands::export::Args),
+    /// Inspect and pack face data sets (RecordIO, .bin verification sets).
+    Data(commands::data::Args),
 }
 
 fn main() {
@@ -41,6 +43,7 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Export(a) => commands::export::run(a),
+        Command::Data(a) => commands::data::run(a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

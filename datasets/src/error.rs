@@ -90,6 +90,7 @@ impl fmt::Display for DataError {
                 path.display()
             ),
             Empty { path } => write!(f, "{}: the set holds no images", path.display()),
+            Image { path, record, detail } if record.is_empty() => write!(f, "{}: bad image: {detail}", path.display()),
             Image { path, record, detail } => write!(f, "{}: {record}: bad image: {detail}", path.display()),
             Pickle { path, offset, detail } => write!(f, "{}: pickle byte {offset}: {detail}", path.display()),
             Invalid { what } => write!(f, "{what}"),

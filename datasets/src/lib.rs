@@ -17,7 +17,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Reading: [`faceset::FaceSet::open`] (directory or `.rec`), [`recordio::RecordFile`] for raw records.
+//! Reading: [`faceset::FaceSet::open`] (directory or `.rec`), [`recordio::RecordFile`] for raw records,
+//! [`verification::read_pair_set`] for `.bin` sets and pair lists.
+//!
+//! Training batches:
+//!
+//! ```no_run
+//! # fn demo() -> datasets::Result<()> {
+//! use datasets::{augment::AugmentConfig, faceset::FaceSet, loader::{Loader, LoaderConfig, Pixels}};
+//! let set = std::sync::Arc::new(FaceSet::open("data/faces_emore".as_ref())?);
+//! let cfg = LoaderConfig { batch_size: 128, seed: 1, augment: AugmentConfig::default(), ..LoaderConfig::default() };
+//! let loader = Loader::new(set, cfg)?;
+//! for batch in loader.epoch(0) {
+//!     let batch = batch?; // f32 NHWC in [-1, 1] (or u8 NHWC), labels, keys, AdaFace information ratios
+//!     if let Pixels::F32(x) = &batch.pixels { assert_eq!(x.len(), batch.len() * 112 * 112 * 3); }
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod augment;
 pub mod demo;

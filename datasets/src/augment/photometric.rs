@@ -4,34 +4,43 @@
 use crate::image::Image;
 use crate::rng::Rng;
 
-fn luma(p: &[f32]) -> f32 {
-    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+fn luma(p: &[u8]) -> f32 {
+    0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
 }
 
+fn to_u8(v: f32) -> u8 {
+    // Values are clamped non-negative, so +0.5 and truncation round (f32::round is a libm call here).
+    (v.clamp(0.0, 255.0) + 0.5) as u8
+}
+
+/// Each step works on u8 pixels, rounding in between, as torchvision's PIL path does.
 pub fn jitter(img: &mut Image, rng: &mut Rng) {
     let mut order = [0u8, 1, 2];
     rng.shuffle(&mut order);
     let factors = [rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32];
-    let mut px: Vec<f32> = img.data.iter().map(|&v| v as f32).collect();
     for op in order {
         let f = factors[op as usize];
         match op {
             // Brightness: blend with black.
-            0 => px.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 255.0)),
+            0 => {
+                let lut: [u8; 256] = std::array::from_fn(|v| to_u8(v as f32 * f));
+                img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
+            }
             // Contrast: blend with the image's mean grey level.
             1 => {
-                let mean = px.chunks_exact(3).map(luma).sum::<f32>() / (px.len() / 3).max(1) as f32;
-                px.iter_mut().for_each(|v| *v = (mean + f * (*v - mean)).clamp(0.0, 255.0));
+                let n = (img.data.len() / 3).max(1) as f32;
+                let mean = img.data.chunks_exact(3).map(luma).sum::<f32>() / n;
+                let lut: [u8; 256] = std::array::from_fn(|v| to_u8(mean + f * (v as f32 - mean)));
+                img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
             }
             // Saturation: blend each pixel with its own grey level.
-            _ => px.chunks_exact_mut(3).for_each(|p| {
+            _ => img.data.chunks_exact_mut(3).for_each(|p| {
                 let g = luma(p);
-                p.iter_mut().for_each(|v| *v = (g + f * (*v - g)).clamp(0.0, 255.0));
+                for v in p.iter_mut() {
+                    *v = to_u8(g + f * (*v as f32 - g));
+                }
             }),
         }
-    }
-    for (d, v) in img.data.iter_mut().zip(&px) {
-        *d = v.round() as u8;
     }
 }
 

@@ -14,54 +14,88 @@ pub enum Filter {
 
 const FILTERS: [Filter; 3] = [Filter::Nearest, Filter::Bilinear, Filter::Area];
 
-/// For each output position: the first source index and the weights of consecutive source pixels.
-fn taps(src: usize, dst: usize, filter: Filter) -> Vec<(usize, Vec<f32>)> {
-    let scale = src as f64 / dst as f64;
-    (0..dst)
-        .map(|d| match filter {
-            Filter::Nearest => (((d as f64 * scale) as usize).min(src - 1), vec![1.0]),
-            Filter::Bilinear => {
-                let x = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
-                let i = (x as usize).min(src - 1);
-                let t = (x - i as f64) as f32;
-                if i + 1 < src {
-                    (i, vec![1.0 - t, t])
-                } else {
-                    (i, vec![1.0])
+/// Per output position: first source index and its weights, flattened (`weights[offsets[d]..offsets[d+1]]`).
+struct Taps {
+    first: Vec<usize>,
+    offsets: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+impl Taps {
+    fn new(src: usize, dst: usize, filter: Filter) -> Taps {
+        let scale = src as f64 / dst as f64;
+        let mut t = Taps { first: Vec::with_capacity(dst), offsets: vec![0], weights: Vec::new() };
+        for d in 0..dst {
+            match filter {
+                Filter::Nearest => {
+                    t.first.push(((d as f64 * scale) as usize).min(src - 1));
+                    t.weights.push(1.0);
+                }
+                Filter::Bilinear => {
+                    let x = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
+                    let i = (x as usize).min(src - 1);
+                    let f = (x - i as f64) as f32;
+                    t.first.push(i);
+                    if i + 1 < src {
+                        t.weights.extend_from_slice(&[1.0 - f, f]);
+                    } else {
+                        t.weights.push(1.0);
+                    }
+                }
+                Filter::Area => {
+                    // Exact overlap of the output pixel's footprint with each source pixel.
+                    let (a, b) = (d as f64 * scale, (d as f64 + 1.0) * scale);
+                    let first = a.floor() as usize;
+                    let last = (b.ceil() as usize).min(src);
+                    t.first.push(first);
+                    t.weights.extend((first..last).map(|s| ((b.min(s as f64 + 1.0) - a.max(s as f64)) / scale) as f32));
                 }
             }
-            Filter::Area => {
-                let (a, b) = (d as f64 * scale, (d as f64 + 1.0) * scale);
-                let first = a.floor() as usize;
-                let last = (b.ceil() as usize).min(src);
-                let w: Vec<f32> = (first..last)
-                    .map(|s| ((b.min(s as f64 + 1.0) - a.max(s as f64)) / scale) as f32)
-                    .collect();
-                (first, w)
-            }
-        })
-        .collect()
+            t.offsets.push(t.weights.len());
+        }
+        t
+    }
+
+    fn get(&self, d: usize) -> (usize, &[f32]) {
+        (self.first[d], &self.weights[self.offsets[d]..self.offsets[d + 1]])
+    }
 }
 
 pub fn resize(img: &Image, height: usize, width: usize, filter: Filter) -> Image {
     let (sh, sw) = (img.height, img.width);
-    let tx = taps(sw, width, filter);
-    let ty = taps(sh, height, filter);
+    let tx = Taps::new(sw, width, filter);
+    let ty = Taps::new(sh, height, filter);
     // Horizontal pass into f32 rows, then vertical pass.
     let mut mid = vec![0f32; sh * width * 3];
     for y in 0..sh {
         let src = &img.data[y * sw * 3..(y + 1) * sw * 3];
-        for (x, (first, w)) in tx.iter().enumerate() {
-            for c in 0..3 {
-                mid[(y * width + x) * 3 + c] = w.iter().enumerate().map(|(k, wk)| wk * src[(first + k) * 3 + c] as f32).sum();
+        let dst = &mut mid[y * width * 3..(y + 1) * width * 3];
+        for x in 0..width {
+            let (first, w) = tx.get(x);
+            let mut acc = [0f32; 3];
+            for (k, &wk) in w.iter().enumerate() {
+                let p = &src[(first + k) * 3..(first + k) * 3 + 3];
+                acc[0] += wk * p[0] as f32;
+                acc[1] += wk * p[1] as f32;
+                acc[2] += wk * p[2] as f32;
             }
+            dst[x * 3..x * 3 + 3].copy_from_slice(&acc);
         }
     }
+    let row = width * 3;
     let mut out = Image::new(height, width);
-    for (y, (first, w)) in ty.iter().enumerate() {
-        for i in 0..width * 3 {
-            let v: f32 = w.iter().enumerate().map(|(k, wk)| wk * mid[(first + k) * width * 3 + i]).sum();
-            out.data[y * width * 3 + i] = v.round().clamp(0.0, 255.0) as u8;
+    let mut acc = vec![0f32; row];
+    for y in 0..height {
+        let (first, w) = ty.get(y);
+        acc.fill(0.0);
+        for (k, &wk) in w.iter().enumerate() {
+            let src = &mid[(first + k) * row..(first + k + 1) * row];
+            for (a, &s) in acc.iter_mut().zip(src) {
+                *a += wk * s;
+            }
+        }
+        for (o, &a) in out.data[y * row..(y + 1) * row].iter_mut().zip(&acc) {
+            *o = (a.clamp(0.0, 255.0) + 0.5) as u8;
         }
     }
     out

@@ -86,7 +86,7 @@ fn pack_items(items: Vec<(u32, PathBuf)>, classes: u32, out: &Path, opts: &PackO
                 writer.as_mut().unwrap().add(label, &[], &bytes)?;
             }
             Err(detail) if opts.skip_corrupt => skipped.push((path, detail)),
-            Err(detail) => return Err(DataError::Image { path, record: "file".into(), detail }),
+            Err(detail) => return Err(DataError::Image { path, record: String::new(), detail }),
         }
     }
     let writer = writer.ok_or_else(|| DataError::Empty { path: out.to_path_buf() })?;

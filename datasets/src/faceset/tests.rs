@@ -152,3 +152,16 @@ fn pack_folder_and_list() {
     let e = pack_list(&src.path().join("b.lst"), out2.path(), &PackOptions::default()).unwrap_err().to_string();
     assert!(e.contains("b.lst:1"), "{e}");
 }
+
+#[test]
+fn add_pixels_encodes_and_checks_size() {
+    let dir = TempDir::new("fs-pixels");
+    let mut w = FaceSetWriter::create(dir.path(), 1, 8, 6).unwrap();
+    let img = Image::from_rgb(8, 6, vec![90; 144]);
+    w.add_pixels(0, &[], &img, 95).unwrap();
+    assert!(w.add_pixels(0, &[], &Image::new(6, 8), 95).unwrap_err().to_string().contains("6x8 image for a set of 8x6"));
+    w.finish().unwrap();
+    let fs = FaceSet::open(dir.path()).unwrap();
+    let back = decode(&fs.sample(0).unwrap().image).unwrap();
+    assert!(back.data.iter().all(|&v| v.abs_diff(90) <= 1));
+}

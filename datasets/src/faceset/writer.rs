@@ -4,6 +4,7 @@
 
 use super::property::Property;
 use crate::error::{DataError, Result};
+use crate::image::{encode_jpeg, Image};
 use crate::recordio::{pack_record, ImageHeader, RecordWriter};
 use std::path::{Path, PathBuf};
 
@@ -80,6 +81,19 @@ impl FaceSetWriter {
         self.last_label = Some(label);
         self.next_key += 1;
         Ok(key)
+    }
+
+    /// Adds raw RGB pixels, JPEG-encoded at `quality` (pack_img's default is 95); the image must have
+    /// the set's size.
+    pub fn add_pixels(&mut self, label: u32, extra: &[f32], img: &Image, quality: u8) -> Result<u64> {
+        let Property { height, width, .. } = self.property;
+        if (img.height, img.width) != (height as usize, width as usize) {
+            return Err(DataError::Invalid {
+                what: format!("{}x{} image for a set of {height}x{width}", img.height, img.width),
+            });
+        }
+        let jpg = encode_jpeg(img, quality).map_err(|what| DataError::Invalid { what })?;
+        self.add(label, extra, &jpg)
     }
 
     pub fn images(&self) -> u64 {

@@ -30,9 +30,10 @@ const MAX_SIDE: usize = 8192;
 
 /// Decodes into `out` (resized to h*w*3), reusing its allocation; returns (height, width).
 pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), String> {
+    let tidy = |e: String| e.trim_end().replace('\n', "; ");
     match Format::sniff(bytes) {
-        Some(Format::Jpeg) => decode_jpeg(bytes, out),
-        Some(Format::Png) => decode_png(bytes, out),
+        Some(Format::Jpeg) => decode_jpeg(bytes, out).map_err(tidy),
+        Some(Format::Png) => decode_png(bytes, out).map_err(tidy),
         None if bytes.is_empty() => Err("empty image".into()),
         None => Err(format!("neither JPEG nor PNG (starts with {:02x?})", &bytes[..bytes.len().min(4)])),
     }

@@ -13,6 +13,8 @@ enum Bytes {
     Map(Mmap),
     /// mmap cannot map an empty file.
     Empty,
+    /// In-memory contents (fuzzing, tests).
+    Owned(Vec<u8>),
 }
 
 pub struct RecordFile {
@@ -41,23 +43,35 @@ impl RecordFile {
             // parser checks like any other bad input, not undefined behaviour in safe code we own.
             Bytes::Map(unsafe { Mmap::map(&file) }.map_err(|e| DataError::io(rec, e))?)
         };
+        let index = match idx {
+            Some(idx) => Some((std::fs::read_to_string(idx).map_err(|e| DataError::io(idx, e))?, idx)),
+            None => None,
+        };
+        RecordFile::build(rec, bytes, index.as_ref().map(|(t, p)| (t.as_str(), *p)))
+    }
+
+    /// A record file held in memory; `name` stands in for the path in errors, `index` is `.idx` text.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>, index: Option<&str>) -> Result<RecordFile> {
+        let idx_name = name.with_extension("idx");
+        RecordFile::build(name, Bytes::Owned(bytes), index.map(|t| (t, idx_name.as_path())))
+    }
+
+    fn build(rec: &Path, bytes: Bytes, index: Option<(&str, &Path)>) -> Result<RecordFile> {
         let mut rf = RecordFile { path: rec.to_path_buf(), index_path: None, bytes, index: Index::default() };
-        match idx {
-            Some(idx) => {
-                let text = std::fs::read_to_string(idx).map_err(|e| DataError::io(idx, e))?;
-                let index = parse_index(&text, idx)?;
-                for i in 0..index.len() {
-                    // Only bounds here: checking each magic would read the whole file at open.
-                    if index.offsets[i] + 8 > len {
-                        return Err(DataError::OffsetNotAtRecord {
-                            index: idx.to_path_buf(),
-                            line: index.lines[i] as usize,
-                            key: index.keys[i],
-                            offset: index.offsets[i],
-                            rec: rec.to_path_buf(),
-                            detail: format!("past the end of the file ({len} bytes)"),
-                        });
-                    }
+        let len = rf.data().len() as u64;
+        match index {
+            Some((text, idx)) => {
+                let index = parse_index(text, idx)?;
+                // Only bounds here: checking each magic would read the whole file at open.
+                if let Some(i) = (0..index.len()).find(|&i| index.offsets[i].saturating_add(8) > len) {
+                    return Err(DataError::OffsetNotAtRecord {
+                        index: idx.to_path_buf(),
+                        line: index.lines[i] as usize,
+                        key: index.keys[i],
+                        offset: index.offsets[i],
+                        rec: rec.to_path_buf(),
+                        detail: format!("past the end of the file ({len} bytes)"),
+                    });
                 }
                 rf.index = index;
                 rf.index_path = Some(idx.to_path_buf());
@@ -79,6 +93,7 @@ impl RecordFile {
         match &self.bytes {
             Bytes::Map(m) => m,
             Bytes::Empty => &[],
+            Bytes::Owned(v) => v,
         }
     }
 
@@ -122,7 +137,7 @@ impl RecordFile {
     fn check_record_start(&self, offset: u64) -> std::result::Result<(), String> {
         let d = self.data();
         let o = offset as usize;
-        if o % 4 != 0 {
+        if !o.is_multiple_of(4) {
             return Err("offset is not a multiple of 4".into());
         }
         let magic = u32::from_le_bytes(d[o..o + 4].try_into().unwrap());

@@ -5,7 +5,7 @@ mod pickle_read;
 mod pickle_write;
 
 pub use pairs::read_pairs_list;
-pub use pickle_read::read_bin;
+pub use pickle_read::{parse_bin, read_bin};
 pub use pickle_write::write_bin;
 
 use crate::error::{DataError, Result};

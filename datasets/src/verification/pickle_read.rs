@@ -35,6 +35,29 @@ struct Parser<'a> {
 
 type PResult<T> = std::result::Result<T, (usize, String)>;
 
+/// A .bin file nests about six levels deep (numpy arrays included); far deeper input is refused so that
+/// hostile nesting cannot exhaust the stack.
+const MAX_DEPTH: u32 = 32;
+
+/// Nesting depth of `v`, counted up to `cap`.
+fn depth(v: &V, cap: u32) -> u32 {
+    if cap == 0 {
+        return 0;
+    }
+    match v {
+        V::List(x) | V::Tuple(x) => 1 + x.iter().map(|c| depth(c, cap - 1)).max().unwrap_or(0),
+        V::Call(a, b) | V::Built(a, b) => 1 + depth(a, cap - 1).max(depth(b, cap - 1)),
+        _ => 0,
+    }
+}
+
+fn check_nesting<'v>(at: usize, children: impl IntoIterator<Item = &'v V>) -> PResult<()> {
+    if children.into_iter().any(|c| depth(c, MAX_DEPTH) >= MAX_DEPTH) {
+        return Err((at, format!("objects nested more than {MAX_DEPTH} deep")));
+    }
+    Ok(())
+}
+
 impl<'a> Parser<'a> {
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
         if self.data.len() - self.pos < n {
@@ -157,10 +180,12 @@ impl<'a> Parser<'a> {
                 b')' => self.stack.push(V::Tuple(Vec::new())),
                 b'l' => {
                     let items = self.pop_to_mark(at)?;
+                    check_nesting(at, &items)?;
                     self.stack.push(V::List(items))
                 }
                 b't' => {
                     let items = self.pop_to_mark(at)?;
+                    check_nesting(at, &items)?;
                     self.stack.push(V::Tuple(items))
                 }
                 0x85..=0x87 => {
@@ -170,14 +195,17 @@ impl<'a> Parser<'a> {
                         items.push(self.pop(at)?);
                     }
                     items.reverse();
+                    check_nesting(at, &items)?;
                     self.stack.push(V::Tuple(items))
                 }
                 b'a' => {
                     let v = self.pop(at)?;
+                    check_nesting(at, [&v])?;
                     self.top_list(at)?.push(v)
                 }
                 b'e' => {
                     let items = self.pop_to_mark(at)?;
+                    check_nesting(at, &items)?;
                     self.top_list(at)?.extend(items)
                 }
                 b'q' | b'r' | 0x94 => {
@@ -216,11 +244,13 @@ impl<'a> Parser<'a> {
                 b'R' => {
                     let args = self.pop(at)?;
                     let callable = self.pop(at)?;
+                    check_nesting(at, [&args, &callable])?;
                     self.stack.push(V::Call(Box::new(callable), Box::new(args)))
                 }
                 b'b' => {
                     let state = self.pop(at)?;
                     let obj = self.pop(at)?;
+                    check_nesting(at, [&state, &obj])?;
                     self.stack.push(V::Built(Box::new(obj), Box::new(state)))
                 }
                 other => {
@@ -237,7 +267,8 @@ pub fn read_bin(path: &Path) -> Result<PairSet> {
     parse_bin(&data, path)
 }
 
-pub(crate) fn parse_bin(data: &[u8], path: &Path) -> Result<PairSet> {
+/// Parses `.bin` contents already in memory; `path` names them in errors.
+pub fn parse_bin(data: &[u8], path: &Path) -> Result<PairSet> {
     let err = |(offset, detail): (usize, String)| DataError::Pickle { path: path.to_path_buf(), offset: offset as u64, detail };
     let mut p = Parser { data, pos: 0, stack: Vec::new(), memo: HashMap::new() };
     let top = p.run().map_err(err)?;

@@ -96,3 +96,41 @@ mod tests {
         assert!(matches!(parse_bin(&encode(&PairSet { images: vec![], same: vec![] }), path), Err(DataError::Empty { .. })));
     }
 }
+
+#[cfg(test)]
+mod mutation_tests {
+    use super::super::pickle_read::parse_bin;
+    use super::*;
+
+    #[test]
+    fn mutated_pickles_give_errors_not_panics() {
+        // In-tree stand-in for the cargo-fuzz target: flips, cuts and random bytes in a valid pickle.
+        let valid = encode(&PairSet { images: vec![vec![1; 3], vec![2; 300], vec![3], vec![4; 20]], same: vec![true, false] });
+        let mut rng = crate::rng::Rng::new(5);
+        let mut ok = 0;
+        for _ in 0..5000 {
+            let mut b = valid.clone();
+            for _ in 0..1 + rng.below(3) {
+                let p = rng.below(b.len() as u64) as usize;
+                match rng.below(3) {
+                    0 => b[p] ^= 1 << rng.below(8),
+                    1 => b[p] = rng.next_u64() as u8,
+                    _ => b.truncate(p.max(1)),
+                }
+            }
+            ok += parse_bin(&b, Path::new("m.bin")).is_ok() as u32;
+        }
+        assert!(ok < 5000, "some mutations must be refused");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // ([[[[...]]]], []) nested 100,000 deep.
+        let mut b = vec![0x80, 4];
+        b.extend(std::iter::repeat_n(b']', 100_000));
+        b.extend(std::iter::repeat_n(b'a', 99_999));
+        b.extend_from_slice(&[b']', 0x86, b'.']);
+        let e = parse_bin(&b, Path::new("deep.bin")).unwrap_err().to_string();
+        assert!(e.contains("nested more than 32 deep"), "{e}");
+    }
+}
