@@ -51,7 +51,7 @@ fn check_dims(op: &str, what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
 }
 
 /// Optional tensor as an optional slice of `T`.
-fn opt_slice<'a, T: Element>(t: Option<&'a Tensor>) -> Result<Option<&'a [T]>> {
+fn opt_slice<T: Element>(t: Option<&Tensor>) -> Result<Option<&[T]>> {
     t.map(|t| t.as_slice::<T>()).transpose()
 }
 
