@@ -147,6 +147,9 @@ pub fn update_running_stats(
     stats: &BatchStats,
     momentum: f64,
 ) -> Result<()> {
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(Error::Invalid(format!("update_running_stats: momentum {momentum} is outside [0, 1]")));
+    }
     for (run, batch, name) in [(&mut *running_mean, &stats.mean, "mean"), (&mut *running_var, &stats.var_unbiased, "var")] {
         if run.dims() != batch.dims() {
             return Err(Error::Shape(format!(
@@ -265,5 +268,10 @@ mod tests {
         assert!(matches!(batch_norm_train(&mut tape, v, None, None, 1e-5), Err(Error::Shape(_))));
         let rm = Tensor::from_vec(vec![0.0f64; 2], [2]).unwrap();
         assert!(matches!(batch_norm_eval(&mut tape, x, None, None, &rm, &rm, 1e-5), Err(Error::Shape(_))));
+        let (_, st) = batch_norm_train(&mut tape, x, None, None, 1e-5).unwrap();
+        let (mut m3, mut v3) = (Tensor::from_vec(vec![0.0f64; 3], [3]).unwrap(), Tensor::from_vec(vec![1.0f64; 3], [3]).unwrap());
+        assert!(matches!(update_running_stats(&mut m3, &mut v3, &st, 1.5), Err(Error::Invalid(_))));
+        let (mut m2, mut v2) = (rm.clone(), rm.clone());
+        assert!(matches!(update_running_stats(&mut m2, &mut v2, &st, 0.1), Err(Error::Shape(_))));
     }
 }

@@ -46,7 +46,7 @@ mod tests {
         assert_eq!(tape.value(m).scalar_value().unwrap(), 1.75);
         for f in [0, 1] {
             let errs = gradcheck::check(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |t, v| {
                     if f == 0 {
                         let s = sum_rows(t, v[0])?;

@@ -30,7 +30,7 @@ mod tests {
     fn flatten_gradient_and_errors() {
         let x = Tensor::from_vec((0..24).map(|i| i as f64).collect::<Vec<_>>(), [2, 3, 2, 2]).unwrap();
         let errs = gradcheck::check(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             |t, v| {
                 let f = flatten(t, v[0])?;
                 assert_eq!(t.value(f).dims(), &[2, 12]);

@@ -43,7 +43,7 @@ pub fn scale_rows<T: Float>(x: &[T], s: &[T]) -> Vec<T> {
 
 /// (x / max(||x||, eps), ||x||) per row of `d` elements.
 pub fn l2_normalize_rows<T: Float>(x: &[T], d: usize, eps: f64) -> (Vec<T>, Vec<T>) {
-    let rows = if d == 0 { 0 } else { x.len() / d };
+    let rows = x.len().checked_div(d).unwrap_or(0);
     let mut norms = vec![T::ZERO; rows];
     let mut y = vec![T::ZERO; x.len()];
     if d == 0 {

@@ -32,7 +32,7 @@ pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<
 
 /// Per-channel sums over the rows of `[rows, c]`, in f64 (fixed row blocks, deterministic).
 pub fn sum_rows<T: Float>(a: &[T], c: usize) -> Vec<f64> {
-    let rows = if c == 0 { 0 } else { a.len() / c };
+    let rows = a.len().checked_div(c).unwrap_or(0);
     reduce_rows(rows, c, |r, acc| {
         for row in a[r.start * c..r.end * c].chunks_exact(c) {
             for (s, v) in acc.iter_mut().zip(row) {

@@ -32,11 +32,7 @@ where
 
 /// Row count of `len` elements laid out as rows of `c`.
 pub fn rows_of(len: usize, c: usize) -> usize {
-    if c == 0 {
-        0
-    } else {
-        len / c
-    }
+    len.checked_div(c).unwrap_or(0)
 }
 
 /// Elements per parallel task in elementwise loops over rows (a multiple of nothing in particular: any
