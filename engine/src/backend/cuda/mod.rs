@@ -1,6 +1,9 @@
 //! The CUDA backend, through cudarc with dynamic loading: nothing CUDA is needed to build or to run on the
 //! CPU. Opening a device checks that libcuda can be loaded first, because cudarc panics when it cannot.
 
+pub mod compile;
+pub mod libs;
+
 use super::Backend;
 use crate::tensor::{DType, Shape, Tensor};
 use crate::{Error, Result};
