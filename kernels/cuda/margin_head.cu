@@ -153,7 +153,7 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float& so, float m
 // (max, sum, sum without the target) into M, S, S_other (initialised to -inf, 0, 0 by the host).
 #define MARGIN_FWD(SUF, T)                                                                                \
     extern "C" __global__ void margin_fwd_block_##SUF(                                                    \
-        int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const int* __restrict__ labels, \
+        int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
         const float* __restrict__ tau, const float* __restrict__ zy, HeadParams hp, float* __restrict__ M, \
         float* __restrict__ S, float* __restrict__ S_other) {                                              \
         __shared__ float sm[32], ss[32], so[32];                                                          \
@@ -200,7 +200,7 @@ __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __exp
 
 // Per row: lse = M + log S, loss_i = I(p)*CE_i (unweighted rows: I = 1), p_y, st_i = I + I'*p*log p,
 // and MagFace's (1/B)*st*(p_y - 1)*dz_y/dm times dm/da (mag_k; the regulariser term is added on the host).
-extern "C" __global__ void margin_finish(int B, const int* __restrict__ labels, const float* __restrict__ M,
+extern "C" __global__ void margin_finish(int B, const long long* __restrict__ labels, const float* __restrict__ M,
                                          const float* __restrict__ S, const float* __restrict__ zy,
                                          const float* __restrict__ dzy_dm, float mag_k, HeadParams hp,
                                          float* __restrict__ lse, float* __restrict__ loss,
@@ -254,7 +254,7 @@ extern "C" __global__ void margin_finish(int B, const int* __restrict__ labels, 
 // leading dimension ldg. Rows with label < 0 get zeros.
 #define MARGIN_BWD(SUF, T, TG)                                                                             \
     extern "C" __global__ void margin_bwd_block_##SUF(                                                     \
-        int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const int* __restrict__ labels, \
+        int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
         const float* __restrict__ tau, const float* __restrict__ zy, const float* __restrict__ zpy,        \
         const float* __restrict__ lse, const float* __restrict__ st, HeadParams hp, long long ldg,         \
         TG* __restrict__ grad) {                                                                           \
@@ -281,7 +281,7 @@ MARGIN_BWD(f16, f16_t, f16_t)
 #define GATHER_DOT(SUF, T)                                                                                 \
     extern "C" __global__ void margin_gather_cy_##SUF(int B, int D, long long j0, long long nb,            \
                                                       const T* __restrict__ xhat, const T* __restrict__ what, \
-                                                      const int* __restrict__ labels, float* __restrict__ cy) { \
+                                                      const long long* __restrict__ labels, float* __restrict__ cy) { \
         int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);                                       \
         int lane = threadIdx.x & 31;                                                                       \
         if (i >= B) return;                                                                                \

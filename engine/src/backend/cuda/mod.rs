@@ -12,6 +12,7 @@ mod launch;
 pub mod libs;
 pub mod ops;
 mod storage;
+pub mod train_ops;
 
 pub use head::HeadParams;
 pub use launch::dropout_keep;
