@@ -17,12 +17,15 @@ struct Cli {
 enum Command {
     /// Show the engine's devices and a backbone's parameter count and GFLOPs.
     Info(commands::info::Args),
+    /// Check every CUDA op against the CPU (needs a GPU) and write a markdown report.
+    GpuCheck(commands::gpu_check::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => commands::info::run(a),
+        Command::GpuCheck(a) => commands::gpu_check::run(a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");
