@@ -25,6 +25,18 @@ pub struct Args {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 20261124)]
     seed: u64,
+    /// Instead of the checks, time the chunked ArcFace head (forward + backward, bf16 GEMMs).
+    #[arg(long)]
+    bench_head: bool,
+    /// Classes of the head benchmark.
+    #[arg(long, default_value_t = 93431)]
+    classes: usize,
+    /// Batch of the head benchmark.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Classes per block of the chunked head.
+    #[arg(long, default_value_t = 16384)]
+    block: usize,
 }
 
 struct Check {
@@ -103,6 +115,9 @@ pub fn run(a: Args) -> CmdResult {
         Device::Cpu => return Err("gpu-check needs a CUDA device (--device cuda)".into()),
     };
     println!("gpu-check on {} (sm_{}), seed {}", gpu.device_name(), gpu.arch(), a.seed);
+    if a.bench_head {
+        return bench_head(&gpu, &dev, &a);
+    }
     let mut r = Run { gpu, dev, rng: Rng::new(a.seed), checks: Vec::new() };
     let sections: [(&str, fn(&mut Run) -> R<()>); 9] = [
         ("elementwise", elementwise),
@@ -600,6 +615,19 @@ fn margin_head(r: &mut Run) -> R<()> {
     let labels_t = r.up(&Tensor::from_vec(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [b])?)?;
     let cy_t = r.up(&Tensor::from_vec(cy, [b])?)?;
     let gx = r.up(&xh)?;
+    let blocks_for_gather: Vec<(usize, Tensor)> = (0..c)
+        .step_by(block)
+        .map(|j0| {
+            let nb = block.min(c - j0);
+            let w = Tensor::from_vec(wv[j0 * d..(j0 + nb) * d].iter().map(|&v| v as f32).collect::<Vec<_>>(), [nb, d])?;
+            Ok((j0, r.up(&w)?))
+        })
+        .collect::<R<_>>()?;
+    let mut cy_g = Tensor::zeros([b], DType::F32, &r.dev)?;
+    for (j0, w) in &blocks_for_gather {
+        cy_g = mh::gather_cy(&r.gpu, &gx, w, *j0, &labels_t, &cy_g)?;
+    }
+    r.record("margin head gather c_y (3 blocks)", &vals(&cy_g)?, &cys, 1e-6, "f64 formula");
     let blocks: Vec<(usize, Tensor)> = (0..c)
         .step_by(block)
         .map(|j0| {
@@ -683,5 +711,90 @@ fn allocator(r: &mut Run) -> R<()> {
     let new_allocs = (after.driver_allocs - mid.driver_allocs) as f64;
     println!("allocator: {} driver allocations before, {} reuses", before.driver_allocs, after.reuses);
     r.record("allocator: no driver allocation in steady state", &[new_allocs], &[0.0], 0.0, "count");
+    Ok(())
+}
+
+/// Times the chunked ArcFace head: normalize x and every W block to bf16, gather c_y, blockwise
+/// cosines (cuBLAS) + online log-sum-exp, then blockwise recomputed cosines, G, gx += G·Ŵ_b and
+/// gŴ_b = Gᵀ·x̂. The normalization backward (two row projections) is not included.
+fn bench_head(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
+    use std::time::Instant;
+    let (b, d, c, block) = (a.batch, 512usize, a.classes, a.block.max(1));
+    let mut rng = Rng::new(a.seed);
+    let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.uniform() - 0.5) as f32).collect() };
+    let x = Tensor::from_vec(uniform(b * d), [b, d])?.to_device(dev)?;
+    let mut w_blocks = Vec::new();
+    for j0 in (0..c).step_by(block) {
+        let nb = block.min(c - j0);
+        w_blocks.push((j0, Tensor::from_vec(uniform(nb * d), [nb, d])?.to_device(dev)?));
+    }
+    let labels: Vec<i64> = (0..b).map(|i| ((i as u64 * 2654435761) % c as u64) as i64).collect();
+    let labels = Tensor::from_vec(labels, [b])?.to_device(dev)?;
+    let hp = HeadParams::arcface(64.0, 0.5, b);
+    gpu.synchronize()?;
+    let held_inputs = gpu.pool_stats().bytes_held;
+    let (free_before, _) = gpu.cudarc_context().mem_get_info().unwrap_or((0, 0));
+    let step = || -> R<f64> {
+        let (xh, _) = cops::l2_normalize_rows_to(gpu, &x, 1e-12, DType::BF16)?;
+        let mut wh = Vec::with_capacity(w_blocks.len());
+        let mut cy = Tensor::zeros([b], DType::F32, dev)?;
+        for (j0, w) in &w_blocks {
+            let (n, _) = cops::l2_normalize_rows_to(gpu, w, 1e-12, DType::BF16)?;
+            cy = mh::gather_cy(gpu, &xh, &n, *j0, &labels, &cy)?;
+            wh.push((*j0, n));
+        }
+        let terms = mh::target(gpu, &cy, None, None, &hp)?;
+        let mut state = mh::lse_init(gpu, b)?;
+        for (j0, w) in &wh {
+            let cos = gpu.matmul(&xh, w, false, true)?;
+            state = mh::forward_block(gpu, &cos, *j0, &labels, &terms, &hp, &state)?;
+        }
+        let rl = mh::finish(gpu, &labels, &state, &terms, 0.0, &hp)?;
+        let mut gx = Tensor::zeros([b, d], DType::F32, dev)?;
+        for (j0, w) in &wh {
+            let cos = gpu.matmul(&xh, w, false, true)?;
+            let g = mh::backward_block(gpu, &cos, *j0, &labels, &terms, &rl, &hp)?;
+            let part = cops::cast(gpu, &gpu.matmul(&g, w, false, false)?, DType::F32)?;
+            gx = gpu.binary(BinaryOp::Add, &gx, &part)?;
+            let _gw = gpu.matmul(&g, &xh, true, false)?;
+        }
+        let loss = gpu.sum_all(&rl.loss)?.scalar_value()? / b as f64;
+        let _ = gx;
+        Ok(loss)
+    };
+    let mut loss = 0.0;
+    for _ in 0..2 {
+        loss = step()?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        gpu.synchronize()?;
+        let t = Instant::now();
+        loss = step()?;
+        gpu.synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    let med = times[times.len() / 2];
+    let held = gpu.pool_stats().bytes_held.saturating_sub(held_inputs);
+    let (free_after, _) = gpu.cudarc_context().mem_get_info().unwrap_or((0, 0));
+    if !loss.is_finite() {
+        return Err(format!("chunked head loss is {loss}").into());
+    }
+    let text = format!(
+        "| run | batch | classes | block | step ms (fwd+bwd) | pool MiB above inputs | device MiB used since start | loss |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | engine chunked ArcFace (bf16 GEMMs) | {b} | {c} | {block} | {:.2} | {:.0} | {:.0} | {loss:.3} |\n",
+        med * 1e3,
+        held as f64 / (1 << 20) as f64,
+        free_before.saturating_sub(free_after) as f64 / (1 << 20) as f64,
+    );
+    print!("{text}");
+    if let Some(dir) = a.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = a.report.with_extension("md.tmp");
+    std::fs::write(&tmp, format!("# chunked head benchmark on {}\n\n{text}", gpu.device_name()))?;
+    std::fs::rename(&tmp, &a.report)?;
     Ok(())
 }

@@ -214,6 +214,44 @@ pub mod launch {
         Ok(TargetTerms { zy: next()?, zpy: next()?, tau: next()?, dzy_dm: next()? })
     }
 
+    /// c_y = xhat_i . what_{y_i} for the rows whose label falls in this class block (rows j0..j0+nb of
+    /// the normalized weights `what`); the other rows keep their value from `cy`.
+    pub fn gather_cy(
+        ctx: &Arc<CudaContext>,
+        xhat: &Tensor,
+        what: &Tensor,
+        j0: usize,
+        labels: &Tensor,
+        cy: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, d) = xhat.shape().matrix("gather_cy x")?;
+        let (nb, d2) = what.shape().matrix("gather_cy w")?;
+        if d != d2 || xhat.dtype() != what.dtype() {
+            return Err(Error::Shape(format!("gather_cy: x {} {} and w {} {}", xhat.shape(), xhat.dtype(), what.shape(), what.dtype())));
+        }
+        rows(labels, b, DType::I64, "labels")?;
+        rows(cy, b, DType::F32, "c_y")?;
+        let name = match xhat.dtype() {
+            DType::F32 => "margin_gather_cy_f32",
+            DType::BF16 => "margin_gather_cy_bf16",
+            DType::F16 => "margin_gather_cy_f16",
+            other => return Err(Error::Unsupported(format!("gather_cy on {other}"))),
+        };
+        let mut out = ctx.storage(cy)?.try_clone()?;
+        {
+            let f = ctx.kernels.get("margin_head", name)?;
+            let (xv, wv, lv) = (ctx.storage(xhat)?.bytes(), ctx.storage(what)?.bytes(), ctx.storage(labels)?.bytes());
+            let mut ov = out.bytes_mut();
+            let (b32, d32, j64, nb64) = (b as i32, d as i32, j0 as i64, nb as i64);
+            let mut l = ctx.compute.launch_builder(&f);
+            l.arg(&b32).arg(&d32).arg(&j64).arg(&nb64).arg(&xv).arg(&wv).arg(&lv).arg(&mut ov);
+            // One warp per row, 8 rows per block of 256 threads.
+            let cfg = LaunchConfig { grid_dim: (b.div_ceil(8).max(1) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
+        }
+        wrap(b, out)
+    }
+
     /// M = -inf, S = S_other = 0 for `b` rows.
     pub fn lse_init(ctx: &Arc<CudaContext>, b: usize) -> Result<LseState> {
         use crate::backend::Backend;
