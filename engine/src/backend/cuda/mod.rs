@@ -262,3 +262,39 @@ impl Backend for CudaContext {
         ops::l2_normalize_rows_backward(&self.me(y)?, dy, y, norms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::tensor::Device;
+
+    fn rel(a: &[f64], b: &[f64]) -> f64 {
+        let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+        num / b.iter().map(|y| y * y).sum::<f64>().sqrt()
+    }
+
+    /// Opt-in (needs a GPU): `cargo test -p engine -- --ignored gpu_`. Without one it is reported as
+    /// ignored, never as passed. `engine-train gpu-check` covers every op; this is the quick smoke test.
+    #[test]
+    #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+    fn gpu_elementwise_reduction_and_matmul_match_the_cpu() {
+        let dev = Device::parse("cuda").expect("this test needs a GPU");
+        let a: Vec<f32> = (0..64 * 48).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let b: Vec<f32> = (0..48 * 32).map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0).collect();
+        let (ta, tb) = (Tensor::from_vec(a, [64, 48]).unwrap(), Tensor::from_vec(b, [48, 32]).unwrap());
+        let (ga, gb) = (ta.to_device(&dev).unwrap(), tb.to_device(&dev).unwrap());
+        let be = ga.backend();
+        let cpu = CpuBackend;
+        let pairs = [
+            (be.matmul(&ga, &gb, false, false).unwrap(), cpu.matmul(&ta, &tb, false, false).unwrap()),
+            (be.sum_rows(&ga).unwrap(), cpu.sum_rows(&ta).unwrap()),
+            (be.affine(&ga, 0.5, 2.0).unwrap(), cpu.affine(&ta, 0.5, 2.0).unwrap()),
+            (be.binary(BinaryOp::Mul, &ga, &ga).unwrap(), cpu.binary(BinaryOp::Mul, &ta, &ta).unwrap()),
+        ];
+        for (g, c) in pairs {
+            let e = rel(&g.to_f64_vec().unwrap(), &c.to_f64_vec().unwrap());
+            assert!(e < 1e-5, "relative error {e}");
+        }
+    }
+}
