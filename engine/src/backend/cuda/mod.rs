@@ -68,6 +68,11 @@ impl CudaContext {
             )));
         }
         let arch = (major * 10 + minor) as u32;
+        // Stream order is managed here (one compute stream; the copy stream joins it both ways), so
+        // cudarc's per-launch event recording is pure overhead. Must precede every allocation.
+        // SAFETY: buffers are only freed when the context drops (after a synchronize), never used on the
+        // copy stream before it has joined the compute stream, and never written by two streams at once.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let compute = ctx.new_stream().map_err(driver_err("creating the compute stream"))?;
         let copy = ctx.new_stream().map_err(driver_err("creating the copy stream"))?;
@@ -172,6 +177,13 @@ impl CudaContext {
 
     fn arc(&self) -> Result<Arc<CudaContext>> {
         self.this.upgrade().ok_or_else(|| Error::Device("CUDA context already dropped".into()))
+    }
+}
+
+impl Drop for CudaContext {
+    fn drop(&mut self) {
+        // Pooled buffers are freed after this; no queued kernel may still use them.
+        let _ = self.synchronize();
     }
 }
 
