@@ -159,6 +159,39 @@ mod tests {
         out
     }
 
+    /// Every kernel name the Rust launch code can ask for exists in the compiled PTX: a typo would
+    /// otherwise surface only on a GPU. Names come from string literals ending in a dtype suffix and
+    /// from `kname!("stem", ...)`, which expands to the f32/bf16/f16 variants.
+    fn check_launched_names_exist(entries: &BTreeMap<String, Resources>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda");
+        let mut wanted = Vec::new();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let path = f.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") || path.ends_with("compile.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, piece) in text.split('"').enumerate() {
+                let ident = !piece.is_empty() && !piece.starts_with('_') && piece.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if i % 2 == 0 || !ident || kernels::ALL.iter().any(|k| k.name == piece) {
+                    continue;
+                }
+                let stem_of_kname = text.contains(&format!("kname!(\"{piece}\""));
+                if stem_of_kname {
+                    wanted.extend(["f32", "bf16", "f16"].map(|s| format!("{piece}_{s}")));
+                } else if piece.ends_with("_f32") || piece.ends_with("_bf16") || piece.ends_with("_f16")
+                    || piece.starts_with("bn_") || piece.starts_with("margin_")
+                {
+                    wanted.push(piece.to_string());
+                }
+            }
+        }
+        assert!(wanted.len() > 40, "found only {} kernel names in the launch code", wanted.len());
+        for name in wanted {
+            assert!(entries.contains_key(&name), "the launch code asks for kernel {name}, which no source defines");
+        }
+    }
+
     #[test]
     fn parse_ptxas_reads_registers_and_spills() {
         let log = "ptxas info    : Compiling entry function 'k' for 'sm_90'\n\
@@ -214,6 +247,7 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+        check_launched_names_exist(&all);
         println!("{:<32} {:>5} {:>6} {:>6}", "kernel (sm_90)", "regs", "stack", "spill");
         for (name, r) in &all {
             println!("{name:<32} {:>5} {:>6} {:>6}", r.registers, r.stack_bytes, r.spill_bytes);

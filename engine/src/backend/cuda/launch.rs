@@ -44,8 +44,10 @@ impl Kernels {
             .modules
             .get(module)
             .ok_or_else(|| Error::Device(format!("no kernel source named {module}")))?;
+        // The named module first; any other as a fallback (kernel names are unique across sources).
         let k = m
             .load_function(name)
+            .or_else(|e| self.modules.values().find_map(|m| m.load_function(name).ok()).ok_or(e))
             .map_err(|e| Error::Device(format!("kernel {name} not found in kernels/{module}.cu: {e}")))?;
         f.insert(name, k.clone());
         Ok(k)
