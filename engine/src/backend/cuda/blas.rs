@@ -110,3 +110,57 @@ pub fn matmul(ctx: &Arc<CudaContext>, a: &Tensor, b: &Tensor, trans_a: bool, tra
     drop(blas);
     Tensor::from_storage([m, n], Storage::Cuda(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Column-major GEMM as cuBLAS defines it, on the host: C = op(A)·op(B), C is m x n with ldc.
+    fn colmajor_gemm(cfg: &GemmConfig<f64>, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let (m, n, k) = (cfg.m as usize, cfg.n as usize, cfg.k as usize);
+        let (lda, ldb, ldc) = (cfg.lda as usize, cfg.ldb as usize, cfg.ldc as usize);
+        let ta = cfg.transa == cublasOperation_t::CUBLAS_OP_T;
+        let tb = cfg.transb == cublasOperation_t::CUBLAS_OP_T;
+        let mut c = vec![0.0; ldc * n];
+        for j in 0..n {
+            for i in 0..m {
+                let mut s = 0.0;
+                for p in 0..k {
+                    let av = if ta { a[p + i * lda] } else { a[i + p * lda] };
+                    let bv = if tb { b[j + p * ldb] } else { b[p + j * ldb] };
+                    s += av * bv;
+                }
+                c[i + j * ldc] = cfg.alpha * s + cfg.beta * c[i + j * ldc];
+            }
+        }
+        c
+    }
+
+    /// The operand swap gives the row-major product for every transpose combination.
+    #[test]
+    fn row_major_trick_matches_a_direct_product() {
+        let (m, k, n) = (5, 3, 4);
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (ar, ac) = if ta { (k, m) } else { (m, k) };
+            let (br, bc) = if tb { (n, k) } else { (k, n) };
+            let a: Vec<f64> = (0..ar * ac).map(|i| (i * 7 % 11) as f64 - 5.0).collect();
+            let b: Vec<f64> = (0..br * bc).map(|i| (i * 5 % 13) as f64 - 6.0).collect();
+            let cfg = config(m, n, k, ac, bc, ta, tb, 1.0f64, 0.0f64).unwrap();
+            // cuBLAS gets B's memory as its first operand and A's as its second.
+            let got = colmajor_gemm(&cfg, &b, &a);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| {
+                            let av = if ta { a[p * ac + i] } else { a[i * ac + p] };
+                            let bv = if tb { b[j * bc + p] } else { b[p * bc + j] };
+                            av * bv
+                        })
+                        .sum();
+                    // Column-major C^T with ldc = n is row-major C.
+                    assert_eq!(got[i * n + j], want, "ta {ta} tb {tb} at ({i}, {j})");
+                }
+            }
+        }
+    }
+}
