@@ -32,6 +32,8 @@ enum Command {
     Export(commands::export::Args),
     /// Inspect and pack face data sets (RecordIO, .bin verification sets).
     Data(commands::data::Args),
+    /// Check every CUDA op against the CPU (needs a GPU) and write a markdown report.
+    GpuCheck(commands::gpu_check::Args),
 }
 
 fn main() {
@@ -44,6 +46,7 @@ fn main() {
         Command::Embed(a) => commands::embed::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Data(a) => commands::data::run(a),
+        Command::GpuCheck(a) => commands::gpu_check::run(a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

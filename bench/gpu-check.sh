@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# GPU check and benchmarks, for a machine with an NVIDIA GPU, PyTorch and (probably) no Rust toolchain.
+# Runs in stages, each bounded to 4 minutes and each appending its part to one markdown report under
+# bench/results/, so a short GPU lease still leaves a report:
+#   tests    engine-train gpu-check (every CUDA op against the CPU / f64 formulas)
+#   ir50     IR-50 + ArcFace (93,431 classes) training throughput: engine, PyTorch eager AMP channels-last
+#   head     the chunked margin head against PyTorch linear + margin + CE: time and peak memory
+#   compile  (optional) the torch.compile IR-50 baseline
+#   large    (optional) head benchmarks with 1M classes
+# Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,ir50,head[,compile,large]]
+# The binary defaults to target/release/engine-train, else bench/bin/engine-train (carry one stripped
+# release binary built on an x86-64 machine: cargo build --release -p engine-train).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bin=""
+stages="tests,ir50,head"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin="$2"; shift 2 ;;
+    --stages) stages="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+# No GPU: fail at once, before anything else.
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  echo "gpu-check.sh: no NVIDIA GPU found (nvidia-smi missing or lists no GPU); this script needs one" >&2
+  exit 1
+fi
+
+if [ -z "$bin" ]; then
+  for b in target/release/engine-train bench/bin/engine-train; do
+    [ -x "$b" ] && { bin="$b"; break; }
+  done
+fi
+if [ -z "$bin" ] && command -v cargo >/dev/null 2>&1; then
+  cargo build --release -p engine-train && bin=target/release/engine-train
+fi
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "gpu-check.sh: no engine-train binary (build one: cargo build --release -p engine-train; pass --bin)" >&2
+  exit 1
+fi
+
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  for p in python3 /opt/torch/.venv/bin/python3 python; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch' 2>/dev/null; then py="$p"; break; fi
+  done
+fi
+
+# CUDA libraries: the toolkit's directories, then the nvidia-* wheels beside PyTorch. cudarc opens
+# libcuda, libnvrtc.so.13, libcublas.so.13, libcublasLt.so.13 and libcudnn.so.9 by name.
+libdirs=()
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu; do
+  [ -d "$d" ] && libdirs+=("$d")
+done
+if [ -n "$py" ]; then
+  while IFS= read -r d; do [ -n "$d" ] && libdirs+=("$d"); done < <("$py" - <<'PY' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+seen = set()
+for r in roots:
+    for p in glob.glob(os.path.join(r, "**", "lib*.so*"), recursive=True):
+        d = os.path.dirname(p)
+        if d not in seen:
+            seen.add(d)
+            print(d)
+PY
+)
+fi
+find_lib() { for d in "${libdirs[@]}"; do ls "$d"/$1 >/dev/null 2>&1 && { echo "$d"; return; }; done; }
+nvrtc_dir=$(find_lib 'libnvrtc.so.13*')
+ldp=""
+for d in "${libdirs[@]}"; do ldp="$ldp${ldp:+:}$d"; done
+export LD_LIBRARY_PATH="$ldp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -n "$nvrtc_dir" ] && export FACETRAIN_NVRTC_DIR="$nvrtc_dir"
+export FACETRAIN_KERNEL_CACHE="${FACETRAIN_KERNEL_CACHE:-$root/.cache/ptx}"
+
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+cuda=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -1)
+torchinfo="no PyTorch"
+if [ -n "$py" ]; then
+  torchinfo=$("$py" -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")' 2>/dev/null || echo "PyTorch import failed")
+fi
+stamp=$(date -u +%Y%m%d-%H%M%S)
+mkdir -p bench/results
+report="bench/results/gpu-check-$stamp.md"
+{
+  echo "# GPU check and benchmarks, $stamp UTC"
+  echo
+  echo "- card: $card"
+  echo "- driver: $driver, CUDA (driver) $cuda"
+  echo "- $torchinfo"
+  echo "- libnvrtc: ${nvrtc_dir:-not found}; libcublas: $(find_lib 'libcublas.so.13*'); libcudnn: $(find_lib 'libcudnn.so.9*')"
+  echo "- binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+  echo
+} >"$report"
+echo "report: $report"
+
+status=0
+# run_stage NAME COMMAND...: at most 4 minutes; output appended to the report in a code block.
+run_stage() {
+  local name="$1"; shift
+  echo "== stage $name"
+  local out rc
+  out=$(timeout 240 "$@" 2>&1); rc=$?
+  echo "$out"
+  {
+    echo "## $name"
+    echo
+    if [ $rc -eq 124 ]; then echo "Stopped at the 4-minute bound."; echo; fi
+    echo '```'
+    echo "$out" | tail -n 200
+    echo '```'
+    echo "exit status: $rc"
+    echo
+  } >>"$report"
+  [ $rc -ne 0 ] && status=1
+  return 0
+}
+
+has_stage() { [[ ",$stages," == *",$1,"* ]]; }
+
+if has_stage tests; then
+  run_stage "tests: engine-train gpu-check" "$bin" gpu-check --report "bench/results/ops-$stamp.md"
+  [ -f "bench/results/ops-$stamp.md" ] && sed 's/^# /### /' "bench/results/ops-$stamp.md" >>"$report"
+fi
+
+if has_stage ir50; then
+  if "$bin" --help 2>/dev/null | grep -q 'bench-ir50'; then
+    run_stage "ir50: engine" "$bin" bench-ir50 --batch 512 --classes 93431
+  else
+    { echo "## ir50: engine"; echo; echo "Not run: this engine-train build has no bench-ir50 command (the GPU training step is not wired yet)."; echo; } >>"$report"
+  fi
+  if [ -n "$py" ]; then
+    run_stage "ir50: PyTorch eager" "$py" bench/torch_ir50.py ir50 --batch 512 --classes 93431
+  fi
+fi
+
+if has_stage head; then
+  run_stage "head: engine chunked ArcFace" "$bin" gpu-check --bench-head --classes 93431 --report "bench/results/head-$stamp.md"
+  [ -n "$py" ] && run_stage "head: PyTorch linear+ArcFace+CE" "$py" bench/torch_ir50.py head --batch 512 --classes 93431
+fi
+
+if has_stage compile && [ -n "$py" ]; then
+  run_stage "ir50: torch.compile" "$py" bench/torch_ir50.py ir50 --compile --batch 512 --classes 93431
+fi
+
+if has_stage large; then
+  run_stage "head (1M classes): engine" "$bin" gpu-check --bench-head --classes 1000000 --report "bench/results/head-large-$stamp.md"
+  [ -n "$py" ] && run_stage "head (1M classes): PyTorch" "$py" bench/torch_ir50.py head --batch 512 --classes 1000000
+fi
+
+echo "report written: $report"
+exit $status

@@ -1,0 +1,45 @@
+// Must match engine::backend::cpu::CpuBackend::{l2_normalize_rows, l2_normalize_rows_backward}:
+// y = x / max(||x||, eps) per row of [rows, D], norms = ||x||; dx = (dy - y*(dy.y)) / max(||x||, eps)
+// (0 contribution through the norm when ||x|| <= eps, as torch's F.normalize clamp gives).
+// One block per row; the output dtype may differ so the class weights can be normalized straight
+// into the bf16/fp16 copy the classifier GEMM reads.
+
+#define L2NORM_FWD(SUF, TI, TO)                                                                         \
+    extern "C" __global__ void l2norm_fwd_##SUF(int rows, int D, float eps, const TI* __restrict__ x,  \
+                                                TO* __restrict__ y, float* __restrict__ norms) {       \
+        __shared__ float scratch[32];                                                                  \
+        int r = blockIdx.x;                                                                            \
+        if (r >= rows) return;                                                                         \
+        const TI* xr = x + (long long)r * D;                                                           \
+        float s = 0.0f;                                                                                \
+        for (int k = threadIdx.x; k < D; k += blockDim.x) { float v = to_f32(xr[k]); s += v * v; }     \
+        float nrm = sqrtf(block_sum(s, scratch));                                                      \
+        float inv = 1.0f / fmaxf(nrm, eps);                                                            \
+        TO* yr = y + (long long)r * D;                                                                 \
+        for (int k = threadIdx.x; k < D; k += blockDim.x) yr[k] = from_f32<TO>(to_f32(xr[k]) * inv);   \
+        if (threadIdx.x == 0 && norms != nullptr) norms[r] = nrm;                                      \
+    }
+L2NORM_FWD(f32, float, float)
+L2NORM_FWD(f32_bf16, float, bf16_t)
+L2NORM_FWD(f32_f16, float, f16_t)
+L2NORM_FWD(bf16, bf16_t, bf16_t)
+
+extern "C" __global__ void l2norm_bwd_f32(int rows, int D, float eps, const float* __restrict__ dy,
+                                          const float* __restrict__ y, const float* __restrict__ norms,
+                                          float* __restrict__ dx) {
+    __shared__ float scratch[32];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    long long o = (long long)r * D;
+    float nrm = norms[r];
+    float dot = 0.0f;
+    for (int k = threadIdx.x; k < D; k += blockDim.x) dot += dy[o + k] * y[o + k];
+    dot = block_sum(dot, scratch);
+    float inv = 1.0f / fmaxf(nrm, eps);
+    bool through_norm = nrm > eps;
+    for (int k = threadIdx.x; k < D; k += blockDim.x) {
+        float g = dy[o + k];
+        if (through_norm) g -= y[o + k] * dot;
+        dx[o + k] = g * inv;
+    }
+}

@@ -1,0 +1,299 @@
+// The chunked margin-softmax classifier (spec heads.md §0 and §13). Must match the CPU heads,
+// engine::heads::margin (the per-head logit z(c), its slope z'(c), the tile-merged log-sum-exp and
+// G = dL/dcos). The batch x classes logits never exist: for each block of classes cuBLAS writes the
+// cosines cos[B, nb] (f32, bf16 or fp16; math here is f32), then
+//   margin_target      once per step: z_y, z'_y, tau_i and dz_y/dm from the pre-gathered c_y;
+//   margin_fwd_block   per block: running (M, S, S_other) per row (online log-sum-exp);
+//   margin_finish      once: LSE, loss_i, p_y, the weight factor st_i and MagFace's dL/da part;
+//   margin_bwd_block   per block (cosines recomputed): G_ij = (1/B)*st_i*(P_ij - d_jy)*z'_ij.
+// Rows with label < 0 (a shard that does not own the class) contribute nothing here.
+
+// Target logit kinds.
+#define TGT_COMBINED 0  // s*(cos(m1*theta + m2) - m3): NormFace, SphereFace, CosFace, ArcFace, Combined,
+                        // CurricularFace, MV, MagFace, AdaFace, SMAFace, QCFace
+#define TGT_QAM 1       // s*(2pi - theta - m2)^2
+// Target flags.
+#define F_FALLBACK 1  // ArcFace: theta + m > pi -> s*(c - m*sin m) - s*m3, slope s
+#define F_EASY 2      // easy margin: c <= 0 -> s*c
+#define F_CLIP 4      // AdaFace: clip(m1*theta + m2, eps, pi - eps), slope 0 when clipped
+#define F_STE 8       // arcface_torch: slope s on the target, no fallback
+// Non-target kinds.
+#define NT_PLAIN 0
+#define NT_CURRICULAR 1  // c > tau: s*c*(t + c), slope s*(t + 2c)
+#define NT_MV_ADAPTIVE 2 // c > tau: s*((1+t)*c + t), slope s*(1+t)
+#define NT_MV_FIXED 3    // c > tau: s*(c + t), slope s
+#define NT_QAM 4         // s*(2pi - theta)^2
+// Weight kinds (st_i; §11).
+#define W_NONE 0
+#define W_SMA 1    // I(p) = c_a*(1 + a*(sigma(b*u) - 1/2)), u = p0 - p; variant clamps u
+#define W_HM 2     // I = [p < 0.5]
+#define W_FOCAL 3  // I = (1-p)^gamma
+#define SMA_BASE 0
+#define SMA_WEAK 1    // u -> max(u, 0)
+#define SMA_STRONG 2  // u -> min(u, 0)
+
+// Mirrors engine::backend::cuda::head::HeadParams (#[repr(C)], all 4-byte fields).
+struct HeadParams {
+    float s, m1, m2, m3;
+    float eps;        // c is clamped to [-1+eps, 1-eps]; gradient only strictly inside
+    float t;          // CurricularFace t (the running buffer) or MV t
+    float inv_batch;  // 1/B of the mean over the global batch
+    float w_alpha, w_p0, w_c, w_beta, w_gamma;
+    int target_kind, flags, nontarget_kind, weight_kind, sma_variant;
+};
+
+struct Clamped { float c; float inside; };
+
+__device__ __forceinline__ Clamped clamp_c(float c, float eps) {
+    float lo = -1.0f + eps, hi = 1.0f - eps;
+    Clamped r;
+    r.c = fminf(fmaxf(c, lo), hi);
+    r.inside = (c > lo && c < hi) ? 1.0f : 0.0f;
+    return r;
+}
+
+__device__ __forceinline__ float sin_theta(float c) { return sqrtf(fmaxf(0.0f, 1.0f - c * c)); }
+
+// Logit and slope of a non-target column given the row's tau.
+__device__ __forceinline__ void nontarget(const HeadParams& hp, float c_raw, float tau, float* z, float* zp) {
+    Clamped k = clamp_c(c_raw, hp.eps);
+    float c = k.c, s = hp.s;
+    switch (hp.nontarget_kind) {
+        case NT_CURRICULAR:
+            if (c > tau) { *z = s * c * (hp.t + c); *zp = s * (hp.t + 2.0f * c); }
+            else { *z = s * c; *zp = s; }
+            break;
+        case NT_MV_ADAPTIVE:
+            if (c > tau) { *z = s * ((1.0f + hp.t) * c + hp.t); *zp = s * (1.0f + hp.t); }
+            else { *z = s * c; *zp = s; }
+            break;
+        case NT_MV_FIXED:
+            *z = s * (c > tau ? c + hp.t : c);
+            *zp = s;
+            break;
+        case NT_QAM: {
+            float a = 2.0f * FT_PI - acosf(c);
+            float st = sin_theta(c);
+            *z = s * a * a;
+            *zp = st > 0.0f ? 2.0f * s * a / st : 0.0f;
+            break;
+        }
+        default:
+            *z = s * c;
+            *zp = s;
+    }
+    *zp *= k.inside;
+}
+
+// Per row: target logit zy, slope zpy, hard-negative threshold tau (the raw cos(m1*theta+m2) - m3,
+// no easy margin, no fallback: CurricularFace's tau and MV's f_y), and dz_y/dm2 (MagFace).
+// m2_row / m3_row override m2 / m3 per sample when not null (MagFace, AdaFace, SMAFace).
+extern "C" __global__ void margin_target(int B, const float* __restrict__ cy, const float* __restrict__ m2_row,
+                                         const float* __restrict__ m3_row, HeadParams hp,
+                                         float* __restrict__ zy, float* __restrict__ zpy,
+                                         float* __restrict__ tau, float* __restrict__ dzy_dm) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B) return;
+    Clamped k = clamp_c(cy[i], hp.eps);
+    float c = k.c, s = hp.s;
+    float m2 = m2_row ? m2_row[i] : hp.m2;
+    float m3 = m3_row ? m3_row[i] : hp.m3;
+    float theta = acosf(c), st = sin_theta(c);
+    float arg = hp.m1 * theta + m2;
+    float z, zp, dm = 0.0f;
+    tau[i] = cosf(arg) - m3;
+    if (hp.target_kind == TGT_QAM) {
+        float a = 2.0f * FT_PI - theta - m2;
+        z = s * a * a;
+        zp = st > 0.0f ? 2.0f * s * a / st : 0.0f;
+    } else if ((hp.flags & F_EASY) && c <= 0.0f) {
+        z = s * c;
+        zp = s;
+    } else if (hp.flags & F_STE) {
+        z = s * (cosf(arg) - m3);
+        zp = s;
+    } else if ((hp.flags & F_FALLBACK) && arg >= FT_PI) {
+        z = s * (c - m2 * sinf(m2) - m3);
+        zp = s;
+    } else if (hp.flags & F_CLIP) {
+        float lo = hp.eps, hi = FT_PI - hp.eps;
+        float a = fminf(fmaxf(arg, lo), hi);
+        z = s * (cosf(a) - m3);
+        bool in = arg > lo && arg < hi;
+        zp = (in && st > 0.0f) ? s * hp.m1 * sinf(arg) / st : 0.0f;
+    } else {
+        z = s * (cosf(arg) - m3);
+        // sin(m1*theta)/sin(theta) -> m1 as theta -> 0 (SphereFace with m2 = 0).
+        if (st > 0.0f) zp = s * hp.m1 * sinf(arg) / st;
+        else zp = (m2 == 0.0f) ? s * hp.m1 * hp.m1 : 0.0f;
+        dm = -s * sinf(arg);
+    }
+    zy[i] = z;
+    zpy[i] = zp * k.inside;
+    dzy_dm[i] = dm;
+}
+
+__device__ __forceinline__ void lse_push(float z, float& m, float& sum) {
+    if (z > m) { sum = sum * __expf(m - z) + 1.0f; m = z; }
+    else sum += __expf(z - m);
+}
+
+// (m, s) merged with (m2, s2): the result keeps the larger max.
+__device__ __forceinline__ void lse_merge(float& m, float& s, float& so, float m2, float s2, float so2) {
+    if (m2 == -FT_INF) return;
+    if (m == -FT_INF) { m = m2; s = s2; so = so2; return; }
+    float mx = fmaxf(m, m2);
+    float a = __expf(m - mx), b = __expf(m2 - mx);
+    s = s * a + s2 * b;
+    so = so * a + so2 * b;
+    m = mx;
+}
+
+// One block per row; the block's threads stride over the nb columns of this class block and merge their
+// (max, sum, sum without the target) into M, S, S_other (initialised to -inf, 0, 0 by the host).
+#define MARGIN_FWD(SUF, T)                                                                                \
+    extern "C" __global__ void margin_fwd_block_##SUF(                                                    \
+        int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
+        const float* __restrict__ tau, const float* __restrict__ zy, HeadParams hp, float* __restrict__ M, \
+        float* __restrict__ S, float* __restrict__ S_other) {                                              \
+        __shared__ float sm[32], ss[32], so[32];                                                          \
+        int i = blockIdx.x;                                                                               \
+        if (i >= B) return;                                                                               \
+        long long y = labels[i];                                                                          \
+        if (y < 0) return;                                                                                \
+        const T* row = cosv + (long long)i * ldc;                                                         \
+        float ti = tau[i];                                                                                \
+        float m = -FT_INF, s = 0.0f, s_oth = 0.0f;                                                        \
+        for (int jj = threadIdx.x; jj < nb; jj += blockDim.x) {                                           \
+            float z, zp;                                                                                  \
+            bool is_target = (j0 + jj == y);                                                              \
+            if (is_target) z = zy[i];                                                                     \
+            else nontarget(hp, to_f32(row[jj]), ti, &z, &zp);                                             \
+            float m_old = m;                                                                              \
+            lse_push(z, m, s);                                                                            \
+            if (m != m_old) s_oth *= __expf(m_old - m);                                                   \
+            if (!is_target) s_oth += __expf(z - m);                                                       \
+        }                                                                                                 \
+        /* warp merge, then across warps through shared memory */                                         \
+        for (int o = 16; o > 0; o >>= 1) {                                                                \
+            float m2 = __shfl_xor_sync(0xffffffffu, m, o);                                                \
+            float s2 = __shfl_xor_sync(0xffffffffu, s, o);                                                \
+            float so2 = __shfl_xor_sync(0xffffffffu, s_oth, o);                                           \
+            lse_merge(m, s, s_oth, m2, s2, so2);                                                          \
+        }                                                                                                 \
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;                                             \
+        if (lane == 0) { sm[warp] = m; ss[warp] = s; so[warp] = s_oth; }                                  \
+        __syncthreads();                                                                                  \
+        if (threadIdx.x == 0) {                                                                           \
+            int nw = (blockDim.x + 31) >> 5;                                                              \
+            for (int w = 1; w < nw; w++) lse_merge(m, s, s_oth, sm[w], ss[w], so[w]);                     \
+            float Mi = M[i], Si = S[i], Soi = S_other[i];                                                 \
+            lse_merge(Mi, Si, Soi, m, s, s_oth);                                                          \
+            M[i] = Mi; S[i] = Si; S_other[i] = Soi;                                                       \
+        }                                                                                                 \
+    }
+MARGIN_FWD(f32, float)
+MARGIN_FWD(bf16, bf16_t)
+MARGIN_FWD(f16, f16_t)
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+// Per row: lse = M + log S, loss_i = I(p)*CE_i (unweighted rows: I = 1), p_y, st_i = I + I'*p*log p,
+// and MagFace's (1/B)*st*(p_y - 1)*dz_y/dm times dm/da (mag_k; the regulariser term is added on the host).
+extern "C" __global__ void margin_finish(int B, const long long* __restrict__ labels, const float* __restrict__ M,
+                                         const float* __restrict__ S, const float* __restrict__ zy,
+                                         const float* __restrict__ dzy_dm, float mag_k, HeadParams hp,
+                                         float* __restrict__ lse, float* __restrict__ loss,
+                                         float* __restrict__ py, float* __restrict__ st,
+                                         float* __restrict__ dl_da) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B) return;
+    if (labels[i] < 0) {
+        lse[i] = 0.0f; loss[i] = 0.0f; py[i] = 0.0f; st[i] = 0.0f; dl_da[i] = 0.0f;
+        return;
+    }
+    float l = M[i] + logf(S[i]);
+    float logp = zy[i] - l;  // log p_y, never log of an exp
+    float p = expf(logp);
+    float one_minus_p = -expm1f(logp);
+    float ce = -logp;
+    float I = 1.0f, Ip = 0.0f, stv;
+    switch (hp.weight_kind) {
+        case W_SMA: {
+            float u = hp.w_p0 - p;
+            bool flat = (hp.sma_variant == SMA_WEAK && u < 0.0f) || (hp.sma_variant == SMA_STRONG && u > 0.0f);
+            if (hp.sma_variant == SMA_WEAK) u = fmaxf(u, 0.0f);
+            if (hp.sma_variant == SMA_STRONG) u = fminf(u, 0.0f);
+            float sg = sigmoidf(hp.w_beta * u);
+            I = hp.w_c * (1.0f + hp.w_alpha * (sg - 0.5f));
+            Ip = flat ? 0.0f : -hp.w_c * hp.w_alpha * hp.w_beta * sg * (1.0f - sg);
+            stv = I + Ip * p * logp;
+            break;
+        }
+        case W_HM:
+            I = p < 0.5f ? 1.0f : 0.0f;
+            stv = I;
+            break;
+        case W_FOCAL: {
+            I = powf(one_minus_p, hp.w_gamma);
+            float d = hp.w_gamma * powf(one_minus_p, hp.w_gamma - 1.0f);
+            stv = I - d * p * logp;
+            break;
+        }
+        default:
+            stv = 1.0f;
+    }
+    lse[i] = l;
+    loss[i] = I * ce;
+    py[i] = p;
+    st[i] = stv;
+    dl_da[i] = hp.inv_batch * stv * (p - 1.0f) * dzy_dm[i] * mag_k;
+}
+
+// G for one class block, recomputing the logits from the cosines; G is written in the GEMM dtype with
+// leading dimension ldg. Rows with label < 0 get zeros.
+#define MARGIN_BWD(SUF, T, TG)                                                                             \
+    extern "C" __global__ void margin_bwd_block_##SUF(                                                     \
+        int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
+        const float* __restrict__ tau, const float* __restrict__ zy, const float* __restrict__ zpy,        \
+        const float* __restrict__ lse, const float* __restrict__ st, HeadParams hp, long long ldg,         \
+        TG* __restrict__ grad) {                                                                           \
+        int i = blockIdx.y;                                                                                \
+        int jj = blockIdx.x * blockDim.x + threadIdx.x;                                                    \
+        if (i >= B || jj >= nb) return;                                                                    \
+        long long y = labels[i];                                                                           \
+        float g = 0.0f;                                                                                    \
+        if (y >= 0) {                                                                                      \
+            float z, zp;                                                                                   \
+            bool is_target = (j0 + jj == y);                                                               \
+            if (is_target) { z = zy[i]; zp = zpy[i]; }                                                     \
+            else nontarget(hp, to_f32(cosv[(long long)i * ldc + jj]), tau[i], &z, &zp);                    \
+            float P = __expf(z - lse[i]);                                                                  \
+            g = hp.inv_batch * st[i] * (P - (is_target ? 1.0f : 0.0f)) * zp;                               \
+        }                                                                                                  \
+        grad[(long long)i * ldg + jj] = from_f32<TG>(g);                                                   \
+    }
+MARGIN_BWD(f32, float, float)
+MARGIN_BWD(bf16, bf16_t, bf16_t)
+MARGIN_BWD(f16, f16_t, f16_t)
+
+// c_y = xhat_i . what_{y_i}: one warp per row, before the main pass (CurricularFace/MV need tau).
+#define GATHER_DOT(SUF, T)                                                                                 \
+    extern "C" __global__ void margin_gather_cy_##SUF(int B, int D, long long j0, long long nb,            \
+                                                      const T* __restrict__ xhat, const T* __restrict__ what, \
+                                                      const long long* __restrict__ labels, float* __restrict__ cy) { \
+        int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);                                       \
+        int lane = threadIdx.x & 31;                                                                       \
+        if (i >= B) return;                                                                                \
+        long long y = labels[i] - j0;                                                                      \
+        if (labels[i] < 0 || y < 0 || y >= nb) return;                                                     \
+        const T* xr = xhat + (long long)i * D;                                                             \
+        const T* wr = what + y * D;                                                                        \
+        float s = 0.0f;                                                                                    \
+        for (int k = lane; k < D; k += 32) s += to_f32(xr[k]) * to_f32(wr[k]);                             \
+        s = warp_sum(s);                                                                                   \
+        if (lane == 0) cy[i] = s;                                                                          \
+    }
+GATHER_DOT(f32, float)
+GATHER_DOT(bf16, bf16_t)
+GATHER_DOT(f16, f16_t)
