@@ -1,8 +1,46 @@
 //! Elementwise maps and reductions on the CPU.
 
+use super::reduce::{reduce_rows, ELEMS_PER_TASK};
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::tensor::{Float, Tensor};
 use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// out[i] = f(a[i]) in parallel blocks (each element alone, so the blocking does not affect results).
+pub fn map<T: Float>(a: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; a.len()];
+    out.par_chunks_mut(ELEMS_PER_TASK).zip(a.par_chunks(ELEMS_PER_TASK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = f(x);
+        }
+    });
+    out
+}
+
+/// out[i] = f(a[i], b[i]) in parallel blocks.
+pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; a.len()];
+    out.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(a.par_chunks(ELEMS_PER_TASK).zip(b.par_chunks(ELEMS_PER_TASK)))
+        .for_each(|(o, (x, y))| {
+            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                *o = f(x, y);
+            }
+        });
+    out
+}
+
+/// Per-channel sums over the rows of `[rows, c]`, in f64 (fixed row blocks, deterministic).
+pub fn sum_rows<T: Float>(a: &[T], c: usize) -> Vec<f64> {
+    let rows = if c == 0 { 0 } else { a.len() / c };
+    reduce_rows(rows, c, |r, acc| {
+        for row in a[r.start * c..r.end * c].chunks_exact(c) {
+            for (s, v) in acc.iter_mut().zip(row) {
+                *s += v.to_f64();
+            }
+        }
+    })
+}
 
 pub fn binary<T: Float + crate::tensor::Element>(op: BinaryOp, a: &[T], b: &[T]) -> Vec<T> {
     let f = match op {
@@ -11,7 +49,7 @@ pub fn binary<T: Float + crate::tensor::Element>(op: BinaryOp, a: &[T], b: &[T])
         BinaryOp::Mul => |x: T, y: T| x * y,
         BinaryOp::Div => |x: T, y: T| x / y,
     };
-    a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    zip_map(a, b, f)
 }
 
 pub fn unary<T: Float>(op: UnaryOp, a: &[T]) -> Vec<T> {
@@ -23,7 +61,7 @@ pub fn unary<T: Float>(op: UnaryOp, a: &[T]) -> Vec<T> {
         UnaryOp::Square => |x: T| x * x,
         UnaryOp::Recip => |x: T| T::ONE / x,
     };
-    a.iter().map(|&x| f(x)).collect()
+    map(a, f)
 }
 
 /// Sum in f64 whatever T is, in index order: deterministic and accurate enough for losses and checks.

@@ -5,10 +5,28 @@
 use crate::tensor::Float;
 use rayon::prelude::*;
 
-/// Tile of C per task: large enough to amortize packing, small enough that narrow products (a conv's
-/// filter gradient, a linear layer on a small batch) still split across cores.
-const TILE_ROWS: usize = 64;
-const TILE_COLS: usize = 256;
+/// Tiles of C per task: as large as possible (each packed panel of A or B is reused across a whole
+/// tile) while leaving enough tiles to share between cores; never below 64 x 256.
+const MAX_TILE: (usize, usize) = (256, 1024);
+const MIN_TILE: (usize, usize) = (64, 256);
+const WANTED_TILES: usize = 16;
+
+/// The tile shape for C [m, n]: a function of the shape alone, so the split is the same on any machine.
+fn tiling(m: usize, n: usize) -> (usize, usize) {
+    let (mut tm, mut tn) = MAX_TILE;
+    while m.div_ceil(tm) * n.div_ceil(tn) < WANTED_TILES {
+        if tn > MIN_TILE.1 && tn >= 4 * tm {
+            tn /= 2;
+        } else if tm > MIN_TILE.0 {
+            tm /= 2;
+        } else if tn > MIN_TILE.1 {
+            tn /= 2;
+        } else {
+            break;
+        }
+    }
+    (tm, tn)
+}
 
 /// A raw pointer that tasks may share because each writes a disjoint tile.
 struct SharedMut<T>(*mut T);
@@ -53,11 +71,12 @@ pub fn gemm<T: Float>(
     }
     let (rsa, csa, rsb, csb) = strides(m, k, n, trans_a, trans_b);
     let beta = if accumulate { T::ONE } else { T::ZERO };
-    let (tiles_m, tiles_n) = (m.div_ceil(TILE_ROWS), n.div_ceil(TILE_COLS));
+    let (tile_rows, tile_cols) = tiling(m, n);
+    let (tiles_m, tiles_n) = (m.div_ceil(tile_rows), n.div_ceil(tile_cols));
     let cp = SharedMut(c.as_mut_ptr());
     (0..tiles_m * tiles_n).into_par_iter().for_each(|t| {
-        let (r0, c0) = ((t / tiles_n) * TILE_ROWS, (t % tiles_n) * TILE_COLS);
-        let (rows, cols) = (TILE_ROWS.min(m - r0), TILE_COLS.min(n - c0));
+        let (r0, c0) = ((t / tiles_n) * tile_rows, (t % tiles_n) * tile_cols);
+        let (rows, cols) = (tile_rows.min(m - r0), tile_cols.min(n - c0));
         // SAFETY: the sub-matrices are in bounds (lengths checked above) and tiles of C are disjoint.
         unsafe {
             let ap = a.as_ptr().offset(r0 as isize * rsa);
@@ -138,6 +157,15 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn tiling_shrinks_to_share_work_and_stays_within_bounds() {
+        assert_eq!(tiling(4096, 8192), MAX_TILE);
+        assert_eq!(tiling(32, 512), MIN_TILE);
+        let (tm, tn) = tiling(512, 4608);
+        assert!(512usize.div_ceil(tm) * 4608usize.div_ceil(tn) >= WANTED_TILES);
+        assert!(tm >= MIN_TILE.0 && tn >= MIN_TILE.1);
     }
 
     #[test]

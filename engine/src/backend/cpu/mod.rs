@@ -76,7 +76,7 @@ impl Backend for CpuBackend {
     fn affine(&self, a: &Tensor, alpha: f64, beta: f64) -> Result<Tensor> {
         dispatch_float!(a, "affine", |x| {
             let (al, be) = (like(x, alpha), like(x, beta));
-            wrap(x.iter().map(|&v| al * v + be).collect::<Vec<_>>(), a.shape().clone())
+            wrap(elementwise::map(x, |v| al * v + be), a.shape().clone())
         })
     }
 
@@ -87,12 +87,7 @@ impl Backend for CpuBackend {
     fn sum_rows(&self, a: &Tensor) -> Result<Tensor> {
         let c = *a.dims().last().ok_or_else(|| Error::Shape("sum_rows of a scalar".into()))?;
         dispatch_float!(a, "sum_rows", |x| {
-            let mut acc = vec![0.0f64; c];
-            for row in x.chunks(c.max(1)) {
-                for (s, v) in acc.iter_mut().zip(row) {
-                    *s += crate::tensor::Float::to_f64(*v);
-                }
-            }
+            let acc = elementwise::sum_rows(x, c);
             wrap(acc.into_iter().map(|v| like(x, v)).collect::<Vec<_>>(), [c])
         })
     }
@@ -296,5 +291,38 @@ impl Backend for CpuBackend {
         let rows = *x.dims().first().ok_or_else(|| Error::Shape("scale_rows of a scalar".into()))?;
         check_vector("scale_rows", "scale", s, rows)?;
         dispatch_float!(x, "scale_rows", |xs| wrap(channels::scale_rows(xs, s.as_slice()?), x.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_vec((0..n).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), shape).unwrap()
+    }
+
+    #[test]
+    fn misshaped_operands_are_shape_errors_not_panics() {
+        let be = CpuBackend;
+        let p = Conv2dParams { kernel: 3, stride: 2, padding: 1 };
+        let (x, w) = (t(&[2, 6, 6, 3]), t(&[4, 3, 3, 3]));
+        let shape_err = |r: Result<Tensor>| matches!(r, Err(Error::Shape(_)));
+        assert!(shape_err(be.conv2d_backward_data(&t(&[2, 6, 6, 4]), &w, x.shape(), p)));
+        assert!(shape_err(be.conv2d_backward_filter(&t(&[2, 3, 3, 5]), &x, w.shape(), p)));
+        assert!(shape_err(be.conv2d_forward(&x, &t(&[4, 3, 3, 2]), p)));
+        let (y, saved) = be.batch_norm_forward_train(&x, None, None, 1e-5).unwrap();
+        assert!(matches!(be.batch_norm_backward(&t(&[2, 6, 6, 2]), &x, None, &saved), Err(Error::Shape(_))));
+        assert!(matches!(be.batch_norm_forward_train(&x, Some(&t(&[4])), None, 1e-5), Err(Error::Shape(_))));
+        assert!(shape_err(be.batch_norm_forward_eval(&y, None, None, &t(&[3]), &t(&[2]), 1e-5)));
+        assert!(shape_err(be.prelu_forward(&x, &t(&[2]))));
+        assert!(matches!(be.l2_normalize_rows(&x, 1e-12), Err(Error::Shape(_))));
+        assert!(shape_err(be.scale_rows(&x, &t(&[3]))));
+        assert!(shape_err(be.mul_channels(&x, &t(&[2]))));
+        assert!(shape_err(be.add_channels(&x, &t(&[6]))));
+        assert!(matches!(be.dropout(&x, -0.1, 1), Err(Error::Invalid(_))));
+        let w64 = w.to_dtype(DType::F64).unwrap();
+        assert!(matches!(be.conv2d_forward(&x, &w64, p), Err(Error::DType(_))));
     }
 }
