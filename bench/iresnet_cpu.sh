@@ -13,6 +13,7 @@ out="bench/results/iresnet_cpu_$(date -u +%Y%m%d_%H%M%S).txt"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "machine: $(uname -srm); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nproc) cores visible"
   echo "command: bench/iresnet_cpu.sh $threads $iters"
+  echo "load before: $(cut -d" " -f1-3 /proc/loadavg) (the machine is shared)"
   for net in small r18; do
     RAYON_NUM_THREADS=$threads target/release/examples/bench_iresnet "$net" 32 "$iters"
     "$py" bench/iresnet_torch.py "$net" 32 "$iters" "$threads"
