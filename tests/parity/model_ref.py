@@ -55,22 +55,42 @@ def buffers(prefix, module):
     return {f"{prefix}{k}": v.detach().clone() for k, v in module.named_buffers()}
 
 
-def ir18_fixture(out, dtype, name):
-    # Batch 3, not 2: with two samples the output BatchNorm1d maps each feature to about +-1 and its
-    # backward cancels to O(eps), leaving gradients made of rounding noise.
-    # Both precisions start from the same f64 weights; only the f64 file stores them (the f32 run casts).
-    torch.manual_seed(2)
+def ir18_run(seed, dtype):
+    """IR-18 from f64 weights, input and projection drawn from `seed`, run in `dtype` (train mode)."""
+    torch.manual_seed(seed)
     net = iresnet("r18").double()
+    x = torch.randn(3, 3, 112, 112, dtype=torch.float64)
+    r = torch.randn(3, 512, dtype=torch.float64)
     t = state("init.", net) if dtype == torch.float64 else {}
     net = net.to(dtype)
-    x = torch.randn(3, 3, 112, 112, dtype=dtype)
+    x, r = x.to(dtype), r.to(dtype)
     emb = net.train()(x)
-    r = torch.randn_like(emb)
     (emb * r).sum().backward()
     t["x"], t["r"], t["embedding"] = x, r, emb.detach().clone()
     t.update(grads("grad.", net))
     t.update(buffers("after.", net))
-    save_file(t, os.path.join(out, name))
+    return t
+
+
+def ir18_fixtures(out):
+    # Batch 3, not 2: with two samples the output BatchNorm1d maps each feature to about +-1 and its
+    # backward cancels to O(eps), leaving gradients made of rounding noise.
+    # The f32 gradients of the stem and layer1 are ill-conditioned for some inputs: PyTorch's own f32 run
+    # then differs from its f64 run by ~2e-3 (PReLU kinks met by rounding), so no f32 implementation can
+    # be held to 1e-4 there. We take the first seed where PyTorch f32 agrees with f64 to 3e-5 on every
+    # gradient that is not a structural zero, and record the seed.
+    for seed in range(16, 40):  # 4..15 were tried and fail the check; starting here keeps CI fast
+        t64, t32 = ir18_run(seed, torch.float64), ir18_run(seed, torch.float32)
+        worst = max(((t32[k].double() - t64[k]).norm() / t64[k].norm()).item()
+                    for k in t32 if k.startswith("grad.") and not structurally_zero_grad(k[5:]))
+        if worst <= 3e-5:
+            break
+    else:
+        raise SystemExit("model_ref.py: no well-conditioned IR-18 input among seeds 16..39")
+    # Only the f64 file stores the weights; the f32 run casts them.
+    save_file(t64, os.path.join(out, "model_ir18_f64.safetensors"), metadata={"seed": str(seed)})
+    save_file(t32, os.path.join(out, "model_ir18_f32.safetensors"),
+              metadata={"seed": str(seed), "torch_f32_vs_f64": f"{worst:.3e}"})
 
 
 def structurally_zero_grad(name):
@@ -121,8 +141,7 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     block_fixture(out)
-    ir18_fixture(out, torch.float64, "model_ir18_f64.safetensors")
-    ir18_fixture(out, torch.float32, "model_ir18_f32.safetensors")
+    ir18_fixtures(out)
     optim_fixture(out, "sgd")
     optim_fixture(out, "adamw")
 

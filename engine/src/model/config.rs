@@ -83,7 +83,7 @@ impl IResNetConfig {
         if h == 0 || w == 0 || h % 16 != 0 || w % 16 != 0 {
             return Err(Error::Invalid(format!("IResNet input {h}x{w}: both sides must be positive multiples of 16")));
         }
-        if self.layers.iter().any(|&b| b == 0) || self.widths.iter().any(|&c| c == 0) {
+        if self.layers.contains(&0) || self.widths.contains(&0) {
             return Err(Error::Invalid(format!("IResNet needs at least one block and channel per stage: {self:?}")));
         }
         if !(0.0..1.0).contains(&self.dropout) {

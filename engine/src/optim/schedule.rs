@@ -24,7 +24,8 @@ impl LrSchedule {
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
                     return bad(format!("milestones {milestones:?} must increase"));
                 }
-                if !(*gamma > 0.0) {
+                // Written so that NaN is rejected too.
+                if gamma.is_nan() || *gamma <= 0.0 {
                     return bad(format!("gamma {gamma} must be positive"));
                 }
             }
