@@ -146,10 +146,12 @@ impl Identity {
                 [0.62, 0.62, 0.62],
                 [0.90, 0.89, 0.86],
                 [0.30, 0.12, 0.45],
+                [0.10, 0.45, 0.50],
+                [0.85, 0.40, 0.60],
             ],
         );
         let hair = jitter(hair_base, rng, 0.15);
-        let eye_h = rng.range(0.035, 0.062);
+        let eye_h = rng.range(0.04, 0.07);
         let iris = jitter(
             pick(rng, &[[0.33, 0.19, 0.09], [0.13, 0.09, 0.07], [0.30, 0.50, 0.78], [0.30, 0.52, 0.32], [0.50, 0.56, 0.62], [0.52, 0.40, 0.18]]),
             rng,
@@ -187,7 +189,7 @@ impl Identity {
             hair_tilt: rng.sym(0.5),
             eye_dx,
             eye_y: rng.range(-0.16, 0.0),
-            eye_w: rng.range(0.07, 0.115),
+            eye_w: rng.range(0.08, 0.13),
             eye_h,
             eye_tilt: rng.sym(0.22),
             iris,

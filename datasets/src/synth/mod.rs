@@ -8,11 +8,11 @@
 //! background. Identity lives in geometry and colour relations that stay put; nuisance dominates the
 //! raw pixels, so cosine similarity of pixels is close to chance while a small CNN learns the task.
 //!
-//! Degradation model: every image draws a level `d = U^1.6` (U uniform in [0, 1), so milder images
+//! Degradation model: every image draws a level `d = U1·U2` (two uniforms in [0, 1), so milder images
 //! are more common) and is stored with it. After rendering, the capture chain applies a Gaussian blur
-//! of sigma 1.6·d pixels (at 112 px, scaled with the image size), box down-scaling by 1 + 2.5·d and
-//! bilinear up-scaling back, and Gaussian noise of (1.5 + 14·d)/255 per channel, then clips and
-//! rounds to u8. `d = 0` is a sharp image; `d = 1` is 3.5x under-resolved, blurred and noisy.
+//! of sigma 1.2·d pixels (at 112 px, scaled with the image size), box down-scaling by 1 + 2·d and
+//! bilinear up-scaling back, and Gaussian noise of (1 + 8·d)/255 per channel, then clips and rounds
+//! to u8. `d = 0` is a sharp image; `d = 1` is 3x under-resolved, blurred and noisy.
 //!
 //! Verification pairs come only from identities held out of training (labels at and above
 //! `identities`), half of them the same identity, alternating same/different so that every split into

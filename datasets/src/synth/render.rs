@@ -321,9 +321,10 @@ pub fn render(id: &Identity, nz: &Nuisance, size: usize) -> Vec<f32> {
             }
             let (u, v) = (u + amp * (f1 * v0 + p1).sin(), v0 + amp * (f2 * u + p2).sin());
             scene.pixel(u, v, &mut c);
+            let gain = nz.exposure * (1.0 + nz.gradient[0] * x + nz.gradient[1] * y).max(0.25);
             let o = (py * size + pxi) * 3;
             for k in 0..3 {
-                out[o + k] = c[k] * nz.exposure * nz.cast[k];
+                out[o + k] = c[k] * gain * nz.cast[k];
             }
         }
     }
