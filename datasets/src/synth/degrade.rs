@@ -1,20 +1,20 @@
 //! The camera and capture chain applied after rendering, driven by one degradation level `d` in [0, 1]:
-//! Gaussian blur of sigma 1.6·d pixels (at 112 px, scaled with the size), down-scaling by a factor
-//! 1 + 2.5·d (box average) and bilinear up-scaling back, then Gaussian sensor noise of
-//! (1.5 + 14·d)/255 per channel, clipping to [0, 1] and rounding to u8.
+//! Gaussian blur of sigma 1.2·d pixels (at 112 px, scaled with the size), down-scaling by a factor
+//! 1 + 2·d (box average) and bilinear up-scaling back, then Gaussian sensor noise of (1 + 8·d)/255
+//! per channel, clipping to [0, 1] and rounding to u8.
 
 use super::rng::SynthRng;
 
 pub fn blur_sigma(d: f32, size: usize) -> f32 {
-    1.6 * d * size as f32 / 112.0
+    1.2 * d * size as f32 / 112.0
 }
 
 pub fn downscale_factor(d: f32) -> f32 {
-    1.0 + 2.5 * d
+    1.0 + 2.0 * d
 }
 
 pub fn noise_std(d: f32) -> f32 {
-    (1.5 + 14.0 * d) / 255.0
+    (1.0 + 8.0 * d) / 255.0
 }
 
 /// Separable Gaussian blur of an HWC image with clamped borders.
@@ -99,7 +99,7 @@ pub fn degrade(mut img: Vec<f32>, size: usize, d: f32, rng: &mut SynthRng) -> Ve
     let small = ((size as f32 / downscale_factor(d)).round() as usize).max(8);
     down_up(&mut img, size, small);
     let std = noise_std(d);
-    img.iter().map(|&v| ((v + std * rng.normal()).clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+    img.iter().map(|&v| ((v + std * rng.normal()).clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect()
 }
 
 #[cfg(test)]

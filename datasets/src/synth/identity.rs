@@ -3,7 +3,7 @@
 //! canonical face frame: x right, y down, the aligned crop spanning [-1, 1] in both.
 //!
 //! These parameters carry identity; they are chosen wide and numerous (about 35 continuous values and
-//! six discrete ones) so that two random identities differ in several clearly visible ways, which is
+//! seven discrete ones) so that two random identities differ in several clearly visible ways, which is
 //! what makes the task learnable although per-image nuisance dominates the raw pixels.
 
 use super::rng::SynthRng;
@@ -43,6 +43,16 @@ pub struct Mole {
     pub x: f32,
     pub y: f32,
     pub radius: f32,
+}
+
+/// A birthmark: an elliptical patch of darker or redder skin.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    pub x: f32,
+    pub y: f32,
+    pub rx: f32,
+    pub ry: f32,
+    pub color: Rgb,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +102,7 @@ pub struct Identity {
     pub beard_color: Rgb,
     pub glasses: Option<Glasses>,
     pub mole: Option<Mole>,
+    pub mark: Option<Mark>,
 }
 
 fn lerp3(a: Rgb, b: Rgb, t: f32) -> Rgb {
@@ -127,8 +138,8 @@ fn pick<T: Copy>(rng: &mut SynthRng, items: &[T]) -> T {
 
 impl Identity {
     pub fn sample(rng: &mut SynthRng) -> Identity {
-        let head_w = rng.range(0.50, 0.68);
-        let head_h = rng.range(0.70, 0.88);
+        let head_w = rng.range(0.48, 0.70);
+        let head_h = rng.range(0.68, 0.90);
         let head_cy = rng.range(0.02, 0.12);
         let skin = jitter(skin_tone(rng.unit()), rng, 0.06);
         let hair_style = pick(
@@ -146,10 +157,12 @@ impl Identity {
                 [0.62, 0.62, 0.62],
                 [0.90, 0.89, 0.86],
                 [0.30, 0.12, 0.45],
+                [0.10, 0.45, 0.50],
+                [0.85, 0.40, 0.60],
             ],
         );
         let hair = jitter(hair_base, rng, 0.15);
-        let eye_h = rng.range(0.035, 0.062);
+        let eye_h = rng.range(0.04, 0.07);
         let iris = jitter(
             pick(rng, &[[0.33, 0.19, 0.09], [0.13, 0.09, 0.07], [0.30, 0.50, 0.78], [0.30, 0.52, 0.32], [0.50, 0.56, 0.62], [0.52, 0.40, 0.18]]),
             rng,
@@ -171,6 +184,16 @@ impl Identity {
             color: jitter(pick(rng, &[[0.05, 0.05, 0.05], [0.45, 0.25, 0.10], [0.75, 0.70, 0.55], [0.6, 0.1, 0.1], [0.1, 0.2, 0.5]]), rng, 0.1),
         });
         let mole = rng.chance(0.3).then(|| Mole { x: rng.sym(0.35), y: rng.range(-0.05, 0.55), radius: rng.range(0.014, 0.028) });
+        let mark = rng.chance(0.45).then(|| {
+            let tone = pick(rng, &[[0.62, 0.42, 0.42], [0.55, 0.45, 0.38], [0.85, 0.55, 0.5]]);
+            Mark {
+                x: rng.sym(0.4),
+                y: rng.range(-0.45, 0.6),
+                rx: rng.range(0.03, 0.08),
+                ry: rng.range(0.02, 0.06),
+                color: [skin[0] * tone[0], skin[1] * tone[1], skin[2] * tone[2]],
+            }
+        });
         let eye_dx = rng.range(0.17, 0.29);
         Identity {
             head_w,
@@ -187,12 +210,12 @@ impl Identity {
             hair_tilt: rng.sym(0.5),
             eye_dx,
             eye_y: rng.range(-0.16, 0.0),
-            eye_w: rng.range(0.07, 0.115),
+            eye_w: rng.range(0.08, 0.13),
             eye_h,
             eye_tilt: rng.sym(0.22),
             iris,
             brow_gap: rng.range(0.07, 0.14),
-            brow_thick: rng.range(0.014, 0.05),
+            brow_thick: rng.range(0.014, 0.06),
             brow_len: rng.range(0.08, 0.14),
             brow_slope: rng.sym(0.25),
             brow_arch: rng.range(0.0, 0.04),
@@ -213,6 +236,7 @@ impl Identity {
             beard_color,
             glasses,
             mole,
+            mark,
         }
     }
 }

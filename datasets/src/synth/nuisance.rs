@@ -35,6 +35,8 @@ pub struct Nuisance {
     pub ambient: f32,
     pub diffuse: f32,
     pub exposure: f32,
+    /// Uneven illumination of the whole frame: brightness 1 + g·(x, y), clamped below.
+    pub gradient: [f32; 2],
     /// Per-channel camera gains (white balance / colour cast).
     pub cast: Rgb,
     pub smile: f32,
@@ -85,28 +87,33 @@ impl Nuisance {
         let azimuth = rng.range(0.0, std::f32::consts::TAU);
         let elevation = rng.range(0.25, 1.15);
         let (se, ce) = elevation.sin_cos();
+        let ambient = rng.range(0.1, 0.45);
         let temperature = rng.sym(1.0);
         let tint = rng.sym(1.0);
-        let cast = [1.0 + 0.22 * temperature - 0.05 * tint, 1.0 + 0.08 * tint, 1.0 - 0.22 * temperature - 0.05 * tint];
+        let cast = [1.0 + 0.15 * temperature - 0.04 * tint, 1.0 + 0.06 * tint, 1.0 - 0.15 * temperature - 0.04 * tint];
         Nuisance {
-            shift: [rng.sym(0.12), rng.sym(0.12)],
-            scale: rng.range(0.86, 1.1),
-            roll: rng.sym(0.22),
-            yaw: rng.sym(0.4),
+            shift: [rng.sym(0.24), rng.sym(0.18)],
+            scale: rng.range(1.02, 1.32),
+            roll: rng.sym(0.3),
+            yaw: rng.sym(0.3),
             light_dir: [se * azimuth.cos(), se * azimuth.sin(), ce],
-            ambient: rng.range(0.2, 0.5),
-            diffuse: rng.range(0.5, 0.95),
-            exposure: rng.range(0.65, 1.3),
+            // The brightest lit surface always reaches about 1.1: the light's direction and the
+            // ambient share vary a lot (which moves pixels), its peak does not (which would hide
+            // skin and hair tone).
+            ambient,
+            diffuse: 1.1 - ambient,
+            exposure: rng.range(0.85, 1.15),
+            gradient: [rng.sym(0.45), rng.sym(0.45)],
             cast,
-            smile: rng.range(-0.5, 1.0),
-            mouth_open: if rng.chance(0.35) { rng.range(0.2, 1.0) } else { 0.0 },
-            eye_open: if rng.chance(0.08) { rng.range(0.1, 0.4) } else { rng.range(0.7, 1.15) },
+            smile: rng.range(-0.4, 0.8),
+            mouth_open: if rng.chance(0.3) { rng.range(0.2, 1.0) } else { 0.0 },
+            eye_open: if rng.chance(0.05) { rng.range(0.1, 0.4) } else { rng.range(0.75, 1.1) },
             brow_raise: rng.sym(0.025),
             gaze: [rng.sym(0.35), rng.sym(0.2)],
-            warp: [rng.range(0.0, 0.02), rng.range(0.0, 6.3), rng.range(0.0, 6.3), rng.range(2.0, 4.0), rng.range(2.0, 4.0)],
+            warp: [rng.range(0.0, 0.012), rng.range(0.0, 6.3), rng.range(0.0, 6.3), rng.range(2.0, 4.0), rng.range(2.0, 4.0)],
             clothes: random_color(rng),
             background: Background::sample(rng),
-            degradation: rng.unit().powf(1.6),
+            degradation: rng.unit() * rng.unit(),
         }
     }
 }

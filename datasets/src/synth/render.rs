@@ -193,6 +193,9 @@ impl Scene<'_> {
             let side = u.signum();
             let cheek = (-((u - side * (id.eye_dx + 0.06)).powi(2) + (v - id.nose_y).powi(2)) / (2.0 * 0.07 * 0.07)).exp();
             blend(&mut skin, [0.85, 0.35, 0.35], id.blush * cheek);
+            if let Some(m) = id.mark {
+                blend(&mut skin, m.color, 0.85 * cover(ellipse_sd(u - m.x, v - m.y, m.rx, m.ry), aa));
+            }
             if let Some(m) = id.mole {
                 let a = cover(((u - m.x).powi(2) + (v - m.y).powi(2)).sqrt() - m.radius, aa);
                 blend(&mut skin, scaled(id.skin, 0.35), a);
@@ -277,7 +280,7 @@ impl Scene<'_> {
             let open = (id.eye_h * nz.eye_open).max(0.004);
             let eye_sd = ellipse_sd(du, dv, id.eye_w, open);
             let mut col = [0.92, 0.9, 0.87];
-            let ri = id.eye_h * 0.8;
+            let ri = id.eye_h * 0.9;
             let (gx, gy) = (nz.gaze[0] * id.eye_w * 0.45 * side, nz.gaze[1] * id.eye_h * 0.3);
             let di = ((du - gx).powi(2) + (dv - gy).powi(2)).sqrt();
             blend(&mut col, id.iris, cover(di - ri, aa));
@@ -321,9 +324,10 @@ pub fn render(id: &Identity, nz: &Nuisance, size: usize) -> Vec<f32> {
             }
             let (u, v) = (u + amp * (f1 * v0 + p1).sin(), v0 + amp * (f2 * u + p2).sin());
             scene.pixel(u, v, &mut c);
+            let gain = nz.exposure * (1.0 + nz.gradient[0] * x + nz.gradient[1] * y).max(0.25);
             let o = (py * size + pxi) * 3;
             for k in 0..3 {
-                out[o + k] = c[k] * nz.exposure * nz.cast[k];
+                out[o + k] = c[k] * gain * nz.cast[k];
             }
         }
     }
