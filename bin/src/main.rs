@@ -6,6 +6,7 @@ mod backbone_io;
 mod commands;
 mod images;
 mod pair_eval;
+mod run_plots;
 
 use clap::{Parser, Subcommand};
 

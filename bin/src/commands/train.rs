@@ -85,6 +85,9 @@ pub struct Args {
     /// Continue from the checkpoint in --output.
     #[arg(long)]
     resume: bool,
+    /// Start from these backbone weights (PyTorch layout with insightface names, as `export` writes them).
+    #[arg(long)]
+    init_weights: Option<PathBuf>,
     /// Verification sets (.bin or pair lists) evaluated during training; the demo adds its own pairs.
     #[arg(long)]
     eval: Vec<PathBuf>,
@@ -342,6 +345,10 @@ pub fn run(a: Args) -> CmdResult {
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from("runs").join(utc_stamp()));
     std::fs::create_dir_all(&output).map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
     let ckpt = output.join("checkpoint.safetensors");
+    if let Some(w) = &a.init_weights {
+        engine::model::export::import_pytorch(w, &trainer.model.config, &mut trainer.params)?;
+        eprintln!("initialized the backbone from {}", w.display());
+    }
     if a.resume {
         trainer.resume(&ckpt)?;
         eprintln!("resumed from {} at step {} (epoch {})", ckpt.display(), trainer.step, trainer.epoch);
@@ -459,6 +466,7 @@ pub fn run(a: Args) -> CmdResult {
     let secs = started.elapsed().as_secs_f64();
     let model_path = output.join("model.safetensors");
     engine::model::export::export_pytorch(&model_path, &trainer.model.config, &trainer.params)?;
+    crate::run_plots::write_training_plots(&output)?;
     write_summary(
         &output.join("summary.json"),
         &[

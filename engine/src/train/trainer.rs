@@ -44,6 +44,7 @@ pub struct TrainerConfig {
     pub seed: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct StepOutcome {
     pub loss: f64,
     pub lr: f64,
@@ -242,4 +243,81 @@ pub fn embed_with(model: &IResNet, params: &mut ParamStore, images: &Tensor) -> 
     let mut unused = Rng::new(0);
     let e = model.forward(&mut tape, params, x, false, &mut unused)?;
     Ok(tape.value(e).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_trainer() -> Trainer {
+        let mut backbone = IResNetConfig::small();
+        backbone.input_hw = (16, 16);
+        backbone.widths = [4, 4, 4, 4];
+        backbone.embedding_size = 8;
+        Trainer::new(TrainerConfig {
+            backbone,
+            backbone_name: "small".into(),
+            head: "cosface".into(),
+            head_params: HeadParams { s: Some(16.0), ..HeadParams::default() },
+            num_classes: 3,
+            optimizer: OptimizerChoice::Sgd,
+            lr: 0.1,
+            schedule: LrSchedule::Constant,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            no_bn_weight_decay: false,
+            grad_clip: None,
+            seed: 3,
+        })
+        .unwrap()
+    }
+
+    fn batch(v: f32) -> Tensor {
+        let mut rng = Rng::new(9);
+        let px: Vec<f32> = (0..4 * 16 * 16 * 3).map(|_| v * rng.normal() as f32).collect();
+        Tensor::from_vec(px, [4, 16, 16, 3]).unwrap()
+    }
+
+    fn snapshot(t: &Trainer) -> Vec<Vec<f64>> {
+        let mut v: Vec<Vec<f64>> = t.params.entries().iter().map(|e| e.value.to_f64_vec().unwrap()).collect();
+        v.push(t.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap());
+        v
+    }
+
+    #[test]
+    fn a_non_finite_loss_never_reaches_the_weights() {
+        let mut t = tiny_trainer();
+        t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        let before = snapshot(&t);
+        let mut bad = batch(1.0);
+        bad.as_mut_slice::<f32>().unwrap()[5] = f32::NAN;
+        let err = t.train_step(&bad, &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert!(err.contains("step 1") && err.contains("not applied"), "{err}");
+        assert_eq!(t.step, 1);
+        // Weights, batch-norm running statistics and the classifier are exactly as before the bad step.
+        assert!(snapshot(&t) == before);
+        // And training goes on from there.
+        t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        assert_eq!(t.step, 2);
+    }
+
+    #[test]
+    fn labels_out_of_range_are_refused_before_any_work() {
+        let mut t = tiny_trainer();
+        let e = t.train_step(&batch(1.0), &[0, 1, 3, 0]).unwrap_err().to_string();
+        assert!(e.contains("label 3") && e.contains("[0, 3)"), "{e}");
+        assert_eq!(t.step, 0);
+    }
+
+    #[test]
+    fn loss_decreases_on_a_repeated_batch() {
+        let mut t = tiny_trainer();
+        let x = batch(1.0);
+        let first = t.train_step(&x, &[0, 1, 2, 0]).unwrap().loss;
+        let mut last = first;
+        for _ in 0..15 {
+            last = t.train_step(&x, &[0, 1, 2, 0]).unwrap().loss;
+        }
+        assert!(last < 0.5 * first, "loss went from {first} to {last}");
+    }
 }
