@@ -6,7 +6,7 @@ use engine::model::{IResNet, IResNetConfig, ParamStore};
 use engine::rng::Rng;
 use engine::train::checkpoint;
 use engine::{DType, Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// "64x64" -> (64, 64).
 pub fn parse_hw(s: &str) -> Result<(usize, usize)> {
@@ -52,18 +52,32 @@ pub fn from_pytorch(path: &Path, backbone: &str, input: Option<(usize, usize)>) 
     Ok((model, store))
 }
 
-/// `--checkpoint` or `--init-weights` (with `--backbone`), exactly one of them.
-pub fn load(
-    checkpoint: Option<&Path>,
-    init_weights: Option<&Path>,
-    backbone: Option<&str>,
-    input: Option<&str>,
-) -> Result<(IResNet, ParamStore)> {
-    let input = input.map(parse_hw).transpose()?;
-    match (checkpoint, init_weights) {
-        (Some(c), None) => from_checkpoint(c),
-        (None, Some(w)) => from_pytorch(w, backbone.unwrap_or("r50"), input),
-        _ => Err(Error::Invalid("give exactly one of --checkpoint and --init-weights".into())),
+/// Where `eval` and `embed` take the model from.
+#[derive(clap::Args)]
+pub struct ModelSource {
+    /// A training checkpoint (checkpoint.safetensors).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// A model file in PyTorch layout with insightface names (what `export` writes), instead of --checkpoint.
+    #[arg(long)]
+    init_weights: Option<PathBuf>,
+    /// Backbone of --init-weights: r18, r34, r50, r100, r200 or small.
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Input size of --init-weights, HxW (default: the backbone's).
+    #[arg(long)]
+    input: Option<String>,
+}
+
+impl ModelSource {
+    /// `--checkpoint` or `--init-weights` (with `--backbone`), exactly one of them.
+    pub fn load(&self) -> Result<(IResNet, ParamStore)> {
+        let input = self.input.as_deref().map(parse_hw).transpose()?;
+        match (&self.checkpoint, &self.init_weights) {
+            (Some(c), None) => from_checkpoint(c),
+            (None, Some(w)) => from_pytorch(w, self.backbone.as_deref().unwrap_or("r50"), input),
+            _ => Err(Error::Invalid("give exactly one of --checkpoint and --init-weights".into())),
+        }
     }
 }
 

@@ -1,46 +1,16 @@
 //! Kill-and-resume: a CPU run killed with SIGKILL in the middle of an epoch and resumed with `--resume`
 //! ends with weights bit-identical to an uninterrupted run with the same seed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{run_ok, scratch, train_cmd};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_engine-train")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("facetrain-resume-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A tiny demo run: 20 identities x 8 images of 32 px, batch 16 (10 steps per epoch), 2 epochs.
-fn train_cmd(cache: &Path, out: &Path) -> Command {
-    let mut c = Command::new(exe());
-    c.args(["train", "--device", "cpu", "--threads", "2", "--seed", "7"])
-        .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
-        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--batch-size", "16", "--epochs", "2"])
-        .args(["--checkpoint-every", "2", "--eval-every", "1000", "--lr", "0.05"])
-        .arg("--cache")
-        .arg(cache)
-        .arg("--output")
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
 
 fn logged_steps(out: &Path) -> usize {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .map(|t| t.lines().filter(|l| l.contains("\"event\":\"step\"")).count())
         .unwrap_or(0)
-}
-
-fn run_ok(mut c: Command) {
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "engine-train failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

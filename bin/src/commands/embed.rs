@@ -2,7 +2,7 @@
 //! (`embeddings` [N, D] f32, `norms` [N] f32, `labels` [N] i64).
 
 use super::CmdResult;
-use crate::backbone_io;
+use crate::backbone_io::ModelSource;
 use crate::images::{embed_pixels, load_normalized, read_list};
 use datasets::faceset::FaceSet;
 use datasets::image::decode;
@@ -12,16 +12,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// A model file in PyTorch layout (what `export` writes), instead of --checkpoint.
-    #[arg(long)]
-    init_weights: Option<PathBuf>,
-    #[arg(long)]
-    backbone: Option<String>,
-    /// Input size of --init-weights, HxW.
-    #[arg(long)]
-    input: Option<String>,
+    #[command(flatten)]
+    model: ModelSource,
     /// A RecordIO face set (folder or .rec), or a text list of `image-path [label]` lines.
     #[arg(long)]
     data: PathBuf,
@@ -31,8 +23,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let (model, mut params) =
-        backbone_io::load(a.checkpoint.as_deref(), a.init_weights.as_deref(), a.backbone.as_deref(), a.input.as_deref())?;
+    let (model, mut params) = a.model.load()?;
     let hw = model.config.input_hw;
     let mut px = Vec::new();
     let mut labels = Vec::new();

@@ -3,7 +3,7 @@
 //! quality-aware score; identification (rank-1/5) on a gallery and probe list; quality plots.
 
 use super::CmdResult;
-use crate::backbone_io;
+use crate::backbone_io::ModelSource;
 use crate::images::{embed_pixels, load_normalized, read_list};
 use crate::pair_eval::PairEval;
 use engine::eval::identification::identify;
@@ -19,18 +19,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A training checkpoint (checkpoint.safetensors).
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// A model file in PyTorch layout with insightface names (what `export` writes), instead of --checkpoint.
-    #[arg(long)]
-    init_weights: Option<PathBuf>,
-    /// Backbone of --init-weights: r18, r34, r50, r100, r200 or small.
-    #[arg(long)]
-    backbone: Option<String>,
-    /// Input size of --init-weights, HxW (default: the backbone's).
-    #[arg(long)]
-    input: Option<String>,
+    /// The model: --checkpoint, or --init-weights with --backbone.
+    #[command(flatten)]
+    model: ModelSource,
     /// Verification sets: insightface `.bin` files or text pair lists (repeat the flag).
     #[arg(long = "bin")]
     bins: Vec<PathBuf>,
@@ -69,8 +60,7 @@ fn embed_list(
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let (model, mut params) =
-        backbone_io::load(a.checkpoint.as_deref(), a.init_weights.as_deref(), a.backbone.as_deref(), a.input.as_deref())?;
+    let (model, mut params) = a.model.load()?;
     if a.bins.is_empty() && a.gallery.is_none() {
         return Err(Error::Invalid("nothing to evaluate: give --bin SET and/or --gallery/--probes".into()).into());
     }
