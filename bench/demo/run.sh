@@ -33,7 +33,7 @@ lines = [
     f"- backbone {summary['backbone']}, head {summary['head']}, {summary['steps']} steps, "
     f"{summary['images_per_second']:.0f} images/s while training",
     f"- training {summary['train_seconds']:.1f} s, whole run {float(wall):.1f} s wall "
-    f"(evaluation and checkpoints included, data generation and build excluded when cached/built)",
+    f"(evaluation, checkpoints and, when not cached, the generation of the set (about 2 s) included; build excluded)",
     f"- final verification accuracy (10-fold, image + flip): {summary['verification_accuracy']:.4f}",
     "- 95% within 300 s of training: "
     + (f"**yes**, at {first['train_seconds']:.0f} s (step {first['step']:.0f}, accuracy {first['accuracy']:.4f})"
