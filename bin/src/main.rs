@@ -5,6 +5,7 @@
 mod backbone_io;
 mod commands;
 mod images;
+mod demo_defaults;
 mod pair_eval;
 mod run_plots;
 

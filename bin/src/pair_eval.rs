@@ -70,3 +70,36 @@ impl PairEval {
         Ok(PairEvalResult { report, norms, embeddings: summed, dim })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo_defaults;
+    use datasets::demo::ensure_demo_set;
+    use engine::model::IResNetConfig;
+    use engine::rng::Rng;
+    use engine::DType;
+
+    /// The demo's held-out pairs, written by the real demo path, must not be solved by an untrained
+    /// small backbone: otherwise a high demo accuracy would say little about training.
+    #[test]
+    fn untrained_small_backbone_stays_near_chance_on_the_demo_pairs() {
+        let cache = std::env::temp_dir().join(format!("facetrain-untrained-{}", std::process::id()));
+        let set = ensure_demo_set(&cache, &demo_defaults::synth_config()).unwrap();
+        let mut config = IResNetConfig::by_name(demo_defaults::BACKBONE).unwrap();
+        config.input_hw = (demo_defaults::SIZE, demo_defaults::SIZE);
+        let model = IResNet::new(config).unwrap();
+        let eval = PairEval::load(&set.pairs, (demo_defaults::SIZE, demo_defaults::SIZE)).unwrap();
+        let mut accuracies = Vec::new();
+        for seed in [0, 1] {
+            let mut params = model.init(&mut Rng::new(seed).fork(1), DType::F32).unwrap();
+            accuracies.push(eval.run(&model, &mut params).unwrap().report.accuracy_mean);
+        }
+        let _ = std::fs::remove_dir_all(&cache);
+        eprintln!("untrained small backbone, 10-fold accuracy on the demo pairs: {accuracies:?}");
+        for acc in accuracies {
+            assert!(acc <= 0.70, "an untrained network verifies the demo pairs at {acc}: the task is too easy");
+            assert!(acc >= 0.4, "accuracy {acc} is below chance: the pair labels look broken");
+        }
+    }
+}

@@ -26,7 +26,7 @@ pub struct DemoSet {
 
 fn key(cfg: &SynthConfig) -> String {
     format!(
-        "synth-v1-id{}-n{}-h{}-p{}-s{}-seed{}",
+        "synth-v2-id{}-n{}-h{}-p{}-s{}-seed{}",
         cfg.identities, cfg.images_per_identity, cfg.heldout_identities, cfg.pairs, cfg.size, cfg.seed
     )
 }

@@ -7,6 +7,7 @@
 
 use super::head_flags::HeadFlags;
 use super::CmdResult;
+use crate::demo_defaults;
 use crate::pair_eval::PairEval;
 use datasets::augment::AugmentConfig;
 use datasets::demo::ensure_demo_set;
@@ -41,20 +42,23 @@ pub struct Args {
     /// otherwise.
     #[arg(long)]
     backbone: Option<String>,
-    /// Head name (see `engine-train head --help`). Default: cosface for the demo, arcface otherwise.
+    /// Head name (see `engine-train head --help`). Default: cosface with s 30 for the demo, arcface
+    /// otherwise.
     #[arg(long)]
     head: Option<String>,
     #[command(flatten)]
     head_flags: HeadFlags,
-    /// Images per step.
+    /// Images per step. Default: 128 (demo and otherwise).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Default: 18 for the demo (about 4 minutes on 2 cores), 20 otherwise.
     #[arg(long)]
     epochs: Option<f64>,
-    /// Base learning rate (a preset's rate scales linearly with the batch size).
+    /// Base learning rate (a preset's rate scales linearly with the batch size). Default: 0.003 for
+    /// the demo with AdamW, 0.1 otherwise.
     #[arg(long)]
     lr: Option<f64>,
-    /// poly (insightface), steps, cosine or constant.
+    /// poly (insightface), steps, cosine or constant. Default: cosine for the demo, poly otherwise.
     #[arg(long)]
     schedule: Option<String>,
     /// Epochs at which `steps` multiplies the rate by 0.1, comma-separated.
@@ -63,7 +67,7 @@ pub struct Args {
     /// Epochs of linear learning-rate warm-up (poly and cosine).
     #[arg(long)]
     lr_warmup_epochs: Option<f64>,
-    /// sgd or adamw.
+    /// sgd or adamw. Default: adamw for the demo, sgd otherwise.
     #[arg(long)]
     optimizer: Option<String>,
     #[arg(long)]
@@ -91,7 +95,8 @@ pub struct Args {
     /// Verification sets (.bin or pair lists) evaluated during training; the demo adds its own pairs.
     #[arg(long)]
     eval: Vec<PathBuf>,
-    /// Evaluate every N steps (default: at the end of each epoch).
+    /// Evaluate every N steps (default: 200 for the demo, the end of each epoch otherwise). Every run
+    /// also evaluates at its end.
     #[arg(long)]
     eval_every: Option<u64>,
     #[arg(long, default_value_t = 0)]
@@ -118,19 +123,19 @@ pub struct Args {
     #[arg(long, default_value = ".cache/facetrain")]
     cache: PathBuf,
     /// Demo set: training identities.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = demo_defaults::IDENTITIES)]
     synth_identities: usize,
     /// Demo set: images per training identity.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = demo_defaults::IMAGES_PER_IDENTITY)]
     synth_images: usize,
     /// Demo set: image side in pixels.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = demo_defaults::SIZE)]
     synth_size: usize,
     /// Demo set: identities held out of training for the verification pairs.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = demo_defaults::HELDOUT_IDENTITIES)]
     synth_heldout: usize,
     /// Demo set: verification pairs (half same, half different).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = demo_defaults::PAIRS)]
     synth_pairs: usize,
 }
 
@@ -231,7 +236,7 @@ pub fn run(a: Args) -> CmdResult {
                 heldout_identities: a.synth_heldout,
                 pairs: a.synth_pairs,
                 size: a.synth_size,
-                seed: 0,
+                ..demo_defaults::synth_config()
             };
             let t0 = Instant::now();
             let set = ensure_demo_set(&a.cache, &cfg)?;
@@ -251,7 +256,7 @@ pub fn run(a: Args) -> CmdResult {
     let size = faceset.property().map(|p| (p.height as usize, p.width as usize));
 
     let backbone_name = a.backbone.clone().unwrap_or_else(|| {
-        preset.as_ref().map(|p| p.backbone.to_string()).unwrap_or_else(|| if demo { "small".into() } else { "r50".into() })
+        preset.as_ref().map(|p| p.backbone.to_string()).unwrap_or_else(|| if demo { demo_defaults::BACKBONE.into() } else { "r50".into() })
     });
     let mut backbone = IResNetConfig::by_name(&backbone_name)?;
     if let Some((h, w)) = size {
@@ -269,18 +274,24 @@ pub fn run(a: Args) -> CmdResult {
     }
     backbone.validate()?;
     let head = a.head.clone().unwrap_or_else(|| {
-        preset.as_ref().map(|p| p.head.to_string()).unwrap_or_else(|| if demo { "cosface".into() } else { "arcface".into() })
+        preset.as_ref().map(|p| p.head.to_string()).unwrap_or_else(|| if demo { demo_defaults::HEAD.into() } else { "arcface".into() })
     });
     let mut head_flags = a.head_flags.clone();
     if let Some(p) = &preset {
         head_flags.fill_from(p.head_args)?;
     }
-    let batch_size = a.batch_size.or(preset.as_ref().map(|p| p.batch_size)).unwrap_or(if demo { 64 } else { 128 });
-    let epochs = a.epochs.or(preset.as_ref().map(|p| p.epochs)).unwrap_or(if demo { 6.0 } else { 20.0 });
+    if demo && preset.is_none() && a.head.is_none() && head_flags.s.is_none() {
+        head_flags.s = Some(demo_defaults::HEAD_S);
+    }
+    let batch_size = a.batch_size.or(preset.as_ref().map(|p| p.batch_size)).unwrap_or(if demo { demo_defaults::BATCH_SIZE } else { 128 });
+    let epochs = a.epochs.or(preset.as_ref().map(|p| p.epochs)).unwrap_or(if demo { demo_defaults::EPOCHS } else { 20.0 });
+    let default_optimizer = if demo && preset.is_none() { demo_defaults::OPTIMIZER } else { "sgd" };
+    let optimizer_name = a.optimizer.as_deref().unwrap_or(default_optimizer);
+    // The demo's rate suits AdamW; with --optimizer sgd the demo falls back to SGD's 0.1.
     let lr = a
         .lr
         .or(preset.as_ref().map(|p| p.scaled_lr(batch_size)))
-        .unwrap_or(0.1);
+        .unwrap_or(if demo && preset.is_none() && optimizer_name == "adamw" { demo_defaults::LR } else { 0.1 });
     let augment = augment_config(
         a.augment.as_deref().unwrap_or(if preset.as_ref().is_some_and(|p| p.augment) { "adaface" } else { "flip" }),
     )?;
@@ -309,9 +320,9 @@ pub fn run(a: Args) -> CmdResult {
     let total_epochs = epochs.ceil() as u64;
     let total_steps = (epochs * steps_per_epoch as f64).round() as u64;
     let schedule_name =
-        a.schedule.clone().unwrap_or_else(|| preset.as_ref().map(|p| preset_schedule_name(p).to_string()).unwrap_or("poly".into()));
+        a.schedule.clone().unwrap_or_else(|| preset.as_ref().map(|p| preset_schedule_name(p).to_string()).unwrap_or(if demo { demo_defaults::SCHEDULE.into() } else { "poly".into() }));
     let schedule = lr_schedule(&schedule_name, &a, preset.as_ref(), steps_per_epoch, total_steps)?;
-    let optimizer = match a.optimizer.as_deref().unwrap_or("sgd") {
+    let optimizer = match optimizer_name {
         "sgd" => OptimizerChoice::Sgd,
         "adamw" => OptimizerChoice::AdamW,
         o => return Err(Error::Invalid(format!("--optimizer {o}: expected sgd or adamw")).into()),
@@ -369,14 +380,18 @@ pub fn run(a: Args) -> CmdResult {
     let hw = trainer.model.config.input_hw;
     let evals: Vec<PairEval> = eval_paths.iter().map(|p| PairEval::load(p, hw)).collect::<Result<_, _>>()?;
     let mut log = MetricsLog::open(&output.join("metrics.jsonl"))?;
-    let eval_every = a.eval_every.unwrap_or(steps_per_epoch);
+    let eval_every = a.eval_every.unwrap_or(if demo { demo_defaults::EVAL_EVERY } else { steps_per_epoch });
     let limit = a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0));
     let mut progress = Progress::new(total_steps, trainer.step, Duration::from_secs(10));
     let started = Instant::now();
     let mut images_seen = 0u64;
     let mut last_acc = None;
+    // Time spent evaluating, so that "train_seconds" counts training alone.
+    let eval_seconds = std::cell::Cell::new(0.0f64);
     let evaluate = |trainer: &mut Trainer, log: &mut MetricsLog| -> Result<Option<f64>, Error> {
         let mut first = None;
+        let eval_start = Instant::now();
+        let train_seconds = started.elapsed().as_secs_f64() - eval_seconds.get();
         for (k, ev) in evals.iter().enumerate() {
             let t0 = Instant::now();
             let r = ev.run(&trainer.model, &mut trainer.params)?;
@@ -387,6 +402,7 @@ pub fn run(a: Args) -> CmdResult {
                     ("step", trainer.step as f64),
                     ("epoch", trainer.epoch as f64),
                     ("seconds", started.elapsed().as_secs_f64()),
+                    ("train_seconds", train_seconds),
                     ("accuracy", r.report.accuracy_mean),
                     ("accuracy_std", r.report.accuracy_std),
                     ("auc", r.report.auc),
@@ -402,6 +418,7 @@ pub fn run(a: Args) -> CmdResult {
             }
             first.get_or_insert(r.report.accuracy_mean);
         }
+        eval_seconds.set(eval_seconds.get() + eval_start.elapsed().as_secs_f64());
         Ok(first)
     };
     // Invariant at an epoch's start: step == epoch * steps_per_epoch + batches already taken (resume).
@@ -464,6 +481,7 @@ pub fn run(a: Args) -> CmdResult {
         last_acc = evaluate(&mut trainer, &mut log)?.or(last_acc);
     }
     let secs = started.elapsed().as_secs_f64();
+    let train_secs = secs - eval_seconds.get();
     let model_path = output.join("model.safetensors");
     engine::model::export::export_pytorch(&model_path, &trainer.model.config, &trainer.params)?;
     crate::run_plots::write_training_plots(&output)?;
@@ -475,14 +493,16 @@ pub fn run(a: Args) -> CmdResult {
             ("steps", json!(trainer.step)),
             ("epochs", json!(trainer.epoch)),
             ("seconds", json!(secs)),
-            ("images_per_second", json!(images_seen as f64 / secs.max(1e-9))),
+            ("train_seconds", json!(train_secs)),
+            ("images_per_second", json!(images_seen as f64 / train_secs.max(1e-9))),
             ("verification_accuracy", json!(last_acc)),
         ],
     )?;
     eprintln!(
-        "done: {} steps in {:.1}s; verification accuracy {}; weights {} (PyTorch layout), checkpoint {}",
+        "done: {} steps in {:.1}s ({:.1}s training, the rest evaluation); verification accuracy {}; weights {} (PyTorch layout), checkpoint {}",
         trainer.step,
         secs,
+        train_secs,
         last_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or("n/a".into()),
         model_path.display(),
         ckpt.display()

@@ -104,6 +104,16 @@ fn raw_pixel_cosine_verification_stays_near_chance() {
     assert_eq!(raw_pixel_accuracy(&trivial).raw, 1.0);
 }
 
+/// The CPU demo trains at 32 px (the smallest size): downsampling must not make raw pixels a usable cue.
+#[test]
+fn raw_pixel_cosine_stays_near_chance_at_the_demo_size() {
+    let cfg = SynthConfig { identities: 1, images_per_identity: 1, heldout_identities: 100, pairs: 800, size: 32, seed: 12 };
+    let set = generate(&cfg).unwrap();
+    let base = raw_pixel_accuracy(&set.pairs);
+    eprintln!("raw-pixel best-threshold accuracy at 32 px on {} pairs: {base:?}", set.pairs.len());
+    assert!(base.best() <= 0.65, "raw-pixel verification at 32 px is too easy: {base:?}");
+}
+
 #[test]
 fn png_preview_has_valid_structure() {
     let dir = std::env::temp_dir().join(format!("synth-preview-{}", std::process::id()));
