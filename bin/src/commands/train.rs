@@ -113,7 +113,8 @@ pub struct Args {
     /// Steps between checkpoints (also written at each epoch's end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
-    /// Stop after this many minutes of training (evaluation and checkpointing then end the run).
+    /// Stop after this many minutes of training (evaluation time not counted); a final evaluation and
+    /// checkpoint then end the run.
     #[arg(long)]
     time_limit: Option<f64>,
     /// Skip records that fail to read or decode, counting them, instead of stopping.
@@ -210,12 +211,17 @@ pub fn run(a: Args) -> CmdResult {
         })?),
         None => None,
     };
+    // Training runs on the CPU until the CUDA backend carries a whole step: `auto` says so and goes on,
+    // an explicit `cuda` is refused (after checking the GPU opens, so a missing GPU is reported as such).
     let device = Device::parse(&a.device)?;
     if !device.is_cpu() {
-        return Err(Error::Unsupported(
-            "training on CUDA is not wired yet (the CUDA backend is under construction); use --device cpu".into(),
-        )
-        .into());
+        if a.device != "auto" {
+            return Err(Error::Unsupported(
+                "training on CUDA is not wired yet (the CUDA backend is under construction); use --device cpu".into(),
+            )
+            .into());
+        }
+        eprintln!("note: a GPU was found, but training on CUDA is not wired yet; training on the CPU");
     }
     if a.precision != "f32" {
         return Err(Error::Unsupported(format!("--precision {}: the CPU backend trains in f32", a.precision)).into());
@@ -456,7 +462,8 @@ pub fn run(a: Args) -> CmdResult {
             if trainer.step % eval_every == 0 {
                 last_acc = evaluate(&mut trainer, &mut log)?.or(last_acc);
             }
-            if limit.is_some_and(|l| progress.elapsed() >= l) {
+            let trained = progress.elapsed().saturating_sub(std::time::Duration::from_secs_f64(eval_seconds.get()));
+            if limit.is_some_and(|l| trained >= l) {
                 eprintln!("time limit reached at step {}", trainer.step);
                 break 'epochs;
             }
