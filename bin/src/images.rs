@@ -1,6 +1,7 @@
 //! Image lists for `embed` and identification: one `path [label]` per line, paths relative to the list.
 
-use datasets::image::decode;
+use datasets::image::{decode, Image};
+use datasets::loader::normalize_table;
 use engine::model::{IResNet, ParamStore};
 use engine::train::trainer::embed_with;
 use engine::{Error, Result, Tensor};
@@ -30,21 +31,29 @@ pub fn read_list(list: &Path) -> Result<Vec<(PathBuf, u64)>> {
     Ok(out)
 }
 
+/// RGB bytes normalized as the training loader does it (`datasets::loader::normalize_table`).
+pub fn normalized(data: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    let table = normalize_table();
+    data.iter().map(move |&v| table[v as usize])
+}
+
+/// Decodes an image and checks it has the model's input size; `what` names it in errors.
+pub fn decode_for_model(bytes: &[u8], hw: (usize, usize), what: &str) -> Result<Image> {
+    let img = decode(bytes).map_err(|e| Error::Io(format!("{what}: {e}")))?;
+    if (img.height, img.width) != hw {
+        return Err(Error::Io(format!(
+            "{what} is {}x{}, the model takes {}x{}",
+            img.height, img.width, hw.0, hw.1
+        )));
+    }
+    Ok(img)
+}
+
 /// Decodes and normalizes one image file to NHWC f32 values ((x/255 - 0.5) / 0.5).
 pub fn load_normalized(path: &Path, hw: (usize, usize)) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
-    let img = decode(&bytes).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    if (img.height, img.width) != hw {
-        return Err(Error::Io(format!(
-            "{}: image is {}x{}, the model takes {}x{}",
-            path.display(),
-            img.height,
-            img.width,
-            hw.0,
-            hw.1
-        )));
-    }
-    Ok(img.data.iter().map(|&v| (v as f32 / 255.0 - 0.5) / 0.5).collect())
+    let img = decode_for_model(&bytes, hw, &path.display().to_string())?;
+    Ok(normalized(&img.data).collect())
 }
 
 /// Embeddings `[N, D]` of normalized NHWC pixels, in chunks.

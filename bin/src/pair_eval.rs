@@ -1,12 +1,11 @@
 //! Verification on a pair set during and after training: images decoded and normalized once, each pair
 //! image embedded with its horizontal flip and the two embeddings summed (insightface's protocol).
 
-use datasets::image::decode;
 use datasets::verification::read_pair_set;
 use engine::eval::quality::row_norms;
 use engine::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
 use engine::model::{IResNet, ParamStore};
-use crate::images::embed_pixels;
+use crate::images::{decode_for_model, embed_pixels, normalized};
 use engine::{Error, Result};
 use std::path::Path;
 
@@ -27,10 +26,6 @@ pub struct PairEvalResult {
     pub dim: usize,
 }
 
-fn normalize(v: u8) -> f32 {
-    (v as f32 / 255.0 - 0.5) / 0.5
-}
-
 impl PairEval {
     /// Reads a `.bin` (or text pairs list); every image must decode to `hw`.
     pub fn load(path: &Path, hw: (usize, usize)) -> Result<PairEval> {
@@ -39,21 +34,11 @@ impl PairEval {
         let mut plain = Vec::with_capacity(set.images.len() * n);
         let mut flipped = Vec::with_capacity(set.images.len() * n);
         for (i, bytes) in set.images.iter().enumerate() {
-            let img = decode(bytes).map_err(|e| Error::Io(format!("{}: image {i}: {e}", path.display())))?;
-            if (img.height, img.width) != hw {
-                return Err(Error::Io(format!(
-                    "{}: image {i} is {}x{}, the model takes {}x{}",
-                    path.display(),
-                    img.height,
-                    img.width,
-                    hw.0,
-                    hw.1
-                )));
-            }
-            plain.extend(img.data.iter().map(|&v| normalize(v)));
+            let img = decode_for_model(bytes, hw, &format!("{}: image {i}", path.display()))?;
+            plain.extend(normalized(&img.data));
             for row in img.data.chunks(hw.1 * 3) {
                 for px in row.chunks(3).rev() {
-                    flipped.extend(px.iter().map(|&v| normalize(v)));
+                    flipped.extend(normalized(px));
                 }
             }
         }

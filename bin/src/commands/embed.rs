@@ -3,11 +3,11 @@
 
 use super::CmdResult;
 use crate::backbone_io::ModelSource;
-use crate::images::{embed_pixels, load_normalized, read_list};
+use crate::images::{decode_for_model, embed_pixels, load_normalized, normalized, read_list};
 use datasets::faceset::FaceSet;
-use datasets::image::decode;
+use engine::eval::quality::row_norms;
 use engine::io::safetensors::{self, SafeTensors};
-use engine::{Error, Tensor};
+use engine::Tensor;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -31,11 +31,8 @@ pub fn run(a: Args) -> CmdResult {
         let set = FaceSet::open(&a.data)?;
         for i in 0..set.len() {
             let s = set.sample(i)?;
-            let img = decode(&s.image).map_err(|e| Error::Io(format!("{}: record {i}: {e}", a.data.display())))?;
-            if (img.height, img.width) != hw {
-                return Err(Error::Io(format!("{}: record {i} is {}x{}, the model takes {}x{}", a.data.display(), img.height, img.width, hw.0, hw.1)).into());
-            }
-            px.extend(img.data.iter().map(|&v| (v as f32 / 255.0 - 0.5) / 0.5));
+            let img = decode_for_model(&s.image, hw, &format!("{}: record {i}", a.data.display()))?;
+            px.extend(normalized(&img.data));
             labels.push(s.label as i64);
         }
     } else {
@@ -46,7 +43,7 @@ pub fn run(a: Args) -> CmdResult {
     }
     let (emb, dim) = embed_pixels(&model, &mut params, &px)?;
     let n = labels.len();
-    let norms: Vec<f32> = emb.chunks(dim).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+    let norms: Vec<f32> = row_norms(&emb, dim)?.into_iter().map(|v| v as f32).collect();
     let mut st = SafeTensors::default();
     st.push("embeddings", Tensor::from_vec(emb, [n, dim])?);
     st.push("norms", Tensor::from_vec(norms, [n])?);

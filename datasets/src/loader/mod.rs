@@ -7,7 +7,7 @@ mod workers;
 
 pub use batch::{Batch, Pixels, PixelFormat};
 pub use sampler::Sampler;
-pub use workers::{EpochBatches, Loader, LoaderConfig};
+pub use workers::{normalize_table, EpochBatches, Loader, LoaderConfig};
 
 #[cfg(test)]
 mod tests;

@@ -212,7 +212,7 @@ struct Job {
 }
 
 /// insightface's normalization, ((x / 255) - 0.5) / 0.5, tabulated.
-fn normalize_table() -> [f32; 256] {
+pub fn normalize_table() -> [f32; 256] {
     std::array::from_fn(|v| (v as f32 / 255.0 - 0.5) / 0.5)
 }
 
