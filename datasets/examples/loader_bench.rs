@@ -4,6 +4,7 @@
 //!   loader_bench run DIR [THREADS]   images/s: a bare decode+flip+normalize loop, then the loader
 //!                                    (shuffled random access, batches of 128) with flip only and with
 //!                                    AdaFace's augmentations, on 1 thread and on THREADS (default: all)
+//!   loader_bench parts DIR           time per image of decoding and of each augmentation alone
 
 use datasets::augment::AugmentConfig;
 use datasets::faceset::{FaceSet, FaceSetWriter};
@@ -80,6 +81,37 @@ fn loader(set: &Arc<FaceSet>, threads: usize, augment: AugmentConfig) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Microseconds per image for each stage alone, each augmentation forced on (p = 1).
+fn parts(set: &FaceSet) {
+    use datasets::augment::{crop_zero_pad, jitter, low_resolution};
+    let n = set.len();
+    let mut imgs = Vec::with_capacity(n);
+    let t = Instant::now();
+    for i in 0..n {
+        let mut buf = Vec::new();
+        let (h, w) = decode_into(&set.sample(i).unwrap().image, &mut buf).unwrap();
+        imgs.push(Image { height: h, width: w, data: buf });
+    }
+    println!("decode: {:.1} us/image", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    let stages: [(&str, fn(&mut Image, &mut Rng)); 3] = [
+        ("crop", |i, r| {
+            crop_zero_pad(i, r);
+        }),
+        ("low resolution", |i, r| {
+            low_resolution(i, r);
+        }),
+        ("photometric", |i, r| jitter(i, r)),
+    ];
+    for (name, f) in stages {
+        let mut work = imgs.clone();
+        let t = Instant::now();
+        for (k, img) in work.iter_mut().enumerate() {
+            f(img, &mut Rng::new(k as u64));
+        }
+        println!("{name}: {:.1} us/image", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -99,6 +131,7 @@ fn main() {
                 }
             }
         }
-        _ => eprintln!("usage: loader_bench make DIR [N] | run DIR [THREADS]"),
+        Some("parts") => parts(&FaceSet::open(Path::new(&args[2])).unwrap()),
+        _ => eprintln!("usage: loader_bench make DIR [N] | run DIR [THREADS] | parts DIR"),
     }
 }

@@ -5,10 +5,12 @@
 mod crop;
 mod photometric;
 mod resize;
+mod taps;
 
 pub use crop::crop_zero_pad;
 pub use photometric::jitter;
-pub use resize::{low_resolution, resize, Filter};
+pub use resize::{low_resolution, resize};
+pub use taps::Filter;
 
 use crate::image::Image;
 use crate::rng::Rng;
@@ -62,6 +64,14 @@ pub fn augment(img: &mut Image, cfg: &AugmentConfig, rng: &mut Rng) -> Applied {
     }
     let flip = cfg.flip && rng.chance(0.5);
     Applied { flip, information }
+}
+
+/// Clamps to [0, 255] and rounds half up, as OpenCV's fixed-point u8 paths do. `max` maps NaN to 0, so the
+/// unchecked conversion (which vectorizes, unlike the saturating `as`) always sees a value in range.
+#[inline(always)]
+pub(crate) fn round_u8(v: f32) -> u8 {
+    // SAFETY: the operand is finite and within [0.5, 255.5].
+    unsafe { (v.max(0.0).min(255.0) + 0.5).to_int_unchecked::<i32>() as u8 }
 }
 
 /// Mirrors left and right in place (the batch writer usually fuses this instead).

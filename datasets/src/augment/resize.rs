@@ -1,112 +1,139 @@
-//! Separable resizing (nearest, bilinear with half-pixel centres, area/box) and AdaFace's
-//! low-resolution augmentation: down to a random side in [0.2, 1] x H, back up, each step with a random
-//! filter. (AdaFace also draws OpenCV's cubic and Lanczos; this keeps the three cheap ones.)
+//! Separable resizing of u8 RGB images with the filters of [`taps`](super::taps), and AdaFace's
+//! low-resolution augmentation: down to a random side in [0.2, 1] x H and back up, each step with one of
+//! OpenCV's five filters drawn at random (as AdaFace's `cv2.resize` calls do).
 
+use super::round_u8;
+use super::taps::{Filter, Taps};
 use crate::image::Image;
 use crate::rng::Rng;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
-    Nearest,
-    Bilinear,
-    Area,
-}
-
-const FILTERS: [Filter; 3] = [Filter::Nearest, Filter::Bilinear, Filter::Area];
-
-/// Per output position: first source index and its weights, flattened (`weights[offsets[d]..offsets[d+1]]`).
-struct Taps {
-    first: Vec<usize>,
-    offsets: Vec<usize>,
-    weights: Vec<f32>,
-}
-
-impl Taps {
-    fn new(src: usize, dst: usize, filter: Filter) -> Taps {
-        let scale = src as f64 / dst as f64;
-        let mut t = Taps { first: Vec::with_capacity(dst), offsets: vec![0], weights: Vec::new() };
-        for d in 0..dst {
-            match filter {
-                Filter::Nearest => {
-                    t.first.push(((d as f64 * scale) as usize).min(src - 1));
-                    t.weights.push(1.0);
-                }
-                Filter::Bilinear => {
-                    let x = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
-                    let i = (x as usize).min(src - 1);
-                    let f = (x - i as f64) as f32;
-                    t.first.push(i);
-                    if i + 1 < src {
-                        t.weights.extend_from_slice(&[1.0 - f, f]);
-                    } else {
-                        t.weights.push(1.0);
-                    }
-                }
-                Filter::Area => {
-                    // Exact overlap of the output pixel's footprint with each source pixel.
-                    let (a, b) = (d as f64 * scale, (d as f64 + 1.0) * scale);
-                    let first = a.floor() as usize;
-                    let last = (b.ceil() as usize).min(src);
-                    t.first.push(first);
-                    t.weights.extend((first..last).map(|s| ((b.min(s as f64 + 1.0) - a.max(s as f64)) / scale) as f32));
-                }
+/// `k`-tap resampling along one row of RGB f32 pixels: `dst[d] = sum_j w[d, j] * src[index[d, j]]`.
+/// Each tap loads 4 floats (the pixel and the next one's red, which `src` must have one float of slack
+/// for) so that it is one vector multiply-add; the fourth lane is dropped. `K` is a constant in the hot
+/// cases so the tap loop unrolls.
+#[inline(always)]
+fn resample_row<const K: usize>(src: &[f32], dst: &mut [f32], taps: &Taps) {
+    let k = if K > 0 { K } else { taps.k };
+    for ((out, idx), w) in dst.chunks_exact_mut(3).zip(taps.index.chunks_exact(k)).zip(taps.weight.chunks_exact(k)) {
+        let mut acc = [0f32; 4];
+        for j in 0..k {
+            let p = idx[j] as usize * 3;
+            let s: &[f32; 4] = src[p..p + 4].try_into().unwrap();
+            for c in 0..4 {
+                acc[c] += w[j] * s[c];
             }
-            t.offsets.push(t.weights.len());
         }
-        t
-    }
-
-    fn get(&self, d: usize) -> (usize, &[f32]) {
-        (self.first[d], &self.weights[self.offsets[d]..self.offsets[d + 1]])
+        out.copy_from_slice(&acc[..3]);
     }
 }
 
+/// Row pass over `rows` rows of `src_w` pixels (`src` has one float of slack at the end).
+#[inline(always)]
+fn resample_rows(src: &[f32], src_w: usize, rows: usize, dst: &mut [f32], dst_w: usize, taps: &Taps) {
+    for y in 0..rows {
+        let s = &src[y * src_w * 3..(y + 1) * src_w * 3 + 1];
+        let d = &mut dst[y * dst_w * 3..(y + 1) * dst_w * 3];
+        match taps.k {
+            1 => resample_row::<1>(s, d, taps),
+            2 => resample_row::<2>(s, d, taps),
+            4 => resample_row::<4>(s, d, taps),
+            8 => resample_row::<8>(s, d, taps),
+            _ => resample_row::<0>(s, d, taps),
+        }
+    }
+}
+
+/// Column pass: each output row blends whole source rows, which vectorizes (u8 or f32 sources).
+#[inline(always)]
+fn resample_cols<T: Copy + Into<f32>>(src: &[T], row: usize, dst: &mut [f32], taps: &Taps) {
+    for (y, out) in dst.chunks_exact_mut(row).enumerate() {
+        out.fill(0.0);
+        for j in 0..taps.k {
+            let wj = taps.weight[y * taps.k + j];
+            if wj == 0.0 {
+                continue;
+            }
+            let s = taps.index[y * taps.k + j] as usize;
+            for (a, &p) in out.iter_mut().zip(&src[s * row..(s + 1) * row]) {
+                *a += wj * p.into();
+            }
+        }
+    }
+}
+
+/// Per-thread reusable state: taps per (source side, output side, filter), since loader images repeat the
+/// same few sizes, and the f32 planes, so a resize neither recomputes sines nor allocates.
+#[derive(Default)]
+struct Scratch {
+    taps: HashMap<(usize, usize, Filter), Rc<Taps>>,
+    src: Vec<f32>,
+    mid: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Scratch {
+    fn taps(&mut self, src: usize, dst: usize, filter: Filter) -> Rc<Taps> {
+        self.taps.entry((src, dst, filter)).or_insert_with(|| Rc::new(Taps::new(src, dst, filter))).clone()
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Resizes to `height` x `width` with `filter`, rounding to u8 like OpenCV's u8 path (within one level).
 pub fn resize(img: &Image, height: usize, width: usize, filter: Filter) -> Image {
+    SCRATCH.with(|s| resize_with(&mut s.borrow_mut(), img, height, width, filter))
+}
+
+fn resize_with(s: &mut Scratch, img: &Image, height: usize, width: usize, filter: Filter) -> Image {
+    // Wider vectors where the CPU has them; no FMA, so results are the same bits either way.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(s: &mut Scratch, img: &Image, height: usize, width: usize, filter: Filter) -> Image {
+            resize_generic(s, img, height, width, filter)
+        }
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { avx2(s, img, height, width, filter) };
+    }
+    resize_generic(s, img, height, width, filter)
+}
+
+#[inline(always)]
+fn resize_generic(s: &mut Scratch, img: &Image, height: usize, width: usize, filter: Filter) -> Image {
     let (sh, sw) = (img.height, img.width);
-    let tx = Taps::new(sw, width, filter);
-    let ty = Taps::new(sh, height, filter);
-    // Horizontal pass into f32 rows, then vertical pass.
-    let mut mid = vec![0f32; sh * width * 3];
-    for y in 0..sh {
-        let src = &img.data[y * sw * 3..(y + 1) * sw * 3];
-        let dst = &mut mid[y * width * 3..(y + 1) * width * 3];
-        for x in 0..width {
-            let (first, w) = tx.get(x);
-            let mut acc = [0f32; 3];
-            for (k, &wk) in w.iter().enumerate() {
-                let p = &src[(first + k) * 3..(first + k) * 3 + 3];
-                acc[0] += wk * p[0] as f32;
-                acc[1] += wk * p[1] as f32;
-                acc[2] += wk * p[2] as f32;
-            }
-            dst[x * 3..x * 3 + 3].copy_from_slice(&acc);
-        }
+    let tx = s.taps(sw, width, filter);
+    let ty = s.taps(sh, height, filter);
+    let Scratch { src, mid, out: out_f, .. } = s;
+    out_f.resize(height * width * 3 + 1, 0.0);
+    // The row pass gathers (more work per tap), so it runs on whichever side has fewer rows.
+    if height < sh {
+        mid.resize(height * sw * 3 + 1, 0.0);
+        resample_cols(&img.data, sw * 3, &mut mid[..height * sw * 3], &ty);
+        resample_rows(mid, sw, height, out_f, width, &tx);
+    } else {
+        src.resize(sh * sw * 3 + 1, 0.0);
+        src.iter_mut().zip(&img.data).for_each(|(m, &v)| *m = v as f32);
+        mid.resize(sh * width * 3, 0.0);
+        resample_rows(src, sw, sh, mid, width, &tx);
+        resample_cols(mid, width * 3, &mut out_f[..height * width * 3], &ty);
     }
-    let row = width * 3;
     let mut out = Image::new(height, width);
-    let mut acc = vec![0f32; row];
-    for y in 0..height {
-        let (first, w) = ty.get(y);
-        acc.fill(0.0);
-        for (k, &wk) in w.iter().enumerate() {
-            let src = &mid[(first + k) * row..(first + k + 1) * row];
-            for (a, &s) in acc.iter_mut().zip(src) {
-                *a += wk * s;
-            }
-        }
-        for (o, &a) in out.data[y * row..(y + 1) * row].iter_mut().zip(&acc) {
-            *o = (a.clamp(0.0, 255.0) + 0.5) as u8;
-        }
-    }
+    out.data.iter_mut().zip(out_f.iter()).for_each(|(o, &v)| *o = round_u8(v));
     out
 }
+
 
 /// Returns the side ratio used (AdaFace's resolution information ratio).
 pub fn low_resolution(img: &mut Image, rng: &mut Rng) -> f32 {
     let ratio = rng.range(0.2, 1.0);
     let side = ((ratio * img.height as f64) as usize).max(1);
-    let down = FILTERS[rng.below(3) as usize];
-    let up = FILTERS[rng.below(3) as usize];
+    let down = Filter::ALL[rng.below(5) as usize];
+    let up = Filter::ALL[rng.below(5) as usize];
     let small = resize(img, side, side, down);
     *img = resize(&small, img.height, img.width, up);
     ratio as f32
@@ -119,7 +146,7 @@ mod tests {
     #[test]
     fn constant_images_stay_constant_and_identity_is_exact() {
         let flat = Image::from_rgb(9, 7, vec![77; 189]);
-        for f in FILTERS {
+        for f in Filter::ALL {
             assert!(resize(&flat, 4, 3, f).data.iter().all(|&v| v == 77), "{f:?}");
             assert!(resize(&flat, 13, 20, f).data.iter().all(|&v| v == 77), "{f:?}");
             let img = Image::from_rgb(3, 2, (0..18).map(|i| i as u8 * 10).collect());
