@@ -2,12 +2,14 @@
 //! threads decode, augment and normalize ahead of the trainer through bounded queues.
 
 mod batch;
+mod normalize;
 mod sampler;
 mod workers;
 
 pub use batch::{Batch, Pixels, PixelFormat};
 pub use sampler::Sampler;
-pub use workers::{normalize_table, EpochBatches, Loader, LoaderConfig};
+pub use normalize::{extend_normalized, normalize_table};
+pub use workers::{EpochBatches, Loader, LoaderConfig};
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! depend on T (each sample's randomness comes from (seed, epoch, sample position)).
 
 use super::batch::{Batch, PixelFormat, Pixels};
+use super::normalize::extend_normalized;
 use super::sampler::Sampler;
 use crate::augment::{augment, AugmentConfig};
 use crate::error::{DataError, Result};
@@ -211,11 +212,6 @@ struct Job {
     width: usize,
 }
 
-/// insightface's normalization, ((x / 255) - 0.5) / 0.5, tabulated.
-pub fn normalize_table() -> [f32; 256] {
-    std::array::from_fn(|v| (v as f32 / 255.0 - 0.5) / 0.5)
-}
-
 impl Job {
     fn build(&self, b: usize, scratch: &mut Vec<u8>) -> Result<Batch> {
         let bs = self.cfg.batch_size;
@@ -236,7 +232,6 @@ impl Job {
             information: Vec::with_capacity(positions.len()),
             skipped: Vec::new(),
         };
-        let table = normalize_table();
         for &pos in positions {
             let key = self.set.image_keys()[pos];
             let (label, flip, information) = match self.load(pos, scratch) {
@@ -249,15 +244,7 @@ impl Job {
             };
             let row = w * 3;
             match &mut batch.pixels {
-                Pixels::F32(out) => {
-                    for src in scratch.chunks_exact(row) {
-                        if flip {
-                            out.extend(src.chunks_exact(3).rev().flat_map(|p| [table[p[0] as usize], table[p[1] as usize], table[p[2] as usize]]));
-                        } else {
-                            out.extend(src.iter().map(|&v| table[v as usize]));
-                        }
-                    }
-                }
+                Pixels::F32(out) => extend_normalized(out, scratch, row, flip),
                 Pixels::U8(out) => {
                     for src in scratch.chunks_exact(row) {
                         if flip {
