@@ -98,10 +98,13 @@ mod tests {
                 assert!(p[0] == p[1] && p[1] == p[2], "{p:?}");
             }
         }
-        let mut img = Image::from_rgb(1, 2, vec![255, 0, 0, 0, 0, 255]);
-        let before = img.clone();
-        jitter(&mut img, &mut Rng::new(5));
-        assert_ne!(img, before);
+        // Mid-range colours: every factor away from 1 moves them (saturated ones can stay put).
+        for seed in 0..10 {
+            let mut img = Image::from_rgb(1, 2, vec![200, 100, 50, 60, 120, 180]);
+            let before = img.clone();
+            jitter(&mut img, &mut Rng::new(seed));
+            assert_ne!(img, before, "seed {seed}");
+        }
     }
 
     #[test]

@@ -1,19 +1,11 @@
-//! The generator's own seeded random numbers (SplitMix64 seeding xoshiro256**). `datasets` does not
-//! depend on `engine`, so it carries this small copy; every image gets an independent stream derived
-//! from (seed, purpose, indices), which makes parallel generation deterministic in any order.
+//! The generator's random numbers: the shared xoshiro256** ([`crate::rng::Rng`]) with f32 helpers tuned for
+//! image synthesis. Every image gets an independent stream derived from (seed, purpose, indices), which
+//! makes parallel generation deterministic in any order.
+
+use crate::rng::{splitmix, Rng};
 
 #[derive(Debug, Clone)]
-pub struct SynthRng {
-    s: [u64; 4],
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub struct SynthRng(Rng);
 
 /// Purposes of derived streams; distinct tags keep identities, images and pairs independent.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +18,7 @@ pub enum Stream {
 
 impl SynthRng {
     pub fn new(seed: u64) -> SynthRng {
-        let mut x = seed;
-        SynthRng { s: [splitmix(&mut x), splitmix(&mut x), splitmix(&mut x), splitmix(&mut x)] }
+        SynthRng(Rng::new(seed))
     }
 
     /// An independent generator for one (purpose, a, b) under `seed`.
@@ -42,15 +33,7 @@ impl SynthRng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        r
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
