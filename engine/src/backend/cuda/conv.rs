@@ -1,7 +1,9 @@
 //! 2-D convolutions through cuDNN on NHWC activations and OHWI weights (cuDNN's NHWC filter layout,
 //! KRSC, is OHWI). f32 runs with FMA math (no TF32) so it matches the CPU; bf16/fp16 use the tensor
-//! cores with f32 accumulation. The algorithm for each (direction, shapes, dtype) is chosen once by
-//! cuDNN's heuristics and cached; one workspace buffer grows to the largest need.
+//! cores with f32 accumulation. The algorithm for each (direction, shapes, dtype) is chosen once, by
+//! timing every algorithm cuDNN accepts on the first call's own tensors (cuDNN's heuristic choice when
+//! none can be timed, or with FACETRAIN_CUDNN_HEURISTIC set), and cached; one workspace buffer grows to
+//! the largest need.
 
 use super::alloc::DeviceBuffer;
 use super::{CudaContext, CudaStorage};
@@ -13,6 +15,7 @@ use cudarc::cudnn::sys::{
     cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
 };
 use cudarc::cudnn::{ConvBackwardData, ConvBackwardFilter, ConvForward, Cudnn, CudnnDataType};
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaStream;
 use half::{bf16, f16};
 use std::collections::HashMap;
@@ -166,45 +169,139 @@ fn run_locked<T: CudnnDataType + Copy>(
     let fwd = ConvForward { conv: &d.conv, x: &d.x, w: &d.w, y: &d.y };
     let bwd_data = ConvBackwardData { conv: &d.conv, dx: &d.x, w: &d.w, dy: &d.y };
     let bwd_filter = ConvBackwardFilter { conv: &d.conv, x: &d.x, dw: &d.w, dy: &d.y };
-    let (algo, ws) = match cached {
-        Some(v) => v,
-        None => {
-            let v = match dir {
-                Direction::Forward => {
-                    let a = fwd.pick_algorithm().map_err(e)?;
-                    (Algo::Fwd(a), fwd.get_workspace_size(a).map_err(e)?)
-                }
-                Direction::BackwardData => {
-                    let a = bwd_data.pick_algorithm().map_err(e)?;
-                    (Algo::Data(a), bwd_data.get_workspace_size(a).map_err(e)?)
-                }
-                Direction::BackwardFilter => {
-                    let a = bwd_filter.pick_algorithm().map_err(e)?;
-                    (Algo::Filter(a), bwd_filter.get_workspace_size(a).map_err(e)?)
-                }
-            };
-            ctx.conv.algos.lock().map_err(|_| Error::Device("cuDNN cache lock poisoned".into()))?.insert(key, v);
-            v
-        }
-    };
-    let mut ws_guard = ctx.conv.workspace.lock().map_err(|_| Error::Device("workspace lock poisoned".into()))?;
-    if ws > 0 && ws_guard.as_ref().map(|b| b.bytes() < ws).unwrap_or(true) {
-        *ws_guard = None; // back to the pool before the larger one is taken
-        *ws_guard = Some(ctx.pool.alloc(ws)?);
-    }
-    let mut ws_view = if ws > 0 { ws_guard.as_mut().map(|b| b.slice_mut().slice_mut(..ws)) } else { None };
     let (av, bv) = (a.view::<T>()?, b.view::<T>()?);
     let mut ov = out.view_mut::<T>()?;
-    // SAFETY: descriptors were built from the tensors' checked shapes and dtype.
-    unsafe {
-        match algo {
-            Algo::Fwd(al) => fwd.launch(al, ws_view.as_mut(), (one, zero), &av, &bv, &mut ov),
-            Algo::Data(al) => bwd_data.launch(al, ws_view.as_mut(), (one, zero), &mut ov, &bv, &av),
-            Algo::Filter(al) => bwd_filter.launch(al, ws_view.as_mut(), (one, zero), &bv, &mut ov, &av),
+    let mut ws_guard = ctx.conv.workspace.lock().map_err(|_| Error::Device("workspace lock poisoned".into()))?;
+    let mut launch = |(algo, ws): (Algo, usize), ov: &mut cudarc::driver::CudaViewMut<'_, T>| -> Result<()> {
+        if ws > 0 && ws_guard.as_ref().map(|b| b.bytes() < ws).unwrap_or(true) {
+            *ws_guard = None; // back to the pool before the larger one is taken
+            *ws_guard = Some(ctx.pool.alloc(ws)?);
+        }
+        let mut ws_view = if ws > 0 { ws_guard.as_mut().map(|b| b.slice_mut().slice_mut(..ws)) } else { None };
+        // SAFETY: descriptors were built from the tensors' checked shapes and dtype; the workspace holds
+        // at least the `ws` bytes cuDNN asked for this algorithm.
+        unsafe {
+            match algo {
+                Algo::Fwd(al) => fwd.launch(al, ws_view.as_mut(), (one, zero), &av, &bv, ov),
+                Algo::Data(al) => bwd_data.launch(al, ws_view.as_mut(), (one, zero), ov, &bv, &av),
+                Algo::Filter(al) => bwd_filter.launch(al, ws_view.as_mut(), (one, zero), &bv, ov, &av),
+            }
+        }
+        .map_err(e)
+    };
+    if let Some(choice) = cached {
+        return launch(choice, &mut ov);
+    }
+    // First time for this shape: time every algorithm cuDNN accepts and keep the fastest.
+    let mut candidates = Vec::new();
+    match dir {
+        Direction::Forward => {
+            for al in FWD_ALGOS {
+                if let Ok(ws) = fwd.get_workspace_size(al) {
+                    candidates.push((Algo::Fwd(al), ws));
+                }
+            }
+        }
+        Direction::BackwardData => {
+            for al in DATA_ALGOS {
+                if let Ok(ws) = bwd_data.get_workspace_size(al) {
+                    candidates.push((Algo::Data(al), ws));
+                }
+            }
+        }
+        Direction::BackwardFilter => {
+            for al in FILTER_ALGOS {
+                if let Ok(ws) = bwd_filter.get_workspace_size(al) {
+                    candidates.push((Algo::Filter(al), ws));
+                }
+            }
         }
     }
-    .map_err(e)
+    let heuristic = || -> Result<(Algo, usize)> {
+        Ok(match dir {
+            Direction::Forward => {
+                let a = fwd.pick_algorithm().map_err(e)?;
+                (Algo::Fwd(a), fwd.get_workspace_size(a).map_err(e)?)
+            }
+            Direction::BackwardData => {
+                let a = bwd_data.pick_algorithm().map_err(e)?;
+                (Algo::Data(a), bwd_data.get_workspace_size(a).map_err(e)?)
+            }
+            Direction::BackwardFilter => {
+                let a = bwd_filter.pick_algorithm().map_err(e)?;
+                (Algo::Filter(a), bwd_filter.get_workspace_size(a).map_err(e)?)
+            }
+        })
+    };
+    let measure = std::env::var_os("FACETRAIN_CUDNN_HEURISTIC").is_none();
+    let mut best: Option<((Algo, usize), f32)> = None;
+    for &cand in candidates.iter().filter(|c| measure && c.1 <= WORKSPACE_LIMIT) {
+        // One untimed run (it also rejects algorithms that cannot run this case), then one timed.
+        if launch(cand, &mut ov).is_err() {
+            continue;
+        }
+        let timed = (|| -> Result<f32> {
+            let err = super::driver_err("timing a cuDNN algorithm");
+            let start = ctx.conv.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(&err)?;
+            launch(cand, &mut ov)?;
+            let end = ctx.conv.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(&err)?;
+            start.elapsed_ms(&end).map_err(&err)
+        })();
+        if let Ok(ms) = timed {
+            if best.is_none_or(|(_, b)| ms < b) {
+                best = Some((cand, ms));
+            }
+        }
+    }
+    let choice = match best {
+        Some((c, _)) => c,
+        None => heuristic()?,
+    };
+    ctx.conv.algos.lock().map_err(|_| Error::Device("cuDNN cache lock poisoned".into()))?.insert(key, choice);
+    launch(choice, &mut ov)
 }
+
+/// Algorithms whose workspace exceeds this are not tried (some FFT variants ask for gigabytes).
+const WORKSPACE_LIMIT: usize = 512 << 20;
+
+const FWD_ALGOS: [cudnnConvolutionFwdAlgo_t; 8] = {
+    use cudnnConvolutionFwdAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+    ]
+};
+
+const DATA_ALGOS: [cudnnConvolutionBwdDataAlgo_t; 6] = {
+    use cudnnConvolutionBwdDataAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
+    ]
+};
+
+const FILTER_ALGOS: [cudnnConvolutionBwdFilterAlgo_t; 7] = {
+    use cudnnConvolutionBwdFilterAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
+    ]
+};
 
 fn dispatch(
     ctx: &Arc<CudaContext>,
