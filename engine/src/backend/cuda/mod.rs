@@ -273,6 +273,18 @@ impl Backend for CudaContext {
     fn l2_normalize_rows_backward(&self, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
         ops::l2_normalize_rows_backward(&self.me(y)?, dy, y, norms)
     }
+    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+        ops::l2_normalize_rows_backward_eps(&self.me(y)?, dy, y, norms, eps)
+    }
+    fn mul_channels(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        ops::per_channel_op(&self.me(x)?, x, s, true)
+    }
+    fn add_channels(&self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        ops::per_channel_op(&self.me(x)?, x, b, false)
+    }
+    fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        ops::scale_rows(&self.me(x)?, x, s)
+    }
 }
 
 #[cfg(test)]
