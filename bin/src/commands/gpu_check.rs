@@ -10,6 +10,8 @@ use engine::backend::cuda::head::{self, launch as mh, HeadParams};
 use engine::backend::cuda::{ops as cops, train_ops, CudaContext};
 use engine::backend::{Backend, BinaryOp, Conv2dParams, UnaryOp};
 use engine::rng::Rng;
+use engine::train::gpu_parity;
+use engine::train::trainer::{OptimizerChoice, Trainer};
 use engine::{DType, Device, Error, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +39,13 @@ pub struct Args {
     /// Classes per block of the chunked head.
     #[arg(long, default_value_t = 16384)]
     block: usize,
+    /// Instead of the checks, train the small backbone on the generated demo set for this many steps on
+    /// the GPU (f32): the loss must fall, and the held-out pairs' verification accuracy is reported.
+    #[arg(long)]
+    train_demo: Option<u64>,
+    /// Where the demo set is generated (once) for --train-demo.
+    #[arg(long, default_value = ".cache/demo")]
+    cache: PathBuf,
 }
 
 struct Check {
@@ -118,8 +127,11 @@ pub fn run(a: Args) -> CmdResult {
     if a.bench_head {
         return bench_head(&gpu, &dev, &a);
     }
+    if let Some(steps) = a.train_demo {
+        return train_demo(&gpu, &dev, steps, &a);
+    }
     let mut r = Run { gpu, dev, rng: Rng::new(a.seed), checks: Vec::new() };
-    let sections: [(&str, fn(&mut Run) -> R<()>); 9] = [
+    let sections: [(&str, fn(&mut Run) -> R<()>); 13] = [
         ("elementwise", elementwise),
         ("reductions", reductions),
         ("matmul", matmul),
@@ -129,6 +141,13 @@ pub fn run(a: Args) -> CmdResult {
         ("optimizers / amp / input", training),
         ("margin head", margin_head),
         ("allocator", allocator),
+        ("broadcasts / l2 backward (training ops)", |r| parity(r, gpu_parity::broadcast_ops(&r.dev.clone(), 41)?)),
+        ("head through heads::loss", |r| parity(r, gpu_parity::head_losses(&r.dev.clone(), 42, HEADS)?)),
+        ("optimizers through the Optimizer trait", |r| parity(r, gpu_parity::optimizer_steps(&r.dev.clone(), 43)?)),
+        ("IResNet training step", |r| {
+            let cfg = gpu_parity::small_config(20, OptimizerChoice::Sgd);
+            parity(r, gpu_parity::backbone_step(&r.dev.clone(), &cfg, 16, 3)?)
+        }),
     ];
     let mut errors = Vec::new();
     for (name, f) in sections {
@@ -174,6 +193,95 @@ fn write_report(path: &PathBuf, r: &Run, errors: &[String]) -> R<()> {
     let tmp = path.with_extension("md.tmp");
     std::fs::write(&tmp, s).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Heads checked through `heads::loss` on the GPU: the margin_head.cu ones and two host fallbacks.
+const HEADS: &[&str] = &["softmax", "cosface", "arcface", "combined", "sphereface", "curricularface", "adaface"];
+
+/// Records the device-vs-CPU comparisons of `engine::train::gpu_parity`.
+fn parity(r: &mut Run, checks: Vec<gpu_parity::Compared>) -> R<()> {
+    for c in checks {
+        println!("{:<44} {:>11.3e}  (threshold {:.0e}, CPU backend) {}", c.name, c.err, c.tol, if c.ok() { "ok" } else { "FAIL" });
+        r.checks.push(Check { name: c.name, err: c.err, tol: c.tol, reference: "CPU backend" });
+    }
+    Ok(())
+}
+
+/// `--train-demo STEPS`: the demo's data path (generated set, loader with u8 batches normalized on the
+/// GPU) and the small backbone with CosFace and AdamW on the GPU; passes when the mean loss of the last
+/// 20 steps is under half that of the first 20.
+fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> CmdResult {
+    use crate::demo_defaults;
+    use datasets::augment::AugmentConfig;
+    use datasets::loader::{Loader, LoaderConfig, PixelFormat, Pixels};
+    use std::time::Instant;
+    let set = datasets::demo::ensure_demo_set(&a.cache, &demo_defaults::synth_config())?;
+    let faceset = Arc::new(datasets::faceset::FaceSet::open(&set.train)?);
+    let classes = faceset.classes().ok_or("demo set without a class count")? as usize;
+    let mut cfg = gpu_parity::small_config(classes, OptimizerChoice::AdamW);
+    cfg.backbone.input_hw = (demo_defaults::SIZE, demo_defaults::SIZE);
+    cfg.head_params.s = Some(demo_defaults::HEAD_S);
+    cfg.lr = demo_defaults::LR;
+    cfg.grad_clip = None;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let loader = Loader::new(
+        faceset,
+        LoaderConfig {
+            batch_size: demo_defaults::BATCH_SIZE,
+            seed: a.seed,
+            threads,
+            prefetch: 2 * threads,
+            augment: AugmentConfig::flip_only(),
+            format: PixelFormat::U8,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let mut trainer = Trainer::new(cfg)?;
+    trainer.to_device(dev)?;
+    let (h, w) = trainer.model.config.input_hw;
+    let mut losses = Vec::new();
+    let mut images = 0usize;
+    let t0 = Instant::now();
+    'run: for epoch in 0.. {
+        for batch in loader.epoch(epoch) {
+            let batch = batch?;
+            let Pixels::U8(px) = batch.pixels else { return Err("loader returned f32 pixels".into()) };
+            let n = batch.labels.len();
+            let x = train_ops::images_to_nhwc(gpu, &px, n, h, w, &vec![false; n], DType::F32)?;
+            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            losses.push(trainer.train_step(&x, &labels)?.loss);
+            images += n;
+            if losses.len() as u64 >= steps {
+                break 'run;
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let pairs = crate::pair_eval::PairEval::load(&set.pairs, (h, w))?;
+    let acc = pairs.run(&trainer.model, &mut trainer.params)?.report.accuracy_mean;
+    let (first, last) = gpu_parity::ends(&losses, 20);
+    let ok = losses.iter().all(|l| l.is_finite()) && last < 0.5 * first;
+    let text = format!(
+        "| steps | batch | images/s (incl. loading) | loss, first 20 | loss, last 20 | held-out pair accuracy | result |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {} | {} | {:.0} | {first:.3} | {last:.3} | {:.4} | {} |\n",
+        losses.len(),
+        demo_defaults::BATCH_SIZE,
+        images as f64 / secs.max(1e-9),
+        acc,
+        if ok { "pass" } else { "FAIL" }
+    );
+    print!("{text}");
+    if let Some(dir) = a.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = a.report.with_extension("md.tmp");
+    std::fs::write(&tmp, format!("# demo training on {} (f32)\n\n{text}", gpu.device_name()))?;
+    std::fs::rename(&tmp, &a.report)?;
+    if !ok {
+        return Err(format!("the demo loss did not fall by half: {first:.3} -> {last:.3}").into());
+    }
     Ok(())
 }
 

@@ -104,9 +104,9 @@ fn cuda_context(t: &Tensor) -> Result<Arc<CudaContext>> {
     }
 }
 
-/// Class blocks `[j0, j1)` so that each `[batch, nb]` cosine block stays under `MAX_BLOCK_ELEMS`.
-pub fn class_blocks(batch: usize, classes: usize) -> Vec<(usize, usize)> {
-    let nb = (MAX_BLOCK_ELEMS / batch.max(1)).clamp(1, classes.max(1));
+/// Class blocks `[j0, j1)` so that each `[batch, nb]` cosine block stays under `max_elems`.
+pub fn class_blocks(batch: usize, classes: usize, max_elems: usize) -> Vec<(usize, usize)> {
+    let nb = (max_elems / batch.max(1)).clamp(1, classes.max(1));
     (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect()
 }
 
@@ -117,6 +117,18 @@ pub fn step_on_device(
     labels: &[i64],
     hp: &KernelParams,
     grad: bool,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    step_on_device_blocked(x, w, labels, hp, grad, MAX_BLOCK_ELEMS)
+}
+
+/// `step_on_device` with cosine blocks of at most `max_block_elems` (checks force several blocks).
+pub fn step_on_device_blocked(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    hp: &KernelParams,
+    grad: bool,
+    max_block_elems: usize,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let ctx = cuda_context(x)?;
     let be: &dyn Backend = ctx.as_ref();
@@ -131,7 +143,7 @@ pub fn step_on_device(
     let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
     let cy = launch::gather_cy(&ctx, &xh, &wh, 0, &lab, &be.zeros(&[b].into(), DType::F32)?)?;
     let terms = launch::target(&ctx, &cy, None, None, hp)?;
-    let blocks = class_blocks(b, classes);
+    let blocks = class_blocks(b, classes, max_block_elems);
     let whole = blocks.len() == 1;
     let block_w = |j0: usize, j1: usize| -> Result<Tensor> {
         if whole {
@@ -277,8 +289,8 @@ mod tests {
 
     #[test]
     fn class_blocks_cover_every_class_once() {
-        assert_eq!(class_blocks(128, 600), vec![(0, 600)]);
-        let b = class_blocks(1 << 20, 200);
+        assert_eq!(class_blocks(128, 600, MAX_BLOCK_ELEMS), vec![(0, 600)]);
+        let b = class_blocks(1 << 20, 200, MAX_BLOCK_ELEMS);
         assert_eq!(b.len(), 4);
         assert_eq!(b.first().unwrap().0, 0);
         assert_eq!(b.last().unwrap().1, 200);
