@@ -20,6 +20,7 @@ use engine::optim::LrSchedule;
 use engine::train::metrics::{write_summary, MetricsLog, Progress};
 use engine::train::presets::{self, Preset, Schedule};
 use engine::train::trainer::{OptimizerChoice, Trainer, TrainerConfig};
+use engine::backend::cuda::{self, CudaContext};
 use engine::{Device, Error, Tensor};
 use serde_json::json;
 use std::path::PathBuf;
@@ -213,9 +214,28 @@ pub fn run(a: Args) -> CmdResult {
     };
     // `cuda[:N]` opens the GPU or says why it cannot (never a panic); `auto` takes GPU 0 when one opens.
     // On the GPU the step runs in f32 (mixed precision there is not wired yet).
-    let device = Device::parse(&a.device)?;
+    let device = match a.device.as_str() {
+        "auto" => match CudaContext::open(0) {
+            Ok(ctx) => Device::Cuda(ctx),
+            Err(e) => {
+                // Say why only where a GPU was plausibly meant to be used.
+                if cuda::driver_present() {
+                    eprintln!("note: a CUDA driver is present but no GPU could be used ({e}); training on the CPU");
+                }
+                Device::Cpu
+            }
+        },
+        other => Device::parse(other)?,
+    };
     if let Device::Cuda(ctx) = &device {
-        eprintln!("training on cuda:{} ({}, sm_{})", ctx.ordinal(), ctx.device_name(), ctx.arch());
+        if a.precision != "f32" {
+            return Err(Error::Unsupported(format!(
+                "--precision {} on the GPU is not wired yet (the GPU trains in f32): use --precision f32, or --device cpu",
+                a.precision
+            ))
+            .into());
+        }
+        eprintln!("training on cuda:{} ({}, sm_{}) in f32", ctx.ordinal(), ctx.device_name(), ctx.arch());
     }
     if a.precision != "f32" {
         return Err(Error::Unsupported(format!("--precision {}: the CPU backend trains in f32", a.precision)).into());

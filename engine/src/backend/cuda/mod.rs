@@ -25,6 +25,12 @@ use alloc::{Pool, PoolStats};
 use cudarc::driver::CudaStream;
 use std::sync::{Arc, Weak};
 
+/// Whether libcuda can be loaded (no symbol is called): false on machines without an NVIDIA driver.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
 /// One GPU and everything the backend keeps for it.
 pub struct CudaContext {
     /// This context's own Arc, so `&self` methods (the Backend trait) can hand it to new storage.
