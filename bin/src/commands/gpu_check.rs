@@ -142,7 +142,7 @@ pub fn run(a: Args) -> CmdResult {
         ("margin head", margin_head),
         ("allocator", allocator),
         ("broadcasts / l2 backward (training ops)", |r| parity(r, gpu_parity::broadcast_ops(&r.dev.clone(), 41)?)),
-        ("head through heads::loss", |r| parity(r, gpu_parity::head_losses(&r.dev.clone(), 42, HEADS)?)),
+        ("head through heads::loss", |r| parity(r, gpu_parity::head_losses(&r.dev.clone(), 42, &engine::heads::names())?)),
         ("optimizers through the Optimizer trait", |r| parity(r, gpu_parity::optimizer_steps(&r.dev.clone(), 43)?)),
         ("IResNet training step", |r| {
             let cfg = gpu_parity::small_config(20, OptimizerChoice::Sgd);
@@ -196,8 +196,6 @@ fn write_report(path: &PathBuf, r: &Run, errors: &[String]) -> R<()> {
     Ok(())
 }
 
-/// Heads checked through `heads::loss` on the GPU: the margin_head.cu ones and two host fallbacks.
-const HEADS: &[&str] = &["softmax", "cosface", "arcface", "combined", "sphereface", "curricularface", "adaface"];
 
 /// Records the device-vs-CPU comparisons of `engine::train::gpu_parity`.
 fn parity(r: &mut Run, checks: Vec<gpu_parity::Compared>) -> R<()> {

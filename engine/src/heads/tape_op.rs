@@ -75,8 +75,9 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
     ))
 }
 
-/// The head on a CUDA device: margin_head.cu for the heads it expresses, else the CPU reference on host
-/// copies. The node's backward scales the stored gradients on the device (no host read of the seed).
+/// The head on a CUDA device: margin_head.cu with fixed parameters for the heads it expresses alone, else
+/// with per-row plans from the head's host code. The node's backward scales the stored gradients on the
+/// device (no host read of the seed).
 #[allow(clippy::too_many_arguments)]
 fn device_loss(
     tape: &mut Tape,
@@ -91,7 +92,7 @@ fn device_loss(
     let (b, _) = x.shape().matrix("head loss (embeddings)")?;
     let (value, grads) = match device::kernel_params(head, b) {
         Some(hp) => device::step_on_device(x, w, labels, &hp, grad)?,
-        None => device::host_fallback(x, w, labels, head, grad)?,
+        None => device::step_with_row_plans(x, w, labels, head, grad, device::MAX_BLOCK_ELEMS)?,
     };
     let grads = grads.unwrap_or_else(|| (x.clone(), w.clone()));
     Ok(tape.push(
