@@ -43,6 +43,16 @@ pub struct Args {
     /// the GPU (f32): the loss must fall, and the held-out pairs' verification accuracy is reported.
     #[arg(long)]
     train_demo: Option<u64>,
+    /// Instead of the checks, time whole f32 training steps (forward, ArcFace head over --classes, backward,
+    /// SGD) of --backbone at --batch on random 112x112 data.
+    #[arg(long)]
+    bench_train: bool,
+    /// Backbone of --bench-train.
+    #[arg(long, default_value = "r50")]
+    backbone: String,
+    /// Timed steps of --bench-train (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
     /// Where the demo set is generated (once) for --train-demo.
     #[arg(long, default_value = ".cache/demo")]
     cache: PathBuf,
@@ -126,6 +136,9 @@ pub fn run(a: Args) -> CmdResult {
     println!("gpu-check on {} (sm_{}), seed {}", gpu.device_name(), gpu.arch(), a.seed);
     if a.bench_head {
         return bench_head(&gpu, &dev, &a);
+    }
+    if a.bench_train {
+        return bench_train(&gpu, &dev, &a);
     }
     if let Some(steps) = a.train_demo {
         return train_demo(&gpu, &dev, steps, &a);
@@ -280,6 +293,77 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
     if !ok {
         return Err(format!("the demo loss did not fall by half: {first:.3} -> {last:.3}").into());
     }
+    Ok(())
+}
+
+/// `--bench-train`: median time of whole f32 training steps on the GPU (the loss read each step is the
+/// step's only host synchronisation besides the non-finite check).
+fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
+    use engine::model::IResNetConfig;
+    use engine::optim::LrSchedule;
+    use engine::train::trainer::TrainerConfig;
+    use std::time::Instant;
+    let backbone = IResNetConfig::by_name(&a.backbone)?;
+    let (h, w) = backbone.input_hw;
+    let gflop_fwd = backbone.forward_gflops();
+    let cfg = TrainerConfig {
+        backbone,
+        backbone_name: a.backbone.clone(),
+        head: "arcface".into(),
+        head_params: engine::heads::HeadParams::default(),
+        num_classes: a.classes,
+        optimizer: OptimizerChoice::Sgd,
+        lr: 0.1,
+        schedule: LrSchedule::Constant,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        no_bn_weight_decay: false,
+        grad_clip: None,
+        seed: a.seed,
+    };
+    let mut t = Trainer::new(cfg)?;
+    t.to_device(dev)?;
+    let mut rng = Rng::new(a.seed);
+    let b = a.batch;
+    let px: Vec<f32> = (0..b * h * w * 3).map(|_| rng.normal() as f32).collect();
+    let x = Tensor::from_vec(px, [b, h, w, 3])?.to_device(dev)?;
+    let labels: Vec<i64> = (0..b).map(|_| rng.below(a.classes as u64) as i64).collect();
+    for _ in 0..2 {
+        t.train_step(&x, &labels)?;
+    }
+    let mut times = Vec::new();
+    let mut loss = 0.0;
+    for _ in 0..a.steps.max(1) {
+        gpu.synchronize()?;
+        let t0 = Instant::now();
+        loss = t.train_step(&x, &labels)?.loss;
+        gpu.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|p, q| p.total_cmp(q));
+    let med = times[times.len() / 2];
+    if !loss.is_finite() {
+        return Err(format!("training loss is {loss}").into());
+    }
+    // Backward costs about twice the forward (data and filter gradients).
+    let tflops = 3.0 * gflop_fwd * b as f64 / med / 1e3;
+    let held = gpu.pool_stats().bytes_held as f64 / (1 << 30) as f64;
+    let text = format!(
+        "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | pool GiB held | loss |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | engine {} f32 + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n",
+        a.backbone,
+        a.classes,
+        b as f64 / med,
+        med * 1e3,
+    );
+    print!("{text}");
+    if let Some(dir) = a.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = a.report.with_extension("md.tmp");
+    std::fs::write(&tmp, format!("# f32 training step on {}\n\n{text}", gpu.device_name()))?;
+    std::fs::rename(&tmp, &a.report)?;
     Ok(())
 }
 
