@@ -367,6 +367,26 @@ mod tests {
 
     #[test]
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+    fn gpu_non_finite_step_never_reaches_the_weights() {
+        let cfg = tiny(3);
+        let mut t = Trainer::new(cfg.clone()).unwrap();
+        t.to_device(&gpu()).unwrap();
+        let mut rng = Rng::new(4);
+        let x = randn(&mut rng, &[4, 16, 16, 3], 1.0).unwrap();
+        t.train_step(&x, &[0, 1, 2, 0]).unwrap();
+        let snap = |t: &Trainer| -> Vec<Vec<f64>> { t.params.entries().iter().map(|e| e.value.to_f64_vec().unwrap()).collect() };
+        let before = snap(&t);
+        let mut bad = x.clone();
+        bad.as_mut_slice::<f32>().unwrap()[7] = f32::NAN;
+        let err = t.train_step(&bad, &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert!(err.contains("not applied"), "{err}");
+        assert!(snap(&t) == before, "weights or running statistics moved");
+        t.train_step(&x, &[0, 1, 2, 0]).unwrap();
+        assert_eq!(t.step, 2);
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
     fn gpu_training_loss_falls() {
         let cfg = TrainerConfig { lr: 3e-3, ..small_config(10, OptimizerChoice::AdamW) };
         let losses = learning_curve(&gpu(), &cfg, 64, 300).unwrap();

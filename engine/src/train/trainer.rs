@@ -164,16 +164,16 @@ impl Trainer {
         let grads = tape.backward(loss)?;
         let (mut backbone, head_grads): (Vec<_>, Vec<_>) =
             grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
-        let device_grads_finite = match &self.device {
+        // On a GPU one flag covers every gradient (a single device read); the per-name search below
+        // runs only when it is raised.
+        let search = match &self.device {
             Device::Cpu => true,
-            // One flag for every gradient (a single device read); the per-name search below runs only
-            // when it is raised.
             Device::Cuda(ctx) => {
                 let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
-                !crate::backend::cuda::train_ops::any_nonfinite(ctx, &all)?
+                crate::backend::cuda::train_ops::any_nonfinite(ctx, &all)?
             }
         };
-        for (n, g) in backbone.iter().chain(&head_grads).filter(|_| !device_grads_finite || self.device.is_cpu()) {
+        for (n, g) in backbone.iter().chain(&head_grads).filter(|_| search) {
             if !g.to_f64_vec()?.iter().all(|v| v.is_finite()) {
                 return Err(Error::Invalid(format!(
                     "gradient of '{n}' is not finite at step {}: the step was not applied",
