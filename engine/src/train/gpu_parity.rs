@@ -138,7 +138,8 @@ pub fn optimizer_steps(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let p0 = randn(&mut rng, &[1001], 1.0)?;
     let grads: Vec<Tensor> = (0..3).map(|_| randn(&mut rng, &[1001], 0.1)).collect::<Result<_>>()?;
     let mut out = Vec::new();
-    let kinds: [(&str, fn() -> Box<dyn Optimizer>); 2] = [
+    type Make = fn() -> Box<dyn Optimizer>;
+    let kinds: [(&str, Make); 2] = [
         ("sgd", || Box::new(Sgd::new(SgdConfig::default(), ParamGroups::uniform(5e-4)))),
         ("adamw", || Box::new(AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05)))),
     ];
@@ -218,7 +219,7 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
         let mut worst = Compared { name: "IResNet step: worst single gradient".into(), err: 0.0, tol: 1e-3 };
         for ((na, ta), (_, tb)) in ga.iter().zip(&gb) {
             let c = compare(na.clone(), ta, tb, 0.0)?;
-            if !(c.err <= worst.err) {
+            if c.err > worst.err || c.err.is_nan() {
                 worst.err = c.err;
                 worst.name = format!("IResNet step: worst single gradient ({na})");
             }

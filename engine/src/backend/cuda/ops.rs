@@ -707,7 +707,7 @@ pub fn slice_rows(ctx: &Arc<CudaContext>, t: &Tensor, r0: usize, r1: usize) -> R
     if r0 > r1 || r1 > rows {
         return Err(Error::Shape(format!("slice_rows {r0}..{r1} of {}", t.shape())));
     }
-    let per_row = if rows == 0 { 0 } else { t.numel() / rows };
+    let per_row = t.numel().checked_div(rows).unwrap_or(0);
     let esz = t.dtype().size_in_bytes();
     let mut out = ctx.alloc_storage(t.dtype(), (r1 - r0) * per_row)?;
     if r1 > r0 {
