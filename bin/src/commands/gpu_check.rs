@@ -300,26 +300,21 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
 /// step's only host synchronisation besides the non-finite check).
 fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     use engine::model::IResNetConfig;
-    use engine::optim::LrSchedule;
     use engine::train::trainer::TrainerConfig;
     use std::time::Instant;
     let backbone = IResNetConfig::by_name(&a.backbone)?;
     let (h, w) = backbone.input_hw;
     let gflop_fwd = backbone.forward_gflops();
+    // One TrainerConfig literal in the code base besides the trainer's own (small_config).
     let cfg = TrainerConfig {
         backbone,
         backbone_name: a.backbone.clone(),
         head: "arcface".into(),
         head_params: engine::heads::HeadParams::default(),
-        num_classes: a.classes,
-        optimizer: OptimizerChoice::Sgd,
         lr: 0.1,
-        schedule: LrSchedule::Constant,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        no_bn_weight_decay: false,
         grad_clip: None,
         seed: a.seed,
+        ..gpu_parity::small_config(a.classes, OptimizerChoice::Sgd)
     };
     let mut t = Trainer::new(cfg)?;
     t.to_device(dev)?;
