@@ -305,7 +305,7 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     let backbone = IResNetConfig::by_name(&a.backbone)?;
     let (h, w) = backbone.input_hw;
     let gflop_fwd = backbone.forward_gflops();
-    // One TrainerConfig literal in the code base besides the trainer's own (small_config).
+    // Built on small_config, so a new TrainerConfig field is added in one place only.
     let cfg = TrainerConfig {
         backbone,
         backbone_name: a.backbone.clone(),
