@@ -66,6 +66,15 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let want = cpu.l2_normalize_rows_backward_eps(&dy, &y, &n, eps)?;
     let got = be.l2_normalize_rows_backward_eps(&dy.to_device(dev)?, &y.to_device(dev)?, &n.to_device(dev)?, eps)?;
     out.push(compare("l2_normalize_rows_backward_eps (one row below eps)", &got, &want, 1e-5)?);
+    // The backward of ops::mean_all (sum_all then scale) broadcasts its seed without a host read there.
+    let grad_of_mean = |d: &Device| -> Result<Tensor> {
+        let mut tape = Tape::new();
+        let v = tape.leaf(x.to_device(d)?);
+        let m = crate::ops::mean_all(&mut tape, v)?;
+        let g = tape.backward(m)?;
+        g.get(v).cloned().ok_or_else(|| crate::Error::Invalid("mean_all: no gradient".into()))
+    };
+    out.push(compare("mean_all backward (seed broadcast)", &grad_of_mean(dev)?, &grad_of_mean(&Device::Cpu)?, 1e-7)?);
     if let Device::Cuda(ctx) = dev {
         use crate::backend::cuda::ops::{concat_rows, slice_rows};
         let parts = [slice_rows(ctx, &dx, 0, 10)?, slice_rows(ctx, &dx, 10, 11)?, slice_rows(ctx, &dx, 11, 37)?];
