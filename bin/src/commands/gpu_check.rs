@@ -237,7 +237,7 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
     cfg.grad_clip = None;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
     let loader = Loader::new(
-        faceset,
+        faceset.clone(),
         LoaderConfig {
             batch_size: demo_defaults::BATCH_SIZE,
             seed: a.seed,
@@ -251,6 +251,21 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
     let mut trainer = Trainer::new(cfg)?;
     trainer.to_device(dev)?;
     let (h, w) = trainer.model.config.input_hw;
+    // The input path as training uses it: a u8 batch normalized by input.cu against the same batch as
+    // the loader itself normalizes it for the CPU (same seed, same order and flips).
+    let f32_loader = Loader::new(faceset.clone(), LoaderConfig { format: PixelFormat::F32Normalized, ..loader.config().clone() })?;
+    let (Some(bu), Some(bf)) = (loader.epoch(0).next(), f32_loader.epoch(0).next()) else {
+        return Err("the demo set made no batch".into());
+    };
+    let (bu, bf) = (bu?, bf?);
+    let (Pixels::U8(pu), Pixels::F32(pf)) = (bu.pixels, bf.pixels) else { return Err("unexpected pixel formats".into()) };
+    let n0 = bu.labels.len();
+    let on_gpu = train_ops::images_to_nhwc(gpu, &pu, n0, h, w, &vec![false; n0], DType::F32)?;
+    let input_err = rel_error(&vals(&on_gpu)?, &pf.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    println!("u8 batch normalized on the GPU vs the loader's f32 batch: {input_err:.3e} (threshold 1e-6)");
+    if !(input_err <= 1e-6) {
+        return Err(format!("input.cu disagrees with the loader's normalization: {input_err:.3e}").into());
+    }
     let mut losses = Vec::new();
     let mut images = 0usize;
     let t0 = Instant::now();
