@@ -3,6 +3,7 @@
 
   torch_ir50.py ir50 [--compile]   IR-50 (insightface iresnet50) + ArcFace head training throughput:
                                    112x112, eager AMP bf16, channels-last, SGD; images/s and MFU.
+                                   --fp32: plain float32 without TF32 (the engine's f32 GPU step).
   torch_ir50.py head               the head alone: linear on normalized x/W + ArcFace margin + cross
                                    entropy, forward and backward: time and peak memory.
 
@@ -111,12 +112,12 @@ def timed(fn, steps, warmup, device):
     return statistics.median(times), times
 
 
-def step_flops(model, head, x, y):
+def step_flops(model, head, x, y, amp=True):
     """FLOPs of one forward+backward, counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as fc:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             loss = head(model(x), y)
         loss.backward()
     return fc.get_total_flops()
@@ -124,6 +125,10 @@ def step_flops(model, head, x, y):
 
 def bench_ir50(a):
     dev = a.device
+    amp = not a.fp32
+    if a.fp32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     model = IResNet().to(dev).to(memory_format=torch.channels_last)
     head = ArcFace(a.classes).to(dev)
@@ -131,11 +136,11 @@ def bench_ir50(a):
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(a.batch, 3, 112, 112, device=dev).to(memory_format=torch.channels_last)
     y = torch.randint(0, a.classes, (a.batch,), device=dev)
-    flops = step_flops(model, head, x[: min(a.batch, 8)], y[: min(a.batch, 8)]) * a.batch / min(a.batch, 8)
+    flops = step_flops(model, head, x[: min(a.batch, 8)], y[: min(a.batch, 8)], amp) * a.batch / min(a.batch, 8)
     opt.zero_grad(set_to_none=True)
 
     def train_step(x, y):
-        with torch.autocast(dev, dtype=torch.bfloat16):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
             loss = head(model(x), y)
         loss.backward()
         opt.step()
@@ -152,7 +157,8 @@ def bench_ir50(a):
     peak = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else float("nan")
     print("| run | batch | classes | images/s | GFLOP/image (fwd+bwd) | MFU | step ms | peak GiB | total s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| PyTorch {mode} AMP bf16 channels-last | {a.batch} | {a.classes} | {ips:.0f} | "
+    prec = "fp32 (no TF32)" if a.fp32 else "AMP bf16"
+    print(f"| PyTorch {mode} {prec} channels-last | {a.batch} | {a.classes} | {ips:.0f} | "
           f"{flops / 1e9 / a.batch:.2f} | {100 * mfu:.1f}% | {med * 1e3:.1f} | {peak:.1f} | {total:.0f} |")
 
 
@@ -189,6 +195,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--fp32", action="store_true", help="ir50 in plain float32, TF32 off (compare with the engine's f32 step)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card (H100 SXM: 989)")
     p.add_argument("--device", default="cuda")
     a = p.parse_args()

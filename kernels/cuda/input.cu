@@ -1,6 +1,7 @@
-// Must match the CPU input path, engine::backend::cpu::input::u8_hwc_to_nhwc: a batch of decoded uint8
-// HWC RGB images [N, H, W, 3] becomes (x/255 - 0.5)/0.5 in NHWC, mirrored left-right for images whose
-// flip byte is nonzero (the random horizontal flip of training, drawn on the host).
+// Must match the CPU input path: the f32 batches engine::train::trainer::Trainer::train_step takes on the
+// CPU, which the loader normalizes with datasets::loader::normalize_table. A batch of decoded uint8 HWC
+// RGB images [N, H, W, 3] becomes (x/255 - 0.5)/0.5 in NHWC, mirrored left-right for images whose flip
+// byte is nonzero (training passes zeros: the loader has already applied its random flip).
 
 #define U8_TO_NHWC(SUF, T)                                                                              \
     extern "C" __global__ void u8_to_nhwc_##SUF(int N, int H, int W, const unsigned char* __restrict__ src, \

@@ -10,6 +10,8 @@ use engine::backend::cuda::head::{self, launch as mh, HeadParams};
 use engine::backend::cuda::{ops as cops, train_ops, CudaContext};
 use engine::backend::{Backend, BinaryOp, Conv2dParams, UnaryOp};
 use engine::rng::Rng;
+use engine::train::gpu_parity;
+use engine::train::trainer::{OptimizerChoice, Trainer};
 use engine::{DType, Device, Error, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +39,23 @@ pub struct Args {
     /// Classes per block of the chunked head.
     #[arg(long, default_value_t = 16384)]
     block: usize,
+    /// Instead of the checks, train the small backbone on the generated demo set for this many steps on
+    /// the GPU (f32): the loss must fall, and the held-out pairs' verification accuracy is reported.
+    #[arg(long)]
+    train_demo: Option<u64>,
+    /// Instead of the checks, time whole f32 training steps (forward, ArcFace head over --classes, backward,
+    /// SGD) of --backbone at --batch on random 112x112 data.
+    #[arg(long)]
+    bench_train: bool,
+    /// Backbone of --bench-train.
+    #[arg(long, default_value = "r50")]
+    backbone: String,
+    /// Timed steps of --bench-train (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Where the demo set is generated (once) for --train-demo.
+    #[arg(long, default_value = ".cache/demo")]
+    cache: PathBuf,
 }
 
 struct Check {
@@ -118,8 +137,14 @@ pub fn run(a: Args) -> CmdResult {
     if a.bench_head {
         return bench_head(&gpu, &dev, &a);
     }
+    if a.bench_train {
+        return bench_train(&gpu, &dev, &a);
+    }
+    if let Some(steps) = a.train_demo {
+        return train_demo(&gpu, &dev, steps, &a);
+    }
     let mut r = Run { gpu, dev, rng: Rng::new(a.seed), checks: Vec::new() };
-    let sections: [(&str, fn(&mut Run) -> R<()>); 9] = [
+    let sections: [(&str, fn(&mut Run) -> R<()>); 13] = [
         ("elementwise", elementwise),
         ("reductions", reductions),
         ("matmul", matmul),
@@ -129,6 +154,13 @@ pub fn run(a: Args) -> CmdResult {
         ("optimizers / amp / input", training),
         ("margin head", margin_head),
         ("allocator", allocator),
+        ("broadcasts / l2 backward (training ops)", |r| parity(r, gpu_parity::broadcast_ops(&r.dev.clone(), 41)?)),
+        ("head through heads::loss", |r| parity(r, gpu_parity::head_losses(&r.dev.clone(), 42, &engine::heads::names())?)),
+        ("optimizers through the Optimizer trait", |r| parity(r, gpu_parity::optimizer_steps(&r.dev.clone(), 43)?)),
+        ("IResNet training step", |r| {
+            let cfg = gpu_parity::small_config(20, OptimizerChoice::Sgd);
+            parity(r, gpu_parity::backbone_step(&r.dev.clone(), &cfg, 16, 3)?)
+        }),
     ];
     let mut errors = Vec::new();
     for (name, f) in sections {
@@ -174,6 +206,174 @@ fn write_report(path: &PathBuf, r: &Run, errors: &[String]) -> R<()> {
     let tmp = path.with_extension("md.tmp");
     std::fs::write(&tmp, s).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+
+/// Records the device-vs-CPU comparisons of `engine::train::gpu_parity`.
+fn parity(r: &mut Run, checks: Vec<gpu_parity::Compared>) -> R<()> {
+    for c in checks {
+        println!("{:<44} {:>11.3e}  (threshold {:.0e}, CPU backend) {}", c.name, c.err, c.tol, if c.ok() { "ok" } else { "FAIL" });
+        r.checks.push(Check { name: c.name, err: c.err, tol: c.tol, reference: "CPU backend" });
+    }
+    Ok(())
+}
+
+/// `--train-demo STEPS`: the demo's data path (generated set, loader with u8 batches normalized on the
+/// GPU) and the small backbone with CosFace and AdamW on the GPU; passes when the mean loss of the last
+/// 20 steps is under half that of the first 20.
+fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> CmdResult {
+    use crate::demo_defaults;
+    use datasets::augment::AugmentConfig;
+    use datasets::loader::{Loader, LoaderConfig, PixelFormat, Pixels};
+    use std::time::Instant;
+    let set = datasets::demo::ensure_demo_set(&a.cache, &demo_defaults::synth_config())?;
+    let faceset = Arc::new(datasets::faceset::FaceSet::open(&set.train)?);
+    let classes = faceset.classes().ok_or("demo set without a class count")? as usize;
+    let mut cfg = gpu_parity::small_config(classes, OptimizerChoice::AdamW);
+    cfg.backbone.input_hw = (demo_defaults::SIZE, demo_defaults::SIZE);
+    cfg.head_params.s = Some(demo_defaults::HEAD_S);
+    cfg.lr = demo_defaults::LR;
+    cfg.grad_clip = None;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let loader = Loader::new(
+        faceset.clone(),
+        LoaderConfig {
+            batch_size: demo_defaults::BATCH_SIZE,
+            seed: a.seed,
+            threads,
+            prefetch: 2 * threads,
+            augment: AugmentConfig::flip_only(),
+            format: PixelFormat::U8,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let mut trainer = Trainer::new(cfg)?;
+    trainer.to_device(dev)?;
+    let (h, w) = trainer.model.config.input_hw;
+    // The input path as training uses it: a u8 batch normalized by input.cu against the same batch as
+    // the loader itself normalizes it for the CPU (same seed, same order and flips).
+    let f32_loader = Loader::new(faceset.clone(), LoaderConfig { format: PixelFormat::F32Normalized, ..loader.config().clone() })?;
+    let (Some(bu), Some(bf)) = (loader.epoch(0).next(), f32_loader.epoch(0).next()) else {
+        return Err("the demo set made no batch".into());
+    };
+    let (bu, bf) = (bu?, bf?);
+    let (Pixels::U8(pu), Pixels::F32(pf)) = (bu.pixels, bf.pixels) else { return Err("unexpected pixel formats".into()) };
+    let n0 = bu.labels.len();
+    let on_gpu = train_ops::images_to_nhwc(gpu, &pu, n0, h, w, &vec![false; n0], DType::F32)?;
+    let input_err = rel_error(&vals(&on_gpu)?, &pf.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    println!("u8 batch normalized on the GPU vs the loader's f32 batch: {input_err:.3e} (threshold 1e-6)");
+    if !(input_err <= 1e-6) {
+        return Err(format!("input.cu disagrees with the loader's normalization: {input_err:.3e}").into());
+    }
+    let mut losses = Vec::new();
+    let mut images = 0usize;
+    let t0 = Instant::now();
+    'run: for epoch in 0.. {
+        for batch in loader.epoch(epoch) {
+            let batch = batch?;
+            let Pixels::U8(px) = batch.pixels else { return Err("loader returned f32 pixels".into()) };
+            let n = batch.labels.len();
+            let x = train_ops::images_to_nhwc(gpu, &px, n, h, w, &vec![false; n], DType::F32)?;
+            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            losses.push(trainer.train_step(&x, &labels)?.loss);
+            images += n;
+            if losses.len() as u64 >= steps {
+                break 'run;
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let pairs = crate::pair_eval::PairEval::load(&set.pairs, (h, w))?;
+    let acc = pairs.run(&trainer.model, &mut trainer.params)?.report.accuracy_mean;
+    let (first, last) = gpu_parity::ends(&losses, 20);
+    let ok = losses.iter().all(|l| l.is_finite()) && last < 0.5 * first;
+    let text = format!(
+        "| steps | batch | images/s (incl. loading) | loss, first 20 | loss, last 20 | held-out pair accuracy | result |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {} | {} | {:.0} | {first:.3} | {last:.3} | {:.4} | {} |\n",
+        losses.len(),
+        demo_defaults::BATCH_SIZE,
+        images as f64 / secs.max(1e-9),
+        acc,
+        if ok { "pass" } else { "FAIL" }
+    );
+    print!("{text}");
+    if let Some(dir) = a.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = a.report.with_extension("md.tmp");
+    std::fs::write(&tmp, format!("# demo training on {} (f32)\n\n{text}", gpu.device_name()))?;
+    std::fs::rename(&tmp, &a.report)?;
+    if !ok {
+        return Err(format!("the demo loss did not fall by half: {first:.3} -> {last:.3}").into());
+    }
+    Ok(())
+}
+
+/// `--bench-train`: median time of whole f32 training steps on the GPU (the loss read each step is the
+/// step's only host synchronisation besides the non-finite check).
+fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
+    use engine::model::IResNetConfig;
+    use engine::train::trainer::TrainerConfig;
+    use std::time::Instant;
+    let backbone = IResNetConfig::by_name(&a.backbone)?;
+    let (h, w) = backbone.input_hw;
+    let gflop_fwd = backbone.forward_gflops();
+    // Built on small_config, so a new TrainerConfig field is added in one place only.
+    let cfg = TrainerConfig {
+        backbone,
+        backbone_name: a.backbone.clone(),
+        head: "arcface".into(),
+        head_params: engine::heads::HeadParams::default(),
+        lr: 0.1,
+        grad_clip: None,
+        seed: a.seed,
+        ..gpu_parity::small_config(a.classes, OptimizerChoice::Sgd)
+    };
+    let mut t = Trainer::new(cfg)?;
+    t.to_device(dev)?;
+    let mut rng = Rng::new(a.seed);
+    let b = a.batch;
+    let px: Vec<f32> = (0..b * h * w * 3).map(|_| rng.normal() as f32).collect();
+    let x = Tensor::from_vec(px, [b, h, w, 3])?.to_device(dev)?;
+    let labels: Vec<i64> = (0..b).map(|_| rng.below(a.classes as u64) as i64).collect();
+    for _ in 0..2 {
+        t.train_step(&x, &labels)?;
+    }
+    let mut times = Vec::new();
+    let mut loss = 0.0;
+    for _ in 0..a.steps.max(1) {
+        gpu.synchronize()?;
+        let t0 = Instant::now();
+        loss = t.train_step(&x, &labels)?.loss;
+        gpu.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|p, q| p.total_cmp(q));
+    let med = times[times.len() / 2];
+    if !loss.is_finite() {
+        return Err(format!("training loss is {loss}").into());
+    }
+    // Backward costs about twice the forward (data and filter gradients).
+    let tflops = 3.0 * gflop_fwd * b as f64 / med / 1e3;
+    let held = gpu.pool_stats().bytes_held as f64 / (1 << 30) as f64;
+    let text = format!(
+        "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | pool GiB held | loss |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | engine {} f32 + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n",
+        a.backbone,
+        a.classes,
+        b as f64 / med,
+        med * 1e3,
+    );
+    print!("{text}");
+    if let Some(dir) = a.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = a.report.with_extension("md.tmp");
+    std::fs::write(&tmp, format!("# f32 training step on {}\n\n{text}", gpu.device_name()))?;
+    std::fs::rename(&tmp, &a.report)?;
     Ok(())
 }
 

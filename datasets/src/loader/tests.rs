@@ -96,6 +96,24 @@ fn u8_output_applies_the_flip() {
     assert!((3..18).contains(&flipped), "{flipped} of 20 flipped");
 }
 
+/// The GPU trains on u8 batches normalized by kernels/cuda/input.cu; the CPU on the loader's f32 ones.
+/// With one seed both formats give the same images, order and flips, so the two paths see one batch.
+#[test]
+fn u8_and_f32_batches_are_the_same_images() {
+    let dir = TempDir::new("ld-u8f32");
+    let set = make_set(&dir, None);
+    let base = LoaderConfig { augment: AugmentConfig::flip_only(), ..cfg(2) };
+    let u8s = collect(&Loader::new(set.clone(), LoaderConfig { format: PixelFormat::U8, ..base.clone() }).unwrap(), 1);
+    let f32s = collect(&Loader::new(set, LoaderConfig { format: PixelFormat::F32Normalized, ..base }).unwrap(), 1);
+    assert_eq!(u8s.len(), f32s.len());
+    let table = normalize_table();
+    for (a, b) in u8s.iter().zip(&f32s) {
+        assert_eq!(a.keys, b.keys);
+        let (Pixels::U8(pa), Pixels::F32(pb)) = (&a.pixels, &b.pixels) else { panic!("formats") };
+        assert!(pa.iter().map(|&v| table[v as usize]).eq(pb.iter().copied()));
+    }
+}
+
 #[test]
 fn ranks_split_the_epoch() {
     let dir = TempDir::new("ld-rank");

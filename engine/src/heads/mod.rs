@@ -23,6 +23,7 @@
 //! Per-row scalars are f64 (they are few); everything per element runs in the tensor's float type.
 
 mod classifier;
+pub mod device;
 pub(crate) mod maps;
 mod params;
 mod quality;

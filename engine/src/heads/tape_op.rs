@@ -2,6 +2,7 @@
 //! running state must move exactly once per step); the node's backward scales the stored gradients.
 
 use super::classifier::{run, RunOptions};
+use super::device;
 use super::Head;
 use crate::tape::{Tape, Var};
 use crate::tensor::{DType, Float, Tensor};
@@ -44,12 +45,13 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
     if x.dtype() != w.dtype() {
         return Err(Error::DType(format!("head loss: embeddings are {} but weight is {}", x.dtype(), w.dtype())));
     }
-    if x.cpu_storage().is_err() || w.cpu_storage().is_err() {
-        return Err(Error::Device(
-            "head loss: this is the CPU reference; move embeddings and weight to the CPU (the fused CUDA classifier is separate)".into(),
-        ));
+    if !x.device().same(&w.device()) {
+        return Err(Error::Device(format!("head loss: embeddings on {:?} but weight on {:?}", x.device(), w.device())));
     }
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
+    if !x.device().is_cpu() {
+        return device_loss(tape, embeddings, weight, &x, &w, labels, head, grad);
+    }
     let (value, grads) = match x.dtype() {
         DType::F32 => step::<f32>(&x, &w, labels, d, head, grad)?,
         DType::F64 => step::<f64>(&x, &w, labels, d, head, grad)?,
@@ -69,6 +71,35 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
                 Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())
             };
             Ok(vec![Some(scaled(&grads.0)?), Some(scaled(&grads.1)?)])
+        }),
+    ))
+}
+
+/// The head on a CUDA device: margin_head.cu with fixed parameters for the heads it expresses alone, else
+/// with per-row plans from the head's host code. The node's backward scales the stored gradients on the
+/// device (no host read of the seed).
+#[allow(clippy::too_many_arguments)]
+fn device_loss(
+    tape: &mut Tape,
+    embeddings: Var,
+    weight: Var,
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    head: &mut dyn Head,
+    grad: bool,
+) -> Result<Var> {
+    let (b, _) = x.shape().matrix("head loss (embeddings)")?;
+    let (value, grads) = match device::kernel_params(head, b) {
+        Some(hp) => device::step_on_device(x, w, labels, &hp, grad)?,
+        None => device::step_with_row_plans(x, w, labels, head, grad, device::MAX_BLOCK_ELEMS)?,
+    };
+    let grads = grads.unwrap_or_else(|| (x.clone(), w.clone()));
+    Ok(tape.push(
+        value,
+        &[embeddings, weight],
+        Box::new(move |g: &Tensor| {
+            Ok(vec![Some(device::scale_by_scalar(&grads.0, g)?), Some(device::scale_by_scalar(&grads.1, g)?)])
         }),
     ))
 }

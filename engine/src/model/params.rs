@@ -107,10 +107,14 @@ impl ParamStore {
         Ok(tape.param(&e.name, e.value.clone(), e.kind == ParamKind::Trainable))
     }
 
+    /// A copy on `device`. Integer buffers (`num_batches_tracked`) stay on the host: they are counters no
+    /// kernel reads, and bumping them there costs no device round trip per batch norm per step.
     pub fn to_device(&self, device: &Device) -> Result<ParamStore> {
         let mut out = self.clone();
         for e in &mut out.entries {
-            e.value = e.value.to_device(device)?;
+            if e.value.dtype().is_float() {
+                e.value = e.value.to_device(device)?;
+            }
         }
         Ok(out)
     }

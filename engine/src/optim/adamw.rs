@@ -73,6 +73,36 @@ impl AdamW {
         Ok(())
     }
 
+    /// The same update on a CUDA device through optim.cu's fused `adamw_f32` (f32 only). Moments restored
+    /// from a checkpoint (host tensors) move to the device on their first use.
+    fn step_device(&mut self, store: &mut ParamStore, name: &str, g: &Tensor, lr: f64) -> Result<()> {
+        let opts = self.groups.options_for(name);
+        let c = self.config;
+        let p = store.get(name)?.clone();
+        let ctx = super::update::cuda_context(&p, "adamw")?;
+        let dev = p.device();
+        let m = match self.moments.get_mut(name) {
+            Some(m) => m,
+            None => {
+                let z = Tensor::zeros(g.shape().clone(), g.dtype(), &dev)?;
+                self.moments.entry(name.to_string()).or_insert(Moments { step: 0, exp_avg: z.clone(), exp_avg_sq: z })
+            }
+        };
+        m.step += 1;
+        let cfg = crate::backend::cuda::train_ops::AdamWConfig {
+            lr: (lr * opts.lr_scale) as f32,
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            eps: c.eps as f32,
+            weight_decay: opts.weight_decay as f32,
+        };
+        let t = u32::try_from(m.step).map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step)))?;
+        let (ea, ev) = (m.exp_avg.to_device(&dev)?, m.exp_avg_sq.to_device(&dev)?);
+        let (p_new, ea, ev, _) = crate::backend::cuda::train_ops::adamw_step(&ctx, cfg, t, &p, g, &ea, &ev, 1.0, false)?;
+        (m.exp_avg, m.exp_avg_sq) = (ea, ev);
+        store.set(name, p_new)
+    }
+
     /// Checks restored moments against the parameters they belong to.
     pub fn validate_state(&self, store: &ParamStore) -> Result<()> {
         for (name, m) in &self.moments {
@@ -88,6 +118,10 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
         for (name, g) in owned_grads(store, grads)? {
+            if !g.device().is_cpu() {
+                self.step_device(store, name, g, lr)?;
+                continue;
+            }
             match float_kind(g, "adamw")? {
                 DType::F32 => self.step_typed::<f32>(store, name, g, lr)?,
                 _ => self.step_typed::<f64>(store, name, g, lr)?,

@@ -109,9 +109,39 @@ fn step_typed<T: Float + Element>(
     Ok(())
 }
 
+/// The same update on a CUDA device through optim.cu's fused `sgd_f32` (f32 only). A buffer restored
+/// from a checkpoint (host tensor) moves to the device on its first use.
+fn step_device(s: &mut Sgd, store: &mut ParamStore, name: &str, g: &Tensor, lr: f64) -> Result<()> {
+    let opts = s.groups.options_for(name);
+    let p = store.get(name)?.clone();
+    let ctx = super::update::cuda_context(&p, "sgd")?;
+    let cfg = crate::backend::cuda::train_ops::SgdConfig {
+        lr: (lr * opts.lr_scale) as f32,
+        momentum: s.config.momentum as f32,
+        dampening: s.config.dampening as f32,
+        weight_decay: opts.weight_decay as f32,
+        nesterov: s.config.nesterov,
+    };
+    let buf = match s.buffers.get(name) {
+        Some(b) if s.config.momentum != 0.0 => Some(b.to_device(&p.device())?),
+        _ => None,
+    };
+    let first = buf.is_none();
+    let (p_new, buf_new, _) = crate::backend::cuda::train_ops::sgd_step(&ctx, cfg, &p, g, buf.as_ref(), first, 1.0, false)?;
+    store.set(name, p_new)?;
+    if let Some(b) = buf_new {
+        s.buffers.insert(name.to_string(), b);
+    }
+    Ok(())
+}
+
 impl Optimizer for Sgd {
     fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
         for (name, g) in owned_grads(store, grads)? {
+            if !g.device().is_cpu() {
+                step_device(self, store, name, g, lr)?;
+                continue;
+            }
             match float_kind(g, "sgd")? {
                 DType::F32 => step_typed::<f32>(self, store, name, g, lr)?,
                 _ => step_typed::<f64>(self, store, name, g, lr)?,

@@ -56,3 +56,11 @@ pub fn check_state_shape(name: &str, t: &Tensor, like: &Tensor) -> Result<()> {
     }
     Ok(())
 }
+
+/// The CUDA context of a device parameter (the device branch of the optimizers).
+pub fn cuda_context(p: &Tensor, who: &str) -> Result<std::sync::Arc<crate::backend::cuda::CudaContext>> {
+    match p.device() {
+        crate::tensor::Device::Cuda(ctx) => Ok(ctx),
+        crate::tensor::Device::Cpu => Err(Error::Device(format!("{who}: gradient on a GPU but parameter on the CPU"))),
+    }
+}

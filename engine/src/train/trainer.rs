@@ -10,7 +10,7 @@ use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig};
 use crate::rng::Rng;
 use crate::tape::Tape;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::train::checkpoint::{self, CheckpointRef};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -62,6 +62,8 @@ pub struct Trainer {
     /// Epochs completed.
     pub epoch: u64,
     rng: Rng,
+    /// Where parameters, classifier and optimizer state live (`to_device`); checkpoints stay host-side.
+    device: Device,
 }
 
 impl Trainer {
@@ -91,7 +93,7 @@ impl Trainer {
             }
             OptimizerChoice::AdamW => Box::new(AdamW::new(AdamWConfig::default(), groups)),
         };
-        Ok(Trainer { config, model, params, classifier, head, optimizer, step: 0, epoch: 0, rng })
+        Ok(Trainer { config, model, params, classifier, head, optimizer, step: 0, epoch: 0, rng, device: Device::Cpu })
     }
 
     /// Switches a two-phase head (QCFace: `warmup`, then `planning`); a no-op when already there.
@@ -104,6 +106,19 @@ impl Trainer {
             self.config.head_params = p;
         }
         Ok(())
+    }
+
+    /// Moves the backbone and the classifier to `device` once (optimizer state follows on its next
+    /// update); batches given to `train_step` are uploaded there. Training on CUDA is f32.
+    pub fn to_device(&mut self, device: &Device) -> Result<()> {
+        self.params = self.params.to_device(device)?;
+        self.classifier = self.classifier.to_device(device)?;
+        self.device = device.clone();
+        Ok(())
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The learning rate of the next step.
@@ -135,7 +150,7 @@ impl Trainer {
     fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<StepOutcome> {
         self.head.set_training(true);
         let mut tape = Tape::new();
-        let x = tape.constant(images.clone());
+        let x = tape.constant(images.to_device(&self.device)?);
         let emb = self.model.forward(&mut tape, &mut self.params, x, true, &mut self.rng)?;
         let w = self.classifier.var(&mut tape, CLASSIFIER)?;
         let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
@@ -149,7 +164,16 @@ impl Trainer {
         let grads = tape.backward(loss)?;
         let (mut backbone, head_grads): (Vec<_>, Vec<_>) =
             grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
-        for (n, g) in backbone.iter().chain(&head_grads) {
+        // On a GPU one flag covers every gradient (a single device read); the per-name search below
+        // runs only when it is raised.
+        let search = match &self.device {
+            Device::Cpu => true,
+            Device::Cuda(ctx) => {
+                let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
+                crate::backend::cuda::train_ops::any_nonfinite(ctx, &all)?
+            }
+        };
+        for (n, g) in backbone.iter().chain(&head_grads).filter(|_| search) {
             if !g.to_f64_vec()?.iter().all(|v| v.is_finite()) {
                 return Err(Error::Invalid(format!(
                     "gradient of '{n}' is not finite at step {}: the step was not applied",
@@ -231,18 +255,24 @@ impl Trainer {
         self.rng = c.rng("train")?;
         self.step = c.step;
         self.epoch = c.epoch;
+        if !self.device.is_cpu() {
+            let dev = self.device.clone();
+            self.to_device(&dev)?;
+        }
         Ok(())
     }
 }
 
 /// Embeddings in evaluation mode for any backbone and parameters (used by `eval` and `embed` too).
+/// Images go to the parameters' device; the embeddings come back to the CPU.
 pub fn embed_with(model: &IResNet, params: &mut ParamStore, images: &Tensor) -> Result<Tensor> {
+    let device = params.entries().iter().find(|e| e.value.dtype().is_float()).map_or(Device::Cpu, |e| e.value.device());
     let mut tape = Tape::no_grad();
-    let x = tape.constant(images.clone());
+    let x = tape.constant(images.to_device(&device)?);
     // Evaluation draws no random numbers; the generator is only a required argument.
     let mut unused = Rng::new(0);
     let e = model.forward(&mut tape, params, x, false, &mut unused)?;
-    Ok(tape.value(e).clone())
+    tape.value(e).to_device(&Device::Cpu)
 }
 
 #[cfg(test)]

@@ -25,6 +25,12 @@ use alloc::{Pool, PoolStats};
 use cudarc::driver::CudaStream;
 use std::sync::{Arc, Weak};
 
+/// Whether libcuda can be loaded (no symbol is called): false on machines without an NVIDIA driver.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
 /// One GPU and everything the backend keeps for it.
 pub struct CudaContext {
     /// This context's own Arc, so `&self` methods (the Backend trait) can hand it to new storage.
@@ -272,6 +278,18 @@ impl Backend for CudaContext {
     }
     fn l2_normalize_rows_backward(&self, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
         ops::l2_normalize_rows_backward(&self.me(y)?, dy, y, norms)
+    }
+    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+        ops::l2_normalize_rows_backward_eps(&self.me(y)?, dy, y, norms, eps)
+    }
+    fn mul_channels(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        ops::per_channel_op(&self.me(x)?, x, s, true)
+    }
+    fn add_channels(&self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        ops::per_channel_op(&self.me(x)?, x, b, false)
+    }
+    fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        ops::scale_rows(&self.me(x)?, x, s)
     }
 }
 

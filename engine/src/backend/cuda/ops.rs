@@ -620,6 +620,17 @@ pub fn l2_normalize_rows_to(ctx: &Arc<CudaContext>, x: &Tensor, eps: f64, out_dt
 const L2_EPS: f32 = 1e-12;
 
 pub fn l2_normalize_rows_backward(ctx: &Arc<CudaContext>, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
+    l2_normalize_rows_backward_eps(ctx, dy, y, norms, L2_EPS as f64)
+}
+
+/// Backward of `l2_normalize_rows(x, eps)` with the forward's eps (rows with ||x|| <= eps get dy / eps).
+pub fn l2_normalize_rows_backward_eps(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    y: &Tensor,
+    norms: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     let (rows, d) = last_dim(y, "l2_normalize_rows_backward")?;
     need_f32(dy, "l2_normalize_rows_backward", "dy")?;
     need_f32(y, "l2_normalize_rows_backward", "y")?;
@@ -637,10 +648,106 @@ pub fn l2_normalize_rows_backward(ctx: &Arc<CudaContext>, dy: &Tensor, y: &Tenso
         let f = ctx.kernels.get("l2norm", "l2norm_bwd_f32")?;
         let (dyv, yv, nv) = (ctx.storage(dy)?.bytes(), ctx.storage(y)?.bytes(), ctx.storage(norms)?.bytes());
         let mut ov = dx.bytes_mut();
-        let (r32, d32) = (rows as i32, d as i32);
+        let (r32, d32, eps32) = (rows as i32, d as i32, eps as f32);
         let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&r32).arg(&d32).arg(&L2_EPS).arg(&dyv).arg(&yv).arg(&nv).arg(&mut ov);
+        l.arg(&r32).arg(&d32).arg(&eps32).arg(&dyv).arg(&yv).arg(&nv).arg(&mut ov);
         unsafe { l.launch(Kernels::per_row(rows, row_threads(d))) }.map_err(driver_err("l2norm_bwd_f32"))?;
     }
     wrap(y.shape().clone(), dx)
+}
+
+/// x `[..., C]` combined with v `[C]` per channel: `mul` false adds (bias), true multiplies.
+pub fn per_channel_op(ctx: &Arc<CudaContext>, x: &Tensor, v: &Tensor, mul: bool) -> Result<Tensor> {
+    let op_name = if mul { "mul_channels" } else { "add_channels" };
+    let (_, c) = last_dim(x, op_name)?;
+    need_f32(x, op_name, "x")?;
+    per_channel(v, c, op_name, if mul { "scale" } else { "bias" })?;
+    let n = x.numel();
+    let mut out = ctx.alloc_storage(DType::F32, n)?;
+    {
+        let f = ctx.kernels.get("elementwise", "per_channel_f32")?;
+        let (xv, vv) = (ctx.storage(x)?.bytes(), ctx.storage(v)?.bytes());
+        let mut ov = out.bytes_mut();
+        let (code, n64, c32) = (mul as i32, n as i64, c as i32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&code).arg(&n64).arg(&c32).arg(&xv).arg(&vv).arg(&mut ov);
+        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err("per_channel_f32"))?;
+    }
+    wrap(x.shape().clone(), out)
+}
+
+/// x `[rows, ...]` times s `[rows]`, row by row.
+pub fn scale_rows(ctx: &Arc<CudaContext>, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    let rows = *x.dims().first().ok_or_else(|| Error::Shape("scale_rows of a scalar".into()))?;
+    need_f32(x, "scale_rows", "x")?;
+    need_f32(s, "scale_rows", "scale")?;
+    if s.dims() != [rows] {
+        return Err(Error::Shape(format!("scale_rows: scale must have shape [{rows}], got {}", s.shape())));
+    }
+    let n = x.numel();
+    let mut out = ctx.alloc_storage(DType::F32, n)?;
+    if n == 0 {
+        return wrap(x.shape().clone(), out);
+    }
+    {
+        let f = ctx.kernels.get("elementwise", "scale_rows_f32")?;
+        let (xv, sv) = (ctx.storage(x)?.bytes(), ctx.storage(s)?.bytes());
+        let mut ov = out.bytes_mut();
+        let (n64, cols) = (n as i64, (n / rows) as i64);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&n64).arg(&cols).arg(&xv).arg(&sv).arg(&mut ov);
+        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err("scale_rows_f32"))?;
+    }
+    wrap(x.shape().clone(), out)
+}
+
+/// Rows r0..r1 of a `[rows, ...]` tensor as a new tensor (a device-to-device copy).
+pub fn slice_rows(ctx: &Arc<CudaContext>, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
+    let rows = *t.dims().first().ok_or_else(|| Error::Shape("slice_rows of a scalar".into()))?;
+    if r0 > r1 || r1 > rows {
+        return Err(Error::Shape(format!("slice_rows {r0}..{r1} of {}", t.shape())));
+    }
+    let per_row = t.numel().checked_div(rows).unwrap_or(0);
+    let esz = t.dtype().size_in_bytes();
+    let mut out = ctx.alloc_storage(t.dtype(), (r1 - r0) * per_row)?;
+    if r1 > r0 {
+        let src = ctx.storage(t)?.bytes();
+        let src = src.slice(r0 * per_row * esz..r1 * per_row * esz);
+        let mut dst = out.bytes_mut();
+        ctx.compute.memcpy_dtod(&src, &mut dst).map_err(driver_err("row slice copy"))?;
+    }
+    let mut dims = t.dims().to_vec();
+    dims[0] = r1 - r0;
+    wrap(Shape(dims), out)
+}
+
+/// Tensors of one dtype and trailing shape stacked along the first dim (device-to-device copies).
+pub fn concat_rows(ctx: &Arc<CudaContext>, parts: &[Tensor]) -> Result<Tensor> {
+    let first = parts.first().ok_or_else(|| Error::Shape("concat_rows of nothing".into()))?;
+    let tail = &first.dims()[1..];
+    let mut rows = 0;
+    for p in parts {
+        if p.dims().is_empty() || &p.dims()[1..] != tail || p.dtype() != first.dtype() {
+            return Err(Error::Shape(format!("concat_rows: {} {} does not stack on {} {}", p.shape(), p.dtype(), first.shape(), first.dtype())));
+        }
+        rows += p.dims()[0];
+    }
+    let total: usize = parts.iter().map(Tensor::numel).sum();
+    let esz = first.dtype().size_in_bytes();
+    let mut out = ctx.alloc_storage(first.dtype(), total)?;
+    let mut at = 0;
+    for p in parts {
+        let nb = p.numel() * esz;
+        if nb == 0 {
+            continue;
+        }
+        let src = ctx.storage(p)?.bytes();
+        let mut all = out.bytes_mut();
+        let mut dst = all.slice_mut(at..at + nb);
+        ctx.compute.memcpy_dtod(&src, &mut dst).map_err(driver_err("row concat copy"))?;
+        at += nb;
+    }
+    let mut dims = vec![rows];
+    dims.extend_from_slice(tail);
+    wrap(Shape(dims), out)
 }

@@ -1,0 +1,589 @@
+//! The head on a CUDA device: the chunked classifier of kernels/cuda/margin_head.cu (cuBLAS cosines per
+//! block of classes, a running log-sum-exp per row, the backward recomputing or reusing each block).
+//!
+//! Two ways through it, both with every `[B, classes]` element computed on the device:
+//! - fixed parameters (`step_on_device`): heads whose every row uses one logit map chosen from c_y alone
+//!   and that need nothing else from the batch (softmax, cosface, arcface exact / easy margin / STE,
+//!   combined, sphereface). Which heads qualify is not a list of names: `kernel_params` reads the head's
+//!   own `row()` on a grid of cosines and accepts the encoding only when it reproduces every map. No host
+//!   round trip.
+//! - per-row plans (`step_with_row_plans`): every other head. The head's own code runs on the host on
+//!   the per-row scalars, exactly as in the CPU classifier (observe, quality, row plans, target logits,
+//!   sample weights, extra terms, MagFace's dm/da): c_y and the norms come down, z_y, z'_y and tau go up,
+//!   the running (max, sum, sum without target) come down, the weight factors go up. Four small copies
+//!   of B values per step; the non-target maps run in the kernel (`NonTarget` -> NT_* codes).
+//!
+//! The fixed path's loss does not clamp CE at CE_MAX (p_y < 1e-30 only); the row-plan path does.
+//!
+//! None of the device code has run on a GPU yet (written on a machine without one). On the CPU the
+//! host halves (`kernel_params`, `plan_rows`, `finish_rows`) are tested against the CPU classifier for
+//! every head; the opt-in GPU test `gpu_head_matches_the_cpu_reference` (engine::train::gpu_parity)
+//! compares the whole device path with it.
+
+use super::maps::{target_logit, NonTarget, TargetMap};
+use super::{BatchView, Head, Needs, RowInput, SampleWeight, CE_MAX};
+use crate::backend::cuda::head::{
+    launch, HeadParams as KernelParams, F_EASY, F_FALLBACK, F_STE, NT_CURRICULAR, NT_MV_ADAPTIVE, NT_MV_FIXED, NT_PLAIN,
+    NT_QAM,
+};
+use crate::backend::cuda::{ops as cuda_ops, CudaContext};
+use crate::backend::{Backend, BinaryOp};
+use crate::tensor::{DType, Device, Tensor};
+use crate::{Error, Result};
+use std::f64::consts::PI;
+use std::sync::Arc;
+
+/// Denominator floor of both L2 normalizations (as the CPU classifier's `NORM_FLOOR`).
+const NORM_FLOOR: f64 = 1e-12;
+
+/// Largest cosine block (elements of `[B, nb]`): 2^26 f32 = 256 MiB for the block and as much for its G.
+pub const MAX_BLOCK_ELEMS: usize = 1 << 26;
+
+/// The kernel's choice of target map at cosine `c` for the encoding `hp` (mirrors `margin_target`).
+fn encoded_map(hp: &KernelParams, c: f64) -> TargetMap {
+    let (m1, m2, m3) = (hp.m1 as f64, hp.m2 as f64, hp.m3 as f64);
+    if hp.flags & F_EASY != 0 && c <= 0.0 {
+        TargetMap::Shift { m: 0.0 }
+    } else if hp.flags & F_STE != 0 {
+        TargetMap::Straight { m: m2 }
+    } else if hp.flags & F_FALLBACK != 0 && m1 * c.acos() + m2 >= PI {
+        TargetMap::Fallback { m: m2 }
+    } else {
+        TargetMap::Angular { m1, m2, m3 }
+    }
+}
+
+/// Whether the CPU map `cpu` and the kernel's map `gpu` give the same logit function (f32 parameters).
+fn same_map(cpu: &TargetMap, gpu: &TargetMap) -> bool {
+    let eq = |a: f64, b: f64| (a as f32) == (b as f32);
+    match (*cpu, *gpu) {
+        // s·(c - m) is the angular map with m1 = 1, m2 = 0, m3 = m.
+        (TargetMap::Shift { m }, TargetMap::Angular { m1, m2, m3 }) => eq(m1, 1.0) && eq(m2, 0.0) && eq(m, m3),
+        (TargetMap::Shift { m }, TargetMap::Shift { m: g }) => eq(m, g),
+        (TargetMap::Angular { m1, m2, m3 }, TargetMap::Angular { m1: a, m2: b, m3: c }) => {
+            eq(m1, a) && eq(m2, b) && eq(m3, c)
+        }
+        (TargetMap::Fallback { m }, TargetMap::Fallback { m: g }) => eq(m, g),
+        (TargetMap::Straight { m }, TargetMap::Straight { m: g }) => eq(m, g),
+        _ => false,
+    }
+}
+
+/// The fixed kernel parameters that reproduce `head` for a batch of `batch` rows, or `None` when the head
+/// needs more than margin_head.cu's fixed-parameter path gives (it then runs on the host).
+pub fn kernel_params(head: &dyn Head, batch: usize) -> Option<KernelParams> {
+    if head.needs() != Needs::default() || !matches!(head.non_target(), NonTarget::Plain) {
+        return None;
+    }
+    if [-20.0, -1.0, -0.1, 0.0].iter().any(|&lp| head.weight(lp) != SampleWeight::ONE) {
+        return None;
+    }
+    let (s, eps) = (head.scale(), head.clamp_eps());
+    let row = |c: f64| head.row(&RowInput { c_y: c, norm: 1.0, quality: 0.0 });
+    let mut hp = KernelParams { eps: eps as f32, ..KernelParams::plain(s as f32, batch) };
+    match row(0.5).target {
+        TargetMap::Shift { m } => hp.m3 = m as f32,
+        TargetMap::Angular { m1, m2, m3 } => {
+            (hp.m1, hp.m2, hp.m3) = (m1 as f32, m2 as f32, m3 as f32);
+            if m3 == 0.0 && matches!(row(-1.0 + eps).target, TargetMap::Fallback { .. }) {
+                hp.flags |= F_FALLBACK;
+            }
+        }
+        TargetMap::Straight { m } => {
+            hp.m2 = m as f32;
+            hp.flags |= F_STE;
+        }
+        _ => return None,
+    }
+    if matches!(row(-0.5).target, TargetMap::Shift { m } if m == 0.0) && !matches!(row(0.5).target, TargetMap::Shift { .. }) {
+        hp.flags |= F_EASY;
+    }
+    // Accept only when the encoding picks the head's own map everywhere in [-1+eps, 1-eps].
+    let n = 2000;
+    let ok = (0..=n).all(|k| {
+        let c = (-1.0 + eps) + (2.0 - 2.0 * eps) * k as f64 / n as f64;
+        let plan = row(c);
+        plan.margin_da == 0.0 && same_map(&plan.target, &encoded_map(&hp, c))
+    });
+    ok.then_some(hp)
+}
+
+fn cuda_context(t: &Tensor) -> Result<Arc<CudaContext>> {
+    match t.device() {
+        Device::Cuda(ctx) => Ok(ctx),
+        Device::Cpu => Err(Error::Device("head on CUDA: tensor is on the CPU".into())),
+    }
+}
+
+/// Class blocks `[j0, j1)` so that each `[batch, nb]` cosine block stays under `max_elems`.
+pub fn class_blocks(batch: usize, classes: usize, max_elems: usize) -> Vec<(usize, usize)> {
+    let nb = (max_elems / batch.max(1)).clamp(1, classes.max(1));
+    (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect()
+}
+
+/// Loss (rank 0) and, when asked, (dL/dx, dL/dW) for f32 device tensors, through margin_head.cu.
+pub fn step_on_device(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    hp: &KernelParams,
+    grad: bool,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    step_on_device_blocked(x, w, labels, hp, grad, MAX_BLOCK_ELEMS)
+}
+
+/// `step_on_device` with cosine blocks of at most `max_block_elems` (checks force several blocks).
+pub fn step_on_device_blocked(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    hp: &KernelParams,
+    grad: bool,
+    max_block_elems: usize,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    let ctx = cuda_context(x)?;
+    let be: &dyn Backend = ctx.as_ref();
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
+    }
+    let (b, _) = x.shape().matrix("head loss (embeddings)")?;
+    let (classes, _) = w.shape().matrix("head loss (weight)")?;
+    check_labels(labels, b, classes)?;
+    let dev = Device::Cuda(ctx.clone());
+    let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
+    let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
+    let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
+    let cy = launch::gather_cy(&ctx, &xh, &wh, 0, &lab, &be.zeros(&[b].into(), DType::F32)?)?;
+    let terms = launch::target(&ctx, &cy, None, None, hp)?;
+    let blocks = class_blocks(b, classes, max_block_elems);
+    let whole = blocks.len() == 1;
+    let block_w = |j0: usize, j1: usize| -> Result<Tensor> {
+        if whole {
+            Ok(wh.clone())
+        } else {
+            cuda_ops::slice_rows(&ctx, &wh, j0, j1)
+        }
+    };
+    let mut state = launch::lse_init(&ctx, b)?;
+    // With one block its cosines are kept for the backward; with several they are recomputed there.
+    let mut kept = None;
+    for &(j0, j1) in &blocks {
+        let cos = be.matmul(&xh, &block_w(j0, j1)?, false, true)?;
+        state = launch::forward_block(&ctx, &cos, j0, &lab, &terms, hp, &state)?;
+        if whole {
+            kept = Some(cos);
+        }
+    }
+    let rows = launch::finish(&ctx, &lab, &state, &terms, 0.0, hp)?;
+    let loss = be.affine(&be.sum_all(&rows.loss)?, 1.0 / b as f64, 0.0)?;
+    if !grad {
+        return Ok((loss, None));
+    }
+    let mut dxh: Option<Tensor> = None;
+    let mut dw_parts = Vec::with_capacity(blocks.len());
+    for &(j0, j1) in &blocks {
+        let wb = block_w(j0, j1)?;
+        let cos = match kept.take() {
+            Some(c) => c,
+            None => be.matmul(&xh, &wb, false, true)?,
+        };
+        let g = launch::backward_block(&ctx, &cos, j0, &lab, &terms, &rows, hp)?;
+        let part = be.matmul(&g, &wb, false, false)?;
+        dxh = Some(match dxh {
+            None => part,
+            Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
+        });
+        dw_parts.push(be.matmul(&g, &xh, true, false)?);
+    }
+    let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&ctx, &dw_parts)? };
+    let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
+    let dx = be.l2_normalize_rows_backward_eps(&dxh, &xh, &a, NORM_FLOOR)?;
+    let dw = be.l2_normalize_rows_backward_eps(&dwh, &wh, &wn, NORM_FLOOR)?;
+    Ok((loss, Some((dx, dw))))
+}
+
+/// The kernels skip rows whose label is outside their block, so a bad label must be refused here.
+fn check_labels(labels: &[i64], b: usize, classes: usize) -> Result<()> {
+    if labels.len() != b {
+        return Err(Error::Shape(format!("head loss: {} labels for {b} embeddings", labels.len())));
+    }
+    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= classes) {
+        return Err(Error::Invalid(format!("label {y} of sample {i} is outside 0..{classes}")));
+    }
+    Ok(())
+}
+
+fn upload_rows(v: Vec<f32>, dev: &Device) -> Result<Tensor> {
+    let n = v.len();
+    Tensor::from_vec(v, [n])?.to_device(dev)
+}
+
+/// The kernel's code and parameter for a non-target map.
+fn non_target_code(nt: &NonTarget) -> (i32, f32) {
+    match *nt {
+        NonTarget::Plain => (NT_PLAIN, 0.0),
+        NonTarget::Curricular { t } => (NT_CURRICULAR, t as f32),
+        NonTarget::MvAdaptive { t } => (NT_MV_ADAPTIVE, t as f32),
+        NonTarget::MvFixed { t } => (NT_MV_FIXED, t as f32),
+        NonTarget::Quadratic => (NT_QAM, 0.0),
+    }
+}
+
+/// The host half of the row-plan path before the logits: from the raw target cosines and norms, the
+/// head's observe / quality / row plans, and the per-row target terms the kernels read.
+pub struct RowPlans {
+    pub hp: KernelParams,
+    /// Clamped c_y and raw norms in f64, as the head saw them.
+    pub c_y: Vec<f64>,
+    pub norms: Vec<f64>,
+    pub zy: Vec<f32>,
+    /// z'_y, zero where c_y was clamped.
+    pub zpy: Vec<f32>,
+    pub tau: Vec<f32>,
+    pub dz_dm: Vec<f32>,
+    pub margin_da: Vec<f64>,
+    pub non_target: NonTarget,
+}
+
+/// Runs the head's per-row code as the CPU classifier does (`run_sharded`, f32): moves running state.
+pub fn plan_rows(head: &mut dyn Head, raw_cy: &[f32], norms_f32: &[f32]) -> Result<RowPlans> {
+    let b = raw_cy.len();
+    if norms_f32.len() != b {
+        return Err(Error::Shape(format!("head rows: {b} cosines but {} norms", norms_f32.len())));
+    }
+    let s = head.scale() as f32;
+    let eps = head.clamp_eps();
+    let (lo, hi) = ((-1.0 + eps) as f32, (1.0 - eps) as f32);
+    let clamp = |c: f32| c.max(lo).min(hi);
+    let c_y: Vec<f64> = raw_cy.iter().map(|&c| clamp(c) as f64).collect();
+    let norms: Vec<f64> = norms_f32.iter().map(|&v| v as f64).collect();
+    let view = BatchView { c_y: &c_y, norms: &norms };
+    head.observe(&view)?;
+    let quality = head.quality(&view);
+    let quality = if quality.is_empty() { vec![0.0; b] } else { quality };
+    if quality.len() != b {
+        return Err(Error::Invalid(format!("{}: {} quality values for {b} samples", head.name(), quality.len())));
+    }
+    let plans: Vec<_> = (0..b).map(|i| head.row(&RowInput { c_y: c_y[i], norm: norms[i], quality: quality[i] })).collect();
+    let (mut zy, mut zpy, mut dz_dm) = (Vec::with_capacity(b), Vec::with_capacity(b), Vec::with_capacity(b));
+    for i in 0..b {
+        let (z, dz, dm) = target_logit(&plans[i].target, s, clamp(raw_cy[i]));
+        zy.push(z);
+        zpy.push(if raw_cy[i] > lo && raw_cy[i] < hi { dz } else { 0.0 });
+        dz_dm.push(dm);
+    }
+    let non_target = head.non_target();
+    let (nontarget_kind, t) = non_target_code(&non_target);
+    Ok(RowPlans {
+        hp: KernelParams { eps: eps as f32, t, nontarget_kind, ..KernelParams::plain(s, b) },
+        c_y,
+        norms,
+        zy,
+        zpy,
+        tau: plans.iter().map(|p| p.tau as f32).collect(),
+        dz_dm,
+        margin_da: plans.iter().map(|p| p.margin_da).collect(),
+        non_target,
+    })
+}
+
+/// The host half after the logits: per-row results from the merged (max, sum, sum without target).
+pub struct RowResults {
+    /// Batch mean of I·min(CE, CE_MAX) plus the mean extra term.
+    pub loss: f64,
+    pub lse: Vec<f32>,
+    /// st_i, the factor of row i's gradient.
+    pub st: Vec<f32>,
+    /// dL/da_i (margin that moves with the norm, extra term).
+    pub d_norm: Vec<f32>,
+}
+
+/// Loss, weights, p_d, the extra term and dL/da per row, as the CPU classifier computes them.
+pub fn finish_rows(head: &dyn Head, r: &RowPlans, mx: &[f32], sum: &[f32], sum_other: &[f32]) -> Result<RowResults> {
+    let b = r.zy.len();
+    if mx.len() != b || sum.len() != b || sum_other.len() != b {
+        return Err(Error::Shape(format!("head rows: {b} rows but {}/{}/{} merged values", mx.len(), sum.len(), sum_other.len())));
+    }
+    let needs = head.needs();
+    let s = head.scale() as f32;
+    let inv_b = 1.0 / b as f64;
+    let mut out = RowResults { loss: 0.0, lse: Vec::with_capacity(b), st: Vec::with_capacity(b), d_norm: Vec::with_capacity(b) };
+    for i in 0..b {
+        let l = mx[i] + sum[i].ln();
+        let log_p_t = r.zy[i] - l;
+        let log_p = log_p_t as f64;
+        let wgt = head.weight(log_p);
+        let p_d = if needs.p_d {
+            if !matches!(r.non_target, NonTarget::Plain) {
+                return Err(Error::Unsupported(format!(
+                    "{}: p_d from the non-target sum needs plain non-target logits",
+                    head.name()
+                )));
+            }
+            // log p_d = s·c_y - LSE2(M + log S_other, s·c_y).
+            let zd = s * r.c_y[i] as f32;
+            let other = mx[i] + sum_other[i].ln();
+            let top = zd.max(other);
+            let lse2 = top + ((zd - top).exp() + (other - top).exp()).ln();
+            (zd - lse2).exp() as f64
+        } else {
+            f64::NAN
+        };
+        let (extra, d_extra) = head.extra(r.norms[i], p_d);
+        let p_y = log_p_t.exp() as f64;
+        out.d_norm.push((inv_b * (wgt.st * (p_y - 1.0) * r.dz_dm[i] as f64 * r.margin_da[i] + d_extra)) as f32);
+        out.loss += wgt.value * (-log_p).min(CE_MAX) + extra;
+        out.lse.push(l);
+        out.st.push(wgt.st as f32);
+    }
+    out.loss *= inv_b;
+    Ok(out)
+}
+
+/// Any head: its per-row scalars computed on the host by the head's own code (`plan_rows`,
+/// `finish_rows`), its per-element work in margin_head.cu.
+pub fn step_with_row_plans(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+    head: &mut dyn Head,
+    grad: bool,
+    max_block_elems: usize,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    let ctx = cuda_context(x)?;
+    let be: &dyn Backend = ctx.as_ref();
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
+    }
+    let (b, _) = x.shape().matrix("head loss (embeddings)")?;
+    let (classes, _) = w.shape().matrix("head loss (weight)")?;
+    check_labels(labels, b, classes)?;
+    let dev = Device::Cuda(ctx.clone());
+    let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
+    let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
+    let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
+    let raw_cy = launch::gather_cy(&ctx, &xh, &wh, 0, &lab, &be.zeros(&[b].into(), DType::F32)?)?.to_vec::<f32>()?;
+    let plans = plan_rows(head, &raw_cy, &a.to_vec::<f32>()?)?;
+    let hp = plans.hp;
+    let terms = launch::TargetTerms {
+        zy: upload_rows(plans.zy.clone(), &dev)?,
+        zpy: upload_rows(plans.zpy.clone(), &dev)?,
+        tau: upload_rows(plans.tau.clone(), &dev)?,
+        dzy_dm: be.zeros(&[b].into(), DType::F32)?,
+    };
+    let blocks = class_blocks(b, classes, max_block_elems);
+    let whole = blocks.len() == 1;
+    let block_w = |j0: usize, j1: usize| -> Result<Tensor> {
+        if whole {
+            Ok(wh.clone())
+        } else {
+            cuda_ops::slice_rows(&ctx, &wh, j0, j1)
+        }
+    };
+    let mut state = launch::lse_init(&ctx, b)?;
+    let mut kept = None;
+    for &(j0, j1) in &blocks {
+        let cos = be.matmul(&xh, &block_w(j0, j1)?, false, true)?;
+        state = launch::forward_block(&ctx, &cos, j0, &lab, &terms, &hp, &state)?;
+        if whole {
+            kept = Some(cos);
+        }
+    }
+    let res = finish_rows(head, &plans, &state.m.to_vec()?, &state.s.to_vec()?, &state.s_other.to_vec()?)?;
+    let loss = Tensor::scalar(res.loss as f32).to_device(&dev)?;
+    if !grad {
+        return Ok((loss, None));
+    }
+    let lse = upload_rows(res.lse, &dev)?;
+    // backward_block reads lse and st only.
+    let rows = launch::RowLoss { lse: lse.clone(), loss: lse.clone(), py: lse.clone(), st: upload_rows(res.st, &dev)?, dl_da: lse };
+    let mut dxh: Option<Tensor> = None;
+    let mut dw_parts = Vec::with_capacity(blocks.len());
+    for &(j0, j1) in &blocks {
+        let wb = block_w(j0, j1)?;
+        let cos = match kept.take() {
+            Some(c) => c,
+            None => be.matmul(&xh, &wb, false, true)?,
+        };
+        let g = launch::backward_block(&ctx, &cos, j0, &lab, &terms, &rows, &hp)?;
+        let part = be.matmul(&g, &wb, false, false)?;
+        dxh = Some(match dxh {
+            None => part,
+            Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
+        });
+        dw_parts.push(be.matmul(&g, &xh, true, false)?);
+    }
+    let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&ctx, &dw_parts)? };
+    let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
+    let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &xh, &a, NORM_FLOOR)?;
+    if res.d_norm.iter().any(|&v| v != 0.0) {
+        // The radial part: dL/da_i along x̂_i.
+        let radial = be.scale_rows(&xh, &upload_rows(res.d_norm, &dev)?)?;
+        dx = be.binary(BinaryOp::Add, &dx, &radial)?;
+    }
+    let dw = be.l2_normalize_rows_backward_eps(&dwh, &wh, &wn, NORM_FLOOR)?;
+    Ok((loss, Some((dx, dw))))
+}
+
+/// `t * g` for a rank-0 device tensor `g` without reading it on the host (a one-row `scale_rows`).
+pub fn scale_by_scalar(t: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let n = t.numel();
+    let y = t.backend().scale_rows(&t.reshape([1, n])?, &g.reshape([1])?)?;
+    y.reshape(t.shape().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heads::{from_name, run, HeadParams, Phase, RunOptions};
+
+    fn params(name: &str) -> Option<KernelParams> {
+        let p = HeadParams::default();
+        let h = from_name(name, &p).unwrap();
+        kernel_params(h.as_ref(), 8)
+    }
+
+    #[test]
+    fn stateless_single_map_heads_are_encoded_and_the_rest_fall_back() {
+        for name in ["softmax", "cosface", "arcface", "combined", "sphereface"] {
+            assert!(params(name).is_some(), "{name} should run in margin_head.cu");
+        }
+        for name in [
+            "curricularface", "mv-am", "mv-arc", "magface", "adaface", "qamface", "sm-cosface", "smaface",
+            "smaface-star", "nsmaface-star", "hm-softmax", "focal",
+        ] {
+            assert!(params(name).is_none(), "{name} must take the row-plan path");
+        }
+        let qc = HeadParams { phase: Some(Phase::Planning), ..HeadParams::default() };
+        assert!(kernel_params(from_name("qcface", &qc).unwrap().as_ref(), 8).is_none());
+    }
+
+    #[test]
+    fn encodings_carry_the_head_parameters() {
+        let cos = params("cosface").unwrap();
+        assert_eq!((cos.s, cos.m1, cos.m2, cos.m3, cos.flags, cos.eps), (64.0, 1.0, 0.0, 0.35, 0, 0.0));
+        let arc = params("arcface").unwrap();
+        assert_eq!((arc.m1, arc.m2, arc.m3, arc.flags), (1.0, 0.5, 0.0, F_FALLBACK));
+        assert_eq!(arc.eps, 1e-6);
+        assert_eq!(arc.inv_batch, 1.0 / 8.0);
+        let easy = HeadParams { easy_margin: Some(true), ..HeadParams::default() };
+        let e = kernel_params(from_name("arcface", &easy).unwrap().as_ref(), 8).unwrap();
+        assert_eq!(e.flags, F_EASY);
+        let ste = HeadParams { grad_mode: Some(crate::heads::GradMode::Ste), ..HeadParams::default() };
+        let s = kernel_params(from_name("arcface", &ste).unwrap().as_ref(), 8).unwrap();
+        assert_eq!((s.flags, s.m2), (F_STE, 0.5));
+    }
+
+    #[test]
+    fn the_kernel_branch_mirror_agrees_with_the_cpu_maps_on_logits() {
+        // For every encoded head, the logit and slope of the mirrored kernel branch equal the CPU map's
+        // at f64 (the kernel computes the same expressions in f32).
+        use crate::heads::maps::target_logit;
+        for name in ["softmax", "cosface", "arcface", "combined", "sphereface"] {
+            let h = from_name(name, &HeadParams::default()).unwrap();
+            let hp = kernel_params(h.as_ref(), 4).unwrap();
+            for k in 0..=200 {
+                let c = -0.999 + 1.998 * k as f64 / 200.0;
+                let cpu = target_logit(&h.row(&RowInput { c_y: c, norm: 1.0, quality: 0.0 }).target, 30.0, c);
+                let gpu = target_logit(&encoded_map(&hp, c), 30.0, c);
+                // cos(acos(c)) loses a few digits near c = -1 (the kernel writes s·(c - m) that way too).
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (30.0 + b.abs());
+                assert!(close(gpu.0, cpu.0) && close(gpu.1, cpu.1), "{name} at {c}: {cpu:?} {gpu:?}");
+            }
+        }
+    }
+
+    /// CPU mirror of margin_fwd_block over all classes: per row (max, sum, sum without the target).
+    fn merged_rows(xh: &[f32], wh: &[f32], labels: &[i64], d: usize, r: &RowPlans, s: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (b, c) = (labels.len(), wh.len() / d);
+        let (lo, hi) = (-1.0 + r.hp.eps, 1.0 - r.hp.eps);
+        let (mut mx, mut sm, mut so) = (vec![0f32; b], vec![0f32; b], vec![0f32; b]);
+        for i in 0..b {
+            let z: Vec<f32> = (0..c)
+                .map(|j| {
+                    if j as i64 == labels[i] {
+                        return r.zy[i];
+                    }
+                    let cos: f32 = (0..d).map(|k| xh[i * d + k] * wh[j * d + k]).sum();
+                    crate::heads::maps::non_target_logit(&r.non_target, s, cos.max(lo).min(hi), r.tau[i]).0
+                })
+                .collect();
+            mx[i] = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            sm[i] = z.iter().map(|v| (v - mx[i]).exp()).sum();
+            so[i] = z.iter().enumerate().filter(|(j, _)| *j as i64 != labels[i]).map(|(_, v)| (v - mx[i]).exp()).sum();
+        }
+        (mx, sm, so)
+    }
+
+    fn unit_rows(m: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut u = m.to_vec();
+        let mut n = Vec::new();
+        for row in u.chunks_mut(d) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let inv = 1.0 / norm.max(1e-12);
+            row.iter_mut().for_each(|v| *v *= inv);
+            n.push(norm);
+        }
+        (u, n)
+    }
+
+    /// The row-plan path's host half (what the GPU path runs between its kernels) against the CPU
+    /// classifier, for all 18 heads: loss, z_y, LSE, weight factors, dL/da, and the running state after.
+    #[test]
+    fn row_plans_reproduce_the_cpu_classifier_for_every_head() {
+        let (b, d, c) = (12, 16, 9);
+        let case = crate::heads::tests::random_case(5, b, c, d, 8.0, 60.0);
+        let x: Vec<f32> = case.x.iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
+        let close = |a: f64, r: f64| (a - r).abs() <= 1e-5 * (1.0 + r.abs());
+        for name in crate::heads::names() {
+            let p = HeadParams { phase: (name == "qcface").then_some(Phase::Planning), ..HeadParams::default() };
+            let (mut cpu, mut gpu) = (from_name(name, &p).unwrap(), from_name(name, &p).unwrap());
+            cpu.set_training(true);
+            gpu.set_training(true);
+            let want = run::<f32>(&x, &w, &case.labels, d, cpu.as_mut(), &RunOptions::default()).unwrap();
+            let (xh, norms) = unit_rows(&x, d);
+            let (wh, _) = unit_rows(&w, d);
+            let raw_cy: Vec<f32> = (0..b)
+                .map(|i| {
+                    let y = case.labels[i] as usize;
+                    (0..d).map(|k| xh[i * d + k] * wh[y * d + k]).sum()
+                })
+                .collect();
+            let plans = plan_rows(gpu.as_mut(), &raw_cy, &norms).unwrap();
+            let (mx, sm, so) = merged_rows(&xh, &wh, &case.labels, d, &plans, gpu.scale() as f32);
+            let got = finish_rows(gpu.as_ref(), &plans, &mx, &sm, &so).unwrap();
+            assert!(close(got.loss, want.loss), "{name}: loss {} vs {}", got.loss, want.loss);
+            for (i, row) in want.rows.iter().enumerate() {
+                assert!(close(plans.zy[i] as f64, row.z_y), "{name} row {i}: z_y {} vs {}", plans.zy[i], row.z_y);
+                assert!(close(got.lse[i] as f64, row.lse), "{name} row {i}: lse {} vs {}", got.lse[i], row.lse);
+                assert!(close(got.st[i] as f64, row.st), "{name} row {i}: st {} vs {}", got.st[i], row.st);
+                let dn = got.d_norm[i] as f64;
+                assert!((dn - row.d_norm).abs() <= 1e-5 * (1e-3 + row.d_norm.abs()), "{name} row {i}: dL/da {dn} vs {}", row.d_norm);
+            }
+            assert_eq!(gpu.state(), cpu.state(), "{name}: running state");
+            // The kernel's non-target code carries the head's map.
+            let want_kind = match plans.non_target {
+                NonTarget::Plain => NT_PLAIN,
+                NonTarget::Curricular { .. } => NT_CURRICULAR,
+                NonTarget::MvAdaptive { .. } => NT_MV_ADAPTIVE,
+                NonTarget::MvFixed { .. } => NT_MV_FIXED,
+                NonTarget::Quadratic => NT_QAM,
+            };
+            assert_eq!(plans.hp.nontarget_kind, want_kind, "{name}");
+            if name.starts_with("mv-") {
+                assert!(plans.hp.t != 0.0, "{name}: t {}", plans.hp.t);
+            }
+        }
+    }
+
+    #[test]
+    fn class_blocks_cover_every_class_once() {
+        assert_eq!(class_blocks(128, 600, MAX_BLOCK_ELEMS), vec![(0, 600)]);
+        let b = class_blocks(1 << 20, 200, MAX_BLOCK_ELEMS);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.first().unwrap().0, 0);
+        assert_eq!(b.last().unwrap().1, 200);
+        assert!(b.windows(2).all(|w| w[0].1 == w[1].0));
+    }
+}
