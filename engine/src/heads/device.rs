@@ -141,65 +141,113 @@ pub fn step_on_device_blocked(
     grad: bool,
     max_block_elems: usize,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let ctx = cuda_context(x)?;
-    let be: &dyn Backend = ctx.as_ref();
-    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-        return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
-    }
-    let (b, _) = x.shape().matrix("head loss (embeddings)")?;
-    let (classes, _) = w.shape().matrix("head loss (weight)")?;
-    check_labels(labels, b, classes)?;
-    let dev = Device::Cuda(ctx.clone());
-    let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
-    let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
-    let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
-    let cy = launch::gather_cy(&ctx, &xh, &wh, 0, &lab, &be.zeros(&[b].into(), DType::F32)?)?;
-    let terms = launch::target(&ctx, &cy, None, None, hp)?;
-    let blocks = class_blocks(b, classes, max_block_elems);
-    let whole = blocks.len() == 1;
-    let block_w = |j0: usize, j1: usize| -> Result<Tensor> {
-        if whole {
-            Ok(wh.clone())
-        } else {
-            cuda_ops::slice_rows(&ctx, &wh, j0, j1)
-        }
-    };
-    let mut state = launch::lse_init(&ctx, b)?;
-    // With one block its cosines are kept for the backward; with several they are recomputed there.
-    let mut kept = None;
-    for &(j0, j1) in &blocks {
-        let cos = be.matmul(&xh, &block_w(j0, j1)?, false, true)?;
-        state = launch::forward_block(&ctx, &cos, j0, &lab, &terms, hp, &state)?;
-        if whole {
-            kept = Some(cos);
-        }
-    }
-    let rows = launch::finish(&ctx, &lab, &state, &terms, 0.0, hp)?;
-    let loss = be.affine(&be.sum_all(&rows.loss)?, 1.0 / b as f64, 0.0)?;
+    let p = Prepared::new(x, w, labels)?;
+    let be = p.be();
+    let terms = launch::target(&p.ctx, &launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?, None, None, hp)?;
+    let blocks = p.blocks(max_block_elems);
+    let (state, kept) = p.forward(&blocks, &terms, hp)?;
+    let rows = launch::finish(&p.ctx, &p.lab, &state, &terms, 0.0, hp)?;
+    let loss = be.affine(&be.sum_all(&rows.loss)?, 1.0 / p.b as f64, 0.0)?;
     if !grad {
         return Ok((loss, None));
     }
-    let mut dxh: Option<Tensor> = None;
-    let mut dw_parts = Vec::with_capacity(blocks.len());
-    for &(j0, j1) in &blocks {
-        let wb = block_w(j0, j1)?;
-        let cos = match kept.take() {
-            Some(c) => c,
-            None => be.matmul(&xh, &wb, false, true)?,
-        };
-        let g = launch::backward_block(&ctx, &cos, j0, &lab, &terms, &rows, hp)?;
-        let part = be.matmul(&g, &wb, false, false)?;
-        dxh = Some(match dxh {
-            None => part,
-            Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
-        });
-        dw_parts.push(be.matmul(&g, &xh, true, false)?);
-    }
-    let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&ctx, &dw_parts)? };
-    let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
-    let dx = be.l2_normalize_rows_backward_eps(&dxh, &xh, &a, NORM_FLOOR)?;
-    let dw = be.l2_normalize_rows_backward_eps(&dwh, &wh, &wn, NORM_FLOOR)?;
+    let (dxh, dwh) = p.backward(&blocks, kept, &terms, &rows, hp)?;
+    let dx = be.l2_normalize_rows_backward_eps(&dxh, &p.xh, &p.a, NORM_FLOOR)?;
+    let dw = be.l2_normalize_rows_backward_eps(&dwh, &p.wh, &p.wn, NORM_FLOOR)?;
     Ok((loss, Some((dx, dw))))
+}
+
+/// What both device paths start from: labels on the device and the normalized rows with their norms.
+struct Prepared {
+    ctx: Arc<CudaContext>,
+    dev: Device,
+    lab: Tensor,
+    b: usize,
+    classes: usize,
+    xh: Tensor,
+    a: Tensor,
+    wh: Tensor,
+    wn: Tensor,
+}
+
+impl Prepared {
+    fn new(x: &Tensor, w: &Tensor, labels: &[i64]) -> Result<Prepared> {
+        let ctx = cuda_context(x)?;
+        if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+            return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
+        }
+        let (b, _) = x.shape().matrix("head loss (embeddings)")?;
+        let (classes, _) = w.shape().matrix("head loss (weight)")?;
+        check_labels(labels, b, classes)?;
+        let dev = Device::Cuda(ctx.clone());
+        let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
+        let be: &dyn Backend = ctx.as_ref();
+        let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
+        let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
+        Ok(Prepared { ctx, dev, lab, b, classes, xh, a, wh, wn })
+    }
+
+    fn be(&self) -> &dyn Backend {
+        self.ctx.as_ref()
+    }
+
+    fn blocks(&self, max_block_elems: usize) -> Vec<(usize, usize)> {
+        class_blocks(self.b, self.classes, max_block_elems)
+    }
+
+    fn block_w(&self, blocks: &[(usize, usize)], j0: usize, j1: usize) -> Result<Tensor> {
+        if blocks.len() == 1 {
+            Ok(self.wh.clone())
+        } else {
+            cuda_ops::slice_rows(&self.ctx, &self.wh, j0, j1)
+        }
+    }
+
+    /// The running log-sum-exp over every class block. With one block its cosines are returned for the
+    /// backward; with several they are recomputed there.
+    fn forward(&self, blocks: &[(usize, usize)], terms: &launch::TargetTerms, hp: &KernelParams) -> Result<(launch::LseState, Option<Tensor>)> {
+        let mut state = launch::lse_init(&self.ctx, self.b)?;
+        let mut kept = None;
+        for &(j0, j1) in blocks {
+            let cos = self.be().matmul(&self.xh, &self.block_w(blocks, j0, j1)?, false, true)?;
+            state = launch::forward_block(&self.ctx, &cos, j0, &self.lab, terms, hp, &state)?;
+            if blocks.len() == 1 {
+                kept = Some(cos);
+            }
+        }
+        Ok((state, kept))
+    }
+
+    /// Gradients with respect to the normalized embeddings and classifier rows.
+    fn backward(
+        &self,
+        blocks: &[(usize, usize)],
+        mut kept: Option<Tensor>,
+        terms: &launch::TargetTerms,
+        rows: &launch::RowLoss,
+        hp: &KernelParams,
+    ) -> Result<(Tensor, Tensor)> {
+        let be = self.be();
+        let mut dxh: Option<Tensor> = None;
+        let mut dw_parts = Vec::with_capacity(blocks.len());
+        for &(j0, j1) in blocks {
+            let wb = self.block_w(blocks, j0, j1)?;
+            let cos = match kept.take() {
+                Some(c) => c,
+                None => be.matmul(&self.xh, &wb, false, true)?,
+            };
+            let g = launch::backward_block(&self.ctx, &cos, j0, &self.lab, terms, rows, hp)?;
+            let part = be.matmul(&g, &wb, false, false)?;
+            dxh = Some(match dxh {
+                None => part,
+                Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
+            });
+            dw_parts.push(be.matmul(&g, &self.xh, true, false)?);
+        }
+        let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&self.ctx, &dw_parts)? };
+        let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
+        Ok((dxh, dwh))
+    }
 }
 
 /// The kernels skip rows whose label is outside their block, so a bad label must be refused here.
@@ -350,78 +398,35 @@ pub fn step_with_row_plans(
     grad: bool,
     max_block_elems: usize,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let ctx = cuda_context(x)?;
-    let be: &dyn Backend = ctx.as_ref();
-    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-        return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
-    }
-    let (b, _) = x.shape().matrix("head loss (embeddings)")?;
-    let (classes, _) = w.shape().matrix("head loss (weight)")?;
-    check_labels(labels, b, classes)?;
-    let dev = Device::Cuda(ctx.clone());
-    let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
-    let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
-    let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
-    let raw_cy = launch::gather_cy(&ctx, &xh, &wh, 0, &lab, &be.zeros(&[b].into(), DType::F32)?)?.to_vec::<f32>()?;
-    let plans = plan_rows(head, &raw_cy, &a.to_vec::<f32>()?)?;
+    let p = Prepared::new(x, w, labels)?;
+    let (be, dev) = (p.be(), &p.dev);
+    let raw_cy = launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?.to_vec::<f32>()?;
+    let plans = plan_rows(head, &raw_cy, &p.a.to_vec::<f32>()?)?;
     let hp = plans.hp;
     let terms = launch::TargetTerms {
-        zy: upload_rows(plans.zy.clone(), &dev)?,
-        zpy: upload_rows(plans.zpy.clone(), &dev)?,
-        tau: upload_rows(plans.tau.clone(), &dev)?,
-        dzy_dm: be.zeros(&[b].into(), DType::F32)?,
+        zy: upload_rows(plans.zy.clone(), dev)?,
+        zpy: upload_rows(plans.zpy.clone(), dev)?,
+        tau: upload_rows(plans.tau.clone(), dev)?,
+        dzy_dm: be.zeros(&[p.b].into(), DType::F32)?,
     };
-    let blocks = class_blocks(b, classes, max_block_elems);
-    let whole = blocks.len() == 1;
-    let block_w = |j0: usize, j1: usize| -> Result<Tensor> {
-        if whole {
-            Ok(wh.clone())
-        } else {
-            cuda_ops::slice_rows(&ctx, &wh, j0, j1)
-        }
-    };
-    let mut state = launch::lse_init(&ctx, b)?;
-    let mut kept = None;
-    for &(j0, j1) in &blocks {
-        let cos = be.matmul(&xh, &block_w(j0, j1)?, false, true)?;
-        state = launch::forward_block(&ctx, &cos, j0, &lab, &terms, &hp, &state)?;
-        if whole {
-            kept = Some(cos);
-        }
-    }
+    let blocks = p.blocks(max_block_elems);
+    let (state, kept) = p.forward(&blocks, &terms, &hp)?;
     let res = finish_rows(head, &plans, &state.m.to_vec()?, &state.s.to_vec()?, &state.s_other.to_vec()?)?;
-    let loss = Tensor::scalar(res.loss as f32).to_device(&dev)?;
+    let loss = Tensor::scalar(res.loss as f32).to_device(dev)?;
     if !grad {
         return Ok((loss, None));
     }
-    let lse = upload_rows(res.lse, &dev)?;
+    let lse = upload_rows(res.lse, dev)?;
     // backward_block reads lse and st only.
-    let rows = launch::RowLoss { lse: lse.clone(), loss: lse.clone(), py: lse.clone(), st: upload_rows(res.st, &dev)?, dl_da: lse };
-    let mut dxh: Option<Tensor> = None;
-    let mut dw_parts = Vec::with_capacity(blocks.len());
-    for &(j0, j1) in &blocks {
-        let wb = block_w(j0, j1)?;
-        let cos = match kept.take() {
-            Some(c) => c,
-            None => be.matmul(&xh, &wb, false, true)?,
-        };
-        let g = launch::backward_block(&ctx, &cos, j0, &lab, &terms, &rows, &hp)?;
-        let part = be.matmul(&g, &wb, false, false)?;
-        dxh = Some(match dxh {
-            None => part,
-            Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
-        });
-        dw_parts.push(be.matmul(&g, &xh, true, false)?);
-    }
-    let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&ctx, &dw_parts)? };
-    let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
-    let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &xh, &a, NORM_FLOOR)?;
+    let rows = launch::RowLoss { lse: lse.clone(), loss: lse.clone(), py: lse.clone(), st: upload_rows(res.st, dev)?, dl_da: lse };
+    let (dxh, dwh) = p.backward(&blocks, kept, &terms, &rows, &hp)?;
+    let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &p.xh, &p.a, NORM_FLOOR)?;
     if res.d_norm.iter().any(|&v| v != 0.0) {
         // The radial part: dL/da_i along x̂_i.
-        let radial = be.scale_rows(&xh, &upload_rows(res.d_norm, &dev)?)?;
+        let radial = be.scale_rows(&p.xh, &upload_rows(res.d_norm, dev)?)?;
         dx = be.binary(BinaryOp::Add, &dx, &radial)?;
     }
-    let dw = be.l2_normalize_rows_backward_eps(&dwh, &wh, &wn, NORM_FLOOR)?;
+    let dw = be.l2_normalize_rows_backward_eps(&dwh, &p.wh, &p.wn, NORM_FLOOR)?;
     Ok((loss, Some((dx, dw))))
 }
 
