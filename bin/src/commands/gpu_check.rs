@@ -200,12 +200,15 @@ fn write_report(path: &PathBuf, r: &Run, errors: &[String]) -> R<()> {
         st.reuses,
         st.bytes_held as f64 / (1 << 20) as f64
     ));
-    if let Some(dir) = path.parent() {
+    save_markdown(path, &s)
+}
+
+/// Writes a report (its folder created) under a temporary name, then renames it into place.
+fn save_markdown(path: &std::path::Path, text: &str) -> R<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, s).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    engine::io::atomic::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
 
@@ -299,12 +302,7 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
         if ok { "pass" } else { "FAIL" }
     );
     print!("{text}");
-    if let Some(dir) = a.report.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = a.report.with_extension("md.tmp");
-    std::fs::write(&tmp, format!("# demo training on {} (f32)\n\n{text}", gpu.device_name()))?;
-    std::fs::rename(&tmp, &a.report)?;
+    save_markdown(&a.report, &format!("# demo training on {} (f32)\n\n{text}", gpu.device_name()))?;
     if !ok {
         return Err(format!("the demo loss did not fall by half: {first:.3} -> {last:.3}").into());
     }
@@ -368,12 +366,7 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         med * 1e3,
     );
     print!("{text}");
-    if let Some(dir) = a.report.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = a.report.with_extension("md.tmp");
-    std::fs::write(&tmp, format!("# f32 training step on {}\n\n{text}", gpu.device_name()))?;
-    std::fs::rename(&tmp, &a.report)?;
+    save_markdown(&a.report, &format!("# f32 training step on {}\n\n{text}", gpu.device_name()))?;
     Ok(())
 }
 
@@ -990,11 +983,6 @@ fn bench_head(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         free_before.saturating_sub(free_after) as f64 / (1 << 20) as f64,
     );
     print!("{text}");
-    if let Some(dir) = a.report.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = a.report.with_extension("md.tmp");
-    std::fs::write(&tmp, format!("# chunked head benchmark on {}\n\n{text}", gpu.device_name()))?;
-    std::fs::rename(&tmp, &a.report)?;
+    save_markdown(&a.report, &format!("# chunked head benchmark on {}\n\n{text}", gpu.device_name()))?;
     Ok(())
 }
