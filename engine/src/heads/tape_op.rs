@@ -31,8 +31,14 @@ fn step<T: Float + crate::tensor::Element>(
 
 /// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
 /// the tape whose backward gives dL/d embeddings and dL/d weight. State moves iff the head is training.
+///
+/// Under the tape's autocast type the head counts as one fused GEMM: embeddings and weight are rounded as
+/// a half-precision classifier would read them, and its (loss-scaled) gradients as it would write them;
+/// the margins, softmax and loss stay f32, as insightface's partial FC casts its logits back to float.
 pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
-    let (x, w) = (tape.value(embeddings).clone(), tape.value(weight).clone());
+    let half = tape.autocast();
+    let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
+    let w = crate::ops::autocast_operand(tape.value(weight), half)?.into_owned();
     let (b, d) = x.shape().matrix("head loss (embeddings)")?;
     let (_, dw) = w.shape().matrix("head loss (weight)")?;
     if d != dw {
@@ -63,10 +69,10 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
             let scale = g.scalar_value()?;
             let scaled = |t: &Tensor| -> Result<Tensor> {
                 if scale == 1.0 {
-                    return Ok(t.clone());
+                    return crate::ops::autocast_result(t.clone(), half);
                 }
                 let v: Vec<f64> = t.to_f64_vec()?.into_iter().map(|e| e * scale).collect();
-                Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())
+                crate::ops::autocast_result(Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())?, half)
             };
             Ok(vec![Some(scaled(&grads.0)?), Some(scaled(&grads.1)?)])
         }),
