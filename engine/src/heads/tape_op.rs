@@ -32,9 +32,11 @@ fn step<T: Float + crate::tensor::Element>(
 /// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
 /// the tape whose backward gives dL/d embeddings and dL/d weight. State moves iff the head is training.
 ///
-/// Under the tape's autocast type the head counts as one fused GEMM: embeddings and weight are rounded as
-/// a half-precision classifier would read them, and its (loss-scaled) gradients as it would write them;
-/// the margins, softmax and loss stay f32, as insightface's partial FC casts its logits back to float.
+/// Under the tape's autocast type, embeddings and weight are rounded as a half-precision logits GEMM would
+/// read them. Everything after the GEMM (margins, softmax, loss) and the gradients out of the head stay
+/// f32: as in insightface's partial FC, where only the logits GEMM runs in half, the logits are cast back
+/// to float, and the gradients reach embeddings and weight through the L2 normalization, run in f32.
+/// (Rounding them instead would overflow fp16 on the classifier, whose 1/|w| factor is large at init.)
 pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
     let half = tape.autocast();
     let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
@@ -69,10 +71,10 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
             let scale = g.scalar_value()?;
             let scaled = |t: &Tensor| -> Result<Tensor> {
                 if scale == 1.0 {
-                    return crate::ops::autocast_result(t.clone(), half);
+                    return Ok(t.clone());
                 }
                 let v: Vec<f64> = t.to_f64_vec()?.into_iter().map(|e| e * scale).collect();
-                crate::ops::autocast_result(Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())?, half)
+                Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())
             };
             Ok(vec![Some(scaled(&grads.0)?), Some(scaled(&grads.1)?)])
         }),
