@@ -47,6 +47,25 @@ fn fp16_logs_the_loss_scale_and_skipped_steps_and_bf16_does_not() {
 }
 
 #[test]
+fn a_presets_precision_applies_unless_the_flag_overrides_it() {
+    let root = scratch("precision-preset");
+    let cache = root.join("cache");
+    // insightface's recipe trains in fp16; the small backbone keeps the run tiny.
+    let preset = ["--preset", "ms1mv2-r50-arcface", "--backbone", "small"];
+    let mut c = train_cmd(&cache, &root.join("preset"));
+    let o = c.args(preset).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("| fp16 (emulated on the CPU) |"), "{err}");
+    assert!(step_events(&root.join("preset")).iter().all(|v| v["loss_scale"].as_f64().is_some()));
+    let mut c = train_cmd(&cache, &root.join("flag"));
+    let o = c.args(preset).args(["--precision", "f32"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("| f32 |"), "{err}");
+    assert!(step_events(&root.join("flag")).iter().all(|v| v.get("loss_scale").is_none()));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn an_unknown_precision_is_a_clear_error_and_help_explains_the_emulation() {
     let root = scratch("precision-bad");
     let o = train_cmd(&root.join("cache"), &root.join("out")).args(["--precision", "fp8"]).output().unwrap();
