@@ -83,10 +83,11 @@ pub struct Args {
     /// optimizer state and batch-norm statistics, and hold the tensors around convolutions and linear
     /// layers (activations, their gradients, the weights as the GEMM reads them) in 16 bits. On the CPU
     /// this is emulated by rounding those tensors (round-to-nearest-even; fp16 overflows to inf beyond
-    /// 65504), so the numerics are real but the speed is f32's. fp16 scales the loss dynamically as
-    /// torch's GradScaler does (start 65536, x2 after 2000 good steps, x0.5 and the step skipped on an
-    /// inf/NaN gradient; training stops after 50 skips in a row). bf16 will be the GPU's default once
-    /// training on CUDA lands.
+    /// 65504): the numerics are real, the speed is f32's less the rounding (about 20% slower on the
+    /// demo). fp16 scales the loss dynamically as torch's GradScaler does (start 65536, x2 after 2000
+    /// good steps, x0.5 and the step skipped on an inf/NaN gradient; training stops once the scale is
+    /// below 2^-24 or after 50 skips in a row). bf16 will be the GPU's default once training on CUDA
+    /// lands.
     #[arg(long)]
     precision: Option<String>,
     /// auto, cpu, cuda or cuda:N.

@@ -10,8 +10,6 @@ use rayon::prelude::*;
 
 /// Smallest normal fp16, 2^-14.
 const F16_MIN_NORMAL: f32 = 6.103_515_625e-5;
-/// 2^24: fp16 subnormals are multiples of its reciprocal.
-const F16_SUBNORMAL_STEPS: f32 = 16_777_216.0;
 /// Magnitudes at or above this round to infinity in fp16.
 const F16_OVERFLOW: f32 = 65_520.0;
 
@@ -28,26 +26,24 @@ pub fn round_bf16(x: f32) -> f32 {
     f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
 }
 
-/// `x` rounded to the nearest fp16 (ties to even), as f32.
+/// `x` rounded to the nearest fp16 (ties to even), as f32. Written without branches (every case is
+/// computed, then one is selected) so that loops over it vectorize.
 #[inline]
 pub fn round_f16(x: f32) -> f32 {
     let b = x.to_bits();
     let sign = b & 0x8000_0000;
-    if x.is_nan() {
-        return f32::from_bits(sign | 0x7FC0_0000 | (b & 0x007F_E000));
-    }
-    let a = x.abs();
-    if a >= F16_OVERFLOW {
-        return f32::from_bits(sign | 0x7F80_0000);
-    }
-    if a < F16_MIN_NORMAL {
-        // Scaling by a power of two is exact, so this rounds once, to a multiple of 2^-24.
-        let q = (a * F16_SUBNORMAL_STEPS).round_ties_even() / F16_SUBNORMAL_STEPS;
-        return f32::from_bits(sign | q.to_bits());
-    }
+    let ab = b & 0x7FFF_FFFF;
+    let a = f32::from_bits(ab);
     // Normal range: keep 10 of f32's 23 mantissa bits, as in `round_bf16`.
-    let ab = a.to_bits();
-    f32::from_bits(sign | (ab.wrapping_add(0x0FFF + ((ab >> 13) & 1)) & !0x1FFF))
+    let normal = ab.wrapping_add(0x0FFF + ((ab >> 13) & 1)) & !0x1FFF;
+    // Below 2^-14, 0.5 + a has an ulp of 2^-24, fp16's subnormal step: the addition rounds a to it
+    // (to nearest even) and the subtraction is exact.
+    let subnormal = ((a + 0.5) - 0.5).to_bits();
+    let r = if a < F16_MIN_NORMAL { subnormal } else { normal };
+    let r = if a >= F16_OVERFLOW { 0x7F80_0000 } else { r };
+    // NaN (all comparisons above false): quiet, with the payload bits fp16 keeps.
+    let r = if x.is_nan() { 0x7FC0_0000 | (b & 0x007F_E000) } else { r };
+    f32::from_bits(sign | r)
 }
 
 /// `x` rounded once, directly, to the nearest bf16 (`to` BF16) or fp16 (otherwise); f64 serves the
@@ -81,12 +77,27 @@ fn check_target(to: DType) -> Result<()> {
 const CHUNK: usize = 1 << 14;
 
 fn round_slice_f32(v: &mut [f32], to: DType) {
-    let f = if to == DType::BF16 { round_bf16 } else { round_f16 };
-    v.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|e| *e = f(*e)));
+    // One monomorphic loop per type (no function pointer), so each vectorizes.
+    if to == DType::BF16 {
+        v.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|e| *e = round_bf16(*e)));
+    } else {
+        v.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|e| *e = round_f16(*e)));
+    }
 }
 
 /// A copy of `t` with every element rounded to `to` (f16 or bf16), in `t`'s own dtype (f32 or f64).
 pub fn round_tensor(t: &Tensor, to: DType) -> Result<Tensor> {
+    check_target(to)?;
+    if let (Ok(_), DType::F32) = (t.cpu_storage(), t.dtype()) {
+        // One pass, reading the source and writing the copy (not a copy, then a pass over it).
+        let src = t.as_slice::<f32>()?;
+        let out: Vec<f32> = if to == DType::BF16 {
+            src.par_iter().with_min_len(CHUNK).map(|&e| round_bf16(e)).collect()
+        } else {
+            src.par_iter().with_min_len(CHUNK).map(|&e| round_f16(e)).collect()
+        };
+        return Tensor::from_vec(out, t.shape().clone());
+    }
     let mut out = t.clone();
     round_in_place(&mut out, to)?;
     Ok(out)
