@@ -442,6 +442,19 @@ mod tests {
     }
 
     #[test]
+    fn a_skipped_fp16_step_leaves_a_heads_running_state_alone() {
+        // CurricularFace moves its running t on every training forward; a skipped step must undo that.
+        let mut t = tiny_trainer_in(Precision::Fp16, scaled(2f32.powi(40)));
+        t.config.head = "curricularface".into();
+        t.head = heads::from_name("curricularface", &HeadParams::default()).unwrap();
+        let before = bits(t.head.state().to_tensors());
+        assert!(t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped);
+        assert!(bits(t.head.state().to_tensors()) == before);
+        while t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped {}
+        assert!(bits(t.head.state().to_tensors()) != before, "an applied step did not move the head's state");
+    }
+
+    #[test]
     fn fp16_stops_with_a_clear_message_when_every_step_overflows() {
         let cfg = LossScaleConfig { init_scale: 2f32.powi(60), max_consecutive_skips: 2, ..LossScaleConfig::default() };
         let mut t = tiny_trainer_in(Precision::Fp16, cfg);
