@@ -137,12 +137,18 @@ fn autocast_matches_torch_cpu_autocast_in_bf16_and_fp16() {
 fn fp16_overflow_lands_on_the_same_elements_as_torch() {
     let (st, path) = fixture();
     let c = Case { st: &st, path: &path };
-    let res = c.run("fp16.linear_overflow", &["x", "w"], Some(DType::F16), |t, v| ops::linear(t, v[0], v[1], None).unwrap());
+    let res =
+        c.run("fp16.linear_overflow", &["x", "w"], Some(DType::F16), |t, v| ops::linear(t, v[0], v[1], None).unwrap());
     let mut infinities = 0;
     for (n, ours, want) in res {
         infinities += want.iter().filter(|v| v.is_infinite()).count();
         let a = agreement(&ours, &want, DType::F16);
-        assert!(a.within_one_step && a.differing <= 0.02, "{n}: {:.2}% differ, one step: {}", 100.0 * a.differing, a.within_one_step);
+        assert!(
+            a.within_one_step && a.differing <= 0.02,
+            "{n}: {:.2}% differ, one step: {}",
+            100.0 * a.differing,
+            a.within_one_step
+        );
     }
     assert!(infinities > 100, "the fixture's overflow case has only {infinities} infinities");
 }
@@ -155,6 +161,10 @@ fn without_autocast_the_same_comparison_fails() {
         let (_, inputs, f) = cases()[0];
         let res = c.run(&format!("{tag}.linear"), inputs, None, f);
         let a = agreement(&res[0].1, &res[0].2, dtype);
-        assert!(a.differing > 0.9, "{tag}: full-precision output agrees with torch's half output: {:.2}%", 100.0 * a.differing);
+        assert!(
+            a.differing > 0.9,
+            "{tag}: full-precision output agrees with torch's half output: {:.2}%",
+            100.0 * a.differing
+        );
     }
 }

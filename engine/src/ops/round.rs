@@ -36,7 +36,7 @@ mod tests {
     use super::*;
     use crate::ops;
     use crate::rng::Rng;
-    use crate::tape::gradcheck::{rel_error, random_projection};
+    use crate::tape::gradcheck::{random_projection, rel_error};
 
     fn randn(n: usize, seed: u64, scale: f64) -> Vec<f64> {
         let mut r = Rng::new(seed);

@@ -163,7 +163,8 @@ impl LossScaler {
             m.get(k).ok_or_else(|| Error::Io(format!("{origin}: metadata has '{KEY_SCALE}' but no '{k}'")))
         };
         let bad = |k: &str, v: &str| Error::Io(format!("{origin}: metadata '{k}' = '{v}' is not valid"));
-        let scale: f32 = scale.parse().ok().filter(|s: &f32| s.is_finite() && *s > 0.0).ok_or_else(|| bad(KEY_SCALE, scale))?;
+        let scale: f32 =
+            scale.parse().ok().filter(|s: &f32| s.is_finite() && *s > 0.0).ok_or_else(|| bad(KEY_SCALE, scale))?;
         let tracker = field(KEY_TRACKER)?;
         let tracker: u32 = tracker.parse().map_err(|_| bad(KEY_TRACKER, tracker))?;
         let consecutive = field(KEY_CONSECUTIVE)?;
@@ -234,7 +235,8 @@ mod tests {
 
     #[test]
     fn growth_that_would_overflow_f32_keeps_the_scale() {
-        let mut s = LossScaler::new(LossScaleConfig { init_scale: f32::MAX, growth_interval: 1, ..Default::default() }).unwrap();
+        let mut s = LossScaler::new(LossScaleConfig { init_scale: f32::MAX, growth_interval: 1, ..Default::default() })
+            .unwrap();
         s.update(false);
         assert_eq!((s.scale(), s.growth_tracker()), (f32::MAX, 0));
     }
@@ -277,12 +279,14 @@ mod tests {
 
     #[test]
     fn state_survives_a_metadata_round_trip_exactly() {
-        let mut s = LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() }).unwrap();
+        let mut s =
+            LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() }).unwrap();
         s.update(true);
         s.update(false);
         s.update(false);
         let m = s.to_metadata();
-        let mut r = LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() }).unwrap();
+        let mut r =
+            LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() }).unwrap();
         assert!(r.load_metadata(&m, "ckpt").unwrap());
         assert_eq!(r, s);
         assert_eq!(r.scale().to_bits(), (3.0e7f32 * 0.5).to_bits());

@@ -65,7 +65,11 @@ pub struct StepOutcome {
 enum Attempt {
     Applied(StepOutcome),
     /// fp16 only: a non-finite loss or gradient; `why` says which.
-    Overflow { loss: f64, lr: f64, why: String },
+    Overflow {
+        loss: f64,
+        lr: f64,
+        why: String,
+    },
 }
 
 pub struct Trainer {
@@ -111,8 +115,11 @@ impl Trainer {
             }
             OptimizerChoice::AdamW => Box::new(AdamW::new(AdamWConfig::default(), groups)),
         };
-        let scaler =
-            if config.precision.needs_loss_scaling() { Some(LossScaler::new(config.loss_scale.clone())?) } else { None };
+        let scaler = if config.precision.needs_loss_scaling() {
+            Some(LossScaler::new(config.loss_scale.clone())?)
+        } else {
+            None
+        };
         Ok(Trainer { config, model, params, classifier, head, optimizer, scaler, step: 0, epoch: 0, rng })
     }
 
