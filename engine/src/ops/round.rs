@@ -146,6 +146,36 @@ mod tests {
     }
 
     #[test]
+    fn autocast_rounds_matmul_like_explicit_rounding() {
+        let a = Tensor::from_vec(randn(4 * 6, 11, 1.0), [4, 6]).unwrap().to_dtype(DType::F32).unwrap();
+        let b = Tensor::from_vec(randn(6 * 5, 12, 1.0), [6, 5]).unwrap().to_dtype(DType::F32).unwrap();
+        let run = |half: Option<DType>, explicit: bool| {
+            let mut t = Tape::new();
+            let (va, vb) = (t.leaf(a.clone()), t.leaf(b.clone()));
+            let y = match (half, explicit) {
+                (Some(d), true) => {
+                    let (ra, rb) = (round_to(&mut t, va, d).unwrap(), round_to(&mut t, vb, d).unwrap());
+                    let y = ops::matmul(&mut t, ra, rb).unwrap();
+                    round_to(&mut t, y, d).unwrap()
+                }
+                _ => {
+                    t.set_autocast(half).unwrap();
+                    ops::matmul(&mut t, va, vb).unwrap()
+                }
+            };
+            let l = random_projection(&mut t, y, 13).unwrap();
+            let g = t.backward(l).unwrap();
+            [t.value(y), g.get(va).unwrap(), g.get(vb).unwrap()].map(|x| x.to_vec::<f32>().unwrap())
+        };
+        let full = run(None, false);
+        for d in [DType::F16, DType::BF16] {
+            let auto = run(Some(d), false);
+            assert!(auto == run(Some(d), true), "{d}: autocast matmul differs from explicit rounding");
+            assert!(auto.iter().zip(&full).all(|(x, f)| x != f), "{d}: a tensor was left unrounded");
+        }
+    }
+
+    #[test]
     fn autocast_rounds_conv_operands_outputs_and_gradients() {
         let p = crate::backend::Conv2dParams { kernel: 3, stride: 1, padding: 1 };
         let x = Tensor::from_vec(randn(2 * 5 * 5 * 3, 7, 1.0), [2, 5, 5, 3]).unwrap().to_dtype(DType::F32).unwrap();
