@@ -15,12 +15,27 @@ fn logged_steps(out: &Path) -> usize {
 
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one() {
-    let root = scratch("run");
+    kill_and_resume("run", &[]);
+}
+
+/// fp16 (emulated on the CPU) too: the loss scaler's state travels in the checkpoint.
+#[test]
+fn killed_and_resumed_fp16_run_matches_an_uninterrupted_one() {
+    kill_and_resume("run-fp16", &["--precision", "fp16"]);
+}
+
+fn kill_and_resume(name: &str, extra: &[&str]) {
+    let root = scratch(name);
     let cache = root.join("cache");
     let (full, killed) = (root.join("full"), root.join("killed"));
-    run_ok(train_cmd(&cache, &full));
+    let cmd = |out: &Path| {
+        let mut c = train_cmd(&cache, out);
+        c.args(extra);
+        c
+    };
+    run_ok(cmd(&full));
 
-    let mut child = train_cmd(&cache, &killed).spawn().unwrap();
+    let mut child = cmd(&killed).spawn().unwrap();
     let start = Instant::now();
     // Kill in the middle of the first epoch, after at least one checkpoint (every 2 steps).
     while logged_steps(&killed) < 5 {
@@ -35,7 +50,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     assert!(!killed.join("model.safetensors").exists(), "the killed run finished anyway");
     assert!(killed.join("checkpoint.safetensors").exists());
 
-    let mut resume = train_cmd(&cache, &killed);
+    let mut resume = cmd(&killed);
     resume.arg("--resume");
     run_ok(resume);
 
@@ -45,7 +60,20 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     let ca = engine_checkpoint_tensors(&full.join("checkpoint.safetensors"));
     let cb = engine_checkpoint_tensors(&killed.join("checkpoint.safetensors"));
     assert!(ca == cb, "optimizer or head state differs after resume");
+    let (ma, mb) = (checkpoint_metadata(&full), checkpoint_metadata(&killed));
+    assert!(ma == mb, "checkpoint metadata differs after resume: {ma} vs {mb}");
+    if !extra.is_empty() {
+        assert!(ma["loss_scale"].is_string(), "no loss scale in {ma}");
+    }
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The checkpoint's metadata (step, epoch, run settings, the fp16 loss scaler's state).
+fn checkpoint_metadata(dir: &Path) -> serde_json::Value {
+    let b = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    header["__metadata__"].clone()
 }
 
 /// The checkpoint's bytes after its JSON header (tensor data only: the header has the same names).

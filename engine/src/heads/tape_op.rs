@@ -32,8 +32,16 @@ fn step<T: Float + crate::tensor::Element>(
 
 /// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
 /// the tape whose backward gives dL/d embeddings and dL/d weight. State moves iff the head is training.
+///
+/// Under the tape's autocast type, embeddings and weight are rounded as a half-precision logits GEMM would
+/// read them. Everything after the GEMM (margins, softmax, loss) and the gradients out of the head stay
+/// f32: as in insightface's partial FC, where only the logits GEMM runs in half, the logits are cast back
+/// to float, and the gradients reach embeddings and weight through the L2 normalization, run in f32.
+/// (Rounding them instead would overflow fp16 on the classifier, whose 1/|w| factor is large at init.)
 pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
-    let (x, w) = (tape.value(embeddings).clone(), tape.value(weight).clone());
+    let half = tape.autocast();
+    let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
+    let w = crate::ops::autocast_operand(tape.value(weight), half)?.into_owned();
     let (b, d) = x.shape().matrix("head loss (embeddings)")?;
     let (_, dw) = w.shape().matrix("head loss (weight)")?;
     if d != dw {

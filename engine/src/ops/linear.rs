@@ -1,16 +1,19 @@
 //! Fully connected layer with torch's weight layout.
 
-use super::same_device_and_dtype;
+use super::{autocast_operand, autocast_result, same_device_and_dtype};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// x `[N, in]` @ w^T (w `[out, in]`) + b `[out]`.
+/// x `[N, in]` @ w^T (w `[out, in]`) + b `[out]`. Under the tape's autocast type, x, w, b, the output
+/// and every gradient are rounded to it (see `Tape::set_autocast`).
 pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     let mut inputs = vec![x, w];
     inputs.extend(b);
     same_device_and_dtype(tape, "linear", &inputs)?;
-    let (tx, tw) = (tape.value(x).clone(), tape.value(w).clone());
+    let half = tape.autocast();
+    let tx = autocast_operand(tape.value(x), half)?.into_owned();
+    let tw = autocast_operand(tape.value(w), half)?.into_owned();
     let (_, fin) = tx.shape().matrix("linear input")?;
     let (fout, win) = tw.shape().matrix("linear weight")?;
     if fin != win {
@@ -23,18 +26,21 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         if tb.dims() != [fout] {
             return Err(Error::Shape(format!("linear: bias must have shape [{fout}], got {}", tb.shape())));
         }
-        y = be.add_channels(&y, tb)?;
+        let tb = autocast_operand(tb, half)?;
+        y = be.add_channels(&y, &tb)?;
     }
+    let y = autocast_result(y, half)?;
     let (need_dx, has_b) = (tape.requires_grad(x), b.is_some());
     Ok(tape.push(
         y,
         &inputs,
         Box::new(move |g: &Tensor| {
+            let g = autocast_operand(g, half)?;
             let be = g.backend();
-            let dx = if need_dx { Some(be.matmul(g, &tw, false, false)?) } else { None };
-            let mut grads = vec![dx, Some(be.matmul(g, &tx, true, false)?)];
+            let dx = if need_dx { Some(autocast_result(be.matmul(&g, &tw, false, false)?, half)?) } else { None };
+            let mut grads = vec![dx, Some(autocast_result(be.matmul(&g, &tx, true, false)?, half)?)];
             if has_b {
-                grads.push(Some(be.sum_rows(g)?));
+                grads.push(Some(autocast_result(be.sum_rows(&g)?, half)?));
             }
             Ok(grads)
         }),

@@ -1,27 +1,33 @@
 //! Matrix product of two rank-2 tensors.
 
-use super::same_device_and_dtype;
+use super::{autocast_operand, autocast_result, same_device_and_dtype};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// a [m, k] @ b [k, n] -> [m, n].
+/// a [m, k] @ b [k, n] -> [m, n]. Under the tape's autocast type, operands, output and gradients are
+/// rounded to it (see `Tape::set_autocast`).
 pub fn matmul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
     same_device_and_dtype(tape, "matmul", &[a, b])?;
-    let (ta, tb) = (tape.value(a).clone(), tape.value(b).clone());
+    let half = tape.autocast();
+    let ta = autocast_operand(tape.value(a), half)?.into_owned();
+    let tb = autocast_operand(tape.value(b), half)?.into_owned();
     let (m, k) = ta.shape().matrix("matmul")?;
     let (k2, n) = tb.shape().matrix("matmul")?;
     if k != k2 {
         return Err(Error::Shape(format!("matmul: [{m}, {k}] @ [{k2}, {n}]")));
     }
-    let out = ta.backend().matmul(&ta, &tb, false, false)?;
+    let out = autocast_result(ta.backend().matmul(&ta, &tb, false, false)?, half)?;
     Ok(tape.push(
         out,
         &[a, b],
         Box::new(move |g: &Tensor| {
+            let g = autocast_operand(g, half)?;
             let be = g.backend();
             // da = g @ b^T, db = a^T @ g
-            Ok(vec![Some(be.matmul(g, &tb, false, true)?), Some(be.matmul(&ta, g, true, false)?)])
+            let da = autocast_result(be.matmul(&g, &tb, false, true)?, half)?;
+            let db = autocast_result(be.matmul(&ta, &g, true, false)?, half)?;
+            Ok(vec![Some(da), Some(db)])
         }),
     ))
 }

@@ -11,6 +11,7 @@ mod matmul;
 mod normalize;
 mod prelu;
 mod reduce;
+mod round;
 mod shape;
 
 pub use crate::backend::Conv2dParams;
@@ -24,6 +25,8 @@ pub use matmul::matmul;
 pub use normalize::{normalize_rows, normalize_rows_with_norms, NORMALIZE_EPS};
 pub use prelu::prelu;
 pub use reduce::{mean_all, sum_rows};
+pub use round::round_to;
+pub(crate) use round::{operand as autocast_operand, result as autocast_result};
 pub use shape::{flatten, reshape};
 
 use crate::tape::{Tape, Var};

@@ -3,11 +3,15 @@
 //! what the backward needs, as cheap shared tensors). `backward` walks the nodes in reverse, accumulating.
 //!
 //! In no-grad mode (evaluation) the closure is dropped at once, so nothing is kept for a backward pass.
+//!
+//! A tape may carry a half-precision type (`set_autocast`): the ops that run GEMMs (convolution, linear,
+//! matmul, the head's classifier) then round their operands, outputs and gradients to it, which is how
+//! the CPU emulates mixed-precision training (see `train::precision`).
 
 pub mod gradcheck;
 
 use crate::backend::BinaryOp;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 /// A value recorded on a tape (an index into it).
@@ -35,6 +39,7 @@ struct Node {
 pub struct Tape {
     nodes: Vec<Node>,
     grad_enabled: bool,
+    autocast: Option<DType>,
 }
 
 impl Default for Tape {
@@ -46,16 +51,31 @@ impl Default for Tape {
 impl Tape {
     /// A tape that records backward closures (training).
     pub fn new() -> Tape {
-        Tape { nodes: Vec::new(), grad_enabled: true }
+        Tape { nodes: Vec::new(), grad_enabled: true, autocast: None }
     }
 
     /// A tape that keeps only values (evaluation): no backward is possible.
     pub fn no_grad() -> Tape {
-        Tape { nodes: Vec::new(), grad_enabled: false }
+        Tape { nodes: Vec::new(), grad_enabled: false, autocast: None }
     }
 
     pub fn grad_enabled(&self) -> bool {
         self.grad_enabled
+    }
+
+    /// The 16-bit type GEMM-running ops round to (f16 or bf16); `None`: full precision.
+    pub fn set_autocast(&mut self, dtype: Option<DType>) -> Result<()> {
+        if let Some(d) = dtype {
+            if !matches!(d, DType::F16 | DType::BF16) {
+                return Err(Error::DType(format!("autocast to {d}: expected f16 or bf16")));
+            }
+        }
+        self.autocast = dtype;
+        Ok(())
+    }
+
+    pub fn autocast(&self) -> Option<DType> {
+        self.autocast
     }
 
     pub fn len(&self) -> usize {

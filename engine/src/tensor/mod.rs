@@ -3,6 +3,7 @@
 
 mod device;
 mod dtype;
+pub mod half_round;
 mod shape;
 mod storage;
 

@@ -191,6 +191,8 @@ pub fn small_config(classes: usize, optimizer: OptimizerChoice) -> TrainerConfig
         no_bn_weight_decay: false,
         grad_clip: Some(5.0),
         seed: 11,
+        precision: crate::train::precision::Precision::F32,
+        loss_scale: Default::default(),
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Progress {
     terminal: bool,
     total_steps: u64,
     first_step: u64,
+    /// fp16: (loss scale, steps skipped so far), shown at the line's end.
+    loss_scale: Option<(f64, u64)>,
 }
 
 impl Progress {
@@ -87,7 +89,13 @@ impl Progress {
             terminal: std::io::stderr().is_terminal(),
             total_steps,
             first_step,
+            loss_scale: None,
         }
+    }
+
+    /// fp16 runs: the current loss scale and the number of skipped steps, for the next lines.
+    pub fn set_loss_scale(&mut self, scale: f64, skipped: u64) {
+        self.loss_scale = Some((scale, skipped));
     }
 
     /// Formats the line; `None` when it is not time to print yet (plain mode) .
@@ -103,8 +111,9 @@ impl Progress {
         let done = step.saturating_sub(self.first_step).max(1);
         let left = self.total_steps.saturating_sub(step);
         let eta = secs / done as f64 * left as f64;
+        let amp = self.loss_scale.map(|(s, k)| format!(" scale {s} skipped {k}")).unwrap_or_default();
         Some(format!(
-            "epoch {epoch} step {step}/{} loss {loss:.4} lr {lr:.5} {:.1} img/s eta {}",
+            "epoch {epoch} step {step}/{} loss {loss:.4} lr {lr:.5} {:.1} img/s eta {}{amp}",
             self.total_steps,
             images as f64 / secs,
             format_duration(eta)
@@ -161,6 +170,16 @@ mod tests {
         assert!(ev[1]["loss"].is_null());
         assert_eq!(ev[2]["event"].as_str(), Some("eval"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_progress_line_shows_the_loss_scale_once_set() {
+        let mut p = Progress::new(10, 0, Duration::ZERO);
+        let plain = p.line(0, 1, 2.0, 0.1, 64).unwrap();
+        assert!(plain.contains("step 1/10 loss 2.0000") && !plain.contains("scale"), "{plain}");
+        p.set_loss_scale(32768.0, 3);
+        let amp = p.line(0, 2, 2.0, 0.1, 128).unwrap();
+        assert!(amp.ends_with("scale 32768 skipped 3"), "{amp}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! rate scales linearly (lr = lr_paper * batch / batch_paper). Note that insightface's own single-GPU
 //! config uses 0.02 for a batch of 128 (formats.md), above the linear 0.0125: pass `--lr` to match it.
 
+use crate::train::precision::Precision;
+
 /// How the learning rate moves over a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
@@ -37,7 +39,8 @@ pub struct Preset {
     /// Set for iteration-based recipes (QAMFace); `epochs` is then derived from the data set size.
     pub iterations: Option<u64>,
     pub schedule: Schedule,
-    pub precision: &'static str,
+    /// Applies on the CPU too (emulated there, see `train::precision`); `--precision` overrides it.
+    pub precision: Precision,
     pub grad_clip: Option<f64>,
     pub augment: bool,
     /// QCFace: epochs of plain ArcFace before hypersphere planning (None: half the schedule).
@@ -67,7 +70,7 @@ const BASE: Preset = Preset {
     epochs: 20.0,
     iterations: None,
     schedule: Schedule::Poly { warmup_epochs: 0.0 },
-    precision: "bf16",
+    precision: Precision::Bf16,
     grad_clip: None,
     augment: false,
     warmup_epochs: None,
@@ -83,7 +86,7 @@ pub fn all() -> Vec<Preset> {
             num_classes: 93_431,
             head_args: &[("s", "64"), ("m", "0.5")],
             batch_size: 1024,
-            precision: "fp16",
+            precision: Precision::Fp16,
             grad_clip: Some(5.0),
             ..BASE
         },
@@ -92,7 +95,7 @@ pub fn all() -> Vec<Preset> {
             summary: "insightface ms1mv2_r50: ArcFace s 64 m 0.5 on MS1MV2, poly decay, fp16, clip 5",
             head_args: &[("s", "64"), ("m", "0.5")],
             batch_size: 1024,
-            precision: "fp16",
+            precision: Precision::Fp16,
             grad_clip: Some(5.0),
             ..BASE
         },
@@ -149,7 +152,7 @@ pub fn all() -> Vec<Preset> {
             head: "qcface",
             head_args: &[("s", "64"), ("m", "0.5"), ("lambda", "35")],
             batch_size: 1024,
-            precision: "fp16",
+            precision: Precision::Fp16,
             grad_clip: Some(5.0),
             warmup_epochs: None,
             ..BASE
@@ -175,5 +178,11 @@ mod tests {
         assert!((p.scaled_lr(1024) - 0.1).abs() < 1e-12);
         assert!((p.scaled_lr(512) - 0.05).abs() < 1e-12);
         assert!(by_name("nope").is_none());
+    }
+
+    #[test]
+    fn insightface_recipes_train_in_fp16_and_the_rest_in_bf16() {
+        assert_eq!(by_name("ms1mv2-r50-arcface").unwrap().precision, Precision::Fp16);
+        assert_eq!(by_name("adaface-ms1mv2-r100").unwrap().precision, Precision::Bf16);
     }
 }

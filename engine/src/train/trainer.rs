@@ -3,7 +3,9 @@
 //! backward, clip, update); the command line drives epochs, evaluation and checkpoints around it.
 //!
 //! A non-finite loss or gradient never reaches the weights: the step is undone (batch-norm running
-//! statistics and the head's running state are restored too) and an error says which step failed.
+//! statistics and the head's running state are restored too). In f32 and bf16 an error then says which
+//! step failed; in fp16 the step is skipped, the loss scale lowered, and training goes on (see
+//! `train::loss_scale`), until the scaler gives up.
 
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
@@ -12,6 +14,8 @@ use crate::rng::Rng;
 use crate::tape::Tape;
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::checkpoint::{self, CheckpointRef};
+use crate::train::loss_scale::{LossScaleConfig, LossScaler};
+use crate::train::precision::Precision;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,12 +46,30 @@ pub struct TrainerConfig {
     /// Clip the backbone's gradient norm (insightface clips at 5).
     pub grad_clip: Option<f64>,
     pub seed: u64,
+    pub precision: Precision,
+    /// Used when `precision` is fp16.
+    pub loss_scale: LossScaleConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct StepOutcome {
     pub loss: f64,
     pub lr: f64,
+    /// fp16: the gradients overflowed, nothing was updated and the loss scale was lowered.
+    pub skipped: bool,
+    /// fp16: the loss scale after this step (the one the next step uses).
+    pub loss_scale: Option<f64>,
+}
+
+/// What one attempt at a step came to, before the scaler moves.
+enum Attempt {
+    Applied(StepOutcome),
+    /// fp16 only: a non-finite loss or gradient; `why` says which.
+    Overflow {
+        loss: f64,
+        lr: f64,
+        why: String,
+    },
 }
 
 pub struct Trainer {
@@ -57,7 +79,9 @@ pub struct Trainer {
     pub classifier: ParamStore,
     pub head: Box<dyn Head>,
     optimizer: Box<dyn Optimizer>,
-    /// Optimizer steps taken so far.
+    /// Present iff training in fp16.
+    scaler: Option<LossScaler>,
+    /// Steps taken so far, skipped fp16 steps included (the schedule and the data order count them).
     pub step: u64,
     /// Epochs completed.
     pub epoch: u64,
@@ -93,7 +117,12 @@ impl Trainer {
             }
             OptimizerChoice::AdamW => Box::new(AdamW::new(AdamWConfig::default(), groups)),
         };
-        Ok(Trainer { config, model, params, classifier, head, optimizer, step: 0, epoch: 0, rng, device: Device::Cpu })
+        let scaler = if config.precision.needs_loss_scaling() {
+            Some(LossScaler::new(config.loss_scale.clone())?)
+        } else {
+            None
+        };
+        Ok(Trainer { config, model, params, classifier, head, optimizer, scaler, step: 0, epoch: 0, rng, device: Device::Cpu })
     }
 
     /// Switches a two-phase head (QCFace: `warmup`, then `planning`); a no-op when already there.
@@ -121,6 +150,11 @@ impl Trainer {
         &self.device
     }
 
+    /// The fp16 loss scaler (`None` in f32 and bf16).
+    pub fn loss_scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
+    }
+
     /// The learning rate of the next step.
     pub fn current_lr(&self) -> f64 {
         self.config.schedule.lr(self.config.lr, self.step as usize)
@@ -136,59 +170,99 @@ impl Trainer {
         let params_before = self.params.clone();
         let head_before = self.head.state();
         let rng_before = self.rng.clone();
-        match self.try_step(images, labels) {
-            Ok(o) => Ok(o),
-            Err(e) => {
-                self.params = params_before;
-                self.head.load_state(&head_before)?;
-                self.rng = rng_before;
-                Err(e)
+        let attempt = self.try_step(images, labels);
+        if !matches!(attempt, Ok(Attempt::Applied(_))) {
+            self.params = params_before;
+            self.head.load_state(&head_before)?;
+            self.rng = rng_before;
+        }
+        match attempt? {
+            Attempt::Applied(mut o) => {
+                if let Some(s) = &mut self.scaler {
+                    s.update(false);
+                    o.loss_scale = Some(s.scale() as f64);
+                }
+                Ok(o)
+            }
+            Attempt::Overflow { loss, lr, why } => {
+                let s = self.scaler.as_mut().expect("only fp16 (with a scaler) reports overflows");
+                s.update(true);
+                if let Some(reason) = s.exhausted() {
+                    return Err(Error::Invalid(format!(
+                        "fp16: {why} at step {}: the step was not applied, and {reason}; stopping (try --precision bf16, or a lower --lr)",
+                        self.step
+                    )));
+                }
+                let scale = s.scale() as f64;
+                self.step += 1;
+                Ok(StepOutcome { loss, lr, skipped: true, loss_scale: Some(scale) })
             }
         }
     }
 
-    fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<StepOutcome> {
+    fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<Attempt> {
         self.head.set_training(true);
         let mut tape = Tape::new();
+        tape.set_autocast(self.config.precision.half_dtype())?;
         let x = tape.constant(images.to_device(&self.device)?);
         let emb = self.model.forward(&mut tape, &mut self.params, x, true, &mut self.rng)?;
         let w = self.classifier.var(&mut tape, CLASSIFIER)?;
         let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
         let loss_value = tape.value(loss).scalar_value()?;
+        let lr = self.current_lr();
+        let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
         if !loss_value.is_finite() {
+            if self.scaler.is_some() {
+                return overflow(format!("loss is {loss_value}"));
+            }
             return Err(Error::Invalid(format!(
                 "loss is {loss_value} at step {}: the step was not applied (lower --lr, or check the data)",
                 self.step
             )));
         }
-        let grads = tape.backward(loss)?;
-        let (mut backbone, head_grads): (Vec<_>, Vec<_>) =
-            grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
-        // On a GPU one flag covers every gradient (a single device read); the per-name search below
-        // runs only when it is raised.
-        let search = match &self.device {
-            Device::Cpu => true,
-            Device::Cuda(ctx) => {
-                let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
-                crate::backend::cuda::train_ops::any_nonfinite(ctx, &all)?
+        let grads = match &self.scaler {
+            None => tape.backward(loss)?,
+            Some(s) => {
+                // Scaling the loss is scaling the gradient it seeds.
+                let v = tape.value(loss);
+                let seed = Tensor::full(v.shape().clone(), s.scale() as f64, v.dtype(), &v.device())?;
+                tape.backward_with(loss, seed)?
             }
         };
-        for (n, g) in backbone.iter().chain(&head_grads).filter(|_| search) {
-            if !g.to_f64_vec()?.iter().all(|v| v.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "gradient of '{n}' is not finite at step {}: the step was not applied",
-                    self.step
-                )));
+        let (mut backbone, mut head_grads): (Vec<_>, Vec<_>) =
+            grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
+        drop(grads);
+        if let Some(s) = &self.scaler {
+            let bad_backbone = s.unscale(&mut backbone)?;
+            if let Some(n) = bad_backbone.or(s.unscale(&mut head_grads)?) {
+                return overflow(format!("gradient of '{n}' is not finite"));
+            }
+        } else {
+            // On a GPU one flag covers every gradient (a single device read); the per-name search below
+            // runs only when it is raised.
+            let search = match &self.device {
+                Device::Cpu => true,
+                Device::Cuda(ctx) => {
+                    let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
+                    crate::backend::cuda::train_ops::any_nonfinite(ctx, &all)?
+                }
+            };
+            for (n, g) in backbone.iter().chain(&head_grads).filter(|_| search) {
+                if !g.to_f64_vec()?.iter().all(|v| v.is_finite()) {
+                    return Err(Error::Invalid(format!(
+                        "gradient of '{n}' is not finite at step {}: the step was not applied",
+                        self.step
+                    )));
+                }
             }
         }
         if let Some(max) = self.config.grad_clip {
             clip_grad_norm(&mut backbone, max)?;
         }
-        let lr = self.current_lr();
         self.optimizer.step(&mut self.params, &backbone, lr)?;
         self.optimizer.step(&mut self.classifier, &head_grads, lr)?;
         self.step += 1;
-        Ok(StepOutcome { loss: loss_value, lr })
+        Ok(Attempt::Applied(StepOutcome { loss: loss_value, lr, skipped: false, loss_scale: None }))
     }
 
     /// Embeddings `[N, D]` of NHWC images in evaluation mode (running statistics, no dropout).
@@ -210,13 +284,17 @@ impl Trainer {
         let (h, w) = self.config.backbone.input_hw;
         m.insert("input".into(), format!("{h}x{w}"));
         m.insert("seed".into(), self.config.seed.to_string());
+        m.insert("precision".into(), self.config.precision.to_string());
         m
     }
 
     /// Writes a checkpoint atomically (temporary name, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let head = self.head_tensors()?;
-        let extra = self.run_metadata();
+        let mut extra = self.run_metadata();
+        if let Some(s) = &self.scaler {
+            extra.extend(s.to_metadata());
+        }
         checkpoint::save(
             path,
             &CheckpointRef {
@@ -235,7 +313,8 @@ impl Trainer {
     pub fn resume(&mut self, path: &Path) -> Result<()> {
         let c = checkpoint::load(path)?;
         for (k, v) in self.run_metadata() {
-            if k == "seed" {
+            // A run may change its seed or precision when it resumes (bit-identity then needs neither).
+            if k == "seed" || k == "precision" {
                 continue;
             }
             if let Some(saved) = c.extra.get(&k) {
@@ -246,6 +325,10 @@ impl Trainer {
                     )));
                 }
             }
+        }
+        if let Some(s) = &mut self.scaler {
+            // A checkpoint of an f32 or bf16 run has no scaler state: fp16 then starts from the initial scale.
+            s.load_metadata(&c.extra, &path.display().to_string())?;
         }
         let head = c.head_checked(&self.head_tensors()?)?.to_vec();
         c.restore(&mut self.params, self.optimizer.as_mut())?;
@@ -280,6 +363,10 @@ mod tests {
     use super::*;
 
     fn tiny_trainer() -> Trainer {
+        tiny_trainer_in(Precision::F32, LossScaleConfig::default())
+    }
+
+    fn tiny_trainer_in(precision: Precision, loss_scale: LossScaleConfig) -> Trainer {
         let mut backbone = IResNetConfig::small();
         backbone.input_hw = (16, 16);
         backbone.widths = [4, 4, 4, 4];
@@ -298,6 +385,8 @@ mod tests {
             no_bn_weight_decay: false,
             grad_clip: None,
             seed: 3,
+            precision,
+            loss_scale,
         })
         .unwrap()
     }
@@ -349,5 +438,152 @@ mod tests {
             last = t.train_step(&x, &[0, 1, 2, 0]).unwrap().loss;
         }
         assert!(last < 0.5 * first, "loss went from {first} to {last}");
+    }
+
+    /// Named tensors as bit patterns (exact comparison, NaN included).
+    fn bits(v: Vec<(String, Tensor)>) -> Vec<(String, Vec<u64>)> {
+        v.into_iter().map(|(n, t)| (n, t.to_f64_vec().unwrap().iter().map(|x| x.to_bits()).collect())).collect()
+    }
+
+    fn scaled(init_scale: f32) -> LossScaleConfig {
+        LossScaleConfig { init_scale, ..LossScaleConfig::default() }
+    }
+
+    #[test]
+    fn fp16_overflow_skips_the_step_halves_the_scale_and_training_goes_on() {
+        let mut t = tiny_trainer_in(Precision::Fp16, scaled(2f32.powi(40)));
+        let before = snapshot(&t);
+        let optim_before = bits(t.optimizer.state());
+        let head_before = bits(t.head.state().to_tensors());
+        let out = t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        assert!(out.skipped && out.loss.is_finite(), "{out:?}");
+        assert_eq!(out.loss_scale, Some(2f64.powi(39)));
+        // Weights, batch-norm running statistics, classifier, optimizer and head state: bit for bit.
+        assert!(snapshot(&t) == before);
+        assert!(bits(t.optimizer.state()) == optim_before);
+        assert!(bits(t.head.state().to_tensors()) == head_before);
+        assert_eq!(t.step, 1, "a skipped step still counts (schedule and data order)");
+        let s = t.loss_scaler().unwrap();
+        assert_eq!((s.skipped_steps(), s.consecutive_skips(), s.growth_tracker()), (1, 1, 0));
+        // The scale keeps halving until the gradients fit fp16, then steps are applied.
+        let mut applied = 0;
+        for _ in 0..45 {
+            if !t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped {
+                applied += 1;
+            }
+        }
+        assert!(applied >= 5, "only {applied} of 45 steps were applied");
+        assert!(snapshot(&t) != before);
+        let s = t.loss_scaler().unwrap();
+        assert!(s.scale() < 2f32.powi(30) && s.consecutive_skips() == 0, "{s:?}");
+    }
+
+    #[test]
+    fn a_skipped_fp16_step_leaves_a_heads_running_state_alone() {
+        // CurricularFace moves its running t on every training forward; a skipped step must undo that.
+        let mut t = tiny_trainer_in(Precision::Fp16, scaled(2f32.powi(40)));
+        t.config.head = "curricularface".into();
+        t.head = heads::from_name("curricularface", &HeadParams::default()).unwrap();
+        let before = bits(t.head.state().to_tensors());
+        assert!(t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped);
+        assert!(bits(t.head.state().to_tensors()) == before);
+        while t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped {}
+        assert!(bits(t.head.state().to_tensors()) != before, "an applied step did not move the head's state");
+    }
+
+    #[test]
+    fn fp16_stops_with_a_clear_message_when_every_step_overflows() {
+        let cfg = LossScaleConfig { init_scale: 2f32.powi(60), max_consecutive_skips: 2, ..LossScaleConfig::default() };
+        let mut t = tiny_trainer_in(Precision::Fp16, cfg);
+        let before = snapshot(&t);
+        assert!(t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped);
+        let e = t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert!(e.contains("fp16") && e.contains("step 1") && e.contains("2 steps in a row"), "{e}");
+        assert!(snapshot(&t) == before);
+    }
+
+    #[test]
+    fn fp16_skips_a_non_finite_step_where_f32_and_bf16_stop() {
+        // A NaN pixel: (the head clamps cosines, so the loss may stay finite) the gradients are not.
+        let mut bad = batch(1.0);
+        bad.as_mut_slice::<f32>().unwrap()[5] = f32::NAN;
+        let mut h = tiny_trainer_in(Precision::Fp16, scaled(1.0));
+        let before = snapshot(&h);
+        let out = h.train_step(&bad, &[0, 1, 2, 0]).unwrap();
+        assert!(out.skipped, "{out:?}");
+        assert_eq!(h.loss_scaler().unwrap().scale(), 0.5);
+        assert!(snapshot(&h) == before);
+        let mut b = tiny_trainer_in(Precision::Bf16, LossScaleConfig::default());
+        let e = b.train_step(&bad, &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert!(e.contains("step 0") && e.contains("not applied"), "{e}");
+        assert!(b.loss_scaler().is_none());
+    }
+
+    #[test]
+    fn bf16_and_fp16_training_still_lowers_the_loss_and_really_rounds() {
+        let x = batch(1.0);
+        let labels = [0, 1, 2, 0];
+        let run = |p: Precision| {
+            let mut t = tiny_trainer_in(p, LossScaleConfig::default());
+            let steps: Vec<StepOutcome> = (0..24).map(|_| t.train_step(&x, &labels).unwrap()).collect();
+            (steps, snapshot(&t))
+        };
+        let (f32_run, f32_weights) = run(Precision::F32);
+        for p in [Precision::Bf16, Precision::Fp16] {
+            let (steps, weights) = run(p);
+            // This tiny net's weight gradients reach ~40, beyond fp16 at 2^16: the first steps overflow
+            // and are skipped until the scale fits (as torch's GradScaler would), then none is.
+            let applied: Vec<&StepOutcome> = steps.iter().skip_while(|s| s.skipped).collect();
+            assert!(applied.iter().all(|s| !s.skipped), "{p}: skipped after settling: {steps:?}");
+            assert!(applied.len() >= 14, "{p}: only {} steps applied", applied.len());
+            let (first, last) = (applied[0].loss, applied[applied.len() - 1].loss);
+            assert!(last < 0.5 * first, "{p}: loss went from {first} to {last}");
+            assert_eq!(steps[0].loss_scale.is_some(), p == Precision::Fp16);
+            if p == Precision::Bf16 {
+                assert!(steps.iter().all(|s| !s.skipped));
+            }
+            // Same start, different rounding: close to f32's first loss but not equal to it.
+            assert!(weights != f32_weights, "{p}: weights equal f32's, nothing was rounded");
+            let rel = (steps[0].loss - f32_run[0].loss).abs() / f32_run[0].loss;
+            assert!(rel > 0.0 && rel < 2e-2, "{p}: first loss {} vs f32 {}", steps[0].loss, f32_run[0].loss);
+        }
+    }
+
+    #[test]
+    fn fp16_resume_continues_bit_identically_with_the_scaler_state() {
+        let dir = std::env::temp_dir().join(format!("trainer-fp16-resume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ckpt = dir.join("c.safetensors");
+        // A huge first scale (one skipped step at least) and a short growth interval move the scaler.
+        let cfg = LossScaleConfig { init_scale: 2f32.powi(34), growth_interval: 3, ..LossScaleConfig::default() };
+        let batches: Vec<Tensor> = (0..9).map(|i| batch(1.0 + 0.1 * i as f32)).collect();
+        let mut a = tiny_trainer_in(Precision::Fp16, cfg.clone());
+        for x in &batches[..5] {
+            a.train_step(x, &[0, 1, 2, 0]).unwrap();
+        }
+        a.save(&ckpt).unwrap();
+        let saved = a.loss_scaler().unwrap().clone();
+        assert!(saved.skipped_steps() >= 1 && saved.scale() != 2f32.powi(34), "{saved:?}");
+        for x in &batches[5..] {
+            a.train_step(x, &[0, 1, 2, 0]).unwrap();
+        }
+        let mut b = tiny_trainer_in(Precision::Fp16, cfg);
+        b.resume(&ckpt).unwrap();
+        assert_eq!(b.loss_scaler().unwrap(), &saved);
+        for x in &batches[5..] {
+            b.train_step(x, &[0, 1, 2, 0]).unwrap();
+        }
+        assert_eq!(b.step, a.step);
+        assert!(snapshot(&a) == snapshot(&b), "resumed fp16 weights differ");
+        assert!(bits(a.optimizer.state()) == bits(b.optimizer.state()));
+        assert_eq!(a.loss_scaler(), b.loss_scaler());
+        // An f32 checkpoint resumed in fp16 starts from the initial scale.
+        let mut f = tiny_trainer();
+        f.train_step(&batches[0], &[0, 1, 2, 0]).unwrap();
+        f.save(&ckpt).unwrap();
+        let mut h = tiny_trainer_in(Precision::Fp16, LossScaleConfig::default());
+        h.resume(&ckpt).unwrap();
+        assert_eq!(h.loss_scaler().unwrap().scale(), 65536.0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
