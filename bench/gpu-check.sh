@@ -144,10 +144,12 @@ if has_stage train; then
 fi
 
 if has_stage ir50; then
-  # The engine trains in f32 on the GPU so far (bf16 not wired): its number is set against PyTorch in
-  # fp32 without TF32 at the same batch; the bf16 AMP baseline at 512 is the target.
+  # The engine's f32 step is set against PyTorch fp32 without TF32 at the same batch; its bf16 step
+  # (convolutions and linear layers on the tensor cores, the margin head's GEMM still f32) against
+  # PyTorch eager AMP at 512, the target.
   if "$bin" gpu-check --help 2>/dev/null | grep -q 'bench-train'; then
     run_stage "ir50: engine f32" "$bin" gpu-check --bench-train --backbone r50 --batch 128 --classes 93431 --report "bench/results/ir50-f32-$stamp.md"
+    run_stage "ir50: engine bf16" "$bin" gpu-check --bench-train --precision bf16 --backbone r50 --batch 512 --classes 93431 --report "bench/results/ir50-bf16-$stamp.md"
   else
     { echo "## ir50: engine"; echo; echo "Not run: this engine-train build has no gpu-check --bench-train."; echo; } >>"$report"
   fi

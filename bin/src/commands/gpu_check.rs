@@ -43,13 +43,16 @@ pub struct Args {
     /// the GPU (f32): the loss must fall, and the held-out pairs' verification accuracy is reported.
     #[arg(long)]
     train_demo: Option<u64>,
-    /// Instead of the checks, time whole f32 training steps (forward, ArcFace head over --classes, backward,
-    /// SGD) of --backbone at --batch on random 112x112 data.
+    /// Instead of the checks, time whole training steps (forward, ArcFace head over --classes, backward,
+    /// SGD) of --backbone at --batch in --precision on random 112x112 data.
     #[arg(long)]
     bench_train: bool,
     /// Backbone of --bench-train.
     #[arg(long, default_value = "r50")]
     backbone: String,
+    /// Precision of --bench-train: f32, bf16 or fp16 (convolutions and linear layers in 16 bits).
+    #[arg(long, default_value = "f32")]
+    precision: String,
     /// Timed steps of --bench-train (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -144,7 +147,7 @@ pub fn run(a: Args) -> CmdResult {
         return train_demo(&gpu, &dev, steps, &a);
     }
     let mut r = Run { gpu, dev, rng: Rng::new(a.seed), checks: Vec::new() };
-    let sections: [(&str, fn(&mut Run) -> R<()>); 13] = [
+    let sections: [(&str, fn(&mut Run) -> R<()>); 14] = [
         ("elementwise", elementwise),
         ("reductions", reductions),
         ("matmul", matmul),
@@ -159,6 +162,13 @@ pub fn run(a: Args) -> CmdResult {
         ("optimizers through the Optimizer trait", |r| parity(r, gpu_parity::optimizer_steps(&r.dev.clone(), 43)?)),
         ("IResNet training step", |r| {
             let cfg = gpu_parity::small_config(20, OptimizerChoice::Sgd);
+            parity(r, gpu_parity::backbone_step(&r.dev.clone(), &cfg, 16, 3)?)
+        }),
+        ("IResNet training step, bf16 GEMMs against the CPU emulation", |r| {
+            let cfg = engine::train::trainer::TrainerConfig {
+                precision: engine::train::precision::Precision::Bf16,
+                ..gpu_parity::small_config(20, OptimizerChoice::Sgd)
+            };
             parity(r, gpu_parity::backbone_step(&r.dev.clone(), &cfg, 16, 3)?)
         }),
     ];
@@ -309,7 +319,7 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
     Ok(())
 }
 
-/// `--bench-train`: median time of whole f32 training steps on the GPU (the loss read each step is the
+/// `--bench-train`: median time of whole training steps on the GPU (the loss read each step is the
 /// step's only host synchronisation besides the non-finite check).
 fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     use engine::model::IResNetConfig;
@@ -327,6 +337,7 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         lr: 0.1,
         grad_clip: None,
         seed: a.seed,
+        precision: a.precision.parse()?,
         ..gpu_parity::small_config(a.classes, OptimizerChoice::Sgd)
     };
     let mut t = Trainer::new(cfg)?;
@@ -359,14 +370,15 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     let text = format!(
         "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | pool GiB held | loss |\n\
          |---|---|---|---|---|---|---|---|\n\
-         | engine {} f32 + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n",
+         | engine {} {} + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n",
         a.backbone,
+        a.precision,
         a.classes,
         b as f64 / med,
         med * 1e3,
     );
     print!("{text}");
-    save_markdown(&a.report, &format!("# f32 training step on {}\n\n{text}", gpu.device_name()))?;
+    save_markdown(&a.report, &format!("# {} training step on {}\n\n{text}", a.precision, gpu.device_name()))?;
     Ok(())
 }
 

@@ -39,7 +39,8 @@ fn step<T: Float + crate::tensor::Element>(
 /// to float, and the gradients reach embeddings and weight through the L2 normalization, run in f32.
 /// (Rounding them instead would overflow fp16 on the classifier, whose 1/|w| factor is large at init.)
 pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
-    let half = tape.autocast();
+    // The GPU head's kernels take f32 cosines for now, so there the logits GEMM stays f32.
+    let half = if tape.value(embeddings).device().is_cpu() { tape.autocast() } else { None };
     let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
     let w = crate::ops::autocast_operand(tape.value(weight), half)?.into_owned();
     let (b, d) = x.shape().matrix("head loss (embeddings)")?;

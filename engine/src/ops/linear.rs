@@ -1,6 +1,6 @@
 //! Fully connected layer with torch's weight layout.
 
-use super::{autocast_operand, autocast_result, same_device_and_dtype};
+use super::{autocast_operand, autocast_result, autocast_widen, same_device_and_dtype};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -27,7 +27,8 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
             return Err(Error::Shape(format!("linear: bias must have shape [{fout}], got {}", tb.shape())));
         }
         let tb = autocast_operand(tb, half)?;
-        y = be.add_channels(&y, &tb)?;
+        // The bias is added in f32 (on a GPU the product and the bias arrive in half).
+        y = be.add_channels(autocast_widen(&y)?.as_ref(), autocast_widen(&tb)?.as_ref())?;
     }
     let y = autocast_result(y, half)?;
     let (need_dx, has_b) = (tape.requires_grad(x), b.is_some());
@@ -40,7 +41,7 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
             let dx = if need_dx { Some(autocast_result(be.matmul(&g, &tw, false, false)?, half)?) } else { None };
             let mut grads = vec![dx, Some(autocast_result(be.matmul(&g, &tx, true, false)?, half)?)];
             if has_b {
-                grads.push(Some(autocast_result(be.sum_rows(&g)?, half)?));
+                grads.push(Some(autocast_result(be.sum_rows(autocast_widen(&g)?.as_ref())?, half)?));
             }
             Ok(grads)
         }),

@@ -26,7 +26,7 @@ pub use normalize::{normalize_rows, normalize_rows_with_norms, NORMALIZE_EPS};
 pub use prelu::prelu;
 pub use reduce::{mean_all, sum_rows};
 pub use round::round_to;
-pub(crate) use round::{operand as autocast_operand, result as autocast_result};
+pub(crate) use round::{operand as autocast_operand, result as autocast_result, widen as autocast_widen};
 pub use shape::{flatten, reshape};
 
 use crate::tape::{Tape, Var};

@@ -1,10 +1,12 @@
 //! Half-precision rounding on the tape: the explicit `round_to` cast op, and the helpers through which
 //! the GEMM-running ops (conv2d, linear, matmul, the head) honour the tape's autocast type. Without an
-//! autocast type the helpers hand back the very tensors they were given (no copy, no change).
+//! autocast type the helpers hand back the very tensors they were given (no copy, no change). On the CPU
+//! autocast is an emulation (f32 values rounded to the half type); on a GPU the GEMMs really run in it.
 
 use crate::tape::{Tape, Var};
 use crate::tensor::half_round::{round_in_place, round_tensor};
-use crate::tensor::{DType, Tensor};
+use crate::backend::cuda::ops as cuda_ops;
+use crate::tensor::{DType, Device, Tensor};
 use crate::Result;
 use std::borrow::Cow;
 
@@ -15,20 +17,39 @@ pub fn round_to(tape: &mut Tape, x: Var, dtype: DType) -> Result<Var> {
     Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(round_tensor(g, dtype)?)]))))
 }
 
-/// An operand as a half-precision GEMM reads it: a rounded copy under autocast, else `t` itself.
+/// An operand as a half-precision GEMM reads it, under autocast: on the CPU a rounded f32 copy (the
+/// emulation); on a GPU the tensor cast to the half type itself, so cuDNN and cuBLAS run it on the tensor
+/// cores (same values: the cast rounds to nearest even as the emulation does). Without autocast, `t`.
 pub(crate) fn operand(t: &Tensor, half: Option<DType>) -> Result<Cow<'_, Tensor>> {
-    match half {
-        None => Ok(Cow::Borrowed(t)),
-        Some(d) => Ok(Cow::Owned(round_tensor(t, d)?)),
+    match (half, t.device()) {
+        (None, _) => Ok(Cow::Borrowed(t)),
+        (Some(d), Device::Cpu) => Ok(Cow::Owned(round_tensor(t, d)?)),
+        (Some(d), Device::Cuda(ctx)) => Ok(Cow::Owned(cuda_ops::cast(&ctx, t, d)?)),
     }
 }
 
-/// A GEMM's result as stored in half precision (rounded in place: results are fresh, unshared tensors).
+/// A GEMM's result as stored in half precision, handed on as f32: rounded in place on the CPU (results
+/// are fresh, unshared tensors); on a GPU a half result is widened, an f32 one (a bias was added in f32)
+/// goes through the half type and back.
 pub(crate) fn result(mut t: Tensor, half: Option<DType>) -> Result<Tensor> {
-    if let Some(d) = half {
-        round_in_place(&mut t, d)?;
+    let Some(d) = half else { return Ok(t) };
+    match t.device() {
+        Device::Cpu => {
+            round_in_place(&mut t, d)?;
+            Ok(t)
+        }
+        Device::Cuda(ctx) if t.dtype() == DType::F32 => cuda_ops::cast(&ctx, &cuda_ops::cast(&ctx, &t, d)?, DType::F32),
+        Device::Cuda(ctx) => cuda_ops::cast(&ctx, &t, DType::F32),
     }
-    Ok(t)
+}
+
+/// The f32 view of a tensor an autocast op holds, for the parts of the op that stay f32 (the bias): on a
+/// GPU a half tensor is widened; everything else (the CPU's rounded f32 copies) is returned as it is.
+pub(crate) fn widen(t: &Tensor) -> Result<Cow<'_, Tensor>> {
+    match t.device() {
+        Device::Cuda(ctx) if matches!(t.dtype(), DType::BF16 | DType::F16) => Ok(Cow::Owned(cuda_ops::cast(&ctx, t, DType::F32)?)),
+        _ => Ok(Cow::Borrowed(t)),
+    }
 }
 
 #[cfg(test)]
