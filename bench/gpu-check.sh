@@ -145,7 +145,7 @@ fi
 
 if has_stage ir50; then
   # The engine's f32 step is set against PyTorch fp32 without TF32 at the same batch; its bf16 step
-  # (convolutions and linear layers on the tensor cores, the margin head's GEMM still f32) against
+  # (convolutions, linear layers and the margin head's cosines on the tensor cores) against
   # PyTorch eager AMP at 512, the target.
   if "$bin" gpu-check --help 2>/dev/null | grep -q 'bench-train'; then
     run_stage "ir50: engine f32" "$bin" gpu-check --bench-train --backbone r50 --batch 128 --classes 93431 --report "bench/results/ir50-f32-$stamp.md"

@@ -88,7 +88,7 @@ pub struct Args {
     /// demo). fp16 scales the loss dynamically as torch's GradScaler does (start 65536, x2 after 2000
     /// good steps, x0.5 and the step skipped on an inf/NaN gradient; training stops once the scale is
     /// below 2^-24 or after 50 skips in a row). On a GPU the same layers run in the 16-bit type on the
-    /// tensor cores (cuDNN, cuBLAS; the margin head's GEMM stays f32 there for now). A preset's
+    /// tensor cores (cuDNN, cuBLAS; the margin head's cosines too). A preset's
     /// precision (bf16 for most) applies unless this flag is given.
     #[arg(long)]
     precision: Option<String>,

@@ -128,8 +128,9 @@ pub fn step_on_device(
     labels: &[i64],
     hp: &KernelParams,
     grad: bool,
+    gemm: Option<DType>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    step_on_device_blocked(x, w, labels, hp, grad, MAX_BLOCK_ELEMS)
+    step_on_device_blocked(x, w, labels, hp, grad, MAX_BLOCK_ELEMS, gemm)
 }
 
 /// `step_on_device` with cosine blocks of at most `max_block_elems` (checks force several blocks).
@@ -140,8 +141,9 @@ pub fn step_on_device_blocked(
     hp: &KernelParams,
     grad: bool,
     max_block_elems: usize,
+    gemm: Option<DType>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let p = Prepared::new(x, w, labels)?;
+    let p = Prepared::new(x, w, labels, gemm)?;
     let be = p.be();
     let terms = launch::target(&p.ctx, &launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?, None, None, hp)?;
     let blocks = p.blocks(max_block_elems);
@@ -157,7 +159,9 @@ pub fn step_on_device_blocked(
     Ok((loss, Some((dx, dw))))
 }
 
-/// What both device paths start from: labels on the device and the normalized rows with their norms.
+/// What both device paths start from: labels on the device, the normalized rows with their norms, and
+/// the operands of the cosine GEMMs (the normalized rows, cast to bf16/fp16 under autocast: the cosines
+/// are then computed, kept and read in that type, halving their memory and traffic).
 struct Prepared {
     ctx: Arc<CudaContext>,
     dev: Device,
@@ -168,10 +172,12 @@ struct Prepared {
     a: Tensor,
     wh: Tensor,
     wn: Tensor,
+    xg: Tensor,
+    wg: Tensor,
 }
 
 impl Prepared {
-    fn new(x: &Tensor, w: &Tensor, labels: &[i64]) -> Result<Prepared> {
+    fn new(x: &Tensor, w: &Tensor, labels: &[i64], gemm: Option<DType>) -> Result<Prepared> {
         let ctx = cuda_context(x)?;
         if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
             return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
@@ -184,7 +190,11 @@ impl Prepared {
         let be: &dyn Backend = ctx.as_ref();
         let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
         let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
-        Ok(Prepared { ctx, dev, lab, b, classes, xh, a, wh, wn })
+        let (xg, wg) = match gemm {
+            None | Some(DType::F32) => (xh.clone(), wh.clone()),
+            Some(d) => (cuda_ops::cast(&ctx, &xh, d)?, cuda_ops::cast(&ctx, &wh, d)?),
+        };
+        Ok(Prepared { ctx, dev, lab, b, classes, xh, a, wh, wn, xg, wg })
     }
 
     fn be(&self) -> &dyn Backend {
@@ -195,11 +205,21 @@ impl Prepared {
         class_blocks(self.b, self.classes, max_block_elems)
     }
 
+    /// The GEMM operand of classes j0..j1.
     fn block_w(&self, blocks: &[(usize, usize)], j0: usize, j1: usize) -> Result<Tensor> {
         if blocks.len() == 1 {
-            Ok(self.wh.clone())
+            Ok(self.wg.clone())
         } else {
-            cuda_ops::slice_rows(&self.ctx, &self.wh, j0, j1)
+            cuda_ops::slice_rows(&self.ctx, &self.wg, j0, j1)
+        }
+    }
+
+    /// A GEMM result in f32 (widened when the GEMMs run in half).
+    fn widen(&self, t: Tensor) -> Result<Tensor> {
+        if t.dtype() == DType::F32 {
+            Ok(t)
+        } else {
+            cuda_ops::cast(&self.ctx, &t, DType::F32)
         }
     }
 
@@ -209,7 +229,7 @@ impl Prepared {
         let mut state = launch::lse_init(&self.ctx, self.b)?;
         let mut kept = None;
         for &(j0, j1) in blocks {
-            let cos = self.be().matmul(&self.xh, &self.block_w(blocks, j0, j1)?, false, true)?;
+            let cos = self.be().matmul(&self.xg, &self.block_w(blocks, j0, j1)?, false, true)?;
             state = launch::forward_block(&self.ctx, &cos, j0, &self.lab, terms, hp, &state)?;
             if blocks.len() == 1 {
                 kept = Some(cos);
@@ -234,15 +254,16 @@ impl Prepared {
             let wb = self.block_w(blocks, j0, j1)?;
             let cos = match kept.take() {
                 Some(c) => c,
-                None => be.matmul(&self.xh, &wb, false, true)?,
+                None => be.matmul(&self.xg, &wb, false, true)?,
             };
+            // G comes in the cosines' type; its products are widened before they are summed.
             let g = launch::backward_block(&self.ctx, &cos, j0, &self.lab, terms, rows, hp)?;
-            let part = be.matmul(&g, &wb, false, false)?;
+            let part = self.widen(be.matmul(&g, &wb, false, false)?)?;
             dxh = Some(match dxh {
                 None => part,
                 Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
             });
-            dw_parts.push(be.matmul(&g, &self.xh, true, false)?);
+            dw_parts.push(self.widen(be.matmul(&g, &self.xg, true, false)?)?);
         }
         let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&self.ctx, &dw_parts)? };
         let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
@@ -397,8 +418,9 @@ pub fn step_with_row_plans(
     head: &mut dyn Head,
     grad: bool,
     max_block_elems: usize,
+    gemm: Option<DType>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let p = Prepared::new(x, w, labels)?;
+    let p = Prepared::new(x, w, labels, gemm)?;
     let (be, dev) = (p.be(), &p.dev);
     let raw_cy = launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?.to_vec::<f32>()?;
     let plans = plan_rows(head, &raw_cy, &p.a.to_vec::<f32>()?)?;

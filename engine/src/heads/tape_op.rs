@@ -33,14 +33,17 @@ fn step<T: Float + crate::tensor::Element>(
 /// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
 /// the tape whose backward gives dL/d embeddings and dL/d weight. State moves iff the head is training.
 ///
-/// Under the tape's autocast type, embeddings and weight are rounded as a half-precision logits GEMM would
-/// read them. Everything after the GEMM (margins, softmax, loss) and the gradients out of the head stay
+/// Under the tape's autocast type, on the CPU embeddings and weight are rounded as a half-precision logits
+/// GEMM would read them; on a GPU the cosine GEMMs run in that type on the normalized rows. Everything after the GEMM (margins, softmax, loss) and the gradients out of the head stay
 /// f32: as in insightface's partial FC, where only the logits GEMM runs in half, the logits are cast back
 /// to float, and the gradients reach embeddings and weight through the L2 normalization, run in f32.
 /// (Rounding them instead would overflow fp16 on the classifier, whose 1/|w| factor is large at init.)
 pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
-    // The GPU head's kernels take f32 cosines for now, so there the logits GEMM stays f32.
-    let half = if tape.value(embeddings).device().is_cpu() { tape.autocast() } else { None };
+    // On a GPU the autocast type goes to the chunked head itself (its cosine GEMMs run in it); the
+    // embeddings and weight it reads stay f32 for the L2 normalization.
+    let half = tape.autocast();
+    let gemm = half.filter(|_| !tape.value(embeddings).device().is_cpu());
+    let half = if gemm.is_some() { None } else { half };
     let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
     let w = crate::ops::autocast_operand(tape.value(weight), half)?.into_owned();
     let (b, d) = x.shape().matrix("head loss (embeddings)")?;
@@ -59,7 +62,7 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
     }
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
     if !x.device().is_cpu() {
-        return device_loss(tape, embeddings, weight, &x, &w, labels, head, grad);
+        return device_loss(tape, embeddings, weight, &x, &w, labels, head, grad, gemm);
     }
     let (value, grads) = match x.dtype() {
         DType::F32 => step::<f32>(&x, &w, labels, d, head, grad)?,
@@ -97,11 +100,12 @@ fn device_loss(
     labels: &[i64],
     head: &mut dyn Head,
     grad: bool,
+    gemm: Option<DType>,
 ) -> Result<Var> {
     let (b, _) = x.shape().matrix("head loss (embeddings)")?;
     let (value, grads) = match device::kernel_params(head, b) {
-        Some(hp) => device::step_on_device(x, w, labels, &hp, grad)?,
-        None => device::step_with_row_plans(x, w, labels, head, grad, device::MAX_BLOCK_ELEMS)?,
+        Some(hp) => device::step_on_device(x, w, labels, &hp, grad, gemm)?,
+        None => device::step_with_row_plans(x, w, labels, head, grad, device::MAX_BLOCK_ELEMS, gemm)?,
     };
     let grads = grads.unwrap_or_else(|| (x.clone(), w.clone()));
     Ok(tape.push(

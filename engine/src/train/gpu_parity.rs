@@ -15,7 +15,7 @@ use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, 
 use crate::rng::Rng;
 use crate::tape::gradcheck::rel_error;
 use crate::tape::Tape;
-use crate::tensor::{Device, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::train::trainer::{OptimizerChoice, Trainer, TrainerConfig, CLASSIFIER};
 use crate::Result;
 
@@ -126,16 +126,20 @@ pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compar
     let (dx, dw) = (x.to_device(dev)?, w.to_device(dev)?);
     let hp = heads::device::kernel_params(test_head("arcface")?.as_ref(), b)
         .ok_or_else(|| crate::Error::Invalid("arcface not encodable".into()))?;
-    let arc = heads::device::step_on_device_blocked(&dx, &dw, &labels, &hp, true, b * 16)?;
-    let mut mag = test_head("magface")?;
-    mag.set_training(true);
-    let magr = heads::device::step_with_row_plans(&dx, &dw, &labels, mag.as_mut(), true, b * 16)?;
-    for (name, (l1, g1)) in [("arcface", arc), ("magface", magr)] {
-        let (g1x, g1w) = g1.ok_or_else(|| crate::Error::Invalid("no gradients".into()))?;
-        let (l0, x0, w0) = head_step(&Device::Cpu, name, &x, &w, &labels)?;
-        out.push(compare(format!("head {name}, 4 class blocks: loss"), &l1, &l0, 1e-5)?);
-        out.push(compare(format!("head {name}, 4 class blocks: dL/dx"), &g1x, &x0, 1e-4)?);
-        out.push(compare(format!("head {name}, 4 class blocks: dL/dW"), &g1w, &w0, 1e-4)?);
+    // And with the cosines in bf16 (autocast on the GPU), at bf16's tolerance (its 8-bit mantissa moves
+    // a cosine by up to 2^-9, a logit by s times that).
+    for (gemm, what, k) in [(None, "", 1.0), (Some(DType::BF16), " in bf16", 300.0)] {
+        let arc = heads::device::step_on_device_blocked(&dx, &dw, &labels, &hp, true, b * 16, gemm)?;
+        let mut mag = test_head("magface")?;
+        mag.set_training(true);
+        let magr = heads::device::step_with_row_plans(&dx, &dw, &labels, mag.as_mut(), true, b * 16, gemm)?;
+        for (name, (l1, g1)) in [("arcface", arc), ("magface", magr)] {
+            let (g1x, g1w) = g1.ok_or_else(|| crate::Error::Invalid("no gradients".into()))?;
+            let (l0, x0, w0) = head_step(&Device::Cpu, name, &x, &w, &labels)?;
+            out.push(compare(format!("head {name}, 4 class blocks{what}: loss"), &l1, &l0, 1e-5 * k)?);
+            out.push(compare(format!("head {name}, 4 class blocks{what}: dL/dx"), &g1x, &x0, 1e-4 * k)?);
+            out.push(compare(format!("head {name}, 4 class blocks{what}: dL/dW"), &g1w, &w0, 1e-4 * k)?);
+        }
     }
     Ok(out)
 }
