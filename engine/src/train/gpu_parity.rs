@@ -200,9 +200,33 @@ pub fn small_config(classes: usize, optimizer: OptimizerChoice) -> TrainerConfig
     }
 }
 
+/// A tiny IResNet (16x16 inputs, widths 4/4/8/8, 16-d) for checks that must take a second at most.
+pub fn tiny_config(classes: usize) -> TrainerConfig {
+    let mut cfg = small_config(classes, OptimizerChoice::Sgd);
+    cfg.backbone.input_hw = (16, 16);
+    cfg.backbone.widths = [4, 4, 8, 8];
+    cfg.backbone.embedding_size = 16;
+    cfg
+}
+
+/// The start-up check behind `--device auto`: one tiny IResNet step and one trainer step on `dev`
+/// against the CPU, in `precision`. Err names the comparisons that failed (or the error met), so a GPU
+/// that does not reproduce the CPU is never used silently.
+pub fn startup_check(dev: &Device, precision: crate::train::precision::Precision) -> std::result::Result<(), String> {
+    let cfg = TrainerConfig { precision, ..tiny_config(5) };
+    let checks = backbone_step(dev, &cfg, 6, 1).map_err(|e| e.to_string())?;
+    let bad: Vec<String> = checks.iter().filter(|c| !c.ok()).map(|c| format!("{} {:.1e} > {:.0e}", c.name, c.err, c.tol)).collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
 /// Loss and named gradients of one forward + backward (the stores' running statistics move).
 fn gradients(t: &mut Trainer, x: &Tensor, labels: &[i64]) -> Result<(Tensor, Vec<(String, Tensor)>)> {
     let mut tape = Tape::new();
+    tape.set_autocast(t.config.precision.half_dtype())?;
     let vx = tape.constant(x.to_device(t.device())?);
     let mut rng = Rng::new(5);
     let emb = t.model.forward(&mut tape, &mut t.params, vx, true, &mut rng)?;
@@ -316,14 +340,6 @@ mod tests {
         assert!(bad.is_empty(), "failed: {bad:?}");
     }
 
-    fn tiny(classes: usize) -> TrainerConfig {
-        let mut cfg = small_config(classes, OptimizerChoice::Sgd);
-        cfg.backbone.input_hw = (16, 16);
-        cfg.backbone.widths = [4, 4, 8, 8];
-        cfg.backbone.embedding_size = 16;
-        cfg
-    }
-
     /// The harness itself, CPU against CPU: every comparison must be exactly 0, so a harness that
     /// compared the wrong tensors (or none) fails here before it reaches a GPU.
     #[test]
@@ -331,8 +347,8 @@ mod tests {
         let mut all = broadcast_ops(&Device::Cpu, 1).unwrap();
         all.extend(head_losses(&Device::Cpu, 2, &crate::heads::names()).unwrap());
         all.extend(optimizer_steps(&Device::Cpu, 3).unwrap());
-        all.extend(backbone_step(&Device::Cpu, &tiny(5), 6, 2).unwrap());
-        let tiny_bf16 = TrainerConfig { precision: crate::train::precision::Precision::Bf16, ..tiny(5) };
+        all.extend(backbone_step(&Device::Cpu, &tiny_config(5), 6, 2).unwrap());
+        let tiny_bf16 = TrainerConfig { precision: crate::train::precision::Precision::Bf16, ..tiny_config(5) };
         all.extend(backbone_step(&Device::Cpu, &tiny_bf16, 6, 2).unwrap());
         assert!(all.len() >= 15);
         for c in &all {
@@ -346,10 +362,18 @@ mod tests {
         assert!(!compare("nan", &nan, &b, 1.0).unwrap().ok());
     }
 
+    #[test]
+    fn the_startup_check_passes_on_the_cpu_in_every_precision() {
+        use crate::train::precision::Precision;
+        for p in [Precision::F32, Precision::Bf16, Precision::Fp16] {
+            startup_check(&Device::Cpu, p).unwrap();
+        }
+    }
+
     /// The problem the GPU learning test uses is learnable (tiny net, a few steps on the CPU).
     #[test]
     fn the_learning_problem_is_learnable_on_the_cpu() {
-        let cfg = TrainerConfig { lr: 3e-3, optimizer: OptimizerChoice::AdamW, ..tiny(4) };
+        let cfg = TrainerConfig { lr: 3e-3, optimizer: OptimizerChoice::AdamW, ..tiny_config(4) };
         let losses = learning_curve(&Device::Cpu, &cfg, 16, 40).unwrap();
         let (first, last) = ends(&losses, 5);
         assert!(last < 0.7 * first, "loss went from {first} to {last}");
@@ -396,7 +420,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
     fn gpu_non_finite_step_never_reaches_the_weights() {
-        let cfg = tiny(3);
+        let cfg = tiny_config(3);
         let mut t = Trainer::new(cfg.clone()).unwrap();
         t.to_device(&gpu()).unwrap();
         let mut rng = Rng::new(4);
