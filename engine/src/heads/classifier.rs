@@ -352,6 +352,11 @@ pub fn run_sharded<T: Float>(
         });
     }
     loss *= inv_b;
+    // The cosine clamps and the CE cap would turn a NaN/inf embedding into a finite loss; a broken input
+    // must show as a non-finite loss instead, which the trainer refuses (or skips under fp16).
+    if norms.iter().any(|n| !n.is_finite()) {
+        loss = f64::NAN;
+    }
     if !opts.compute_grad {
         return Ok(Output { loss, grad_x: Vec::new(), grad_w: Vec::new(), rows });
     }

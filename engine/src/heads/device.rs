@@ -406,6 +406,10 @@ pub fn finish_rows(head: &dyn Head, r: &RowPlans, mx: &[f32], sum: &[f32], sum_o
         out.st.push(wgt.st as f32);
     }
     out.loss *= inv_b;
+    // As the CPU classifier: a NaN/inf embedding shows as a non-finite loss, not as a clamped one.
+    if r.norms.iter().any(|n| !n.is_finite()) {
+        out.loss = f64::NAN;
+    }
     Ok(out)
 }
 

@@ -605,3 +605,25 @@ fn half_precision_gemm_inputs_keep_the_loss_but_half_logits_break_qamface() {
     let (a, b) = (ce(&logits), ce(&rounded));
     assert!((a - b).abs() / a > 1e-3, "f16 logits: CE {b} vs {a}");
 }
+
+/// A NaN or infinite embedding must give a non-finite loss for every head (the cosine clamps and the CE
+/// cap would otherwise hide it), so the trainer never steps on it.
+#[test]
+fn a_non_finite_embedding_gives_a_non_finite_loss_for_every_head() {
+    for bad in [f64::NAN, f64::INFINITY] {
+        for name in names() {
+            let mut case = random_case(3, 4, 6, 8, 5.0, 30.0);
+            case.x[9] = bad;
+            let mut h = head(name, &HeadParams::default());
+            h.set_training(true);
+            let r = run(&case.x, &case.w, &case.labels, case.dim, h.as_mut(), &RunOptions::default()).unwrap();
+            assert!(!r.loss.is_finite(), "{name} with {bad} in an embedding: loss {}", r.loss);
+            // A fresh head: the broken batch may have moved running state (the trainer undoes that).
+            let clean = random_case(3, 4, 6, 8, 5.0, 30.0);
+            let mut h = head(name, &HeadParams::default());
+            h.set_training(true);
+            let r = run(&clean.x, &clean.w, &clean.labels, clean.dim, h.as_mut(), &RunOptions::default()).unwrap();
+            assert!(r.loss.is_finite(), "{name}: clean loss {}", r.loss);
+        }
+    }
+}
