@@ -6,6 +6,7 @@ mod backbone_io;
 mod commands;
 mod images;
 mod demo_defaults;
+mod device_choice;
 mod pair_eval;
 mod run_plots;
 

@@ -76,3 +76,47 @@ fn gpu_demo_training_loss_falls() {
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read_to_string(&report).unwrap().contains("| pass |"));
 }
+
+#[test]
+fn eval_and_embed_take_device_too() {
+    let o = train_on("cpu", "for-eval");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // train_on's folder (scratch() would empty it).
+    let root = std::env::temp_dir().join(format!("facetrain-cli-{}-for-eval", std::process::id()));
+    let ckpt = find(&root.join("out"), "checkpoint.safetensors").unwrap_or_else(|| root.join("out/checkpoint.safetensors"));
+    assert!(ckpt.exists(), "no checkpoint at {}", ckpt.display());
+    let pairs = find(&root.join("cache"), "pairs.bin").expect("the generated pairs.bin");
+    let train = pairs.parent().unwrap().join("train");
+    let run = |cmd: &str, device: &str| {
+        let mut c = Command::new(exe());
+        c.args([cmd, "--device", device, "--checkpoint"]).arg(&ckpt);
+        if cmd == "eval" {
+            c.arg("--bin").arg(&pairs);
+        } else {
+            c.arg("--data").arg(&train).arg("--output").arg(root.join(format!("emb-{device}.safetensors")));
+        }
+        c.env("CUDA_VISIBLE_DEVICES", "").stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap()
+    };
+    for cmd in ["eval", "embed"] {
+        let o = run(cmd, "cuda");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && !err.contains("panicked") && err.contains("CUDA"), "{cmd} --device cuda: {err}");
+        let o = run(cmd, "auto");
+        assert!(o.status.success(), "{cmd} --device auto: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir() {
+            if let Some(f) = find(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}

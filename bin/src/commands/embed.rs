@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     model: ModelSource,
+    #[command(flatten)]
+    device: crate::device_choice::DeviceFlag,
     /// A RecordIO face set (folder or .rec), or a text list of `image-path [label]` lines.
     #[arg(long)]
     data: PathBuf,
@@ -23,7 +25,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let (model, mut params) = a.model.load()?;
+    let (model, params) = a.model.load()?;
+    let mut params = params.to_device(&a.device.choose("embedding")?)?;
     let hw = model.config.input_hw;
     let mut px = Vec::new();
     let mut labels = Vec::new();

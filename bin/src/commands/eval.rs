@@ -22,6 +22,8 @@ pub struct Args {
     /// The model: --checkpoint, or --init-weights with --backbone.
     #[command(flatten)]
     model: ModelSource,
+    #[command(flatten)]
+    device: crate::device_choice::DeviceFlag,
     /// Verification sets: insightface `.bin` files or text pair lists (repeat the flag).
     #[arg(long = "bin")]
     bins: Vec<PathBuf>,
@@ -60,7 +62,8 @@ fn embed_list(
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let (model, mut params) = a.model.load()?;
+    let (model, params) = a.model.load()?;
+    let mut params = params.to_device(&a.device.choose("evaluating")?)?;
     if a.bins.is_empty() && a.gallery.is_none() {
         return Err(Error::Invalid("nothing to evaluate: give --bin SET and/or --gallery/--probes".into()).into());
     }

@@ -19,11 +19,9 @@ use engine::model::IResNetConfig;
 use engine::optim::LrSchedule;
 use engine::train::metrics::{write_summary, MetricsLog, Progress};
 use engine::train::loss_scale::LossScaleConfig;
-use engine::train::gpu_parity;
 use engine::train::precision::Precision;
 use engine::train::presets::{self, Preset, Schedule};
 use engine::train::trainer::{OptimizerChoice, Trainer, TrainerConfig};
-use engine::backend::cuda::{self, CudaContext};
 use engine::{Device, Error, Tensor};
 use serde_json::json;
 use std::path::PathBuf;
@@ -225,35 +223,12 @@ pub fn run(a: Args) -> CmdResult {
         })?),
         None => None,
     };
-    // `cuda[:N]` opens the GPU or says why it cannot (never a panic); `auto` takes GPU 0 when one opens.
     let precision: Precision = match (&a.precision, &preset) {
         (Some(p), _) => p.parse().map_err(|e: Error| Error::Invalid(format!("--precision: {e}")))?,
         (None, Some(p)) => p.precision,
         (None, None) => Precision::F32,
     };
-    let device = match a.device.as_str() {
-        // A GPU is taken only once a tiny training step on it reproduces the CPU's (about a second).
-        "auto" => match CudaContext::open(0) {
-            Ok(ctx) => {
-                let gpu = Device::Cuda(ctx);
-                match gpu_parity::startup_check(&gpu, precision) {
-                    Ok(()) => gpu,
-                    Err(why) => {
-                        eprintln!("note: GPU 0 failed the start-up check against the CPU ({why}); training on the CPU (--device cuda insists on the GPU)");
-                        Device::Cpu
-                    }
-                }
-            }
-            Err(e) => {
-                // Say why only where a GPU was plausibly meant to be used.
-                if cuda::driver_present() {
-                    eprintln!("note: a CUDA driver is present but no GPU could be used ({e}); training on the CPU");
-                }
-                Device::Cpu
-            }
-        },
-        other => Device::parse(other)?,
-    };
+    let device = crate::device_choice::choose(&a.device, precision, "training")?;
     if let Device::Cuda(ctx) = &device {
         eprintln!("training on cuda:{} ({}, sm_{}) in {precision}", ctx.ordinal(), ctx.device_name(), ctx.arch());
     }
