@@ -46,8 +46,7 @@ impl IResNet {
             )));
         }
         let mut y = conv(tape, store, "conv1.weight", x, 1)?;
-        y = batch_norm(tape, store, "bn1", y, train)?;
-        y = prelu(tape, store, "prelu.weight", y)?;
+        y = batch_norm_prelu(tape, store, "bn1", "prelu.weight", y, train)?;
         for (s, &blocks) in cfg.layers.iter().enumerate() {
             for b in 0..blocks {
                 let stride = if has_downsample(b) { 2 } else { 1 };
@@ -80,18 +79,41 @@ fn prelu(tape: &mut Tape, store: &ParamStore, name: &str, x: Var) -> Result<Var>
 pub fn batch_norm(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var, train: bool) -> Result<Var> {
     let g = store.var(tape, &format!("{prefix}.weight"))?;
     let b = store.var(tape, &format!("{prefix}.bias"))?;
-    let (rm_name, rv_name) = (format!("{prefix}.running_mean"), format!("{prefix}.running_var"));
     if !train {
-        let (rm, rv) = (store.get(&rm_name)?.clone(), store.get(&rv_name)?.clone());
-        return ops::batch_norm_eval(tape, x, Some(g), Some(b), &rm, &rv, BN_EPS);
+        return batch_norm_eval(tape, store, prefix, x, g, b);
     }
     let (y, stats) = ops::batch_norm_train(tape, x, Some(g), Some(b), BN_EPS)?;
+    update_running(store, prefix, &stats)?;
+    Ok(y)
+}
+
+/// Batch norm `bn` then PReLU `alpha`: in training one fused op (one kernel each way on a GPU).
+fn batch_norm_prelu(tape: &mut Tape, store: &mut ParamStore, bn: &str, alpha: &str, x: Var, train: bool) -> Result<Var> {
+    let g = store.var(tape, &format!("{bn}.weight"))?;
+    let b = store.var(tape, &format!("{bn}.bias"))?;
+    if !train {
+        let y = batch_norm_eval(tape, store, bn, x, g, b)?;
+        return prelu(tape, store, alpha, y);
+    }
+    let a = store.var(tape, alpha)?;
+    let (y, stats) = ops::batch_norm_prelu_train(tape, x, g, b, a, BN_EPS)?;
+    update_running(store, bn, &stats)?;
+    Ok(y)
+}
+
+fn batch_norm_eval(tape: &mut Tape, store: &ParamStore, prefix: &str, x: Var, g: Var, b: Var) -> Result<Var> {
+    let (rm, rv) = (store.get(&format!("{prefix}.running_mean"))?, store.get(&format!("{prefix}.running_var"))?);
+    ops::batch_norm_eval(tape, x, Some(g), Some(b), rm, rv, BN_EPS)
+}
+
+/// Folds a training step's batch statistics into `prefix`'s running ones and counts the batch.
+fn update_running(store: &mut ParamStore, prefix: &str, stats: &ops::BatchStats) -> Result<()> {
+    let (rm_name, rv_name) = (format!("{prefix}.running_mean"), format!("{prefix}.running_var"));
     let (mut rm, mut rv) = (store.get(&rm_name)?.clone(), store.get(&rv_name)?.clone());
-    ops::update_running_stats(&mut rm, &mut rv, &stats, BN_MOMENTUM)?;
+    ops::update_running_stats(&mut rm, &mut rv, stats, BN_MOMENTUM)?;
     store.set(&rm_name, rm)?;
     store.set(&rv_name, rv)?;
-    increment_counter(store, &format!("{prefix}.num_batches_tracked"))?;
-    Ok(y)
+    increment_counter(store, &format!("{prefix}.num_batches_tracked"))
 }
 
 /// num_batches_tracked += 1 (an I64 scalar; kept wherever the store lives).
@@ -108,8 +130,7 @@ fn increment_counter(store: &mut ParamStore, name: &str) -> Result<()> {
 pub fn block_forward(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var, stride: usize, train: bool) -> Result<Var> {
     let mut y = batch_norm(tape, store, &format!("{prefix}.bn1"), x, train)?;
     y = conv(tape, store, &format!("{prefix}.conv1.weight"), y, 1)?;
-    y = batch_norm(tape, store, &format!("{prefix}.bn2"), y, train)?;
-    y = prelu(tape, store, &format!("{prefix}.prelu.weight"), y)?;
+    y = batch_norm_prelu(tape, store, &format!("{prefix}.bn2"), &format!("{prefix}.prelu.weight"), y, train)?;
     y = conv(tape, store, &format!("{prefix}.conv2.weight"), y, stride)?;
     y = batch_norm(tape, store, &format!("{prefix}.bn3"), y, train)?;
     let down = format!("{prefix}.downsample.0.weight");

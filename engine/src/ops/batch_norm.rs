@@ -31,15 +31,15 @@ fn check_param(op: &str, what: &str, t: &Tensor, c: usize) -> Result<()> {
     Ok(())
 }
 
-/// Training-mode batch norm. `gamma`/`beta` are `None` when affine is off (or one of them is absent).
-pub fn batch_norm_train(
-    tape: &mut Tape,
+/// The inputs of a training batch norm, checked: (tape inputs, x, gamma, beta, rows).
+#[allow(clippy::type_complexity)]
+pub(super) fn train_inputs(
+    tape: &Tape,
+    op: &str,
     x: Var,
     gamma: Option<Var>,
     beta: Option<Var>,
-    eps: f64,
-) -> Result<(Var, BatchStats)> {
-    let op = "batch_norm_train";
+) -> Result<(Vec<Var>, Tensor, Option<Tensor>, Option<Tensor>, usize)> {
     let mut inputs = vec![x];
     inputs.extend(gamma);
     inputs.extend(beta);
@@ -59,6 +59,19 @@ pub fn batch_norm_train(
             check_param(op, name, t, c)?;
         }
     }
+    Ok((inputs, tx, tg, tb, rows))
+}
+
+/// Training-mode batch norm. `gamma`/`beta` are `None` when affine is off (or one of them is absent).
+pub fn batch_norm_train(
+    tape: &mut Tape,
+    x: Var,
+    gamma: Option<Var>,
+    beta: Option<Var>,
+    eps: f64,
+) -> Result<(Var, BatchStats)> {
+    let op = "batch_norm_train";
+    let (inputs, tx, tg, tb, rows) = train_inputs(tape, op, x, gamma, beta)?;
     let be = tx.backend();
     let (y, saved) = be.batch_norm_forward_train(&tx, tg.as_ref(), tb.as_ref(), eps)?;
     let stats = BatchStats {

@@ -2,6 +2,7 @@
 //! tape. One file per op family.
 
 mod batch_norm;
+mod batch_norm_prelu;
 mod broadcast;
 mod conv;
 mod dropout;
@@ -16,6 +17,7 @@ mod shape;
 
 pub use crate::backend::Conv2dParams;
 pub use batch_norm::{batch_norm_eval, batch_norm_train, update_running_stats, BatchStats};
+pub use batch_norm_prelu::batch_norm_prelu_train;
 pub use broadcast::{add_channels, mul_channels, scale_rows};
 pub use conv::conv2d;
 pub use dropout::dropout;

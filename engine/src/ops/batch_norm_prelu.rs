@@ -1,0 +1,85 @@
+//! Training batch norm followed by PReLU (IResNet's BN-PReLU pairs) as one op. On a GPU it is one fused
+//! kernel each way (batch_norm.cu: the PReLU input is never stored, the backward recomputes it from x);
+//! on the CPU it is exactly the two ops one after the other, so CPU results do not change.
+
+use super::batch_norm::{batch_norm_train, train_inputs, BatchStats};
+use super::prelu;
+use crate::backend::cuda::ops as cuda_ops;
+use crate::tape::{Tape, Var};
+use crate::tensor::{Device, Tensor};
+use crate::{Error, Result};
+
+/// y = prelu(batch_norm(x; gamma, beta), alpha), with the batch statistics for the running ones.
+pub fn batch_norm_prelu_train(
+    tape: &mut Tape,
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    alpha: Var,
+    eps: f64,
+) -> Result<(Var, BatchStats)> {
+    let Device::Cuda(ctx) = tape.value(x).device() else {
+        let (y, stats) = batch_norm_train(tape, x, Some(gamma), Some(beta), eps)?;
+        return Ok((prelu(tape, y, alpha)?, stats));
+    };
+    let op = "batch_norm_prelu_train";
+    let (mut inputs, tx, tg, tb, rows) = train_inputs(tape, op, x, Some(gamma), Some(beta))?;
+    let ta = tape.value(alpha).clone();
+    if ta.dims() != [*tx.dims().last().expect("rank checked")] || !ta.device().same(&tx.device()) {
+        return Err(Error::Shape(format!("{op}: alpha {} does not fit input {}", ta.shape(), tx.shape())));
+    }
+    inputs.push(alpha);
+    let (y, saved) = cuda_ops::batch_norm_prelu_train(&ctx, &tx, tg.as_ref(), tb.as_ref(), Some(&ta), eps)?;
+    let stats = BatchStats {
+        mean: saved.mean.clone(),
+        var_unbiased: tx.backend().affine(&saved.var, rows as f64 / (rows as f64 - 1.0), 0.0)?,
+    };
+    let out = tape.push(
+        y,
+        &inputs,
+        Box::new(move |g: &Tensor| {
+            let (dx, dg, db, da) =
+                cuda_ops::batch_norm_prelu_backward(&ctx, g, &tx, tg.as_ref(), tb.as_ref(), Some(&ta), &saved)?;
+            let da = da.ok_or_else(|| Error::Device("fused batch norm backward gave no PReLU gradient".into()))?;
+            Ok(vec![Some(dx), Some(dg), Some(db), Some(da)])
+        }),
+    );
+    Ok((out, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// On the CPU the fused op is the two ops: same values, same gradients, bit for bit.
+    #[test]
+    fn on_the_cpu_it_is_batch_norm_then_prelu_exactly() {
+        let mut r = Rng::new(4);
+        let mut t = |n: usize, shape: &[usize], off: f64| {
+            Tensor::from_vec((0..n).map(|_| off + r.normal()).collect::<Vec<f64>>(), shape).unwrap()
+        };
+        let (x, g, b, a) = (t(2 * 3 * 3 * 4, &[2, 3, 3, 4], 0.0), t(4, &[4], 1.0), t(4, &[4], 0.0), t(4, &[4], 0.25));
+        let run = |fused: bool| {
+            let mut tape = Tape::new();
+            let vs: Vec<Var> = [&x, &g, &b, &a].iter().map(|v| tape.leaf((*v).clone())).collect();
+            let (y, stats) = if fused {
+                batch_norm_prelu_train(&mut tape, vs[0], vs[1], vs[2], vs[3], 1e-5).unwrap()
+            } else {
+                let (y, s) = batch_norm_train(&mut tape, vs[0], Some(vs[1]), Some(vs[2]), 1e-5).unwrap();
+                (prelu(&mut tape, y, vs[3]).unwrap(), s)
+            };
+            let loss = crate::ops::sum_all(&mut tape, y).unwrap();
+            let grads = tape.backward(loss).unwrap();
+            let mut out = tape.value(y).to_f64_vec().unwrap();
+            out.extend(stats.var_unbiased.to_f64_vec().unwrap());
+            for v in &vs {
+                out.extend(grads.get(*v).unwrap().to_f64_vec().unwrap());
+            }
+            out
+        };
+        let (fused, plain) = (run(true), run(false));
+        assert_eq!(fused.len(), plain.len());
+        assert!(fused.iter().zip(&plain).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+}
