@@ -248,7 +248,7 @@ impl Trainer {
                 }
             };
             for (n, g) in backbone.iter().chain(&head_grads).filter(|_| search) {
-                if !g.to_f64_vec()?.iter().all(|v| v.is_finite()) {
+                if !all_finite(g)? {
                     return Err(Error::Invalid(format!(
                         "gradient of '{n}' is not finite at step {}: the step was not applied",
                         self.step
@@ -344,6 +344,18 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// Whether every element is finite, read in place for f32/f64 host tensors (no copy per step).
+fn all_finite(t: &Tensor) -> Result<bool> {
+    if t.device().is_cpu() {
+        match t.dtype() {
+            DType::F32 => return Ok(t.as_slice::<f32>()?.iter().all(|v| v.is_finite())),
+            DType::F64 => return Ok(t.as_slice::<f64>()?.iter().all(|v| v.is_finite())),
+            _ => {}
+        }
+    }
+    Ok(t.to_f64_vec()?.iter().all(|v| v.is_finite()))
 }
 
 /// Embeddings in evaluation mode for any backbone and parameters (used by `eval` and `embed` too).
