@@ -1,7 +1,7 @@
 //! Image lists for `embed` and identification: one `path [label]` per line, paths relative to the list.
 
 use datasets::image::{decode, Image};
-use datasets::loader::normalize_table;
+use datasets::loader::extend_normalized;
 use engine::model::{IResNet, ParamStore};
 use engine::train::trainer::embed_with;
 use engine::{Error, Result, Tensor};
@@ -31,12 +31,6 @@ pub fn read_list(list: &Path) -> Result<Vec<(PathBuf, u64)>> {
     Ok(out)
 }
 
-/// RGB bytes normalized as the training loader does it (`datasets::loader::normalize_table`).
-pub fn normalized(data: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    let table = normalize_table();
-    data.iter().map(move |&v| table[v as usize])
-}
-
 /// Decodes an image and checks it has the model's input size; `what` names it in errors.
 pub fn decode_for_model(bytes: &[u8], hw: (usize, usize), what: &str) -> Result<Image> {
     let img = decode(bytes).map_err(|e| Error::Io(format!("{what}: {e}")))?;
@@ -53,7 +47,9 @@ pub fn decode_for_model(bytes: &[u8], hw: (usize, usize), what: &str) -> Result<
 pub fn load_normalized(path: &Path, hw: (usize, usize)) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
     let img = decode_for_model(&bytes, hw, &path.display().to_string())?;
-    Ok(normalized(&img.data).collect())
+    let mut px = Vec::with_capacity(img.data.len());
+    extend_normalized(&mut px, &img.data, img.width * 3, false);
+    Ok(px)
 }
 
 /// Embeddings `[N, D]` of normalized NHWC pixels, in chunks.

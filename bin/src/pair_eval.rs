@@ -5,7 +5,8 @@ use datasets::verification::read_pair_set;
 use engine::eval::quality::row_norms;
 use engine::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
 use engine::model::{IResNet, ParamStore};
-use crate::images::{decode_for_model, embed_pixels, normalized};
+use crate::images::{decode_for_model, embed_pixels};
+use datasets::loader::extend_normalized;
 use engine::{Error, Result};
 use std::path::Path;
 
@@ -35,12 +36,8 @@ impl PairEval {
         let mut flipped = Vec::with_capacity(set.images.len() * n);
         for (i, bytes) in set.images.iter().enumerate() {
             let img = decode_for_model(bytes, hw, &format!("{}: image {i}", path.display()))?;
-            plain.extend(normalized(&img.data));
-            for row in img.data.chunks(hw.1 * 3) {
-                for px in row.chunks(3).rev() {
-                    flipped.extend(normalized(px));
-                }
-            }
+            extend_normalized(&mut plain, &img.data, hw.1 * 3, false);
+            extend_normalized(&mut flipped, &img.data, hw.1 * 3, true);
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(PairEval { name, plain, flipped, same: set.same })

@@ -3,7 +3,8 @@
 
 use super::CmdResult;
 use crate::backbone_io::ModelSource;
-use crate::images::{decode_for_model, embed_pixels, load_normalized, normalized, read_list};
+use crate::images::{decode_for_model, embed_pixels, load_normalized, read_list};
+use datasets::loader::extend_normalized;
 use datasets::faceset::FaceSet;
 use engine::eval::quality::row_norms;
 use engine::io::safetensors::{self, SafeTensors};
@@ -35,7 +36,7 @@ pub fn run(a: Args) -> CmdResult {
         for i in 0..set.len() {
             let s = set.sample(i)?;
             let img = decode_for_model(&s.image, hw, &format!("{}: record {i}", a.data.display()))?;
-            px.extend(normalized(&img.data));
+            extend_normalized(&mut px, &img.data, hw.1 * 3, false);
             labels.push(s.label as i64);
         }
     } else {

@@ -1,5 +1,6 @@
-//! insightface's input normalization, ((x / 255) - 0.5) / 0.5, one formula for the loader (vectorized
-//! over rows) and for everything else (a table): both give the same bits, which the test checks.
+//! insightface's input normalization, ((x / 255) - 0.5) / 0.5: `extend_normalized` for every image the
+//! engine reads (loader batches, eval and embed), vectorized over rows; `normalize_table`, the same
+//! formula per value, is the reference the tests hold it to, bit for bit.
 
 #[inline(always)]
 fn normalize(v: u8) -> f32 {
@@ -17,7 +18,7 @@ pub fn extend_normalized(out: &mut Vec<f32>, src: &[u8], row: usize, flip: bool)
         assert_eq!(src.len() % row, 0);
         // Written through the spare capacity: zero-filling first would cost as much as the work.
         out.reserve(src.len());
-        let mut mirrored = vec![0u8; row];
+        let mut mirrored = if flip { vec![0u8; row] } else { Vec::new() };
         for (dst, s) in out.spare_capacity_mut()[..src.len()].chunks_exact_mut(row).zip(src.chunks_exact(row)) {
             let s = if flip {
                 for (m, p) in mirrored.chunks_exact_mut(3).zip(s.chunks_exact(3).rev()) {
