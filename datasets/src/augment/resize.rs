@@ -109,7 +109,7 @@ fn resize_generic(s: &mut Scratch, img: &Image, height: usize, width: usize, fil
     let tx = s.taps(sw, width, filter);
     let ty = s.taps(sh, height, filter);
     let Scratch { src, mid, out: out_f, .. } = s;
-    out_f.resize(height * width * 3 + 1, 0.0);
+    out_f.resize(height * width * 3, 0.0);
     // The row pass gathers (more work per tap), so it runs on whichever side has fewer rows.
     if height < sh {
         mid.resize(height * sw * 3 + 1, 0.0);
@@ -120,13 +120,12 @@ fn resize_generic(s: &mut Scratch, img: &Image, height: usize, width: usize, fil
         src.iter_mut().zip(&img.data).for_each(|(m, &v)| *m = v as f32);
         mid.resize(sh * width * 3, 0.0);
         resample_rows(src, sw, sh, mid, width, &tx);
-        resample_cols(mid, width * 3, &mut out_f[..height * width * 3], &ty);
+        resample_cols(mid, width * 3, out_f, &ty);
     }
     let mut out = Image::new(height, width);
     out.data.iter_mut().zip(out_f.iter()).for_each(|(o, &v)| *o = round_u8(v));
     out
 }
-
 
 /// Returns the side ratio used (AdaFace's resolution information ratio).
 pub fn low_resolution(img: &mut Image, rng: &mut Rng) -> f32 {

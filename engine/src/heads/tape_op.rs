@@ -41,9 +41,8 @@ fn step<T: Float + crate::tensor::Element>(
 pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
     // On a GPU the autocast type goes to the chunked head itself (its cosine GEMMs run in it); the
     // embeddings and weight it reads stay f32 for the L2 normalization.
-    let half = tape.autocast();
-    let gemm = half.filter(|_| !tape.value(embeddings).device().is_cpu());
-    let half = if gemm.is_some() { None } else { half };
+    let (half, gemm) =
+        if tape.value(embeddings).device().is_cpu() { (tape.autocast(), None) } else { (None, tape.autocast()) };
     let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
     let w = crate::ops::autocast_operand(tape.value(weight), half)?.into_owned();
     let (b, d) = x.shape().matrix("head loss (embeddings)")?;

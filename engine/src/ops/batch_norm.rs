@@ -2,7 +2,7 @@
 //! batch is normalized with the biased variance; the running variance is updated with the unbiased one.
 
 use super::same_device_and_dtype;
-use crate::backend::{BinaryOp, UnaryOp};
+use crate::backend::{BatchNormSaved, BinaryOp, UnaryOp};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -13,6 +13,14 @@ pub struct BatchStats {
     pub mean: Tensor,
     /// Per-channel unbiased variance `[C]` (sum of squares / (rows - 1)).
     pub var_unbiased: Tensor,
+}
+
+impl BatchStats {
+    /// From what a training forward saved over `rows` values per channel.
+    pub(super) fn from_saved(saved: &BatchNormSaved, rows: usize) -> Result<BatchStats> {
+        let var_unbiased = saved.var.backend().affine(&saved.var, rows as f64 / (rows as f64 - 1.0), 0.0)?;
+        Ok(BatchStats { mean: saved.mean.clone(), var_unbiased })
+    }
 }
 
 /// Rows of the `[rows, C]` view of `x`, and C.
@@ -74,10 +82,7 @@ pub fn batch_norm_train(
     let (inputs, tx, tg, tb, rows) = train_inputs(tape, op, x, gamma, beta)?;
     let be = tx.backend();
     let (y, saved) = be.batch_norm_forward_train(&tx, tg.as_ref(), tb.as_ref(), eps)?;
-    let stats = BatchStats {
-        mean: saved.mean.clone(),
-        var_unbiased: be.affine(&saved.var, rows as f64 / (rows as f64 - 1.0), 0.0)?,
-    };
+    let stats = BatchStats::from_saved(&saved, rows)?;
     let (has_g, has_b) = (gamma.is_some(), beta.is_some());
     let out = tape.push(
         y,

@@ -30,10 +30,7 @@ pub fn batch_norm_prelu_train(
     }
     inputs.push(alpha);
     let (y, saved) = cuda_ops::batch_norm_prelu_train(&ctx, &tx, tg.as_ref(), tb.as_ref(), Some(&ta), eps)?;
-    let stats = BatchStats {
-        mean: saved.mean.clone(),
-        var_unbiased: tx.backend().affine(&saved.var, rows as f64 / (rows as f64 - 1.0), 0.0)?,
-    };
+    let stats = BatchStats::from_saved(&saved, rows)?;
     let out = tape.push(
         y,
         &inputs,

@@ -193,8 +193,10 @@ fn run_locked<T: CudnnDataType + Copy>(
         return launch(choice, &mut ov);
     }
     // First time for this shape: time every algorithm cuDNN accepts and keep the fastest.
+    let measure = std::env::var_os("FACETRAIN_CUDNN_HEURISTIC").is_none();
     let mut candidates = Vec::new();
     match dir {
+        _ if !measure => {}
         Direction::Forward => {
             for al in FWD_ALGOS {
                 if let Ok(ws) = fwd.get_workspace_size(al) {
@@ -233,9 +235,8 @@ fn run_locked<T: CudnnDataType + Copy>(
             }
         })
     };
-    let measure = std::env::var_os("FACETRAIN_CUDNN_HEURISTIC").is_none();
     let mut best: Option<((Algo, usize), f32)> = None;
-    for &cand in candidates.iter().filter(|c| measure && c.1 <= WORKSPACE_LIMIT) {
+    for &cand in candidates.iter().filter(|c| c.1 <= WORKSPACE_LIMIT) {
         // One untimed run (it also rejects algorithms that cannot run this case), then one timed.
         if launch(cand, &mut ov).is_err() {
             continue;
