@@ -11,14 +11,22 @@ struct f16_t { unsigned short v; };
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(bf16_t x) { return __uint_as_float(((unsigned int)x.v) << 16); }
+#ifdef FT_HOST_EMU  // tests/cuda_emu: the same conversions (round to nearest even) on the host
+__device__ __forceinline__ float to_f32(f16_t x) { return emu_f16_to_f32(x.v); }
+#else
 __device__ __forceinline__ float to_f32(f16_t x) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.v));
     return f;
 }
+#endif
 
 template <class T> __device__ __forceinline__ T from_f32(float x);
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+#ifdef FT_HOST_EMU
+template <> __device__ __forceinline__ bf16_t from_f32<bf16_t>(float x) { return bf16_t{emu_f32_to_bf16(x)}; }
+template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float x) { return f16_t{emu_f32_to_f16(x)}; }
+#else
 template <> __device__ __forceinline__ bf16_t from_f32<bf16_t>(float x) {
     bf16_t r;
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.v) : "f"(x));
@@ -29,6 +37,7 @@ template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float x) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.v) : "f"(x));
     return r;
 }
+#endif
 
 // Grid-stride loop over n elements with 64-bit indices (activations exceed 2^31 elements at batch 512).
 #define GRID_STRIDE(i, n) \

@@ -259,14 +259,26 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
         out.push(compare("IResNet step: loss", &la, &lb, 1e-5 * k)?);
         let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
         let mut worst = Compared { name: "IResNet step: worst single gradient".into(), err: 0.0, tol: 1e-3 * k };
-        for ((na, ta), (_, tb)) in ga.iter().zip(&gb) {
-            let c = compare(na.clone(), ta, tb, 0.0)?;
-            if c.err > worst.err || c.err.is_nan() {
-                worst.err = c.err;
+        // A bias followed by a training-mode batch norm (fc.bias before `features`, the last block's
+        // bn3.bias before the final bn2) has a gradient that is zero up to rounding: its own norm is
+        // noise, so each gradient's error is taken against at least 1e-3 of the largest gradient norm.
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let pairs: Vec<(Vec<f64>, Vec<f64>)> =
+            ga.iter().zip(&gb).map(|((_, ta), (_, tb))| Ok((ta.to_f64_vec()?, tb.to_f64_vec()?))).collect::<Result<_>>()?;
+        let floor = 1e-3 * pairs.iter().map(|(_, b)| norm(b)).fold(0.0, f64::max);
+        for ((na, _), (a, b)) in ga.iter().zip(&pairs) {
+            let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+            let err = if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
+                f64::INFINITY
+            } else {
+                norm(&diff) / norm(b).max(floor)
+            };
+            if err > worst.err || err.is_nan() {
+                worst.err = err;
                 worst.name = format!("IResNet step: worst single gradient ({na})");
             }
-            all_a.extend(ta.to_f64_vec()?);
-            all_b.extend(tb.to_f64_vec()?);
+            all_a.extend_from_slice(a);
+            all_b.extend_from_slice(b);
         }
         let all = rel_error(&all_a, &all_b);
         out.push(Compared { name: format!("IResNet step: all {} gradients", ga.len()), err: all, tol: 1e-4 * k });
@@ -282,7 +294,11 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
     }
     for s in 0..steps {
         let (ld, lc) = (on_dev.train_step(&x, &labels)?.loss, on_cpu.train_step(&x, &labels)?.loss);
-        let err = if ld.is_finite() { ((ld - lc) / lc).abs() } else { f64::INFINITY };
+        // Relative to the loss, or to ln(classes) (a uniform guess's loss) once the batch is nearly
+        // memorised: after one step at lr 0.05 the loss falls from ~15 to ~0.015, where a bf16 logit's
+        // rounding (~s * 2^-9) moves it by several percent while the weights agree to 1e-3.
+        let scale = lc.abs().max((cfg.num_classes as f64).ln());
+        let err = if ld.is_finite() { (ld - lc).abs() / scale } else { f64::INFINITY };
         out.push(Compared { name: format!("trainer step {}: loss", s + 1), err, tol: 1e-4 * k });
     }
     let flat = |t: &Trainer| -> Result<Vec<f64>> {
