@@ -49,3 +49,18 @@ if [ -n "$nvrtc_dir" ]; then
 fi
 
 cargo test --workspace "$@"
+
+# The CUDA backend once more, on the host emulation of the CUDA libraries (tests/cuda_emu: no GPU is
+# involved; kernels run as host code with GPU thread semantics, cuBLAS/cuDNN are reference stand-ins
+# checked against NumPy/PyTorch first). This runs the opt-in GPU tests' code paths end to end; it does
+# not stand for a GPU run (bench/gpu-check.sh on a real card does). The 300-step demo is left to the GPU:
+# emulated, it runs at ~35 images/s (20 minutes).
+if [ $# -eq 0 ]; then
+  emu="$root/target/cuda_emu"
+  echo "== CUDA backend on the host emulation ($emu)"
+  bash tests/cuda_emu/build.sh "$emu" >/dev/null
+  "$py" tests/cuda_emu/check_cublas.py "$emu" | tail -n 1
+  "$py" tests/cuda_emu/check_cudnn.py "$emu" | tail -n 1
+  env -u FACETRAIN_NVRTC_DIR LD_LIBRARY_PATH="$emu" FACETRAIN_KERNEL_CACHE="$emu/ptx" FACETRAIN_EMU_CACHE="$emu/kernels" \
+    cargo test --workspace -- --ignored gpu_ --skip gpu_demo_training_loss_falls
+fi

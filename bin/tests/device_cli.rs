@@ -77,6 +77,72 @@ fn gpu_demo_training_loss_falls() {
     assert!(std::fs::read_to_string(&report).unwrap().contains("| pass |"));
 }
 
+/// Opt-in (needs a GPU): the whole command line on the device. `train --device cuda` writes its
+/// checkpoint and weights; `--device auto` takes the GPU (the start-up check passes); `eval --device
+/// cuda` scores the held-out pairs like `eval --device cpu` on the same checkpoint (AUC and mean
+/// embedding norm agree); `embed --device cuda` writes its file. Runs in CI on tests/cuda_emu.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_train_eval_and_embed_run_on_the_device() {
+    let root = scratch("gpucli");
+    let train = |device: &str, out: &str| {
+        Command::new(exe())
+            .args(["train", "--device", device, "--seed", "7", "--checkpoint-every", "3"])
+            .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
+            .args(["--synth-heldout", "8", "--synth-pairs", "60", "--batch-size", "16", "--epochs", "1"])
+            .args(["--eval-every", "5", "--lr", "0.05"])
+            .arg("--cache")
+            .arg(root.join("cache"))
+            .arg("--output")
+            .arg(root.join(out))
+            .output()
+            .unwrap()
+    };
+    let o = train("cuda", "cuda");
+    let err = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && err.contains("training on cuda"), "{err}");
+    let ckpt = root.join("cuda/checkpoint.safetensors");
+    assert!(ckpt.exists() && root.join("cuda/model.safetensors").exists(), "{err}");
+    let o = train("auto", "auto");
+    let err = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && err.contains("training on cuda"), "--device auto did not take the GPU: {err}");
+
+    let pairs = find(&root.join("cache"), "pairs.bin").expect("the generated pairs.bin");
+    let report = |device: &str| -> serde_json::Value {
+        let out = root.join(format!("eval-{device}"));
+        let o = Command::new(exe())
+            .args(["eval", "--device", device, "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--bin")
+            .arg(&pairs)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "eval --device {device}: {}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v.as_object().unwrap().values().next().unwrap().clone()
+    };
+    let (g, c) = (report("cuda"), report("cpu"));
+    for key in ["auc", "mean_norm"] {
+        let (a, b) = (g[key].as_f64().unwrap(), c[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{key}: cuda {a}, cpu {b}");
+    }
+    let train_dir = pairs.parent().unwrap().join("train");
+    let emb = root.join("emb.safetensors");
+    let o = Command::new(exe())
+        .args(["embed", "--device", "cuda", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&train_dir)
+        .arg("--output")
+        .arg(&emb)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && emb.exists(), "embed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn eval_and_embed_take_device_too() {
     let o = train_on("cpu", "for-eval");

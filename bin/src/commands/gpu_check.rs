@@ -629,7 +629,8 @@ fn dropout_l2(r: &mut Run) -> R<()> {
     let (p, seed) = (0.4, 1234u64);
     let (y, mask) = r.gpu.dropout(&r.up(&x)?, p, seed)?;
     let xv = vals(&x)?;
-    let scale = 1.0 / (1.0 - p as f32) as f64;
+    // The kernel's scale is an f32 division; the mask holds that f32 exactly.
+    let scale = (1.0f32 / (1.0 - p as f32)) as f64;
     let want_mask: Vec<f64> = (0..xv.len())
         .map(|i| if engine::backend::cuda::dropout_keep(seed, i as u64, p as f32) { scale } else { 0.0 })
         .collect();
@@ -890,8 +891,10 @@ fn margin_head(r: &mut Run) -> R<()> {
             // The reference takes the GEMM's own cosines, so this checks the head, not bf16 rounding.
             let (loss_ref, g_ref) = head_ref(&cos_used, &cys, b, c, &labels, &hp, kind);
             let tol = 1e-4;
+            // G is written in the GEMM dtype: bf16 storage alone rounds each element by up to 2^-9.
+            let tol_g = if dtype == DType::F32 { tol } else { 2.5e-3 };
             r.record(format!("margin head {kind} loss ({dtype} cosines, 3 blocks)"), &vals(&rl.loss)?, &loss_ref, tol, "f64 formula");
-            r.record(format!("margin head {kind} G ({dtype} cosines, 3 blocks)"), &g_full, &g_ref, tol, "f64 formula");
+            r.record(format!("margin head {kind} G ({dtype} cosines, 3 blocks)"), &g_full, &g_ref, tol_g, "f64 formula");
         }
     }
     Ok(())

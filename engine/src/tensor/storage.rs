@@ -2,6 +2,7 @@
 //! the CUDA backend.
 
 use super::DType;
+use super::half_round::round_f64;
 use crate::backend::cuda::CudaStorage;
 use half::{bf16, f16};
 
@@ -93,8 +94,11 @@ impl CpuStorage {
         match to {
             DType::F32 => CpuStorage::F32(v.iter().map(|&x| x as f32).collect()),
             DType::F64 => CpuStorage::F64(v),
-            DType::F16 => CpuStorage::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
-            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+            // half's from_f64 drops the low 32 bits of the f64 before rounding, so f32 values a hair
+            // above a tie round down (found by the CUDA emulation's exact cast check); round_f64 rounds
+            // once and correctly, after which the conversion is exact.
+            DType::F16 => CpuStorage::F16(v.iter().map(|&x| f16::from_f64(round_f64(x, DType::F16))).collect()),
+            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(round_f64(x, DType::BF16))).collect()),
             DType::I64 => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
         }
     }
@@ -135,3 +139,31 @@ impl_element!(f64, F64);
 impl_element!(f16, F16);
 impl_element!(bf16, BF16);
 impl_element!(i64, I64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f32 values just above a bf16/fp16 tie (the tie's bit plus one of f32's lowest three mantissa bits)
+    /// round up, as cvt.rn on a GPU does; and ordinary values match half's own f32 conversion.
+    #[test]
+    fn cast_to_16_bits_rounds_once_to_nearest_even() {
+        let above_bf16_tie = f32::from_bits(0x3F80_8001); // 1 + 2^-8 + 2^-23: just above halfway
+        let above_f16_tie = f32::from_bits(0x3F80_1001); // 1 + 2^-11 + 2^-23
+        let mut xs = vec![above_bf16_tie, -above_bf16_tie, above_f16_tie, 1.0 + 2f32.powi(-8), 65519.0, 65520.0];
+        xs.extend((0..2000).map(|i| ((i as f32) * 0.7371).sin() * 10f32.powi(i % 7 - 3)));
+        let s = CpuStorage::F32(xs.clone());
+        let CpuStorage::BF16(b) = s.cast(DType::BF16) else { panic!("not bf16") };
+        let CpuStorage::F16(h) = s.cast(DType::F16) else { panic!("not f16") };
+        assert_eq!(b[0].to_bits(), 0x3F81, "just above the tie rounds up");
+        assert_eq!(b[1].to_bits(), 0xBF81);
+        assert_eq!(h[2].to_bits(), 0x3C01);
+        assert_eq!(b[3].to_bits(), 0x3F80, "an exact tie rounds to even");
+        assert_eq!(h[4].to_bits(), 0x7BFF, "65519 rounds to the largest finite fp16");
+        assert!(h[5].is_infinite(), "65520 overflows");
+        for (i, &x) in xs.iter().enumerate() {
+            assert_eq!(b[i], bf16::from_f32(x), "bf16 of {x}");
+            assert_eq!(h[i], f16::from_f32(x), "f16 of {x}");
+        }
+    }
+}
