@@ -4,6 +4,10 @@
 # bench/results/, so a short GPU lease still leaves a report:
 #   tests    engine-train gpu-check (every CUDA op against the CPU / f64 formulas, the head through
 #            heads::loss, the optimizers, and one small-IResNet training step against the CPU backend)
+#   parity   one whole IR-50 + ArcFace training step (forward, backward; batch 64, 93,431 classes) of the
+#            engine against PyTorch on the GPU with the same weights and batch, bf16 then f32:
+#            engine-train gpu-check --step-parity writes weights, batch and the engine's loss, embedding
+#            and gradients; bench/step_parity.py repeats the step in PyTorch and compares (also in f64)
 #   train    engine-train gpu-check --train-demo 300: the generated demo set trained on the GPU (f32);
 #            the loss must halve; reports images/s and the held-out pair accuracy
 #   ir50     IR-50 + ArcFace (93,431 classes) training throughput: engine f32 (batch 128) against PyTorch
@@ -11,7 +15,7 @@
 #   head     the chunked margin head against PyTorch linear + margin + CE: time and peak memory
 #   compile  (optional) the torch.compile IR-50 baseline
 #   large    (optional) head benchmarks with 1M classes
-# Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,train,ir50,head[,compile,large]]
+# Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,parity,train,ir50,head[,compile,large]]
 # The binary defaults to target/release/engine-train, else bench/bin/engine-train (carry one stripped
 # release binary built on an x86-64 machine: cargo build --release -p engine-train).
 set -uo pipefail
@@ -19,12 +23,12 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 bin=""
-stages="tests,train,ir50,head"
+stages="tests,parity,train,ir50,head"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2 ;;
     --stages) stages="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -136,6 +140,39 @@ has_stage() { [[ ",$stages," == *",$1,"* ]]; }
 if has_stage tests; then
   run_stage "tests: engine-train gpu-check" "$bin" gpu-check --report "bench/results/ops-$stamp.md"
   [ -f "bench/results/ops-$stamp.md" ] && sed 's/^# /### /' "bench/results/ops-$stamp.md" >>"$report"
+fi
+
+if has_stage parity; then
+  # The engine writes its step into a folder under .cache (weights, batch, gradients: ~0.7 GB per
+  # precision, kept only when the comparison fails); PyTorch repeats it on the GPU (and in f64) and writes
+  # the tables, which go into the report as they are.
+  if ! "$bin" gpu-check --help 2>/dev/null | grep -q 'step-parity'; then
+    { echo "## parity"; echo; echo "Not run: this engine-train build has no gpu-check --step-parity."; echo; } >>"$report"
+  else
+    for prec in bf16 f32; do
+      d="$root/.cache/step-parity/$stamp-$prec"
+      rm -rf "$d"
+      run_stage "parity: engine IR-50 $prec step (batch 64)" "$bin" gpu-check --step-parity "$d" --backbone r50 --batch 64 --classes 93431 --precision "$prec"
+      [ -f "$d/engine.safetensors" ] || continue
+      if [ -z "$py" ]; then
+        { echo "Not compared: no Python with PyTorch."; echo; } >>"$report"
+        status=1
+        continue
+      fi
+      echo "== stage parity: PyTorch $prec on cuda"
+      timeout 240 "$py" bench/step_parity.py "$d" --device cuda --f64 --report "$d/parity.md" 2>"$d/stderr.txt"; rc=$?
+      {
+        echo "## parity: IR-50 training step, engine $prec against PyTorch on the GPU"
+        echo
+        [ $rc -eq 124 ] && { echo "Stopped at the 4-minute bound."; echo; }
+        [ -s "$d/parity.md" ] && cat "$d/parity.md"
+        if [ -s "$d/stderr.txt" ]; then echo '```'; tail -n 40 "$d/stderr.txt"; echo '```'; fi
+        echo "exit status: $rc"
+        echo
+      } >>"$report"
+      if [ $rc -eq 0 ]; then rm -f "$d"/*.safetensors; else status=1; fi
+    done
+  fi
 fi
 
 if has_stage train; then

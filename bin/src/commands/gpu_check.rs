@@ -16,9 +16,11 @@ use engine::{DType, Device, Error, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod step_parity;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// GPU to check: cuda or cuda:N.
+    /// GPU to check: cuda or cuda:N (--step-parity also takes cpu).
     #[arg(long, default_value = "cuda")]
     device: String,
     /// Markdown report to write (parent directories are created).
@@ -30,10 +32,10 @@ pub struct Args {
     /// Instead of the checks, time the chunked ArcFace head (forward + backward, bf16 GEMMs).
     #[arg(long)]
     bench_head: bool,
-    /// Classes of the head benchmark.
+    /// Classes of the head benchmark (and of --bench-train and --step-parity).
     #[arg(long, default_value_t = 93431)]
     classes: usize,
-    /// Batch of the head benchmark.
+    /// Batch of the head benchmark (and of --bench-train and --step-parity).
     #[arg(long, default_value_t = 512)]
     batch: usize,
     /// Classes per block of the chunked head.
@@ -47,10 +49,10 @@ pub struct Args {
     /// SGD) of --backbone at --batch in --precision on random 112x112 data.
     #[arg(long)]
     bench_train: bool,
-    /// Backbone of --bench-train.
+    /// Backbone of --bench-train and --step-parity.
     #[arg(long, default_value = "r50")]
     backbone: String,
-    /// Precision of --bench-train: f32, bf16 or fp16 (convolutions and linear layers in 16 bits).
+    /// Precision of --bench-train and --step-parity: f32, bf16 or fp16 (convolutions and linear layers in 16 bits).
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Timed steps of --bench-train (after 2 warm-up steps).
@@ -59,6 +61,15 @@ pub struct Args {
     /// Where the demo set is generated (once) for --train-demo.
     #[arg(long, default_value = ".cache/demo")]
     cache: PathBuf,
+    /// Instead of the checks, run one forward + backward of --backbone with an ArcFace head over --classes
+    /// at --batch in --precision (f32 or bf16) on --device (cuda, or cpu for the reference) and write the
+    /// weights (PyTorch layout), the batch and the engine's loss, embedding and gradients into this folder,
+    /// for bench/step_parity.py to compare with PyTorch.
+    #[arg(long)]
+    step_parity: Option<PathBuf>,
+    /// Input height and width of --step-parity (a multiple of 16; default the backbone's, 112).
+    #[arg(long)]
+    input_size: Option<usize>,
 }
 
 struct Check {
@@ -132,6 +143,9 @@ impl Run {
 
 pub fn run(a: Args) -> CmdResult {
     let dev = Device::parse(&a.device)?;
+    if let Some(dir) = &a.step_parity {
+        return step_parity::run(&dev, dir, &a);
+    }
     let gpu = match &dev {
         Device::Cuda(c) => c.clone(),
         Device::Cpu => return Err("gpu-check needs a CUDA device (--device cuda)".into()),
