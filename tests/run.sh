@@ -61,6 +61,7 @@ if [ $# -eq 0 ]; then
   bash tests/cuda_emu/build.sh "$emu" >/dev/null
   "$py" tests/cuda_emu/check_cublas.py "$emu" | tail -n 1
   "$py" tests/cuda_emu/check_cudnn.py "$emu" | tail -n 1
+  "$py" tests/cuda_emu/check_streams.py "$emu" | tail -n 1
   env -u FACETRAIN_NVRTC_DIR LD_LIBRARY_PATH="$emu" FACETRAIN_KERNEL_CACHE="$emu/ptx" FACETRAIN_EMU_CACHE="$emu/kernels" \
     cargo test --workspace -- --ignored gpu_ --skip gpu_demo_training_loss_falls
 fi

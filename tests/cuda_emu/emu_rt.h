@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -545,7 +546,33 @@ template <class... A> static void __emu_call(void (*f)(A...), void** p) {
     __emu_call_impl(f, p, std::index_sequence_for<A...>{});
 }
 
+// A launch's arguments copied out of cuLaunchKernel's array of pointers (which the caller may free
+// as soon as the call returns), for a driver that runs the kernel later on a stream's worker thread:
+// `params` points at the copies, in the layout the trampoline reads; `destroy` frees everything.
+struct EmuPacked {
+    void** params;
+    void (*destroy)(EmuPacked*);
+};
+template <class... A> struct EmuPackedArgs : EmuPacked {
+    std::tuple<std::remove_cv_t<std::remove_reference_t<A>>...> values;
+    void* ptrs[sizeof...(A) + 1];
+    template <size_t... I>
+    EmuPackedArgs(void** p, std::index_sequence<I...>)
+        : values(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...) {
+        void* q[] = {(void*)&std::get<I>(values)..., nullptr};
+        memcpy(ptrs, q, sizeof q);
+        params = ptrs;
+        destroy = [](EmuPacked* e) { delete static_cast<EmuPackedArgs*>(e); };
+    }
+};
+typedef EmuPacked* (*EmuPacker)(void**);
+// Copies each argument of kernel `f` by its real type.
+template <class... A> static EmuPacked* __emu_pack(void (*f)(A...), void** p) {
+    return new EmuPackedArgs<A...>(p, std::index_sequence_for<A...>{});
+}
+
 struct EmuKernelEntry {
     const char* name;
     EmuTrampoline tramp;
+    EmuPacker pack;
 };

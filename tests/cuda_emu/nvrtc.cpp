@@ -82,6 +82,9 @@ static std::vector<std::string> kernel_names(const std::string& pre) {
     return names;
 }
 
+// Part of the cache key: bump when the tail appended below changes, so no cached library lacks it.
+static const char kTailVersion[] = "emu-tail-2 (__emu_find, __emu_find_pack, __emu_launch)";
+
 static nvrtcResult compile(Program& p, const std::string& arch) {
     std::string dir = own_dir();
     std::string cxx = getenv("CXX") ? getenv("CXX") : "g++";
@@ -93,7 +96,7 @@ static nvrtcResult compile(Program& p, const std::string& arch) {
     std::string cache = cache_dir();
     mkdir(cache.c_str(), 0700);
     char key[32];
-    snprintf(key, sizeof key, "%016llx", (unsigned long long)fnv1a(p.src, fnv1a(rt, fnv1a(cxx))));
+    snprintf(key, sizeof key, "%016llx", (unsigned long long)fnv1a(p.src, fnv1a(rt, fnv1a(cxx, fnv1a(kTailVersion)))));
     std::string so = cache + "/" + p.name + "-" + key + ".so";
     std::string names_file = so + ".kernels";
     std::string names_text;
@@ -111,10 +114,16 @@ static nvrtcResult compile(Program& p, const std::string& arch) {
         std::vector<std::string> names = r == 0 ? kernel_names(read_file(pre)) : std::vector<std::string>();
         if (r == 0) {
             std::string tail = "\nstatic const EmuKernelEntry __emu_table[] = {\n";
-            for (auto& n : names) tail += "  {\"" + n + "\", [](void** p) { __emu_call(&" + n + ", p); }},\n";
-            tail += "  {nullptr, nullptr}};\n"
+            for (auto& n : names)
+                tail += "  {\"" + n + "\", [](void** p) { __emu_call(&" + n + ", p); },\n"
+                        "   [](void** p) { return __emu_pack(&" + n + ", p); }},\n";
+            tail += "  {nullptr, nullptr, nullptr}};\n"
                     "extern \"C\" __attribute__((visibility(\"default\"))) EmuTrampoline __emu_find(const char* n) {\n"
                     "  for (const EmuKernelEntry* e = __emu_table; e->name; e++) if (!strcmp(e->name, n)) return e->tramp;\n"
+                    "  return nullptr;\n}\n"
+                    // For asynchronous launches: copies a launch's arguments (see EmuPacked in emu_rt.h).
+                    "extern \"C\" __attribute__((visibility(\"default\"))) EmuPacker __emu_find_pack(const char* n) {\n"
+                    "  for (const EmuKernelEntry* e = __emu_table; e->name; e++) if (!strcmp(e->name, n)) return e->pack;\n"
                     "  return nullptr;\n}\n"
                     "extern \"C\" __attribute__((visibility(\"default\"))) int __emu_launch(EmuTrampoline t, unsigned gx,\n"
                     "    unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, void** p, char* err, size_t n) {\n"
