@@ -12,8 +12,10 @@ use crate::pair_eval::PairEval;
 use datasets::augment::AugmentConfig;
 use datasets::demo::ensure_demo_set;
 use datasets::faceset::FaceSet;
-use datasets::loader::{Loader, LoaderConfig, PixelFormat, Pixels};
+use datasets::loader::{Batch, Loader, LoaderConfig, PixelFormat, Pixels};
 use datasets::synth::SynthConfig;
+use datasets::DataError;
+use engine::backend::cuda::prefetch::{BatchUploader, HostPixels, StagedBatch};
 use engine::eval::quality::spearman;
 use engine::model::IResNetConfig;
 use engine::optim::LrSchedule;
@@ -439,6 +441,7 @@ pub fn run(a: Args) -> CmdResult {
         eval_seconds.set(eval_seconds.get() + eval_start.elapsed().as_secs_f64());
         Ok(first)
     };
+    let mut feed = Feed::new(&device)?;
     // Invariant at an epoch's start: step == epoch * steps_per_epoch + batches already taken (resume).
     'epochs: while trainer.step < total_steps && trainer.epoch < total_epochs {
         let epoch = trainer.epoch;
@@ -451,14 +454,22 @@ pub fn run(a: Args) -> CmdResult {
         let skip = trainer.step.checked_sub(epoch_start).filter(|&s| s < steps_per_epoch).ok_or_else(|| {
             Error::Io(format!("{}: step {} does not fall in epoch {epoch}", ckpt.display(), trainer.step))
         })?;
-        for batch in loader.epoch(epoch).skip(skip as usize) {
+        let mut batches = loader.epoch(epoch).skip(skip as usize);
+        // On a GPU, the batch after the current one, already staged (its copy queued on the copy stream).
+        let mut ahead: Option<Result<FedBatch, Box<dyn std::error::Error>>> = None;
+        while let Some(batch) = ahead.take().or_else(|| batches.next().map(|b| feed.prepare(b))) {
             let batch = batch?;
             for (key, why) in &batch.skipped {
                 eprintln!("skipped record {key}: {why}");
             }
             let n = batch.labels.len();
-            let x = batch_tensor(batch.pixels, n, batch.height, batch.width, &device)?;
-            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let x = feed.tensor(batch.input)?;
+            if feed.stages_ahead() {
+                // Queued before step k's kernels, batch k+1's copy runs beside them; a loader error is
+                // kept for its turn, after step k (as without staging).
+                ahead = batches.next().map(|b| feed.prepare(b));
+            }
+            let labels = batch.labels;
             let out = trainer.train_step(&x, &labels).map_err(|e| {
                 Error::Invalid(format!("{e}; the last good checkpoint is {}", ckpt.display()))
             })?;
@@ -533,14 +544,61 @@ pub fn run(a: Args) -> CmdResult {
     Ok(())
 }
 
-/// The batch as the trainer takes it: host f32 on the CPU; on a GPU the u8 pixels (flip already applied
-/// by the loader) uploaded and normalized by input.cu.
-fn batch_tensor(pixels: Pixels, n: usize, h: usize, w: usize, device: &Device) -> Result<Tensor, Error> {
-    match (pixels, device) {
-        (Pixels::F32(px), _) => Tensor::from_vec(px, [n, h, w, 3]),
-        (Pixels::U8(px), Device::Cuda(ctx)) => {
-            engine::backend::cuda::train_ops::images_to_nhwc(ctx, &px, n, h, w, &vec![false; n], engine::DType::F32)
+/// How batches reach `train_step`. On the CPU, the loader's f32 batch as a host tensor, made when its step
+/// comes. On a GPU, the u8 pixels go through a `BatchUploader` (pinned double buffers): the loop stages
+/// batch k+1 before queuing step k, so its host-to-device copy on the copy stream overlaps step k on the
+/// compute stream; input.cu then normalizes it on the device (flip already applied by the loader).
+enum Feed {
+    Cpu,
+    Gpu(Box<BatchUploader>),
+}
+
+enum FedInput {
+    Host(Tensor),
+    Staged(StagedBatch),
+}
+
+/// A batch on its way to the trainer: its pixels (a host tensor or a staged upload) and bookkeeping.
+struct FedBatch {
+    input: FedInput,
+    labels: Vec<i64>,
+    skipped: Vec<(u64, String)>,
+}
+
+impl Feed {
+    fn new(device: &Device) -> Result<Feed, Error> {
+        Ok(match device {
+            Device::Cpu => Feed::Cpu,
+            Device::Cuda(ctx) => Feed::Gpu(Box::new(BatchUploader::new(ctx)?)),
+        })
+    }
+
+    /// Whether the loop should stage the next batch before running the current step.
+    fn stages_ahead(&self) -> bool {
+        matches!(self, Feed::Gpu(_))
+    }
+
+    fn prepare(&mut self, batch: Result<Batch, DataError>) -> Result<FedBatch, Box<dyn std::error::Error>> {
+        let batch = batch?;
+        let shape = [batch.labels.len(), batch.height, batch.width, 3];
+        let input = match (batch.pixels, self) {
+            (Pixels::F32(px), Feed::Cpu) => FedInput::Host(Tensor::from_vec(px, shape)?),
+            (Pixels::U8(px), Feed::Gpu(up)) => FedInput::Staged(up.stage(HostPixels::U8(&px), shape)?),
+            (Pixels::F32(px), Feed::Gpu(up)) => FedInput::Staged(up.stage(HostPixels::F32(&px), shape)?),
+            (Pixels::U8(_), Feed::Cpu) => {
+                return Err(Error::Invalid("loader returned u8 pixels; the CPU path expects f32".into()).into())
+            }
+        };
+        let labels = batch.labels.iter().map(|&l| l as i64).collect();
+        Ok(FedBatch { input, labels, skipped: batch.skipped })
+    }
+
+    /// The batch as the trainer takes it (on a GPU, queued on the compute stream after its copy).
+    fn tensor(&mut self, input: FedInput) -> Result<Tensor, Error> {
+        match (input, self) {
+            (FedInput::Host(x), _) => Ok(x),
+            (FedInput::Staged(s), Feed::Gpu(up)) => up.take(s, engine::DType::F32),
+            (FedInput::Staged(_), Feed::Cpu) => unreachable!("only the GPU feed stages batches"),
         }
-        (Pixels::U8(_), Device::Cpu) => Err(Error::Invalid("loader returned u8 pixels; the CPU path expects f32".into())),
     }
 }

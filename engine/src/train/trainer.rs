@@ -160,7 +160,9 @@ impl Trainer {
         self.config.schedule.lr(self.config.lr, self.step as usize)
     }
 
-    /// One optimizer step on a batch: `images` NHWC f32 normalized, `labels` in 0..classes.
+    /// One optimizer step on a batch: `images` NHWC f32 normalized, `labels` in 0..classes. `images` may
+    /// be on the host (uploaded here) or already on the trainer's device, used as it is: on a GPU the
+    /// training loop passes `BatchUploader::take`'s tensor, whose copy overlapped the previous step.
     pub fn train_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<StepOutcome> {
         let classes = self.config.num_classes as i64;
         if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l >= classes) {

@@ -1,7 +1,9 @@
 //! The CUDA backend, through cudarc with dynamic loading: nothing CUDA is needed to build or to run on the
 //! CPU. Opening a device checks that each library can be loaded first, because cudarc panics when it
 //! cannot. One context holds the compute stream (kernels, cuBLAS, cuDNN), a copy stream for
-//! host-to-device transfers, the NVRTC-compiled kernel modules and the caching allocator.
+//! host-to-device transfers, the NVRTC-compiled kernel modules and the caching allocator. Training
+//! batches reach the device through `prefetch::BatchUploader`, whose copies overlap the compute stream
+//! (ordered by events); `upload` is the simple synchronous path for everything else.
 
 pub mod alloc;
 mod blas;
@@ -11,6 +13,7 @@ pub mod head;
 mod launch;
 pub mod libs;
 pub mod ops;
+pub mod prefetch;
 mod storage;
 pub mod train_ops;
 
@@ -74,10 +77,12 @@ impl CudaContext {
             )));
         }
         let arch = (major * 10 + minor) as u32;
-        // Stream order is managed here (one compute stream; the copy stream joins it both ways), so
-        // cudarc's per-launch event recording is pure overhead. Must precede every allocation.
+        // Stream order is managed here (one compute stream; the copy stream joins it both ways, or is
+        // ordered by prefetch.rs's events), so cudarc's per-launch event recording is pure overhead. Must
+        // precede every allocation.
         // SAFETY: buffers are only freed when the context drops (after a synchronize), never used on the
-        // copy stream before it has joined the compute stream, and never written by two streams at once.
+        // copy stream before it has joined the compute stream (or waited for an event recorded there
+        // after their last use), and never written by two streams at once.
         unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let compute = ctx.new_stream().map_err(driver_err("creating the compute stream"))?;
