@@ -62,6 +62,8 @@ if [ $# -eq 0 ]; then
   "$py" tests/cuda_emu/check_cublas.py "$emu" | tail -n 1
   "$py" tests/cuda_emu/check_cudnn.py "$emu" | tail -n 1
   "$py" tests/cuda_emu/check_streams.py "$emu" | tail -n 1
-  env -u FACETRAIN_NVRTC_DIR LD_LIBRARY_PATH="$emu" FACETRAIN_KERNEL_CACHE="$emu/ptx" FACETRAIN_EMU_CACHE="$emu/kernels" \
-    cargo test --workspace -- --ignored gpu_ --skip gpu_demo_training_loss_falls
+  emu_env=(env -u FACETRAIN_NVRTC_DIR LD_LIBRARY_PATH="$emu" FACETRAIN_KERNEL_CACHE="$emu/ptx" FACETRAIN_EMU_CACHE="$emu/kernels")
+  # A driver that loads but shows no device (CUDA_VISIBLE_DEVICES=""): still a clear error, auto on the CPU.
+  "${emu_env[@]}" cargo test --workspace --test device_cli
+  "${emu_env[@]}" cargo test --workspace -- --ignored gpu_ --skip gpu_demo_training_loss_falls
 fi

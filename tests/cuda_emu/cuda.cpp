@@ -65,6 +65,7 @@ enum {
     ERR_INVALID_VALUE = 1,
     ERR_OUT_OF_MEMORY = 2,
     ERR_NOT_INITIALIZED = 3,
+    ERR_NO_DEVICE = 100,
     ERR_INVALID_DEVICE = 101,
     ERR_INVALID_IMAGE = 200,
     ERR_INVALID_CONTEXT = 201,
@@ -495,7 +496,17 @@ static CUresult stream_sync(Stream* h) {
 extern "C" {
 
 // ---- Initialisation, devices, contexts.
+// CUDA_VISIBLE_DEVICES as the driver reads it: the one device is visible only when the list's first
+// entry is 0 (an empty list, or one starting elsewhere, hides it: cuInit then reports no device).
+static int visible_devices() {
+    const char* v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) return 1;
+    while (*v == ' ') v++;
+    return (v[0] == '0' && (v[1] == 0 || v[1] == ',' || v[1] == ' ')) ? 1 : 0;
+}
+
 CUresult cuInit(unsigned flags) {
+    if (visible_devices() == 0) return ERR_NO_DEVICE;
     g_init = true;
     return OK;
 }
@@ -504,7 +515,7 @@ CUresult cuDriverGetVersion(int* v) {
     return OK;
 }
 CUresult cuDeviceGetCount(int* n) {
-    *n = 1;
+    *n = visible_devices();
     return OK;
 }
 CUresult cuDeviceGet(CUdevice* d, int ordinal) {
@@ -602,6 +613,7 @@ CUresult cuGetErrorName(CUresult e, const char** s) {
         case ERR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
         case ERR_OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
         case ERR_NOT_INITIALIZED: *s = "CUDA_ERROR_NOT_INITIALIZED"; break;
+        case ERR_NO_DEVICE: *s = "CUDA_ERROR_NO_DEVICE"; break;
         case ERR_INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
         case ERR_INVALID_IMAGE: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
         case ERR_INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
