@@ -210,6 +210,17 @@ impl Trainer {
         let emb = self.model.forward(&mut tape, &mut self.params, x, true, &mut self.rng)?;
         let w = self.classifier.var(&mut tape, CLASSIFIER)?;
         let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
+        // The backward is queued before the loss is read: on a GPU, reading it first would leave the
+        // device idle while the host queues the backward. A non-finite loss only costs a wasted backward.
+        let grads = match &self.scaler {
+            None => tape.backward(loss)?,
+            Some(s) => {
+                // Scaling the loss is scaling the gradient it seeds.
+                let v = tape.value(loss);
+                let seed = Tensor::full(v.shape().clone(), s.scale() as f64, v.dtype(), &v.device())?;
+                tape.backward_with(loss, seed)?
+            }
+        };
         let loss_value = tape.value(loss).scalar_value()?;
         let lr = self.current_lr();
         let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
@@ -222,15 +233,6 @@ impl Trainer {
                 self.step
             )));
         }
-        let grads = match &self.scaler {
-            None => tape.backward(loss)?,
-            Some(s) => {
-                // Scaling the loss is scaling the gradient it seeds.
-                let v = tape.value(loss);
-                let seed = Tensor::full(v.shape().clone(), s.scale() as f64, v.dtype(), &v.device())?;
-                tape.backward_with(loss, seed)?
-            }
-        };
         let (mut backbone, mut head_grads): (Vec<_>, Vec<_>) =
             grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
         drop(grads);
