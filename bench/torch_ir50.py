@@ -68,7 +68,9 @@ class IResNet(nn.Module):
     def forward(self, x):
         x = self.layers(self.prelu(self.bn1(self.conv1(x))))
         x = torch.flatten(self.bn2(x), 1)
-        return self.features(self.fc(x))
+        # insightface's iresnet runs fc and features outside autocast, in f32 (as the engine does).
+        with torch.autocast(x.device.type, enabled=False):
+            return self.features(self.fc(x.to(self.fc.weight.dtype)))
 
 
 class ArcFace(nn.Module):

@@ -58,7 +58,9 @@ class IResNet(nn.Module):
         x = self.prelu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.dropout(torch.flatten(self.bn2(x), 1))
-        return self.features(self.fc(x))
+        # As insightface's iresnet: fc and features outside autocast, in the weights' own type.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.features(self.fc(x.to(self.fc.weight.dtype)))
 
 
 def iresnet(name, **kw):

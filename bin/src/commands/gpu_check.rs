@@ -52,7 +52,7 @@ pub struct Args {
     /// Backbone of --bench-train and --step-parity.
     #[arg(long, default_value = "r50")]
     backbone: String,
-    /// Precision of --bench-train and --step-parity: f32, bf16 or fp16 (convolutions and linear layers in 16 bits).
+    /// Precision of --bench-train and --step-parity: f32, bf16 or fp16 (convolutions and the head in 16 bits; fc stays f32).
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Timed steps of --bench-train (after 2 warm-up steps).

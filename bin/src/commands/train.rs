@@ -82,8 +82,9 @@ pub struct Args {
     #[arg(long)]
     grad_clip: Option<f64>,
     /// f32, bf16 or fp16 (default: the preset's, else f32). bf16 and fp16 keep f32 master weights,
-    /// optimizer state and batch-norm statistics, and hold the tensors around convolutions and linear
-    /// layers (activations, their gradients, the weights as the GEMM reads them) in 16 bits. On the CPU
+    /// optimizer state and batch-norm statistics, and hold the tensors around convolutions and the head's
+    /// cosines (activations, their gradients, the weights as the GEMM reads them) in 16 bits; the final fc
+    /// stays f32, as in insightface's iresnet. On the CPU
     /// this is emulated by rounding those tensors (round-to-nearest-even; fp16 overflows to inf beyond
     /// 65504): the numerics are real, the speed is f32's less the rounding (about 20% slower on the
     /// demo). fp16 scales the loss dynamically as torch's GradScaler does (start 65536, x2 after 2000

@@ -59,8 +59,14 @@ impl IResNet {
             y = ops::dropout(tape, y, cfg.dropout, true, rng.next_u64())?;
         }
         let (fw, fb) = (store.var(tape, "fc.weight")?, store.var(tape, "fc.bias")?);
-        y = ops::linear(tape, y, fw, Some(fb))?;
-        batch_norm(tape, store, "features", y, train)
+        // fc runs in f32 under mixed precision, as insightface's iresnet does (`self.fc(x.float() if
+        // self.fp16 else x)`, outside its autocast region): the 25,088-term dot products of IR-50's fc
+        // would otherwise take 16-bit operands.
+        let half = tape.autocast();
+        tape.set_autocast(None)?;
+        let fc = ops::linear(tape, y, fw, Some(fb));
+        tape.set_autocast(half)?;
+        batch_norm(tape, store, "features", fc?, train)
     }
 }
 

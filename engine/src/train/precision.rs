@@ -5,7 +5,8 @@
 //! trainer gives its tape the 16-bit type (`Tape::set_autocast`), and every GEMM-running op (convolution,
 //! linear, matmul, the head's classifier) then rounds what a GPU would store in half precision: its
 //! operands (activations, and the weights as the GEMM reads them), its output, and the gradients it reads
-//! and writes (round-to-nearest-even; fp16 beyond 65504 becomes inf). Overflow and underflow therefore
+//! and writes (round-to-nearest-even; fp16 beyond 65504 becomes inf). IResNet's final fc runs outside
+//! autocast, in f32, as insightface's iresnet does. Overflow and underflow therefore
 //! happen where they would on the GPU, so fp16's loss scaling is exercised for real. The CPU gains no
 //! speed from it: it computes in f32 and pays for the rounding passes (about 20% on the demo's steps).
 

@@ -6,7 +6,7 @@
 //! into the next slot's pinned buffer, queues the host-to-device copy on the copy stream and returns at
 //! once; `take` makes the compute stream wait for that copy and turns the device bytes into the batch
 //! tensor (u8 images are normalized by input.cu, f32 copied), a fresh pooled tensor that the step
-//! then owns. Three events per slot keep the two streams and the host apart:
+//! then owns. Two events per slot keep the two streams and the host apart:
 //!  - `copied` (recorded on the copy stream after the copy): `take` makes the compute stream wait on it
 //!    before reading the device buffer, and `stage` synchronizes the host on it before it overwrites the
 //!    pinned buffer the copy reads (a pinned copy reads host memory when it runs, not when queued).
