@@ -66,4 +66,6 @@ if [ $# -eq 0 ]; then
   # A driver that loads but shows no device (CUDA_VISIBLE_DEVICES=""): still a clear error, auto on the CPU.
   "${emu_env[@]}" cargo test --workspace --test device_cli
   "${emu_env[@]}" cargo test --workspace -- --ignored gpu_ --skip gpu_demo_training_loss_falls
+  # The command a GPU session runs first (every op against the CPU or an f64 formula).
+  "${emu_env[@]}" "$root/target/debug/engine-train" gpu-check --report "$emu/gpu-check.md" | tail -n 1
 fi
