@@ -3,7 +3,6 @@
 // libcuda hands out host memory). Work is ordered on the handle's stream by enqueueing it as a host
 // function through the driver's cuLaunchHostFunc; without a loaded driver it runs at once.
 #include <dlfcn.h>
-#include <link.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "driver_link.h"
 #include "half.h"
 
 // Enum values as in cublas_api.h / library_types.h (CUDA 13).
@@ -72,47 +72,7 @@ typedef cublasContext *cublasHandle_t;
 // ---------------------------------------------------------------------------------------------
 // Stream ordering through the (fake) driver.
 
-// Finds a symbol of the libcuda cudarc already loaded, never loading one itself. cudarc may have
-// opened it by full path, which "libcuda.so" with RTLD_NOLOAD does not match when the library has
-// no soname, so fall back to looking for a loaded object named libcuda.so*.
-static int find_libcuda(struct dl_phdr_info *info, size_t, void *out) {
-    const char *name = info->dlpi_name ? info->dlpi_name : "";
-    const char *base = strrchr(name, '/');
-    base = base ? base + 1 : name;
-    if (strncmp(base, "libcuda.so", 10) != 0) return 0;
-    *(std::string *)out = name;
-    return 1;
-}
-
-static void *driver_sym(const char *sym) {
-    void *lib = dlopen("libcuda.so", RTLD_LAZY | RTLD_NOLOAD);
-    if (!lib) lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_NOLOAD);
-    if (!lib) {
-        std::string path;
-        dl_iterate_phdr(find_libcuda, &path);
-        if (!path.empty()) lib = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
-    }
-    if (!lib) return nullptr;
-    void *p = dlsym(lib, sym);
-    dlclose(lib);  // balances the NOLOAD reference; cudarc keeps the library loaded
-    return p;
-}
-
-typedef int (*LaunchHostFunc)(void *stream, void (*fn)(void *), void *data);
-typedef int (*StreamSynchronize)(void *stream);
-
-// Cache only successful look-ups: the driver may be loaded after this library.
-template <typename F>
-static F cached_driver_sym(std::atomic<F> &cache, const char *name) {
-    F f = cache.load(std::memory_order_acquire);
-    if (!f) {
-        f = (F)driver_sym(name);
-        if (f) cache.store(f, std::memory_order_release);
-    }
-    return f;
-}
-static std::atomic<LaunchHostFunc> g_launch{nullptr};
-static std::atomic<StreamSynchronize> g_sync{nullptr};
+static std::atomic<EmuStreamSynchronize> g_sync{nullptr};
 
 static void run_task(void *p) {
     auto *fn = (std::function<void()> *)p;
@@ -123,7 +83,7 @@ static void run_task(void *p) {
 // Runs `fn` in stream order on the handle's stream. `fn` must own copies of everything it needs
 // (not the handle: it may be destroyed before the stream reaches the work).
 static cublasStatus_t submit(cublasHandle_t h, std::function<void()> fn) {
-    LaunchHostFunc launch = cached_driver_sym(g_launch, "cuLaunchHostFunc");
+    EmuLaunchHostFunc launch = emu_launch_host_func();
     if (!launch) {
         fn();
         return CUBLAS_STATUS_SUCCESS;
@@ -139,8 +99,8 @@ static cublasStatus_t submit(cublasHandle_t h, std::function<void()> fn) {
 
 // Results written through host pointers must be there when the call returns, as in cuBLAS.
 static cublasStatus_t wait_stream(cublasHandle_t h) {
-    if (!cached_driver_sym(g_launch, "cuLaunchHostFunc")) return CUBLAS_STATUS_SUCCESS;
-    StreamSynchronize sync = cached_driver_sym(g_sync, "cuStreamSynchronize");
+    if (!emu_launch_host_func()) return CUBLAS_STATUS_SUCCESS;
+    EmuStreamSynchronize sync = emu_cached_driver_sym(g_sync, "cuStreamSynchronize");
     if (sync && sync(h->stream) != 0) return CUBLAS_STATUS_EXECUTION_FAILED;
     return CUBLAS_STATUS_SUCCESS;
 }

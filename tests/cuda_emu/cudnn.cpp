@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "driver_link.h"
 #include "half.h"
 
 // ---- enums with the real cuDNN 9 numeric values (cudarc's bindgen output, cudnn-09021) ----
@@ -553,20 +554,6 @@ static void run_job(void* arg) {
     delete j;
 }
 
-// The driver's cuLaunchHostFunc, if a libcuda is already loaded in the process (the emulated one under
-// cudarc). Only a hit is cached, so a later-loaded driver is still found.
-typedef int (*LaunchHostFunc)(void* stream, void (*fn)(void*), void* user);
-static LaunchHostFunc launch_host_func() {
-    static std::atomic<LaunchHostFunc> cached{nullptr};
-    LaunchHostFunc f = cached.load();
-    if (f) return f;
-    void* lib = dlopen("libcuda.so", RTLD_LAZY | RTLD_NOLOAD);
-    if (!lib) return nullptr;
-    f = (LaunchHostFunc)dlsym(lib, "cuLaunchHostFunc");  // the handle is kept: the driver is never unloaded
-    if (f) cached.store(f);
-    return f;
-}
-
 // Validates the call-time arguments that cuDNN checks, then runs the job in stream order: as a host
 // function on the handle's stream when the driver is present, else at once.
 static cudnnStatus_t launch(cudnnHandle_t h, int op, const Problem& p, int algo, const void* a, const void* b,
@@ -582,7 +569,7 @@ static cudnnStatus_t launch(cudnnHandle_t h, int op, const Problem& p, int algo,
     } else {
         j->alpha = *(const float*)alpha, j->beta = *(const float*)beta;
     }
-    if (LaunchHostFunc f = launch_host_func()) {
+    if (EmuLaunchHostFunc f = emu_launch_host_func()) {
         if (f(h->stream, run_job, j) != 0) {
             delete j;
             return CUDNN_STATUS_EXECUTION_FAILED;

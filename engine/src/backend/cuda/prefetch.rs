@@ -48,12 +48,6 @@ pub struct StagedBatch {
     kind: Kind,
 }
 
-impl StagedBatch {
-    pub fn shape(&self) -> [usize; 4] {
-        self.shape
-    }
-}
-
 struct Slot {
     host: Option<PinnedHostSlice<u8>>,
     dev: Option<DeviceBuffer>,
@@ -132,10 +126,6 @@ impl BatchUploader {
     /// No memory is allocated until the first batch is staged.
     pub fn new(ctx: &Arc<CudaContext>) -> Result<BatchUploader> {
         Ok(BatchUploader { ctx: ctx.clone(), slots: [Slot::new(ctx)?, Slot::new(ctx)?], next: 0 })
-    }
-
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
     }
 
     /// Starts copying a batch of shape `[n, h, w, 3]` (NHWC) to the device and returns without waiting
