@@ -3,7 +3,9 @@
 # Runs in stages, each bounded to 4 minutes and each appending its part to one markdown report under
 # bench/results/, so a short GPU lease still leaves a report:
 #   tests    engine-train gpu-check (every CUDA op against the CPU / f64 formulas, the head through
-#            heads::loss, the optimizers, and one small-IResNet training step against the CPU backend)
+#            heads::loss, the optimizers, and one small-IResNet training step against the CPU backend);
+#            then the core ops and every head against PyTorch on the GPU: tests/parity/core_ops.py and
+#            heads_ref.py write their fixtures with --device cuda, gpu-check --torch-fixtures replays them
 #   parity   one whole IR-50 + ArcFace training step (forward, backward; batch 64, 93,431 classes) of the
 #            engine against PyTorch on the GPU with the same weights and batch, bf16 then f32:
 #            engine-train gpu-check --step-parity writes weights, batch and the engine's loss, embedding
@@ -16,19 +18,26 @@
 #   compile  (optional) the torch.compile IR-50 baseline
 #   large    (optional) head benchmarks with 1M classes
 # Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,parity,train,ir50,head[,compile,large]]
+#                           [--results DIR]
 # The binary defaults to target/release/engine-train, else bench/bin/engine-train (carry one stripped
-# release binary built on an x86-64 machine: cargo build --release -p engine-train).
+# release binary built on an x86-64 machine: cargo build --release -p engine-train). Reports go to
+# bench/results/ unless --results says otherwise.
+# For CI on tests/cuda_emu (tests/run.sh): GPU_CHECK_LIBDIRS=DIR[:DIR] replaces the library search, and
+# GPU_CHECK_TORCH_DEVICE=cpu has PyTorch compute its side on the CPU (default cuda).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 bin=""
 stages="tests,parity,train,ir50,head"
+results=bench/results
+torch_device="${GPU_CHECK_TORCH_DEVICE:-cuda}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2 ;;
     --stages) stages="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --results) results="$2"; shift 2 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +71,9 @@ fi
 # CUDA libraries: the toolkit's directories, then the nvidia-* wheels beside PyTorch. cudarc opens
 # libcuda, libnvrtc.so.13, libcublas.so.13, libcublasLt.so.13 and libcudnn.so.9 by name.
 libdirs=()
+if [ -n "${GPU_CHECK_LIBDIRS:-}" ]; then
+  IFS=: read -r -a libdirs <<<"$GPU_CHECK_LIBDIRS"
+else
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu; do
   [ -d "$d" ] && libdirs+=("$d")
 done
@@ -83,6 +95,7 @@ for r in roots:
 PY
 )
 fi
+fi
 find_lib() { for d in "${libdirs[@]}"; do ls "$d"/$1 >/dev/null 2>&1 && { echo "$d"; return; }; done; }
 nvrtc_dir=$(find_lib 'libnvrtc.so.13*')
 ldp=""
@@ -99,8 +112,8 @@ if [ -n "$py" ]; then
   torchinfo=$("$py" -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")' 2>/dev/null || echo "PyTorch import failed")
 fi
 stamp=$(date -u +%Y%m%d-%H%M%S)
-mkdir -p bench/results
-report="bench/results/gpu-check-$stamp.md"
+mkdir -p "$results"
+report="$results/gpu-check-$stamp.md"
 {
   echo "# GPU check and benchmarks, $stamp UTC"
   echo
@@ -138,8 +151,20 @@ run_stage() {
 has_stage() { [[ ",$stages," == *",$1,"* ]]; }
 
 if has_stage tests; then
-  run_stage "tests: engine-train gpu-check" "$bin" gpu-check --report "bench/results/ops-$stamp.md"
-  [ -f "bench/results/ops-$stamp.md" ] && sed 's/^# /### /' "bench/results/ops-$stamp.md" >>"$report"
+  # PyTorch's results on this GPU for the fixture ops and heads (no TF32), when PyTorch is here.
+  fx="$root/.cache/torch-fixtures/$stamp"
+  fxargs=()
+  if [ -n "$py" ] && "$bin" gpu-check --help 2>/dev/null | grep -q 'torch-fixtures'; then
+    if timeout 120 "$py" tests/parity/core_ops.py "$fx" --device "$torch_device" >/dev/null && \
+       timeout 120 "$py" tests/parity/heads_ref.py "$fx" --device "$torch_device" >/dev/null; then
+      fxargs=(--torch-fixtures "$fx")
+    else
+      { echo "PyTorch could not write its GPU fixtures (tests/parity/*.py --device cuda): ops and heads checked against the CPU only."; echo; } >>"$report"
+      status=1
+    fi
+  fi
+  run_stage "tests: engine-train gpu-check" "$bin" gpu-check --report "$results/ops-$stamp.md" "${fxargs[@]}"
+  [ -f "$results/ops-$stamp.md" ] && sed 's/^# /### /' "$results/ops-$stamp.md" >>"$report"
 fi
 
 if has_stage parity; then
@@ -159,8 +184,8 @@ if has_stage parity; then
         status=1
         continue
       fi
-      echo "== stage parity: PyTorch $prec on cuda"
-      timeout 240 "$py" bench/step_parity.py "$d" --device cuda --f64 --report "$d/parity.md" 2>"$d/stderr.txt"; rc=$?
+      echo "== stage parity: PyTorch $prec on $torch_device"
+      timeout 240 "$py" bench/step_parity.py "$d" --device "$torch_device" --f64 --report "$d/parity.md" 2>"$d/stderr.txt"; rc=$?
       {
         echo "## parity: IR-50 training step, engine $prec against PyTorch on the GPU"
         echo
@@ -176,8 +201,8 @@ if has_stage parity; then
 fi
 
 if has_stage train; then
-  run_stage "train: demo set on the GPU (f32, 300 steps)" "$bin" gpu-check --train-demo 300 --cache "$root/.cache/demo" --report "bench/results/train-demo-$stamp.md"
-  [ -f "bench/results/train-demo-$stamp.md" ] && sed 's/^# /### /' "bench/results/train-demo-$stamp.md" >>"$report"
+  run_stage "train: demo set on the GPU (f32, 300 steps)" "$bin" gpu-check --train-demo 300 --cache "$root/.cache/demo" --report "$results/train-demo-$stamp.md"
+  [ -f "$results/train-demo-$stamp.md" ] && sed 's/^# /### /' "$results/train-demo-$stamp.md" >>"$report"
 fi
 
 if has_stage ir50; then
@@ -185,8 +210,8 @@ if has_stage ir50; then
   # (convolutions, linear layers and the margin head's cosines on the tensor cores) against
   # PyTorch eager AMP at 512, the issue's target.
   if "$bin" gpu-check --help 2>/dev/null | grep -q 'bench-train'; then
-    run_stage "ir50: engine f32" "$bin" gpu-check --bench-train --backbone r50 --batch 128 --classes 93431 --report "bench/results/ir50-f32-$stamp.md"
-    run_stage "ir50: engine bf16" "$bin" gpu-check --bench-train --precision bf16 --backbone r50 --batch 512 --classes 93431 --report "bench/results/ir50-bf16-$stamp.md"
+    run_stage "ir50: engine f32" "$bin" gpu-check --bench-train --backbone r50 --batch 128 --classes 93431 --report "$results/ir50-f32-$stamp.md"
+    run_stage "ir50: engine bf16" "$bin" gpu-check --bench-train --precision bf16 --backbone r50 --batch 512 --classes 93431 --report "$results/ir50-bf16-$stamp.md"
   else
     { echo "## ir50: engine"; echo; echo "Not run: this engine-train build has no gpu-check --bench-train."; echo; } >>"$report"
   fi
@@ -197,7 +222,7 @@ if has_stage ir50; then
 fi
 
 if has_stage head; then
-  run_stage "head: engine chunked ArcFace" "$bin" gpu-check --bench-head --classes 93431 --report "bench/results/head-$stamp.md"
+  run_stage "head: engine chunked ArcFace" "$bin" gpu-check --bench-head --classes 93431 --report "$results/head-$stamp.md"
   [ -n "$py" ] && run_stage "head: PyTorch linear+ArcFace+CE" "$py" bench/torch_ir50.py head --batch 512 --classes 93431
 fi
 
@@ -206,7 +231,7 @@ if has_stage compile && [ -n "$py" ]; then
 fi
 
 if has_stage large; then
-  run_stage "head (1M classes): engine" "$bin" gpu-check --bench-head --classes 1000000 --report "bench/results/head-large-$stamp.md"
+  run_stage "head (1M classes): engine" "$bin" gpu-check --bench-head --classes 1000000 --report "$results/head-large-$stamp.md"
   [ -n "$py" ] && run_stage "head (1M classes): PyTorch" "$py" bench/torch_ir50.py head --batch 512 --classes 1000000
 fi
 

@@ -198,7 +198,10 @@ MARGIN_FWD(f16, f16_t)
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
-// Per row: lse = M + log S, loss_i = I(p)*CE_i (unweighted rows: I = 1), p_y, st_i = I + I'*p*log p,
+// insightface clamps p_y >= 1e-30 in the loss value only (the CPU classifier's CE_MAX); G is unclamped.
+#define CE_MAX 69.07755278982137f
+
+// Per row: lse = M + log S, loss_i = I(p)*min(CE_i, CE_MAX) (unweighted rows: I = 1), p_y, st_i = I + I'*p*log p,
 // and MagFace's (1/B)*st*(p_y - 1)*dz_y/dm times dm/da (mag_k; the regulariser term is added on the host).
 extern "C" __global__ void margin_finish(int B, const long long* __restrict__ labels, const float* __restrict__ M,
                                          const float* __restrict__ S, const float* __restrict__ zy,
@@ -244,7 +247,7 @@ extern "C" __global__ void margin_finish(int B, const long long* __restrict__ la
             stv = 1.0f;
     }
     lse[i] = l;
-    loss[i] = I * ce;
+    loss[i] = I * fminf(ce, CE_MAX);
     py[i] = p;
     st[i] = stv;
     dl_da[i] = hp.inv_batch * stv * (p - 1.0f) * dzy_dm[i] * mag_k;

@@ -1,15 +1,20 @@
 """PyTorch references for the core ops (conv, batch norm, PReLU, linear), checked by tests/parity_ops.rs.
 
-Usage: core_ops.py OUT_DIR. Writes core_ops_f64.safetensors and core_ops_f32.safetensors from fixed seeds:
+Usage: core_ops.py OUT_DIR [--device cuda]. Writes core_ops_f64.safetensors and core_ops_f32.safetensors from fixed seeds:
 inputs, a random upstream gradient `dy`, torch's outputs and its gradients w.r.t. every input. Activations
 are stored NHWC and conv weights OHWI (the engine's layouts), converted here from torch's NCHW/OIHW.
+With --device cuda torch computes on the GPU (TF32 off) from the same inputs: bench/gpu-check.sh checks the
+engine's CUDA ops against those (`engine-train gpu-check --torch-fixtures`).
 """
+import argparse
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+
+from _safetensors import load_save_file
+
+save_file = load_save_file()
 
 
 def nhwc(t):
@@ -21,16 +26,16 @@ def run(fn, inputs, seed):
     leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
     y = fn(**leaves)
     g = torch.Generator().manual_seed(seed)
-    dy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)
+    dy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype).to(y.device)
     y.backward(dy)
     return y.detach(), dy, {k: v.grad for k, v in leaves.items()}
 
 
-def cases(dtype):
+def cases(dtype, device):
     g = torch.Generator().manual_seed(1234)
 
     def randn(*shape, scale=1.0, shift=0.0):
-        return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
+        return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype).to(device)
 
     out = {}
 
@@ -80,17 +85,21 @@ def cases(dtype):
     inputs = {"x": randn(6, 10), "w": randn(7, 10, scale=0.3), "b": randn(7, scale=0.1)}
     y, dy, gr = run(lambda x, w, b: F.linear(x, w, b), inputs, 6)
     put("linear", inputs, y, dy, gr)
-    return out
+    return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: core_ops.py OUT_DIR")
-    out_dir = sys.argv[1]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--device", default="cpu", help="where torch computes (cpu or cuda)")
+    a = ap.parse_args()
+    out_dir = a.out_dir
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     for dtype, tag in [(torch.float64, "f64"), (torch.float32, "f32")]:
-        tensors = cases(dtype)
+        tensors = cases(dtype, torch.device(a.device))
         path = os.path.join(out_dir, f"core_ops_{tag}.safetensors")
         tmp = path + ".tmp"
         save_file(tensors, tmp)

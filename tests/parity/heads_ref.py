@@ -6,16 +6,20 @@ Each fixture holds the inputs (embeddings [B, D], weight [C, D], labels [B] int6
 of a run that reuses the batch and updates the running state: loss.k, grad_embeddings.k, grad_weight.k
 and state.<name>.k (f64 scalars). Metadata: head, dtype, steps, and param.<flag> for each hyper-parameter.
 
-Usage: heads_ref.py OUT_DIR
+Usage: heads_ref.py OUT_DIR [--device cuda]. With --device cuda torch computes on the GPU from the same
+inputs: bench/gpu-check.sh checks the engine's CUDA heads against those (`gpu-check --torch-fixtures`).
 """
 
+import argparse
 import math
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+
+from _safetensors import load_save_file
+
+save_file = load_save_file()
 
 PI = math.pi
 CE_MAX = -math.log(1e-30)  # insightface clamps p_y >= 1e-30 in the loss value only
@@ -118,7 +122,7 @@ def head_loss(name, p, state, x, w, y, training):
     s = p["s"]
     non_target = s * cos
     weight = None
-    extra = torch.zeros((), dtype=x.dtype)
+    extra = torch.zeros((), dtype=x.dtype, device=x.device)
 
     if name in ("softmax", "hm-softmax", "focal"):
         zt = s * cy
@@ -199,7 +203,7 @@ def head_loss(name, p, state, x, w, y, training):
     return per_sample.mean() + extra.mean()
 
 
-def run_case(name, params, x0, w0, y, dtype, steps):
+def run_case(name, params, x0, w0, y, dtype, steps, device):
     p = dict(DEFAULTS[name])
     p.update(params)
     state = dict(INITIAL_STATE.get(name, {}))
@@ -210,14 +214,15 @@ def run_case(name, params, x0, w0, y, dtype, steps):
         "weight": w0.to(dtype).contiguous(),
         "labels": y.clone(),
     }
+    yd = y.to(device)
     for k in range(steps):
-        x = out["embeddings"].clone().requires_grad_(True)
-        w = out["weight"].clone().requires_grad_(True)
-        loss = head_loss(name, p, state, x, w, y, training=True)
+        x = out["embeddings"].to(device).clone().requires_grad_(True)
+        w = out["weight"].to(device).clone().requires_grad_(True)
+        loss = head_loss(name, p, state, x, w, yd, training=True)
         loss.backward()
-        out[f"loss.{k}"] = loss.detach().reshape(())
-        out[f"grad_embeddings.{k}"] = x.grad.detach()
-        out[f"grad_weight.{k}"] = w.grad.detach()
+        out[f"loss.{k}"] = loss.detach().reshape(()).cpu()
+        out[f"grad_embeddings.{k}"] = x.grad.detach().cpu()
+        out[f"grad_weight.{k}"] = w.grad.detach().cpu()
         for sn, sv in state.items():
             out[f"state.{sn}.{k}"] = torch.tensor(sv, dtype=torch.float64)
         assert torch.isfinite(loss), (name, params, k)
@@ -293,9 +298,12 @@ CONFIGS = [
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: heads_ref.py OUT_DIR")
-    out_dir = sys.argv[1]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--device", default="cpu", help="where torch computes (cpu or cuda)")
+    a = ap.parse_args()
+    out_dir, device = a.out_dir, torch.device(a.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for idx, (name, params) in enumerate(CONFIGS):
@@ -312,7 +320,7 @@ def main():
                 if dtype == torch.float32:
                     # Round the inputs to f32 first so both sides see the same numbers.
                     x, w = x.float().double(), w.float().double()
-                tensors, meta = run_case(name, params, x, w, y, dtype, steps=5)
+                tensors, meta = run_case(name, params, x, w, y, dtype, steps=5, device=device)
                 meta["case"] = case
                 fname = f"heads_{idx:02d}_{name}_{case}_{tag}.safetensors"
                 tmp = os.path.join(out_dir, fname + ".tmp")

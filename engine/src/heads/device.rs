@@ -13,7 +13,7 @@
 //!   the running (max, sum, sum without target) come down, the weight factors go up. Four small copies
 //!   of B values per step; the non-target maps run in the kernel (`NonTarget` -> NT_* codes).
 //!
-//! The fixed path's loss does not clamp CE at CE_MAX (p_y < 1e-30 only); the row-plan path does.
+//! Both paths clamp CE at CE_MAX in the loss value (p_y >= 1e-30, as insightface), not in the gradient.
 //!
 //! None of the device code has run on a GPU yet (written on a machine without one). On the CPU the
 //! host halves (`kernel_params`, `plan_rows`, `finish_rows`) are tested against the CPU classifier for

@@ -6,4 +6,5 @@ pub mod loss_scale;
 pub mod metrics;
 pub mod precision;
 pub mod presets;
+pub mod torch_fixtures;
 pub mod trainer;
