@@ -42,6 +42,8 @@ fn auto_without_a_usable_gpu_trains_on_the_cpu() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "--device auto failed: {err}");
     assert!(!err.contains("training on cuda"), "{err}");
+    // No --precision and no preset: f32 on the CPU (bf16 would only be emulated there).
+    assert!(err.contains("| f32 |"), "the CPU's default precision is not f32: {err}");
 }
 
 #[test]
@@ -101,6 +103,8 @@ fn gpu_train_eval_and_embed_run_on_the_device() {
     let o = train("cuda", "cuda");
     let err = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && err.contains("training on cuda"), "{err}");
+    // No --precision and no preset: bf16 on the GPU (f32 on the CPU: auto_without_a_usable_gpu_...).
+    assert!(err.contains(") in bf16"), "the GPU's default precision is not bf16: {err}");
     let ckpt = root.join("cuda/checkpoint.safetensors");
     assert!(ckpt.exists() && root.join("cuda/model.safetensors").exists(), "{err}");
     let o = train("auto", "auto");
@@ -185,4 +189,32 @@ fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         }
     }
     None
+}
+
+/// Opt-in (needs a GPU; runs in CI on tests/cuda_emu): the benchmark modes bench/gpu-check.sh's ir50 and
+/// head stages run, at toy sizes: each finishes, reports a finite loss, and the training benchmark its
+/// launch count and the bound on what a CUDA graph could save.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_benchmark_modes_run_and_report() {
+    let root = scratch("gpubench");
+    let run = |args: &[&str], report: &str| -> String {
+        let path = root.join(report);
+        let o = Command::new(exe()).arg("gpu-check").args(args).arg("--report").arg(&path).output().unwrap();
+        assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let train = run(&["--bench-train", "--backbone", "small", "--batch", "4", "--classes", "50", "--steps", "1"], "train.md");
+    let head = run(&["--bench-head", "--batch", "8", "--classes", "1000", "--block", "256", "--steps", "1"], "head.md");
+    // The last cell of each table's data row is the loss.
+    let row = |md: &str, starts: &str| md.lines().find(|l| l.starts_with(starts)).unwrap_or_else(|| panic!("no row {starts}:\n{md}")).to_string();
+    let cells = |r: &str| r.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect::<Vec<_>>();
+    let t = cells(&row(&train, "| engine small f32"));
+    assert!(t.last().unwrap().parse::<f64>().unwrap().is_finite(), "{train}");
+    let launches_row = train.lines().skip_while(|l| !l.starts_with("| kernel launches")).nth(2).unwrap_or_else(|| panic!("{train}"));
+    let l = cells(launches_row);
+    assert!(l[0].parse::<f64>().unwrap() > 50.0, "too few launches counted: {train}");
+    assert!(l[2].trim_end_matches('%').parse::<f64>().unwrap() > 0.0, "{train}");
+    let h = cells(&row(&head, "| engine chunked ArcFace"));
+    assert!(h.last().unwrap().parse::<f64>().unwrap().is_finite(), "{head}");
 }

@@ -67,7 +67,7 @@ pub struct Args {
     /// for bench/step_parity.py to compare with PyTorch.
     #[arg(long)]
     step_parity: Option<PathBuf>,
-    /// Input height and width of --step-parity (a multiple of 16; default the backbone's, 112).
+    /// Input height and width of --step-parity and --bench-train (a multiple of 16; default the backbone's, 112).
     #[arg(long)]
     input_size: Option<usize>,
     /// Also replay PyTorch's fixtures from this folder on the GPU: core_ops_f32.safetensors and the heads
@@ -385,7 +385,11 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     use engine::model::IResNetConfig;
     use engine::train::trainer::TrainerConfig;
     use std::time::Instant;
-    let backbone = IResNetConfig::by_name(&a.backbone)?;
+    let mut backbone = IResNetConfig::by_name(&a.backbone)?;
+    if let Some(n) = a.input_size {
+        backbone.input_hw = (n, n);
+        backbone.validate()?;
+    }
     let (h, w) = backbone.input_hw;
     let gflop_fwd = backbone.forward_gflops();
     // Built on small_config, so a new TrainerConfig field is added in one place only.
@@ -410,32 +414,52 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     for _ in 0..2 {
         t.train_step(&x, &labels)?;
     }
-    let mut times = Vec::new();
-    let mut loss = 0.0;
-    for _ in 0..a.steps.max(1) {
-        gpu.synchronize()?;
-        let t0 = Instant::now();
-        loss = t.train_step(&x, &labels)?.loss;
-        gpu.synchronize()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(|p, q| p.total_cmp(q));
-    let med = times[times.len() / 2];
+    let median_step = |t: &mut Trainer, x: &Tensor, labels: &[i64]| -> R<(f64, f64)> {
+        let mut times = Vec::new();
+        let mut loss = 0.0;
+        for _ in 0..a.steps.max(1) {
+            gpu.synchronize()?;
+            let t0 = Instant::now();
+            loss = t.train_step(x, labels)?.loss;
+            gpu.synchronize()?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        times.sort_by(|p, q| p.total_cmp(q));
+        Ok((times[times.len() / 2], loss))
+    };
+    let launches0 = gpu.kernel_launches();
+    let (med, loss) = median_step(&mut t, &x, &labels)?;
+    let launches = (gpu.kernel_launches() - launches0) as f64 / a.steps.max(1) as f64;
     if !loss.is_finite() {
         return Err(format!("training loss is {loss}").into());
     }
+    // What a CUDA graph could save at most: replaying a captured step removes the host's cost of queuing
+    // it. At batch 2 the device finishes most kernels before the host has queued the next, so that step
+    // takes about the host's queuing time (plus its own small work: an overestimate). At the benchmark's
+    // batch the queuing overlaps the device's work except after each host read.
+    let n2 = b.min(2);
+    let x2 = Tensor::from_vec((0..n2 * h * w * 3).map(|_| rng.normal() as f32).collect::<Vec<f32>>(), [n2, h, w, 3])?.to_device(dev)?;
+    for _ in 0..2 {
+        t.train_step(&x2, &labels[..n2])?;
+    }
+    let (floor, _) = median_step(&mut t, &x2, &labels[..n2])?;
     // Backward costs about twice the forward (data and filter gradients).
     let tflops = 3.0 * gflop_fwd * b as f64 / med / 1e3;
     let held = gpu.pool_stats().bytes_held as f64 / (1 << 30) as f64;
     let text = format!(
         "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | pool GiB held | loss |\n\
          |---|---|---|---|---|---|---|---|\n\
-         | engine {} {} + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n",
+         | engine {} {} + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n\n\
+         | kernel launches per step | step ms at batch 2 (host-bound) | bound on a CUDA graph's saving |\n\
+         |---|---|---|\n\
+         | {launches:.0} | {:.2} | {:.1}% |\n",
         a.backbone,
         a.precision,
         a.classes,
         b as f64 / med,
         med * 1e3,
+        floor * 1e3,
+        100.0 * floor / med,
     );
     print!("{text}");
     save_markdown(&a.report, &format!("# {} training step on {}\n\n{text}", a.precision, gpu.device_name()))?;

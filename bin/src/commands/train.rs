@@ -81,7 +81,7 @@ pub struct Args {
     /// Clip the backbone's gradient norm.
     #[arg(long)]
     grad_clip: Option<f64>,
-    /// f32, bf16 or fp16 (default: the preset's, else f32). bf16 and fp16 keep f32 master weights,
+    /// f32, bf16 or fp16 (default: the preset's, else bf16 on a GPU and f32 on the CPU). bf16 and fp16 keep f32 master weights,
     /// optimizer state and batch-norm statistics, and hold the tensors around convolutions and the head's
     /// cosines (activations, their gradients, the weights as the GEMM reads them) in 16 bits; the final fc
     /// stays f32, as in insightface's iresnet. On the CPU
@@ -226,12 +226,15 @@ pub fn run(a: Args) -> CmdResult {
         })?),
         None => None,
     };
-    let precision: Precision = match (&a.precision, &preset) {
-        (Some(p), _) => p.parse().map_err(|e: Error| Error::Invalid(format!("--precision: {e}")))?,
-        (None, Some(p)) => p.precision,
-        (None, None) => Precision::F32,
+    let chosen: Option<Precision> = match (&a.precision, &preset) {
+        (Some(p), _) => Some(p.parse().map_err(|e: Error| Error::Invalid(format!("--precision: {e}")))?),
+        (None, Some(p)) => Some(p.precision),
+        (None, None) => None,
     };
-    let device = crate::device_choice::choose(&a.device, precision, "training")?;
+    // Unset: bf16 on a GPU (tensor cores; every device the engine opens, sm_80 and newer, has them), f32
+    // on the CPU, where 16-bit types are emulated and only slower.
+    let device = crate::device_choice::choose(&a.device, chosen.unwrap_or(Precision::Bf16), "training")?;
+    let precision = chosen.unwrap_or(if device.is_cpu() { Precision::F32 } else { Precision::Bf16 });
     if let Device::Cuda(ctx) = &device {
         eprintln!("training on cuda:{} ({}, sm_{}) in {precision}", ctx.ordinal(), ctx.device_name(), ctx.arch());
     }

@@ -4,6 +4,7 @@ use super::compile::cached_ptx;
 use crate::{Error, Result};
 use cudarc::driver::{CudaContext as DriverContext, CudaFunction, CudaModule, LaunchConfig};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Threads per block of the elementwise kernels.
@@ -14,6 +15,9 @@ pub struct Kernels {
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
     /// Blocks that keep every SM busy for grid-stride loops.
     max_blocks: u32,
+    /// Kernel look-ups so far: every launch makes one, so differences count launches (for the benchmark's
+    /// estimate of what a CUDA graph could save).
+    lookups: AtomicU64,
 }
 
 impl Kernels {
@@ -31,11 +35,12 @@ impl Kernels {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .unwrap_or(80)
             .max(1) as u32;
-        Ok(Kernels { modules, functions: Mutex::new(HashMap::new()), max_blocks: sms * 8 })
+        Ok(Kernels { modules, functions: Mutex::new(HashMap::new()), max_blocks: sms * 8, lookups: AtomicU64::new(0) })
     }
 
     /// Kernel `name` of source `module` (looked up once, then cached).
     pub fn get(&self, module: &'static str, name: &'static str) -> Result<CudaFunction> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let mut f = self.functions.lock().map_err(|_| Error::Device("kernel table lock poisoned".into()))?;
         if let Some(k) = f.get(name) {
             return Ok(k.clone());
@@ -51,6 +56,11 @@ impl Kernels {
             .map_err(|e| Error::Device(format!("kernel {name} not found in kernels/{module}.cu: {e}")))?;
         f.insert(name, k.clone());
         Ok(k)
+    }
+
+    /// Kernel look-ups so far (about one per launch).
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
     }
 
     /// Grid-stride launch over `n` elements.

@@ -118,6 +118,10 @@ impl CudaContext {
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
     }
+    /// Kernels launched on this device so far (counted at their look-up).
+    pub fn kernel_launches(&self) -> u64 {
+        self.kernels.lookups()
+    }
     pub fn cudarc_context(&self) -> &Arc<cudarc::driver::CudaContext> {
         &self.ctx
     }
