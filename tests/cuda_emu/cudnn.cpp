@@ -369,24 +369,16 @@ static void store(void* base, int dt, int64_t i, T v) {
     }
 }
 
-// Runs f(i) for i in [0, n) on several threads, each taking a contiguous block. Every result is
-// computed by exactly one thread in a fixed order, so the output does not depend on the split.
+// Runs f(lo, hi) on several threads, each taking one contiguous part of [0, n). Callers make every
+// result depend on the problem's shape only, never on the split, so any thread count gives the same bits.
 template <class F>
-static void parallel_for(int n, int64_t work, F f) {
-    int nt = (int)std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), 16u);
+static void parallel_for(int64_t n, int64_t work, F f) {
+    int64_t nt = std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), 16u);
     if (work < (1 << 18)) nt = 1;  // not worth a thread
-    nt = std::max(1, std::min(nt, n));
-    if (nt == 1) {
-        for (int i = 0; i < n; i++) f(i);
-        return;
-    }
+    nt = std::max<int64_t>(1, std::min(nt, n));
     std::vector<std::thread> th;
-    for (int t = 0; t < nt; t++) {
-        int lo = (int)((int64_t)n * t / nt), hi = (int)((int64_t)n * (t + 1) / nt);
-        th.emplace_back([=] {
-            for (int i = lo; i < hi; i++) f(i);
-        });
-    }
+    for (int64_t t = 1; t < nt; t++) th.emplace_back([=] { f(n * t / nt, n * (t + 1) / nt); });
+    f(0, n / nt);
     for (auto& t : th) t.join();
 }
 
@@ -401,24 +393,28 @@ struct Job {
     size_t workspace_used;
 };
 
-// Copies a 4-d tensor (dims d0..d3 with strides) into a packed buffer ordered by `order` (a permutation
-// of 0..3 giving the buffer's dimension order, outermost first), widening to T. `flip` reverses dims 2
-// and 3, which turns a CUDNN_CONVOLUTION filter into the cross-correlation one.
+// The strides (in elements) of tensor t walked in `order` (a permutation of 0..3, outermost first) and
+// the offset of its first element. `flip` reverses dims 2 and 3, which turns a CUDNN_CONVOLUTION filter
+// into the cross-correlation one.
+static int64_t walk(const Tensor& t, const int order[4], bool flip, int64_t e[4], int64_t s[4]) {
+    int64_t o = 0;
+    for (int k = 0; k < 4; k++) {
+        e[k] = t.dims[order[k]], s[k] = t.strides[order[k]];
+        if (flip && order[k] >= 2) o += (e[k] - 1) * s[k], s[k] = -s[k];
+    }
+    return o;
+}
+
+// Copies a 4-d tensor into a packed buffer ordered by `order`, widening to T.
 template <class T>
 static std::vector<T> gather(const Tensor& t, const void* base, const int order[4], bool flip) {
     std::vector<T> buf((size_t)numel(t));
-    const int* d = t.dims;
-    int e[4] = {d[order[0]], d[order[1]], d[order[2]], d[order[3]]};
-    int64_t idx[4], i = 0;
-    for (idx[0] = 0; idx[0] < e[0]; idx[0]++)
-        for (idx[1] = 0; idx[1] < e[1]; idx[1]++)
-            for (idx[2] = 0; idx[2] < e[2]; idx[2]++)
-                for (idx[3] = 0; idx[3] < e[3]; idx[3]++) {
-                    int64_t l[4];
-                    for (int k = 0; k < 4; k++) l[order[k]] = idx[k];
-                    if (flip) l[2] = d[2] - 1 - l[2], l[3] = d[3] - 1 - l[3];
-                    buf[i++] = load<T>(base, t.dtype, t.off(l[0], l[1], l[2], l[3]));
-                }
+    int64_t e[4], s[4], o = walk(t, order, flip, e, s), i = 0;
+    for (int64_t a = 0; a < e[0]; a++)
+        for (int64_t b = 0; b < e[1]; b++)
+            for (int64_t c = 0; c < e[2]; c++)
+                for (int64_t d = 0, at = o + a * s[0] + b * s[1] + c * s[2]; d < e[3]; d++, at += s[3])
+                    buf[i++] = load<T>(base, t.dtype, at);
     return buf;
 }
 
@@ -427,130 +423,253 @@ static std::vector<T> gather(const Tensor& t, const void* base, const int order[
 template <class T>
 static void scatter(const Tensor& t, void* base, const int order[4], bool flip, const std::vector<T>& acc,
                     T alpha, T beta) {
-    const int* d = t.dims;
-    int e[4] = {d[order[0]], d[order[1]], d[order[2]], d[order[3]]};
-    int64_t idx[4], i = 0;
-    for (idx[0] = 0; idx[0] < e[0]; idx[0]++)
-        for (idx[1] = 0; idx[1] < e[1]; idx[1]++)
-            for (idx[2] = 0; idx[2] < e[2]; idx[2]++)
-                for (idx[3] = 0; idx[3] < e[3]; idx[3]++) {
-                    int64_t l[4];
-                    for (int k = 0; k < 4; k++) l[order[k]] = idx[k];
-                    if (flip) l[2] = d[2] - 1 - l[2], l[3] = d[3] - 1 - l[3];
-                    int64_t o = t.off(l[0], l[1], l[2], l[3]);
+    int64_t e[4], s[4], o = walk(t, order, flip, e, s), i = 0;
+    for (int64_t a = 0; a < e[0]; a++)
+        for (int64_t b = 0; b < e[1]; b++)
+            for (int64_t c = 0; c < e[2]; c++)
+                for (int64_t d = 0, at = o + a * s[0] + b * s[1] + c * s[2]; d < e[3]; d++, at += s[3]) {
                     T v = alpha * acc[i++];
-                    if (beta != T(0)) v += beta * load<T>(base, t.dtype, o);
-                    store<T>(base, t.dtype, o, v);
+                    if (beta != T(0)) v += beta * load<T>(base, t.dtype, at);
+                    store<T>(base, t.dtype, at, v);
                 }
 }
 
-// The kernels work on packed buffers with the reduced-over dimension arranged so that the innermost
-// loop is a contiguous axpy (independent lanes: vectorisable without reassociating any sum).
-// Cross-correlation throughout; CUDNN_CONVOLUTION is handled by flipping the filter in gather/scatter.
+// Whether t is already a packed T array in `order` (dims of extent 1 may have any stride).
+template <class T>
+static bool is_packed(const Tensor& t, const int order[4]) {
+    if (t.dtype != (sizeof(T) == 8 ? DT_DOUBLE : DT_FLOAT)) return false;
+    int64_t s = 1;
+    for (int k = 3; k >= 0; k--) {
+        if (t.dims[order[k]] > 1 && t.strides[order[k]] != s) return false;
+        s *= t.dims[order[k]];
+    }
+    return true;
+}
+
+// An input as a packed T array in `order`: the caller's memory itself when it already is one (the
+// engine's f32 NHWC tensors: no copy), else a converted copy.
+template <class T>
+struct In {
+    std::vector<T> copy;
+    const T* p;
+    In(const Tensor& t, const void* base, const int order[4], bool flip) {
+        if (!flip && is_packed<T>(t, order)) {
+            p = (const T*)base;
+        } else {
+            copy = gather<T>(t, base, order, flip);
+            p = copy.data();
+        }
+    }
+};
+
+// Where a result packed in `order` is computed: straight into the output when it is such an array and
+// alpha = 1, beta = 0 (the engine's calls), else into a buffer that done() scatters with alpha and beta.
+template <class T>
+struct Out {
+    const Tensor& t;
+    void* base;
+    const int* order;
+    bool flip, direct;
+    T alpha, beta;
+    std::vector<T> buf;
+    T* p;
+    Out(const Tensor& t_, void* base_, const int order_[4], bool flip_, T alpha_, T beta_)
+        : t(t_), base(base_), order(order_), flip(flip_), alpha(alpha_), beta(beta_) {
+        direct = !flip && alpha == T(1) && beta == T(0) && is_packed<T>(t, order);
+        if (!direct) buf.resize((size_t)numel(t));
+        p = direct ? (T*)base : buf.data();
+    }
+    void done() {
+        if (!direct) scatter<T>(t, base, order, flip, buf, alpha, beta);
+    }
+};
+
+// The packed layouts the compute works in. Cross-correlation throughout; CUDNN_CONVOLUTION is handled
+// by flipping the filter in gather/scatter.
 static const int NHWC[4] = {0, 2, 3, 1};  // tensors as [N][H][W][C]
 static const int KRSC[4] = {0, 2, 3, 1};  // filters as [K][R][S][C]
 static const int RSCK[4] = {2, 3, 1, 0};  // filters as [R][S][C][K]
 
+// ---- GEMM: every convolution is an implicit GEMM over (n,p,q) x (k) x (r,s,c) here. A naive loop nest
+// ran at ~5 GFLOP/s, which made convolutions half of an emulated training step; this register-blocked
+// kernel uses 16-byte vectors (plain x86-64 SSE2, no -march) and reaches ~30 GFLOP/s a core.
+//
+// Each output is one sequential sum in T (f32, or f64 for double data) over the reduced index in
+// increasing order, continued across calls with acc = true: no reassociation, so blocking and threads
+// do not change results.
+template <class T> struct Vec { typedef T type __attribute__((vector_size(16))); };
+template <class T> constexpr int64_t kNR = 64 / sizeof(T);  // columns per tile: 4 vectors
+constexpr int64_t kMR = 2;                                   // rows per tile: 8 accumulators + 4 B vectors
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// C[i][j] (+)= sum_{kk < kd} a[i][kk * sak] * b[kk * ldb + j] for i < kMR, j < kNR.
+template <class T>
+static inline void micro(const T* const a[kMR], int64_t sak, const T* b, int64_t ldb, int64_t kd, T* c, int64_t ldc,
+                         bool acc) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = 16 / sizeof(T), NV = 4;
+    V sum[kMR][NV];
+    for (int i = 0; i < kMR; i++)
+        for (int h = 0; h < NV; h++) {
+            if (acc) memcpy(&sum[i][h], c + i * ldc + h * L, sizeof(V));
+            else sum[i][h] = V{};
+        }
+    for (int64_t kk = 0; kk < kd; kk++, b += ldb) {
+        V bv[NV];
+        for (int h = 0; h < NV; h++) memcpy(&bv[h], b + h * L, sizeof(V));
+        for (int i = 0; i < kMR; i++) {
+            V ai = V{} + a[i][kk * sak];
+            for (int h = 0; h < NV; h++) sum[i][h] += ai * bv[h];
+        }
+    }
+    for (int i = 0; i < kMR; i++)
+        for (int h = 0; h < NV; h++) memcpy(c + i * ldc + h * L, &sum[i][h], sizeof(V));
+}
+
+// C (+)= A B for an m x kd matrix A whose row i is row(i) with elements sak apart, B a kd x n matrix with
+// row stride ldb, readable to round_up(n, kNR) columns (padding), and C an m x n matrix with row stride ldc.
+template <class T, class Row>
+static void gemm(int64_t m, int64_t n, int64_t kd, Row row, int64_t sak, const T* b, int64_t ldb, T* c, int64_t ldc,
+                 bool acc) {
+    for (int64_t j = 0; j < n; j += kNR<T>)  // one B panel at a time stays in L1 across all rows
+        for (int64_t i = 0; i < m; i += kMR) {
+            const T* a[kMR];
+            for (int r = 0; r < kMR; r++) a[r] = row(std::min(i + r, m - 1));
+            if (i + kMR <= m && j + kNR<T> <= n) {
+                micro<T>(a, sak, b + j, ldb, kd, c + i * ldc + j, ldc, acc);
+                continue;
+            }
+            // An edge tile: through a full-size one, of which only the part inside C is read and written.
+            T t[kMR * kNR<T>] = {};
+            int64_t mi = std::min(kMR, m - i), nj = std::min(kNR<T>, n - j);
+            for (int64_t r = 0; r < mi && acc; r++) std::copy_n(c + (i + r) * ldc + j, nj, t + r * kNR<T>);
+            micro<T>(a, sak, b + j, ldb, kd, t, kNR<T>, acc);
+            for (int64_t r = 0; r < mi; r++) std::copy_n(t + r * kNR<T>, nj, c + (i + r) * ldc + j);
+        }
+}
+
+// A packed rows x cols matrix with its rows padded with zeros to ld >= cols.
+template <class T>
+static std::vector<T> pad_cols(const std::vector<T>& v, int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<T> out((size_t)(rows * ld), T(0));
+    for (int64_t r = 0; r < rows; r++) std::copy(&v[r * cols], &v[r * cols] + cols, &out[r * ld]);
+    return out;
+}
+
+// Row m = (n, p, q) of the implicit-GEMM matrix: the input taps under output pixel (p, q) of image n, in
+// (r, s, c) order, with 0 where the filter hangs over the padding; then zeros up to ld.
+template <class T>
+static void im2col_row(const Problem& p, const T* x, int64_t m, T* out, int64_t ld) {
+    const int C = p.C;
+    int64_t n = m / ((int64_t)p.P * p.Q), pq = m % ((int64_t)p.P * p.Q), pp = pq / p.Q, q = pq % p.Q;
+    T* o = out;
+    for (int r = 0; r < p.R; r++) {
+        int64_t h = pp * p.cv.stride[0] - p.cv.pad[0] + r * p.cv.dil[0];
+        for (int s = 0; s < p.S; s++, o += C) {
+            int64_t w = q * p.cv.stride[1] - p.cv.pad[1] + s * p.cv.dil[1];
+            if (h < 0 || h >= p.H || w < 0 || w >= p.W)
+                std::fill(o, o + C, T(0));
+            else
+                std::copy_n(x + ((n * p.H + h) * p.W + w) * C, C, o);
+        }
+    }
+    std::fill(o, out + ld, T(0));
+}
+
 template <class T>
 static void run(const Job& j) {
     const Problem& p = j.p;
-    const int N = p.N, C = p.C, H = p.H, W = p.W, K = p.K, R = p.R, S = p.S, P = p.P, Q = p.Q;
-    const int ph = p.cv.pad[0], pw = p.cv.pad[1], u = p.cv.stride[0], v = p.cv.stride[1];
-    const int dh = p.cv.dil[0], dw = p.cv.dil[1];
+    const int64_t N = p.N, C = p.C, H = p.H, W = p.W, K = p.K, P = p.P, Q = p.Q;
+    const int64_t RSC = (int64_t)p.R * p.S * C, M = N * P * Q;  // the GEMM's reduced and row extents
+    const int64_t RSCp = round_up(RSC, kNR<T>), Kp = round_up(K, kNR<T>);
     const bool flip = p.cv.mode == MODE_CONVOLUTION;
-    const int64_t work = (int64_t)N * P * Q * K * C * R * S;
+    const int64_t work = M * K * RSC;
+    // Rows of im2col per block: about 32 KiB, a multiple of kMR so blocks never share a C tile.
+    const int64_t rb = round_up(std::max<int64_t>(8192 / RSCp, 8), kMR);
     // Real cuDNN scribbles on its workspace; doing the same catches callers that free or share it too early.
     if (j.workspace_used) memset(j.workspace, 0xA5, j.workspace_used);
 
     if (j.op == OP_FWD) {
-        // y[n,p,q,k] = sum_{r,s,c} x[n, p*u-ph+r*dh, q*v-pw+s*dw, c] * w[k,c,r,s]
-        std::vector<T> x = gather<T>(p.x, j.a, NHWC, false), w = gather<T>(p.w, j.b, RSCK, flip);
-        std::vector<T> y((size_t)N * P * Q * K, T(0));
-        parallel_for(N * P, work, [&](int np) {
-            int n = np / P, pp = np % P;
-            for (int q = 0; q < Q; q++) {
-                T* acc = &y[(((size_t)n * P + pp) * Q + q) * K];
-                for (int r = 0; r < R; r++) {
-                    int h = pp * u - ph + r * dh;
-                    if (h < 0 || h >= H) continue;
-                    for (int s = 0; s < S; s++) {
-                        int ww = q * v - pw + s * dw;
-                        if (ww < 0 || ww >= W) continue;
-                        const T* xp = &x[(((size_t)n * H + h) * W + ww) * C];
-                        const T* wp = &w[((size_t)r * S + s) * C * K];
-                        for (int c = 0; c < C; c++) {
-                            T xv = xp[c];
-                            const T* wr = wp + (size_t)c * K;
-                            for (int k = 0; k < K; k++) acc[k] += xv * wr[k];
-                        }
-                    }
-                }
+        // y[m][k] = sum_{rsc} col(m)[rsc] * w[rsc][k]
+        In<T> x(p.x, j.a, NHWC, false);
+        std::vector<T> w = pad_cols(gather<T>(p.w, j.b, RSCK, flip), RSC, K, Kp);
+        Out<T> y(p.y, j.out, NHWC, false, (T)j.alpha, (T)j.beta);
+        parallel_for((M + rb - 1) / rb, work, [&](int64_t lo, int64_t hi) {
+            std::vector<T> col((size_t)(rb * RSCp));
+            for (int64_t blk = lo; blk < hi; blk++) {
+                int64_t m0 = blk * rb, m1 = std::min(M, m0 + rb);
+                for (int64_t m = m0; m < m1; m++) im2col_row(p, x.p, m, &col[(m - m0) * RSCp], RSCp);
+                gemm<T>(m1 - m0, K, RSC, [&](int64_t i) { return &col[i * RSCp]; }, 1, w.data(), Kp, y.p + m0 * K, K,
+                        false);
             }
         });
-        scatter<T>(p.y, j.out, NHWC, false, y, (T)j.alpha, (T)j.beta);
+        y.done();
     } else if (j.op == OP_BWD_DATA) {
-        // dx[n,h,w,c] = sum over (p,q,r,s) with h = p*u-ph+r*dh, w = q*v-pw+s*dw of dy[n,p,q,k] * w[k,c,r,s]
-        std::vector<T> w = gather<T>(p.w, j.a, KRSC, flip), dy = gather<T>(p.y, j.b, NHWC, false);
-        std::vector<T> dx((size_t)N * H * W * C, T(0));
-        parallel_for(N * H, work, [&](int nh) {
-            int n = nh / H, h = nh % H;
-            for (int ww = 0; ww < W; ww++) {
-                T* acc = &dx[(((size_t)n * H + h) * W + ww) * C];
-                for (int r = 0; r < R; r++) {
-                    int t = h + ph - r * dh;
-                    if (t < 0 || t % u) continue;
-                    int pp = t / u;
-                    if (pp >= P) continue;
-                    for (int s = 0; s < S; s++) {
-                        int t2 = ww + pw - s * dw;
-                        if (t2 < 0 || t2 % v) continue;
-                        int q = t2 / v;
-                        if (q >= Q) continue;
-                        const T* g = &dy[(((size_t)n * P + pp) * Q + q) * K];
-                        for (int k = 0; k < K; k++) {
-                            T gv = g[k];
-                            const T* wr = &w[(((size_t)k * R + r) * S + s) * C];
-                            for (int c = 0; c < C; c++) acc[c] += gv * wr[c];
+        // dcol[m][rsc] = sum_k dy[m][k] * w[k][rsc], then each dcol element is added to the dx pixel it
+        // was taken from (col2im), image by image and row by row in order.
+        std::vector<T> w = pad_cols(gather<T>(p.w, j.a, KRSC, flip), K, RSC, RSCp);
+        In<T> dy(p.y, j.b, NHWC, false);
+        Out<T> dx(p.x, j.out, NHWC, false, (T)j.alpha, (T)j.beta);
+        parallel_for(N, work, [&](int64_t lo, int64_t hi) {
+            std::fill(dx.p + lo * H * W * C, dx.p + hi * H * W * C, T(0));
+            std::vector<T> dcol((size_t)(rb * RSCp));
+            for (int64_t m0 = lo * P * Q, m1; m0 < hi * P * Q; m0 = m1) {
+                m1 = std::min(hi * P * Q, m0 + rb);
+                gemm<T>(m1 - m0, RSC, K, [&](int64_t i) { return dy.p + (m0 + i) * K; }, 1, w.data(), RSCp,
+                        dcol.data(), RSCp, false);
+                for (int64_t m = m0; m < m1; m++) {
+                    int64_t n = m / (P * Q), pq = m % (P * Q), pp = pq / Q, q = pq % Q;
+                    const T* d = &dcol[(m - m0) * RSCp];
+                    for (int r = 0; r < p.R; r++) {
+                        int64_t h = pp * p.cv.stride[0] - p.cv.pad[0] + r * p.cv.dil[0];
+                        for (int s = 0; s < p.S; s++, d += C) {
+                            int64_t x = q * p.cv.stride[1] - p.cv.pad[1] + s * p.cv.dil[1];
+                            if (h < 0 || h >= H || x < 0 || x >= W) continue;
+                            T* o = dx.p + ((n * H + h) * W + x) * C;
+                            for (int64_t c = 0; c < C; c++) o[c] += d[c];
                         }
                     }
                 }
             }
         });
-        scatter<T>(p.x, j.out, NHWC, false, dx, (T)j.alpha, (T)j.beta);
+        dx.done();
     } else {
-        // dw[k,c,r,s] = sum_{n,p,q} dy[n,p,q,k] * x[n, p*u-ph+r*dh, q*v-pw+s*dw, c]
-        std::vector<T> x = gather<T>(p.x, j.a, NHWC, false), dy = gather<T>(p.y, j.b, NHWC, false);
-        std::vector<T> dwt((size_t)K * R * S * C, T(0));
-        parallel_for(K, work, [&](int k) {
-            T* acc = &dwt[(size_t)k * R * S * C];
-            for (int n = 0; n < N; n++)
-                for (int pp = 0; pp < P; pp++)
-                    for (int q = 0; q < Q; q++) {
-                        T gv = dy[(((size_t)n * P + pp) * Q + q) * K + k];
-                        for (int r = 0; r < R; r++) {
-                            int h = pp * u - ph + r * dh;
-                            if (h < 0 || h >= H) continue;
-                            for (int s = 0; s < S; s++) {
-                                int ww = q * v - pw + s * dw;
-                                if (ww < 0 || ww >= W) continue;
-                                const T* xp = &x[(((size_t)n * H + h) * W + ww) * C];
-                                T* ar = acc + ((size_t)r * S + s) * C;
-                                for (int c = 0; c < C; c++) ar[c] += gv * xp[c];
-                            }
-                        }
-                    }
+        // dw[k][rsc] = sum_m dy[m][k] * col(m)[rsc]: the rows m split into a fixed number of chunks (from
+        // the shape, not the thread count), each summed in order, then the chunks' sums added in order.
+        In<T> x(p.x, j.a, NHWC, false), dy(p.y, j.b, NHWC, false);
+        const int64_t chunks = std::min<int64_t>(16, (M + 255) / 256), per = (M + chunks - 1) / chunks;
+        std::vector<T> part((size_t)(chunks * K * RSC));
+        parallel_for(chunks, work, [&](int64_t lo, int64_t hi) {
+            std::vector<T> col((size_t)(rb * RSCp));
+            for (int64_t ch = lo; ch < hi; ch++) {
+                int64_t end = std::min(M, (ch + 1) * per);
+                for (int64_t m0 = ch * per; m0 < end; m0 += rb) {
+                    int64_t m1 = std::min(end, m0 + rb);
+                    for (int64_t m = m0; m < m1; m++) im2col_row(p, x.p, m, &col[(m - m0) * RSCp], RSCp);
+                    gemm<T>(K, RSC, m1 - m0, [&](int64_t i) { return dy.p + m0 * K + i; }, K, col.data(), RSCp,
+                            &part[ch * K * RSC], RSC, m0 != ch * per);
+                }
+            }
         });
         // The gradient was taken w.r.t. the cross-correlation filter; flip back for CUDNN_CONVOLUTION.
-        scatter<T>(p.w, j.out, KRSC, flip, dwt, (T)j.alpha, (T)j.beta);
+        Out<T> dw(p.w, j.out, KRSC, flip, (T)j.alpha, (T)j.beta);
+        std::copy_n(part.data(), K * RSC, dw.p);
+        for (int64_t ch = 1; ch < chunks; ch++)
+            for (int64_t i = 0; i < K * RSC; i++) dw.p[i] += part[ch * K * RSC + i];
+        dw.done();
     }
 }
 
 static void run_job(void* arg) {
     Job* j = (Job*)arg;
+    auto t0 = std::chrono::steady_clock::now();
+    struct Pr { ~Pr(){} };
+    const Problem& p = j->p;
     if (j->p.x.dtype == DT_DOUBLE)
         run<double>(*j);
     else
         run<float>(*j);
+    if (getenv("EMU_PROF")) fprintf(stderr, "PROF cudnn op%d N%d C%d H%d W%d K%d R%d S%d P%d Q%d u%d %.3f\n", j->op, p.N,p.C,p.H,p.W,p.K,p.R,p.S,p.P,p.Q,p.cv.stride[0], std::chrono::duration<double>(std::chrono::steady_clock::now()-t0).count()*1e3);
     delete j;
 }
 

@@ -55,6 +55,10 @@ pub struct Args {
     /// Precision of --bench-train and --step-parity: f32, bf16 or fp16 (convolutions and the head in 16 bits; fc stays f32).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Dense bf16 peak of the card in TFLOP/s for --bench-train's model-FLOPs utilization (H100/H200 SXM:
+    /// 989, as bench/torch_ir50.py assumes, so both MFUs share one denominator).
+    #[arg(long, default_value_t = 989.0)]
+    peak_tflops: f64,
     /// Timed steps of --bench-train (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -447,17 +451,19 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     let tflops = 3.0 * gflop_fwd * b as f64 / med / 1e3;
     let held = gpu.pool_stats().bytes_held as f64 / (1 << 30) as f64;
     let text = format!(
-        "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | pool GiB held | loss |\n\
-         |---|---|---|---|---|---|---|---|\n\
-         | engine {} {} + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {held:.1} | {loss:.3} |\n\n\
+        "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | MFU (of {:.0}) | pool GiB held | loss |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | engine {} {} + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {:.1}% | {held:.1} | {loss:.3} |\n\n\
          | kernel launches per step | step ms at batch 2 (host-bound) | bound on a CUDA graph's saving |\n\
          |---|---|---|\n\
          | {launches:.0} | {:.2} | {:.1}% |\n",
+        a.peak_tflops,
         a.backbone,
         a.precision,
         a.classes,
         b as f64 / med,
         med * 1e3,
+        100.0 * tflops / a.peak_tflops,
         floor * 1e3,
         100.0 * floor / med,
     );
