@@ -1,7 +1,7 @@
-//! Parity of the core ops with PyTorch: tests/parity/core_ops.py writes inputs, upstream gradients and
-//! torch's outputs and gradients; engine::train::torch_fixtures replays them on the CPU backend, each
-//! compared by norm-wise relative error, at most 1e-10 in f64 and 1e-4 in f32. (The same replay runs on
-//! a GPU in bin/tests/device_cli.rs and `engine-train gpu-check --torch-fixtures`.)
+//! Parity of the core ops with PyTorch: tests/parity/core_ops.py writes inputs, upstream gradients,
+//! torch's outputs and gradients, and three SGD / AdamW steps; engine::train::torch_fixtures replays them
+//! on the CPU backend, each compared by norm-wise relative error, at most 1e-10 in f64 and 1e-4 in f32.
+//! The same replay runs on a GPU in the opt-in test below and in `engine-train gpu-check --torch-fixtures`.
 
 use engine::train::torch_fixtures;
 use engine::Device;
@@ -23,7 +23,7 @@ fn fixture(tag: &str) -> PathBuf {
 
 fn all_close(dev: &Device, tag: &str, tol: f64) {
     let checks = torch_fixtures::core_ops(dev, &fixture(tag), tol).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(checks.len(), 36, "every output, input gradient and running statistic of the fixture");
+    assert_eq!(checks.len(), 41, "every output, input gradient, running statistic and optimizer state of the fixture");
     let bad: Vec<String> = checks.iter().filter(|c| !c.ok()).map(|c| format!("{}: {:e} > {:e}", c.name, c.err, c.tol)).collect();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

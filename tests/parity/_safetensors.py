@@ -26,7 +26,8 @@ def save_file(tensors, path, metadata=None):
     header, blobs, offset = {}, [], 0
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    for name in sorted(tensors):
+    # Widest dtype first, then by name: the order the reference writer lays the data out in.
+    for name in sorted(tensors, key=lambda n: (-tensors[n].element_size(), n)):
         t = tensors[name].detach().cpu().contiguous()
         # Raw bytes through a uint8 view (numpy has no bfloat16); x86-64 and aarch64 are little-endian.
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""

@@ -85,6 +85,30 @@ def cases(dtype, device):
     inputs = {"x": randn(6, 10), "w": randn(7, 10, scale=0.3), "b": randn(7, scale=0.1)}
     y, dy, gr = run(lambda x, w, b: F.linear(x, w, b), inputs, 6)
     put("linear", inputs, y, dy, gr)
+
+    # Optimizers: three steps of torch.optim on one parameter, the learning rate changing each step as a
+    # schedule changes it; the parameter and the optimizer state after them.
+    p0 = randn(1001)
+    grads = [randn(1001, scale=0.1) for _ in range(3)]
+    for name, lrs, make, fields in [
+        ("sgd", [0.1, 0.05, 0.025], lambda q: torch.optim.SGD([q], lr=0.1, momentum=0.9, weight_decay=5e-4),
+         ["momentum_buffer"]),
+        ("adamw", [1e-3, 2e-3, 5e-4],
+         lambda q: torch.optim.AdamW([q], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
+         ["exp_avg", "exp_avg_sq"]),
+    ]:
+        q = torch.nn.Parameter(p0.clone())
+        opt = make(q)
+        for k, (g_k, lr) in enumerate(zip(grads, lrs)):
+            opt.param_groups[0]["lr"] = lr
+            q.grad = g_k.clone()
+            opt.step()
+            out[f"{name}.g{k}"] = g_k.clone()
+            out[f"{name}.lr{k}"] = torch.tensor(lr, dtype=torch.float64)
+        out[f"{name}.p0"] = p0.clone()
+        out[f"{name}.p"] = q.detach()
+        for f in fields:
+            out[f"{name}.{f}"] = opt.state[q][f]
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 

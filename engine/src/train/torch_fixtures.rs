@@ -1,5 +1,5 @@
 //! PyTorch's fixtures replayed on any device: the core ops of tests/parity/core_ops.py (convolution, batch
-//! norm, PReLU, linear: output and every input gradient) and the heads of tests/parity/heads_ref.py (loss,
+//! norm, PReLU, linear: output and every input gradient; SGD and AdamW: three steps) and the heads of tests/parity/heads_ref.py (loss,
 //! both gradients and the running state over five steps, through `heads::loss` as training runs them).
 //!
 //! The CPU test suite runs these against fixtures PyTorch wrote on the CPU; the opt-in GPU tests and
@@ -9,7 +9,9 @@
 use super::gpu_parity::Compared;
 use crate::heads::{self, HeadParams};
 use crate::io::safetensors::{self, SafeTensors};
+use crate::model::{ParamKind, ParamStore};
 use crate::ops::{self, Conv2dParams};
+use crate::optim::{AdamW, AdamWConfig, Optimizer, ParamGroups, Sgd, SgdConfig};
 use crate::tape::gradcheck::rel_error;
 use crate::tape::{Tape, Var};
 use crate::tensor::{Device, Tensor};
@@ -96,7 +98,36 @@ pub fn core_ops(dev: &Device, path: &Path, tol: f64) -> Result<Vec<Compared>> {
     c.check("bn2d_eval", &["x", "gamma", "beta"], |t, v| ops::batch_norm_eval(t, v[0], Some(v[1]), Some(v[2]), &rm, &rv, 1e-5))?;
     c.check("prelu", &["x", "alpha"], |t, v| ops::prelu(t, v[0], v[1]))?;
     c.check("linear", &["x", "w", "b"], |t, v| ops::linear(t, v[0], v[1], Some(v[2])))?;
+    optimizer_steps(&mut c)?;
     Ok(c.out)
+}
+
+/// Three steps of the engine's SGD (momentum 0.9, weight decay 5e-4) and AdamW (weight decay 0.05) on
+/// the fixture's parameter with its gradients and learning rates, against torch.optim's.
+fn optimizer_steps(c: &mut CoreOps) -> Result<()> {
+    type Make = fn() -> Box<dyn Optimizer>;
+    let kinds: [(&str, Make); 2] = [
+        ("sgd", || Box::new(Sgd::new(SgdConfig::default(), ParamGroups::uniform(5e-4)))),
+        ("adamw", || Box::new(AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05)))),
+    ];
+    for (kind, make) in kinds {
+        let mut store = ParamStore::new();
+        store.insert("w", c.get(&format!("{kind}.p0"))?.to_device(c.dev)?, ParamKind::Trainable)?;
+        let mut opt = make();
+        for k in 0..3 {
+            let g = c.get(&format!("{kind}.g{k}"))?.to_device(c.dev)?;
+            let lr = c.get(&format!("{kind}.lr{k}"))?.scalar_value()?;
+            opt.step(&mut store, &[("w".to_string(), g)], lr)?;
+        }
+        let p = store.get("w")?.clone();
+        c.close(&format!("{kind}.p"), &p)?;
+        for (name, t) in opt.state() {
+            if let Some(field) = name.strip_prefix("w.").filter(|f| *f != "step") {
+                c.close(&format!("{kind}.{field}"), &t)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The fixtures listed in `dir/heads_manifest.txt` whose dtype is `dtype` ("f32" or "f64"), each run on
