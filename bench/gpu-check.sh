@@ -22,8 +22,10 @@
 # The binary defaults to target/release/engine-train, else bench/bin/engine-train (carry one stripped
 # release binary built on an x86-64 machine: cargo build --release -p engine-train). Reports go to
 # bench/results/ unless --results says otherwise.
-# For CI on tests/cuda_emu (tests/run.sh): GPU_CHECK_LIBDIRS=DIR[:DIR] replaces the library search, and
-# GPU_CHECK_TORCH_DEVICE=cpu has PyTorch compute its side on the CPU (default cuda).
+# For CI on tests/cuda_emu (tests/run.sh): GPU_CHECK_LIBDIRS=DIR[:DIR] replaces the library search,
+# GPU_CHECK_TORCH_DEVICE=cpu has PyTorch compute its side on the CPU (default cuda), and GPU_CHECK_TOY=1
+# shrinks every problem to a toy size (the small backbone, 100 to 1,000 classes) so that the stages'
+# plumbing runs there; its numbers mean nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -122,9 +124,33 @@ report="$results/gpu-check-$stamp.md"
   echo "- $torchinfo"
   echo "- libnvrtc: ${nvrtc_dir:-not found}; libcublas: $(find_lib 'libcublas.so.13*'); libcudnn: $(find_lib 'libcudnn.so.9*')"
   echo "- binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+  [ "${GPU_CHECK_TOY:-0}" = 1 ] && echo "- **toy sizes (GPU_CHECK_TOY=1): stage titles name the real problems, the runs are tiny; no number here means anything**"
   echo
 } >"$report"
 echo "report: $report"
+
+# Problem sizes of each stage (the issue's; toy ones for the CI run on the emulation).
+if [ "${GPU_CHECK_TOY:-0}" = 1 ]; then
+  parity_args=(--backbone small --batch 8 --classes 100 --input-size 32)
+  demo_steps=300
+  ir50_f32=(--backbone small --input-size 32 --batch 4 --classes 100 --steps 1)
+  ir50_bf16=(--backbone small --input-size 32 --batch 4 --classes 100 --steps 1)
+  torch_f32=(--batch 2 --classes 100 --steps 1 --warmup 1)
+  torch_amp=(--batch 2 --classes 100 --steps 1 --warmup 1)
+  head_engine=(--batch 8 --classes 1000 --block 256 --steps 1)
+  head_torch=(--batch 8 --classes 1000 --steps 1 --warmup 1)
+  large_classes=2000
+else
+  parity_args=(--backbone r50 --batch 64 --classes 93431)
+  demo_steps=300
+  ir50_f32=(--backbone r50 --batch 128 --classes 93431)
+  ir50_bf16=(--backbone r50 --batch 512 --classes 93431)
+  torch_f32=(--batch 128 --classes 93431)
+  torch_amp=(--batch 512 --classes 93431)
+  head_engine=(--batch 512 --classes 93431)
+  head_torch=(--batch 512 --classes 93431)
+  large_classes=1000000
+fi
 
 status=0
 # run_stage NAME COMMAND...: at most 4 minutes; output appended to the report in a code block.
@@ -177,7 +203,7 @@ if has_stage parity; then
     for prec in bf16 f32; do
       d="$root/.cache/step-parity/$stamp-$prec"
       rm -rf "$d"
-      run_stage "parity: engine IR-50 $prec step (batch 64)" "$bin" gpu-check --step-parity "$d" --backbone r50 --batch 64 --classes 93431 --precision "$prec"
+      run_stage "parity: engine IR-50 $prec step (batch 64)" "$bin" gpu-check --step-parity "$d" "${parity_args[@]}" --precision "$prec"
       [ -f "$d/engine.safetensors" ] || continue
       if [ -z "$py" ]; then
         { echo "Not compared: no Python with PyTorch."; echo; } >>"$report"
@@ -201,7 +227,7 @@ if has_stage parity; then
 fi
 
 if has_stage train; then
-  run_stage "train: demo set on the GPU (f32, 300 steps)" "$bin" gpu-check --train-demo 300 --cache "$root/.cache/demo" --report "$results/train-demo-$stamp.md"
+  run_stage "train: demo set on the GPU (f32, $demo_steps steps)" "$bin" gpu-check --train-demo "$demo_steps" --cache "$root/.cache/demo" --report "$results/train-demo-$stamp.md"
   [ -f "$results/train-demo-$stamp.md" ] && sed 's/^# /### /' "$results/train-demo-$stamp.md" >>"$report"
 fi
 
@@ -210,29 +236,29 @@ if has_stage ir50; then
   # (convolutions, linear layers and the margin head's cosines on the tensor cores) against
   # PyTorch eager AMP at 512, the issue's target.
   if "$bin" gpu-check --help 2>/dev/null | grep -q 'bench-train'; then
-    run_stage "ir50: engine f32" "$bin" gpu-check --bench-train --backbone r50 --batch 128 --classes 93431 --report "$results/ir50-f32-$stamp.md"
-    run_stage "ir50: engine bf16" "$bin" gpu-check --bench-train --precision bf16 --backbone r50 --batch 512 --classes 93431 --report "$results/ir50-bf16-$stamp.md"
+    run_stage "ir50: engine f32" "$bin" gpu-check --bench-train "${ir50_f32[@]}" --report "$results/ir50-f32-$stamp.md"
+    run_stage "ir50: engine bf16" "$bin" gpu-check --bench-train --precision bf16 "${ir50_bf16[@]}" --report "$results/ir50-bf16-$stamp.md"
   else
     { echo "## ir50: engine"; echo; echo "Not run: this engine-train build has no gpu-check --bench-train."; echo; } >>"$report"
   fi
   if [ -n "$py" ]; then
-    run_stage "ir50: PyTorch eager fp32" "$py" bench/torch_ir50.py ir50 --fp32 --batch 128 --classes 93431
-    run_stage "ir50: PyTorch eager" "$py" bench/torch_ir50.py ir50 --batch 512 --classes 93431
+    run_stage "ir50: PyTorch eager fp32" "$py" bench/torch_ir50.py ir50 --fp32 "${torch_f32[@]}" --device "$torch_device"
+    run_stage "ir50: PyTorch eager" "$py" bench/torch_ir50.py ir50 "${torch_amp[@]}" --device "$torch_device"
   fi
 fi
 
 if has_stage head; then
-  run_stage "head: engine chunked ArcFace" "$bin" gpu-check --bench-head --classes 93431 --report "$results/head-$stamp.md"
-  [ -n "$py" ] && run_stage "head: PyTorch linear+ArcFace+CE" "$py" bench/torch_ir50.py head --batch 512 --classes 93431
+  run_stage "head: engine chunked ArcFace" "$bin" gpu-check --bench-head "${head_engine[@]}" --report "$results/head-$stamp.md"
+  [ -n "$py" ] && run_stage "head: PyTorch linear+ArcFace+CE" "$py" bench/torch_ir50.py head "${head_torch[@]}" --device "$torch_device"
 fi
 
 if has_stage compile && [ -n "$py" ]; then
-  run_stage "ir50: torch.compile" "$py" bench/torch_ir50.py ir50 --compile --batch 512 --classes 93431
+  run_stage "ir50: torch.compile" "$py" bench/torch_ir50.py ir50 --compile "${torch_amp[@]}" --device "$torch_device"
 fi
 
 if has_stage large; then
-  run_stage "head (1M classes): engine" "$bin" gpu-check --bench-head --classes 1000000 --report "$results/head-large-$stamp.md"
-  [ -n "$py" ] && run_stage "head (1M classes): PyTorch" "$py" bench/torch_ir50.py head --batch 512 --classes 1000000
+  run_stage "head (1M classes): engine" "$bin" gpu-check --bench-head --classes "$large_classes" --report "$results/head-large-$stamp.md"
+  [ -n "$py" ] && run_stage "head (1M classes): PyTorch" "$py" bench/torch_ir50.py head --batch 512 --classes "$large_classes" --device "$torch_device"
 fi
 
 echo "report written: $report"

@@ -66,14 +66,16 @@ if [ $# -eq 0 ]; then
   # A driver that loads but shows no device (CUDA_VISIBLE_DEVICES=""): still a clear error, auto on the CPU.
   "${emu_env[@]}" cargo test --workspace --test device_cli
   "${emu_env[@]}" cargo test --workspace -- --ignored gpu_ --skip gpu_demo_training_loss_falls
-  # What a GPU session runs first: bench/gpu-check.sh's tests stage (engine-train gpu-check: every op
-  # against the CPU or an f64 formula, then against PyTorch's fixtures). Here with a stand-in nvidia-smi
-  # and PyTorch on the CPU, its fixtures written by tests/parity/_safetensors.py (the GPU machines may
-  # lack the safetensors package). The script exits non-zero on any failed check.
+  # What a GPU session runs: bench/gpu-check.sh. Here with a stand-in nvidia-smi, PyTorch on the CPU (its
+  # fixtures written by tests/parity/_safetensors.py, as on GPU machines without the safetensors package)
+  # and toy problem sizes, so that every stage's plumbing runs: the tests stage in full (engine-train
+  # gpu-check: every op against the CPU or an f64 formula, then against PyTorch's fixtures), the parity,
+  # benchmark and large-head stages at toy sizes. The script exits non-zero when any stage fails.
   gcs="$emu/gpu-check-sh"
   rm -rf "$gcs"
   "${emu_env[@]}" PATH="$root/tests/cuda_emu/bin:$PATH" GPU_CHECK_LIBDIRS="$emu" GPU_CHECK_TORCH_DEVICE=cpu \
-    FACETRAIN_ST_FALLBACK=1 PYTHON="$py" bash bench/gpu-check.sh --bin "$root/target/debug/engine-train" \
-    --stages tests --results "$gcs" | tail -n 2
+    GPU_CHECK_TOY=1 FACETRAIN_ST_FALLBACK=1 PYTHON="$py" bash bench/gpu-check.sh \
+    --bin "$root/target/debug/engine-train" --stages tests,parity,ir50,head,large --results "$gcs" | tail -n 2
   grep -q "PyTorch fixture | pass" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh replayed no PyTorch fixture" >&2; exit 1; }
+  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 13 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
 fi
