@@ -193,7 +193,7 @@ fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
 
 /// Opt-in (needs a GPU; runs in CI on tests/cuda_emu): the benchmark modes bench/gpu-check.sh's ir50 and
 /// head stages run, at toy sizes: each finishes, reports a finite loss, and the training benchmark its
-/// launch count and the bound on what a CUDA graph could save.
+/// launch count, no driver allocation in steady state, and the bound on what a CUDA graph could save.
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn gpu_benchmark_modes_run_and_report() {
@@ -214,7 +214,8 @@ fn gpu_benchmark_modes_run_and_report() {
     let launches_row = train.lines().skip_while(|l| !l.starts_with("| kernel launches")).nth(2).unwrap_or_else(|| panic!("{train}"));
     let l = cells(launches_row);
     assert!(l[0].parse::<f64>().unwrap() > 50.0, "too few launches counted: {train}");
-    assert!(l[2].trim_end_matches('%').parse::<f64>().unwrap() > 0.0, "{train}");
+    assert_eq!(l[1], "0", "a steady-state training step allocated from the driver: {train}");
+    assert!(l[3].trim_end_matches('%').parse::<f64>().unwrap() > 0.0, "{train}");
     let h = cells(&row(&head, "| engine chunked ArcFace"));
     assert!(h.last().unwrap().parse::<f64>().unwrap().is_finite(), "{head}");
 }

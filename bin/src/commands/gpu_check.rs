@@ -431,9 +431,11 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         times.sort_by(|p, q| p.total_cmp(q));
         Ok((times[times.len() / 2], loss))
     };
-    let launches0 = gpu.kernel_launches();
+    let (launches0, allocs0) = (gpu.kernel_launches(), gpu.pool_stats().driver_allocs);
     let (med, loss) = median_step(&mut t, &x, &labels)?;
     let launches = (gpu.kernel_launches() - launches0) as f64 / a.steps.max(1) as f64;
+    // After the warm-up steps every buffer should come from the caching allocator's free lists.
+    let step_allocs = gpu.pool_stats().driver_allocs - allocs0;
     if !loss.is_finite() {
         return Err(format!("training loss is {loss}").into());
     }
@@ -454,9 +456,9 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         "| run | batch | classes | images/s | step ms | model TFLOP/s (3x forward) | MFU (of {:.0}) | pool GiB held | loss |\n\
          |---|---|---|---|---|---|---|---|---|\n\
          | engine {} {} + ArcFace, SGD | {b} | {} | {:.0} | {:.1} | {tflops:.1} | {:.1}% | {held:.1} | {loss:.3} |\n\n\
-         | kernel launches per step | step ms at batch 2 (host-bound) | bound on a CUDA graph's saving |\n\
-         |---|---|---|\n\
-         | {launches:.0} | {:.2} | {:.1}% |\n",
+         | kernel launches per step | driver allocations in the timed steps | step ms at batch 2 (host-bound) | bound on a CUDA graph's saving |\n\
+         |---|---|---|---|\n\
+         | {launches:.0} | {step_allocs} | {:.2} | {:.1}% |\n",
         a.peak_tflops,
         a.backbone,
         a.precision,
