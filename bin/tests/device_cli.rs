@@ -62,7 +62,8 @@ fn gpu_check_without_a_usable_gpu_fails_clearly() {
 }
 
 /// Opt-in (needs a GPU): the demo set trained on the GPU for 300 steps; `gpu-check --train-demo` fails
-/// unless the loss halves. Reported as ignored elsewhere, never as passed. Has not run yet.
+/// unless the loss halves. Reported as ignored elsewhere, never as passed;
+/// CI runs it on tests/cuda_emu (about 2 minutes); it has not run on a real GPU yet.
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn gpu_demo_training_loss_falls() {

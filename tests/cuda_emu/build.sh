@@ -8,7 +8,7 @@ root=$(cd "$here/../.." && pwd)
 out=${1:-$root/target/cuda_emu}
 mkdir -p "$out"
 cxx=${CXX:-g++}
-flags=(-O3 -g -std=c++17 -fPIC -shared -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -I"$here")
+flags=(-O3 -g -std=c++17 -ffp-contract=off -fPIC -shared -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -I"$here")
 for lib in cuda nvrtc cublas cudnn; do
   [ -f "$here/$lib.cpp" ] || continue
   "$cxx" "${flags[@]}" -o "$out/lib$lib.so.tmp" "$here/$lib.cpp" -ldl -lpthread

@@ -913,10 +913,7 @@ CUresult cuFuncSetCacheConfig(Function* f, int c) { return OK; }
 static int run_kernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                       void** params) {
     char err[1024] = {0};
-    double t0 = now_ms();
-    int rr = f->module->launch(f->tramp, gx, gy, gz, bx, by, bz, params, err, sizeof err);
-    if (getenv("EMU_PROF")) fprintf(stderr, "PROF kern %s g%u,%u,%u b%u,%u,%u %.3f\n", f->name.c_str(), gx,gy,gz,bx,by,bz, now_ms()-t0);
-    if (rr) {
+    if (f->module->launch(f->tramp, gx, gy, gz, bx, by, bz, params, err, sizeof err)) {
         note("kernel %s failed: %s", f->name.c_str(), err);
         return ERR_LAUNCH_FAILED;
     }

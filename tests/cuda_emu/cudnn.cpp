@@ -53,9 +53,6 @@ struct Tensor {
     int dtype = 0;
     int dims[4] = {0, 0, 0, 0};
     int64_t strides[4] = {0, 0, 0, 0};
-    int64_t off(int64_t a, int64_t b, int64_t c, int64_t d) const {
-        return a * strides[0] + b * strides[1] + c * strides[2] + d * strides[3];
-    }
 };
 struct cudnnTensorStruct { Tensor t; };
 struct cudnnFilterStruct { Tensor t; };
@@ -490,63 +487,75 @@ static const int NHWC[4] = {0, 2, 3, 1};  // tensors as [N][H][W][C]
 static const int KRSC[4] = {0, 2, 3, 1};  // filters as [K][R][S][C]
 static const int RSCK[4] = {2, 3, 1, 0};  // filters as [R][S][C][K]
 
-// ---- GEMM: every convolution is an implicit GEMM over (n,p,q) x (k) x (r,s,c) here. A naive loop nest
-// ran at ~5 GFLOP/s, which made convolutions half of an emulated training step; this register-blocked
-// kernel uses 16-byte vectors (plain x86-64 SSE2, no -march) and reaches ~30 GFLOP/s a core.
+// ---- GEMM: every convolution is an implicit GEMM over (n,p,q) x (k) x (r,s,c) here. The former loop
+// nest ran at ~5 GFLOP/s, which made convolutions half of an emulated training step; this register-
+// blocked kernel reaches ~25 GFLOP/s a core with SSE2 vectors and ~45 with AVX2 where the CPU has it
+// (chosen at run time, so the library still runs on any x86-64).
 //
 // Each output is one sequential sum in T (f32, or f64 for double data) over the reduced index in
-// increasing order, continued across calls with acc = true: no reassociation, so blocking and threads
-// do not change results.
-template <class T> struct Vec { typedef T type __attribute__((vector_size(16))); };
-template <class T> constexpr int64_t kNR = 64 / sizeof(T);  // columns per tile: 4 vectors
-constexpr int64_t kMR = 2;                                   // rows per tile: 8 accumulators + 4 B vectors
+// increasing order, continued across calls with acc = true. Vector lanes are independent outputs and
+// the multiply and add are rounded separately (no FMA contraction: build.sh passes -ffp-contract=off),
+// so the vector width, the blocking and the thread count never change a result's bits.
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+template <class T> constexpr int64_t kNR = 64 / sizeof(T);  // tile columns: one cache line of B
 
-// C[i][j] (+)= sum_{kk < kd} a[i][kk * sak] * b[kk * ldb + j] for i < kMR, j < kNR.
-template <class T>
-static inline void micro(const T* const a[kMR], int64_t sak, const T* b, int64_t ldb, int64_t kd, T* c, int64_t ldc,
-                         bool acc) {
-    typedef typename Vec<T>::type V;
-    constexpr int L = 16 / sizeof(T), NV = 4;
-    V sum[kMR][NV];
-    for (int i = 0; i < kMR; i++)
-        for (int h = 0; h < NV; h++) {
-            if (acc) memcpy(&sum[i][h], c + i * ldc + h * L, sizeof(V));
-            else sum[i][h] = V{};
-        }
-    for (int64_t kk = 0; kk < kd; kk++, b += ldb) {
-        V bv[NV];
-        for (int h = 0; h < NV; h++) memcpy(&bv[h], b + h * L, sizeof(V));
-        for (int i = 0; i < kMR; i++) {
-            V ai = V{} + a[i][kk * sak];
-            for (int h = 0; h < NV; h++) sum[i][h] += ai * bv[h];
-        }
-    }
-    for (int i = 0; i < kMR; i++)
-        for (int h = 0; h < NV; h++) memcpy(c + i * ldc + h * L, &sum[i][h], sizeof(V));
-}
-
-// C (+)= A B for an m x kd matrix A whose row i is row(i) with elements sak apart, B a kd x n matrix with
-// row stride ldb, readable to round_up(n, kNR) columns (padding), and C an m x n matrix with row stride ldc.
-template <class T, class Row>
-static void gemm(int64_t m, int64_t n, int64_t kd, Row row, int64_t sak, const T* b, int64_t ldb, T* c, int64_t ldc,
-                 bool acc) {
-    for (int64_t j = 0; j < n; j += kNR<T>)  // one B panel at a time stays in L1 across all rows
-        for (int64_t i = 0; i < m; i += kMR) {
-            const T* a[kMR];
-            for (int r = 0; r < kMR; r++) a[r] = row(std::min(i + r, m - 1));
-            if (i + kMR <= m && j + kNR<T> <= n) {
-                micro<T>(a, sak, b + j, ldb, kd, c + i * ldc + j, ldc, acc);
-                continue;
+// C (+)= A B for an m x kd matrix A (element (i, kk) at a[i * sam + kk * sak]), B a kd x n matrix with row
+// stride ldb, readable to round_up(n, kNR) columns (padding), and C an m x n matrix with row stride ldc.
+// Tiles of MR x kNR outputs in VB-byte vectors: 8 accumulator registers whatever VB.
+template <class T, int VB>
+static inline __attribute__((always_inline)) void gemm_v(int64_t m, int64_t n, int64_t kd, const T* a, int64_t sam,
+                                                         int64_t sak, const T* b, int64_t ldb, T* c, int64_t ldc,
+                                                         bool acc) {
+    typedef T V __attribute__((vector_size(VB)));
+    constexpr int L = VB / sizeof(T), NV = 64 / VB, MR = 8 / NV, NR = kNR<T>;
+    for (int64_t j = 0; j < n; j += NR)  // one B panel at a time stays in L1 across all rows
+        for (int64_t i = 0; i < m; i += MR) {
+            const T* ar[MR];
+            for (int r = 0; r < MR; r++) ar[r] = a + std::min(i + r, m - 1) * sam;
+            // A tile over C's edge goes through a full-size one, of which only the part inside C is used.
+            bool edge = i + MR > m || j + NR > n;
+            int64_t mi = std::min<int64_t>(MR, m - i), nj = std::min<int64_t>(NR, n - j);
+            T tile[MR * NR];
+            T* ct = edge ? tile : c + i * ldc + j;
+            int64_t ld = edge ? NR : ldc;
+            if (edge && acc) {
+                std::fill(tile, tile + MR * NR, T(0));
+                for (int64_t r = 0; r < mi; r++) std::copy_n(c + (i + r) * ldc + j, nj, tile + r * NR);
             }
-            // An edge tile: through a full-size one, of which only the part inside C is read and written.
-            T t[kMR * kNR<T>] = {};
-            int64_t mi = std::min(kMR, m - i), nj = std::min(kNR<T>, n - j);
-            for (int64_t r = 0; r < mi && acc; r++) std::copy_n(c + (i + r) * ldc + j, nj, t + r * kNR<T>);
-            micro<T>(a, sak, b + j, ldb, kd, t, kNR<T>, acc);
-            for (int64_t r = 0; r < mi; r++) std::copy_n(t + r * kNR<T>, nj, c + (i + r) * ldc + j);
+            V sum[MR][NV];
+            for (int r = 0; r < MR; r++)
+                for (int h = 0; h < NV; h++) {
+                    if (acc) memcpy(&sum[r][h], ct + r * ld + h * L, VB);
+                    else sum[r][h] = V{};
+                }
+            const T* bp = b + j;
+            for (int64_t kk = 0; kk < kd; kk++, bp += ldb) {
+                V bv[NV];
+                for (int h = 0; h < NV; h++) memcpy(&bv[h], bp + h * L, VB);
+                for (int r = 0; r < MR; r++) {
+                    V av = V{} + ar[r][kk * sak];
+                    for (int h = 0; h < NV; h++) sum[r][h] += av * bv[h];
+                }
+            }
+            for (int r = 0; r < MR; r++)
+                for (int h = 0; h < NV; h++) memcpy(ct + r * ld + h * L, &sum[r][h], VB);
+            if (edge)
+                for (int64_t r = 0; r < mi; r++) std::copy_n(tile + r * NR, nj, c + (i + r) * ldc + j);
         }
 }
+#define GEMM_ARGS                                                                                                 \
+    int64_t m, int64_t n, int64_t kd, const T *a, int64_t sam, int64_t sak, const T *b, int64_t ldb, T *c, int64_t ldc, \
+        bool acc
+#define GEMM_PASS m, n, kd, a, sam, sak, b, ldb, c, ldc, acc
+template <class T> static void gemm_sse2(GEMM_ARGS) { gemm_v<T, 16>(GEMM_PASS); }
+template <class T> __attribute__((target("avx2"))) static void gemm_avx2(GEMM_ARGS) { gemm_v<T, 32>(GEMM_PASS); }
+template <class T>
+static void gemm(GEMM_ARGS) {
+    static void (*const f)(GEMM_ARGS) = __builtin_cpu_supports("avx2") ? gemm_avx2<T> : gemm_sse2<T>;
+    f(GEMM_PASS);
+}
+#undef GEMM_ARGS
+#undef GEMM_PASS
 
 // A packed rows x cols matrix with its rows padded with zeros to ld >= cols.
 template <class T>
@@ -584,8 +593,7 @@ static void run(const Job& j) {
     const int64_t RSCp = round_up(RSC, kNR<T>), Kp = round_up(K, kNR<T>);
     const bool flip = p.cv.mode == MODE_CONVOLUTION;
     const int64_t work = M * K * RSC;
-    // Rows of im2col per block: about 32 KiB, a multiple of kMR so blocks never share a C tile.
-    const int64_t rb = round_up(std::max<int64_t>(8192 / RSCp, 8), kMR);
+    const int64_t rb = round_up(std::max<int64_t>(8192 / RSCp, 8), 8);  // im2col rows per block: ~32 KiB
     // Real cuDNN scribbles on its workspace; doing the same catches callers that free or share it too early.
     if (j.workspace_used) memset(j.workspace, 0xA5, j.workspace_used);
 
@@ -599,8 +607,7 @@ static void run(const Job& j) {
             for (int64_t blk = lo; blk < hi; blk++) {
                 int64_t m0 = blk * rb, m1 = std::min(M, m0 + rb);
                 for (int64_t m = m0; m < m1; m++) im2col_row(p, x.p, m, &col[(m - m0) * RSCp], RSCp);
-                gemm<T>(m1 - m0, K, RSC, [&](int64_t i) { return &col[i * RSCp]; }, 1, w.data(), Kp, y.p + m0 * K, K,
-                        false);
+                gemm<T>(m1 - m0, K, RSC, col.data(), RSCp, 1, w.data(), Kp, y.p + m0 * K, K, false);
             }
         });
         y.done();
@@ -615,8 +622,7 @@ static void run(const Job& j) {
             std::vector<T> dcol((size_t)(rb * RSCp));
             for (int64_t m0 = lo * P * Q, m1; m0 < hi * P * Q; m0 = m1) {
                 m1 = std::min(hi * P * Q, m0 + rb);
-                gemm<T>(m1 - m0, RSC, K, [&](int64_t i) { return dy.p + (m0 + i) * K; }, 1, w.data(), RSCp,
-                        dcol.data(), RSCp, false);
+                gemm<T>(m1 - m0, RSC, K, dy.p + m0 * K, K, 1, w.data(), RSCp, dcol.data(), RSCp, false);
                 for (int64_t m = m0; m < m1; m++) {
                     int64_t n = m / (P * Q), pq = m % (P * Q), pp = pq / Q, q = pq % Q;
                     const T* d = &dcol[(m - m0) * RSCp];
@@ -637,7 +643,8 @@ static void run(const Job& j) {
         // dw[k][rsc] = sum_m dy[m][k] * col(m)[rsc]: the rows m split into a fixed number of chunks (from
         // the shape, not the thread count), each summed in order, then the chunks' sums added in order.
         In<T> x(p.x, j.a, NHWC, false), dy(p.y, j.b, NHWC, false);
-        const int64_t chunks = std::min<int64_t>(16, (M + 255) / 256), per = (M + chunks - 1) / chunks;
+        const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({16, (M + 255) / 256, (16 << 20) / (K * RSC)}));
+        const int64_t per = (M + chunks - 1) / chunks;
         std::vector<T> part((size_t)(chunks * K * RSC));
         parallel_for(chunks, work, [&](int64_t lo, int64_t hi) {
             std::vector<T> col((size_t)(rb * RSCp));
@@ -646,8 +653,8 @@ static void run(const Job& j) {
                 for (int64_t m0 = ch * per; m0 < end; m0 += rb) {
                     int64_t m1 = std::min(end, m0 + rb);
                     for (int64_t m = m0; m < m1; m++) im2col_row(p, x.p, m, &col[(m - m0) * RSCp], RSCp);
-                    gemm<T>(K, RSC, m1 - m0, [&](int64_t i) { return dy.p + m0 * K + i; }, K, col.data(), RSCp,
-                            &part[ch * K * RSC], RSC, m0 != ch * per);
+                    gemm<T>(K, RSC, m1 - m0, dy.p + m0 * K, 1, K, col.data(), RSCp, &part[ch * K * RSC], RSC,
+                            m0 != ch * per);
                 }
             }
         });
@@ -662,14 +669,10 @@ static void run(const Job& j) {
 
 static void run_job(void* arg) {
     Job* j = (Job*)arg;
-    auto t0 = std::chrono::steady_clock::now();
-    struct Pr { ~Pr(){} };
-    const Problem& p = j->p;
     if (j->p.x.dtype == DT_DOUBLE)
         run<double>(*j);
     else
         run<float>(*j);
-    if (getenv("EMU_PROF")) fprintf(stderr, "PROF cudnn op%d N%d C%d H%d W%d K%d R%d S%d P%d Q%d u%d %.3f\n", j->op, p.N,p.C,p.H,p.W,p.K,p.R,p.S,p.P,p.Q,p.cv.stride[0], std::chrono::duration<double>(std::chrono::steady_clock::now()-t0).count()*1e3);
     delete j;
 }
 

@@ -400,7 +400,8 @@ mod tests {
     }
 
     // Opt-in GPU tests (the repository's pattern): `cargo test -p engine -- --ignored gpu_` on a machine
-    // with a GPU. Without one they are reported as ignored, never as passed. None has run yet.
+    // with a GPU. Without one they are reported as ignored, never as passed. CI runs them on
+    // tests/cuda_emu; none has run on a real GPU yet.
 
     #[test]
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
