@@ -469,6 +469,8 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         floor * 1e3,
         100.0 * floor / med,
     );
+    let algos: Vec<String> = gpu.conv_algorithms().into_iter().map(|(name, n)| format!("{name} x{n}")).collect();
+    let text = format!("{text}\ncuDNN's choices (convolution cases per algorithm): {}\n", algos.join(", "));
     print!("{text}");
     save_markdown(&a.report, &format!("# {} training step on {}\n\n{text}", a.precision, gpu.device_name()))?;
     Ok(())

@@ -62,6 +62,23 @@ impl Conv {
         Conv { stream, handle: Mutex::new(None), algos: Mutex::new(HashMap::new()), workspace: Mutex::new(None) }
     }
 
+    /// How many (direction, shapes, dtype) cases chose each algorithm so far, e.g. ("FWD_ALGO_WINOGRAD", 3):
+    /// for the benchmark reports (which algorithms cuDNN's timing favoured on this card).
+    pub fn algorithm_counts(&self) -> Vec<(String, usize)> {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        if let Ok(algos) = self.algos.lock() {
+            for (algo, _) in algos.values() {
+                let name = match algo {
+                    Algo::Fwd(a) => format!("{a:?}"),
+                    Algo::Data(a) => format!("{a:?}"),
+                    Algo::Filter(a) => format!("{a:?}"),
+                };
+                *counts.entry(name.trim_start_matches("CUDNN_CONVOLUTION_").to_string()).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     /// Runs `f` with the cuDNN handle (created on first use) while holding its lock.
     fn with_handle<R>(&self, f: impl FnOnce(&Arc<Cudnn>) -> Result<R>) -> Result<R> {
         let mut guard = self.handle.lock().map_err(|_| Error::Device("cuDNN lock poisoned".into()))?;

@@ -118,6 +118,10 @@ impl CudaContext {
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
     }
+    /// cuDNN's algorithm choices so far: (algorithm, how many convolution cases chose it).
+    pub fn conv_algorithms(&self) -> Vec<(String, usize)> {
+        self.conv.algorithm_counts()
+    }
     /// Kernels launched on this device so far (counted at their look-up).
     pub fn kernel_launches(&self) -> u64 {
         self.kernels.lookups()
