@@ -144,6 +144,15 @@ pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compar
     Ok(out)
 }
 
+/// The optimizers the parity checks step: SGD (momentum 0.9, weight decay 5e-4) and AdamW (weight decay
+/// 0.05), as tests/parity/core_ops.py sets up torch.optim's.
+pub(crate) fn checked_optimizers() -> [(&'static str, fn() -> Box<dyn Optimizer>); 2] {
+    [
+        ("sgd", || Box::new(Sgd::new(SgdConfig::default(), ParamGroups::uniform(5e-4)))),
+        ("adamw", || Box::new(AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05)))),
+    ]
+}
+
 /// Three SGD (momentum, weight decay) and AdamW steps through the `Optimizer` trait on the device against
 /// the CPU: parameters and optimizer state.
 pub fn optimizer_steps(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
@@ -151,12 +160,7 @@ pub fn optimizer_steps(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let p0 = randn(&mut rng, &[1001], 1.0)?;
     let grads: Vec<Tensor> = (0..3).map(|_| randn(&mut rng, &[1001], 0.1)).collect::<Result<_>>()?;
     let mut out = Vec::new();
-    type Make = fn() -> Box<dyn Optimizer>;
-    let kinds: [(&str, Make); 2] = [
-        ("sgd", || Box::new(Sgd::new(SgdConfig::default(), ParamGroups::uniform(5e-4)))),
-        ("adamw", || Box::new(AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05)))),
-    ];
-    for (kind, make) in kinds {
+    for (kind, make) in checked_optimizers() {
         let mut finals = Vec::new();
         for d in [dev, &Device::Cpu] {
             let mut store = ParamStore::new();

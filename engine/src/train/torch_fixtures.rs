@@ -11,7 +11,6 @@ use crate::heads::{self, HeadParams};
 use crate::io::safetensors::{self, SafeTensors};
 use crate::model::{ParamKind, ParamStore};
 use crate::ops::{self, Conv2dParams};
-use crate::optim::{AdamW, AdamWConfig, Optimizer, ParamGroups, Sgd, SgdConfig};
 use crate::tape::gradcheck::rel_error;
 use crate::tape::{Tape, Var};
 use crate::tensor::{Device, Tensor};
@@ -105,12 +104,7 @@ pub fn core_ops(dev: &Device, path: &Path, tol: f64) -> Result<Vec<Compared>> {
 /// Three steps of the engine's SGD (momentum 0.9, weight decay 5e-4) and AdamW (weight decay 0.05) on
 /// the fixture's parameter with its gradients and learning rates, against torch.optim's.
 fn optimizer_steps(c: &mut CoreOps) -> Result<()> {
-    type Make = fn() -> Box<dyn Optimizer>;
-    let kinds: [(&str, Make); 2] = [
-        ("sgd", || Box::new(Sgd::new(SgdConfig::default(), ParamGroups::uniform(5e-4)))),
-        ("adamw", || Box::new(AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05)))),
-    ];
-    for (kind, make) in kinds {
+    for (kind, make) in super::gpu_parity::checked_optimizers() {
         let mut store = ParamStore::new();
         store.insert("w", c.get(&format!("{kind}.p0"))?.to_device(c.dev)?, ParamKind::Trainable)?;
         let mut opt = make();
