@@ -34,7 +34,9 @@ impl Compared {
     }
 }
 
-fn compare(name: impl Into<String>, dev: &Tensor, cpu: &Tensor, tol: f64) -> Result<Compared> {
+/// Norm-wise relative error of `dev` against the reference `cpu`; a length mismatch or a non-finite value
+/// in `dev` never passes.
+pub(crate) fn compare(name: impl Into<String>, dev: &Tensor, cpu: &Tensor, tol: f64) -> Result<Compared> {
     let (a, b) = (dev.to_f64_vec()?, cpu.to_f64_vec()?);
     let err = if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) { f64::INFINITY } else { rel_error(&a, &b) };
     Ok(Compared { name: name.into(), err, tol })

@@ -6,25 +6,23 @@
 //! `engine-train gpu-check --torch-fixtures DIR` run them on a CUDA device, the latter against fixtures
 //! that the same scripts wrote with `--device cuda`, i.e. each op against torch on the GPU.
 
-use super::gpu_parity::Compared;
+use super::gpu_parity::{compare as compare_values, Compared};
 use crate::heads::{self, HeadParams};
 use crate::io::safetensors::{self, SafeTensors};
 use crate::model::{ParamKind, ParamStore};
 use crate::ops::{self, Conv2dParams};
-use crate::tape::gradcheck::rel_error;
 use crate::tape::{Tape, Var};
 use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 use std::path::Path;
 
-/// Norm-wise relative error of `ours` against torch's `want`; a shape or dtype mismatch, or a value that
-/// is not finite where torch's is, never passes.
+/// gpu_parity's comparison (norm-wise relative error; a non-finite value of ours never passes), and
+/// a shape or dtype other than torch's never passes either.
 fn compare(name: String, ours: &Tensor, want: &Tensor, tol: f64) -> Result<Compared> {
-    let same_kind = ours.dims() == want.dims() && ours.dtype() == want.dtype();
-    let (a, b) = (ours.to_f64_vec()?, want.to_f64_vec()?);
-    let finite_where_torch_is = a.iter().zip(&b).all(|(x, y)| x.is_finite() || !y.is_finite());
-    let err = if same_kind && finite_where_torch_is { rel_error(&a, &b) } else { f64::INFINITY };
-    Ok(Compared { name, err, tol })
+    if ours.dims() != want.dims() || ours.dtype() != want.dtype() {
+        return Ok(Compared { name, err: f64::INFINITY, tol });
+    }
+    compare_values(name, ours, want, tol)
 }
 
 struct CoreOps<'a> {
@@ -130,6 +128,7 @@ fn optimizer_steps(c: &mut CoreOps) -> Result<()> {
 pub fn heads(dev: &Device, dir: &Path, dtype: &str) -> Result<(Vec<Compared>, Vec<String>)> {
     let manifest = dir.join("heads_manifest.txt");
     let list = std::fs::read_to_string(&manifest).map_err(|e| Error::Io(format!("{}: {e}", manifest.display())))?;
+    let tol = if dtype == "f64" { 1e-5 } else { 1e-4 };
     let mut out = Vec::new();
     let mut covered = Vec::new();
     for file in list.lines().filter(|l| !l.is_empty()) {
@@ -152,7 +151,6 @@ pub fn heads(dev: &Device, dir: &Path, dtype: &str) -> Result<(Vec<Compared>, Ve
         let x = st.require("embeddings", &path)?.to_device(dev)?;
         let w = st.require("weight", &path)?.to_device(dev)?;
         let labels = st.require("labels", &path)?.to_vec::<i64>()?;
-        let tol = if dtype == "f64" { 1e-5 } else { 1e-4 };
         let tag = file.trim_end_matches(".safetensors");
         for k in 0..steps {
             let mut tape = Tape::new();
