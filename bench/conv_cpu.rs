@@ -28,7 +28,10 @@ fn shapes(width: usize) -> Vec<(String, usize, usize, usize, usize, usize)> {
 fn randn(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     let mut r = Rng::new(seed);
     let n = shape.iter().product();
-    Tensor::from_vec((0..n).map(|_| r.normal()).collect::<Vec<f64>>(), shape).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_vec((0..n).map(|_| r.normal()).collect::<Vec<f64>>(), shape)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 /// CPU seconds this process has used (user + system), from /proc: on a machine shared with other jobs

@@ -137,8 +137,9 @@ fn autocast_matches_torch_cpu_autocast_in_bf16_and_fp16() {
 fn fp16_overflow_lands_on_the_same_elements_as_torch() {
     let (st, path) = fixture();
     let c = Case { st: &st, path: &path };
-    let res =
-        c.run("fp16.linear_overflow", &["x", "w"], Some(DType::F16), |t, v| ops::linear(t, v[0], v[1], None).unwrap());
+    let res = c.run("fp16.linear_overflow", &["x", "w"], Some(DType::F16), |t, v| {
+        ops::linear(t, v[0], v[1], None).unwrap()
+    });
     let mut infinities = 0;
     for (n, ours, want) in res {
         infinities += want.iter().filter(|v| v.is_infinite()).count();

@@ -22,11 +22,18 @@ fn every_head_matches(dev: &Device, dtypes: &[&str]) {
             panic!("{e}. Generate the fixtures with `python tests/parity/heads_ref.py {}` (tests/run.sh does this)", dir.display())
         });
         let worst = checks.iter().max_by(|a, b| a.err.total_cmp(&b.err)).expect("no comparisons");
-        eprintln!("heads parity {dtype}: {} comparisons; worst {:e} ({})", checks.len(), worst.err, worst.name);
+        eprintln!(
+            "heads parity {dtype}: {} comparisons; worst {:e} ({})",
+            checks.len(),
+            worst.err,
+            worst.name
+        );
         for n in heads::names() {
             assert!(covered.iter().any(|c| c == n), "no {dtype} PyTorch fixture covers head '{n}'");
         }
-        failures.extend(checks.iter().filter(|c| !c.ok()).map(|c| format!("{}: error {:e} > {:e}", c.name, c.err, c.tol)));
+        failures.extend(
+            checks.iter().filter(|c| !c.ok()).map(|c| format!("{}: error {:e} > {:e}", c.name, c.err, c.tol)),
+        );
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

@@ -50,14 +50,18 @@ fn section(st: &SafeTensors, prefix: &str, dtype: Option<DType>) -> SafeTensors 
 
 /// Biases whose every path ends in a training-mode batch norm (see model_ref.py): gradient exactly zero.
 fn structurally_zero_grad(name: &str) -> bool {
-    name.ends_with("bn3.bias") || name.ends_with("downsample.1.bias") || name == "bn2.bias" || name == "fc.bias"
+    name.ends_with("bn3.bias")
+        || name.ends_with("downsample.1.bias")
+        || name == "bn2.bias"
+        || name == "fc.bias"
 }
 
 /// Values that are exactly zero in exact arithmetic after training-mode passes: the running means of batch
 /// norms fed by a block output (a sum of zero-mean normalized maps), and the zero-initialized biases whose
 /// gradient is structurally zero (they never move).
 fn structurally_zero_value(name: &str) -> bool {
-    let block_input_mean = name.ends_with(".bn1.running_mean") && name.starts_with("layer") && !name.starts_with("layer1.0.");
+    let block_input_mean =
+        name.ends_with(".bn1.running_mean") && name.starts_with("layer") && !name.starts_with("layer1.0.");
     block_input_mean || name == "bn2.running_mean" || (structurally_zero_grad(name) && name != "fc.bias")
 }
 
@@ -74,17 +78,25 @@ fn assert_close_or_zero(what: &str, ours: &Tensor, theirs: &Tensor, tol: f64, ze
         for (side, t) in [("ours", ours), ("PyTorch", theirs)] {
             let v = t.to_f64_vec().unwrap();
             let rms = (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
-            assert!(rms <= zero_tol, "{what} ({side}): RMS {rms:e} of a structural zero exceeds {zero_tol:e}");
+            assert!(
+                rms <= zero_tol,
+                "{what} ({side}): RMS {rms:e} of a structural zero exceeds {zero_tol:e}"
+            );
         }
         return;
     }
     let e = rel_error(&ours.to_f64_vec().unwrap(), &theirs.to_f64_vec().unwrap());
-    if std::env::var_os("PARITY_VERBOSE").is_some() { eprintln!("{what}: {e:e}"); }
+    if std::env::var_os("PARITY_VERBOSE").is_some() {
+        eprintln!("{what}: {e:e}");
+    }
     assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
 }
 
 fn kind_of(name: &str) -> ParamKind {
-    if name.ends_with("running_mean") || name.ends_with("running_var") || name.ends_with("num_batches_tracked") {
+    if name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+    {
         ParamKind::Buffer
     } else if name == "features.weight" {
         ParamKind::Frozen
@@ -101,7 +113,13 @@ fn projected(tape: &mut Tape, y: Var, r: Tensor) -> Var {
 }
 
 /// Checks every buffer and gradient of `store`/`grads` against `<after_prefix>` and `<grad_prefix>`.
-fn compare_model(cfg: &IResNetConfig, st: &SafeTensors, store: &ParamStore, grads: &[(String, Tensor)], tol: f64) {
+fn compare_model(
+    cfg: &IResNetConfig,
+    st: &SafeTensors,
+    store: &ParamStore,
+    grads: &[(String, Tensor)],
+    tol: f64,
+) {
     let mut checked = 0;
     for e in store.entries() {
         if e.kind == ParamKind::Buffer {
@@ -116,10 +134,17 @@ fn compare_model(cfg: &IResNetConfig, st: &SafeTensors, store: &ParamStore, grad
     }
     for (n, g) in grads {
         let ours = to_pytorch_layout(cfg, n, g).unwrap();
-        assert_close_or_zero(&format!("grad {n}"), &ours, get(st, &format!("grad.{n}")), tol, structurally_zero_grad(n));
+        assert_close_or_zero(
+            &format!("grad {n}"),
+            &ours,
+            get(st, &format!("grad.{n}")),
+            tol,
+            structurally_zero_grad(n),
+        );
         checked += 1;
     }
-    let expected = st.tensors.iter().filter(|(n, _)| n.starts_with("grad.") || n.starts_with("after.")).count();
+    let expected =
+        st.tensors.iter().filter(|(n, _)| n.starts_with("grad.") || n.starts_with("after.")).count();
     assert_eq!(checked, expected, "every gradient and buffer of the fixture must be compared");
 }
 
@@ -135,7 +160,12 @@ fn iresnet_block_matches_pytorch_f64() {
         let mut tape = Tape::new();
         let x = tape.leaf(nchw_to_nhwc(get(&st, &format!("{tag}.x"))).unwrap());
         let y = block_forward(&mut tape, &mut store, "blk", x, stride, true).unwrap();
-        assert_close(&format!("{tag} y"), &nhwc_to_nchw(tape.value(y)).unwrap(), get(&st, &format!("{tag}.y")), 1e-10);
+        assert_close(
+            &format!("{tag} y"),
+            &nhwc_to_nchw(tape.value(y)).unwrap(),
+            get(&st, &format!("{tag}.y")),
+            1e-10,
+        );
         let r = nchw_to_nhwc(get(&st, &format!("{tag}.r"))).unwrap();
         let loss = projected(&mut tape, y, r);
         let grads = tape.backward(loss).unwrap();
@@ -145,7 +175,12 @@ fn iresnet_block_matches_pytorch_f64() {
         assert_eq!(grads.params().len(), theirs.tensors.len(), "{tag}: number of parameter gradients");
         for (n, g) in grads.params() {
             let short = n.strip_prefix("blk.").unwrap();
-            assert_close(&format!("{tag} grad {short}"), &to_pytorch_layout(&cfg, short, g).unwrap(), get(&theirs, short), 1e-10);
+            assert_close(
+                &format!("{tag} grad {short}"),
+                &to_pytorch_layout(&cfg, short, g).unwrap(),
+                get(&theirs, short),
+                1e-10,
+            );
         }
         for (n, t) in &section(&st, &format!("{tag}.after."), None).tensors {
             if kind_of(n) == ParamKind::Buffer {
@@ -182,10 +217,22 @@ fn ir18_forward_backward_matches_pytorch_f32() {
 }
 
 fn small_cfg() -> IResNetConfig {
-    IResNetConfig { layers: [1, 1, 1, 1], widths: [8, 16, 32, 64], input_hw: (32, 32), embedding_size: 32, ..IResNetConfig::small() }
+    IResNetConfig {
+        layers: [1, 1, 1, 1],
+        widths: [8, 16, 32, 64],
+        input_hw: (32, 32),
+        embedding_size: 32,
+        ..IResNetConfig::small()
+    }
 }
 
-fn training_steps_match(file: &str, mut opt: Box<dyn Optimizer>, lrs: &[f64], state_fields: &[&str], skip_zero: bool) {
+fn training_steps_match(
+    file: &str,
+    mut opt: Box<dyn Optimizer>,
+    lrs: &[f64],
+    state_fields: &[&str],
+    skip_zero: bool,
+) {
     let st = fixture(file);
     let cfg = small_cfg();
     let model = IResNet::new(cfg.clone()).unwrap();
@@ -204,7 +251,13 @@ fn training_steps_match(file: &str, mut opt: Box<dyn Optimizer>, lrs: &[f64], st
     for e in store.entries() {
         let ours = to_pytorch_layout(&cfg, &e.name, &e.value).unwrap();
         let zero = structurally_zero_value(&e.name);
-        assert_close_or_zero(&format!("after {}", e.name), &ours, get(&st, &format!("after.{}", e.name)), 1e-10, zero);
+        assert_close_or_zero(
+            &format!("after {}", e.name),
+            &ours,
+            get(&st, &format!("after.{}", e.name)),
+            1e-10,
+            zero,
+        );
     }
     let state = opt.state();
     let mut compared = 0;
@@ -226,14 +279,26 @@ fn training_steps_match(file: &str, mut opt: Box<dyn Optimizer>, lrs: &[f64], st
 #[test]
 fn sgd_training_steps_match_pytorch() {
     let opt = Sgd::new(SgdConfig::default(), ParamGroups::no_decay_on_batchnorm(5e-4));
-    training_steps_match("model_optim_sgd.safetensors", Box::new(opt), &[0.1, 0.05, 0.025], &["momentum_buffer"], false);
+    training_steps_match(
+        "model_optim_sgd.safetensors",
+        Box::new(opt),
+        &[0.1, 0.05, 0.025],
+        &["momentum_buffer"],
+        false,
+    );
 }
 
 #[test]
 fn adamw_training_steps_match_pytorch() {
     // The structurally zero biases are left out of the optimizer, as in model_ref.py.
     let opt = AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05));
-    training_steps_match("model_optim_adamw.safetensors", Box::new(opt), &[1e-3, 2e-3, 5e-4], &["exp_avg", "exp_avg_sq"], true);
+    training_steps_match(
+        "model_optim_adamw.safetensors",
+        Box::new(opt),
+        &[1e-3, 2e-3, 5e-4],
+        &["exp_avg", "exp_avg_sq"],
+        true,
+    );
 }
 
 #[test]
@@ -263,7 +328,8 @@ fn export_loads_into_pytorch_strictly_with_the_same_embeddings() {
 
     let dir = std::env::temp_dir().join(format!("export-parity-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (mp, ip, op) = (dir.join("model.safetensors"), dir.join("input.safetensors"), dir.join("out.safetensors"));
+    let (mp, ip, op) =
+        (dir.join("model.safetensors"), dir.join("input.safetensors"), dir.join("out.safetensors"));
     engine::model::export::export_pytorch(&mp, &cfg, &store).unwrap();
     let mut inp = SafeTensors::default();
     inp.push("x", nhwc_to_nchw(&input).unwrap());
@@ -273,10 +339,20 @@ fn export_loads_into_pytorch_strictly_with_the_same_embeddings() {
     let out = std::process::Command::new(&python)
         .arg(&script)
         .args([&mp, &ip, &op])
-        .args([join(&cfg.layers), join(&cfg.widths), "32".into(), "48".into(), cfg.embedding_size.to_string()])
+        .args([
+            join(&cfg.layers),
+            join(&cfg.widths),
+            "32".into(),
+            "48".into(),
+            cfg.embedding_size.to_string(),
+        ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(out.status.success(), "PyTorch could not load the export:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "PyTorch could not load the export:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs = safetensors::read(&op).unwrap();
     assert_close("embedding", &ours, get(&theirs, "embedding"), 1e-5);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -23,8 +23,13 @@ fn fixture(tag: &str) -> PathBuf {
 
 fn all_close(dev: &Device, tag: &str, tol: f64) {
     let checks = torch_fixtures::core_ops(dev, &fixture(tag), tol).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(checks.len(), 41, "every output, input gradient, running statistic and optimizer state of the fixture");
-    let bad: Vec<String> = checks.iter().filter(|c| !c.ok()).map(|c| format!("{}: {:e} > {:e}", c.name, c.err, c.tol)).collect();
+    assert_eq!(
+        checks.len(),
+        41,
+        "every output, input gradient, running statistic and optimizer state of the fixture"
+    );
+    let bad: Vec<String> =
+        checks.iter().filter(|c| !c.ok()).map(|c| format!("{}: {:e} > {:e}", c.name, c.err, c.tol)).collect();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 

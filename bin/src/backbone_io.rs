@@ -26,17 +26,20 @@ fn model_for(name: &str, input: Option<(usize, usize)>) -> Result<IResNet> {
 /// The backbone and weights of a training checkpoint.
 pub fn from_checkpoint(path: &Path) -> Result<(IResNet, ParamStore)> {
     let c = checkpoint::load(path)?;
-    let name = c
-        .extra
-        .get("backbone")
-        .ok_or_else(|| Error::Io(format!("{}: checkpoint metadata does not name its backbone", path.display())))?;
+    let name = c.extra.get("backbone").ok_or_else(|| {
+        Error::Io(format!("{}: checkpoint metadata does not name its backbone", path.display()))
+    })?;
     let input = c.extra.get("input").map(|s| parse_hw(s)).transpose()?;
     let model = model_for(name, input)?;
     let mut store = model.init(&mut Rng::new(0), DType::F32)?;
     let found = c.model.iter().map(|(n, t)| (n.as_str(), t));
     let problems = mismatches(&store, found, |_, t| t.dims().to_vec());
     if !problems.is_empty() {
-        return Err(Error::Io(format!("{}: weights do not match {name}: {}", path.display(), problems.join("; "))));
+        return Err(Error::Io(format!(
+            "{}: weights do not match {name}: {}",
+            path.display(),
+            problems.join("; ")
+        )));
     }
     for (n, t) in &c.model {
         store.set(n, t.clone())?;
@@ -45,7 +48,11 @@ pub fn from_checkpoint(path: &Path) -> Result<(IResNet, ParamStore)> {
 }
 
 /// A model file in PyTorch layout with insightface names (what `export` writes).
-pub fn from_pytorch(path: &Path, backbone: &str, input: Option<(usize, usize)>) -> Result<(IResNet, ParamStore)> {
+pub fn from_pytorch(
+    path: &Path,
+    backbone: &str,
+    input: Option<(usize, usize)>,
+) -> Result<(IResNet, ParamStore)> {
     let model = model_for(backbone, input)?;
     let mut store = model.init(&mut Rng::new(0), DType::F32)?;
     import_pytorch(path, &model.config, &mut store)?;

@@ -11,7 +11,8 @@ const CHUNK: usize = 128;
 
 /// (path, label) per line; a missing label is 0.
 pub fn read_list(list: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let text = std::fs::read_to_string(list).map_err(|e| Error::Io(format!("{}: cannot read: {e}", list.display())))?;
+    let text = std::fs::read_to_string(list)
+        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", list.display())))?;
     let base = list.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -45,7 +46,8 @@ pub fn decode_for_model(bytes: &[u8], hw: (usize, usize), what: &str) -> Result<
 
 /// Decodes and normalizes one image file to NHWC f32 values ((x/255 - 0.5) / 0.5).
 pub fn load_normalized(path: &Path, hw: (usize, usize)) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
     let img = decode_for_model(&bytes, hw, &path.display().to_string())?;
     let mut px = Vec::with_capacity(img.data.len());
     extend_normalized(&mut px, &img.data, img.width * 3, false);

@@ -4,9 +4,9 @@
 
 mod backbone_io;
 mod commands;
-mod images;
 mod demo_defaults;
 mod device_choice;
+mod images;
 mod pair_eval;
 mod run_plots;
 

@@ -1,12 +1,12 @@
 //! Verification on a pair set during and after training: images decoded and normalized once, each pair
 //! image embedded with its horizontal flip and the two embeddings summed (insightface's protocol).
 
+use crate::images::{decode_for_model, embed_pixels};
+use datasets::loader::extend_normalized;
 use datasets::verification::read_pair_set;
 use engine::eval::quality::row_norms;
 use engine::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
 use engine::model::{IResNet, ParamStore};
-use crate::images::{decode_for_model, embed_pixels};
-use datasets::loader::extend_normalized;
 use engine::{Error, Result};
 use std::path::Path;
 
@@ -80,7 +80,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&cache);
         eprintln!("untrained small backbone, 10-fold accuracy on the demo pairs: {accuracies:?}");
         for acc in accuracies {
-            assert!(acc <= 0.70, "an untrained network verifies the demo pairs at {acc}: the task is too easy");
+            assert!(
+                acc <= 0.70,
+                "an untrained network verifies the demo pairs at {acc}: the task is too easy"
+            );
             assert!(acc >= 0.4, "accuracy {acc} is below chance: the pair labels look broken");
         }
     }

@@ -6,7 +6,12 @@ use engine::train::metrics::read_log;
 use engine::Result;
 use std::path::Path;
 
-fn series(events: &[serde_json::Map<String, serde_json::Value>], event: &str, y: &str, label: &str) -> Series {
+fn series(
+    events: &[serde_json::Map<String, serde_json::Value>],
+    event: &str,
+    y: &str,
+    label: &str,
+) -> Series {
     let points = events
         .iter()
         .filter(|e| e.get("event").and_then(|v| v.as_str()) == Some(event))
@@ -37,7 +42,10 @@ pub fn write_training_plots(dir: &Path) -> Result<()> {
     }
     let acc = series(&events, "eval", "accuracy", "verification accuracy (10-fold)");
     if acc.points.len() >= 2 {
-        write_svg(&dir.join("accuracy.svg"), &plot("verification accuracy", "accuracy", acc, Some((0.5, 1.0))).to_svg()?)?;
+        write_svg(
+            &dir.join("accuracy.svg"),
+            &plot("verification accuracy", "accuracy", acc, Some((0.5, 1.0))).to_svg()?,
+        )?;
     }
     Ok(())
 }

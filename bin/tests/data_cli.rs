@@ -18,7 +18,8 @@ fn pack_then_inspect() {
         std::fs::create_dir_all(src.path().join(id)).unwrap();
         for i in 0..n {
             let img = Image::from_rgb(16, 12, vec![(i * 60) as u8; 16 * 12 * 3]);
-            std::fs::write(src.path().join(id).join(format!("{i}.jpg")), encode_jpeg(&img, 90).unwrap()).unwrap();
+            std::fs::write(src.path().join(id).join(format!("{i}.jpg")), encode_jpeg(&img, 90).unwrap())
+                .unwrap();
         }
     }
     let out = TempDir::new("cli-out");
@@ -28,7 +29,13 @@ fn pack_then_inspect() {
     assert!(text.contains("packed 5 images of 2 classes (16x12)"), "{text}");
     let (code, text) = engine_train(&["data", "inspect", o, "--decode"]);
     assert_eq!(code, 0, "{text}");
-    for want in ["images: 5", "property: 2 classes, 16x12", "labels: 0..=1, 2 distinct", "identity records: 2", "layout: insightface"] {
+    for want in [
+        "images: 5",
+        "property: 2 classes, 16x12",
+        "labels: 0..=1, 2 distinct",
+        "identity records: 2",
+        "layout: insightface",
+    ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     std::fs::write(out.path().join("property"), "2,16\n").unwrap();

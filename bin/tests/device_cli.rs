@@ -32,7 +32,10 @@ fn cuda_without_a_usable_gpu_is_a_clear_error() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "--device {dev} succeeded without a GPU: {err}");
         assert!(!err.contains("panicked"), "--device {dev} panicked: {err}");
-        assert!(err.contains("CUDA") && err.contains("device") || err.contains("no CUDA driver"), "--device {dev}: {err}");
+        assert!(
+            err.contains("CUDA") && err.contains("device") || err.contains("no CUDA driver"),
+            "--device {dev}: {err}"
+        );
     }
 }
 
@@ -103,7 +106,12 @@ fn gpu_demo_training_loss_falls() {
         .arg(&report)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(std::fs::read_to_string(&report).unwrap().contains("| pass |"));
 }
 
@@ -137,7 +145,10 @@ fn gpu_train_eval_and_embed_run_on_the_device() {
     assert!(ckpt.exists() && root.join("cuda/model.safetensors").exists(), "{err}");
     let o = train("auto", "auto");
     let err = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && err.contains("training on cuda"), "--device auto did not take the GPU: {err}");
+    assert!(
+        o.status.success() && err.contains("training on cuda"),
+        "--device auto did not take the GPU: {err}"
+    );
 
     let pairs = find(&root.join("cache"), "pairs.bin").expect("the generated pairs.bin");
     let report = |device: &str| -> serde_json::Value {
@@ -181,7 +192,8 @@ fn eval_and_embed_take_device_too() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // train_on's folder (scratch() would empty it).
     let root = std::env::temp_dir().join(format!("facetrain-cli-{}-for-eval", std::process::id()));
-    let ckpt = find(&root.join("out"), "checkpoint.safetensors").unwrap_or_else(|| root.join("out/checkpoint.safetensors"));
+    let ckpt = find(&root.join("out"), "checkpoint.safetensors")
+        .unwrap_or_else(|| root.join("out/checkpoint.safetensors"));
     assert!(ckpt.exists(), "no checkpoint at {}", ckpt.display());
     let pairs = find(&root.join("cache"), "pairs.bin").expect("the generated pairs.bin");
     let train = pairs.parent().unwrap().join("train");
@@ -198,7 +210,10 @@ fn eval_and_embed_take_device_too() {
     for cmd in ["eval", "embed"] {
         let o = run(cmd, "cuda");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && !err.contains("panicked") && err.contains("CUDA"), "{cmd} --device cuda: {err}");
+        assert!(
+            !o.status.success() && !err.contains("panicked") && err.contains("CUDA"),
+            "{cmd} --device cuda: {err}"
+        );
         let o = run(cmd, "auto");
         assert!(o.status.success(), "{cmd} --device auto: {}", String::from_utf8_lossy(&o.stderr));
     }
@@ -229,17 +244,38 @@ fn gpu_benchmark_modes_run_and_report() {
     let run = |args: &[&str], report: &str| -> String {
         let path = root.join(report);
         let o = Command::new(exe()).arg("gpu-check").args(args).arg("--report").arg(&path).output().unwrap();
-        assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::fs::read_to_string(&path).unwrap()
     };
-    let train = run(&["--bench-train", "--backbone", "small", "--batch", "4", "--classes", "50", "--steps", "1"], "train.md");
-    let head = run(&["--bench-head", "--batch", "8", "--classes", "1000", "--block", "256", "--steps", "1"], "head.md");
+    let train = run(
+        &["--bench-train", "--backbone", "small", "--batch", "4", "--classes", "50", "--steps", "1"],
+        "train.md",
+    );
+    let head = run(
+        &["--bench-head", "--batch", "8", "--classes", "1000", "--block", "256", "--steps", "1"],
+        "head.md",
+    );
     // The last cell of each table's data row is the loss.
-    let row = |md: &str, starts: &str| md.lines().find(|l| l.starts_with(starts)).unwrap_or_else(|| panic!("no row {starts}:\n{md}")).to_string();
-    let cells = |r: &str| r.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect::<Vec<_>>();
+    let row = |md: &str, starts: &str| {
+        md.lines()
+            .find(|l| l.starts_with(starts))
+            .unwrap_or_else(|| panic!("no row {starts}:\n{md}"))
+            .to_string()
+    };
+    let cells =
+        |r: &str| r.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect::<Vec<_>>();
     let t = cells(&row(&train, "| engine small f32"));
     assert!(t.last().unwrap().parse::<f64>().unwrap().is_finite(), "{train}");
-    let launches_row = train.lines().skip_while(|l| !l.starts_with("| kernel launches")).nth(2).unwrap_or_else(|| panic!("{train}"));
+    let launches_row = train
+        .lines()
+        .skip_while(|l| !l.starts_with("| kernel launches"))
+        .nth(2)
+        .unwrap_or_else(|| panic!("{train}"));
     let l = cells(launches_row);
     assert!(l[0].parse::<f64>().unwrap() > 50.0, "too few launches counted: {train}");
     assert_eq!(l[1], "0", "a steady-state training step allocated from the driver: {train}");

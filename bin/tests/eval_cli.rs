@@ -18,11 +18,17 @@ fn eval_embed_and_export_work_on_a_trained_checkpoint() {
 
     let report = root.join("eval");
     let mut c = Command::new(exe());
-    c.args(["eval", "--score", "qmagface", "--checkpoint"]).arg(&ckpt).arg("--bin").arg(&pairs).arg("--output").arg(&report);
+    c.args(["eval", "--score", "qmagface", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--bin")
+        .arg(&pairs)
+        .arg("--output")
+        .arg(&report);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Accuracy-Flip"));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
     let acc = r["pairs"]["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc), "accuracy {acc}");
     for f in ["pairs-roc.svg", "pairs-magnitude.svg", "pairs-erc.svg"] {
@@ -35,7 +41,10 @@ fn eval_embed_and_export_work_on_a_trained_checkpoint() {
     run_ok(c);
     // The exported file evaluates to the same accuracy as the checkpoint.
     let mut c = Command::new(exe());
-    c.args(["eval", "--backbone", "small", "--input", "32x32", "--init-weights"]).arg(&exported).arg("--bin").arg(&pairs);
+    c.args(["eval", "--backbone", "small", "--input", "32x32", "--init-weights"])
+        .arg(&exported)
+        .arg("--bin")
+        .arg(&pairs);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut c = Command::new(exe());
@@ -45,7 +54,12 @@ fn eval_embed_and_export_work_on_a_trained_checkpoint() {
 
     let emb = root.join("emb.safetensors");
     let mut c = Command::new(exe());
-    c.args(["embed", "--checkpoint"]).arg(&ckpt).arg("--data").arg(cache.read_dir().unwrap().next().unwrap().unwrap().path().join("train")).arg("--output").arg(&emb);
+    c.args(["embed", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(cache.read_dir().unwrap().next().unwrap().unwrap().path().join("train"))
+        .arg("--output")
+        .arg(&emb);
     run_ok(c);
     let bytes = std::fs::read(&emb).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;

@@ -49,8 +49,17 @@ fn head_command_writes_the_library_results() {
     );
     let output = dir.join("out.safetensors");
     let (ok, err) = engine_train(&[
-        "head", "--head", "adaface", "--m", "0.3", "--steps", "3",
-        "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(),
+        "head",
+        "--head",
+        "adaface",
+        "--m",
+        "0.3",
+        "--steps",
+        "3",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     let out = safetensors::read(&output).unwrap();
@@ -63,7 +72,10 @@ fn head_command_writes_the_library_results() {
     let loss = out.require("loss", &output).unwrap();
     assert_eq!(loss.dims(), &[] as &[usize]);
     assert_eq!(loss.as_slice::<f32>().unwrap()[0], expect.loss as f32);
-    assert_eq!(out.require("grad_embeddings", &output).unwrap().as_slice::<f32>().unwrap(), &expect.grad_x[..]);
+    assert_eq!(
+        out.require("grad_embeddings", &output).unwrap().as_slice::<f32>().unwrap(),
+        &expect.grad_x[..]
+    );
     assert_eq!(out.require("grad_weight", &output).unwrap().as_slice::<f32>().unwrap(), &expect.grad_w[..]);
     let mu = out.require("state.mu", &output).unwrap().scalar_value().unwrap();
     assert_eq!(mu, head.state().get("mu").unwrap());
@@ -78,33 +90,66 @@ fn head_command_errors_are_sentences() {
     let (x, w, y) = batch(b, c, d);
     let out = dir.join("out.safetensors");
     let run = |input: &Path, head: &str| {
-        engine_train(&["head", "--head", head, "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        engine_train(&[
+            "head",
+            "--head",
+            head,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
     };
     let good = dir.join("good.safetensors");
-    write_input(&good, Tensor::from_vec(x.clone(), [b, d]).unwrap(), Tensor::from_vec(w.clone(), [c, d]).unwrap(), Tensor::from_vec(y.clone(), [b]).unwrap());
+    write_input(
+        &good,
+        Tensor::from_vec(x.clone(), [b, d]).unwrap(),
+        Tensor::from_vec(w.clone(), [c, d]).unwrap(),
+        Tensor::from_vec(y.clone(), [b]).unwrap(),
+    );
     let (ok, err) = run(&good, "arcfacee");
     assert!(!ok && err.contains("unknown head 'arcfacee'") && err.contains("arcface"), "{err}");
 
     let wrong_dim = dir.join("dim.safetensors");
-    write_input(&wrong_dim, Tensor::from_vec(x.clone(), [b, d]).unwrap(), Tensor::from_vec(w.clone(), [d, c]).unwrap(), Tensor::from_vec(y.clone(), [b]).unwrap());
+    write_input(
+        &wrong_dim,
+        Tensor::from_vec(x.clone(), [b, d]).unwrap(),
+        Tensor::from_vec(w.clone(), [d, c]).unwrap(),
+        Tensor::from_vec(y.clone(), [b]).unwrap(),
+    );
     let (ok, err) = run(&wrong_dim, "arcface");
     assert!(!ok && err.contains("dim.safetensors") && err.contains("weight must be [C, 2]"), "{err}");
 
     let wrong_dtype = dir.join("dtype.safetensors");
     let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
-    write_input(&wrong_dtype, Tensor::from_vec(x.clone(), [b, d]).unwrap(), Tensor::from_vec(w.clone(), [c, d]).unwrap(), Tensor::from_vec(yf, [b]).unwrap());
+    write_input(
+        &wrong_dtype,
+        Tensor::from_vec(x.clone(), [b, d]).unwrap(),
+        Tensor::from_vec(w.clone(), [c, d]).unwrap(),
+        Tensor::from_vec(yf, [b]).unwrap(),
+    );
     let (ok, err) = run(&wrong_dtype, "arcface");
     assert!(!ok && err.contains("labels must be I64, got F32"), "{err}");
 
     let mut xn = x.clone();
     xn[3] = f32::NAN;
     let nan = dir.join("nan.safetensors");
-    write_input(&nan, Tensor::from_vec(xn, [b, d]).unwrap(), Tensor::from_vec(w.clone(), [c, d]).unwrap(), Tensor::from_vec(y.clone(), [b]).unwrap());
+    write_input(
+        &nan,
+        Tensor::from_vec(xn, [b, d]).unwrap(),
+        Tensor::from_vec(w.clone(), [c, d]).unwrap(),
+        Tensor::from_vec(y.clone(), [b]).unwrap(),
+    );
     let (ok, err) = run(&nan, "arcface");
     assert!(!ok && err.contains("embeddings[1, 1] is not finite"), "{err}");
 
     let bad_label = dir.join("label.safetensors");
-    write_input(&bad_label, Tensor::from_vec(x, [b, d]).unwrap(), Tensor::from_vec(w, [c, d]).unwrap(), Tensor::from_vec(vec![0i64, 4, 1], [b]).unwrap());
+    write_input(
+        &bad_label,
+        Tensor::from_vec(x, [b, d]).unwrap(),
+        Tensor::from_vec(w, [c, d]).unwrap(),
+        Tensor::from_vec(vec![0i64, 4, 1], [b]).unwrap(),
+    );
     let (ok, err) = run(&bad_label, "arcface");
     assert!(!ok && err.contains("labels[1] = 4 is outside 0..4"), "{err}");
     assert!(!out.exists(), "no output is written on error");

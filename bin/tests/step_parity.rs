@@ -43,7 +43,11 @@ fn step_parity(precision: &str) {
         .unwrap();
     let table = String::from_utf8_lossy(&o.stdout);
     println!("{engine_out}{table}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "bench/step_parity.py reports a miss:\n{table}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "bench/step_parity.py reports a miss:\n{table}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Every row of both tables, and the step's tensors all compared (58 gradients of the small IResNet +
     // the classifier's).
     assert!(

@@ -25,7 +25,11 @@ fn face(rng: &mut Rng) -> Image {
         for x in 0..w {
             let (dy, dx) = ((y as f64 - cy) / 46.0, (x as f64 - cx) / 38.0);
             let inside = (1.0 - (dy * dy + dx * dx)).clamp(0.0, 1.0).sqrt();
-            let eyes = if (y as f64 - cy + 12.0).abs() < 4.0 && ((x as f64 - cx).abs() - 16.0).abs() < 6.0 { 0.4 } else { 1.0 };
+            let eyes = if (y as f64 - cy + 12.0).abs() < 4.0 && ((x as f64 - cx).abs() - 16.0).abs() < 6.0 {
+                0.4
+            } else {
+                1.0
+            };
             let tex = 12.0 * ((y as f64 * fy).sin() * (x as f64 * fx).cos());
             for (c, &tone) in skin.iter().enumerate() {
                 let bg = 40.0 + 30.0 * c as f64;
@@ -61,7 +65,8 @@ fn bare(set: &FaceSet) -> f64 {
         for y in 0..h {
             for x in 0..w {
                 for c in 0..3 {
-                    out[(y * w + x) * 3 + c] = (buf[(y * w + (w - 1 - x)) * 3 + c] as f32 / 255.0 - 0.5) / 0.5;
+                    out[(y * w + x) * 3 + c] =
+                        (buf[(y * w + (w - 1 - x)) * 3 + c] as f32 / 255.0 - 0.5) / 0.5;
                 }
             }
         }
@@ -71,7 +76,8 @@ fn bare(set: &FaceSet) -> f64 {
 }
 
 fn loader(set: &Arc<FaceSet>, threads: usize, augment: AugmentConfig) -> f64 {
-    let cfg = LoaderConfig { batch_size: 128, threads, prefetch: 2 * threads, augment, ..LoaderConfig::default() };
+    let cfg =
+        LoaderConfig { batch_size: 128, threads, prefetch: 2 * threads, augment, ..LoaderConfig::default() };
     let l = Loader::new(set.clone(), cfg).unwrap();
     let t = Instant::now();
     let mut n = 0;
@@ -126,8 +132,14 @@ fn main() {
             set.records().verify_all().unwrap();
             println!("rust bare loop (decode+flip+normalize, 1 thread): {:.0} images/s", bare(&set));
             for threads in [1, all] {
-                for (name, aug) in [("flip only", AugmentConfig::flip_only()), ("AdaFace 0.2 + flip", AugmentConfig::default())] {
-                    println!("rust loader, {threads} thread(s), {name}: {:.0} images/s", loader(&set, threads, aug));
+                for (name, aug) in [
+                    ("flip only", AugmentConfig::flip_only()),
+                    ("AdaFace 0.2 + flip", AugmentConfig::default()),
+                ] {
+                    println!(
+                        "rust loader, {threads} thread(s), {name}: {:.0} images/s",
+                        loader(&set, threads, aug)
+                    );
                 }
             }
         }

@@ -12,7 +12,9 @@ fn main() {
         eprintln!("usage: synth_dump OUT_DIR IDS IMAGES HELDOUT PAIRS SIZE SEED");
         std::process::exit(2);
     }
-    let num = |i: usize| a[i].parse::<u64>().unwrap_or_else(|_| panic!("argument {} is not a number: {}", i + 1, a[i]));
+    let num = |i: usize| {
+        a[i].parse::<u64>().unwrap_or_else(|_| panic!("argument {} is not a number: {}", i + 1, a[i]))
+    };
     let cfg = SynthConfig {
         identities: num(1) as usize,
         images_per_identity: num(2) as usize,
@@ -30,13 +32,27 @@ fn main() {
     println!("generated {images} images of {}px in {gen_s:.2}s ({:.0}/s)", cfg.size, images as f64 / gen_s);
     let base = raw_pixel_accuracy(&set.pairs);
     println!("raw pixel best-threshold accuracy: {base:?}");
-    let w = |name: &str, bytes: &[u8]| std::fs::File::create(out.join(name)).unwrap().write_all(bytes).unwrap();
+    let w =
+        |name: &str, bytes: &[u8]| std::fs::File::create(out.join(name)).unwrap().write_all(bytes).unwrap();
     w("train_rgb.u8", &set.train.iter().flat_map(|i| i.rgb.iter().copied()).collect::<Vec<u8>>());
     w("train_label.u32", &set.train.iter().flat_map(|i| i.label.to_le_bytes()).collect::<Vec<u8>>());
     w("train_deg.f32", &set.train.iter().flat_map(|i| i.degradation.to_le_bytes()).collect::<Vec<u8>>());
-    w("pair_rgb.u8", &set.pairs.iter().flat_map(|(x, y, _)| x.rgb.iter().chain(&y.rgb).copied()).collect::<Vec<u8>>());
+    w(
+        "pair_rgb.u8",
+        &set.pairs.iter().flat_map(|(x, y, _)| x.rgb.iter().chain(&y.rgb).copied()).collect::<Vec<u8>>(),
+    );
     w("pair_same.u8", &set.pairs.iter().map(|p| p.2 as u8).collect::<Vec<u8>>());
-    w("pair_deg.f32", &set.pairs.iter().flat_map(|(x, y, _)| [x.degradation, y.degradation]).flat_map(f32::to_le_bytes).collect::<Vec<u8>>());
-    w("meta.txt", format!("{} {} {} {}\n", set.train.len(), set.pairs.len(), cfg.size, cfg.identities).as_bytes());
+    w(
+        "pair_deg.f32",
+        &set.pairs
+            .iter()
+            .flat_map(|(x, y, _)| [x.degradation, y.degradation])
+            .flat_map(f32::to_le_bytes)
+            .collect::<Vec<u8>>(),
+    );
+    w(
+        "meta.txt",
+        format!("{} {} {} {}\n", set.train.len(), set.pairs.len(), cfg.size, cfg.identities).as_bytes(),
+    );
     write_preview(&out.join("preview.png"), &cfg, 8.min(cfg.identities), 8).unwrap();
 }

@@ -25,7 +25,8 @@ fn reads_python_pickles() {
         )
     });
     let images: Vec<Vec<u8>> = images_txt.lines().map(unhex).collect();
-    let same: Vec<bool> = std::fs::read_to_string(dir.join("issame.txt")).unwrap().lines().map(|l| l == "1").collect();
+    let same: Vec<bool> =
+        std::fs::read_to_string(dir.join("issame.txt")).unwrap().lines().map(|l| l == "1").collect();
     assert_eq!((images.len(), same.len()), (6, 3));
     for kind in ["bytes", "numpy"] {
         for proto in [2, 4, 5] {

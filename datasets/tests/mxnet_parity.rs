@@ -16,7 +16,9 @@ fn repo_root() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("FACETRAIN_FIXTURES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("tests/fixtures"))
+    std::env::var_os("FACETRAIN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("tests/fixtures"))
 }
 
 /// One line of expected.txt.
@@ -100,7 +102,12 @@ fn reads_what_mxnet_wrote() {
         assert_eq!(s.header.flag, e.flag, "key {}", e.key);
         assert_eq!(s.header.label.to_bits(), e.label_bits, "key {}", e.key);
         assert_eq!((s.header.id, s.header.id2), (e.id, e.id2));
-        assert_eq!(s.header.labels.iter().map(|l| l.to_bits()).collect::<Vec<_>>(), e.extra_bits, "key {}", e.key);
+        assert_eq!(
+            s.header.labels.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
+            e.extra_bits,
+            "key {}",
+            e.key
+        );
         let img = decode(&s.image).unwrap();
         assert_eq!((img.height, img.width), (e.height, e.width), "key {}", e.key);
         let want = &pixels[e.offset..e.offset + e.height * e.width * 3];
@@ -108,7 +115,11 @@ fn reads_what_mxnet_wrote() {
         if e.format == "png" {
             assert_eq!(max, 0, "PNG key {} must decode exactly", e.key);
         } else {
-            assert!(mean < JPEG_MEAN_TOL && max <= JPEG_MAX_TOL, "key {}: mean |diff| {mean:.3}, max {max}", e.key);
+            assert!(
+                mean < JPEG_MEAN_TOL && max <= JPEG_MAX_TOL,
+                "key {}: mean |diff| {mean:.3}, max {max}",
+                e.key
+            );
         }
     }
     // Without the index, the scan finds the same records under the same keys.
@@ -157,10 +168,14 @@ fn mxnet_reads_what_we_write() {
             let (flag, label_bits, extra_bits) = if extra.is_empty() {
                 (0, bits(label as f32), "-".to_string())
             } else {
-                let all: Vec<String> = std::iter::once(label as f32).chain(extra.iter().copied()).map(bits).collect();
+                let all: Vec<String> =
+                    std::iter::once(label as f32).chain(extra.iter().copied()).map(bits).collect();
                 (all.len(), bits(0.0), all.join(","))
             };
-            lines.push(format!("{key}\t{flag}\t{label_bits}\t{key}\t0\t{extra_bits}\t{h}\t{w}\t{}\tjpg", pixels.len()));
+            lines.push(format!(
+                "{key}\t{flag}\t{label_bits}\t{key}\t0\t{extra_bits}\t{h}\t{w}\t{}\tjpg",
+                pixels.len()
+            ));
             pixels.extend_from_slice(&decode(&jpg).unwrap().data);
             jpegs.push(jpg);
         }

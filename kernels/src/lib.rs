@@ -12,7 +12,11 @@ macro_rules! source {
     ($name:literal) => {
         KernelSource {
             name: $name,
-            source: concat!(include_str!("../cuda/common.cuh"), "\n", include_str!(concat!("../cuda/", $name, ".cu"))),
+            source: concat!(
+                include_str!("../cuda/common.cuh"),
+                "\n",
+                include_str!(concat!("../cuda/", $name, ".cu"))
+            ),
         }
     };
 }
@@ -72,7 +76,8 @@ mod tests {
                 k.source.contains(&format!("void {name}(")) || {
                     // Macro-instantiated: NAME_##SUF with the suffix after the last '_'.
                     let (stem, suf) = name.rsplit_once('_').unwrap();
-                    k.source.contains(&format!("void {stem}_##SUF(")) && k.source.contains(&format!("({suf},"))
+                    k.source.contains(&format!("void {stem}_##SUF("))
+                        && k.source.contains(&format!("({suf},"))
                 }
             });
             assert!(hit, "hot kernel {name} not found in any source");

@@ -1,8 +1,8 @@
 //! `engine-train data`: look into and build face-recognition data sets.
 
 use super::CmdResult;
-use datasets::faceset::{pack_folder, pack_list, FaceSet, Layout, PackOptions};
 use datasets::demo::write_demo_set;
+use datasets::faceset::{pack_folder, pack_list, FaceSet, Layout, PackOptions};
 use datasets::image::decode;
 use datasets::synth::{write_preview, SynthConfig};
 use std::path::PathBuf;
@@ -147,7 +147,8 @@ fn inspect(a: InspectArgs) -> CmdResult {
         );
     }
     let first = set.sample(0)?;
-    let img = decode(&first.image).map_err(|d| format!("{}: record {}: {d}", rec.path().display(), first.key))?;
+    let img =
+        decode(&first.image).map_err(|d| format!("{}: record {}: {d}", rec.path().display(), first.key))?;
     println!("image size: {}x{} (record {})", img.height, img.width, first.key);
     // One pass over every image record: labels (and pixels with --decode).
     let (mut lo, mut hi) = (u32::MAX, 0u32);
@@ -190,7 +191,11 @@ fn inspect(a: InspectArgs) -> CmdResult {
 
 fn pack(a: PackArgs) -> CmdResult {
     let opts = PackOptions { skip_corrupt: a.skip_corrupt };
-    let report = if a.input.is_dir() { pack_folder(&a.input, &a.out, &opts)? } else { pack_list(&a.input, &a.out, &opts)? };
+    let report = if a.input.is_dir() {
+        pack_folder(&a.input, &a.out, &opts)?
+    } else {
+        pack_list(&a.input, &a.out, &opts)?
+    };
     let s = &report.summary;
     println!(
         "packed {} images of {} classes ({}x{}) into {}",

@@ -65,18 +65,24 @@ pub fn run(a: Args) -> CmdResult {
     let (model, params) = a.model.load()?;
     let mut params = params.to_device(&a.device.choose("evaluating")?)?;
     if a.bins.is_empty() && a.gallery.is_none() {
-        return Err(Error::Invalid("nothing to evaluate: give --bin SET and/or --gallery/--probes".into()).into());
+        return Err(
+            Error::Invalid("nothing to evaluate: give --bin SET and/or --gallery/--probes".into()).into()
+        );
     }
     let weight = match a.score.as_str() {
         "cosine" => None,
         "qmagface" => {
             let d = QualityWeight::MAGFACE_IR100;
-            Some(QualityWeight { alpha: a.qmag_alpha.unwrap_or(d.alpha), beta: a.qmag_beta.unwrap_or(d.beta) })
+            Some(QualityWeight {
+                alpha: a.qmag_alpha.unwrap_or(d.alpha),
+                beta: a.qmag_beta.unwrap_or(d.beta),
+            })
         }
         s => return Err(Error::Invalid(format!("--score {s}: expected cosine or qmagface")).into()),
     };
     if let Some(out) = &a.output {
-        std::fs::create_dir_all(out).map_err(|e| Error::Io(format!("{}: cannot create: {e}", out.display())))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| Error::Io(format!("{}: cannot create: {e}", out.display())))?;
     }
     let mut report = serde_json::Map::new();
     for path in &a.bins {
@@ -89,11 +95,8 @@ pub fn run(a: Args) -> CmdResult {
             Some(w) => verify_scores(&w.scores(&cos, &qmin)?, &set.same)?,
         };
         println!("{}", rep.summary(&set.name));
-        let tar: serde_json::Map<_, _> = rep
-            .tar_at_far
-            .iter()
-            .filter_map(|t| t.tar.map(|v| (format!("{:e}", t.far), json!(v))))
-            .collect();
+        let tar: serde_json::Map<_, _> =
+            rep.tar_at_far.iter().filter_map(|t| t.tar.map(|v| (format!("{:e}", t.far), json!(v)))).collect();
         report.insert(
             set.name.clone(),
             json!({
@@ -122,11 +125,18 @@ pub fn run(a: Args) -> CmdResult {
         let (ge, gid, dim) = embed_list(g, &model, &mut params)?;
         let (pe, pid, _) = embed_list(p, &model, &mut params)?;
         let r = identify(&ge, &gid, &pe, &pid, dim)?;
-        println!("[identification] {} probes, {} identities: rank-1 {:.5} rank-5 {:.5}", r.n_probes, r.n_identities, r.rank1, r.rank5);
-        report.insert("identification".into(), json!({"probes": r.n_probes, "rank1": r.rank1, "rank5": r.rank5}));
+        println!(
+            "[identification] {} probes, {} identities: rank-1 {:.5} rank-5 {:.5}",
+            r.n_probes, r.n_identities, r.rank1, r.rank5
+        );
+        report.insert(
+            "identification".into(),
+            json!({"probes": r.n_probes, "rank1": r.rank1, "rank5": r.rank5}),
+        );
     }
     if let Some(out) = &a.output {
-        let fields: Vec<(&str, serde_json::Value)> = report.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let fields: Vec<(&str, serde_json::Value)> =
+            report.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         write_summary(&out.join("report.json"), &fields)?;
     }
     Ok(())

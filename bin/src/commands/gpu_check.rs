@@ -10,8 +10,8 @@ use engine::backend::cuda::head::{self, launch as mh, HeadParams};
 use engine::backend::cuda::{ops as cops, train_ops, CudaContext};
 use engine::backend::{Backend, BinaryOp, Conv2dParams, UnaryOp};
 use engine::rng::Rng;
-use engine::train::{gpu_parity, torch_fixtures};
 use engine::train::trainer::{OptimizerChoice, Trainer};
+use engine::train::{gpu_parity, torch_fixtures};
 use engine::{DType, Device, Error, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,15 +132,35 @@ impl Run {
     fn up(&self, t: &Tensor) -> R<Tensor> {
         Ok(t.to_device(&self.dev)?)
     }
-    fn record(&mut self, name: impl Into<String>, gpu: &[f64], reference: &[f64], tol: f64, src: &'static str) {
+    fn record(
+        &mut self,
+        name: impl Into<String>,
+        gpu: &[f64],
+        reference: &[f64],
+        tol: f64,
+        src: &'static str,
+    ) {
         let err = rel_error(gpu, reference);
         let name = name.into();
         let ok = err <= tol;
-        println!("{:<44} {:>11.3e}  (threshold {:.0e}, {src}) {}", name, err, tol, if ok { "ok" } else { "FAIL" });
+        println!(
+            "{:<44} {:>11.3e}  (threshold {:.0e}, {src}) {}",
+            name,
+            err,
+            tol,
+            if ok { "ok" } else { "FAIL" }
+        );
         self.checks.push(Check { name, err, tol, reference: src });
     }
     /// Compares against the CPU backend when it has the op, else against `inline`.
-    fn compare(&mut self, name: &str, gpu: &Tensor, cpu: Option<Tensor>, inline: impl FnOnce() -> Vec<f64>, tol: f64) -> R<()> {
+    fn compare(
+        &mut self,
+        name: &str,
+        gpu: &Tensor,
+        cpu: Option<Tensor>,
+        inline: impl FnOnce() -> Vec<f64>,
+        tol: f64,
+    ) -> R<()> {
         let g = vals(gpu)?;
         match cpu {
             Some(c) => self.record(name, &g, &vals(&c)?, tol, "CPU backend"),
@@ -180,9 +200,15 @@ pub fn run(a: Args) -> CmdResult {
         ("optimizers / amp / input", training),
         ("margin head", margin_head),
         ("allocator", allocator),
-        ("broadcasts / l2 backward (training ops)", |r| parity(r, gpu_parity::broadcast_ops(&r.dev.clone(), 41)?)),
-        ("head through heads::loss", |r| parity(r, gpu_parity::head_losses(&r.dev.clone(), 42, &engine::heads::names())?)),
-        ("optimizers through the Optimizer trait", |r| parity(r, gpu_parity::optimizer_steps(&r.dev.clone(), 43)?)),
+        ("broadcasts / l2 backward (training ops)", |r| {
+            parity(r, gpu_parity::broadcast_ops(&r.dev.clone(), 41)?)
+        }),
+        ("head through heads::loss", |r| {
+            parity(r, gpu_parity::head_losses(&r.dev.clone(), 42, &engine::heads::names())?)
+        }),
+        ("optimizers through the Optimizer trait", |r| {
+            parity(r, gpu_parity::optimizer_steps(&r.dev.clone(), 43)?)
+        }),
         ("IResNet training step", |r| {
             let cfg = gpu_parity::small_config(20, OptimizerChoice::Sgd);
             parity(r, gpu_parity::backbone_step(&r.dev.clone(), &cfg, 16, 3)?)
@@ -213,7 +239,12 @@ pub fn run(a: Args) -> CmdResult {
     write_report(&a.report, &r, &errors)?;
     println!("report: {}", a.report.display());
     if !failed.is_empty() || !errors.is_empty() {
-        return Err(format!("{} checks failed and {} sections stopped with an error", failed.len(), errors.len()).into());
+        return Err(format!(
+            "{} checks failed and {} sections stopped with an error",
+            failed.len(),
+            errors.len()
+        )
+        .into());
     }
     println!("all {} checks passed", r.checks.len());
     Ok(())
@@ -227,7 +258,14 @@ fn write_report(path: &PathBuf, r: &Run, errors: &[String]) -> R<()> {
     s.push_str("| check | rel. error | threshold | reference | result |\n|---|---|---|---|---|\n");
     for c in &r.checks {
         let ok = c.err <= c.tol;
-        s.push_str(&format!("| {} | {:.3e} | {:.0e} | {} | {} |\n", c.name, c.err, c.tol, c.reference, if ok { "pass" } else { "FAIL" }));
+        s.push_str(&format!(
+            "| {} | {:.3e} | {:.0e} | {} | {} |\n",
+            c.name,
+            c.err,
+            c.tol,
+            c.reference,
+            if ok { "pass" } else { "FAIL" }
+        ));
     }
     for e in errors {
         s.push_str(&format!("\nERROR: {e}\n"));
@@ -251,7 +289,6 @@ fn save_markdown(path: &std::path::Path, text: &str) -> R<()> {
     Ok(())
 }
 
-
 /// Records the device-vs-CPU comparisons of `engine::train::gpu_parity`.
 fn parity(r: &mut Run, checks: Vec<gpu_parity::Compared>) -> R<()> {
     record_compared(r, checks, "CPU backend");
@@ -260,7 +297,13 @@ fn parity(r: &mut Run, checks: Vec<gpu_parity::Compared>) -> R<()> {
 
 fn record_compared(r: &mut Run, checks: Vec<gpu_parity::Compared>, src: &'static str) {
     for c in checks {
-        println!("{:<44} {:>11.3e}  (threshold {:.0e}, {src}) {}", c.name, c.err, c.tol, if c.ok() { "ok" } else { "FAIL" });
+        println!(
+            "{:<44} {:>11.3e}  (threshold {:.0e}, {src}) {}",
+            c.name,
+            c.err,
+            c.tol,
+            if c.ok() { "ok" } else { "FAIL" }
+        );
         r.checks.push(Check { name: c.name, err: c.err, tol: c.tol, reference: src });
     }
 }
@@ -273,7 +316,8 @@ fn torch_fixture_checks(r: &mut Run, dir: &std::path::Path) -> R<()> {
     let ops = torch_fixtures::core_ops(&r.dev, &dir.join("core_ops_f32.safetensors"), 1e-4)?;
     record_compared(r, ops, SRC);
     let (heads, covered) = torch_fixtures::heads(&r.dev, dir, "f32")?;
-    let missing: Vec<&str> = engine::heads::names().into_iter().filter(|n| !covered.iter().any(|c| c == n)).collect();
+    let missing: Vec<&str> =
+        engine::heads::names().into_iter().filter(|n| !covered.iter().any(|c| c == n)).collect();
     if !missing.is_empty() {
         return Err(format!("no f32 head fixture for {}", missing.join(", ")).into());
     }
@@ -290,7 +334,10 @@ fn torch_fixture_checks(r: &mut Run, dir: &std::path::Path) -> R<()> {
     }
     let rows = groups
         .into_iter()
-        .map(|(key, w)| gpu_parity::Compared { name: format!("torch {key} (worst: {})", w.name.trim_start_matches(&key).trim_start_matches('_')), ..w })
+        .map(|(key, w)| gpu_parity::Compared {
+            name: format!("torch {key} (worst: {})", w.name.trim_start_matches(&key).trim_start_matches('_')),
+            ..w
+        })
         .collect();
     record_compared(r, rows, SRC);
     Ok(())
@@ -330,12 +377,17 @@ fn train_demo(gpu: &Arc<CudaContext>, dev: &Device, steps: u64, a: &Args) -> Cmd
     let (h, w) = trainer.model.config.input_hw;
     // The input path as training uses it: a u8 batch normalized by input.cu against the same batch as
     // the loader itself normalizes it for the CPU (same seed, same order and flips).
-    let f32_loader = Loader::new(faceset.clone(), LoaderConfig { format: PixelFormat::F32Normalized, ..loader.config().clone() })?;
+    let f32_loader = Loader::new(
+        faceset.clone(),
+        LoaderConfig { format: PixelFormat::F32Normalized, ..loader.config().clone() },
+    )?;
     let (Some(bu), Some(bf)) = (loader.epoch(0).next(), f32_loader.epoch(0).next()) else {
         return Err("the demo set made no batch".into());
     };
     let (bu, bf) = (bu?, bf?);
-    let (Pixels::U8(pu), Pixels::F32(pf)) = (bu.pixels, bf.pixels) else { return Err("unexpected pixel formats".into()) };
+    let (Pixels::U8(pu), Pixels::F32(pf)) = (bu.pixels, bf.pixels) else {
+        return Err("unexpected pixel formats".into());
+    };
     let n0 = bu.labels.len();
     let on_gpu = train_ops::images_to_nhwc(gpu, &pu, n0, h, w, &vec![false; n0], DType::F32)?;
     let input_err = rel_error(&vals(&on_gpu)?, &pf.iter().map(|&v| v as f64).collect::<Vec<_>>());
@@ -444,7 +496,11 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
     // takes about the host's queuing time (plus its own small work: an overestimate). At the benchmark's
     // batch the queuing overlaps the device's work except after each host read.
     let n2 = b.min(2);
-    let x2 = Tensor::from_vec((0..n2 * h * w * 3).map(|_| rng.normal() as f32).collect::<Vec<f32>>(), [n2, h, w, 3])?.to_device(dev)?;
+    let x2 = Tensor::from_vec(
+        (0..n2 * h * w * 3).map(|_| rng.normal() as f32).collect::<Vec<f32>>(),
+        [n2, h, w, 3],
+    )?
+    .to_device(dev)?;
     for _ in 0..2 {
         t.train_step(&x2, &labels[..n2])?;
     }
@@ -469,7 +525,8 @@ fn bench_train(gpu: &Arc<CudaContext>, dev: &Device, a: &Args) -> CmdResult {
         floor * 1e3,
         100.0 * floor / med,
     );
-    let algos: Vec<String> = gpu.conv_algorithms().into_iter().map(|(name, n)| format!("{name} x{n}")).collect();
+    let algos: Vec<String> =
+        gpu.conv_algorithms().into_iter().map(|(name, n)| format!("{name} x{n}")).collect();
     let text = format!("{text}\ncuDNN's choices (convolution cases per algorithm): {}\n", algos.join(", "));
     print!("{text}");
     save_markdown(&a.report, &format!("# {} training step on {}\n\n{text}", a.precision, gpu.device_name()))?;
@@ -483,7 +540,9 @@ fn elementwise(r: &mut Run) -> R<()> {
     // Positive inputs for log/sqrt/recip/div.
     let pos = cpu.affine(&cpu.unary(UnaryOp::Square, &a)?, 1.0, 0.5)?;
     let (ga, gb, gp) = (r.up(&a)?, r.up(&b)?, r.up(&pos)?);
-    for (op, name) in [(BinaryOp::Add, "add"), (BinaryOp::Sub, "sub"), (BinaryOp::Mul, "mul"), (BinaryOp::Div, "div")] {
+    for (op, name) in
+        [(BinaryOp::Add, "add"), (BinaryOp::Sub, "sub"), (BinaryOp::Mul, "mul"), (BinaryOp::Div, "div")]
+    {
         let (x, y, gx, gy) = if op == BinaryOp::Div { (&a, &pos, &ga, &gp) } else { (&a, &b, &ga, &gb) };
         let g = r.gpu.binary(op, gx, gy)?;
         let c = cpu.binary(op, x, y)?;
@@ -534,7 +593,13 @@ fn matmul(r: &mut Run) -> R<()> {
         let a = r.rand(&if ta { [k, m] } else { [m, k] }, 1.0)?;
         let b = r.rand(&if tb { [n, k] } else { [k, n] }, 1.0)?;
         let g = r.gpu.matmul(&r.up(&a)?, &r.up(&b)?, ta, tb)?;
-        r.compare(&format!("matmul f32 ta={ta} tb={tb}"), &g, Some(cpu.matmul(&a, &b, ta, tb)?), Vec::new, 1e-5)?;
+        r.compare(
+            &format!("matmul f32 ta={ta} tb={tb}"),
+            &g,
+            Some(cpu.matmul(&a, &b, ta, tb)?),
+            Vec::new,
+            1e-5,
+        )?;
         let (ab, bb) = (a.to_dtype(DType::BF16)?, b.to_dtype(DType::BF16)?);
         let g = r.gpu.matmul(&r.up(&ab)?, &r.up(&bb)?, ta, tb)?;
         let c = cpu.matmul(&ab.to_dtype(DType::F32)?, &bb.to_dtype(DType::F32)?, ta, tb)?;
@@ -545,7 +610,14 @@ fn matmul(r: &mut Run) -> R<()> {
 
 /// Direct NHWC/OHWI convolution in f64: (y, dx, dw) for dy.
 #[allow(clippy::type_complexity)]
-fn conv_ref(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], dy: &[f64], p: Conv2dParams) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn conv_ref(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    ws: [usize; 4],
+    dy: &[f64],
+    p: Conv2dParams,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let [n, h, wd, c] = xs;
     let [o, kh, kw, _] = ws;
     let (ho, wo) = (p.out_size(h), p.out_size(wd));
@@ -616,7 +688,15 @@ fn conv2d(r: &mut Run) -> R<()> {
 
 /// f64 batch norm (train) over the last dim, optionally followed by PReLU: (out, dx, dgamma, dbeta, dalpha).
 #[allow(clippy::type_complexity)]
-fn bn_ref(x: &[f64], c: usize, g: &[f64], b: &[f64], alpha: Option<&[f64]>, dy: &[f64], eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+fn bn_ref(
+    x: &[f64],
+    c: usize,
+    g: &[f64],
+    b: &[f64],
+    alpha: Option<&[f64]>,
+    dy: &[f64],
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let rows = x.len() / c;
     let mut mean = vec![0.0; c];
     let mut var = vec![0.0; c];
@@ -685,7 +765,11 @@ fn batch_norm(r: &mut Run) -> R<()> {
     let rv = cpu.affine(&cpu.unary(UnaryOp::Square, &r.rand(&[c], 1.0)?)?, 1.0, 0.5)?;
     let y = r.gpu.batch_norm_forward_eval(&gx, Some(&gg), Some(&gb), &r.up(&rm)?, &r.up(&rv)?, eps)?;
     let (rmv, rvv) = (vals(&rm)?, vals(&rv)?);
-    let eval_ref = || (0..xv.len()).map(|i| (xv[i] - rmv[i % c]) / (rvv[i % c] + eps).sqrt() * gv[i % c] + bv[i % c]).collect();
+    let eval_ref = || {
+        (0..xv.len())
+            .map(|i| (xv[i] - rmv[i % c]) / (rvv[i % c] + eps).sqrt() * gv[i % c] + bv[i % c])
+            .collect()
+    };
     let cpu_eval = cpu_or_none(cpu.batch_norm_forward_eval(&x, Some(&gamma), Some(&beta), &rm, &rv, eps))?;
     r.compare("batch norm eval f32", &y, cpu_eval, eval_ref, 1e-5)?;
 
@@ -693,12 +777,20 @@ fn batch_norm(r: &mut Run) -> R<()> {
     let (y, saved) = cops::batch_norm_prelu_train(&r.gpu, &gx, Some(&gg), Some(&gb), Some(&ga), eps)?;
     let (yr, dxr, dgr, dbr, dar) = bn_ref(&xv, c, &gv, &bv, Some(&av), &dyv, eps);
     r.record("fused bn+prelu fwd f32", &vals(&y)?, &yr, 1e-5, "f64 formula");
-    let (dx, dg, db, da) = cops::batch_norm_prelu_backward(&r.gpu, &gdy, &gx, Some(&gg), Some(&gb), Some(&ga), &saved)?;
+    let (dx, dg, db, da) =
+        cops::batch_norm_prelu_backward(&r.gpu, &gdy, &gx, Some(&gg), Some(&gb), Some(&ga), &saved)?;
     r.record("fused bn+prelu bwd dx f32", &vals(&dx)?, &dxr, 1e-4, "f64 formula");
     r.record("fused bn+prelu bwd dgamma f32", &vals(&dg)?, &dgr, 1e-4, "f64 formula");
     r.record("fused bn+prelu bwd dbeta f32", &vals(&db)?, &dbr, 1e-4, "f64 formula");
     r.record("fused bn+prelu bwd dalpha f32", &vals(&da.ok_or("no dalpha")?)?, &dar, 1e-4, "f64 formula");
-    let (yb, _) = cops::batch_norm_prelu_train(&r.gpu, &r.up(&x.to_dtype(DType::BF16)?)?, Some(&gg), Some(&gb), Some(&ga), eps)?;
+    let (yb, _) = cops::batch_norm_prelu_train(
+        &r.gpu,
+        &r.up(&x.to_dtype(DType::BF16)?)?,
+        Some(&gg),
+        Some(&gb),
+        Some(&ga),
+        eps,
+    )?;
     r.record("fused bn+prelu fwd bf16", &vals(&yb)?, &yr, 1e-2, "f64 formula");
 
     // PReLU alone.
@@ -769,9 +861,11 @@ fn training(r: &mut Run) -> R<()> {
     let g2 = r.rand(&[n], 0.1)?;
     let (pv, g1v, g2v) = (vals(&p0)?, vals(&g1)?, vals(&g2)?);
     // SGD, two steps (torch semantics, momentum buffer starts as the first gradient).
-    let cfg = train_ops::SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: false };
+    let cfg =
+        train_ops::SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: false };
     let gs = 0.5f32; // grad_scale: the gradients are given at twice their size
-    let (p1, b1, _) = train_ops::sgd_step(&r.gpu, cfg, &r.up(&p0)?, &r.up(&cpu_scale(&g1, 2.0)?)?, None, true, gs, false)?;
+    let (p1, b1, _) =
+        train_ops::sgd_step(&r.gpu, cfg, &r.up(&p0)?, &r.up(&cpu_scale(&g1, 2.0)?)?, None, true, gs, false)?;
     let (p2, _, h2) =
         train_ops::sgd_step(&r.gpu, cfg, &p1, &r.up(&cpu_scale(&g2, 2.0)?)?, b1.as_ref(), false, gs, true)?;
     let mut p = pv.clone();
@@ -788,7 +882,8 @@ fn training(r: &mut Run) -> R<()> {
     // AdamW, two steps.
     let acfg = train_ops::AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
     let zeros = Tensor::zeros([n], DType::F32, &r.dev)?;
-    let (p1, m1, v1, _) = train_ops::adamw_step(&r.gpu, acfg, 1, &r.up(&p0)?, &r.up(&g1)?, &zeros, &zeros, 1.0, false)?;
+    let (p1, m1, v1, _) =
+        train_ops::adamw_step(&r.gpu, acfg, 1, &r.up(&p0)?, &r.up(&g1)?, &zeros, &zeros, 1.0, false)?;
     let (p2, _, _, _) = train_ops::adamw_step(&r.gpu, acfg, 2, &p1, &r.up(&g2)?, &m1, &v1, 1.0, false)?;
     let mut p = pv.clone();
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
@@ -809,7 +904,13 @@ fn training(r: &mut Run) -> R<()> {
     bad.as_mut_slice::<f32>()?[n / 2] = f32::INFINITY;
     let found_clean = train_ops::any_nonfinite(&r.gpu, &[&clean])? as i32 as f64;
     let found_bad = train_ops::any_nonfinite(&r.gpu, &[&clean, &r.up(&bad)?])? as i32 as f64;
-    r.record("overflow check (clean, then one inf)", &[found_clean, found_bad], &[0.0, 1.0], 0.0, "f64 formula");
+    r.record(
+        "overflow check (clean, then one inf)",
+        &[found_clean, found_bad],
+        &[0.0, 1.0],
+        0.0,
+        "f64 formula",
+    );
     // uint8 images -> normalized NHWC with flips.
     let (ni, h, w) = (3, 5, 7);
     let img: Vec<u8> = (0..ni * h * w * 3).map(|_| r.rng.below(256) as u8).collect();
@@ -837,7 +938,15 @@ fn cpu_scale(t: &Tensor, s: f64) -> R<Tensor> {
 
 /// f64 reference of one head over all classes: (loss per row, G [B, C]). The target uses the
 /// pre-gathered `cys` (as the kernel does), the other columns the cosines the GEMM produced.
-fn head_ref(cos: &[f64], cys: &[f64], b: usize, c: usize, labels: &[usize], hp: &HeadParams, kind: &str) -> (Vec<f64>, Vec<f64>) {
+fn head_ref(
+    cos: &[f64],
+    cys: &[f64],
+    b: usize,
+    c: usize,
+    labels: &[usize],
+    hp: &HeadParams,
+    kind: &str,
+) -> (Vec<f64>, Vec<f64>) {
     let (s, m, t) = (hp.s as f64, hp.m2 as f64, hp.t as f64);
     let pi = std::f64::consts::PI;
     let mut loss = vec![0.0; b];
@@ -923,7 +1032,10 @@ fn margin_head(r: &mut Run) -> R<()> {
         .step_by(block)
         .map(|j0| {
             let nb = block.min(c - j0);
-            let w = Tensor::from_vec(wv[j0 * d..(j0 + nb) * d].iter().map(|&v| v as f32).collect::<Vec<_>>(), [nb, d])?;
+            let w = Tensor::from_vec(
+                wv[j0 * d..(j0 + nb) * d].iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                [nb, d],
+            )?;
             Ok((j0, r.up(&w)?))
         })
         .collect::<R<_>>()?;
@@ -936,7 +1048,10 @@ fn margin_head(r: &mut Run) -> R<()> {
         .step_by(block)
         .map(|j0| {
             let nb = block.min(c - j0);
-            let w = Tensor::from_vec(wv[j0 * d..(j0 + nb) * d].iter().map(|&v| v as f32).collect::<Vec<_>>(), [nb, d])?;
+            let w = Tensor::from_vec(
+                wv[j0 * d..(j0 + nb) * d].iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                [nb, d],
+            )?;
             Ok((j0, r.up(&w)?))
         })
         .collect::<R<_>>()?;
@@ -991,8 +1106,20 @@ fn margin_head(r: &mut Run) -> R<()> {
             let tol = 1e-4;
             // G is written in the GEMM dtype: bf16 storage alone rounds each element by up to 2^-9.
             let tol_g = if dtype == DType::F32 { tol } else { 2.5e-3 };
-            r.record(format!("margin head {kind} loss ({dtype} cosines, 3 blocks)"), &vals(&rl.loss)?, &loss_ref, tol, "f64 formula");
-            r.record(format!("margin head {kind} G ({dtype} cosines, 3 blocks)"), &g_full, &g_ref, tol_g, "f64 formula");
+            r.record(
+                format!("margin head {kind} loss ({dtype} cosines, 3 blocks)"),
+                &vals(&rl.loss)?,
+                &loss_ref,
+                tol,
+                "f64 formula",
+            );
+            r.record(
+                format!("margin head {kind} G ({dtype} cosines, 3 blocks)"),
+                &g_full,
+                &g_ref,
+                tol_g,
+                "f64 formula",
+            );
         }
     }
     Ok(())

@@ -40,14 +40,23 @@ fn load(path: &Path) -> Result<(Tensor, Tensor, Vec<i64>), Error> {
     let w = st.require("weight", path)?.clone();
     let y = st.require("labels", path)?.clone();
     if x.dims().len() != 2 || x.dims()[0] == 0 || x.dims()[1] == 0 {
-        return Err(Error::Shape(format!("{file}: embeddings must be [B, D] with B, D > 0, got {}", x.shape())));
+        return Err(Error::Shape(format!(
+            "{file}: embeddings must be [B, D] with B, D > 0, got {}",
+            x.shape()
+        )));
     }
     let (b, d) = (x.dims()[0], x.dims()[1]);
     if w.dims().len() != 2 || w.dims()[1] != d || w.dims()[0] == 0 {
-        return Err(Error::Shape(format!("{file}: weight must be [C, {d}] to match embeddings [{b}, {d}], got {}", w.shape())));
+        return Err(Error::Shape(format!(
+            "{file}: weight must be [C, {d}] to match embeddings [{b}, {d}], got {}",
+            w.shape()
+        )));
     }
     if y.dims() != [b] {
-        return Err(Error::Shape(format!("{file}: labels must be [{b}] to match embeddings, got {}", y.shape())));
+        return Err(Error::Shape(format!(
+            "{file}: labels must be [{b}] to match embeddings, got {}",
+            y.shape()
+        )));
     }
     if !matches!(x.dtype(), DType::F32 | DType::F64) || w.dtype() != x.dtype() {
         return Err(Error::DType(format!(
@@ -57,7 +66,10 @@ fn load(path: &Path) -> Result<(Tensor, Tensor, Vec<i64>), Error> {
         )));
     }
     if y.dtype() != DType::I64 {
-        return Err(Error::DType(format!("{file}: labels must be I64, got {}", y.dtype().safetensors_name())));
+        return Err(Error::DType(format!(
+            "{file}: labels must be I64, got {}",
+            y.dtype().safetensors_name()
+        )));
     }
     for (name, t) in [("embeddings", &x), ("weight", &w)] {
         if let Some(k) = t.to_f64_vec()?.iter().position(|v| !v.is_finite()) {
@@ -68,7 +80,9 @@ fn load(path: &Path) -> Result<(Tensor, Tensor, Vec<i64>), Error> {
     let labels = y.to_vec::<i64>()?;
     let c = w.dims()[0];
     if let Some((i, v)) = labels.iter().enumerate().find(|(_, &v)| v < 0 || v as usize >= c) {
-        return Err(Error::Invalid(format!("{file}: labels[{i}] = {v} is outside 0..{c} (weight has {c} classes)")));
+        return Err(Error::Invalid(format!(
+            "{file}: labels[{i}] = {v} is outside 0..{c} (weight has {c} classes)"
+        )));
     }
     Ok((x, w, labels))
 }
@@ -86,7 +100,11 @@ fn steps<T: Float + engine::tensor::Element>(
         last = Some(heads::run::<T>(x.as_slice()?, w.as_slice()?, labels, d, head, &RunOptions::default())?);
     }
     let o = last.expect("at least one step");
-    Ok((o.loss, Tensor::from_vec(o.grad_x, x.shape().clone())?, Tensor::from_vec(o.grad_w, w.shape().clone())?))
+    Ok((
+        o.loss,
+        Tensor::from_vec(o.grad_x, x.shape().clone())?,
+        Tensor::from_vec(o.grad_w, w.shape().clone())?,
+    ))
 }
 
 pub fn run(a: Args) -> CmdResult {

@@ -114,7 +114,9 @@ impl HeadFlags {
     pub fn fill_from(&mut self, args: &[(&str, &str)]) -> Result<(), Error> {
         for &(flag, value) in args {
             let num = || {
-                value.parse::<f64>().map_err(|_| Error::Invalid(format!("preset value --{flag} {value} is not a number")))
+                value
+                    .parse::<f64>()
+                    .map_err(|_| Error::Invalid(format!("preset value --{flag} {value} is not a number")))
             };
             let slot = match flag {
                 "s" => &mut self.s,

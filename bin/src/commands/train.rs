@@ -19,8 +19,8 @@ use engine::backend::cuda::prefetch::{BatchUploader, HostPixels, StagedBatch};
 use engine::eval::quality::spearman;
 use engine::model::IResNetConfig;
 use engine::optim::LrSchedule;
-use engine::train::metrics::{write_summary, MetricsLog, Progress};
 use engine::train::loss_scale::LossScaleConfig;
+use engine::train::metrics::{write_summary, MetricsLog, Progress};
 use engine::train::precision::Precision;
 use engine::train::presets::{self, Preset, Schedule};
 use engine::train::trainer::{OptimizerChoice, Trainer, TrainerConfig};
@@ -156,7 +156,8 @@ pub struct Args {
 }
 
 fn utc_stamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -181,26 +182,44 @@ fn augment_config(name: &str) -> Result<AugmentConfig, Error> {
 }
 
 /// Converts an epoch-based schedule into steps.
-fn lr_schedule(name: &str, a: &Args, preset: Option<&Preset>, steps_per_epoch: u64, total: u64) -> Result<LrSchedule, Error> {
+fn lr_schedule(
+    name: &str,
+    a: &Args,
+    preset: Option<&Preset>,
+    steps_per_epoch: u64,
+    total: u64,
+) -> Result<LrSchedule, Error> {
     let ep = |e: f64| (e * steps_per_epoch as f64).round() as usize;
     let warm = a.lr_warmup_epochs.or(match preset.map(|p| &p.schedule) {
-        Some(Schedule::Poly { warmup_epochs }) | Some(Schedule::Cosine { warmup_epochs }) => Some(*warmup_epochs),
+        Some(Schedule::Poly { warmup_epochs }) | Some(Schedule::Cosine { warmup_epochs }) => {
+            Some(*warmup_epochs)
+        }
         _ => None,
     });
     Ok(match name {
         "constant" => LrSchedule::Constant,
-        "poly" => LrSchedule::PolyWarmup { warmup: ep(warm.unwrap_or(0.0)), total: total as usize, power: 2.0 },
-        "cosine" => LrSchedule::Cosine { warmup: ep(warm.unwrap_or(0.0)), total: total as usize, min_lr: 0.0 },
+        "poly" => {
+            LrSchedule::PolyWarmup { warmup: ep(warm.unwrap_or(0.0)), total: total as usize, power: 2.0 }
+        }
+        "cosine" => {
+            LrSchedule::Cosine { warmup: ep(warm.unwrap_or(0.0)), total: total as usize, min_lr: 0.0 }
+        }
         "steps" => {
             let milestones: Vec<usize> = match (&a.milestones, preset.map(|p| &p.schedule)) {
                 (Some(m), _) => m.iter().map(|&e| ep(e)).collect(),
                 (None, Some(Schedule::Steps { milestones })) => milestones.iter().map(|&e| ep(e)).collect(),
-                (None, Some(Schedule::StepsIter { milestones })) => milestones.iter().map(|&i| i as usize).collect(),
+                (None, Some(Schedule::StepsIter { milestones })) => {
+                    milestones.iter().map(|&i| i as usize).collect()
+                }
                 _ => return Err(Error::Invalid("--schedule steps needs --milestones".into())),
             };
             LrSchedule::Steps { milestones, gamma: 0.1 }
         }
-        other => return Err(Error::Invalid(format!("--schedule {other}: expected poly, steps, cosine or constant"))),
+        other => {
+            return Err(Error::Invalid(format!(
+                "--schedule {other}: expected poly, steps, cosine or constant"
+            )))
+        }
     })
 }
 
@@ -236,7 +255,12 @@ pub fn run(a: Args) -> CmdResult {
     let device = crate::device_choice::choose(&a.device, chosen.unwrap_or(Precision::Bf16), "training")?;
     let precision = chosen.unwrap_or(if device.is_cpu() { Precision::F32 } else { Precision::Bf16 });
     if let Device::Cuda(ctx) = &device {
-        eprintln!("training on cuda:{} ({}, sm_{}) in {precision}", ctx.ordinal(), ctx.device_name(), ctx.arch());
+        eprintln!(
+            "training on cuda:{} ({}, sm_{}) in {precision}",
+            ctx.ordinal(),
+            ctx.device_name(),
+            ctx.arch()
+        );
     }
     if let Some(t) = a.threads {
         // The global pool can only be set once per process; this is the first use.
@@ -259,7 +283,11 @@ pub fn run(a: Args) -> CmdResult {
             let t0 = Instant::now();
             let set = ensure_demo_set(&a.cache, &cfg)?;
             if set.generated {
-                eprintln!("generated the demo set in {:.1}s: {}", t0.elapsed().as_secs_f64(), set.train.display());
+                eprintln!(
+                    "generated the demo set in {:.1}s: {}",
+                    t0.elapsed().as_secs_f64(),
+                    set.train.display()
+                );
             }
             eval_paths.insert(0, set.pairs.clone());
             demo_degradation = Some(set.pair_degradation);
@@ -274,7 +302,13 @@ pub fn run(a: Args) -> CmdResult {
     let size = faceset.property().map(|p| (p.height as usize, p.width as usize));
 
     let backbone_name = a.backbone.clone().unwrap_or_else(|| {
-        preset.as_ref().map(|p| p.backbone.to_string()).unwrap_or_else(|| if demo { demo_defaults::BACKBONE.into() } else { "r50".into() })
+        preset.as_ref().map(|p| p.backbone.to_string()).unwrap_or_else(|| {
+            if demo {
+                demo_defaults::BACKBONE.into()
+            } else {
+                "r50".into()
+            }
+        })
     });
     let mut backbone = IResNetConfig::by_name(&backbone_name)?;
     if let Some((h, w)) = size {
@@ -292,7 +326,13 @@ pub fn run(a: Args) -> CmdResult {
     }
     backbone.validate()?;
     let head = a.head.clone().unwrap_or_else(|| {
-        preset.as_ref().map(|p| p.head.to_string()).unwrap_or_else(|| if demo { demo_defaults::HEAD.into() } else { "arcface".into() })
+        preset.as_ref().map(|p| p.head.to_string()).unwrap_or_else(|| {
+            if demo {
+                demo_defaults::HEAD.into()
+            } else {
+                "arcface".into()
+            }
+        })
     });
     let mut head_flags = a.head_flags.clone();
     if let Some(p) = &preset {
@@ -301,19 +341,30 @@ pub fn run(a: Args) -> CmdResult {
     if demo && preset.is_none() && a.head.is_none() && head_flags.s.is_none() {
         head_flags.s = Some(demo_defaults::HEAD_S);
     }
-    let batch_size = a.batch_size.or(preset.as_ref().map(|p| p.batch_size)).unwrap_or(if demo { demo_defaults::BATCH_SIZE } else { 128 });
-    let epochs = a.epochs.or(preset.as_ref().map(|p| p.epochs)).unwrap_or(if demo { demo_defaults::EPOCHS } else { 20.0 });
+    let batch_size = a.batch_size.or(preset.as_ref().map(|p| p.batch_size)).unwrap_or(if demo {
+        demo_defaults::BATCH_SIZE
+    } else {
+        128
+    });
+    let epochs = a.epochs.or(preset.as_ref().map(|p| p.epochs)).unwrap_or(if demo {
+        demo_defaults::EPOCHS
+    } else {
+        20.0
+    });
     let default_optimizer = if demo && preset.is_none() { demo_defaults::OPTIMIZER } else { "sgd" };
     let optimizer_name = a.optimizer.as_deref().unwrap_or(default_optimizer);
     // The demo's rate suits AdamW; with --optimizer sgd the demo falls back to SGD's 0.1.
-    let lr = a
-        .lr
-        .or(preset.as_ref().map(|p| p.scaled_lr(batch_size)))
-        .unwrap_or(if demo && preset.is_none() && optimizer_name == "adamw" { demo_defaults::LR } else { 0.1 });
-    let augment = augment_config(
-        a.augment.as_deref().unwrap_or(if preset.as_ref().is_some_and(|p| p.augment) { "adaface" } else { "flip" }),
-    )?;
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let lr = a.lr.or(preset.as_ref().map(|p| p.scaled_lr(batch_size))).unwrap_or(
+        if demo && preset.is_none() && optimizer_name == "adamw" { demo_defaults::LR } else { 0.1 },
+    );
+    let augment =
+        augment_config(a.augment.as_deref().unwrap_or(if preset.as_ref().is_some_and(|p| p.augment) {
+            "adaface"
+        } else {
+            "flip"
+        }))?;
+    let threads =
+        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let loader = Loader::new(
         faceset.clone(),
         LoaderConfig {
@@ -339,8 +390,13 @@ pub fn run(a: Args) -> CmdResult {
     }
     let total_epochs = epochs.ceil() as u64;
     let total_steps = (epochs * steps_per_epoch as f64).round() as u64;
-    let schedule_name =
-        a.schedule.clone().unwrap_or_else(|| preset.as_ref().map(|p| preset_schedule_name(p).to_string()).unwrap_or(if demo { demo_defaults::SCHEDULE.into() } else { "poly".into() }));
+    let schedule_name = a.schedule.clone().unwrap_or_else(|| {
+        preset.as_ref().map(|p| preset_schedule_name(p).to_string()).unwrap_or(if demo {
+            demo_defaults::SCHEDULE.into()
+        } else {
+            "poly".into()
+        })
+    });
     let schedule = lr_schedule(&schedule_name, &a, preset.as_ref(), steps_per_epoch, total_steps)?;
     let optimizer = match optimizer_name {
         "sgd" => OptimizerChoice::Sgd,
@@ -376,7 +432,8 @@ pub fn run(a: Args) -> CmdResult {
     }
 
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from("runs").join(utc_stamp()));
-    std::fs::create_dir_all(&output).map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
+    std::fs::create_dir_all(&output)
+        .map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
     let ckpt = output.join("checkpoint.safetensors");
     if let Some(w) = &a.init_weights {
         engine::model::export::import_pytorch(w, &trainer.model.config, &mut trainer.params)?;
@@ -419,7 +476,12 @@ pub fn run(a: Args) -> CmdResult {
         for (k, ev) in evals.iter().enumerate() {
             let t0 = Instant::now();
             let r = ev.run(&trainer.model, &mut trainer.params)?;
-            eprintln!("step {} {} ({:.1}s)", trainer.step, r.report.summary(&ev.name), t0.elapsed().as_secs_f64());
+            eprintln!(
+                "step {} {} ({:.1}s)",
+                trainer.step,
+                r.report.summary(&ev.name),
+                t0.elapsed().as_secs_f64()
+            );
             log.log(
                 "eval",
                 &[
@@ -455,9 +517,10 @@ pub fn run(a: Args) -> CmdResult {
             }
         }
         let epoch_start = epoch * steps_per_epoch;
-        let skip = trainer.step.checked_sub(epoch_start).filter(|&s| s < steps_per_epoch).ok_or_else(|| {
-            Error::Io(format!("{}: step {} does not fall in epoch {epoch}", ckpt.display(), trainer.step))
-        })?;
+        let skip =
+            trainer.step.checked_sub(epoch_start).filter(|&s| s < steps_per_epoch).ok_or_else(|| {
+                Error::Io(format!("{}: step {} does not fall in epoch {epoch}", ckpt.display(), trainer.step))
+            })?;
         let mut batches = loader.epoch(epoch).skip(skip as usize);
         // On a GPU, the batch after the current one, already staged (its copy queued on the copy stream).
         let mut ahead: Option<Result<FedBatch, Box<dyn std::error::Error>>> = None;
@@ -491,7 +554,8 @@ pub fn run(a: Args) -> CmdResult {
             if trainer.step % eval_every == 0 {
                 last_acc = evaluate(&mut trainer, &mut log)?.or(last_acc);
             }
-            let trained = progress.elapsed().saturating_sub(std::time::Duration::from_secs_f64(eval_seconds.get()));
+            let trained =
+                progress.elapsed().saturating_sub(std::time::Duration::from_secs_f64(eval_seconds.get()));
             if limit.is_some_and(|l| trained >= l) {
                 eprintln!("time limit reached at step {}", trainer.step);
                 break 'epochs;
@@ -590,7 +654,9 @@ impl Feed {
             (Pixels::U8(px), Feed::Gpu(up)) => FedInput::Staged(up.stage(HostPixels::U8(&px), shape)?),
             (Pixels::F32(px), Feed::Gpu(up)) => FedInput::Staged(up.stage(HostPixels::F32(&px), shape)?),
             (Pixels::U8(_), Feed::Cpu) => {
-                return Err(Error::Invalid("loader returned u8 pixels; the CPU path expects f32".into()).into())
+                return Err(
+                    Error::Invalid("loader returned u8 pixels; the CPU path expects f32".into()).into()
+                )
             }
         };
         let labels = batch.labels.iter().map(|&l| l as i64).collect();

@@ -35,4 +35,3 @@ pub fn run_ok(mut c: Command) {
     let o = c.output().unwrap();
     assert!(o.status.success(), "engine-train failed: {}", String::from_utf8_lossy(&o.stderr));
 }
-

@@ -58,7 +58,10 @@ mod tests {
             let kept: Vec<(usize, usize)> =
                 (0..400).filter(|&p| img.data[p * 3] == 200).map(|p| (p / 20, p % 20)).collect();
             let (ys, xs): (Vec<_>, Vec<_>) = kept.iter().copied().unzip();
-            let (h, w) = (ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1, xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1);
+            let (h, w) = (
+                ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1,
+                xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1,
+            );
             assert_eq!(kept.len(), h * w, "kept pixels form a rectangle");
             assert!(h * w >= 400 / 5 - 20, "area {}", h * w);
             assert!((ratio - h.min(w) as f32 / 20.0).abs() < 1e-6);

@@ -135,7 +135,8 @@ mod tests {
             let mut rng = Rng::new(seed);
             let mut order = [0u8, 1, 2];
             rng.shuffle(&mut order);
-            let factors = [rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32];
+            let factors =
+                [rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32, rng.range(0.5, 1.5) as f32];
             let mut slow: Vec<f32> = base.data.iter().map(|&v| v as f32).collect();
             let r = |v: f32| (v.clamp(0.0, 255.0) + 0.5).floor();
             for op in order {
@@ -144,12 +145,17 @@ mod tests {
                     0 => slow.iter_mut().for_each(|v| *v = r(*v * f)),
                     1 => {
                         let n = (slow.len() / 3) as f64;
-                        let mean = slow.chunks(3).map(|p| (0..3).map(|c| LUMA[c] as f64 * p[c] as f64).sum::<f64>()).sum::<f64>() / n;
+                        let mean = slow
+                            .chunks(3)
+                            .map(|p| (0..3).map(|c| LUMA[c] as f64 * p[c] as f64).sum::<f64>())
+                            .sum::<f64>()
+                            / n;
                         let mean = mean as f32;
                         slow.iter_mut().for_each(|v| *v = r(mean + f * (*v - mean)));
                     }
                     _ => {
-                        let mut img = Image::from_rgb(base.height, base.width, slow.iter().map(|&v| v as u8).collect());
+                        let mut img =
+                            Image::from_rgb(base.height, base.width, slow.iter().map(|&v| v as u8).collect());
                         saturate(&mut img, &identity(), f);
                         slow = img.data.iter().map(|&v| v as f32).collect();
                     }

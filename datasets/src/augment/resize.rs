@@ -17,7 +17,9 @@ use std::rc::Rc;
 #[inline(always)]
 fn resample_row<const K: usize>(src: &[f32], dst: &mut [f32], taps: &Taps) {
     let k = if K > 0 { K } else { taps.k };
-    for ((out, idx), w) in dst.chunks_exact_mut(3).zip(taps.index.chunks_exact(k)).zip(taps.weight.chunks_exact(k)) {
+    for ((out, idx), w) in
+        dst.chunks_exact_mut(3).zip(taps.index.chunks_exact(k)).zip(taps.weight.chunks_exact(k))
+    {
         let mut acc = [0f32; 4];
         for j in 0..k {
             let p = idx[j] as usize * 3;
@@ -162,7 +164,11 @@ mod tests {
 
     #[test]
     fn low_resolution_blurs_detail_and_keeps_size() {
-        let mut img = Image::from_rgb(32, 32, (0..32 * 32 * 3).map(|i| if (i / 3) % 2 == 0 { 255 } else { 0 }).collect());
+        let mut img = Image::from_rgb(
+            32,
+            32,
+            (0..32 * 32 * 3).map(|i| if (i / 3) % 2 == 0 { 255 } else { 0 }).collect(),
+        );
         let orig = img.clone();
         let r = low_resolution(&mut img, &mut Rng::new(11));
         assert!((0.2..1.0).contains(&r));

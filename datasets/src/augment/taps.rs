@@ -15,7 +15,8 @@ pub enum Filter {
 }
 
 impl Filter {
-    pub const ALL: [Filter; 5] = [Filter::Nearest, Filter::Bilinear, Filter::Area, Filter::Cubic, Filter::Lanczos4];
+    pub const ALL: [Filter; 5] =
+        [Filter::Nearest, Filter::Bilinear, Filter::Area, Filter::Cubic, Filter::Lanczos4];
 }
 
 /// `k` taps per output position: `index[d * k + j]` (already clamped into the source) and `weight[d * k + j]`.
@@ -121,7 +122,13 @@ fn cubic(t: f64) -> f64 {
 }
 
 fn lanczos4(t: f64) -> f64 {
-    let sinc = |x: f64| if x.abs() < 1e-9 { 1.0 } else { (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x) };
+    let sinc = |x: f64| {
+        if x.abs() < 1e-9 {
+            1.0
+        } else {
+            (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+        }
+    };
     if t.abs() < 4.0 {
         sinc(t) * sinc(t / 4.0)
     } else {

@@ -25,7 +25,8 @@ pub fn pack_folder(root: &Path, out: &Path, opts: &PackOptions) -> Result<PackRe
     identities.sort();
     let mut items = Vec::new();
     for (label, dir) in identities.iter().enumerate() {
-        let mut files = list_dir(dir)?.into_iter().filter(|p| p.is_file() && is_image_name(p)).collect::<Vec<_>>();
+        let mut files =
+            list_dir(dir)?.into_iter().filter(|p| p.is_file() && is_image_name(p)).collect::<Vec<_>>();
         files.sort();
         items.extend(files.into_iter().map(|f| (label as u32, f)));
     }
@@ -50,7 +51,8 @@ pub fn pack_list(list: &Path, out: &Path, opts: &PackOptions) -> Result<PackRepo
         if fields.len() < 3 {
             return Err(bad(format!("expected `index<TAB>label<TAB>path`, found {line:?}")));
         }
-        let label: f32 = fields[1].trim().parse().map_err(|_| bad(format!("label {:?} is not a number", fields[1])))?;
+        let label: f32 =
+            fields[1].trim().parse().map_err(|_| bad(format!("label {:?} is not a number", fields[1])))?;
         if !(label >= 0.0 && label.fract() == 0.0 && label < 16_777_216.0) {
             return Err(bad(format!("label {label} is not a class index")));
         }
@@ -64,7 +66,12 @@ pub fn pack_list(list: &Path, out: &Path, opts: &PackOptions) -> Result<PackRepo
     pack_items(items, classes, out, opts)
 }
 
-fn pack_items(items: Vec<(u32, PathBuf)>, classes: u32, out: &Path, opts: &PackOptions) -> Result<PackReport> {
+fn pack_items(
+    items: Vec<(u32, PathBuf)>,
+    classes: u32,
+    out: &Path,
+    opts: &PackOptions,
+) -> Result<PackReport> {
     let mut writer: Option<FaceSetWriter> = None;
     let mut size = (0usize, 0usize);
     let mut skipped = Vec::new();

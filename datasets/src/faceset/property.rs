@@ -29,7 +29,11 @@ impl Property {
                 _ => Err(bad(format!("{what} {s:?} is not a positive integer"))),
             }
         };
-        Ok(Property { classes: num(fields[0], "classes")?, height: num(fields[1], "height")?, width: num(fields[2], "width")? })
+        Ok(Property {
+            classes: num(fields[0], "classes")?,
+            height: num(fields[1], "height")?,
+            width: num(fields[2], "width")?,
+        })
     }
 
     /// Writes `classes,height,width\n` through a temporary file.
@@ -48,7 +52,10 @@ mod tests {
     #[test]
     fn parses_and_refuses() {
         let p = Path::new("property");
-        assert_eq!(Property::parse("85742,112,112", p).unwrap(), Property { classes: 85742, height: 112, width: 112 });
+        assert_eq!(
+            Property::parse("85742,112,112", p).unwrap(),
+            Property { classes: 85742, height: 112, width: 112 }
+        );
         assert_eq!(Property::parse(" 3, 8 ,9\n", p).unwrap().width, 9);
         for bad in ["", "1,2", "a,112,112", "0,112,112", "1,2,3,4", "-1,2,3"] {
             let e = Property::parse(bad, p).unwrap_err().to_string();

@@ -39,7 +39,11 @@ impl FaceSet {
         let rec = if path.is_dir() { path.join("train.rec") } else { path.to_path_buf() };
         let idx = rec.with_extension("idx");
         let prop = rec.parent().map(|d| d.join("property")).unwrap_or_else(|| PathBuf::from("property"));
-        FaceSet::from_parts(&rec, idx.is_file().then_some(idx.as_path()), prop.is_file().then_some(prop.as_path()))
+        FaceSet::from_parts(
+            &rec,
+            idx.is_file().then_some(idx.as_path()),
+            prop.is_file().then_some(prop.as_path()),
+        )
     }
 
     pub fn from_parts(rec: &Path, idx: Option<&Path>, property: Option<&Path>) -> Result<FaceSet> {
@@ -94,8 +98,11 @@ impl FaceSet {
         let payload = self.rec.read(key)?;
         let path = self.rec.path();
         let (header, image_len) = {
-            let (h, img) = ImageHeader::parse(&payload)
-                .map_err(|detail| DataError::BadHeader { path: path.to_path_buf(), key, detail })?;
+            let (h, img) = ImageHeader::parse(&payload).map_err(|detail| DataError::BadHeader {
+                path: path.to_path_buf(),
+                key,
+                detail,
+            })?;
             (h, img.len())
         };
         let label = checked_label(header.class_label(), self.classes(), path, key)?;
@@ -120,7 +127,10 @@ impl FaceSet {
                 let bad = |detail: String| DataError::BadHeader { path: path.to_path_buf(), key, detail };
                 let (h, _) = ImageHeader::parse(&payload).map_err(bad)?;
                 if h.labels.len() < 2 || h.labels[0] > h.labels[1] || h.labels[0] < 1.0 {
-                    return Err(bad(format!("identity record with labels {:?}, expected (start, end)", h.labels)));
+                    return Err(bad(format!(
+                        "identity record with labels {:?}, expected (start, end)",
+                        h.labels
+                    )));
                 }
                 Ok((h.labels[0] as u64, h.labels[1] as u64))
             })
@@ -132,10 +142,19 @@ impl FaceSet {
 pub fn checked_label(label: f32, classes: Option<u32>, path: &Path, key: u64) -> Result<u32> {
     let in_range = label.is_finite() && label >= 0.0 && classes.is_none_or(|c| label < c as f32);
     if !in_range {
-        return Err(DataError::LabelOutOfRange { path: path.to_path_buf(), key, label, classes: classes.unwrap_or(1 << 24) });
+        return Err(DataError::LabelOutOfRange {
+            path: path.to_path_buf(),
+            key,
+            label,
+            classes: classes.unwrap_or(1 << 24),
+        });
     }
     if label.fract() != 0.0 {
-        return Err(DataError::BadHeader { path: path.to_path_buf(), key, detail: format!("label {label} is not an integer") });
+        return Err(DataError::BadHeader {
+            path: path.to_path_buf(),
+            key,
+            detail: format!("label {label} is not an integer"),
+        });
     }
     Ok(label as u32)
 }
@@ -150,7 +169,9 @@ fn find_images(rec: &RecordFile) -> Result<(Layout, Vec<u64>)> {
         if h.flag > 0 {
             let l = &h.labels;
             if l.len() < 2 || !(l[0] >= 1.0 && l[0] <= l[1] && l[1] < 16_777_216.0) {
-                return Err(bad(format!("record 0 labels {l:?} are not an identity range (a, b) with 1 <= a <= b")));
+                return Err(bad(format!(
+                    "record 0 labels {l:?} are not an identity range (a, b) with 1 <= a <= b"
+                )));
             }
             let (a, b) = (l[0] as u64, l[1] as u64);
             if let Some(k) = (1..b).find(|&k| !rec.contains(k)) {

@@ -115,7 +115,9 @@ fn missing_and_bad_property() {
     flat_set(&dir, &[0.0], Some("x,1,2"));
     let e = FaceSet::open(dir.path()).err().unwrap().to_string();
     assert!(e.contains("property:1"), "{e}");
-    let e = FaceSet::from_parts(&dir.path().join("train.rec"), None, Some(&dir.path().join("nope"))).err().unwrap();
+    let e = FaceSet::from_parts(&dir.path().join("train.rec"), None, Some(&dir.path().join("nope")))
+        .err()
+        .unwrap();
     assert!(matches!(e, DataError::Missing { .. }));
     std::fs::remove_file(dir.path().join("property")).unwrap();
     assert_eq!(FaceSet::open(dir.path()).unwrap().classes(), None);
@@ -136,20 +138,25 @@ fn pack_folder_and_list() {
     assert!(e.contains("bad.jpg"), "{e}");
     let rep = pack_folder(src.path(), out.path(), &PackOptions { skip_corrupt: true }).unwrap();
     assert_eq!(rep.skipped.len(), 1);
-    assert_eq!((rep.summary.images, rep.summary.classes, rep.summary.height, rep.summary.width), (3, 2, 8, 6));
+    assert_eq!(
+        (rep.summary.images, rep.summary.classes, rep.summary.height, rep.summary.width),
+        (3, 2, 8, 6)
+    );
     let fs = FaceSet::open(out.path()).unwrap();
     let labels: Vec<u32> = (0..3).map(|i| fs.sample(i).unwrap().label).collect();
     assert_eq!(labels, vec![0, 1, 1]); // alice = 0, bob = 1
     assert_eq!(decode(&fs.sample(2).unwrap().image).unwrap().height, 8);
 
-    std::fs::write(src.path().join("l.lst"), "0\t1\tbob/0.jpg\n1\t0\talice/0.jpg\n\n2\t1\tbob/1.jpg\n").unwrap();
+    std::fs::write(src.path().join("l.lst"), "0\t1\tbob/0.jpg\n1\t0\talice/0.jpg\n\n2\t1\tbob/1.jpg\n")
+        .unwrap();
     let out2 = TempDir::new("fs-out2");
     let rep = pack_list(&src.path().join("l.lst"), out2.path(), &PackOptions::default()).unwrap();
     assert_eq!(rep.summary.images, 3);
     let fs = FaceSet::open(out2.path()).unwrap();
     assert_eq!(fs.identity_ranges().unwrap(), vec![(1, 2), (2, 4)]);
     std::fs::write(src.path().join("b.lst"), "0\tx\tbob/0.jpg\n").unwrap();
-    let e = pack_list(&src.path().join("b.lst"), out2.path(), &PackOptions::default()).unwrap_err().to_string();
+    let e =
+        pack_list(&src.path().join("b.lst"), out2.path(), &PackOptions::default()).unwrap_err().to_string();
     assert!(e.contains("b.lst:1"), "{e}");
 }
 
@@ -159,7 +166,11 @@ fn add_pixels_encodes_and_checks_size() {
     let mut w = FaceSetWriter::create(dir.path(), 1, 8, 6).unwrap();
     let img = Image::from_rgb(8, 6, vec![90; 144]);
     w.add_pixels(0, &[], &img, 95).unwrap();
-    assert!(w.add_pixels(0, &[], &Image::new(6, 8), 95).unwrap_err().to_string().contains("6x8 image for a set of 8x6"));
+    assert!(w
+        .add_pixels(0, &[], &Image::new(6, 8), 95)
+        .unwrap_err()
+        .to_string()
+        .contains("6x8 image for a set of 8x6"));
     w.finish().unwrap();
     let fs = FaceSet::open(dir.path()).unwrap();
     let back = decode(&fs.sample(0).unwrap().image).unwrap();

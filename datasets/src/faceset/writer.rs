@@ -33,7 +33,9 @@ impl FaceSetWriter {
     pub fn create(dir: &Path, classes: u32, height: u32, width: u32) -> Result<FaceSetWriter> {
         if classes == 0 || height == 0 || width == 0 {
             return Err(DataError::Invalid {
-                what: format!("face set needs classes, height and width > 0 (got {classes}, {height}, {width})"),
+                what: format!(
+                    "face set needs classes, height and width > 0 (got {classes}, {height}, {width})"
+                ),
             });
         }
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
@@ -126,7 +128,13 @@ impl FaceSetWriter {
 
 /// Packs in-memory encoded images into `dir` (`train.rec`, `train.idx`, `property`), e.g. for generated
 /// data. `items` yields (class label, encoded JPEG/PNG bytes) with labels non-decreasing.
-pub fn write_face_set<I>(dir: &Path, items: I, classes: u32, height: u32, width: u32) -> Result<FaceSetSummary>
+pub fn write_face_set<I>(
+    dir: &Path,
+    items: I,
+    classes: u32,
+    height: u32,
+    width: u32,
+) -> Result<FaceSetSummary>
 where
     I: IntoIterator<Item = (u32, Vec<u8>)>,
 {

@@ -116,8 +116,9 @@ mod tests {
         let jpg = encode_jpeg(&img, 95).unwrap();
         let back = decode(&jpg).unwrap();
         assert_eq!((back.height, back.width), (40, 56));
-        let mad: f64 = img.data.iter().zip(&back.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
-            / img.data.len() as f64;
+        let mad: f64 =
+            img.data.iter().zip(&back.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+                / img.data.len() as f64;
         assert!(mad < 2.0, "mean abs diff {mad}");
     }
 

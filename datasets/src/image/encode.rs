@@ -12,6 +12,7 @@ pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(img.data.len() / 8 + 1024);
     let mut enc = Encoder::new(&mut out, quality.clamp(1, 100));
     enc.set_sampling_factor(SamplingFactor::F_2_2);
-    enc.encode(&img.data, img.width as u16, img.height as u16, ColorType::Rgb).map_err(|e| format!("JPEG encoder: {e}"))?;
+    enc.encode(&img.data, img.width as u16, img.height as u16, ColorType::Rgb)
+        .map_err(|e| format!("JPEG encoder: {e}"))?;
     Ok(out)
 }

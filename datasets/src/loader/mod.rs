@@ -6,9 +6,9 @@ mod normalize;
 mod sampler;
 mod workers;
 
-pub use batch::{Batch, Pixels, PixelFormat};
-pub use sampler::Sampler;
+pub use batch::{Batch, PixelFormat, Pixels};
 pub use normalize::{extend_normalized, normalize_table};
+pub use sampler::Sampler;
 pub use workers::{EpochBatches, Loader, LoaderConfig};
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ pub fn extend_normalized(out: &mut Vec<f32>, src: &[u8], row: usize, flip: bool)
         // Written through the spare capacity: zero-filling first would cost as much as the work.
         out.reserve(src.len());
         let mut mirrored = if flip { vec![0u8; row] } else { Vec::new() };
-        for (dst, s) in out.spare_capacity_mut()[..src.len()].chunks_exact_mut(row).zip(src.chunks_exact(row)) {
+        for (dst, s) in out.spare_capacity_mut()[..src.len()].chunks_exact_mut(row).zip(src.chunks_exact(row))
+        {
             let s = if flip {
                 for (m, p) in mirrored.chunks_exact_mut(3).zip(s.chunks_exact(3).rev()) {
                     m.copy_from_slice(p);

@@ -15,7 +15,11 @@ fn make_set(dir: &TempDir, corrupt: Option<usize>) -> Arc<FaceSet> {
         for (p, v) in img.data.iter_mut().enumerate() {
             *v = ((p * (i + 3) + i * 11) % 256) as u8;
         }
-        let bytes = if corrupt == Some(i) { b"\xff\xd8\xff\xe0junk".to_vec() } else { encode_jpeg(&img, 92).unwrap() };
+        let bytes = if corrupt == Some(i) {
+            b"\xff\xd8\xff\xe0junk".to_vec()
+        } else {
+            encode_jpeg(&img, 92).unwrap()
+        };
         w.add((i / 5) as u32, &[], &bytes).unwrap();
     }
     w.finish().unwrap();
@@ -69,7 +73,8 @@ fn same_seed_same_batches_whatever_the_thread_count() {
     assert_eq!(one, three);
     let other_epoch = collect(&Loader::new(set.clone(), LoaderConfig { augment: aug, ..cfg(3) }).unwrap(), 4);
     assert_ne!(one[0].keys, other_epoch[0].keys);
-    let other_seed = collect(&Loader::new(set, LoaderConfig { augment: aug, seed: 43, ..cfg(2) }).unwrap(), 3);
+    let other_seed =
+        collect(&Loader::new(set, LoaderConfig { augment: aug, seed: 43, ..cfg(2) }).unwrap(), 3);
     assert_ne!(one[0].keys, other_seed[0].keys);
 }
 
@@ -103,8 +108,12 @@ fn u8_and_f32_batches_are_the_same_images() {
     let dir = TempDir::new("ld-u8f32");
     let set = make_set(&dir, None);
     let base = LoaderConfig { augment: AugmentConfig::flip_only(), ..cfg(2) };
-    let u8s = collect(&Loader::new(set.clone(), LoaderConfig { format: PixelFormat::U8, ..base.clone() }).unwrap(), 1);
-    let f32s = collect(&Loader::new(set, LoaderConfig { format: PixelFormat::F32Normalized, ..base }).unwrap(), 1);
+    let u8s = collect(
+        &Loader::new(set.clone(), LoaderConfig { format: PixelFormat::U8, ..base.clone() }).unwrap(),
+        1,
+    );
+    let f32s =
+        collect(&Loader::new(set, LoaderConfig { format: PixelFormat::F32Normalized, ..base }).unwrap(), 1);
     assert_eq!(u8s.len(), f32s.len());
     let table = normalize_table();
     for (a, b) in u8s.iter().zip(&f32s) {

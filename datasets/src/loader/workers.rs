@@ -79,7 +79,8 @@ impl Loader {
             Some(p) => (p.height as usize, p.width as usize),
             None => {
                 let s = set.sample(0)?;
-                let img = crate::image::decode(&s.image).map_err(|detail| image_error(&set, s.key, detail))?;
+                let img =
+                    crate::image::decode(&s.image).map_err(|detail| image_error(&set, s.key, detail))?;
                 (img.height, img.width)
             }
         };

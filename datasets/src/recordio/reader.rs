@@ -116,7 +116,8 @@ impl RecordFile {
 
     /// The payload of record `key`, joined from its parts (borrowed when it is stored whole).
     pub fn read(&self, key: u64) -> Result<Cow<'_, [u8]>> {
-        let pos = self.index.position(key).ok_or_else(|| DataError::UnknownKey { path: self.path.clone(), key })?;
+        let pos =
+            self.index.position(key).ok_or_else(|| DataError::UnknownKey { path: self.path.clone(), key })?;
         let offset = self.index.offsets[pos];
         if let Some(idx) = &self.index_path {
             // A bad offset from the index is the index's fault: say so, with its line.
@@ -184,7 +185,8 @@ impl RecordFile {
             let body = &d[start as usize..(start + length as u64) as usize];
             // The last record may lack its padding; tolerate that (dmlc's reader does too).
             let next = (start + pad4(length as u64)).min(file_len);
-            let bad = |detail| DataError::BadContinuation { path: self.path.clone(), offset: pos, cflag, detail };
+            let bad =
+                |detail| DataError::BadContinuation { path: self.path.clone(), offset: pos, cflag, detail };
             match (cflag, joined.as_mut()) {
                 (WHOLE, None) => return Ok((Cow::Borrowed(body), next)),
                 (FIRST, None) => joined = Some(body.to_vec()),
@@ -196,7 +198,9 @@ impl RecordFile {
                     }
                 }
                 (MIDDLE | LAST, None) => return Err(bad("continuation part without a first part")),
-                (WHOLE | FIRST, Some(_)) => return Err(bad("new record before the last part of a split record")),
+                (WHOLE | FIRST, Some(_)) => {
+                    return Err(bad("new record before the last part of a split record"))
+                }
                 _ => return Err(bad("unknown continuation flag (valid: 0..3)")),
             }
             pos = next;
@@ -225,7 +229,11 @@ impl RecordFile {
     fn looks_like_trailing_header0(&self, offset: u64, n: u64) -> bool {
         let Ok((payload, _)) = self.read_at(offset) else { return false };
         let Ok((h, rest)) = ImageHeader::parse(&payload) else { return false };
-        h.flag == 2 && rest.is_empty() && h.labels[1] == n as f32 && h.labels[0] >= 1.0 && h.labels[0] <= h.labels[1]
+        h.flag == 2
+            && rest.is_empty()
+            && h.labels[1] == n as f32
+            && h.labels[0] >= 1.0
+            && h.labels[0] <= h.labels[1]
     }
 
     /// Reads every record once, in file order (for `inspect` and tests): the first error, if any.

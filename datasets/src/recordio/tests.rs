@@ -162,7 +162,14 @@ fn mutated_files_give_errors_not_panics() {
     // A quick in-tree stand-in for the cargo-fuzz target (datasets/fuzz): random flips, cuts and
     // length-word edits of a valid file, read through scan and through an index.
     let dir = TempDir::new("rio-mut");
-    let (rec, idx) = write_set(&dir, &[(0, with_magic_inside()), (1, pack_record(&ImageHeader::multi(vec![1.0, 2.0], 1), b"abc")), (2, vec![3; 9])]);
+    let (rec, idx) = write_set(
+        &dir,
+        &[
+            (0, with_magic_inside()),
+            (1, pack_record(&ImageHeader::multi(vec![1.0, 2.0], 1), b"abc")),
+            (2, vec![3; 9]),
+        ],
+    );
     let w_bytes = std::fs::read(&rec).unwrap();
     let idx_text = std::fs::read_to_string(&idx).unwrap();
     let mut rng = crate::rng::Rng::new(99);

@@ -46,7 +46,10 @@ impl RecordWriter {
     pub fn write(&mut self, key: u64, payload: &[u8]) -> Result<u64> {
         if payload.len() > MAX_LENGTH as usize {
             return Err(DataError::Invalid {
-                what: format!("record {key} is {} bytes; RecordIO allows at most {MAX_LENGTH}", payload.len()),
+                what: format!(
+                    "record {key} is {} bytes; RecordIO allows at most {MAX_LENGTH}",
+                    payload.len()
+                ),
             });
         }
         let start = self.pos;

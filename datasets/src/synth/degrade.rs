@@ -23,7 +23,8 @@ fn gaussian_blur(img: &mut [f32], size: usize, sigma: f32) {
         return;
     }
     let radius = (sigma * 3.0).ceil() as isize;
-    let mut kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let mut kernel: Vec<f32> =
+        (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= total);
     let n = size as isize;
@@ -36,7 +37,11 @@ fn gaussian_blur(img: &mut [f32], size: usize, sigma: f32) {
                 let mut acc = [0.0f32; 3];
                 for (j, &k) in kernel.iter().enumerate() {
                     let off = j as isize - radius;
-                    let (sx, sy) = if pass == 0 { ((x + off).clamp(0, n - 1), y) } else { (x, (y + off).clamp(0, n - 1)) };
+                    let (sx, sy) = if pass == 0 {
+                        ((x + off).clamp(0, n - 1), y)
+                    } else {
+                        (x, (y + off).clamp(0, n - 1))
+                    };
                     let o = ((sy * n + sx) * 3) as usize;
                     for c in 0..3 {
                         acc[c] += k * src[o + c];
@@ -59,7 +64,8 @@ fn down_up(img: &mut [f32], size: usize, small: usize) {
     for sy in 0..small {
         let (y0, y1) = ((sy as f32 * ratio) as usize, (((sy + 1) as f32 * ratio).ceil() as usize).min(size));
         for sx in 0..small {
-            let (x0, x1) = ((sx as f32 * ratio) as usize, (((sx + 1) as f32 * ratio).ceil() as usize).min(size));
+            let (x0, x1) =
+                ((sx as f32 * ratio) as usize, (((sx + 1) as f32 * ratio).ceil() as usize).min(size));
             let mut acc = [0.0f32; 3];
             for y in y0..y1 {
                 for x in x0..x1 {
@@ -107,18 +113,24 @@ mod tests {
     use super::*;
 
     fn checker(size: usize) -> Vec<f32> {
-        (0..size * size * 3).map(|i| if ((i / 3) % size + (i / 3) / size) % 2 == 0 { 0.2 } else { 0.8 }).collect()
+        (0..size * size * 3)
+            .map(|i| if ((i / 3) % size + (i / 3) / size) % 2 == 0 { 0.2 } else { 0.8 })
+            .collect()
     }
 
     fn error(img: &[u8], reference: &[f32]) -> f64 {
-        img.iter().zip(reference).map(|(&a, &b)| (a as f64 / 255.0 - b as f64).powi(2)).sum::<f64>() / img.len() as f64
+        img.iter().zip(reference).map(|(&a, &b)| (a as f64 / 255.0 - b as f64).powi(2)).sum::<f64>()
+            / img.len() as f64
     }
 
     #[test]
     fn stronger_degradation_departs_further_from_the_clean_image() {
         let size = 48;
         let mut rng = SynthRng::new(3);
-        let errs: Vec<f64> = [0.0, 0.3, 0.6, 1.0].iter().map(|&d| error(&degrade(checker(size), size, d, &mut rng), &checker(size))).collect();
+        let errs: Vec<f64> = [0.0, 0.3, 0.6, 1.0]
+            .iter()
+            .map(|&d| error(&degrade(checker(size), size, d, &mut rng), &checker(size)))
+            .collect();
         assert!(errs[0] < 1e-3, "a level-0 image is nearly the clean one: {errs:?}");
         assert!(errs.windows(2).all(|w| w[0] < w[1]), "error must grow with the level: {errs:?}");
     }

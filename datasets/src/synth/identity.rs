@@ -120,13 +120,8 @@ fn jitter(c: Rgb, rng: &mut SynthRng, m: f32) -> Rgb {
 
 /// A point on a light-to-dark skin ramp.
 fn skin_tone(t: f32) -> Rgb {
-    const RAMP: [Rgb; 5] = [
-        [0.97, 0.82, 0.72],
-        [0.87, 0.66, 0.52],
-        [0.74, 0.53, 0.38],
-        [0.55, 0.37, 0.25],
-        [0.34, 0.23, 0.16],
-    ];
+    const RAMP: [Rgb; 5] =
+        [[0.97, 0.82, 0.72], [0.87, 0.66, 0.52], [0.74, 0.53, 0.38], [0.55, 0.37, 0.25], [0.34, 0.23, 0.16]];
     let x = t.clamp(0.0, 0.999) * (RAMP.len() - 1) as f32;
     let i = x as usize;
     lerp3(RAMP[i], RAMP[i + 1], x - i as f32)
@@ -144,7 +139,16 @@ impl Identity {
         let skin = jitter(skin_tone(rng.unit()), rng, 0.06);
         let hair_style = pick(
             rng,
-            &[HairStyle::Bald, HairStyle::Short, HairStyle::Short, HairStyle::Long, HairStyle::Long, HairStyle::Fringe, HairStyle::SidePart, HairStyle::Curly],
+            &[
+                HairStyle::Bald,
+                HairStyle::Short,
+                HairStyle::Short,
+                HairStyle::Long,
+                HairStyle::Long,
+                HairStyle::Fringe,
+                HairStyle::SidePart,
+                HairStyle::Curly,
+            ],
         );
         let hair_base = pick(
             rng,
@@ -164,7 +168,17 @@ impl Identity {
         let hair = jitter(hair_base, rng, 0.15);
         let eye_h = rng.range(0.04, 0.07);
         let iris = jitter(
-            pick(rng, &[[0.33, 0.19, 0.09], [0.13, 0.09, 0.07], [0.30, 0.50, 0.78], [0.30, 0.52, 0.32], [0.50, 0.56, 0.62], [0.52, 0.40, 0.18]]),
+            pick(
+                rng,
+                &[
+                    [0.33, 0.19, 0.09],
+                    [0.13, 0.09, 0.07],
+                    [0.30, 0.50, 0.78],
+                    [0.30, 0.52, 0.32],
+                    [0.50, 0.56, 0.62],
+                    [0.52, 0.40, 0.18],
+                ],
+            ),
             rng,
             0.1,
         );
@@ -175,15 +189,36 @@ impl Identity {
             lerp3(hair, [0.05, 0.04, 0.04], brow_dark * 0.5)
         };
         let lip = jitter([skin[0] * 0.82, skin[1] * 0.52, skin[2] * 0.55], rng, 0.12);
-        let beard = if rng.chance(0.3) { pick(rng, &[Beard::Moustache, Beard::Goatee, Beard::Full]) } else { Beard::None };
+        let beard = if rng.chance(0.3) {
+            pick(rng, &[Beard::Moustache, Beard::Goatee, Beard::Full])
+        } else {
+            Beard::None
+        };
         let beard_color = if rng.chance(0.8) { hair } else { jitter([0.15, 0.12, 0.1], rng, 0.2) };
         let glasses = rng.chance(0.22).then(|| Glasses {
             radius: rng.range(0.09, 0.14),
             squareness: pick(rng, &[2.0, 3.0, 6.0]),
             thickness: rng.range(0.010, 0.028),
-            color: jitter(pick(rng, &[[0.05, 0.05, 0.05], [0.45, 0.25, 0.10], [0.75, 0.70, 0.55], [0.6, 0.1, 0.1], [0.1, 0.2, 0.5]]), rng, 0.1),
+            color: jitter(
+                pick(
+                    rng,
+                    &[
+                        [0.05, 0.05, 0.05],
+                        [0.45, 0.25, 0.10],
+                        [0.75, 0.70, 0.55],
+                        [0.6, 0.1, 0.1],
+                        [0.1, 0.2, 0.5],
+                    ],
+                ),
+                rng,
+                0.1,
+            ),
         });
-        let mole = rng.chance(0.3).then(|| Mole { x: rng.sym(0.35), y: rng.range(-0.05, 0.55), radius: rng.range(0.014, 0.028) });
+        let mole = rng.chance(0.3).then(|| Mole {
+            x: rng.sym(0.35),
+            y: rng.range(-0.05, 0.55),
+            radius: rng.range(0.014, 0.028),
+        });
         let mark = rng.chance(0.45).then(|| {
             let tone = pick(rng, &[[0.62, 0.42, 0.42], [0.55, 0.45, 0.38], [0.85, 0.55, 0.5]]);
             Mark {

@@ -63,13 +63,27 @@ impl SynthConfig {
     /// The size used for the CPU demo: 64 px, 600 training identities x 10 photos, 1,000 pairs
     /// from 100 held-out identities.
     pub fn cpu_demo(seed: u64) -> SynthConfig {
-        SynthConfig { identities: 600, images_per_identity: 10, heldout_identities: 100, pairs: 1000, size: 64, seed }
+        SynthConfig {
+            identities: 600,
+            images_per_identity: 10,
+            heldout_identities: 100,
+            pairs: 1000,
+            size: 64,
+            seed,
+        }
     }
 }
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { identities: 600, images_per_identity: 10, heldout_identities: 200, pairs: 2000, size: 112, seed: 0 }
+        SynthConfig {
+            identities: 600,
+            images_per_identity: 10,
+            heldout_identities: 200,
+            pairs: 2000,
+            size: 112,
+            seed: 0,
+        }
     }
 }
 
@@ -120,7 +134,10 @@ impl SynthConfig {
             return fail(format!("pairs {} must be even (half same, half different)", self.pairs));
         }
         if self.pairs > 0 && self.heldout_identities < 2 {
-            return fail(format!("{} pairs need at least 2 held-out identities, got {}", self.pairs, self.heldout_identities));
+            return fail(format!(
+                "{} pairs need at least 2 held-out identities, got {}",
+                self.pairs, self.heldout_identities
+            ));
         }
         let total = self.identities as u64 + self.heldout_identities as u64;
         if total > u32::MAX as u64 {
@@ -169,7 +186,12 @@ pub fn generate(cfg: &SynthConfig) -> Result<SynthSet, SynthConfigError> {
         .into_par_iter()
         .map(|i| {
             let (label, k) = ((i / n) as u32, i % n);
-            photo(&ids[label as usize], label, cfg.size, SynthRng::stream(cfg.seed, Stream::TrainImage, label as u64, k as u64))
+            photo(
+                &ids[label as usize],
+                label,
+                cfg.size,
+                SynthRng::stream(cfg.seed, Stream::TrainImage, label as u64, k as u64),
+            )
         })
         .collect();
     let pairs = (0..cfg.pairs)
@@ -177,7 +199,12 @@ pub fn generate(cfg: &SynthConfig) -> Result<SynthSet, SynthConfigError> {
         .map(|p| {
             let (a, b, same) = pair_labels(cfg, p);
             let shot = |label: u32, side: u64| {
-                photo(&ids[label as usize], label, cfg.size, SynthRng::stream(cfg.seed, Stream::PairImage, p as u64, side))
+                photo(
+                    &ids[label as usize],
+                    label,
+                    cfg.size,
+                    SynthRng::stream(cfg.seed, Stream::PairImage, p as u64, side),
+                )
             };
             (shot(a, 0), shot(b, 1), same)
         })

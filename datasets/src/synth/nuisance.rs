@@ -9,10 +9,24 @@ use super::rng::SynthRng;
 #[derive(Debug, Clone, Copy)]
 pub enum Clutter {
     /// Axis-aligned box.
-    Rect { x0: f32, y0: f32, x1: f32, y1: f32 },
-    Disc { x: f32, y: f32, r: f32 },
+    Rect {
+        x0: f32,
+        y0: f32,
+        x1: f32,
+        y1: f32,
+    },
+    Disc {
+        x: f32,
+        y: f32,
+        r: f32,
+    },
     /// Infinite band at angle: |dot(p, n) - offset| < half_width.
-    Band { nx: f32, ny: f32, offset: f32, half_width: f32 },
+    Band {
+        nx: f32,
+        ny: f32,
+        offset: f32,
+        half_width: f32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +86,12 @@ impl Background {
                     1 => Clutter::Disc { x: rng.sym(1.1), y: rng.sym(1.1), r: rng.range(0.08, 0.6) },
                     _ => {
                         let a = rng.range(0.0, std::f32::consts::PI);
-                        Clutter::Band { nx: a.cos(), ny: a.sin(), offset: rng.sym(1.0), half_width: rng.range(0.03, 0.25) }
+                        Clutter::Band {
+                            nx: a.cos(),
+                            ny: a.sin(),
+                            offset: rng.sym(1.0),
+                            half_width: rng.range(0.03, 0.25),
+                        }
                     }
                 };
                 (shape, random_color(rng), rng.range(0.5, 1.0))
@@ -90,7 +109,11 @@ impl Nuisance {
         let ambient = rng.range(0.1, 0.45);
         let temperature = rng.sym(1.0);
         let tint = rng.sym(1.0);
-        let cast = [1.0 + 0.15 * temperature - 0.04 * tint, 1.0 + 0.06 * tint, 1.0 - 0.15 * temperature - 0.04 * tint];
+        let cast = [
+            1.0 + 0.15 * temperature - 0.04 * tint,
+            1.0 + 0.06 * tint,
+            1.0 - 0.15 * temperature - 0.04 * tint,
+        ];
         Nuisance {
             // Pose jitter as a face detector's alignment leaves it: at twice these ranges the 32 px demo
             // net stalled near 94% while raw pixels gained little from the smaller ones (0.61 -> 0.63).
@@ -112,7 +135,13 @@ impl Nuisance {
             eye_open: if rng.chance(0.05) { rng.range(0.1, 0.4) } else { rng.range(0.75, 1.1) },
             brow_raise: rng.sym(0.025),
             gaze: [rng.sym(0.35), rng.sym(0.2)],
-            warp: [rng.range(0.0, 0.012), rng.range(0.0, 6.3), rng.range(0.0, 6.3), rng.range(2.0, 4.0), rng.range(2.0, 4.0)],
+            warp: [
+                rng.range(0.0, 0.012),
+                rng.range(0.0, 6.3),
+                rng.range(0.0, 6.3),
+                rng.range(2.0, 4.0),
+                rng.range(2.0, 4.0),
+            ],
             clothes: random_color(rng),
             background: Background::sample(rng),
             degradation: rng.unit() * rng.unit(),

@@ -67,7 +67,8 @@ pub fn raw_pixel_accuracy(pairs: &[(SynthImage, SynthImage, bool)]) -> PixelBase
         let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
         v.iter().map(|x| x - m).collect::<Vec<f64>>()
     };
-    let vecs: Vec<(Vec<f64>, Vec<f64>, bool)> = pairs.iter().map(|(a, b, s)| (as_f64(a), as_f64(b), *s)).collect();
+    let vecs: Vec<(Vec<f64>, Vec<f64>, bool)> =
+        pairs.iter().map(|(a, b, s)| (as_f64(a), as_f64(b), *s)).collect();
     let dim = vecs.first().map_or(0, |v| v.0.len());
     let mut mean = vec![0.0; dim];
     for (a, b, _) in &vecs {

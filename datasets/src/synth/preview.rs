@@ -80,7 +80,8 @@ pub fn write_preview(path: &Path, cfg: &SynthConfig, rows: usize, cols: usize) -
     let s = cfg.size;
     let gap = 2;
     let (w, h) = (cols * (s + gap) + gap, rows * (s + gap) + gap);
-    let tiles: Vec<_> = (0..rows * cols).into_par_iter().map(|i| train_image(cfg, (i / cols) as u32, i % cols)).collect();
+    let tiles: Vec<_> =
+        (0..rows * cols).into_par_iter().map(|i| train_image(cfg, (i / cols) as u32, i % cols)).collect();
     let mut canvas = vec![255u8; w * h * 3];
     for (i, tile) in tiles.iter().enumerate() {
         let (x0, y0) = (gap + (i % cols) * (s + gap), gap + (i / cols) * (s + gap));
@@ -97,7 +98,8 @@ pub fn write_preview(path: &Path, cfg: &SynthConfig, rows: usize, cols: usize) -
         encode_png(w, h, &canvas)
     };
     let tmp = path.with_extension("tmp-preview");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
     f.write_all(&bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))

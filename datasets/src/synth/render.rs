@@ -121,7 +121,12 @@ impl Scene<'_> {
         let side = (u.abs() / id.head_w).min(1.2);
         let temple = 0.45 * side.powi(4);
         match id.hair_style {
-            HairStyle::Fringe => id.hairline + 0.2 + 0.02 * (u * (20.0 + 30.0 * id.hair_length) + id.hair_tilt * 6.0).sin() + 0.2 * temple,
+            HairStyle::Fringe => {
+                id.hairline
+                    + 0.2
+                    + 0.02 * (u * (20.0 + 30.0 * id.hair_length) + id.hair_tilt * 6.0).sin()
+                    + 0.2 * temple
+            }
             HairStyle::SidePart => id.hairline + id.hair_tilt * 0.25 * (u + id.head_w) + temple,
             _ => id.hairline + temple,
         }
@@ -191,7 +196,9 @@ impl Scene<'_> {
         if head_sd < aa {
             let mut skin = id.skin;
             let side = u.signum();
-            let cheek = (-((u - side * (id.eye_dx + 0.06)).powi(2) + (v - id.nose_y).powi(2)) / (2.0 * 0.07 * 0.07)).exp();
+            let cheek = (-((u - side * (id.eye_dx + 0.06)).powi(2) + (v - id.nose_y).powi(2))
+                / (2.0 * 0.07 * 0.07))
+                .exp();
             blend(&mut skin, [0.85, 0.35, 0.35], id.blush * cheek);
             if let Some(m) = id.mark {
                 blend(&mut skin, m.color, 0.85 * cover(ellipse_sd(u - m.x, v - m.y, m.rx, m.ry), aa));
@@ -206,7 +213,8 @@ impl Scene<'_> {
 
         // Hair on top of the head.
         if id.hair_style != HairStyle::Bald {
-            let cap_sd = ellipse_sd(u, v - cy, w + id.hair_volume * 0.6, h + id.hair_volume).max(v - self.hairline(u));
+            let cap_sd =
+                ellipse_sd(u, v - cy, w + id.hair_volume * 0.6, h + id.hair_volume).max(v - self.hairline(u));
             if cap_sd < aa {
                 blend(c, self.hair_color(u, v, shade.max(flat_shade * 0.6)), cover(cap_sd, aa));
             }
@@ -221,7 +229,8 @@ impl Scene<'_> {
             let ring = ((rr - 1.0) * g.radius).abs() - g.thickness * 0.5;
             let bar_v = id.eye_y - g.radius * 0.25;
             let bridge = (ul - (id.eye_dx - g.radius * 0.9)).max((v - bar_v).abs() - g.thickness * 0.5);
-            let temple = (id.eye_dx + g.radius * 0.95 - ul).max(ul - w).max((v - bar_v).abs() - g.thickness * 0.4);
+            let temple =
+                (id.eye_dx + g.radius * 0.95 - ul).max(ul - w).max((v - bar_v).abs() - g.thickness * 0.4);
             let sd = ring.min(bridge).min(temple);
             blend(c, scaled(g.color, flat_shade), cover(sd, aa));
         }
@@ -237,7 +246,8 @@ impl Scene<'_> {
 
         // Beard.
         let under_nose = v - (id.nose_y + 0.045);
-        let moustache = (ul - (id.mouth_w + 0.03)).max(-under_nose).max(v - (id.mouth_y - id.lip_upper * 0.5));
+        let moustache =
+            (ul - (id.mouth_w + 0.03)).max(-under_nose).max(v - (id.mouth_y - id.lip_upper * 0.5));
         let beard_sd = match id.beard {
             Beard::None => f32::INFINITY,
             Beard::Moustache => moustache,
@@ -261,8 +271,10 @@ impl Scene<'_> {
             let vc = id.mouth_y - 0.045 * smile * s * s + 0.02 * smile;
             let half_gap = nz.mouth_open * 0.025 * env;
             let across = (s.abs() - 1.0) * mw;
-            let upper = across.max(v - (vc - half_gap)).max(vc - half_gap - id.lip_upper * (0.35 + 0.65 * env) - v);
-            let lower = across.max(vc + half_gap - v).max(v - (vc + half_gap + id.lip_lower * (0.35 + 0.65 * env)));
+            let upper =
+                across.max(v - (vc - half_gap)).max(vc - half_gap - id.lip_upper * (0.35 + 0.65 * env) - v);
+            let lower =
+                across.max(vc + half_gap - v).max(v - (vc + half_gap + id.lip_lower * (0.35 + 0.65 * env)));
             let lips = upper.min(lower);
             blend(c, scaled(id.lip, shade), cover(lips, aa));
             let gap = across.max((v - vc).abs() - half_gap.max(0.004));
@@ -270,7 +282,8 @@ impl Scene<'_> {
         }
 
         // Nostrils.
-        let nostril = ellipse_sd(ul - id.nose_w * 0.55, v - id.nose_y - 0.012, id.nose_w * 0.25 + 0.006, 0.012);
+        let nostril =
+            ellipse_sd(ul - id.nose_w * 0.55, v - id.nose_y - 0.012, id.nose_w * 0.25 + 0.006, 0.012);
         blend(c, scaled(id.skin, 0.3 * shade), 0.85 * cover(nostril, aa));
 
         // Eyes: white, iris, pupil, and a dark lid line; tilt mirrors between the two sides.
@@ -293,7 +306,11 @@ impl Scene<'_> {
         // Brows: a tapered arc above each eye.
         let t = (ul - id.eye_dx + 0.01) / id.brow_len;
         if t.abs() < 1.3 {
-            let vc = id.eye_y - id.brow_gap - nz.brow_raise - id.brow_arch * (1.0 - t * t) - id.brow_slope * t * id.brow_len;
+            let vc = id.eye_y
+                - id.brow_gap
+                - nz.brow_raise
+                - id.brow_arch * (1.0 - t * t)
+                - id.brow_slope * t * id.brow_len;
             let th = id.brow_thick * (1.0 - 0.35 * t);
             let sd = ((v - vc).abs() - th * 0.5).max((t.abs() - 1.0) * id.brow_len);
             blend(c, scaled(id.brow, shade), cover(sd, aa));

@@ -48,7 +48,8 @@ fn pairs_are_balanced_and_only_from_heldout_identities() {
         assert_eq!(a.label == b.label, *s);
         assert_ne!(a.rgb, b.rgb, "a same pair must be two different photos");
     }
-    let used: std::collections::HashSet<u32> = set.pairs.iter().flat_map(|p| [p.0.label, p.1.label]).collect();
+    let used: std::collections::HashSet<u32> =
+        set.pairs.iter().flat_map(|p| [p.0.label, p.1.label]).collect();
     assert!(used.len() >= 8, "pairs should spread over the held-out identities, used {}", used.len());
 }
 
@@ -94,20 +95,35 @@ fn best_threshold_accuracy_finds_the_best_cut() {
 
 #[test]
 fn raw_pixel_cosine_verification_stays_near_chance() {
-    let cfg = SynthConfig { identities: 1, images_per_identity: 1, heldout_identities: 100, pairs: 800, size: 48, seed: 11 };
+    let cfg = SynthConfig {
+        identities: 1,
+        images_per_identity: 1,
+        heldout_identities: 100,
+        pairs: 800,
+        size: 48,
+        seed: 11,
+    };
     let set = generate(&cfg).unwrap();
     let base = raw_pixel_accuracy(&set.pairs);
     eprintln!("raw-pixel best-threshold accuracy on {} pairs: {base:?}", set.pairs.len());
     assert!(base.best() <= 0.65, "raw-pixel verification is too easy: {base:?}");
     // The test can fail: pairs of identical images are solved perfectly by the same measure.
-    let trivial: Vec<_> = set.pairs.iter().map(|(a, b, s)| (a.clone(), if *s { a.clone() } else { b.clone() }, *s)).collect();
+    let trivial: Vec<_> =
+        set.pairs.iter().map(|(a, b, s)| (a.clone(), if *s { a.clone() } else { b.clone() }, *s)).collect();
     assert_eq!(raw_pixel_accuracy(&trivial).raw, 1.0);
 }
 
 /// The CPU demo trains at 32 px (the smallest size): downsampling must not make raw pixels a usable cue.
 #[test]
 fn raw_pixel_cosine_stays_near_chance_at_the_demo_size() {
-    let cfg = SynthConfig { identities: 1, images_per_identity: 1, heldout_identities: 100, pairs: 800, size: 32, seed: 12 };
+    let cfg = SynthConfig {
+        identities: 1,
+        images_per_identity: 1,
+        heldout_identities: 100,
+        pairs: 800,
+        size: 32,
+        seed: 12,
+    };
     let set = generate(&cfg).unwrap();
     let base = raw_pixel_accuracy(&set.pairs);
     eprintln!("raw-pixel best-threshold accuracy at 32 px on {} pairs: {base:?}", set.pairs.len());

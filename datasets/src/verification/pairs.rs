@@ -15,8 +15,11 @@ pub fn read_pairs_list(list: &Path) -> Result<PairSet> {
             continue;
         }
         let bad = |detail: String| DataError::BadLine { path: list.to_path_buf(), line: i + 1, detail };
-        let fields: Vec<&str> =
-            if line.contains('\t') { line.split('\t').map(str::trim).collect() } else { line.split_whitespace().collect() };
+        let fields: Vec<&str> = if line.contains('\t') {
+            line.split('\t').map(str::trim).collect()
+        } else {
+            line.split_whitespace().collect()
+        };
         if fields.len() != 3 {
             return Err(bad(format!("expected `path1<TAB>path2<TAB>same`, found {line:?}")));
         }

@@ -61,7 +61,10 @@ fn check_nesting<'v>(at: usize, children: impl IntoIterator<Item = &'v V>) -> PR
 impl<'a> Parser<'a> {
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
         if self.data.len() - self.pos < n {
-            return Err((self.pos, format!("needs {n} bytes, file ends after {}", self.data.len() - self.pos)));
+            return Err((
+                self.pos,
+                format!("needs {n} bytes, file ends after {}", self.data.len() - self.pos),
+            ));
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -83,13 +86,19 @@ impl<'a> Parser<'a> {
     fn utf8(&mut self, n: u64) -> PResult<V> {
         let at = self.pos;
         let V::Bytes(s, e) = self.bytes(n)? else { unreachable!() };
-        std::str::from_utf8(&self.data[s..e]).map(|s| V::Str(s.to_string())).map_err(|_| (at, "invalid UTF-8 in a string".into()))
+        std::str::from_utf8(&self.data[s..e])
+            .map(|s| V::Str(s.to_string()))
+            .map_err(|_| (at, "invalid UTF-8 in a string".into()))
     }
 
     fn line(&mut self) -> PResult<String> {
         let at = self.pos;
-        let end = self.data[self.pos..].iter().position(|&b| b == b'\n').ok_or((at, "unterminated text line".to_string()))?;
-        let s = std::str::from_utf8(&self.data[self.pos..self.pos + end]).map_err(|_| (at, "non-UTF-8 name".to_string()))?;
+        let end = self.data[self.pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or((at, "unterminated text line".to_string()))?;
+        let s = std::str::from_utf8(&self.data[self.pos..self.pos + end])
+            .map_err(|_| (at, "non-UTF-8 name".to_string()))?;
         self.pos += end + 1;
         Ok(s.to_string())
     }
@@ -102,7 +111,11 @@ impl<'a> Parser<'a> {
     }
 
     fn pop_to_mark(&mut self, at: usize) -> PResult<Vec<V>> {
-        let m = self.stack.iter().rposition(|v| matches!(v, V::Mark)).ok_or((at, "no MARK on the stack".to_string()))?;
+        let m = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, V::Mark))
+            .ok_or((at, "no MARK on the stack".to_string()))?;
         let items = self.stack.split_off(m + 1);
         self.stack.pop();
         Ok(items)
@@ -220,7 +233,9 @@ impl<'a> Parser<'a> {
                 b'h' | b'j' => {
                     let key = if op == b'h' { self.uint(1)? as u32 } else { self.uint(4)? as u32 };
                     match self.memo.get(&key) {
-                        Some(V::List(_)) => return Err((at, "a shared reference to a list (not used by .bin files)".into())),
+                        Some(V::List(_)) => {
+                            return Err((at, "a shared reference to a list (not used by .bin files)".into()))
+                        }
                         Some(v) => {
                             let v = v.clone();
                             self.stack.push(v)
@@ -254,7 +269,13 @@ impl<'a> Parser<'a> {
                     self.stack.push(V::Built(Box::new(obj), Box::new(state)))
                 }
                 other => {
-                    return Err((at, format!("opcode 0x{other:02x} ({:?}) is not part of a .bin verification set", other as char)))
+                    return Err((
+                        at,
+                        format!(
+                            "opcode 0x{other:02x} ({:?}) is not part of a .bin verification set",
+                            other as char
+                        ),
+                    ))
                 }
             }
         }
@@ -269,14 +290,23 @@ pub fn read_bin(path: &Path) -> Result<PairSet> {
 
 /// Parses `.bin` contents already in memory; `path` names them in errors.
 pub fn parse_bin(data: &[u8], path: &Path) -> Result<PairSet> {
-    let err = |(offset, detail): (usize, String)| DataError::Pickle { path: path.to_path_buf(), offset: offset as u64, detail };
+    let err = |(offset, detail): (usize, String)| DataError::Pickle {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        detail,
+    };
     let mut p = Parser { data, pos: 0, stack: Vec::new(), memo: HashMap::new() };
     let top = p.run().map_err(err)?;
     let end = p.pos;
     let shape_err = |detail: String| err((end, detail));
-    let V::Tuple(mut parts) = top else { return Err(shape_err("top object is not a tuple (bins, issame_list)".into())) };
+    let V::Tuple(mut parts) = top else {
+        return Err(shape_err("top object is not a tuple (bins, issame_list)".into()));
+    };
     if parts.len() != 2 {
-        return Err(shape_err(format!("top tuple has {} items, expected 2 (bins, issame_list)", parts.len())));
+        return Err(shape_err(format!(
+            "top tuple has {} items, expected 2 (bins, issame_list)",
+            parts.len()
+        )));
     }
     let (V::List(bins), V::List(flags)) = (parts.remove(0), parts.remove(0)) else {
         return Err(shape_err("expected (list, list)".into()));
@@ -350,7 +380,8 @@ fn is_byte_dtype(v: &V, data: &[u8]) -> bool {
     };
     let V::Call(f, args) = call else { return false };
     let V::Tuple(a) = &**args else { return false };
-    is_global(f, &["numpy"], "dtype") && a.first().and_then(|d| text(d, data)).is_some_and(|d| d == "u1" || d == "i1")
+    is_global(f, &["numpy"], "dtype")
+        && a.first().and_then(|d| text(d, data)).is_some_and(|d| d == "u1" || d == "i1")
 }
 
 /// Encoded image bytes from `bytes` or a 1-D byte numpy array (`cv2.imencode` output).
@@ -383,7 +414,9 @@ fn image_bytes(v: V, data: &[u8]) -> std::result::Result<Vec<u8>, String> {
         V::Call(f, args) if is_global(f, &["numpy.core.numeric", "numpy._core.numeric"], "_frombuffer") => {
             let V::Tuple(a) = &**args else { return Err("_frombuffer without arguments".into()) };
             match a.as_slice() {
-                [buf, dtype, ..] if is_byte_dtype(dtype, data) => raw(buf, data).ok_or_else(|| "buffer is not bytes".into()),
+                [buf, dtype, ..] if is_byte_dtype(dtype, data) => {
+                    raw(buf, data).ok_or_else(|| "buffer is not bytes".into())
+                }
                 _ => Err("numpy array whose dtype is not uint8".into()),
             }
         }

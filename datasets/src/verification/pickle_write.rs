@@ -47,7 +47,10 @@ mod tests {
     use crate::testutil::TempDir;
 
     fn set() -> PairSet {
-        PairSet { images: vec![b"a".to_vec(), vec![7; 300], vec![], b"\x80\x04.".to_vec()], same: vec![true, false] }
+        PairSet {
+            images: vec![b"a".to_vec(), vec![7; 300], vec![], b"\x80\x04.".to_vec()],
+            same: vec![true, false],
+        }
     }
 
     #[test]
@@ -61,7 +64,8 @@ mod tests {
     #[test]
     fn python2_protocol2_with_memo_and_binstring() {
         // pickle.dumps(([b'ab', b'ab'], [True]), 2) as Python 2 writes it: str as SHORT_BINSTRING, memo puts.
-        let mut p = vec![0x80, 2, b']', b'q', 0, b'(', b'U', 2, b'a', b'b', b'q', 1, b'h', 1, b'e', b']', b'q', 2];
+        let mut p =
+            vec![0x80, 2, b']', b'q', 0, b'(', b'U', 2, b'a', b'b', b'q', 1, b'h', 1, b'e', b']', b'q', 2];
         p.extend_from_slice(&[0x88, b'a', 0x86, b'q', 3, b'.']);
         let s = parse_bin(&p, Path::new("p2.bin")).unwrap();
         assert_eq!(s.images, vec![b"ab".to_vec(), b"ab".to_vec()]);
@@ -86,14 +90,18 @@ mod tests {
         assert!(msg(&encode(&odd)).contains("3 images for 2 pairs"));
         // issame as ints other than 0/1, and a non-tuple top object.
         assert!(msg(&[0x80, 4, b']', b'.']).contains("not a tuple"));
-        let mut bad_flag = vec![0x80, 4, b']', b'(', b'C', 1, b'x', b'C', 1, b'y', b'e', b']', b'K', 7, b'a', 0x86, b'.'];
+        let mut bad_flag =
+            vec![0x80, 4, b']', b'(', b'C', 1, b'x', b'C', 1, b'y', b'e', b']', b'K', 7, b'a', 0x86, b'.'];
         assert!(msg(&bad_flag).contains("issame_list[0] is an int"));
         bad_flag[13] = 1;
         assert_eq!(parse_bin(&bad_flag, path).unwrap().same, vec![true]);
         // A global that is not numpy's array constructor.
         let evil = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
         assert!(msg(evil).contains("not a tuple"));
-        assert!(matches!(parse_bin(&encode(&PairSet { images: vec![], same: vec![] }), path), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            parse_bin(&encode(&PairSet { images: vec![], same: vec![] }), path),
+            Err(DataError::Empty { .. })
+        ));
     }
 }
 
@@ -105,7 +113,10 @@ mod mutation_tests {
     #[test]
     fn mutated_pickles_give_errors_not_panics() {
         // In-tree stand-in for the cargo-fuzz target: flips, cuts and random bytes in a valid pickle.
-        let valid = encode(&PairSet { images: vec![vec![1; 3], vec![2; 300], vec![3], vec![4; 20]], same: vec![true, false] });
+        let valid = encode(&PairSet {
+            images: vec![vec![1; 3], vec![2; 300], vec![3], vec![4; 20]],
+            same: vec![true, false],
+        });
         let mut rng = crate::rng::Rng::new(5);
         let mut ok = 0;
         for _ in 0..5000 {

@@ -107,12 +107,24 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "conv2d_forward")
     }
 
-    fn conv2d_backward_data(&self, dy: &Tensor, w: &Tensor, x_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: &Shape,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         let _ = (dy, w, x_shape, p);
         unsupported(&self.name(), "conv2d_backward_data")
     }
 
-    fn conv2d_backward_filter(&self, dy: &Tensor, x: &Tensor, w_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+    fn conv2d_backward_filter(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w_shape: &Shape,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         let _ = (dy, x, w_shape, p);
         unsupported(&self.name(), "conv2d_backward_filter")
     }
@@ -205,7 +217,13 @@ pub trait Backend: Send + Sync {
 
     /// Backward of `l2_normalize_rows(x, eps)`: `norms` are the raw ||x|| it returned; rows with
     /// ||x|| <= eps were divided by the constant eps, so their gradient is dy / eps.
-    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+    fn l2_normalize_rows_backward_eps(
+        &self,
+        dy: &Tensor,
+        y: &Tensor,
+        norms: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
         let _ = eps;
         self.l2_normalize_rows_backward(dy, y, norms)
     }

@@ -164,7 +164,10 @@ pub fn run_sharded<T: Float>(
     let mut owner: Vec<Option<(usize, usize)>> = vec![None; b];
     for (k, sh) in shards.iter().enumerate() {
         if !sh.weight.len().is_multiple_of(dim) || sh.weight.is_empty() {
-            return Err(Error::Shape(format!("shard {k}: weight holds {} values, not [C, {dim}]", sh.weight.len())));
+            return Err(Error::Shape(format!(
+                "shard {k}: weight holds {} values, not [C, {dim}]",
+                sh.weight.len()
+            )));
         }
         if sh.labels.len() != b {
             return Err(Error::Shape(format!("shard {k}: {} labels for {b} embeddings", sh.labels.len())));
@@ -215,11 +218,14 @@ pub fn run_sharded<T: Float>(
     };
     let quality = if quality.is_empty() { vec![0.0; b] } else { quality };
     if quality.len() != b {
-        return Err(Error::Invalid(format!("{}: {} quality values for {b} samples", head.name(), quality.len())));
+        return Err(Error::Invalid(format!(
+            "{}: {} quality values for {b} samples",
+            head.name(),
+            quality.len()
+        )));
     }
-    let plans: Vec<RowPlan> = (0..b)
-        .map(|i| head.row(&RowInput { c_y: c_y[i], norm: norms[i], quality: quality[i] }))
-        .collect();
+    let plans: Vec<RowPlan> =
+        (0..b).map(|i| head.row(&RowInput { c_y: c_y[i], norm: norms[i], quality: quality[i] })).collect();
     let targets: Vec<Target<T>> = (0..b)
         .map(|i| {
             let (z, dz, dz_dm) = target_logit(&plans[i].target, s, clamp(raw_cy[i]));
@@ -332,8 +338,7 @@ pub fn run_sharded<T: Float>(
         };
         let (extra, d_extra) = head.extra(norms[i], p_d);
         let p_y = log_p_t.exp().to_f64();
-        let d_norm = inv_b
-            * (w.st * (p_y - 1.0) * targets[i].dz_dm.to_f64() * plans[i].margin_da + d_extra);
+        let d_norm = inv_b * (w.st * (p_y - 1.0) * targets[i].dz_dm.to_f64() * plans[i].margin_da + d_extra);
         loss += w.value * ce.min(CE_MAX) + extra;
         lse_t.push(lse);
         rows.push(RowReport {

@@ -54,7 +54,11 @@ impl Head for CurricularFace {
         Ok(())
     }
     fn row(&self, r: &RowInput) -> RowPlan {
-        RowPlan { target: arc_target(r.c_y, self.m, false, true), tau: cos_plus(r.c_y, self.m), margin_da: 0.0 }
+        RowPlan {
+            target: arc_target(r.c_y, self.m, false, true),
+            tau: cos_plus(r.c_y, self.m),
+            margin_da: 0.0,
+        }
     }
     fn non_target(&self) -> NonTarget {
         NonTarget::Curricular { t: self.t }

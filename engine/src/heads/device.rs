@@ -23,8 +23,8 @@
 use super::maps::{target_logit, NonTarget, TargetMap};
 use super::{BatchView, Head, Needs, RowInput, SampleWeight, CE_MAX};
 use crate::backend::cuda::head::{
-    launch, HeadParams as KernelParams, F_EASY, F_FALLBACK, F_STE, NT_CURRICULAR, NT_MV_ADAPTIVE, NT_MV_FIXED, NT_PLAIN,
-    NT_QAM,
+    launch, HeadParams as KernelParams, F_EASY, F_FALLBACK, F_STE, NT_CURRICULAR, NT_MV_ADAPTIVE,
+    NT_MV_FIXED, NT_PLAIN, NT_QAM,
 };
 use crate::backend::cuda::{ops as cuda_ops, CudaContext};
 use crate::backend::{Backend, BinaryOp};
@@ -58,7 +58,9 @@ fn same_map(cpu: &TargetMap, gpu: &TargetMap) -> bool {
     let eq = |a: f64, b: f64| (a as f32) == (b as f32);
     match (*cpu, *gpu) {
         // s·(c - m) is the angular map with m1 = 1, m2 = 0, m3 = m.
-        (TargetMap::Shift { m }, TargetMap::Angular { m1, m2, m3 }) => eq(m1, 1.0) && eq(m2, 0.0) && eq(m, m3),
+        (TargetMap::Shift { m }, TargetMap::Angular { m1, m2, m3 }) => {
+            eq(m1, 1.0) && eq(m2, 0.0) && eq(m, m3)
+        }
         (TargetMap::Shift { m }, TargetMap::Shift { m: g }) => eq(m, g),
         (TargetMap::Angular { m1, m2, m3 }, TargetMap::Angular { m1: a, m2: b, m3: c }) => {
             eq(m1, a) && eq(m2, b) && eq(m3, c)
@@ -95,7 +97,9 @@ pub fn kernel_params(head: &dyn Head, batch: usize) -> Option<KernelParams> {
         }
         _ => return None,
     }
-    if matches!(row(-0.5).target, TargetMap::Shift { m } if m == 0.0) && !matches!(row(0.5).target, TargetMap::Shift { .. }) {
+    if matches!(row(-0.5).target, TargetMap::Shift { m } if m == 0.0)
+        && !matches!(row(0.5).target, TargetMap::Shift { .. })
+    {
         hp.flags |= F_EASY;
     }
     // Accept only when the encoding picks the head's own map everywhere in [-1+eps, 1-eps].
@@ -145,7 +149,13 @@ pub fn step_on_device_blocked(
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let p = Prepared::new(x, w, labels, gemm)?;
     let be = p.be();
-    let terms = launch::target(&p.ctx, &launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?, None, None, hp)?;
+    let terms = launch::target(
+        &p.ctx,
+        &launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?,
+        None,
+        None,
+        hp,
+    )?;
     let blocks = p.blocks(max_block_elems);
     let (state, kept) = p.forward(&blocks, &terms, hp)?;
     let rows = launch::finish(&p.ctx, &p.lab, &state, &terms, 0.0, hp)?;
@@ -180,7 +190,11 @@ impl Prepared {
     fn new(x: &Tensor, w: &Tensor, labels: &[i64], gemm: Option<DType>) -> Result<Prepared> {
         let ctx = cuda_context(x)?;
         if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-            return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
+            return Err(Error::DType(format!(
+                "head on CUDA runs in f32, got {} and {}",
+                x.dtype(),
+                w.dtype()
+            )));
         }
         let (b, _) = x.shape().matrix("head loss (embeddings)")?;
         let (classes, _) = w.shape().matrix("head loss (weight)")?;
@@ -225,7 +239,12 @@ impl Prepared {
 
     /// The running log-sum-exp over every class block. With one block its cosines are returned for the
     /// backward; with several they are recomputed there.
-    fn forward(&self, blocks: &[(usize, usize)], terms: &launch::TargetTerms, hp: &KernelParams) -> Result<(launch::LseState, Option<Tensor>)> {
+    fn forward(
+        &self,
+        blocks: &[(usize, usize)],
+        terms: &launch::TargetTerms,
+        hp: &KernelParams,
+    ) -> Result<(launch::LseState, Option<Tensor>)> {
         let mut state = launch::lse_init(&self.ctx, self.b)?;
         let mut kept = None;
         for &(j0, j1) in blocks {
@@ -265,7 +284,11 @@ impl Prepared {
             });
             dw_parts.push(self.widen(be.matmul(&g, &self.xg, true, false)?)?);
         }
-        let dwh = if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { cuda_ops::concat_rows(&self.ctx, &dw_parts)? };
+        let dwh = if dw_parts.len() == 1 {
+            dw_parts.pop().expect("one block")
+        } else {
+            cuda_ops::concat_rows(&self.ctx, &dw_parts)?
+        };
         let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
         Ok((dxh, dwh))
     }
@@ -331,9 +354,14 @@ pub fn plan_rows(head: &mut dyn Head, raw_cy: &[f32], norms_f32: &[f32]) -> Resu
     let quality = head.quality(&view);
     let quality = if quality.is_empty() { vec![0.0; b] } else { quality };
     if quality.len() != b {
-        return Err(Error::Invalid(format!("{}: {} quality values for {b} samples", head.name(), quality.len())));
+        return Err(Error::Invalid(format!(
+            "{}: {} quality values for {b} samples",
+            head.name(),
+            quality.len()
+        )));
     }
-    let plans: Vec<_> = (0..b).map(|i| head.row(&RowInput { c_y: c_y[i], norm: norms[i], quality: quality[i] })).collect();
+    let plans: Vec<_> =
+        (0..b).map(|i| head.row(&RowInput { c_y: c_y[i], norm: norms[i], quality: quality[i] })).collect();
     let (mut zy, mut zpy, mut dz_dm) = (Vec::with_capacity(b), Vec::with_capacity(b), Vec::with_capacity(b));
     for i in 0..b {
         let (z, dz, dm) = target_logit(&plans[i].target, s, clamp(raw_cy[i]));
@@ -368,15 +396,31 @@ pub struct RowResults {
 }
 
 /// Loss, weights, p_d, the extra term and dL/da per row, as the CPU classifier computes them.
-pub fn finish_rows(head: &dyn Head, r: &RowPlans, mx: &[f32], sum: &[f32], sum_other: &[f32]) -> Result<RowResults> {
+pub fn finish_rows(
+    head: &dyn Head,
+    r: &RowPlans,
+    mx: &[f32],
+    sum: &[f32],
+    sum_other: &[f32],
+) -> Result<RowResults> {
     let b = r.zy.len();
     if mx.len() != b || sum.len() != b || sum_other.len() != b {
-        return Err(Error::Shape(format!("head rows: {b} rows but {}/{}/{} merged values", mx.len(), sum.len(), sum_other.len())));
+        return Err(Error::Shape(format!(
+            "head rows: {b} rows but {}/{}/{} merged values",
+            mx.len(),
+            sum.len(),
+            sum_other.len()
+        )));
     }
     let needs = head.needs();
     let s = head.scale() as f32;
     let inv_b = 1.0 / b as f64;
-    let mut out = RowResults { loss: 0.0, lse: Vec::with_capacity(b), st: Vec::with_capacity(b), d_norm: Vec::with_capacity(b) };
+    let mut out = RowResults {
+        loss: 0.0,
+        lse: Vec::with_capacity(b),
+        st: Vec::with_capacity(b),
+        d_norm: Vec::with_capacity(b),
+    };
     for i in 0..b {
         let l = mx[i] + sum[i].ln();
         let log_p_t = r.zy[i] - l;
@@ -400,7 +444,8 @@ pub fn finish_rows(head: &dyn Head, r: &RowPlans, mx: &[f32], sum: &[f32], sum_o
         };
         let (extra, d_extra) = head.extra(r.norms[i], p_d);
         let p_y = log_p_t.exp() as f64;
-        out.d_norm.push((inv_b * (wgt.st * (p_y - 1.0) * r.dz_dm[i] as f64 * r.margin_da[i] + d_extra)) as f32);
+        out.d_norm
+            .push((inv_b * (wgt.st * (p_y - 1.0) * r.dz_dm[i] as f64 * r.margin_da[i] + d_extra)) as f32);
         out.loss += wgt.value * (-log_p).min(CE_MAX) + extra;
         out.lse.push(l);
         out.st.push(wgt.st as f32);
@@ -426,7 +471,8 @@ pub fn step_with_row_plans(
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let p = Prepared::new(x, w, labels, gemm)?;
     let (be, dev) = (p.be(), &p.dev);
-    let raw_cy = launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?.to_vec::<f32>()?;
+    let raw_cy = launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?
+        .to_vec::<f32>()?;
     let plans = plan_rows(head, &raw_cy, &p.a.to_vec::<f32>()?)?;
     let hp = plans.hp;
     let terms = launch::TargetTerms {
@@ -444,7 +490,13 @@ pub fn step_with_row_plans(
     }
     let lse = upload_rows(res.lse, dev)?;
     // backward_block reads lse and st only.
-    let rows = launch::RowLoss { lse: lse.clone(), loss: lse.clone(), py: lse.clone(), st: upload_rows(res.st, dev)?, dl_da: lse };
+    let rows = launch::RowLoss {
+        lse: lse.clone(),
+        loss: lse.clone(),
+        py: lse.clone(),
+        st: upload_rows(res.st, dev)?,
+        dl_da: lse,
+    };
     let (dxh, dwh) = p.backward(&blocks, kept, &terms, &rows, &hp)?;
     let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &p.xh, &p.a, NORM_FLOOR)?;
     if res.d_norm.iter().any(|&v| v != 0.0) {
@@ -480,8 +532,18 @@ mod tests {
             assert!(params(name).is_some(), "{name} should run in margin_head.cu");
         }
         for name in [
-            "curricularface", "mv-am", "mv-arc", "magface", "adaface", "qamface", "sm-cosface", "smaface",
-            "smaface-star", "nsmaface-star", "hm-softmax", "focal",
+            "curricularface",
+            "mv-am",
+            "mv-arc",
+            "magface",
+            "adaface",
+            "qamface",
+            "sm-cosface",
+            "smaface",
+            "smaface-star",
+            "nsmaface-star",
+            "hm-softmax",
+            "focal",
         ] {
             assert!(params(name).is_none(), "{name} must take the row-plan path");
         }
@@ -525,7 +587,14 @@ mod tests {
     }
 
     /// CPU mirror of margin_fwd_block over all classes: per row (max, sum, sum without the target).
-    fn merged_rows(xh: &[f32], wh: &[f32], labels: &[i64], d: usize, r: &RowPlans, s: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn merged_rows(
+        xh: &[f32],
+        wh: &[f32],
+        labels: &[i64],
+        d: usize,
+        r: &RowPlans,
+        s: f32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (b, c) = (labels.len(), wh.len() / d);
         let (lo, hi) = (-1.0 + r.hp.eps, 1.0 - r.hp.eps);
         let (mut mx, mut sm, mut so) = (vec![0f32; b], vec![0f32; b], vec![0f32; b]);
@@ -541,7 +610,12 @@ mod tests {
                 .collect();
             mx[i] = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             sm[i] = z.iter().map(|v| (v - mx[i]).exp()).sum();
-            so[i] = z.iter().enumerate().filter(|(j, _)| *j as i64 != labels[i]).map(|(_, v)| (v - mx[i]).exp()).sum();
+            so[i] = z
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j as i64 != labels[i])
+                .map(|(_, v)| (v - mx[i]).exp())
+                .sum();
         }
         (mx, sm, so)
     }
@@ -568,7 +642,8 @@ mod tests {
         let w: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
         let close = |a: f64, r: f64| (a - r).abs() <= 1e-5 * (1.0 + r.abs());
         for name in crate::heads::names() {
-            let p = HeadParams { phase: (name == "qcface").then_some(Phase::Planning), ..HeadParams::default() };
+            let p =
+                HeadParams { phase: (name == "qcface").then_some(Phase::Planning), ..HeadParams::default() };
             let (mut cpu, mut gpu) = (from_name(name, &p).unwrap(), from_name(name, &p).unwrap());
             cpu.set_training(true);
             gpu.set_training(true);
@@ -586,11 +661,25 @@ mod tests {
             let got = finish_rows(gpu.as_ref(), &plans, &mx, &sm, &so).unwrap();
             assert!(close(got.loss, want.loss), "{name}: loss {} vs {}", got.loss, want.loss);
             for (i, row) in want.rows.iter().enumerate() {
-                assert!(close(plans.zy[i] as f64, row.z_y), "{name} row {i}: z_y {} vs {}", plans.zy[i], row.z_y);
-                assert!(close(got.lse[i] as f64, row.lse), "{name} row {i}: lse {} vs {}", got.lse[i], row.lse);
+                assert!(
+                    close(plans.zy[i] as f64, row.z_y),
+                    "{name} row {i}: z_y {} vs {}",
+                    plans.zy[i],
+                    row.z_y
+                );
+                assert!(
+                    close(got.lse[i] as f64, row.lse),
+                    "{name} row {i}: lse {} vs {}",
+                    got.lse[i],
+                    row.lse
+                );
                 assert!(close(got.st[i] as f64, row.st), "{name} row {i}: st {} vs {}", got.st[i], row.st);
                 let dn = got.d_norm[i] as f64;
-                assert!((dn - row.d_norm).abs() <= 1e-5 * (1e-3 + row.d_norm.abs()), "{name} row {i}: dL/da {dn} vs {}", row.d_norm);
+                assert!(
+                    (dn - row.d_norm).abs() <= 1e-5 * (1e-3 + row.d_norm.abs()),
+                    "{name} row {i}: dL/da {dn} vs {}",
+                    row.d_norm
+                );
             }
             assert_eq!(gpu.state(), cpu.state(), "{name}: running state");
             // The kernel's non-target code carries the head's map.

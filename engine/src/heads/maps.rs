@@ -69,9 +69,7 @@ pub fn target_logit<T: Float>(map: &TargetMap, s: T, c: T) -> (T, T, T) {
             let dz = s * f(m1) * phi.sin() / sin_of_acos(c);
             (z, dz, -s * phi.sin())
         }
-        TargetMap::Fallback { m } => {
-            (s * (c - f(m * m.sin())), s, -s * f(m.sin() + m * m.cos()))
-        }
+        TargetMap::Fallback { m } => (s * (c - f(m * m.sin())), s, -s * f(m.sin() + m * m.cos())),
         TargetMap::Straight { m } => (s * (c.acos() + f(m)).cos(), s, T::ZERO),
         TargetMap::Clipped { angle, add, lo } => {
             let raw = c.acos() + f(angle);
@@ -136,7 +134,8 @@ mod tests {
             let num = (fb(0.5 + h).0 - fb(0.5 - h).0) / (2.0 * h);
             assert!((fb(0.5).2 - num).abs() < 1e-6);
         }
-        for map in [NonTarget::Curricular { t: 0.3 }, NonTarget::MvAdaptive { t: 0.2 }, NonTarget::Quadratic] {
+        for map in [NonTarget::Curricular { t: 0.3 }, NonTarget::MvAdaptive { t: 0.2 }, NonTarget::Quadratic]
+        {
             for &c in &[-0.5, 0.2, 0.8] {
                 let (_, dz) = non_target_logit(&map, 2.0, c, 0.0);
                 let num = (non_target_logit(&map, 2.0, c + h, 0.0).0

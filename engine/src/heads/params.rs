@@ -148,7 +148,9 @@ impl HeadParams {
                 self.easy_margin = Some(match value {
                     "true" | "on" | "1" => true,
                     "false" | "off" | "0" => false,
-                    _ => return Err(Error::Invalid(format!("--easy-margin: '{value}' is not true or false"))),
+                    _ => {
+                        return Err(Error::Invalid(format!("--easy-margin: '{value}' is not true or false")))
+                    }
                 })
             }
             "grad-mode" => self.grad_mode = Some(value.parse()?),
@@ -205,7 +207,13 @@ impl Reader<'_> {
     }
 
     /// A number that must satisfy `ok`, described by `what` in the error.
-    pub fn num_where(&self, name: &'static str, default: f64, ok: impl Fn(f64) -> bool, what: &str) -> Result<f64> {
+    pub fn num_where(
+        &self,
+        name: &'static str,
+        default: f64,
+        ok: impl Fn(f64) -> bool,
+        what: &str,
+    ) -> Result<f64> {
         let v = self.num(name, default)?;
         if !ok(v) {
             return Err(Error::Invalid(format!("{}: --{name} {v} is invalid: {what}", self.head)));

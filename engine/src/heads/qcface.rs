@@ -66,7 +66,13 @@ impl Head for QcFace {
     }
     fn needs(&self) -> super::Needs {
         let planning = self.phase == Phase::Planning;
-        super::Needs { norm_with_grad: planning, p_d: planning, extra_term: planning, running_state: true, ..Default::default() }
+        super::Needs {
+            norm_with_grad: planning,
+            p_d: planning,
+            extra_term: planning,
+            running_state: true,
+            ..Default::default()
+        }
     }
     fn scale(&self) -> f64 {
         self.s

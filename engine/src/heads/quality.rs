@@ -48,7 +48,10 @@ impl NormStats {
 
     /// ẑ_i = clip(h·(n_i - μ)/(σ + ε), -1, 1).
     pub fn indicator(&self, norms: &[f64]) -> Vec<f64> {
-        norms.iter().map(|&a| (self.h * (Self::safe(a) - self.mu) / (self.sigma + EPS)).clamp(-1.0, 1.0)).collect()
+        norms
+            .iter()
+            .map(|&a| (self.h * (Self::safe(a) - self.mu) / (self.sigma + EPS)).clamp(-1.0, 1.0))
+            .collect()
     }
 
     /// (g_angle, g_add) = (-m·ẑ, m + m·ẑ).

@@ -36,7 +36,10 @@ impl HeadState {
         if self.values.is_empty() {
             Ok(())
         } else {
-            Err(Error::Invalid(format!("{head} has no running state, but {} values were given", self.values.len())))
+            Err(Error::Invalid(format!(
+                "{head} has no running state, but {} values were given",
+                self.values.len()
+            )))
         }
     }
 

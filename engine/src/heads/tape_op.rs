@@ -38,11 +38,20 @@ fn step<T: Float + crate::tensor::Element>(
 /// f32: as in insightface's partial FC, where only the logits GEMM runs in half, the logits are cast back
 /// to float, and the gradients reach embeddings and weight through the L2 normalization, run in f32.
 /// (Rounding them instead would overflow fp16 on the classifier, whose 1/|w| factor is large at init.)
-pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head: &mut dyn Head) -> Result<Var> {
+pub fn loss(
+    tape: &mut Tape,
+    embeddings: Var,
+    weight: Var,
+    labels: &[i64],
+    head: &mut dyn Head,
+) -> Result<Var> {
     // On a GPU the autocast type goes to the chunked head itself (its cosine GEMMs run in it); the
     // embeddings and weight it reads stay f32 for the L2 normalization.
-    let (half, gemm) =
-        if tape.value(embeddings).device().is_cpu() { (tape.autocast(), None) } else { (None, tape.autocast()) };
+    let (half, gemm) = if tape.value(embeddings).device().is_cpu() {
+        (tape.autocast(), None)
+    } else {
+        (None, tape.autocast())
+    };
     let x = crate::ops::autocast_operand(tape.value(embeddings), half)?.into_owned();
     let w = crate::ops::autocast_operand(tape.value(weight), half)?.into_owned();
     let (b, d) = x.shape().matrix("head loss (embeddings)")?;
@@ -54,10 +63,18 @@ pub fn loss(tape: &mut Tape, embeddings: Var, weight: Var, labels: &[i64], head:
         return Err(Error::Shape(format!("head loss: {} labels for {b} embeddings", labels.len())));
     }
     if x.dtype() != w.dtype() {
-        return Err(Error::DType(format!("head loss: embeddings are {} but weight is {}", x.dtype(), w.dtype())));
+        return Err(Error::DType(format!(
+            "head loss: embeddings are {} but weight is {}",
+            x.dtype(),
+            w.dtype()
+        )));
     }
     if !x.device().same(&w.device()) {
-        return Err(Error::Device(format!("head loss: embeddings on {:?} but weight on {:?}", x.device(), w.device())));
+        return Err(Error::Device(format!(
+            "head loss: embeddings on {:?} but weight on {:?}",
+            x.device(),
+            w.device()
+        )));
     }
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
     if !x.device().is_cpu() {

@@ -190,8 +190,24 @@ fn f32_agrees_with_f64() {
         let w32: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
         let xs: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
         let ws: Vec<f64> = w32.iter().map(|&v| v as f64).collect();
-        let o64 = run(&xs, &ws, &case.labels, 16, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
-        let o32 = run(&x32, &w32, &case.labels, 16, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        let o64 = run(
+            &xs,
+            &ws,
+            &case.labels,
+            16,
+            head(name, &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
+        let o32 = run(
+            &x32,
+            &w32,
+            &case.labels,
+            16,
+            head(name, &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
         let up = |v: &[f32]| v.iter().map(|&e| e as f64).collect::<Vec<_>>();
         assert!((o32.loss - o64.loss).abs() <= 1e-5 * o64.loss.abs(), "{name}: {} vs {}", o32.loss, o64.loss);
         assert!(rel_error(&up(&o32.grad_x), &o64.grad_x) < 1e-4, "{name} grad x");
@@ -209,17 +225,34 @@ fn cos_at_plus_and_minus_one_stays_finite_and_clamped_entries_get_no_gradient() 
             // A non-target at exactly the target's direction (c_j = c) and one opposite.
             case.w[3..6].copy_from_slice(&case.x[..3]);
             case.w[6..9].iter_mut().zip(&case.x[..3]).for_each(|(v, &e)| *v = -e);
-            let out = run(&case.x, &case.w, &case.labels, 3, head(name, &HeadParams::default()).as_mut(), &RunOptions::default())
-                .unwrap();
+            let out = run(
+                &case.x,
+                &case.w,
+                &case.labels,
+                3,
+                head(name, &HeadParams::default()).as_mut(),
+                &RunOptions::default(),
+            )
+            .unwrap();
             assert!(out.loss.is_finite(), "{name} c {c}: loss {}", out.loss);
-            assert!(out.grad_x.iter().chain(&out.grad_w).all(|v| v.is_finite()), "{name} c {c}: non-finite gradient");
+            assert!(
+                out.grad_x.iter().chain(&out.grad_w).all(|v| v.is_finite()),
+                "{name} c {c}: non-finite gradient"
+            );
         }
     }
     // c = 1 exactly: at the clamp bound for every ε, so the target column passes no gradient to W_y
     // beyond the softmax through other columns (arcface: G_iy = 0).
     let case = case_with_target_cos(&[1.0], 10.0, 3, 3, 2);
-    let out = run(&case.x, &case.w, &case.labels, 3, head("arcface", &HeadParams::default()).as_mut(), &RunOptions::default())
-        .unwrap();
+    let out = run(
+        &case.x,
+        &case.w,
+        &case.labels,
+        3,
+        head("arcface", &HeadParams::default()).as_mut(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert!(out.grad_w[..3].iter().all(|&v| v == 0.0), "{:?}", &out.grad_w[..3]);
 }
 
@@ -229,8 +262,15 @@ fn arcface_fallback_jumps_down_by_the_spec_amount() {
     let th = (std::f64::consts::PI - m).cos();
     let z = |c: f64| {
         let case = case_with_target_cos(&[c], 10.0, 3, 3, 4);
-        let out = run(&case.x, &case.w, &case.labels, 3, head("arcface", &HeadParams::default()).as_mut(), &RunOptions::default())
-            .unwrap();
+        let out = run(
+            &case.x,
+            &case.w,
+            &case.labels,
+            3,
+            head("arcface", &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
         out.rows[0].z_y
     };
     let jump = z(th + 1e-6) - z(th - 1e-6);
@@ -241,7 +281,10 @@ fn arcface_fallback_jumps_down_by_the_spec_amount() {
     let ste = HeadParams { grad_mode: Some(GradMode::Ste), ..Default::default() };
     let zs = |c: f64| {
         let case = case_with_target_cos(&[c], 10.0, 3, 3, 4);
-        run(&case.x, &case.w, &case.labels, 3, head("arcface", &ste).as_mut(), &RunOptions::default()).unwrap().rows[0].z_y
+        run(&case.x, &case.w, &case.labels, 3, head("arcface", &ste).as_mut(), &RunOptions::default())
+            .unwrap()
+            .rows[0]
+            .z_y
     };
     assert!((zs(th + 1e-6) - zs(th - 1e-6)).abs() < 1e-3);
 }
@@ -264,8 +307,15 @@ fn adaface_clip_at_pi_zeroes_the_target_slope() {
     let mut h1 = head("adaface", &p);
     h1.set_training(false);
     h1.load_state(&h.state()).unwrap();
-    let o1 = run(&only0.x, &only0.w, &only0.labels, 3, h1.as_mut(), &eval_opts(Some(Frozen { quality: vec![-1.0], p_d: vec![] })))
-        .unwrap();
+    let o1 = run(
+        &only0.x,
+        &only0.w,
+        &only0.labels,
+        3,
+        h1.as_mut(),
+        &eval_opts(Some(Frozen { quality: vec![-1.0], p_d: vec![] })),
+    )
+    .unwrap();
     assert!(o1.grad_w[..3].iter().all(|&v| v == 0.0));
 }
 
@@ -278,15 +328,25 @@ fn curricularface_tau_wraps_past_pi_and_never_modulates_the_target() {
     let rows = |c: f64, h: &dyn Head| h.row(&RowInput { c_y: c, norm: 1.0, quality: 0.0 });
     let above = rows(th + 1e-6, h.as_ref());
     let below = rows(th - 1e-6, h.as_ref());
-    assert!(matches!(above.target, TargetMap::Angular { .. }) && matches!(below.target, TargetMap::Fallback { .. }));
+    assert!(
+        matches!(above.target, TargetMap::Angular { .. })
+            && matches!(below.target, TargetMap::Fallback { .. })
+    );
     assert!((above.tau + 1.0).abs() < 1e-5 && (below.tau + 1.0).abs() < 1e-5);
     // Target column value equals the ArcFace target whatever t is.
     h.load_state(&HeadState::new(&[("t", 0.7)])).unwrap();
     h.set_training(false);
     let case = case_with_target_cos(&[0.4, 0.2], 3.0, 5, 3, 8);
     let cur = run(&case.x, &case.w, &case.labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
-    let arc = run(&case.x, &case.w, &case.labels, 3, head("arcface", &HeadParams::default()).as_mut(), &RunOptions::default())
-        .unwrap();
+    let arc = run(
+        &case.x,
+        &case.w,
+        &case.labels,
+        3,
+        head("arcface", &HeadParams::default()).as_mut(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     for i in 0..2 {
         assert!((cur.rows[i].z_y - arc.rows[i].z_y).abs() < 1e-12);
     }
@@ -330,7 +390,12 @@ fn large_scale_many_classes_lse_matches_f64() {
     let xs: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
     let ws: Vec<f64> = w32.iter().map(|&v| v as f64).collect();
     let o64 = run(&xs, &ws, &case.labels, dim, head("cosface", &p).as_mut(), &opts).unwrap();
-    assert!((o32.rows[0].lse - o64.rows[0].lse).abs() < 1e-5 * o64.rows[0].lse.abs(), "{} {}", o32.rows[0].lse, o64.rows[0].lse);
+    assert!(
+        (o32.rows[0].lse - o64.rows[0].lse).abs() < 1e-5 * o64.rows[0].lse.abs(),
+        "{} {}",
+        o32.rows[0].lse,
+        o64.rows[0].lse
+    );
 }
 
 #[test]
@@ -340,8 +405,15 @@ fn qamface_logits_near_237_do_not_overflow_f32() {
     case.w[3..6].copy_from_slice(&case.x[..3]);
     let x32: Vec<f32> = case.x.iter().map(|&v| v as f32).collect();
     let w32: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
-    let out = run(&x32, &w32, &case.labels, 3, head("qamface", &HeadParams::default()).as_mut(), &RunOptions::default())
-        .unwrap();
+    let out = run(
+        &x32,
+        &w32,
+        &case.labels,
+        3,
+        head("qamface", &HeadParams::default()).as_mut(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert!(out.rows[0].lse > 236.0 && out.rows[0].lse < 238.0 && out.loss.is_finite(), "{:?}", out.rows[0]);
     assert!(out.grad_x.iter().all(|v| v.is_finite()));
 }
@@ -352,8 +424,15 @@ fn loss_value_is_clamped_like_insightface_but_gradient_is_not() {
     let case = case_with_target_cos(&[-0.99], 3.0, 2, 3, 1);
     let mut w = case.w.clone();
     w[3..6].copy_from_slice(&case.x[..3]);
-    let out = run(&case.x, &w, &case.labels, 3, head("softmax", &HeadParams::default()).as_mut(), &RunOptions::default())
-        .unwrap();
+    let out = run(
+        &case.x,
+        &w,
+        &case.labels,
+        3,
+        head("softmax", &HeadParams::default()).as_mut(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert!(out.rows[0].ce > 100.0);
     assert!((out.loss - CE_MAX).abs() < 1e-9);
     assert!(out.grad_x.iter().any(|&v| v != 0.0));
@@ -363,8 +442,15 @@ fn loss_value_is_clamped_like_insightface_but_gradient_is_not() {
 fn sharded_classes_with_minus_one_labels_equal_unsharded() {
     for name in ["arcface", "curricularface", "qcface", "smaface", "qamface", "magface"] {
         let case = random_case(21, 6, 9, 4, 5.0, 50.0);
-        let full = run(&case.x, &case.w, &case.labels, 4, head(name, &HeadParams::default()).as_mut(), &RunOptions::default())
-            .unwrap();
+        let full = run(
+            &case.x,
+            &case.w,
+            &case.labels,
+            4,
+            head(name, &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
         let split = 4;
         let local = |lo: i64, hi: i64| -> Vec<i64> {
             case.labels.iter().map(|&y| if y >= lo && y < hi { y - lo } else { -1 }).collect()
@@ -374,7 +460,14 @@ fn sharded_classes_with_minus_one_labels_equal_unsharded() {
             Shard { weight: &case.w[..split as usize * 4], labels: &l0 },
             Shard { weight: &case.w[split as usize * 4..], labels: &l1 },
         ];
-        let sh = run_sharded(&case.x, 4, &shards, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        let sh = run_sharded(
+            &case.x,
+            4,
+            &shards,
+            head(name, &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
         assert!((sh.loss - full.loss).abs() < 1e-12 * full.loss.abs(), "{name}");
         assert!(rel_error(&sh.grad_x, &full.grad_x) < 1e-12, "{name}");
         assert!(rel_error(&sh.grad_w, &full.grad_w) < 1e-12, "{name}");
@@ -382,7 +475,14 @@ fn sharded_classes_with_minus_one_labels_equal_unsharded() {
     // -1 everywhere is an error; so is -1 in the unsharded call.
     let case = random_case(1, 2, 3, 2, 1.0, 2.0);
     let bad = [-1i64, 0];
-    let e = run(&case.x, &case.w, &bad, 2, head("softmax", &HeadParams::default()).as_mut(), &RunOptions::default());
+    let e = run(
+        &case.x,
+        &case.w,
+        &bad,
+        2,
+        head("softmax", &HeadParams::default()).as_mut(),
+        &RunOptions::default(),
+    );
     assert!(e.unwrap_err().to_string().contains("run_sharded"));
 }
 
@@ -412,7 +512,14 @@ fn adaface_is_arcface_at_minus_one_and_cosface_at_zero() {
     assert!(out.rows.iter().all(|r| r.quality == 0.0));
     // B = 1 is rejected in training.
     let one = random_case(1, 1, 3, 2, 1.0, 2.0);
-    let e = run(&one.x, &one.w, &one.labels, 2, head("adaface", &HeadParams::default()).as_mut(), &RunOptions::default());
+    let e = run(
+        &one.x,
+        &one.w,
+        &one.labels,
+        2,
+        head("adaface", &HeadParams::default()).as_mut(),
+        &RunOptions::default(),
+    );
     assert!(e.unwrap_err().to_string().contains("at least 2"));
 }
 
@@ -425,7 +532,16 @@ fn magface_optimal_norm_rises_as_the_loss_falls() {
             let a = 10.0 + 100.0 * k as f64 / 2000.0;
             let case = case_with_target_cos(&[c], a, 50, 4, 12);
             let opts = RunOptions { compute_grad: false, frozen: None };
-            let l = run(&case.x, &case.w, &case.labels, 4, head("magface", &HeadParams::default()).as_mut(), &opts).unwrap().loss;
+            let l = run(
+                &case.x,
+                &case.w,
+                &case.labels,
+                4,
+                head("magface", &HeadParams::default()).as_mut(),
+                &opts,
+            )
+            .unwrap()
+            .loss;
             if l < best.0 {
                 best = (l, a);
             }
@@ -486,11 +602,19 @@ fn qcface_p_d_matches_a_direct_softmax_and_warmup_has_no_norm_gradient() {
         let direct = logits[case.labels[i] as usize].exp() / denom;
         assert!((r.p_d - direct).abs() < 1e-12, "{} vs {direct}", r.p_d);
     }
-    let mut warm = head("qcface", &HeadParams { s: Some(8.0), phase: Some(Phase::Warmup), ..Default::default() });
+    let mut warm =
+        head("qcface", &HeadParams { s: Some(8.0), phase: Some(Phase::Warmup), ..Default::default() });
     let wo = run(&case.x, &case.w, &case.labels, 4, warm.as_mut(), &RunOptions::default()).unwrap();
     assert!(wo.rows.iter().all(|r| r.d_norm == 0.0));
-    let arc = run(&case.x, &case.w, &case.labels, 4, head("arcface", &HeadParams { s: Some(8.0), ..Default::default() }).as_mut(), &RunOptions::default())
-        .unwrap();
+    let arc = run(
+        &case.x,
+        &case.w,
+        &case.labels,
+        4,
+        head("arcface", &HeadParams { s: Some(8.0), ..Default::default() }).as_mut(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert!((wo.loss - arc.loss).abs() < 1e-12);
     assert!(out.rows.iter().any(|r| r.d_norm != 0.0));
 }
@@ -510,7 +634,10 @@ fn smaface_weighs_hard_samples_up_and_easy_down() {
         let h = from_name("smaface", &HeadParams { alpha: Some(a), ..Default::default() }).unwrap();
         assert!(!h.warnings().is_empty(), "alpha {a} should warn");
     }
-    assert!(from_name("smaface", &HeadParams { alpha: Some(2.0), ..Default::default() }).unwrap().warnings().is_empty());
+    assert!(from_name("smaface", &HeadParams { alpha: Some(2.0), ..Default::default() })
+        .unwrap()
+        .warnings()
+        .is_empty());
 }
 
 #[test]
@@ -576,10 +703,25 @@ fn half_precision_gemm_inputs_keep_the_loss_but_half_logits_break_qamface() {
             .collect()
     };
     for name in ["arcface", "cosface", "qamface", "curricularface"] {
-        let exact = run(&case.x, &case.w, &case.labels, 128, head(name, &HeadParams::default()).as_mut(), &RunOptions::default())
-            .unwrap();
+        let exact = run(
+            &case.x,
+            &case.w,
+            &case.labels,
+            128,
+            head(name, &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
         let (xh, wh) = (unit_half(&case.x, 128), unit_half(&case.w, 128));
-        let half = run(&xh, &wh, &case.labels, 128, head(name, &HeadParams::default()).as_mut(), &RunOptions::default()).unwrap();
+        let half = run(
+            &xh,
+            &wh,
+            &case.labels,
+            128,
+            head(name, &HeadParams::default()).as_mut(),
+            &RunOptions::default(),
+        )
+        .unwrap();
         let err = (half.loss - exact.loss).abs() / exact.loss.abs();
         assert!(err < 1e-3, "{name}: loss {} vs {} ({err:e})", half.loss, exact.loss);
     }
@@ -616,13 +758,15 @@ fn a_non_finite_embedding_gives_a_non_finite_loss_for_every_head() {
             case.x[9] = bad;
             let mut h = head(name, &HeadParams::default());
             h.set_training(true);
-            let r = run(&case.x, &case.w, &case.labels, case.dim, h.as_mut(), &RunOptions::default()).unwrap();
+            let r =
+                run(&case.x, &case.w, &case.labels, case.dim, h.as_mut(), &RunOptions::default()).unwrap();
             assert!(!r.loss.is_finite(), "{name} with {bad} in an embedding: loss {}", r.loss);
             // A fresh head: the broken batch may have moved running state (the trainer undoes that).
             let clean = random_case(3, 4, 6, 8, 5.0, 30.0);
             let mut h = head(name, &HeadParams::default());
             h.set_training(true);
-            let r = run(&clean.x, &clean.w, &clean.labels, clean.dim, h.as_mut(), &RunOptions::default()).unwrap();
+            let r = run(&clean.x, &clean.w, &clean.labels, clean.dim, h.as_mut(), &RunOptions::default())
+                .unwrap();
             assert!(r.loss.is_finite(), "{name}: clean loss {}", r.loss);
         }
     }

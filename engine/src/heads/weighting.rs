@@ -49,7 +49,9 @@ impl SmaWeight {
     /// Rejects α <= -7 (c_α blows up there) and p0 outside (0, 1].
     pub fn validate(head: &str, alpha: f64, p0: f64) -> Result<()> {
         if alpha <= -7.0 {
-            return Err(Error::Invalid(format!("{head}: --alpha {alpha} is invalid: the SMAFace weight needs alpha > -7")));
+            return Err(Error::Invalid(format!(
+                "{head}: --alpha {alpha} is invalid: the SMAFace weight needs alpha > -7"
+            )));
         }
         if !(p0 > 0.0 && p0 <= 1.0) {
             return Err(Error::Invalid(format!("{head}: --p0 {p0} is invalid: it must lie in (0, 1]")));

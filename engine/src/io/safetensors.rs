@@ -72,7 +72,8 @@ pub fn write(path: &Path, st: &SafeTensors) -> Result<()> {
 }
 
 pub fn read(path: &Path) -> Result<SafeTensors> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
     from_bytes(&bytes, &path.display().to_string())
 }
 
@@ -114,7 +115,10 @@ pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<SafeTensors> {
         let shape = dims("shape")?;
         let off = dims("data_offsets")?;
         if off.len() != 2 || off[0] > off[1] || off[1] > data.len() {
-            return Err(bad(format!("tensor '{name}': data_offsets {off:?} outside the {} data bytes", data.len())));
+            return Err(bad(format!(
+                "tensor '{name}': data_offsets {off:?} outside the {} data bytes",
+                data.len()
+            )));
         }
         let want = shape.iter().product::<usize>() * dtype.size_in_bytes();
         if off[1] - off[0] != want {
@@ -166,7 +170,11 @@ mod tests {
         let mut huge = good.clone();
         huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         assert!(from_bytes(&huge, "x").err().unwrap().to_string().contains("runs past"));
-        assert!(read(Path::new("/nonexistent/a.safetensors")).err().unwrap().to_string().contains("/nonexistent"));
+        assert!(read(Path::new("/nonexistent/a.safetensors"))
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("/nonexistent"));
     }
 
     #[test]

@@ -81,10 +81,14 @@ impl IResNetConfig {
     pub fn validate(&self) -> Result<()> {
         let (h, w) = self.input_hw;
         if h == 0 || w == 0 || h % 16 != 0 || w % 16 != 0 {
-            return Err(Error::Invalid(format!("IResNet input {h}x{w}: both sides must be positive multiples of 16")));
+            return Err(Error::Invalid(format!(
+                "IResNet input {h}x{w}: both sides must be positive multiples of 16"
+            )));
         }
         if self.layers.contains(&0) || self.widths.contains(&0) {
-            return Err(Error::Invalid(format!("IResNet needs at least one block and channel per stage: {self:?}")));
+            return Err(Error::Invalid(format!(
+                "IResNet needs at least one block and channel per stage: {self:?}"
+            )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Invalid(format!("dropout {} must be in [0, 1)", self.dropout)));
@@ -107,7 +111,8 @@ impl IResNetConfig {
     /// residual adds are elementwise and left out, as the usual counts do).
     pub fn forward_macs(&self) -> u64 {
         let (mut h, mut w) = self.input_hw;
-        let conv = |h: usize, w: usize, cin: usize, cout: usize, k: usize| (h * w * cin * cout * k * k) as u64;
+        let conv =
+            |h: usize, w: usize, cin: usize, cout: usize, k: usize| (h * w * cin * cout * k * k) as u64;
         let mut macs = conv(h, w, self.in_channels, self.widths[0], 3);
         let mut cin = self.widths[0];
         for (stage, (&blocks, &c)) in self.layers.iter().zip(&self.widths).enumerate() {

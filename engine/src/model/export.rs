@@ -99,7 +99,12 @@ pub fn mismatches<'a>(
     let mut out = Vec::new();
     for e in expected.entries() {
         match found.clone().find(|(n, _)| *n == e.name) {
-            None => out.push(format!("missing '{}' ({:?} {})", e.name, shape_of(&e.name, &e.value), e.value.dtype())),
+            None => out.push(format!(
+                "missing '{}' ({:?} {})",
+                e.name,
+                shape_of(&e.name, &e.value),
+                e.value.dtype()
+            )),
             Some((_, t)) => {
                 let want = shape_of(&e.name, &e.value);
                 if t.dims() != want.as_slice() {
@@ -121,7 +126,12 @@ pub fn mismatches<'a>(
 
 /// Replaces the values of `store` (an initialized model of `cfg`) with the tensors of `st` given in
 /// PyTorch layout; reports every mismatch at once, naming `origin`.
-pub fn load_pytorch_tensors(cfg: &IResNetConfig, store: &mut ParamStore, st: &SafeTensors, origin: &str) -> Result<()> {
+pub fn load_pytorch_tensors(
+    cfg: &IResNetConfig,
+    store: &mut ParamStore,
+    st: &SafeTensors,
+    origin: &str,
+) -> Result<()> {
     let found = st.tensors.iter().map(|(n, t)| (n.as_str(), t));
     let problems = mismatches(store, found, |name, t| match to_pytorch_layout(cfg, name, t) {
         Ok(p) => p.dims().to_vec(),
@@ -201,7 +211,13 @@ mod tests {
         }
         let mut target = init_params(&cfg, &mut Rng::new(2), DType::F32).unwrap();
         let e = load_pytorch_tensors(&cfg, &mut target, &st, "m.safetensors").unwrap_err().to_string();
-        for want in ["m.safetensors", "missing 'bn2.running_var'", "unexpected 'extra.weight'", "'prelu.weight': shape [3], expected [16]", "'fc.bias': dtype f64, expected f32"] {
+        for want in [
+            "m.safetensors",
+            "missing 'bn2.running_var'",
+            "unexpected 'extra.weight'",
+            "'prelu.weight': shape [3], expected [16]",
+            "'fc.bias': dtype f64, expected f32",
+        ] {
             assert!(e.contains(want), "{want} not in: {e}");
         }
     }

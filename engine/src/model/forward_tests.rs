@@ -53,7 +53,11 @@ fn check(store: &ParamStore, x: &Tensor, net: &Net, h: f64) -> Vec<(String, f64)
     let gx = grads.get(xv).unwrap().to_f64_vec().unwrap();
     out.push(("x".to_string(), grad_error(&gx, &numeric(x, &|p| (store.clone(), p)))));
     for e in store.entries().iter().filter(|e| e.kind == ParamKind::Trainable) {
-        let g = grads.param(&e.name).unwrap_or_else(|| panic!("no gradient for {}", e.name)).to_f64_vec().unwrap();
+        let g = grads
+            .param(&e.name)
+            .unwrap_or_else(|| panic!("no gradient for {}", e.name))
+            .to_f64_vec()
+            .unwrap();
         let num = numeric(&e.value, &|p| {
             let mut st = store.clone();
             st.set(&e.name, p).unwrap();
@@ -91,7 +95,13 @@ fn assert_small(errs: &[(String, f64)], tol: f64) {
 #[test]
 fn block_gradients_match_finite_differences() {
     let mut rng = Rng::new(11);
-    let cfg = IResNetConfig { layers: [2, 1, 1, 1], widths: [3, 4, 4, 4], input_hw: (16, 16), embedding_size: 4, ..IResNetConfig::small() };
+    let cfg = IResNetConfig {
+        layers: [2, 1, 1, 1],
+        widths: [3, 4, 4, 4],
+        input_hw: (16, 16),
+        embedding_size: 4,
+        ..IResNetConfig::small()
+    };
     let mut full = init_params(&cfg, &mut rng, DType::F64).unwrap();
     perturb(&mut full, &mut rng);
     // layer1.0 has a downsample (3 -> 3 channels, stride 2); layer1.1 is the plain block.
@@ -102,7 +112,8 @@ fn block_gradients_match_finite_differences() {
         }
         assert_eq!(store.kind(&format!("{prefix}.downsample.0.weight")).is_some(), has_down);
         let x = randn(&[2, hw, hw, 3], &mut rng, 1.0);
-        let net = move |t: &mut Tape, s: &mut ParamStore, x: Var| block_forward(t, s, prefix, x, stride, true);
+        let net =
+            move |t: &mut Tape, s: &mut ParamStore, x: Var| block_forward(t, s, prefix, x, stride, true);
         let errs = check(&store, &x, &net, 1e-5);
         assert_eq!(errs.len(), 1 + store.entries().iter().filter(|e| e.kind == ParamKind::Trainable).count());
         assert_small(&errs, 1e-6);
@@ -112,7 +123,13 @@ fn block_gradients_match_finite_differences() {
 #[test]
 fn small_model_gradients_match_finite_differences() {
     let mut rng = Rng::new(12);
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], widths: [2, 3, 3, 4], input_hw: (16, 16), embedding_size: 3, ..IResNetConfig::small() };
+    let cfg = IResNetConfig {
+        layers: [1, 1, 1, 1],
+        widths: [2, 3, 3, 4],
+        input_hw: (16, 16),
+        embedding_size: 3,
+        ..IResNetConfig::small()
+    };
     let model = IResNet::new(cfg.clone()).unwrap();
     let mut store = model.init(&mut rng, DType::F64).unwrap();
     perturb(&mut store, &mut rng);
@@ -150,7 +167,11 @@ fn training_updates_running_stats_and_eval_uses_them() {
     assert_eq!(store.get("bn1.num_batches_tracked").unwrap().to_vec::<i64>().unwrap(), vec![1]);
     let mut t = Tape::new();
     let bad = t.constant(Tensor::zeros([2, 32, 32, 3], DType::F32, &crate::Device::Cpu).unwrap());
-    assert!(model.forward(&mut t, &mut store, bad, true, &mut rng).unwrap_err().to_string().contains("expected [N, 16, 16, 3]"));
+    assert!(model
+        .forward(&mut t, &mut store, bad, true, &mut rng)
+        .unwrap_err()
+        .to_string()
+        .contains("expected [N, 16, 16, 3]"));
 }
 
 fn two_sgd_steps(seed: u64) -> ParamStore {
@@ -179,7 +200,11 @@ fn same_seed_gives_bit_identical_weights_whatever_the_thread_count() {
     let c = one_thread.install(|| two_sgd_steps(7));
     let d = two_sgd_steps(8);
     let bits = |s: &ParamStore, n: &str| -> Vec<u32> {
-        s.get(n).unwrap().as_slice::<f32>().map(|v| v.iter().map(|x| x.to_bits()).collect()).unwrap_or_default()
+        s.get(n)
+            .unwrap()
+            .as_slice::<f32>()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .unwrap_or_default()
     };
     let mut differs = false;
     for e in a.entries() {

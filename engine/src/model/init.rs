@@ -109,10 +109,18 @@ mod tests {
         // torchvision-style count for insightface r50 with a 512-d embedding.
         assert_eq!(s.parameter_count(), 43_590_848);
         let names: Vec<&str> = s.entries().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(&names[..7], &[
-            "conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
-            "bn1.num_batches_tracked", "prelu.weight"
-        ]);
+        assert_eq!(
+            &names[..7],
+            &[
+                "conv1.weight",
+                "bn1.weight",
+                "bn1.bias",
+                "bn1.running_mean",
+                "bn1.running_var",
+                "bn1.num_batches_tracked",
+                "prelu.weight"
+            ]
+        );
         assert_eq!(names[7], "layer1.0.bn1.weight");
         assert!(names.contains(&"layer4.0.downsample.0.weight"));
         assert!(!names.contains(&"layer4.1.downsample.0.weight"));
@@ -136,7 +144,10 @@ mod tests {
         for (ea, eb) in a.entries().iter().zip(b.entries()) {
             assert_eq!(ea.value.to_f64_vec().unwrap(), eb.value.to_f64_vec().unwrap(), "{}", ea.name);
         }
-        assert_ne!(a.get("conv1.weight").unwrap().to_f64_vec().unwrap(), c.get("conv1.weight").unwrap().to_f64_vec().unwrap());
+        assert_ne!(
+            a.get("conv1.weight").unwrap().to_f64_vec().unwrap(),
+            c.get("conv1.weight").unwrap().to_f64_vec().unwrap()
+        );
         let fc = a.get("fc.weight").unwrap().to_f64_vec().unwrap();
         let bound = 1.0 / (IResNetConfig::small().fc_in() as f64).sqrt();
         assert!(fc.iter().all(|x| x.abs() <= bound));

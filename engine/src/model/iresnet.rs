@@ -36,7 +36,14 @@ impl IResNet {
 
     /// x: `[N, H, W, in_channels]` (NHWC) -> embeddings `[N, embedding_size]`. `rng` is drawn from only
     /// when dropout is active (training with p > 0).
-    pub fn forward(&self, tape: &mut Tape, store: &mut ParamStore, x: Var, train: bool, rng: &mut Rng) -> Result<Var> {
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &mut ParamStore,
+        x: Var,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Var> {
         let cfg = &self.config;
         let (n, h, w, c) = tape.value(x).shape().nhwc("IResNet input")?;
         if (h, w) != cfg.input_hw || c != cfg.in_channels {
@@ -94,7 +101,14 @@ pub fn batch_norm(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var,
 }
 
 /// Batch norm `bn` then PReLU `alpha`: in training one fused op (one kernel each way on a GPU).
-fn batch_norm_prelu(tape: &mut Tape, store: &mut ParamStore, bn: &str, alpha: &str, x: Var, train: bool) -> Result<Var> {
+fn batch_norm_prelu(
+    tape: &mut Tape,
+    store: &mut ParamStore,
+    bn: &str,
+    alpha: &str,
+    x: Var,
+    train: bool,
+) -> Result<Var> {
     let g = store.var(tape, &format!("{bn}.weight"))?;
     let b = store.var(tape, &format!("{bn}.bias"))?;
     if !train {
@@ -108,7 +122,8 @@ fn batch_norm_prelu(tape: &mut Tape, store: &mut ParamStore, bn: &str, alpha: &s
 }
 
 fn batch_norm_eval(tape: &mut Tape, store: &ParamStore, prefix: &str, x: Var, g: Var, b: Var) -> Result<Var> {
-    let (rm, rv) = (store.get(&format!("{prefix}.running_mean"))?, store.get(&format!("{prefix}.running_var"))?);
+    let (rm, rv) =
+        (store.get(&format!("{prefix}.running_mean"))?, store.get(&format!("{prefix}.running_var"))?);
     ops::batch_norm_eval(tape, x, Some(g), Some(b), rm, rv, BN_EPS)
 }
 
@@ -133,7 +148,14 @@ fn increment_counter(store: &mut ParamStore, name: &str) -> Result<()> {
 
 /// One IBasicBlock named `prefix` (e.g. `layer1.0`); its shortcut is `downsample.{0,1}` when the store
 /// holds `{prefix}.downsample.0.weight`, else the identity.
-pub fn block_forward(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var, stride: usize, train: bool) -> Result<Var> {
+pub fn block_forward(
+    tape: &mut Tape,
+    store: &mut ParamStore,
+    prefix: &str,
+    x: Var,
+    stride: usize,
+    train: bool,
+) -> Result<Var> {
     let mut y = batch_norm(tape, store, &format!("{prefix}.bn1"), x, train)?;
     y = conv(tape, store, &format!("{prefix}.conv1.weight"), y, 1)?;
     y = batch_norm_prelu(tape, store, &format!("{prefix}.bn2"), &format!("{prefix}.prelu.weight"), y, train)?;

@@ -19,7 +19,9 @@ pub fn is_batchnorm_param(name: &str) -> bool {
         return false;
     }
     let last = module.rsplit('.').next().unwrap_or(module);
-    module.ends_with("downsample.1") || module == "features" || (last.starts_with("bn") && last[2..].parse::<u32>().is_ok())
+    module.ends_with("downsample.1")
+        || module == "features"
+        || (last.starts_with("bn") && last[2..].parse::<u32>().is_ok())
 }
 
 #[cfg(test)]

@@ -102,7 +102,8 @@ impl ParamStore {
 
     /// Puts parameter `name` on the tape (a leaf that gets a gradient when trainable).
     pub fn var(&self, tape: &mut Tape, name: &str) -> Result<Var> {
-        let i = *self.index.get(name).ok_or_else(|| Error::Invalid(format!("no parameter named '{name}'")))?;
+        let i =
+            *self.index.get(name).ok_or_else(|| Error::Invalid(format!("no parameter named '{name}'")))?;
         let e = &self.entries[i];
         Ok(tape.param(&e.name, e.value.clone(), e.kind == ParamKind::Trainable))
     }
@@ -127,8 +128,10 @@ mod tests {
     #[test]
     fn registration_lookup_and_set_check_shapes() {
         let mut s = ParamStore::new();
-        s.insert("a.weight", Tensor::from_vec(vec![1.0f32; 6], [2, 3]).unwrap(), ParamKind::Trainable).unwrap();
-        s.insert("a.running_mean", Tensor::from_vec(vec![0.0f32; 3], [3]).unwrap(), ParamKind::Buffer).unwrap();
+        s.insert("a.weight", Tensor::from_vec(vec![1.0f32; 6], [2, 3]).unwrap(), ParamKind::Trainable)
+            .unwrap();
+        s.insert("a.running_mean", Tensor::from_vec(vec![0.0f32; 3], [3]).unwrap(), ParamKind::Buffer)
+            .unwrap();
         assert!(s.insert("a.weight", Tensor::scalar(1.0f32), ParamKind::Frozen).is_err());
         assert_eq!(s.parameter_count(), 6);
         assert!(s.set("a.weight", Tensor::from_vec(vec![1.0f32; 6], [3, 2]).unwrap()).is_err());

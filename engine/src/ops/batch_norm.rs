@@ -121,7 +121,12 @@ pub fn batch_norm_eval(
     let (_, c) = rows_and_channels(op, &tx)?;
     let tg = gamma.map(|g| tape.value(g).clone());
     let tb = beta.map(|b| tape.value(b).clone());
-    for (name, t) in [("gamma", tg.as_ref()), ("beta", tb.as_ref()), ("running_mean", Some(running_mean)), ("running_var", Some(running_var))] {
+    for (name, t) in [
+        ("gamma", tg.as_ref()),
+        ("beta", tb.as_ref()),
+        ("running_mean", Some(running_mean)),
+        ("running_var", Some(running_var)),
+    ] {
         if let Some(t) = t {
             check_param(op, name, t, c)?;
         }
@@ -168,7 +173,9 @@ pub fn update_running_stats(
     if !(0.0..=1.0).contains(&momentum) {
         return Err(Error::Invalid(format!("update_running_stats: momentum {momentum} is outside [0, 1]")));
     }
-    for (run, batch, name) in [(&mut *running_mean, &stats.mean, "mean"), (&mut *running_var, &stats.var_unbiased, "var")] {
+    for (run, batch, name) in
+        [(&mut *running_mean, &stats.mean, "mean"), (&mut *running_var, &stats.var_unbiased, "var")]
+    {
         if run.dims() != batch.dims() {
             return Err(Error::Shape(format!(
                 "update_running_stats: running {name} {} vs batch {name} {}",
@@ -287,7 +294,10 @@ mod tests {
         let rm = Tensor::from_vec(vec![0.0f64; 2], [2]).unwrap();
         assert!(matches!(batch_norm_eval(&mut tape, x, None, None, &rm, &rm, 1e-5), Err(Error::Shape(_))));
         let (_, st) = batch_norm_train(&mut tape, x, None, None, 1e-5).unwrap();
-        let (mut m3, mut v3) = (Tensor::from_vec(vec![0.0f64; 3], [3]).unwrap(), Tensor::from_vec(vec![1.0f64; 3], [3]).unwrap());
+        let (mut m3, mut v3) = (
+            Tensor::from_vec(vec![0.0f64; 3], [3]).unwrap(),
+            Tensor::from_vec(vec![1.0f64; 3], [3]).unwrap(),
+        );
         assert!(matches!(update_running_stats(&mut m3, &mut v3, &st, 1.5), Err(Error::Invalid(_))));
         let (mut m2, mut v2) = (rm.clone(), rm.clone());
         assert!(matches!(update_running_stats(&mut m2, &mut v2, &st, 0.1), Err(Error::Shape(_))));

@@ -35,9 +35,17 @@ pub fn batch_norm_prelu_train(
         y,
         &inputs,
         Box::new(move |g: &Tensor| {
-            let (dx, dg, db, da) =
-                cuda_ops::batch_norm_prelu_backward(&ctx, g, &tx, tg.as_ref(), tb.as_ref(), Some(&ta), &saved)?;
-            let da = da.ok_or_else(|| Error::Device("fused batch norm backward gave no PReLU gradient".into()))?;
+            let (dx, dg, db, da) = cuda_ops::batch_norm_prelu_backward(
+                &ctx,
+                g,
+                &tx,
+                tg.as_ref(),
+                tb.as_ref(),
+                Some(&ta),
+                &saved,
+            )?;
+            let da =
+                da.ok_or_else(|| Error::Device("fused batch norm backward gave no PReLU gradient".into()))?;
             Ok(vec![Some(dx), Some(dg), Some(db), Some(da)])
         }),
     );
@@ -56,7 +64,8 @@ mod tests {
         let mut t = |n: usize, shape: &[usize], off: f64| {
             Tensor::from_vec((0..n).map(|_| off + r.normal()).collect::<Vec<f64>>(), shape).unwrap()
         };
-        let (x, g, b, a) = (t(2 * 3 * 3 * 4, &[2, 3, 3, 4], 0.0), t(4, &[4], 1.0), t(4, &[4], 0.0), t(4, &[4], 0.25));
+        let (x, g, b, a) =
+            (t(2 * 3 * 3 * 4, &[2, 3, 3, 4], 0.0), t(4, &[4], 1.0), t(4, &[4], 0.0), t(4, &[4], 0.25));
         let run = |fused: bool| {
             let mut tape = Tape::new();
             let vs: Vec<Var> = [&x, &g, &b, &a].iter().map(|v| tape.leaf((*v).clone())).collect();

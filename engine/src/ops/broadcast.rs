@@ -54,7 +54,11 @@ pub fn add_channels(tape: &mut Tape, x: Var, b: Var) -> Result<Var> {
     same_device_and_dtype(tape, "add_channels", &[x, b])?;
     let (tx, tb) = (tape.value(x), tape.value(b));
     let y = tx.backend().add_channels(tx, tb)?;
-    Ok(tape.push(y, &[x, b], Box::new(|g: &Tensor| Ok(vec![Some(g.clone()), Some(g.backend().sum_rows(g)?)]))))
+    Ok(tape.push(
+        y,
+        &[x, b],
+        Box::new(|g: &Tensor| Ok(vec![Some(g.clone()), Some(g.backend().sum_rows(g)?)])),
+    ))
 }
 
 #[cfg(test)]

@@ -16,7 +16,11 @@ pub fn dropout(tape: &mut Tape, x: Var, p: f64, training: bool, seed: u64) -> Re
     }
     let tx = tape.value(x).clone();
     let (y, mask) = tx.backend().dropout(&tx, p, seed)?;
-    Ok(tape.push(y, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Mul, g, &mask)?)]))))
+    Ok(tape.push(
+        y,
+        &[x],
+        Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Mul, g, &mask)?)])),
+    ))
 }
 
 #[cfg(test)]

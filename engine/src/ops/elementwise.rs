@@ -15,9 +15,9 @@ fn binary(tape: &mut Tape, op: BinaryOp, a: Var, b: Var) -> Result<Var> {
     let out = ta.backend().binary(op, &ta, &tb)?;
     let backward: crate::tape::BackwardFn = match op {
         BinaryOp::Add => Box::new(|g: &Tensor| Ok(vec![Some(g.clone()), Some(g.clone())])),
-        BinaryOp::Sub => Box::new(|g: &Tensor| {
-            Ok(vec![Some(g.clone()), Some(g.backend().unary(UnaryOp::Neg, g)?)])
-        }),
+        BinaryOp::Sub => {
+            Box::new(|g: &Tensor| Ok(vec![Some(g.clone()), Some(g.backend().unary(UnaryOp::Neg, g)?)]))
+        }
         BinaryOp::Mul => Box::new(move |g: &Tensor| {
             let be = g.backend();
             Ok(vec![Some(be.binary(BinaryOp::Mul, g, &tb)?), Some(be.binary(BinaryOp::Mul, g, &ta)?)])
@@ -80,13 +80,21 @@ pub fn exp(tape: &mut Tape, x: Var) -> Result<Var> {
     let tx = tape.value(x);
     let out = tx.backend().unary(UnaryOp::Exp, tx)?;
     let y = out.clone();
-    Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Mul, g, &y)?)]))))
+    Ok(tape.push(
+        out,
+        &[x],
+        Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Mul, g, &y)?)])),
+    ))
 }
 
 pub fn log(tape: &mut Tape, x: Var) -> Result<Var> {
     let tx = tape.value(x).clone();
     let out = tx.backend().unary(UnaryOp::Log, &tx)?;
-    Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Div, g, &tx)?)]))))
+    Ok(tape.push(
+        out,
+        &[x],
+        Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().binary(BinaryOp::Div, g, &tx)?)])),
+    ))
 }
 
 #[cfg(test)]

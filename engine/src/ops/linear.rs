@@ -17,7 +17,11 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     let (_, fin) = tx.shape().matrix("linear input")?;
     let (fout, win) = tw.shape().matrix("linear weight")?;
     if fin != win {
-        return Err(Error::Shape(format!("linear: input {} does not fit weight {} ([out, in])", tx.shape(), tw.shape())));
+        return Err(Error::Shape(format!(
+            "linear: input {} does not fit weight {} ([out, in])",
+            tx.shape(),
+            tw.shape()
+        )));
     }
     let be = tx.backend();
     let mut y = be.matmul(&tx, &tw, false, true)?;
@@ -38,7 +42,8 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         Box::new(move |g: &Tensor| {
             let g = autocast_operand(g, half)?;
             let be = g.backend();
-            let dx = if need_dx { Some(autocast_result(be.matmul(&g, &tw, false, false)?, half)?) } else { None };
+            let dx =
+                if need_dx { Some(autocast_result(be.matmul(&g, &tw, false, false)?, half)?) } else { None };
             let mut grads = vec![dx, Some(autocast_result(be.matmul(&g, &tx, true, false)?, half)?)];
             if has_b {
                 grads.push(Some(autocast_result(be.sum_rows(autocast_widen(&g)?.as_ref())?, half)?));

@@ -16,10 +16,13 @@ pub fn normalize_rows_with_norms(tape: &mut Tape, x: Var, eps: f64) -> Result<(V
     let vy = tape.push(
         y.clone(),
         &[x],
-        Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().l2_normalize_rows_backward_eps(g, &y_bw, &n_bw, eps)?)])),
+        Box::new(move |g: &Tensor| {
+            Ok(vec![Some(g.backend().l2_normalize_rows_backward_eps(g, &y_bw, &n_bw, eps)?)])
+        }),
     );
     // d||x||/dx = x / ||x||, which is y wherever the norm was not clamped.
-    let vn = tape.push(norms, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().scale_rows(&y, g)?)])));
+    let vn =
+        tape.push(norms, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().scale_rows(&y, g)?)])));
     Ok((vy, vn))
 }
 

@@ -31,7 +31,12 @@ mod tests {
     fn values_and_gradients() {
         let mut r = Rng::new(1);
         // Keep |x| away from 0, where PReLU has a kink that finite differences would straddle.
-        let xs: Vec<f64> = (0..2 * 3 * 2 * 4).map(|_| { let v = r.normal(); v + 0.1 * v.signum() }).collect();
+        let xs: Vec<f64> = (0..2 * 3 * 2 * 4)
+            .map(|_| {
+                let v = r.normal();
+                v + 0.1 * v.signum()
+            })
+            .collect();
         let x = Tensor::from_vec(xs.clone(), [2, 3, 2, 4]).unwrap();
         let a = Tensor::from_vec(vec![0.25, -0.1, 0.5, 1.5], [4]).unwrap();
         let mut tape = Tape::no_grad();

@@ -37,7 +37,8 @@ mod tests {
 
     #[test]
     fn values_and_gradients() {
-        let x = Tensor::from_vec((0..12).map(|i| i as f64 * 0.5 - 1.0).collect::<Vec<_>>(), [2, 2, 3]).unwrap();
+        let x =
+            Tensor::from_vec((0..12).map(|i| i as f64 * 0.5 - 1.0).collect::<Vec<_>>(), [2, 2, 3]).unwrap();
         let mut tape = Tape::no_grad();
         let v = tape.constant(x.clone());
         let s = sum_rows(&mut tape, v).unwrap();

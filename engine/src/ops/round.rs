@@ -3,9 +3,9 @@
 //! autocast type the helpers hand back the very tensors they were given (no copy, no change). On the CPU
 //! autocast is an emulation (f32 values rounded to the half type); on a GPU the GEMMs really run in it.
 
+use crate::backend::cuda::ops as cuda_ops;
 use crate::tape::{Tape, Var};
 use crate::tensor::half_round::{round_in_place, round_tensor};
-use crate::backend::cuda::ops as cuda_ops;
 use crate::tensor::{DType, Device, Tensor};
 use crate::Result;
 use std::borrow::Cow;
@@ -38,7 +38,9 @@ pub(crate) fn result(mut t: Tensor, half: Option<DType>) -> Result<Tensor> {
             round_in_place(&mut t, d)?;
             Ok(t)
         }
-        Device::Cuda(ctx) if t.dtype() == DType::F32 => cuda_ops::cast(&ctx, &cuda_ops::cast(&ctx, &t, d)?, DType::F32),
+        Device::Cuda(ctx) if t.dtype() == DType::F32 => {
+            cuda_ops::cast(&ctx, &cuda_ops::cast(&ctx, &t, d)?, DType::F32)
+        }
         Device::Cuda(ctx) => cuda_ops::cast(&ctx, &t, DType::F32),
     }
 }
@@ -47,7 +49,9 @@ pub(crate) fn result(mut t: Tensor, half: Option<DType>) -> Result<Tensor> {
 /// GPU a half tensor is widened; everything else (the CPU's rounded f32 copies) is returned as it is.
 pub(crate) fn widen(t: &Tensor) -> Result<Cow<'_, Tensor>> {
     match t.device() {
-        Device::Cuda(ctx) if matches!(t.dtype(), DType::BF16 | DType::F16) => Ok(Cow::Owned(cuda_ops::cast(&ctx, t, DType::F32)?)),
+        Device::Cuda(ctx) if matches!(t.dtype(), DType::BF16 | DType::F16) => {
+            Ok(Cow::Owned(cuda_ops::cast(&ctx, t, DType::F32)?))
+        }
         _ => Ok(Cow::Borrowed(t)),
     }
 }
@@ -199,8 +203,12 @@ mod tests {
     #[test]
     fn autocast_rounds_conv_operands_outputs_and_gradients() {
         let p = crate::backend::Conv2dParams { kernel: 3, stride: 1, padding: 1 };
-        let x = Tensor::from_vec(randn(2 * 5 * 5 * 3, 7, 1.0), [2, 5, 5, 3]).unwrap().to_dtype(DType::F32).unwrap();
-        let w = Tensor::from_vec(randn(4 * 9 * 3, 8, 1.0), [4, 3, 3, 3]).unwrap().to_dtype(DType::F32).unwrap();
+        let x = Tensor::from_vec(randn(2 * 5 * 5 * 3, 7, 1.0), [2, 5, 5, 3])
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let w =
+            Tensor::from_vec(randn(4 * 9 * 3, 8, 1.0), [4, 3, 3, 3]).unwrap().to_dtype(DType::F32).unwrap();
         let run = |half: Option<DType>, explicit: bool| {
             let mut t = Tape::new();
             let (vx, vw) = (t.leaf(x.clone()), t.leaf(w.clone()));

@@ -41,14 +41,24 @@ impl AdamW {
         AdamW { config, groups, moments: BTreeMap::new() }
     }
 
-    fn step_typed<T: Float + Element>(&mut self, store: &mut ParamStore, name: &str, g: &Tensor, lr: f64) -> Result<()> {
+    fn step_typed<T: Float + Element>(
+        &mut self,
+        store: &mut ParamStore,
+        name: &str,
+        g: &Tensor,
+        lr: f64,
+    ) -> Result<()> {
         let opts = self.groups.options_for(name);
         let c = self.config;
         let m = match self.moments.get_mut(name) {
             Some(m) => m,
             None => {
                 let z = Tensor::zeros(g.shape().clone(), g.dtype(), &g.device())?;
-                self.moments.entry(name.to_string()).or_insert(Moments { step: 0, exp_avg: z.clone(), exp_avg_sq: z })
+                self.moments.entry(name.to_string()).or_insert(Moments {
+                    step: 0,
+                    exp_avg: z.clone(),
+                    exp_avg_sq: z,
+                })
             }
         };
         m.step += 1;
@@ -85,7 +95,11 @@ impl AdamW {
             Some(m) => m,
             None => {
                 let z = Tensor::zeros(g.shape().clone(), g.dtype(), &dev)?;
-                self.moments.entry(name.to_string()).or_insert(Moments { step: 0, exp_avg: z.clone(), exp_avg_sq: z })
+                self.moments.entry(name.to_string()).or_insert(Moments {
+                    step: 0,
+                    exp_avg: z.clone(),
+                    exp_avg_sq: z,
+                })
             }
         };
         m.step += 1;
@@ -96,9 +110,11 @@ impl AdamW {
             eps: c.eps as f32,
             weight_decay: opts.weight_decay as f32,
         };
-        let t = u32::try_from(m.step).map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step)))?;
+        let t = u32::try_from(m.step)
+            .map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step)))?;
         let (ea, ev) = (m.exp_avg.to_device(&dev)?, m.exp_avg_sq.to_device(&dev)?);
-        let (p_new, ea, ev, _) = crate::backend::cuda::train_ops::adamw_step(&ctx, cfg, t, &p, g, &ea, &ev, 1.0, false)?;
+        let (p_new, ea, ev, _) =
+            crate::backend::cuda::train_ops::adamw_step(&ctx, cfg, t, &p, g, &ea, &ev, 1.0, false)?;
         (m.exp_avg, m.exp_avg_sq) = (ea, ev);
         store.set(name, p_new)
     }
@@ -159,7 +175,11 @@ impl Optimizer for AdamW {
             };
             check_state_shape(&format!("{name}.exp_avg_sq"), ev, ea)?;
             let step = st.as_slice::<i64>().ok().filter(|s| s.len() == 1).ok_or_else(|| {
-                Error::Invalid(format!("adamw state '{name}.step' must be one i64, got {} {}", st.shape(), st.dtype()))
+                Error::Invalid(format!(
+                    "adamw state '{name}.step' must be one i64, got {} {}",
+                    st.shape(),
+                    st.dtype()
+                ))
             })?[0];
             moments.insert(name, Moments { step, exp_avg: ea.clone(), exp_avg_sq: ev.clone() });
         }

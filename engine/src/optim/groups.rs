@@ -26,7 +26,11 @@ impl ParamGroups {
     }
 
     /// Adds a rule ahead of the default (rules are tried in the order added).
-    pub fn with_rule(mut self, matcher: impl Fn(&str) -> bool + Send + Sync + 'static, opts: GroupOptions) -> Self {
+    pub fn with_rule(
+        mut self,
+        matcher: impl Fn(&str) -> bool + Send + Sync + 'static,
+        opts: GroupOptions,
+    ) -> Self {
         self.rules.push((Arc::new(matcher), opts));
         self
     }

@@ -7,12 +7,23 @@ use crate::{Error, Result};
 pub enum LrSchedule {
     Constant,
     /// torch MultiStepLR: base * gamma^(number of milestones <= step).
-    Steps { milestones: Vec<usize>, gamma: f64 },
+    Steps {
+        milestones: Vec<usize>,
+        gamma: f64,
+    },
     /// insightface arcface_torch PolyScheduler: base * step / warmup during warm-up, then
     /// base * (1 - (step - warmup) / (total - warmup))^power (insightface uses power 2).
-    PolyWarmup { warmup: usize, total: usize, power: f64 },
+    PolyWarmup {
+        warmup: usize,
+        total: usize,
+        power: f64,
+    },
     /// Linear warm-up, then torch CosineAnnealingLR's closed form from base down to `min_lr` at `total`.
-    Cosine { warmup: usize, total: usize, min_lr: f64 },
+    Cosine {
+        warmup: usize,
+        total: usize,
+        min_lr: f64,
+    },
 }
 
 impl LrSchedule {

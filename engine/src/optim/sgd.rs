@@ -42,15 +42,9 @@ impl Sgd {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn update<T: Float + Element>(
-    p: &mut [T],
-    g: &[T],
-    buf: Option<&mut [T]>,
-    lr: f64,
-    wd: f64,
-    c: &SgdConfig,
-) {
-    let (lr, wd, mom, damp) = (T::from_f64(lr), T::from_f64(wd), T::from_f64(c.momentum), T::from_f64(1.0 - c.dampening));
+fn update<T: Float + Element>(p: &mut [T], g: &[T], buf: Option<&mut [T]>, lr: f64, wd: f64, c: &SgdConfig) {
+    let (lr, wd, mom, damp) =
+        (T::from_f64(lr), T::from_f64(wd), T::from_f64(c.momentum), T::from_f64(1.0 - c.dampening));
     let decay = wd != T::ZERO;
     match buf {
         None => {
@@ -127,7 +121,8 @@ fn step_device(s: &mut Sgd, store: &mut ParamStore, name: &str, g: &Tensor, lr: 
         _ => None,
     };
     let first = buf.is_none();
-    let (p_new, buf_new, _) = crate::backend::cuda::train_ops::sgd_step(&ctx, cfg, &p, g, buf.as_ref(), first, 1.0, false)?;
+    let (p_new, buf_new, _) =
+        crate::backend::cuda::train_ops::sgd_step(&ctx, cfg, &p, g, buf.as_ref(), first, 1.0, false)?;
     store.set(name, p_new)?;
     if let Some(b) = buf_new {
         s.buffers.insert(name.to_string(), b);

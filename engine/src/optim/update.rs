@@ -61,6 +61,8 @@ pub fn check_state_shape(name: &str, t: &Tensor, like: &Tensor) -> Result<()> {
 pub fn cuda_context(p: &Tensor, who: &str) -> Result<std::sync::Arc<crate::backend::cuda::CudaContext>> {
     match p.device() {
         crate::tensor::Device::Cuda(ctx) => Ok(ctx),
-        crate::tensor::Device::Cpu => Err(Error::Device(format!("{who}: gradient on a GPU but parameter on the CPU"))),
+        crate::tensor::Device::Cpu => {
+            Err(Error::Device(format!("{who}: gradient on a GPU but parameter on the CPU")))
+        }
     }
 }

@@ -115,7 +115,9 @@ pub fn round_in_place(t: &mut Tensor, to: DType) -> Result<()> {
         DType::F32 => round_slice_f32(t.as_mut_slice::<f32>()?, to),
         DType::F64 => t.as_mut_slice::<f64>()?.iter_mut().for_each(|e| *e = round_f64(*e, to)),
         other => {
-            return Err(Error::DType(format!("half-precision rounding of a {other} tensor (expected f32 or f64)")))
+            return Err(Error::DType(format!(
+                "half-precision rounding of a {other} tensor (expected f32 or f64)"
+            )))
         }
     }
     Ok(())

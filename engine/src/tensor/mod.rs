@@ -110,9 +110,8 @@ impl Tensor {
     /// Borrow the elements of a CPU tensor as `T`.
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
         let s = self.cpu_storage()?;
-        T::slice(s).ok_or_else(|| {
-            Error::DType(format!("tensor is {} but {} was requested", s.dtype(), T::DTYPE))
-        })
+        T::slice(s)
+            .ok_or_else(|| Error::DType(format!("tensor is {} but {} was requested", s.dtype(), T::DTYPE)))
     }
 
     /// Mutable elements of a CPU tensor (copy-on-write when the storage is shared).
@@ -121,9 +120,8 @@ impl Tensor {
         match storage {
             Storage::Cpu(s) => {
                 let dt = s.dtype();
-                T::slice_mut(s).ok_or_else(|| {
-                    Error::DType(format!("tensor is {dt} but {} was requested", T::DTYPE))
-                })
+                T::slice_mut(s)
+                    .ok_or_else(|| Error::DType(format!("tensor is {dt} but {} was requested", T::DTYPE)))
             }
             Storage::Cuda(_) => Err(Error::Device("expected a CPU tensor, found a CUDA one".into())),
         }
@@ -166,9 +164,7 @@ impl Tensor {
         match (&*self.storage, device) {
             (Storage::Cpu(_), Device::Cuda(ctx)) => ctx.upload(self),
             (Storage::Cuda(s), Device::Cpu) => s.context().download(self),
-            (Storage::Cuda(s), Device::Cuda(_)) => {
-                s.context().download(self)?.to_device(device)
-            }
+            (Storage::Cuda(s), Device::Cuda(_)) => s.context().download(self)?.to_device(device),
             (Storage::Cpu(_), Device::Cpu) => unreachable!("same device handled above"),
         }
     }

@@ -1,8 +1,8 @@
 //! Where a tensor's elements live. The CPU variant is a plain typed vector; the CUDA variant is owned by
 //! the CUDA backend.
 
-use super::DType;
 use super::half_round::round_f64;
+use super::DType;
 use crate::backend::cuda::CudaStorage;
 use half::{bf16, f16};
 
@@ -97,8 +97,12 @@ impl CpuStorage {
             // half's from_f64 drops the low 32 bits of the f64 before rounding, so f32 values a hair
             // above a tie round down (found by the CUDA emulation's exact cast check); round_f64 rounds
             // once and correctly, after which the conversion is exact.
-            DType::F16 => CpuStorage::F16(v.iter().map(|&x| f16::from_f64(round_f64(x, DType::F16))).collect()),
-            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(round_f64(x, DType::BF16))).collect()),
+            DType::F16 => {
+                CpuStorage::F16(v.iter().map(|&x| f16::from_f64(round_f64(x, DType::F16))).collect())
+            }
+            DType::BF16 => {
+                CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(round_f64(x, DType::BF16))).collect())
+            }
             DType::I64 => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
         }
     }
@@ -150,7 +154,8 @@ mod tests {
     fn cast_to_16_bits_rounds_once_to_nearest_even() {
         let above_bf16_tie = f32::from_bits(0x3F80_8001); // 1 + 2^-8 + 2^-23: just above halfway
         let above_f16_tie = f32::from_bits(0x3F80_1001); // 1 + 2^-11 + 2^-23
-        let mut xs = vec![above_bf16_tie, -above_bf16_tie, above_f16_tie, 1.0 + 2f32.powi(-8), 65519.0, 65520.0];
+        let mut xs =
+            vec![above_bf16_tie, -above_bf16_tie, above_f16_tie, 1.0 + 2f32.powi(-8), 65519.0, 65520.0];
         xs.extend((0..2000).map(|i| ((i as f32) * 0.7371).sin() * 10f32.powi(i % 7 - 3)));
         let s = CpuStorage::F32(xs.clone());
         let CpuStorage::BF16(b) = s.cast(DType::BF16) else { panic!("not bf16") };

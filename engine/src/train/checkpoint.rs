@@ -77,14 +77,18 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let st = safetensors::read(path)?;
     let bad = |m: String| Error::Io(format!("{origin}: not a usable checkpoint: {m}"));
     if st.metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!("metadata 'format' is {:?}, expected '{FORMAT}'", st.metadata.get("format"))));
+        return Err(bad(format!(
+            "metadata 'format' is {:?}, expected '{FORMAT}'",
+            st.metadata.get("format")
+        )));
     }
     let number = |k: &str| -> Result<u64> {
         let v = st.metadata.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")))?;
         v.parse().map_err(|_| bad(format!("metadata '{k}' = '{v}' is not a whole number")))
     };
     let (step, epoch) = (number("step")?, number("epoch")?);
-    let optimizer_kind = st.metadata.get("optimizer").cloned().ok_or_else(|| bad("metadata has no 'optimizer'".into()))?;
+    let optimizer_kind =
+        st.metadata.get("optimizer").cloned().ok_or_else(|| bad("metadata has no 'optimizer'".into()))?;
     let mut c = Checkpoint {
         step,
         epoch,
@@ -124,7 +128,11 @@ impl Checkpoint {
         let found = self.model.iter().map(|(n, t)| (n.as_str(), t));
         let problems = mismatches(model, found, |_, t| t.dims().to_vec());
         if !problems.is_empty() {
-            return Err(Error::Io(format!("{}: weights do not match the model: {}", self.origin, problems.join("; "))));
+            return Err(Error::Io(format!(
+                "{}: weights do not match the model: {}",
+                self.origin,
+                problems.join("; ")
+            )));
         }
         if self.optimizer_kind != optimizer.kind() {
             return Err(Error::Io(format!(
@@ -154,7 +162,11 @@ impl Checkpoint {
             }
         }
         if !problems.is_empty() {
-            return Err(Error::Io(format!("{}: optimizer state does not match: {}", self.origin, problems.join("; "))));
+            return Err(Error::Io(format!(
+                "{}: optimizer state does not match: {}",
+                self.origin,
+                problems.join("; ")
+            )));
         }
         optimizer.load_state(&self.optimizer).map_err(|e| Error::Io(format!("{}: {e}", self.origin)))?;
         for (n, t) in &self.model {
@@ -178,13 +190,15 @@ impl Checkpoint {
         for (n, want) in expected {
             match self.head.iter().find(|(m, _)| m == n) {
                 None => problems.push(format!("missing '{HEAD}{n}'")),
-                Some((_, t)) if t.dims() != want.dims() || t.dtype() != want.dtype() => problems.push(format!(
-                    "'{HEAD}{n}': {} {}, expected {} {}",
-                    t.shape(),
-                    t.dtype(),
-                    want.shape(),
-                    want.dtype()
-                )),
+                Some((_, t)) if t.dims() != want.dims() || t.dtype() != want.dtype() => {
+                    problems.push(format!(
+                        "'{HEAD}{n}': {} {}, expected {} {}",
+                        t.shape(),
+                        t.dtype(),
+                        want.shape(),
+                        want.dtype()
+                    ))
+                }
                 _ => {}
             }
         }
@@ -194,7 +208,11 @@ impl Checkpoint {
             }
         }
         if !problems.is_empty() {
-            return Err(Error::Io(format!("{}: head state does not match: {}", self.origin, problems.join("; "))));
+            return Err(Error::Io(format!(
+                "{}: head state does not match: {}",
+                self.origin,
+                problems.join("; ")
+            )));
         }
         Ok(&self.head)
     }
@@ -235,7 +253,19 @@ mod tests {
         let mut extra = BTreeMap::new();
         extra.insert("backbone".to_string(), "small".to_string());
         let path = tmp("rt");
-        save(&path, &CheckpointRef { step: 17, epoch: 2, model: &model, optimizer: &opt, head: &head, rngs: &[("data", &rng)], extra: &extra }).unwrap();
+        save(
+            &path,
+            &CheckpointRef {
+                step: 17,
+                epoch: 2,
+                model: &model,
+                optimizer: &opt,
+                head: &head,
+                rngs: &[("data", &rng)],
+                extra: &extra,
+            },
+        )
+        .unwrap();
 
         let c = load(&path).unwrap();
         assert_eq!((c.step, c.epoch, c.optimizer_kind.as_str()), (17, 2, "sgd"));
@@ -253,7 +283,12 @@ mod tests {
         let g2 = fake_grads(&model2, 0.5);
         opt2.step(&mut model2, &g2, 0.1).unwrap();
         for e in model.entries() {
-            assert_eq!(model2.get(&e.name).unwrap().to_f64_vec().unwrap(), e.value.to_f64_vec().unwrap(), "{}", e.name);
+            assert_eq!(
+                model2.get(&e.name).unwrap().to_f64_vec().unwrap(),
+                e.value.to_f64_vec().unwrap(),
+                "{}",
+                e.name
+            );
         }
         let mut adam = AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.0));
         assert!(c.restore(&mut model2, &mut adam).unwrap_err().to_string().contains("sgd"));
@@ -266,7 +301,19 @@ mod tests {
         let model = init_params(&cfg, &mut Rng::new(1), DType::F32).unwrap();
         let opt = Sgd::new(SgdConfig::default(), ParamGroups::uniform(0.0));
         let path = tmp("mm");
-        save(&path, &CheckpointRef { step: 1, epoch: 0, model: &model, optimizer: &opt, head: &[], rngs: &[], extra: &BTreeMap::new() }).unwrap();
+        save(
+            &path,
+            &CheckpointRef {
+                step: 1,
+                epoch: 0,
+                model: &model,
+                optimizer: &opt,
+                head: &[],
+                rngs: &[],
+                extra: &BTreeMap::new(),
+            },
+        )
+        .unwrap();
         let c = load(&path).unwrap();
         let wider = IResNetConfig { widths: [16, 32, 64, 256], ..cfg.clone() };
         let mut other = init_params(&wider, &mut Rng::new(1), DType::F32).unwrap();
@@ -286,7 +333,19 @@ mod tests {
         let model = init_params(&cfg, &mut Rng::new(1), DType::F32).unwrap();
         let opt = Sgd::new(SgdConfig::default(), ParamGroups::uniform(0.0));
         let path = tmp("tr");
-        save(&path, &CheckpointRef { step: 1, epoch: 0, model: &model, optimizer: &opt, head: &[], rngs: &[], extra: &BTreeMap::new() }).unwrap();
+        save(
+            &path,
+            &CheckpointRef {
+                step: 1,
+                epoch: 0,
+                model: &model,
+                optimizer: &opt,
+                head: &[],
+                rngs: &[],
+                extra: &BTreeMap::new(),
+            },
+        )
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let e = load(&path).err().unwrap().to_string();

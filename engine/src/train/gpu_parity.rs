@@ -38,7 +38,11 @@ impl Compared {
 /// in `dev` never passes.
 pub(crate) fn compare(name: impl Into<String>, dev: &Tensor, cpu: &Tensor, tol: f64) -> Result<Compared> {
     let (a, b) = (dev.to_f64_vec()?, cpu.to_f64_vec()?);
-    let err = if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) { f64::INFINITY } else { rel_error(&a, &b) };
+    let err = if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
+        f64::INFINITY
+    } else {
+        rel_error(&a, &b)
+    };
     Ok(Compared { name: name.into(), err, tol })
 }
 
@@ -50,7 +54,8 @@ fn randn(rng: &mut Rng, shape: &[usize], scale: f64) -> Result<Tensor> {
 /// The broadcasts and the eps-aware L2 backward the CUDA backend gained for training.
 pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let mut rng = Rng::new(seed);
-    let (x, v, s) = (randn(&mut rng, &[37, 3, 5, 24], 1.0)?, randn(&mut rng, &[24], 1.0)?, randn(&mut rng, &[37], 1.0)?);
+    let (x, v, s) =
+        (randn(&mut rng, &[37, 3, 5, 24], 1.0)?, randn(&mut rng, &[24], 1.0)?, randn(&mut rng, &[37], 1.0)?);
     let (dx, dv, ds) = (x.to_device(dev)?, v.to_device(dev)?, s.to_device(dev)?);
     let (be, cpu) = (dx.backend(), CpuBackend);
     // Broadcasts are one f32 operation per element: bit-equal results expected.
@@ -66,7 +71,8 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let eps = 1e-6;
     let (y, n) = cpu.l2_normalize_rows(&m, eps)?;
     let want = cpu.l2_normalize_rows_backward_eps(&dy, &y, &n, eps)?;
-    let got = be.l2_normalize_rows_backward_eps(&dy.to_device(dev)?, &y.to_device(dev)?, &n.to_device(dev)?, eps)?;
+    let got =
+        be.l2_normalize_rows_backward_eps(&dy.to_device(dev)?, &y.to_device(dev)?, &n.to_device(dev)?, eps)?;
     out.push(compare("l2_normalize_rows_backward_eps (one row below eps)", &got, &want, 1e-5)?);
     // The backward of ops::mean_all (sum_all then scale) broadcasts its seed without a host read there.
     let grad_of_mean = |d: &Device| -> Result<Tensor> {
@@ -76,10 +82,16 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
         let g = tape.backward(m)?;
         g.get(v).cloned().ok_or_else(|| crate::Error::Invalid("mean_all: no gradient".into()))
     };
-    out.push(compare("mean_all backward (seed broadcast)", &grad_of_mean(dev)?, &grad_of_mean(&Device::Cpu)?, 1e-7)?);
+    out.push(compare(
+        "mean_all backward (seed broadcast)",
+        &grad_of_mean(dev)?,
+        &grad_of_mean(&Device::Cpu)?,
+        1e-7,
+    )?);
     if let Device::Cuda(ctx) = dev {
         use crate::backend::cuda::ops::{concat_rows, slice_rows};
-        let parts = [slice_rows(ctx, &dx, 0, 10)?, slice_rows(ctx, &dx, 10, 11)?, slice_rows(ctx, &dx, 11, 37)?];
+        let parts =
+            [slice_rows(ctx, &dx, 0, 10)?, slice_rows(ctx, &dx, 10, 11)?, slice_rows(ctx, &dx, 11, 37)?];
         out.push(compare("slice_rows + concat_rows round trip", &concat_rows(ctx, &parts)?, &x, 0.0)?);
     }
     Ok(out)
@@ -91,7 +103,13 @@ fn test_head(name: &str) -> Result<Box<dyn heads::Head>> {
     heads::from_name(name, &HeadParams { s: Some(30.0), phase, ..HeadParams::default() })
 }
 
-fn head_step(dev: &Device, name: &str, x: &Tensor, w: &Tensor, labels: &[i64]) -> Result<(Tensor, Tensor, Tensor)> {
+fn head_step(
+    dev: &Device,
+    name: &str,
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[i64],
+) -> Result<(Tensor, Tensor, Tensor)> {
     let mut head = test_head(name)?;
     head.set_training(true);
     let mut tape = Tape::new();
@@ -99,7 +117,11 @@ fn head_step(dev: &Device, name: &str, x: &Tensor, w: &Tensor, labels: &[i64]) -
     let l = heads::loss(&mut tape, vx, vw, labels, head.as_mut())?;
     let g = tape.backward(l)?;
     let missing = || crate::Error::Invalid(format!("{name}: no gradient"));
-    Ok((tape.value(l).clone(), g.get(vx).ok_or_else(missing)?.clone(), g.get(vw).ok_or_else(missing)?.clone()))
+    Ok((
+        tape.value(l).clone(),
+        g.get(vx).ok_or_else(missing)?.clone(),
+        g.get(vw).ok_or_else(missing)?.clone(),
+    ))
 }
 
 /// Heads run through `heads::loss` on the device (margin_head.cu with fixed parameters or with row plans)
@@ -171,7 +193,8 @@ pub fn optimizer_steps(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
             for g in &grads {
                 opt.step(&mut store, &[("w".to_string(), g.to_device(d)?)], 0.01)?;
             }
-            let state: Vec<Tensor> = opt.state().into_iter().filter(|(n, _)| !n.ends_with(".step")).map(|(_, t)| t).collect();
+            let state: Vec<Tensor> =
+                opt.state().into_iter().filter(|(n, _)| !n.ends_with(".step")).map(|(_, t)| t).collect();
             finals.push((store.get("w")?.clone(), state));
         }
         let (dev_run, cpu_run) = (&finals[0], &finals[1]);
@@ -218,10 +241,17 @@ pub fn tiny_config(classes: usize) -> TrainerConfig {
 /// The start-up check behind `--device auto`: one tiny IResNet step and one trainer step on `dev`
 /// against the CPU, in `precision`. Err names the comparisons that failed (or the error met), so a GPU
 /// that does not reproduce the CPU is never used silently.
-pub fn startup_check(dev: &Device, precision: crate::train::precision::Precision) -> std::result::Result<(), String> {
+pub fn startup_check(
+    dev: &Device,
+    precision: crate::train::precision::Precision,
+) -> std::result::Result<(), String> {
     let cfg = TrainerConfig { precision, ..tiny_config(5) };
     let checks = backbone_step(dev, &cfg, 6, 1).map_err(|e| e.to_string())?;
-    let bad: Vec<String> = checks.iter().filter(|c| !c.ok()).map(|c| format!("{} {:.1e} > {:.0e}", c.name, c.err, c.tol)).collect();
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok())
+        .map(|c| format!("{} {:.1e} > {:.0e}", c.name, c.err, c.tol))
+        .collect();
     if bad.is_empty() {
         Ok(())
     } else {
@@ -264,13 +294,17 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
         let ((la, ga), (lb, gb)) = (gradients(&mut a, &x, &labels)?, gradients(&mut b, &x, &labels)?);
         out.push(compare("IResNet step: loss", &la, &lb, 1e-5 * k)?);
         let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
-        let mut worst = Compared { name: "IResNet step: worst single gradient".into(), err: 0.0, tol: 1e-3 * k };
+        let mut worst =
+            Compared { name: "IResNet step: worst single gradient".into(), err: 0.0, tol: 1e-3 * k };
         // A bias followed by a training-mode batch norm (fc.bias before `features`, the last block's
         // bn3.bias before the final bn2) has a gradient that is zero up to rounding: its own norm is
         // noise, so each gradient's error is taken against at least 1e-3 of the largest gradient norm.
         let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let pairs: Vec<(Vec<f64>, Vec<f64>)> =
-            ga.iter().zip(&gb).map(|((_, ta), (_, tb))| Ok((ta.to_f64_vec()?, tb.to_f64_vec()?))).collect::<Result<_>>()?;
+        let pairs: Vec<(Vec<f64>, Vec<f64>)> = ga
+            .iter()
+            .zip(&gb)
+            .map(|((_, ta), (_, tb))| Ok((ta.to_f64_vec()?, tb.to_f64_vec()?)))
+            .collect::<Result<_>>()?;
         let floor = 1e-3 * pairs.iter().map(|(_, b)| norm(b)).fold(0.0, f64::max);
         for ((na, _), (a, b)) in ga.iter().zip(&pairs) {
             let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
@@ -287,16 +321,29 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
             all_b.extend_from_slice(b);
         }
         let all = rel_error(&all_a, &all_b);
-        out.push(Compared { name: format!("IResNet step: all {} gradients", ga.len()), err: all, tol: 1e-4 * k });
+        out.push(Compared {
+            name: format!("IResNet step: all {} gradients", ga.len()),
+            err: all,
+            tol: 1e-4 * k,
+        });
         out.push(worst);
         let stats = |t: &Trainer| -> Result<Vec<f64>> {
             let mut v = Vec::new();
-            for e in t.params.entries().iter().filter(|e| e.name.ends_with("running_var") || e.name.ends_with("running_mean")) {
+            for e in t
+                .params
+                .entries()
+                .iter()
+                .filter(|e| e.name.ends_with("running_var") || e.name.ends_with("running_mean"))
+            {
                 v.extend(e.value.to_f64_vec()?);
             }
             Ok(v)
         };
-        out.push(Compared { name: "IResNet step: BN running statistics".into(), err: rel_error(&stats(&a)?, &stats(&b)?), tol: 1e-5 * k });
+        out.push(Compared {
+            name: "IResNet step: BN running statistics".into(),
+            err: rel_error(&stats(&a)?, &stats(&b)?),
+            tol: 1e-5 * k,
+        });
     }
     for s in 0..steps {
         let (ld, lc) = (on_dev.train_step(&x, &labels)?.loss, on_cpu.train_step(&x, &labels)?.loss);
@@ -370,7 +417,8 @@ mod tests {
         all.extend(head_losses(&Device::Cpu, 2, &crate::heads::names()).unwrap());
         all.extend(optimizer_steps(&Device::Cpu, 3).unwrap());
         all.extend(backbone_step(&Device::Cpu, &tiny_config(5), 6, 2).unwrap());
-        let tiny_bf16 = TrainerConfig { precision: crate::train::precision::Precision::Bf16, ..tiny_config(5) };
+        let tiny_bf16 =
+            TrainerConfig { precision: crate::train::precision::Precision::Bf16, ..tiny_config(5) };
         all.extend(backbone_step(&Device::Cpu, &tiny_bf16, 6, 2).unwrap());
         assert!(all.len() >= 15);
         for c in &all {
@@ -436,7 +484,10 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
     fn gpu_bf16_iresnet_step_matches_the_cpu_emulation() {
-        let cfg = TrainerConfig { precision: crate::train::precision::Precision::Bf16, ..small_config(20, OptimizerChoice::Sgd) };
+        let cfg = TrainerConfig {
+            precision: crate::train::precision::Precision::Bf16,
+            ..small_config(20, OptimizerChoice::Sgd)
+        };
         assert_all(&backbone_step(&gpu(), &cfg, 16, 3).unwrap());
     }
 
@@ -449,7 +500,9 @@ mod tests {
         let mut rng = Rng::new(4);
         let x = randn(&mut rng, &[4, 16, 16, 3], 1.0).unwrap();
         t.train_step(&x, &[0, 1, 2, 0]).unwrap();
-        let snap = |t: &Trainer| -> Vec<Vec<f64>> { t.params.entries().iter().map(|e| e.value.to_f64_vec().unwrap()).collect() };
+        let snap = |t: &Trainer| -> Vec<Vec<f64>> {
+            t.params.entries().iter().map(|e| e.value.to_f64_vec().unwrap()).collect()
+        };
         let before = snap(&t);
         let mut bad = x.clone();
         bad.as_mut_slice::<f32>().unwrap()[7] = f32::NAN;

@@ -172,8 +172,11 @@ impl LossScaler {
             m.get(k).ok_or_else(|| Error::Io(format!("{origin}: metadata has '{KEY_SCALE}' but no '{k}'")))
         };
         let bad = |k: &str, v: &str| Error::Io(format!("{origin}: metadata '{k}' = '{v}' is not valid"));
-        let scale: f32 =
-            scale.parse().ok().filter(|s: &f32| s.is_finite() && *s > 0.0).ok_or_else(|| bad(KEY_SCALE, scale))?;
+        let scale: f32 = scale
+            .parse()
+            .ok()
+            .filter(|s: &f32| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| bad(KEY_SCALE, scale))?;
         let tracker = field(KEY_TRACKER)?;
         let tracker: u32 = tracker.parse().map_err(|_| bad(KEY_TRACKER, tracker))?;
         let consecutive = field(KEY_CONSECUTIVE)?;
@@ -199,7 +202,10 @@ mod tests {
     #[test]
     fn defaults_are_torch_grad_scaler_defaults() {
         let c = LossScaleConfig::default();
-        assert_eq!((c.init_scale, c.growth_factor, c.backoff_factor, c.growth_interval), (65536.0, 2.0, 0.5, 2000));
+        assert_eq!(
+            (c.init_scale, c.growth_factor, c.backoff_factor, c.growth_interval),
+            (65536.0, 2.0, 0.5, 2000)
+        );
         assert_eq!(LossScaler::new(c).unwrap().scale(), 65536.0);
     }
 
@@ -231,21 +237,31 @@ mod tests {
         s.update(false);
         s.update(false);
         s.update(true);
-        assert_eq!((s.scale(), s.growth_tracker(), s.consecutive_skips(), s.skipped_steps()), (32768.0, 0, 1, 1));
+        assert_eq!(
+            (s.scale(), s.growth_tracker(), s.consecutive_skips(), s.skipped_steps()),
+            (32768.0, 0, 1, 1)
+        );
         s.update(true);
         assert_eq!((s.scale(), s.consecutive_skips(), s.skipped_steps()), (16384.0, 2, 2));
         // Two finite steps do not grow it (the count restarted), and end the run of skips.
         s.update(false);
         s.update(false);
-        assert_eq!((s.scale(), s.growth_tracker(), s.consecutive_skips(), s.skipped_steps()), (16384.0, 2, 0, 2));
+        assert_eq!(
+            (s.scale(), s.growth_tracker(), s.consecutive_skips(), s.skipped_steps()),
+            (16384.0, 2, 0, 2)
+        );
         s.update(false);
         assert_eq!(s.scale(), 32768.0);
     }
 
     #[test]
     fn growth_that_would_overflow_f32_keeps_the_scale() {
-        let mut s = LossScaler::new(LossScaleConfig { init_scale: f32::MAX, growth_interval: 1, ..Default::default() })
-            .unwrap();
+        let mut s = LossScaler::new(LossScaleConfig {
+            init_scale: f32::MAX,
+            growth_interval: 1,
+            ..Default::default()
+        })
+        .unwrap();
         s.update(false);
         assert_eq!((s.scale(), s.growth_tracker()), (f32::MAX, 0));
     }
@@ -260,7 +276,8 @@ mod tests {
         }
         s.update(true);
         assert!(s.exhausted().unwrap().contains("below"), "{:?}", s.exhausted());
-        let mut c = LossScaler::new(LossScaleConfig { max_consecutive_skips: 3, ..Default::default() }).unwrap();
+        let mut c =
+            LossScaler::new(LossScaleConfig { max_consecutive_skips: 3, ..Default::default() }).unwrap();
         c.update(true);
         c.update(true);
         c.update(false);
@@ -289,13 +306,15 @@ mod tests {
     #[test]
     fn state_survives_a_metadata_round_trip_exactly() {
         let mut s =
-            LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() }).unwrap();
+            LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() })
+                .unwrap();
         s.update(true);
         s.update(false);
         s.update(false);
         let m = s.to_metadata();
         let mut r =
-            LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() }).unwrap();
+            LossScaler::new(LossScaleConfig { init_scale: 3.0e7, growth_interval: 5, ..Default::default() })
+                .unwrap();
         assert!(r.load_metadata(&m, "ckpt").unwrap());
         assert_eq!(r, s);
         assert_eq!(r.scale().to_bits(), (3.0e7f32 * 0.5).to_bits());
@@ -308,7 +327,11 @@ mod tests {
         let e = fresh.load_metadata(&broken, "ckpt.safetensors").unwrap_err().to_string();
         assert!(e.contains("ckpt.safetensors") && e.contains(KEY_TRACKER), "{e}");
         broken.remove(KEY_TRACKER);
-        assert!(fresh.load_metadata(&broken, "c").unwrap_err().to_string().contains("no 'loss_scale_growth_tracker'"));
+        assert!(fresh
+            .load_metadata(&broken, "c")
+            .unwrap_err()
+            .to_string()
+            .contains("no 'loss_scale_growth_tracker'"));
     }
 
     #[test]

@@ -11,12 +11,20 @@ use crate::train::precision::Precision;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
     /// Polynomial decay (power 2) to 0 after a linear warm-up, as insightface's PolyScheduler.
-    Poly { warmup_epochs: f64 },
+    Poly {
+        warmup_epochs: f64,
+    },
     /// Multiply by 0.1 at each epoch milestone.
-    Steps { milestones: Vec<f64> },
+    Steps {
+        milestones: Vec<f64>,
+    },
     /// Multiply by 0.1 at each iteration milestone (QAMFace counts iterations).
-    StepsIter { milestones: Vec<u64> },
-    Cosine { warmup_epochs: f64 },
+    StepsIter {
+        milestones: Vec<u64>,
+    },
+    Cosine {
+        warmup_epochs: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +109,8 @@ pub fn all() -> Vec<Preset> {
         },
         Preset {
             name: "adaface-ms1mv2-r100",
-            summary: "AdaFace: m 0.4 h 0.333 s 64, batch 512, 26 epochs, steps 12/20/24, aug 0.2, no BN decay",
+            summary:
+                "AdaFace: m 0.4 h 0.333 s 64, batch 512, 26 epochs, steps 12/20/24, aug 0.2, no BN decay",
             backbone: "r100",
             head: "adaface",
             head_args: &[("s", "64"), ("m", "0.4"), ("h", "0.333")],
@@ -113,7 +122,8 @@ pub fn all() -> Vec<Preset> {
         },
         Preset {
             name: "magface-ms1mv2-r100",
-            summary: "MagFace: l_a 10 u_a 110 l_m 0.45 u_m 0.8 lambda_g 35, batch 512, 25 epochs, steps 10/18/22",
+            summary:
+                "MagFace: l_a 10 u_a 110 l_m 0.45 u_m 0.8 lambda_g 35, batch 512, 25 epochs, steps 10/18/22",
             backbone: "r100",
             head: "magface",
             head_args: &[("l-a", "10"), ("u-a", "110"), ("l-m", "0.45"), ("u-m", "0.8"), ("lambda-g", "35")],

@@ -46,7 +46,12 @@ impl CoreOps<'_> {
 
     /// Leaves for `names` (prefixed by `case.`) on the device, the op, backward with the stored dy, and
     /// comparison of the output and every input gradient.
-    fn check(&mut self, case: &str, names: &[&str], f: impl Fn(&mut Tape, &[Var]) -> Result<Var>) -> Result<()> {
+    fn check(
+        &mut self,
+        case: &str,
+        names: &[&str],
+        f: impl Fn(&mut Tape, &[Var]) -> Result<Var>,
+    ) -> Result<()> {
         let mut tape = Tape::new();
         let mut vars = Vec::new();
         for n in names {
@@ -57,7 +62,8 @@ impl CoreOps<'_> {
         self.close(&format!("{case}.y"), &value)?;
         let grads = tape.backward_with(y, self.get(&format!("{case}.dy"))?.to_device(self.dev)?)?;
         for (n, v) in names.iter().zip(&vars) {
-            let g = grads.get(*v).ok_or_else(|| Error::Invalid(format!("{case}: no gradient for {n}")))?.clone();
+            let g =
+                grads.get(*v).ok_or_else(|| Error::Invalid(format!("{case}: no gradient for {n}")))?.clone();
             self.close(&format!("{case}.d{n}"), &g)?;
         }
         Ok(())
@@ -69,7 +75,9 @@ impl CoreOps<'_> {
 pub fn core_ops(dev: &Device, path: &Path, tol: f64) -> Result<Vec<Compared>> {
     let st = safetensors::read(path)?;
     let mut c = CoreOps { st, path, dev, tol, out: Vec::new() };
-    for (case, kernel, stride, padding) in [("conv3x3s1", 3, 1, 1), ("conv3x3s2", 3, 2, 1), ("conv1x1s2", 1, 2, 0)] {
+    for (case, kernel, stride, padding) in
+        [("conv3x3s1", 3, 1, 1), ("conv3x3s2", 3, 2, 1), ("conv1x1s2", 1, 2, 0)]
+    {
         let p = Conv2dParams { kernel, stride, padding };
         c.check(case, &["x", "w"], |t, v| ops::conv2d(t, v[0], v[1], p))?;
     }
@@ -85,14 +93,19 @@ pub fn core_ops(dev: &Device, path: &Path, tol: f64) -> Result<Vec<Compared>> {
         })?;
         let mut rm = c.get(&format!("{case}.running_mean_in"))?.to_device(dev)?;
         let mut rv = c.get(&format!("{case}.running_var_in"))?.to_device(dev)?;
-        let s = stats.borrow_mut().take().ok_or_else(|| Error::Invalid(format!("{case}: no batch statistics")))?;
+        let s = stats
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| Error::Invalid(format!("{case}: no batch statistics")))?;
         ops::update_running_stats(&mut rm, &mut rv, &s, 0.1)?;
         c.close(&format!("{case}.running_mean_out"), &rm)?;
         c.close(&format!("{case}.running_var_out"), &rv)?;
     }
     let rm = c.get("bn2d_eval.running_mean")?.to_device(dev)?;
     let rv = c.get("bn2d_eval.running_var")?.to_device(dev)?;
-    c.check("bn2d_eval", &["x", "gamma", "beta"], |t, v| ops::batch_norm_eval(t, v[0], Some(v[1]), Some(v[2]), &rm, &rv, 1e-5))?;
+    c.check("bn2d_eval", &["x", "gamma", "beta"], |t, v| {
+        ops::batch_norm_eval(t, v[0], Some(v[1]), Some(v[2]), &rm, &rv, 1e-5)
+    })?;
     c.check("prelu", &["x", "alpha"], |t, v| ops::prelu(t, v[0], v[1]))?;
     c.check("linear", &["x", "w", "b"], |t, v| ops::linear(t, v[0], v[1], Some(v[2])))?;
     optimizer_steps(&mut c)?;
@@ -127,19 +140,26 @@ fn optimizer_steps(c: &mut CoreOps) -> Result<()> {
 /// every state variable against torch at 1e-4 (f32) or 1e-5 (f64). Also returns the heads covered.
 pub fn heads(dev: &Device, dir: &Path, dtype: &str) -> Result<(Vec<Compared>, Vec<String>)> {
     let manifest = dir.join("heads_manifest.txt");
-    let list = std::fs::read_to_string(&manifest).map_err(|e| Error::Io(format!("{}: {e}", manifest.display())))?;
+    let list =
+        std::fs::read_to_string(&manifest).map_err(|e| Error::Io(format!("{}: {e}", manifest.display())))?;
     let tol = if dtype == "f64" { 1e-5 } else { 1e-4 };
     let mut out = Vec::new();
     let mut covered = Vec::new();
     for file in list.lines().filter(|l| !l.is_empty()) {
         let path = dir.join(file);
         let st = safetensors::read(&path)?;
-        let meta = |k: &str| st.metadata.get(k).cloned().ok_or_else(|| Error::Invalid(format!("{}: no metadata '{k}'", path.display())));
+        let meta = |k: &str| {
+            st.metadata
+                .get(k)
+                .cloned()
+                .ok_or_else(|| Error::Invalid(format!("{}: no metadata '{k}'", path.display())))
+        };
         if meta("dtype")? != dtype {
             continue;
         }
         let name = meta("head")?;
-        let steps: usize = meta("steps")?.parse().map_err(|_| Error::Invalid(format!("{}: bad 'steps'", path.display())))?;
+        let steps: usize =
+            meta("steps")?.parse().map_err(|_| Error::Invalid(format!("{}: bad 'steps'", path.display())))?;
         let mut params = HeadParams::default();
         for (k, v) in &st.metadata {
             if let Some(flag) = k.strip_prefix("param.") {
@@ -162,12 +182,26 @@ pub fn heads(dev: &Device, dir: &Path, dtype: &str) -> Result<(Vec<Compared>, Ve
             let loss = tape.value(l).to_dtype(crate::tensor::DType::F64)?;
             let want_loss = want("loss")?.to_dtype(crate::tensor::DType::F64)?;
             out.push(compare(format!("{tag} loss.{k}"), &loss, &want_loss, tol)?);
-            out.push(compare(format!("{tag} grad_embeddings.{k}"), g.get(vx).ok_or_else(missing)?, &want("grad_embeddings")?, tol)?);
-            out.push(compare(format!("{tag} grad_weight.{k}"), g.get(vw).ok_or_else(missing)?, &want("grad_weight")?, tol)?);
+            out.push(compare(
+                format!("{tag} grad_embeddings.{k}"),
+                g.get(vx).ok_or_else(missing)?,
+                &want("grad_embeddings")?,
+                tol,
+            )?);
+            out.push(compare(
+                format!("{tag} grad_weight.{k}"),
+                g.get(vw).ok_or_else(missing)?,
+                &want("grad_weight")?,
+                tol,
+            )?);
             let state = head.state();
             for (sn, t) in &st.tensors {
-                let Some(var) = sn.strip_prefix("state.").and_then(|r| r.strip_suffix(&format!(".{k}"))) else { continue };
-                let ours = state.get(var).ok_or_else(|| Error::Invalid(format!("{name}: no state '{var}'")))?;
+                let Some(var) = sn.strip_prefix("state.").and_then(|r| r.strip_suffix(&format!(".{k}")))
+                else {
+                    continue;
+                };
+                let ours =
+                    state.get(var).ok_or_else(|| Error::Invalid(format!("{name}: no state '{var}'")))?;
                 out.push(compare(format!("{tag} state.{var}.{k}"), &Tensor::scalar(ours), t, tol)?);
             }
         }

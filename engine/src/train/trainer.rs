@@ -122,7 +122,19 @@ impl Trainer {
         } else {
             None
         };
-        Ok(Trainer { config, model, params, classifier, head, optimizer, scaler, step: 0, epoch: 0, rng, device: Device::Cpu })
+        Ok(Trainer {
+            config,
+            model,
+            params,
+            classifier,
+            head,
+            optimizer,
+            scaler,
+            step: 0,
+            epoch: 0,
+            rng,
+            device: Device::Cpu,
+        })
     }
 
     /// Switches a two-phase head (QCFace: `warmup`, then `planning`); a no-op when already there.
@@ -365,7 +377,11 @@ fn all_finite(t: &Tensor) -> Result<bool> {
 /// Embeddings in evaluation mode for any backbone and parameters (used by `eval` and `embed` too).
 /// Images go to the parameters' device; the embeddings come back to the CPU.
 pub fn embed_with(model: &IResNet, params: &mut ParamStore, images: &Tensor) -> Result<Tensor> {
-    let device = params.entries().iter().find(|e| e.value.dtype().is_float()).map_or(Device::Cpu, |e| e.value.device());
+    let device = params
+        .entries()
+        .iter()
+        .find(|e| e.value.dtype().is_float())
+        .map_or(Device::Cpu, |e| e.value.device());
     let mut tape = Tape::no_grad();
     let x = tape.constant(images.to_device(&device)?);
     // Evaluation draws no random numbers; the generator is only a required argument.
@@ -458,7 +474,9 @@ mod tests {
 
     /// Named tensors as bit patterns (exact comparison, NaN included).
     fn bits(v: Vec<(String, Tensor)>) -> Vec<(String, Vec<u64>)> {
-        v.into_iter().map(|(n, t)| (n, t.to_f64_vec().unwrap().iter().map(|x| x.to_bits()).collect())).collect()
+        v.into_iter()
+            .map(|(n, t)| (n, t.to_f64_vec().unwrap().iter().map(|x| x.to_bits()).collect()))
+            .collect()
     }
 
     fn scaled(init_scale: f32) -> LossScaleConfig {
@@ -509,7 +527,11 @@ mod tests {
 
     #[test]
     fn fp16_stops_with_a_clear_message_when_every_step_overflows() {
-        let cfg = LossScaleConfig { init_scale: 2f32.powi(60), max_consecutive_skips: 2, ..LossScaleConfig::default() };
+        let cfg = LossScaleConfig {
+            init_scale: 2f32.powi(60),
+            max_consecutive_skips: 2,
+            ..LossScaleConfig::default()
+        };
         let mut t = tiny_trainer_in(Precision::Fp16, cfg);
         let before = snapshot(&t);
         assert!(t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap().skipped);
@@ -571,7 +593,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let ckpt = dir.join("c.safetensors");
         // A huge first scale (one skipped step at least) and a short growth interval move the scaler.
-        let cfg = LossScaleConfig { init_scale: 2f32.powi(34), growth_interval: 3, ..LossScaleConfig::default() };
+        let cfg =
+            LossScaleConfig { init_scale: 2f32.powi(34), growth_interval: 3, ..LossScaleConfig::default() };
         let batches: Vec<Tensor> = (0..9).map(|i| batch(1.0 + 0.1 * i as f32)).collect();
         let mut a = tiny_trainer_in(Precision::Fp16, cfg.clone());
         for x in &batches[..5] {

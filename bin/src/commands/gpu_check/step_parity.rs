@@ -68,7 +68,8 @@ pub fn run(dev: &Device, dir: &Path, a: &Args) -> CmdResult {
     let (h, w) = backbone.input_hw;
     let b = a.batch;
     let mut rng = Rng::new(a.seed ^ 0x57e9_9a17);
-    let px: Vec<f32> = (0..b * h * w * 3).map(|_| ((rng.below(256) as f64 / 255.0 - 0.5) / 0.5) as f32).collect();
+    let px: Vec<f32> =
+        (0..b * h * w * 3).map(|_| ((rng.below(256) as f64 / 255.0 - 0.5) / 0.5) as f32).collect();
     let images = Tensor::from_vec(px, [b, h, w, 3])?;
     let labels: Vec<i64> = (0..b).map(|_| rng.below(a.classes as u64) as i64).collect();
     let mut inputs = SafeTensors::default();

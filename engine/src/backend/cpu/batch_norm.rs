@@ -80,7 +80,9 @@ pub fn backward_train<T: Float>(
     // sums[0..c] = sum dy, sums[c..2c] = sum dy * (x - mean)
     let sums = reduce_rows(rows, 2 * c, |r, acc| {
         let (sdy, sdyx) = acc.split_at_mut(c);
-        for (dr, xr) in dy[r.start * c..r.end * c].chunks_exact(c).zip(x[r.start * c..r.end * c].chunks_exact(c)) {
+        for (dr, xr) in
+            dy[r.start * c..r.end * c].chunks_exact(c).zip(x[r.start * c..r.end * c].chunks_exact(c))
+        {
             for j in 0..c {
                 let d = dr[j].to_f64();
                 sdy[j] += d;
@@ -106,10 +108,8 @@ pub fn backward_train<T: Float>(
         let chunk = rows_per_task(c) * c;
         dx.par_chunks_mut(chunk).enumerate().for_each(|(i, db)| {
             let off = i * chunk;
-            for ((dxr, dr), xr) in db
-                .chunks_exact_mut(c)
-                .zip(dy[off..].chunks_exact(c))
-                .zip(x[off..].chunks_exact(c))
+            for ((dxr, dr), xr) in
+                db.chunks_exact_mut(c).zip(dy[off..].chunks_exact(c)).zip(x[off..].chunks_exact(c))
             {
                 for j in 0..c {
                     dxr[j] = a[j] * (dr[j] - b[j] - (xr[j] - mean[j]) * d[j]);

@@ -296,7 +296,9 @@ mod tests {
 
     #[test]
     fn forward_matches_the_definition_for_each_geometry() {
-        for (k, s, p, h, w) in [(3, 1, 1, 7, 6), (3, 2, 1, 7, 8), (1, 2, 0, 6, 5), (1, 1, 0, 4, 3), (3, 1, 0, 5, 5)] {
+        for (k, s, p, h, w) in
+            [(3, 1, 1, 7, 6), (3, 2, 1, 7, 8), (1, 2, 0, 6, 5), (1, 1, 0, 4, 3), (3, 1, 0, 5, 5)]
+        {
             let prm = Conv2dParams { kernel: k, stride: s, padding: p };
             let g = Geometry::new(&[2, h, w, 3], &[4, k, k, 3], prm).unwrap();
             let x = data(2 * h * w * 3, 7);
@@ -317,7 +319,8 @@ mod tests {
             for r in 0..g.pixels_out() {
                 for o in 0..g.o {
                     for j in 0..g.patch() {
-                        dw[o * g.patch() + j] += dy[(n * g.pixels_out() + r) * g.o + o] * col[r * g.patch() + j];
+                        dw[o * g.patch() + j] +=
+                            dy[(n * g.pixels_out() + r) * g.o + o] * col[r * g.patch() + j];
                     }
                 }
             }
@@ -358,8 +361,9 @@ mod tests {
                             }
                             for o in 0..g.o {
                                 for c in 0..3 {
-                                    want[((n * hw + iy as usize) * hw + ix as usize) * 3 + c] +=
-                                        dy[(n * g.pixels_out() + r) * g.o + o] * w[((o * k + ky) * k + kx) * 3 + c];
+                                    want[((n * hw + iy as usize) * hw + ix as usize) * 3 + c] += dy
+                                        [(n * g.pixels_out() + r) * g.o + o]
+                                        * w[((o * k + ky) * k + kx) * 3 + c];
                                 }
                             }
                         }

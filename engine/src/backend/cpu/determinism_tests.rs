@@ -1,7 +1,7 @@
 //! The CPU backend gives bit-identical results whatever the number of rayon threads.
 
-use crate::backend::{Backend, Conv2dParams};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, Conv2dParams};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 

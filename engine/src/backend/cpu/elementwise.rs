@@ -82,7 +82,10 @@ macro_rules! dispatch_float {
                 $body
             }
             other => {
-                return Err(crate::Error::DType(format!("{}: the CPU backend computes in f32 or f64, got {other}", $op)))
+                return Err(crate::Error::DType(format!(
+                    "{}: the CPU backend computes in f32 or f64, got {other}",
+                    $op
+                )))
             }
         }
     }};

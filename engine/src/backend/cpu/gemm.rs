@@ -128,13 +128,37 @@ unsafe fn kernel<T: Float>(
     use std::any::TypeId;
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         matrixmultiply::sgemm(
-            m, k, n, 1.0, a as *const f32, rsa, csa, b as *const f32, rsb, csb,
-            beta.to_f64() as f32, c as *mut f32, rsc, 1,
+            m,
+            k,
+            n,
+            1.0,
+            a as *const f32,
+            rsa,
+            csa,
+            b as *const f32,
+            rsb,
+            csb,
+            beta.to_f64() as f32,
+            c as *mut f32,
+            rsc,
+            1,
         );
     } else if TypeId::of::<T>() == TypeId::of::<f64>() {
         matrixmultiply::dgemm(
-            m, k, n, 1.0, a as *const f64, rsa, csa, b as *const f64, rsb, csb,
-            beta.to_f64(), c as *mut f64, rsc, 1,
+            m,
+            k,
+            n,
+            1.0,
+            a as *const f64,
+            rsa,
+            csa,
+            b as *const f64,
+            rsb,
+            csb,
+            beta.to_f64(),
+            c as *mut f64,
+            rsc,
+            1,
         );
     } else {
         unreachable!("Float is implemented for f32 and f64 only");

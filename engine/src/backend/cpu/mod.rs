@@ -32,7 +32,10 @@ fn wrap<T: Element>(v: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
 
 /// The last dim of `x` (its channels), or a shape error for a scalar.
 fn channels(op: &str, x: &Tensor) -> Result<usize> {
-    x.dims().last().copied().ok_or_else(|| Error::Shape(format!("{op}: needs a tensor of rank >= 1, got a scalar")))
+    x.dims()
+        .last()
+        .copied()
+        .ok_or_else(|| Error::Shape(format!("{op}: needs a tensor of rank >= 1, got a scalar")))
 }
 
 /// Errors unless `v` is a vector `[len]` (a per-channel or per-row parameter).
@@ -122,7 +125,13 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn conv2d_backward_data(&self, dy: &Tensor, w: &Tensor, x_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: &Shape,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         let g = conv::Geometry::new(x_shape.dims(), w.dims(), p)?;
         check_dims("conv2d_backward_data", "dy", dy, &[g.n, g.ho, g.wo, g.o])?;
         dispatch_float!(dy, "conv2d_backward_data", |dys| {
@@ -132,7 +141,13 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn conv2d_backward_filter(&self, dy: &Tensor, x: &Tensor, w_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+    fn conv2d_backward_filter(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w_shape: &Shape,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         let g = conv::Geometry::new(x.dims(), w_shape.dims(), p)?;
         check_dims("conv2d_backward_filter", "dy", dy, &[g.n, g.ho, g.wo, g.o])?;
         dispatch_float!(dy, "conv2d_backward_filter", |dys| {
@@ -182,7 +197,12 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         let op = "batch_norm_forward_eval";
         let c = channels(op, x)?;
-        for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", Some(running_mean)), ("running_var", Some(running_var))] {
+        for (name, t) in [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", Some(running_mean)),
+            ("running_var", Some(running_var)),
+        ] {
             if let Some(t) = t {
                 check_vector(op, name, t, c)?;
             }
@@ -191,7 +211,8 @@ impl Backend for CpuBackend {
             let rm = running_mean.to_f64_vec()?;
             let rv = running_var.to_f64_vec()?;
             let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-            let (center, scale, shift) = batch_norm::coefficients(&rm, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
+            let (center, scale, shift) =
+                batch_norm::coefficients(&rm, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
             wrap(batch_norm::normalize(xs, &center, &scale, &shift), x.shape().clone())
         })
     }
@@ -261,13 +282,22 @@ impl Backend for CpuBackend {
         self.l2_normalize_rows_backward_eps(dy, y, norms, 0.0)
     }
 
-    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+    fn l2_normalize_rows_backward_eps(
+        &self,
+        dy: &Tensor,
+        y: &Tensor,
+        norms: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
         let op = "l2_normalize_rows_backward";
         let (rows, _) = y.shape().matrix(op)?;
         check_same_shape(op, dy, y)?;
         check_vector(op, "norms", norms, rows)?;
         dispatch_float!(y, op, |ys| {
-            wrap(channels::l2_normalize_rows_backward(dy.as_slice()?, ys, norms.as_slice()?, eps), y.shape().clone())
+            wrap(
+                channels::l2_normalize_rows_backward(dy.as_slice()?, ys, norms.as_slice()?, eps),
+                y.shape().clone(),
+            )
         })
     }
 
@@ -290,7 +320,10 @@ impl Backend for CpuBackend {
     fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
         let rows = *x.dims().first().ok_or_else(|| Error::Shape("scale_rows of a scalar".into()))?;
         check_vector("scale_rows", "scale", s, rows)?;
-        dispatch_float!(x, "scale_rows", |xs| wrap(channels::scale_rows(xs, s.as_slice()?), x.shape().clone()))
+        dispatch_float!(x, "scale_rows", |xs| wrap(
+            channels::scale_rows(xs, s.as_slice()?),
+            x.shape().clone()
+        ))
     }
 }
 

@@ -32,14 +32,18 @@ pub fn backward<T: Float>(dy: &[T], x: &[T], alpha: &[T]) -> (Vec<T>, Vec<T>) {
     let chunk = rows_per_task(c) * c;
     dx.par_chunks_mut(chunk).enumerate().for_each(|(i, db)| {
         let off = i * chunk;
-        for ((dxr, dr), xr) in db.chunks_exact_mut(c).zip(dy[off..].chunks_exact(c)).zip(x[off..].chunks_exact(c)) {
+        for ((dxr, dr), xr) in
+            db.chunks_exact_mut(c).zip(dy[off..].chunks_exact(c)).zip(x[off..].chunks_exact(c))
+        {
             for j in 0..c {
                 dxr[j] = if xr[j] > T::ZERO { dr[j] } else { alpha[j] * dr[j] };
             }
         }
     });
     let da = reduce_rows(rows, c, |r, acc| {
-        for (dr, xr) in dy[r.start * c..r.end * c].chunks_exact(c).zip(x[r.start * c..r.end * c].chunks_exact(c)) {
+        for (dr, xr) in
+            dy[r.start * c..r.end * c].chunks_exact(c).zip(x[r.start * c..r.end * c].chunks_exact(c))
+        {
             for j in 0..c {
                 if xr[j] <= T::ZERO {
                     acc[j] += (dr[j] * xr[j]).to_f64();

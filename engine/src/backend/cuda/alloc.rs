@@ -61,9 +61,8 @@ impl Pool {
                 // Out of memory with buffers cached: release them and try once more.
                 st.free.clear();
                 st.stats.bytes_held = 0;
-                unsafe { self.stream.alloc::<u8>(size) }.map_err(|e| {
-                    Error::Device(format!("cannot allocate {size} bytes on the GPU: {e}"))
-                })?
+                unsafe { self.stream.alloc::<u8>(size) }
+                    .map_err(|e| Error::Device(format!("cannot allocate {size} bytes on the GPU: {e}")))?
             }
         };
         st.stats.driver_allocs += 1;

@@ -42,9 +42,21 @@ impl Blas {
 }
 
 /// The column-major GEMM that computes row-major C[m, n] = op(A)·op(B).
-fn config<T>(m: usize, n: usize, k: usize, a_cols: usize, b_cols: usize, trans_a: bool, trans_b: bool, alpha: T, beta: T) -> Result<GemmConfig<T>> {
+fn config<T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a_cols: usize,
+    b_cols: usize,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: T,
+    beta: T,
+) -> Result<GemmConfig<T>> {
     let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-    let int = |v: usize| i32::try_from(v).map_err(|_| Error::Shape(format!("matmul dimension {v} exceeds cuBLAS's int range")));
+    let int = |v: usize| {
+        i32::try_from(v).map_err(|_| Error::Shape(format!("matmul dimension {v} exceeds cuBLAS's int range")))
+    };
     Ok(GemmConfig {
         transa: op(trans_b),
         transb: op(trans_a),
@@ -59,7 +71,13 @@ fn config<T>(m: usize, n: usize, k: usize, a_cols: usize, b_cols: usize, trans_a
     })
 }
 
-pub fn matmul(ctx: &Arc<CudaContext>, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+pub fn matmul(
+    ctx: &Arc<CudaContext>,
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<Tensor> {
     let (ar, ac) = a.shape().matrix("matmul")?;
     let (br, bc) = b.shape().matrix("matmul")?;
     let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };

@@ -24,7 +24,8 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
 pub fn compile_ptx(name: &str, source: &str, arch: u32) -> Result<String> {
     let mut options: Vec<String> = NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
     options.push(format!("--gpu-architecture=compute_{arch}"));
-    let opts = cudarc::nvrtc::CompileOptions { options, name: Some(format!("{name}.cu")), ..Default::default() };
+    let opts =
+        cudarc::nvrtc::CompileOptions { options, name: Some(format!("{name}.cu")), ..Default::default() };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| match e {
         cudarc::nvrtc::CompileError::CompileError { log, .. } => Error::Device(format!(
             "NVRTC could not compile kernels/{name}.cu for compute_{arch}:\n{}",
@@ -64,7 +65,8 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// The cache file name for a source compiled for `arch` by NVRTC `version`.
 pub fn cache_key(name: &str, source: &str, arch: u32, version: (i32, i32)) -> String {
     let v = format!("{}.{}", version.0, version.1);
-    let h = fnv1a(&[source.as_bytes(), &arch.to_le_bytes(), v.as_bytes(), NVRTC_OPTIONS.join(" ").as_bytes()]);
+    let h =
+        fnv1a(&[source.as_bytes(), &arch.to_le_bytes(), v.as_bytes(), NVRTC_OPTIONS.join(" ").as_bytes()]);
     format!("{name}-sm{arch}-{h:016x}.ptx")
 }
 
@@ -172,15 +174,20 @@ mod tests {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             for (i, piece) in text.split('"').enumerate() {
-                let ident = !piece.is_empty() && !piece.starts_with('_') && piece.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                let ident = !piece.is_empty()
+                    && !piece.starts_with('_')
+                    && piece.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
                 if i % 2 == 0 || !ident || kernels::ALL.iter().any(|k| k.name == piece) {
                     continue;
                 }
                 let stem_of_kname = text.contains(&format!("kname!(\"{piece}\""));
                 if stem_of_kname {
                     wanted.extend(["f32", "bf16", "f16"].map(|s| format!("{piece}_{s}")));
-                } else if piece.ends_with("_f32") || piece.ends_with("_bf16") || piece.ends_with("_f16")
-                    || piece.starts_with("bn_") || piece.starts_with("margin_")
+                } else if piece.ends_with("_f32")
+                    || piece.ends_with("_bf16")
+                    || piece.ends_with("_f16")
+                    || piece.starts_with("bn_")
+                    || piece.starts_with("margin_")
                 {
                     wanted.push(piece.to_string());
                 }
@@ -188,7 +195,10 @@ mod tests {
         }
         assert!(wanted.len() > 40, "found only {} kernel names in the launch code", wanted.len());
         for name in wanted {
-            assert!(entries.contains_key(&name), "the launch code asks for kernel {name}, which no source defines");
+            assert!(
+                entries.contains_key(&name),
+                "the launch code asks for kernel {name}, which no source defines"
+            );
         }
     }
 
@@ -239,7 +249,8 @@ mod tests {
                     .arg(&file)
                     .output()
                     .unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
-                let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+                let log =
+                    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
                 assert!(out.status.success(), "ptxas rejected {}.ptx:\n{log}", k.name);
                 let res = parse_ptxas(&log);
                 assert!(!res.is_empty(), "no kernels in ptxas output for {}:\n{log}", k.name);

@@ -59,7 +59,12 @@ pub struct Conv {
 
 impl Conv {
     pub fn new(stream: Arc<CudaStream>) -> Conv {
-        Conv { stream, handle: Mutex::new(None), algos: Mutex::new(HashMap::new()), workspace: Mutex::new(None) }
+        Conv {
+            stream,
+            handle: Mutex::new(None),
+            algos: Mutex::new(HashMap::new()),
+            workspace: Mutex::new(None),
+        }
     }
 
     /// How many (direction, shapes, dtype) cases chose each algorithm so far, e.g. ("FWD_ALGO_WINOGRAD", 3):
@@ -115,7 +120,13 @@ fn dims4(s: &Shape, what: &str) -> Result<[usize; 4]> {
 fn geometry(x: &Shape, w: &Shape, p: Conv2dParams) -> Result<([i32; 4], [i32; 4], [usize; 4])> {
     let [n, h, wd, c] = dims4(x, "input (NHWC)")?;
     let [o, kh, kw, i] = dims4(w, "weight (OHWI)")?;
-    if i != c || kh != p.kernel || kw != p.kernel || h + 2 * p.padding < kh || wd + 2 * p.padding < kw || p.stride == 0 {
+    if i != c
+        || kh != p.kernel
+        || kw != p.kernel
+        || h + 2 * p.padding < kh
+        || wd + 2 * p.padding < kw
+        || p.stride == 0
+    {
         return Err(Error::Shape(format!("conv2d: input {x}, weight {w}, {p:?} do not fit")));
     }
     let (ho, wo) = (p.out_size(h), p.out_size(wd));
@@ -129,7 +140,14 @@ struct Descs<T: CudnnDataType> {
     conv: cudarc::cudnn::ConvDescriptor<f32>,
 }
 
-fn descs<T: CudnnDataType>(h: &Arc<Cudnn>, x: [i32; 4], w: [i32; 4], y: [usize; 4], p: Conv2dParams, dtype: DType) -> Result<Descs<T>> {
+fn descs<T: CudnnDataType>(
+    h: &Arc<Cudnn>,
+    x: [i32; 4],
+    w: [i32; 4],
+    y: [usize; 4],
+    p: Conv2dParams,
+    dtype: DType,
+) -> Result<Descs<T>> {
     let e = |e: cudarc::cudnn::result::CudnnError| Error::Device(format!("cuDNN descriptor: {e:?}"));
     let nhwc = cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
     let xd = h.create_4d_tensor::<T>(nhwc, x).map_err(e)?;
@@ -137,9 +155,18 @@ fn descs<T: CudnnDataType>(h: &Arc<Cudnn>, x: [i32; 4], w: [i32; 4], y: [usize; 
     let wd = h.create_4d_filter::<T>(nhwc, w).map_err(e)?;
     let (pad, stride) = (int(p.padding)?, int(p.stride)?);
     let mut conv = h
-        .create_conv2d::<f32>([pad, pad], [stride, stride], [1, 1], cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION)
+        .create_conv2d::<f32>(
+            [pad, pad],
+            [stride, stride],
+            [1, 1],
+            cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+        )
         .map_err(e)?;
-    let math = if dtype == DType::F32 { cudnnMathType_t::CUDNN_FMA_MATH } else { cudnnMathType_t::CUDNN_TENSOR_OP_MATH };
+    let math = if dtype == DType::F32 {
+        cudnnMathType_t::CUDNN_FMA_MATH
+    } else {
+        cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+    };
     conv.set_math_type(math).map_err(e)?;
     Ok(Descs { x: xd, y: yd, w: wd, conv })
 }
@@ -182,19 +209,27 @@ fn run_locked<T: CudnnDataType + Copy>(
     let d = descs::<T>(h, xg, wg, yg, p, dtype)?;
     let e = |e: cudarc::cudnn::result::CudnnError| Error::Device(format!("cuDNN convolution: {e:?}"));
     let key = Key { dir, x: xg, w: wg, params: (p.kernel, p.stride, p.padding), dtype };
-    let cached = ctx.conv.algos.lock().map_err(|_| Error::Device("cuDNN cache lock poisoned".into()))?.get(&key).copied();
+    let cached = ctx
+        .conv
+        .algos
+        .lock()
+        .map_err(|_| Error::Device("cuDNN cache lock poisoned".into()))?
+        .get(&key)
+        .copied();
     let fwd = ConvForward { conv: &d.conv, x: &d.x, w: &d.w, y: &d.y };
     let bwd_data = ConvBackwardData { conv: &d.conv, dx: &d.x, w: &d.w, dy: &d.y };
     let bwd_filter = ConvBackwardFilter { conv: &d.conv, x: &d.x, dw: &d.w, dy: &d.y };
     let (av, bv) = (a.view::<T>()?, b.view::<T>()?);
     let mut ov = out.view_mut::<T>()?;
-    let mut ws_guard = ctx.conv.workspace.lock().map_err(|_| Error::Device("workspace lock poisoned".into()))?;
+    let mut ws_guard =
+        ctx.conv.workspace.lock().map_err(|_| Error::Device("workspace lock poisoned".into()))?;
     let mut launch = |(algo, ws): (Algo, usize), ov: &mut cudarc::driver::CudaViewMut<'_, T>| -> Result<()> {
         if ws > 0 && ws_guard.as_ref().map(|b| b.bytes() < ws).unwrap_or(true) {
             *ws_guard = None; // back to the pool before the larger one is taken
             *ws_guard = Some(ctx.pool.alloc(ws)?);
         }
-        let mut ws_view = if ws > 0 { ws_guard.as_mut().map(|b| b.slice_mut().slice_mut(..ws)) } else { None };
+        let mut ws_view =
+            if ws > 0 { ws_guard.as_mut().map(|b| b.slice_mut().slice_mut(..ws)) } else { None };
         // SAFETY: descriptors were built from the tensors' checked shapes and dtype; the workspace holds
         // at least the `ws` bytes cuDNN asked for this algorithm.
         unsafe {
@@ -354,19 +389,39 @@ pub fn forward(ctx: &Arc<CudaContext>, x: &Tensor, w: &Tensor, p: Conv2dParams) 
 }
 
 /// dx from dy: `a` is dy, `b` the filter.
-pub fn backward_data(ctx: &Arc<CudaContext>, dy: &Tensor, w: &Tensor, x_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+pub fn backward_data(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: &Shape,
+    p: Conv2dParams,
+) -> Result<Tensor> {
     let (xg, wg, yg) = geometry(x_shape, w.shape(), p)?;
     if dy.dims() != yg {
-        return Err(Error::Shape(format!("conv2d_backward_data: dy {} but the output is {:?}", dy.shape(), yg)));
+        return Err(Error::Shape(format!(
+            "conv2d_backward_data: dy {} but the output is {:?}",
+            dy.shape(),
+            yg
+        )));
     }
     dispatch(ctx, Direction::BackwardData, xg, wg, yg, p, dy, w, x_shape.clone())
 }
 
 /// dw from dy and x: `a` is dy, `b` the input.
-pub fn backward_filter(ctx: &Arc<CudaContext>, dy: &Tensor, x: &Tensor, w_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+pub fn backward_filter(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &Shape,
+    p: Conv2dParams,
+) -> Result<Tensor> {
     let (xg, wg, yg) = geometry(x.shape(), w_shape, p)?;
     if dy.dims() != yg {
-        return Err(Error::Shape(format!("conv2d_backward_filter: dy {} but the output is {:?}", dy.shape(), yg)));
+        return Err(Error::Shape(format!(
+            "conv2d_backward_filter: dy {} but the output is {:?}",
+            dy.shape(),
+            yg
+        )));
     }
     dispatch(ctx, Direction::BackwardFilter, xg, wg, yg, p, dy, x, w_shape.clone())
 }

@@ -106,8 +106,23 @@ mod tests {
         assert_eq!(
             fields,
             [
-                "s", "m1", "m2", "m3", "eps", "t", "inv_batch", "w_alpha", "w_p0", "w_c", "w_beta", "w_gamma",
-                "target_kind", "flags", "nontarget_kind", "weight_kind", "sma_variant"
+                "s",
+                "m1",
+                "m2",
+                "m3",
+                "eps",
+                "t",
+                "inv_batch",
+                "w_alpha",
+                "w_p0",
+                "w_c",
+                "w_beta",
+                "w_gamma",
+                "target_kind",
+                "flags",
+                "nontarget_kind",
+                "weight_kind",
+                "sma_variant"
             ]
         );
     }
@@ -151,7 +166,11 @@ pub mod launch {
 
     fn rows(t: &Tensor, b: usize, dtype: DType, what: &str) -> Result<()> {
         if t.numel() != b || t.dtype() != dtype {
-            return Err(Error::Shape(format!("margin head: {what} must be [{b}] {dtype}, found {} {}", t.shape(), t.dtype())));
+            return Err(Error::Shape(format!(
+                "margin head: {what} must be [{b}] {dtype}, found {} {}",
+                t.shape(),
+                t.dtype()
+            )));
         }
         Ok(())
     }
@@ -187,7 +206,8 @@ pub mod launch {
         for t in [m2_row, m3_row].into_iter().flatten() {
             rows(t, b, DType::F32, "per-sample margin")?;
         }
-        let mut out: Vec<CudaStorage> = (0..4).map(|_| ctx.alloc_storage(DType::F32, b)).collect::<Result<_>>()?;
+        let mut out: Vec<CudaStorage> =
+            (0..4).map(|_| ctx.alloc_storage(DType::F32, b)).collect::<Result<_>>()?;
         {
             let f = ctx.kernels.get("margin_head", "margin_target")?;
             let cv = ctx.storage(cy)?.bytes();
@@ -227,7 +247,13 @@ pub mod launch {
         let (b, d) = xhat.shape().matrix("gather_cy x")?;
         let (nb, d2) = what.shape().matrix("gather_cy w")?;
         if d != d2 || xhat.dtype() != what.dtype() {
-            return Err(Error::Shape(format!("gather_cy: x {} {} and w {} {}", xhat.shape(), xhat.dtype(), what.shape(), what.dtype())));
+            return Err(Error::Shape(format!(
+                "gather_cy: x {} {} and w {} {}",
+                xhat.shape(),
+                xhat.dtype(),
+                what.shape(),
+                what.dtype()
+            )));
         }
         rows(labels, b, DType::I64, "labels")?;
         rows(cy, b, DType::F32, "c_y")?;
@@ -240,13 +266,18 @@ pub mod launch {
         let mut out = ctx.storage(cy)?.try_clone()?;
         {
             let f = ctx.kernels.get("margin_head", name)?;
-            let (xv, wv, lv) = (ctx.storage(xhat)?.bytes(), ctx.storage(what)?.bytes(), ctx.storage(labels)?.bytes());
+            let (xv, wv, lv) =
+                (ctx.storage(xhat)?.bytes(), ctx.storage(what)?.bytes(), ctx.storage(labels)?.bytes());
             let mut ov = out.bytes_mut();
             let (b32, d32, j64, nb64) = (b as i32, d as i32, j0 as i64, nb as i64);
             let mut l = ctx.compute.launch_builder(&f);
             l.arg(&b32).arg(&d32).arg(&j64).arg(&nb64).arg(&xv).arg(&wv).arg(&lv).arg(&mut ov);
             // One warp per row, 8 rows per block of 256 threads.
-            let cfg = LaunchConfig { grid_dim: (b.div_ceil(8).max(1) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (b.div_ceil(8).max(1) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
         }
         wrap(b, out)
@@ -315,14 +346,16 @@ pub mod launch {
     ) -> Result<RowLoss> {
         let b = labels.numel();
         rows(labels, b, DType::I64, "labels")?;
-        let mut out: Vec<CudaStorage> = (0..5).map(|_| ctx.alloc_storage(DType::F32, b)).collect::<Result<_>>()?;
+        let mut out: Vec<CudaStorage> =
+            (0..5).map(|_| ctx.alloc_storage(DType::F32, b)).collect::<Result<_>>()?;
         {
             let f = ctx.kernels.get("margin_head", "margin_finish")?;
             let lv = ctx.storage(labels)?.bytes();
             let (mv, sv) = (ctx.storage(&state.m)?.bytes(), ctx.storage(&state.s)?.bytes());
             let (zv, dv) = (ctx.storage(&t.zy)?.bytes(), ctx.storage(&t.dzy_dm)?.bytes());
             let [a, bb, c, d, e] = &mut out[..] else { unreachable!() };
-            let (mut a, mut bb, mut c, mut d, mut e) = (a.bytes_mut(), bb.bytes_mut(), c.bytes_mut(), d.bytes_mut(), e.bytes_mut());
+            let (mut a, mut bb, mut c, mut d, mut e) =
+                (a.bytes_mut(), bb.bytes_mut(), c.bytes_mut(), d.bytes_mut(), e.bytes_mut());
             let b32 = b as i32;
             let mut l = ctx.compute.launch_builder(&f);
             l.arg(&b32).arg(&lv).arg(&mv).arg(&sv).arg(&zv).arg(&dv).arg(&mag_k).arg(hp);
@@ -355,7 +388,8 @@ pub mod launch {
         {
             let f = ctx.kernels.get("margin_head", name)?;
             let (cv, lv) = (ctx.storage(cos)?.bytes(), ctx.storage(labels)?.bytes());
-            let (tv, zv, zpv) = (ctx.storage(&t.tau)?.bytes(), ctx.storage(&t.zy)?.bytes(), ctx.storage(&t.zpy)?.bytes());
+            let (tv, zv, zpv) =
+                (ctx.storage(&t.tau)?.bytes(), ctx.storage(&t.zy)?.bytes(), ctx.storage(&t.zpy)?.bytes());
             let (lsev, stv) = (ctx.storage(&r.lse)?.bytes(), ctx.storage(&r.st)?.bytes());
             let mut gv = g.bytes_mut();
             let (b32, nb32, j64, ld) = (b as i32, nb as i32, j0 as i64, nb as i64);

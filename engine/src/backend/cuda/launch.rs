@@ -35,7 +35,12 @@ impl Kernels {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .unwrap_or(80)
             .max(1) as u32;
-        Ok(Kernels { modules, functions: Mutex::new(HashMap::new()), max_blocks: sms * 8, lookups: AtomicU64::new(0) })
+        Ok(Kernels {
+            modules,
+            functions: Mutex::new(HashMap::new()),
+            max_blocks: sms * 8,
+            lookups: AtomicU64::new(0),
+        })
     }
 
     /// Kernel `name` of source `module` (looked up once, then cached).

@@ -70,7 +70,8 @@ impl CudaContext {
         let ctx = std::panic::catch_unwind(|| cudarc::driver::CudaContext::new(ordinal))
             .map_err(|_| Error::Device("the CUDA driver library is present but could not be used".into()))?
             .map_err(|e| Error::Device(format!("cannot open CUDA device {ordinal}: {e}")))?;
-        let (major, minor) = ctx.compute_capability().map_err(driver_err("reading the compute capability"))?;
+        let (major, minor) =
+            ctx.compute_capability().map_err(driver_err("reading the compute capability"))?;
         if major < 8 {
             return Err(Error::Device(format!(
                 "CUDA device {ordinal} has compute capability {major}.{minor}; the engine needs 8.0 or newer (bf16)"
@@ -242,10 +243,22 @@ impl Backend for CudaContext {
     fn conv2d_forward(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
         conv::forward(&self.me(x)?, x, w, p)
     }
-    fn conv2d_backward_data(&self, dy: &Tensor, w: &Tensor, x_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: &Shape,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         conv::backward_data(&self.me(dy)?, dy, w, x_shape, p)
     }
-    fn conv2d_backward_filter(&self, dy: &Tensor, x: &Tensor, w_shape: &Shape, p: Conv2dParams) -> Result<Tensor> {
+    fn conv2d_backward_filter(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w_shape: &Shape,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         conv::backward_filter(&self.me(dy)?, dy, x, w_shape, p)
     }
     fn batch_norm_forward_train(
@@ -292,7 +305,13 @@ impl Backend for CudaContext {
     fn l2_normalize_rows_backward(&self, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
         ops::l2_normalize_rows_backward(&self.me(y)?, dy, y, norms)
     }
-    fn l2_normalize_rows_backward_eps(&self, dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+    fn l2_normalize_rows_backward_eps(
+        &self,
+        dy: &Tensor,
+        y: &Tensor,
+        norms: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
         ops::l2_normalize_rows_backward_eps(&self.me(y)?, dy, y, norms, eps)
     }
     fn mul_channels(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {

@@ -122,7 +122,13 @@ pub fn affine(ctx: &Arc<CudaContext>, a: &Tensor, alpha: f64, beta: f64) -> Resu
 /// Residual add in the activation dtype (f32, bf16 or f16), summed in f32.
 pub fn residual_add(ctx: &Arc<CudaContext>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() {
-        return Err(Error::Shape(format!("residual add of {} {} and {} {}", a.shape(), a.dtype(), b.shape(), b.dtype())));
+        return Err(Error::Shape(format!(
+            "residual add of {} {} and {} {}",
+            a.shape(),
+            a.dtype(),
+            b.shape(),
+            b.dtype()
+        )));
     }
     let name = kname!("residual_add", a.dtype(), "residual_add");
     let n = a.numel();
@@ -327,7 +333,12 @@ fn channel_affine(
     wrap(x.shape().clone(), out)
 }
 
-fn check_affine(c: usize, gamma: Option<&Tensor>, beta: Option<&Tensor>, alpha: Option<&Tensor>) -> Result<()> {
+fn check_affine(
+    c: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+) -> Result<()> {
     if let Some(g) = gamma {
         per_channel(g, c, "batch_norm", "gamma")?;
     }
@@ -420,7 +431,13 @@ pub fn batch_norm_prelu_backward(
 ) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
     let (rows, c) = last_dim(x, "batch_norm_backward")?;
     if dy.shape() != x.shape() || dy.dtype() != x.dtype() {
-        return Err(Error::Shape(format!("batch_norm_backward: dy {} {} vs x {} {}", dy.shape(), dy.dtype(), x.shape(), x.dtype())));
+        return Err(Error::Shape(format!(
+            "batch_norm_backward: dy {} {} vs x {} {}",
+            dy.shape(),
+            dy.dtype(),
+            x.shape(),
+            x.dtype()
+        )));
     }
     check_affine(c, gamma, beta, alpha)?;
     let (mean, invstd) = (ctx.storage(&saved.mean)?, ctx.storage(&saved.invstd)?);
@@ -526,7 +543,12 @@ pub fn prelu_forward(ctx: &Arc<CudaContext>, x: &Tensor, alpha: &Tensor) -> Resu
     wrap(x.shape().clone(), out)
 }
 
-pub fn prelu_backward(ctx: &Arc<CudaContext>, dy: &Tensor, x: &Tensor, alpha: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn prelu_backward(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    alpha: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     let (rows, c) = last_dim(x, "prelu_backward")?;
     per_channel(alpha, c, "prelu_backward", "alpha")?;
     if dy.shape() != x.shape() || dy.dtype() != x.dtype() {
@@ -590,7 +612,12 @@ pub fn l2_normalize_rows(ctx: &Arc<CudaContext>, x: &Tensor, eps: f64) -> Result
 }
 
 /// Row normalization writing `out_dtype` (f32 input may go straight to bf16/f16 for a GEMM).
-pub fn l2_normalize_rows_to(ctx: &Arc<CudaContext>, x: &Tensor, eps: f64, out_dtype: DType) -> Result<(Tensor, Tensor)> {
+pub fn l2_normalize_rows_to(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    eps: f64,
+    out_dtype: DType,
+) -> Result<(Tensor, Tensor)> {
     let (rows, d) = last_dim(x, "l2_normalize_rows")?;
     let name = match (x.dtype(), out_dtype) {
         (DType::F32, DType::F32) => "l2norm_fwd_f32",
@@ -619,7 +646,12 @@ pub fn l2_normalize_rows_to(ctx: &Arc<CudaContext>, x: &Tensor, eps: f64, out_dt
 /// treated as clamped (1e-12, torch's F.normalize default).
 const L2_EPS: f32 = 1e-12;
 
-pub fn l2_normalize_rows_backward(ctx: &Arc<CudaContext>, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
+pub fn l2_normalize_rows_backward(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    y: &Tensor,
+    norms: &Tensor,
+) -> Result<Tensor> {
     l2_normalize_rows_backward_eps(ctx, dy, y, norms, L2_EPS as f64)
 }
 
@@ -728,7 +760,13 @@ pub fn concat_rows(ctx: &Arc<CudaContext>, parts: &[Tensor]) -> Result<Tensor> {
     let mut rows = 0;
     for p in parts {
         if p.dims().is_empty() || &p.dims()[1..] != tail || p.dtype() != first.dtype() {
-            return Err(Error::Shape(format!("concat_rows: {} {} does not stack on {} {}", p.shape(), p.dtype(), first.shape(), first.dtype())));
+            return Err(Error::Shape(format!(
+                "concat_rows: {} {} does not stack on {} {}",
+                p.shape(),
+                p.dtype(),
+                first.shape(),
+                first.dtype()
+            )));
         }
         rows += p.dims()[0];
     }

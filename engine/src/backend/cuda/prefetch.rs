@@ -85,7 +85,8 @@ impl Slot {
         self.release(ctx);
         let bytes = bytes.max(1);
         // SAFETY: uninitialised host memory; `stage` writes the bytes it copies before queuing the copy.
-        let host = unsafe { ctx.ctx.alloc_pinned::<u8>(bytes) }.map_err(driver_err("allocating pinned host memory"))?;
+        let host = unsafe { ctx.ctx.alloc_pinned::<u8>(bytes) }
+            .map_err(driver_err("allocating pinned host memory"))?;
         let dev = ctx.pool.alloc(bytes)?;
         // The pooled buffer may still be in use by queued compute work: the first copy into it waits for that.
         self.consumed.record(&ctx.compute).map_err(driver_err("ordering an upload"))?;
@@ -160,8 +161,12 @@ impl BatchUploader {
         {
             // The source is pinned, so the copy is asynchronous and reads it when it runs; `copied`
             // (synchronized above before every rewrite, and before the buffer is freed) covers that.
-            let src = &slot.host.as_ref().expect("reserved").as_slice().map_err(driver_err("pinned host memory"))?
-                [..bytes.len()];
+            let src = &slot
+                .host
+                .as_ref()
+                .expect("reserved")
+                .as_slice()
+                .map_err(driver_err("pinned host memory"))?[..bytes.len()];
             let mut dst = slot.dev.as_mut().expect("reserved").slice_mut().slice_mut(..bytes.len());
             ctx.copy.memcpy_htod(src, &mut dst).map_err(driver_err("host-to-device copy of a batch"))?;
         }
@@ -190,7 +195,9 @@ impl BatchUploader {
                 train_ops::input_kernel(dtype)?;
             }
             Kind::F32 if dtype != DType::F32 => {
-                return Err(Error::Unsupported(format!("take: an f32 batch as {dtype} (stage u8 images to convert)")))
+                return Err(Error::Unsupported(format!(
+                    "take: an f32 batch as {dtype} (stage u8 images to convert)"
+                )))
             }
             Kind::F32 => {}
         }
@@ -205,7 +212,9 @@ impl BatchUploader {
             Kind::F32 => {
                 let mut out = ctx.alloc_storage(DType::F32, numel)?;
                 let src = dev.slice().slice(..numel * 4);
-                ctx.compute.memcpy_dtod(&src, &mut out.bytes_mut()).map_err(driver_err("device copy of a batch"))?;
+                ctx.compute
+                    .memcpy_dtod(&src, &mut out.bytes_mut())
+                    .map_err(driver_err("device copy of a batch"))?;
                 out
             }
         };
@@ -393,7 +402,10 @@ mod tests {
         let x3 = up.take(s3, DType::F32).unwrap();
         let y3 = step(&ctx, &x3);
         ctx.synchronize().unwrap();
-        assert!(!gate.timed_out.load(std::sync::atomic::Ordering::SeqCst), "the compute stream was held too long");
+        assert!(
+            !gate.timed_out.load(std::sync::atomic::Ordering::SeqCst),
+            "the compute stream was held too long"
+        );
         assert!(copied, "batch k+1's copy did not complete while the compute stream was busy");
         assert!(bits(&x2) == want[0].0 && bits(&y2) == want[0].1, "batch k");
         assert!(bits(&x3) == want[1].0 && bits(&y3) == want[1].1, "batch k+1");
@@ -429,7 +441,8 @@ mod tests {
         assert!(e.contains("discarded"), "{e}");
         for (h, i) in [(b, 1), (c, 2)] {
             let got = up.take(h, DType::F32).unwrap();
-            let want = train_ops::images_to_nhwc(&ctx, &images(i, 2), 2, 8, 6, &[false; 2], DType::F32).unwrap();
+            let want =
+                train_ops::images_to_nhwc(&ctx, &images(i, 2), 2, 8, 6, &[false; 2], DType::F32).unwrap();
             assert!(bits(&got) == bits(&want), "batch {i} after a discarded one");
         }
         let f = up.stage(HostPixels::F32(&[0.0; 10]), [1, 2, 2, 3]).unwrap_err().to_string();

@@ -70,7 +70,9 @@ pub fn sgd_step(
                 same_f32("sgd", &[p, b])?;
                 Some(copy_of(ctx, b)?)
             }
-            (None, false) => return Err(Error::Invalid("sgd: momentum buffer missing after the first step".into())),
+            (None, false) => {
+                return Err(Error::Invalid("sgd: momentum buffer missing after the first step".into()))
+            }
             (_, true) => Some(ctx.alloc_storage(DType::F32, n)?),
         }
     } else {
@@ -236,7 +238,9 @@ pub(super) fn u8_to_nhwc(
     let numel = n * h * w * 3;
     let name = input_kernel(dtype)?;
     if src.len() < numel || flips.is_some_and(|f| f.len() < n) {
-        return Err(Error::Shape(format!("u8_to_nhwc: device buffers too small for {n} images of {h}x{w}x3")));
+        return Err(Error::Shape(format!(
+            "u8_to_nhwc: device buffers too small for {n} images of {h}x{w}x3"
+        )));
     }
     let mut out = ctx.alloc_storage(dtype, numel)?;
     {
