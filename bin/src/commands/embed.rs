@@ -3,9 +3,9 @@
 
 use super::CmdResult;
 use crate::backbone_io::ModelSource;
-use crate::images::{decode_for_model, embed_pixels, load_normalized, read_list};
 use datasets::faceset::FaceSet;
 use datasets::loader::extend_normalized;
+use engine::embed::{decode_for_model, embed_pixels, load_normalized, read_list};
 use engine::eval::quality::row_norms;
 use engine::io::safetensors::{self, SafeTensors};
 use engine::Tensor;

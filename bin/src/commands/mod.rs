@@ -4,7 +4,6 @@ pub mod data;
 pub mod embed;
 pub mod eval;
 pub mod export;
-pub mod gpu_check;
 pub mod head;
 pub mod head_flags;
 pub mod info;
