@@ -4,6 +4,7 @@
 
 mod demo;
 mod head;
+pub mod ledger;
 mod train_step;
 
 use crate::gpu_check::{open_device, CommonArgs};
@@ -26,6 +27,9 @@ pub struct BenchOptions {
     /// Where the demo set is generated (once) for --demo.
     #[arg(long, default_value = ".cache/demo")]
     pub cache: PathBuf,
+    /// The peer's trace for --ledger (default: bench/ledger/pytorch_<backbone>_<precision>_b<batch>.json).
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -45,6 +49,13 @@ pub struct BenchArgs {
     /// loss must fall, and the held-out pairs' verification accuracy is reported.
     #[arg(long)]
     pub demo: Option<u64>,
+    /// The FLOP/byte ledger of one training step (no GPU needed: a dry run of the CUDA backend), beside
+    /// PyTorch eager's from its committed trace; predicted times on H100 and H200 numbers.
+    #[arg(long)]
+    pub ledger: bool,
+    /// With --ledger: print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which benchmark to run.
@@ -66,11 +77,14 @@ pub fn run_bench(which: Bench, common: &CommonArgs, options: &BenchOptions) -> C
 
 /// `engine-train bench`.
 pub fn run(a: &BenchArgs) -> CmdResult {
+    if a.ledger {
+        return ledger::run(&a.common, &a.options, a.json);
+    }
     let which = match (a.train, a.head, a.demo) {
         (true, false, None) => Bench::Train,
         (false, true, None) => Bench::Head,
         (false, false, Some(steps)) => Bench::Demo(steps),
-        _ => return Err("bench: give exactly one of --train, --head or --demo STEPS".into()),
+        _ => return Err("bench: give exactly one of --train, --head, --demo STEPS or --ledger".into()),
     };
     run_bench(which, &a.common, &a.options)
 }

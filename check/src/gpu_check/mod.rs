@@ -36,7 +36,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 93431)]
     pub classes: usize,
     /// Batch (--step-parity, the benchmarks).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 512)]
     pub batch: usize,
     /// Backbone (--step-parity, the training benchmark).
     #[arg(long, default_value = "r50")]

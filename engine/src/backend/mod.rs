@@ -17,7 +17,9 @@
 pub mod cpu;
 pub mod cuda;
 mod dropout_draw;
+pub mod ledger;
 mod margin_head;
+pub mod meta;
 mod optim_step;
 mod staging;
 
@@ -141,6 +143,15 @@ pub trait Backend: Send + Sync {
     /// The device's work counters (launches, allocations, algorithm choices).
     fn counters(&self) -> DeviceCounters {
         DeviceCounters::default()
+    }
+
+    /// Starts recording the launches of this device's work (`take_ledger` returns them).
+    fn start_ledger(&self) {}
+
+    /// The launches since `start_ledger`, in order: on the meta device with FLOPs and bytes, on a GPU the
+    /// kernels it really launched (names only). Empty where nothing is launched (the CPU).
+    fn take_ledger(&self) -> Vec<ledger::Launch> {
+        Vec::new()
     }
 
     fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor>;
@@ -473,5 +484,6 @@ pub fn for_device(device: &Device) -> &dyn Backend {
     match device {
         Device::Cpu => &cpu::CpuBackend,
         Device::Cuda(ctx) => ctx.as_ref(),
+        Device::Meta(ctx) => ctx.as_ref(),
     }
 }

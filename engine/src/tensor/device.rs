@@ -2,6 +2,7 @@
 //! GPU or without the CUDA libraries is an error with a sentence, never a panic.
 
 use crate::backend::cuda::CudaContext;
+use crate::backend::meta::MetaContext;
 use crate::Result;
 use std::sync::Arc;
 
@@ -9,6 +10,9 @@ use std::sync::Arc;
 pub enum Device {
     Cpu,
     Cuda(Arc<CudaContext>),
+    /// Shapes and dtypes only: a dry run of the CUDA backend that records the kernels a step would
+    /// launch, with their FLOPs and bytes, without computing or holding any element.
+    Meta(Arc<MetaContext>),
 }
 
 impl Device {
@@ -42,6 +46,11 @@ impl Device {
         crate::backend::for_device(self).describe()
     }
 
+    /// A new shapes-only device (each is its own device).
+    pub fn meta() -> Device {
+        Device::Meta(MetaContext::new())
+    }
+
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
     }
@@ -50,6 +59,7 @@ impl Device {
         match (self, other) {
             (Device::Cpu, Device::Cpu) => true,
             (Device::Cuda(a), Device::Cuda(b)) => a.ordinal() == b.ordinal(),
+            (Device::Meta(a), Device::Meta(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -66,6 +76,7 @@ impl std::fmt::Debug for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(c) => write!(f, "cuda:{}", c.ordinal()),
+            Device::Meta(_) => write!(f, "meta"),
         }
     }
 }

@@ -29,6 +29,7 @@ impl Tensor {
         let len = match &storage {
             Storage::Cpu(s) => s.len(),
             Storage::Cuda(s) => s.len(),
+            Storage::Meta(s) => s.len(),
         };
         if len != shape.numel() {
             return Err(Error::Shape(format!(
@@ -57,7 +58,7 @@ impl Tensor {
         let shape = shape.into();
         match device {
             Device::Cpu => Tensor::from_cpu(shape.clone(), CpuStorage::zeros(dtype, shape.numel())),
-            Device::Cuda(_) => backend::for_device(device).zeros(&shape, dtype),
+            Device::Cuda(_) | Device::Meta(_) => backend::for_device(device).zeros(&shape, dtype),
         }
     }
 
@@ -80,12 +81,14 @@ impl Tensor {
         match &*self.storage {
             Storage::Cpu(s) => s.dtype(),
             Storage::Cuda(s) => s.dtype(),
+            Storage::Meta(s) => s.dtype(),
         }
     }
     pub fn device(&self) -> Device {
         match &*self.storage {
             Storage::Cpu(_) => Device::Cpu,
             Storage::Cuda(s) => Device::Cuda(s.context().clone()),
+            Storage::Meta(s) => Device::Meta(s.context().clone()),
         }
     }
     pub fn storage(&self) -> &Storage {
@@ -96,6 +99,7 @@ impl Tensor {
         match &*self.storage {
             Storage::Cpu(_) => &backend::cpu::CpuBackend,
             Storage::Cuda(s) => s.context().as_ref(),
+            Storage::Meta(s) => s.context().as_ref(),
         }
     }
 
@@ -103,7 +107,7 @@ impl Tensor {
     pub fn cpu_storage(&self) -> Result<&CpuStorage> {
         match &*self.storage {
             Storage::Cpu(s) => Ok(s),
-            Storage::Cuda(_) => Err(Error::Device("expected a CPU tensor, found a CUDA one".into())),
+            _ => Err(Error::Device(format!("expected a CPU tensor, found one on {:?}", self.device()))),
         }
     }
 
@@ -123,7 +127,7 @@ impl Tensor {
                 T::slice_mut(s)
                     .ok_or_else(|| Error::DType(format!("tensor is {dt} but {} was requested", T::DTYPE)))
             }
-            Storage::Cuda(_) => Err(Error::Device("expected a CPU tensor, found a CUDA one".into())),
+            _ => Err(Error::Device("expected a CPU tensor, found a device one".into())),
         }
     }
 
@@ -131,7 +135,7 @@ impl Tensor {
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         match &*self.storage {
             Storage::Cpu(_) => Ok(self.as_slice::<T>()?.to_vec()),
-            Storage::Cuda(_) => self.to_device(&Device::Cpu)?.to_vec(),
+            _ => self.to_device(&Device::Cpu)?.to_vec(),
         }
     }
 
@@ -163,8 +167,11 @@ impl Tensor {
         }
         match (&*self.storage, device) {
             (Storage::Cpu(_), Device::Cuda(ctx)) => ctx.upload(self),
+            (Storage::Cpu(_), Device::Meta(ctx)) => ctx.upload(self),
             (Storage::Cuda(s), Device::Cpu) => s.context().download(self),
-            (Storage::Cuda(s), Device::Cuda(_)) => s.context().download(self)?.to_device(device),
+            (Storage::Meta(s), Device::Cpu) => s.context().download(self),
+            (Storage::Cuda(s), _) => s.context().download(self)?.to_device(device),
+            (Storage::Meta(s), _) => s.context().download(self)?.to_device(device),
             (Storage::Cpu(_), Device::Cpu) => unreachable!("same device handled above"),
         }
     }
@@ -198,6 +205,7 @@ fn make_unique(this: &mut Arc<Storage>) -> Result<&mut Storage> {
         let copy = match &**this {
             Storage::Cpu(s) => Storage::Cpu(s.clone()),
             Storage::Cuda(s) => Storage::Cuda(s.try_clone()?),
+            Storage::Meta(s) => Storage::Meta(s.copy()),
         };
         *this = Arc::new(copy);
     }

@@ -4,11 +4,14 @@
 use super::half_round::round_f64;
 use super::DType;
 use crate::backend::cuda::CudaStorage;
+use crate::backend::meta::MetaStorage;
 use half::{bf16, f16};
 
 pub enum Storage {
     Cpu(CpuStorage),
     Cuda(CudaStorage),
+    /// Shape and dtype only (`Device::Meta`).
+    Meta(MetaStorage),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -97,6 +97,7 @@ pub fn matmul(
         return Tensor::from_storage([m, n], Storage::Cuda(out));
     }
     let (sa, sb) = (ctx.storage(a)?, ctx.storage(b)?);
+    ctx.kernels.note("cublas_gemm");
     let blas = ctx.blas.handle()?;
     let err = |e: cudarc::cublas::result::CublasError| Error::Device(format!("cuBLAS GEMM failed: {e:?}"));
     // SAFETY: shapes were checked above; views cover exactly the tensors' elements.

@@ -373,6 +373,11 @@ fn dispatch(
     }
     let mut out = ctx.alloc_storage(dtype, out_shape.numel())?;
     let (sa, sb) = (ctx.storage(a)?, ctx.storage(b)?);
+    ctx.kernels.note(match dir {
+        Direction::Forward => "cudnn_conv_fwd",
+        Direction::BackwardData => "cudnn_conv_bwd_data",
+        Direction::BackwardFilter => "cudnn_conv_bwd_filter",
+    });
     match dtype {
         DType::F32 => run::<f32>(ctx, dir, xg, wg, yg, p, dtype, 1.0, 0.0, sa, sb, &mut out)?,
         DType::BF16 => run::<bf16>(ctx, dir, xg, wg, yg, p, dtype, bf16::ONE, bf16::ZERO, sa, sb, &mut out)?,

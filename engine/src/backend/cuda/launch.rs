@@ -1,6 +1,7 @@
 //! The compiled kernel modules of one device and the launch geometry helpers.
 
 use super::compile::cached_ptx;
+use crate::backend::ledger::{Launch, Ledger};
 use crate::{Error, Result};
 use cudarc::driver::{CudaContext as DriverContext, CudaFunction, CudaModule, LaunchConfig};
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ pub struct Kernels {
     /// Kernel look-ups so far: every launch makes one, so differences count launches (for the benchmark's
     /// estimate of what a CUDA graph could save).
     lookups: AtomicU64,
+    /// The launches since `Backend::start_ledger` (kernel look-ups and `note`s), when recording.
+    pub(crate) ledger: Ledger,
 }
 
 impl Kernels {
@@ -40,12 +43,14 @@ impl Kernels {
             functions: Mutex::new(HashMap::new()),
             max_blocks: sms * 8,
             lookups: AtomicU64::new(0),
+            ledger: Ledger::default(),
         })
     }
 
     /// Kernel `name` of source `module` (looked up once, then cached).
     pub fn get(&self, module: &'static str, name: &'static str) -> Result<CudaFunction> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.note(name);
         let mut f = self.functions.lock().map_err(|_| Error::Device("kernel table lock poisoned".into()))?;
         if let Some(k) = f.get(name) {
             return Ok(k.clone());
@@ -61,6 +66,13 @@ impl Kernels {
             .map_err(|e| Error::Device(format!("kernel {name} not found in kernels/{module}.cu: {e}")))?;
         f.insert(name, k.clone());
         Ok(k)
+    }
+
+    /// Records a launch that is not one of our kernels (a cuBLAS or cuDNN call, a copy, a fill).
+    pub fn note(&self, kernel: &str) {
+        if self.ledger.recording() {
+            self.ledger.record(Launch::memory(kernel, "", 0.0));
+        }
     }
 
     /// Kernel look-ups so far (about one per launch).

@@ -136,9 +136,10 @@ impl CudaContext {
                 s.context().ordinal,
                 self.ordinal
             ))),
-            Storage::Cpu(_) => Err(Error::Device(format!(
-                "tensor {} is on the CPU but the op runs on cuda:{}",
+            _ => Err(Error::Device(format!(
+                "tensor {} is on {:?} but the op runs on cuda:{}",
                 t.shape(),
+                t.device(),
                 self.ordinal
             ))),
         }
@@ -152,6 +153,7 @@ impl CudaContext {
         let bytes = host.to_le_bytes();
         let mut out = self.alloc_storage(host.dtype(), host.len())?;
         self.copy.join(&self.compute).map_err(driver_err("ordering an upload"))?;
+        self.kernels.note("memcpy_htod");
         {
             let mut dst = out.buf.slice_mut().slice_mut(..bytes.len());
             self.copy.memcpy_htod(bytes.as_slice(), &mut dst).map_err(driver_err("host-to-device copy"))?;
@@ -166,6 +168,7 @@ impl CudaContext {
         let nbytes = s.len * s.dtype.size_in_bytes();
         let mut host = vec![0u8; nbytes];
         let src = s.buf.slice().slice(..nbytes);
+        self.kernels.note("memcpy_dtoh");
         self.compute.memcpy_dtoh(&src, host.as_mut_slice()).map_err(driver_err("device-to-host copy"))?;
         self.compute.synchronize().map_err(driver_err("device-to-host copy"))?;
         let cpu = CpuStorage::from_le_bytes(s.dtype, &host)
@@ -216,7 +219,16 @@ impl Backend for CudaContext {
         }
     }
 
+    fn start_ledger(&self) {
+        self.kernels.ledger.start();
+    }
+
+    fn take_ledger(&self) -> Vec<super::ledger::Launch> {
+        self.kernels.ledger.take()
+    }
+
     fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor> {
+        self.kernels.note("memset");
         let mut out = self.arc()?.alloc_storage(dtype, shape.numel())?;
         let bytes = shape.numel() * dtype.size_in_bytes();
         {

@@ -754,6 +754,7 @@ pub fn slice_rows(ctx: &Arc<CudaContext>, t: &Tensor, r0: usize, r1: usize) -> R
         let src = ctx.storage(t)?.bytes();
         let src = src.slice(r0 * per_row * esz..r1 * per_row * esz);
         let mut dst = out.bytes_mut();
+        ctx.kernels.note("memcpy_dtod");
         ctx.compute.memcpy_dtod(&src, &mut dst).map_err(driver_err("row slice copy"))?;
     }
     let mut dims = t.dims().to_vec();
@@ -777,6 +778,7 @@ pub fn concat_rows(ctx: &Arc<CudaContext>, parts: &[Tensor]) -> Result<Tensor> {
         let src = ctx.storage(p)?.bytes();
         let mut all = out.bytes_mut();
         let mut dst = all.slice_mut(at..at + nb);
+        ctx.kernels.note("memcpy_dtod");
         ctx.compute.memcpy_dtod(&src, &mut dst).map_err(driver_err("row concat copy"))?;
         at += nb;
     }

@@ -216,7 +216,7 @@ mod tests {
     fn gpu() -> Arc<CudaContext> {
         match Device::parse("cuda").expect("this test needs a GPU") {
             Device::Cuda(c) => c,
-            Device::Cpu => unreachable!(),
+            _ => unreachable!("cuda opens a CUDA device"),
         }
     }
 

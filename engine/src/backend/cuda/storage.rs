@@ -72,6 +72,7 @@ impl CudaStorage {
         let bytes = self.len * self.dtype.size_in_bytes();
         let src = self.buf.slice().slice(..bytes);
         let mut dst = out.buf.slice_mut().slice_mut(..bytes);
+        self.context.kernels.note("memcpy_dtod");
         self.context.compute.memcpy_dtod(&src, &mut dst).map_err(super::driver_err("device copy"))?;
         Ok(out)
     }

@@ -143,6 +143,7 @@ pub fn first_nonfinite(ctx: &Arc<CudaContext>, ts: &[&Tensor]) -> Result<Option<
     let mut flags = ctx.alloc_storage(DType::F32, ts.len())?; // 4 bytes per tensor, read as ints
     {
         let mut fv = flags.bytes_mut();
+        ctx.kernels.note("memset");
         ctx.compute.memset_zeros(&mut fv).map_err(driver_err("zeroing the non-finite flags"))?;
     }
     for (k, t) in ts.iter().enumerate() {
@@ -164,6 +165,7 @@ pub fn first_nonfinite(ctx: &Arc<CudaContext>, ts: &[&Tensor]) -> Result<Option<
     }
     let mut host = vec![0u8; 4 * ts.len()];
     let fv = flags.bytes();
+    ctx.kernels.note("memcpy_dtoh");
     ctx.compute.memcpy_dtoh(&fv, &mut host[..]).map_err(driver_err("reading the non-finite flags"))?;
     ctx.compute.synchronize().map_err(driver_err("reading the non-finite flags"))?;
     Ok(host.chunks_exact(4).position(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) != 0))
@@ -217,7 +219,9 @@ pub fn images_to_nhwc(
     ctx.copy.join(&ctx.compute).map_err(driver_err("ordering an upload"))?;
     {
         let mut sv = src.slice_mut().slice_mut(..numel);
+        ctx.kernels.note("memcpy_htod");
         ctx.copy.memcpy_htod(images, &mut sv).map_err(driver_err("uploading images"))?;
+        ctx.kernels.note("memcpy_htod");
         let mut fv = flips.slice_mut().slice_mut(..n);
         ctx.copy.memcpy_htod(flip_bytes.as_slice(), &mut fv).map_err(driver_err("uploading flips"))?;
     }

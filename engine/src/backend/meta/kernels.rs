@@ -1,0 +1,299 @@
+//! The launches of the CUDA backend's multi-kernel methods, as the meta device records them: batch norm
+//! (statistics, fold, apply; and its backward), the two-stage column sums, convolutions and GEMMs with
+//! their FLOPs, the optimizer updates and the chunked margin head. Each function follows its CUDA
+//! counterpart in `backend/cuda` (named in its comment) kernel for kernel.
+
+use super::{MetaContext, SMS};
+use crate::backend::ledger::{Launch, Math};
+use crate::backend::{
+    AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput, SgdStep,
+};
+use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
+use crate::tensor::{DType, Device, Tensor};
+use crate::{Error, Result};
+
+/// Bytes a tensor holds at its stored dtype.
+pub fn bytes(t: &Tensor) -> f64 {
+    (t.numel() * t.dtype().size_in_bytes()) as f64
+}
+
+/// The dtype suffix of a kernel name, as `kname!` in cuda/ops.rs.
+pub fn suffix(d: DType) -> Result<&'static str> {
+    match d {
+        DType::F32 => Ok("f32"),
+        DType::BF16 => Ok("bf16"),
+        DType::F16 => Ok("f16"),
+        other => Err(Error::Unsupported(format!("no CUDA kernel takes {other}"))),
+    }
+}
+
+/// Blocks of a grid-stride launch over `n` elements (cuda/launch.rs `Kernels::elementwise`).
+pub fn grid_blocks(n: usize) -> usize {
+    n.div_ceil(256).clamp(1, SMS * 8)
+}
+
+/// Chunks of a two-stage column reduction over `[rows, c]` (cuda/launch.rs `Kernels::column_chunks`).
+fn chunks(rows: usize, c: usize) -> usize {
+    let col_blocks = c.div_ceil(32).max(1);
+    let want = (SMS * 8 / col_blocks).max(1);
+    let chunks = want.min(rows.div_ceil(64).max(1));
+    let per_chunk = rows.div_ceil(chunks).max(1);
+    rows.div_ceil(per_chunk).max(1)
+}
+
+pub fn channels(x: &Tensor) -> Result<usize> {
+    match x.dims().last() {
+        Some(&c) if c > 0 => Ok(c),
+        _ => Err(Error::Shape(format!("a per-channel op of {}", x.shape()))),
+    }
+}
+
+/// A per-chunk partial sum reading `input` bytes, then `sum_rows_final_f32` (cuda/ops.rs `sum_rows`,
+/// `sum_chunks`).
+pub fn column_sum(ctx: &MetaContext, partial: &str, family: &'static str, rows: usize, c: usize, input: f64) {
+    let part = 4.0 * (chunks(rows, c) * c) as f64;
+    ctx.rec(Launch::memory(partial, family, input + part));
+    ctx.rec(Launch::memory("sum_rows_final_f32", family, part + 4.0 * c as f64));
+}
+
+/// cuBLAS GEMM of [m, k] x [k, n].
+pub fn gemm(m: usize, n: usize, k: usize, dtype: DType) -> Launch {
+    let e = dtype.size_in_bytes() as f64;
+    let math = if dtype == DType::F32 { Math::F32 } else { Math::Tensor16 };
+    Launch::compute("cublas_gemm", "gemm", 2.0 * (m * n * k) as f64, e * (m * k + k * n + m * n) as f64, math)
+}
+
+/// NHWC output of a convolution.
+pub fn conv_out_shape(x: &[usize], w: &[usize], p: Conv2dParams) -> Result<Vec<usize>> {
+    match (x, w) {
+        ([n, h, wd, c], [o, kh, kw, ci]) if c == ci && *kh == p.kernel && *kw == p.kernel => {
+            Ok(vec![*n, p.out_size(*h), p.out_size(*wd), *o])
+        }
+        _ => Err(Error::Shape(format!("conv2d of {x:?} by {w:?}"))),
+    }
+}
+
+/// One cuDNN convolution call (forward, backward data or backward filter) on input `x`, filter `w` and
+/// output `y` of the forward: 2 x multiply-adds, every operand read or written once.
+pub fn conv(kernel: &str, x: &Tensor, w: &Tensor, y: &Tensor) -> Launch {
+    let (o, khw_c) = (w.dims()[0], w.numel() / w.dims()[0].max(1));
+    let macs = (y.numel() / o.max(1)) * o * khw_c;
+    let math = if y.dtype() == DType::F32 { Math::F32 } else { Math::Tensor16 };
+    Launch::compute(kernel, "conv", 2.0 * macs as f64, bytes(x) + bytes(w) + bytes(y), math)
+}
+
+/// `channel_affine_<dt>`: y = x·scale + shift per channel, then PReLU when fused (cuda/ops.rs).
+pub fn channel_affine(ctx: &MetaContext, x: &Tensor, prelu: bool) -> Result<Tensor> {
+    let c = channels(x)?;
+    let params = 4.0 * c as f64 * if prelu { 3.0 } else { 2.0 };
+    let name = format!("channel_affine_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", 2.0 * bytes(x) + params));
+    ctx.out(x.shape().clone(), x.dtype())
+}
+
+/// Training batch norm, fused with PReLU when `alpha` is given (cuda/ops.rs `batch_norm_prelu_train`:
+/// `bn_stats`, `bn_fold`, `channel_affine`).
+pub fn batch_norm_train(
+    ctx: &MetaContext,
+    x: &Tensor,
+    _gamma: Option<&Tensor>,
+    _beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+) -> Result<(Tensor, BatchNormSaved)> {
+    let c = channels(x)?;
+    let rows = x.numel() / c;
+    let part = 8.0 * (chunks(rows, c) * c) as f64;
+    ctx.rec(Launch::memory(
+        format!("bn_stats_partial_{}", suffix(x.dtype())?),
+        "batch norm",
+        bytes(x) + part,
+    ));
+    ctx.rec(Launch::memory("bn_stats_final", "batch norm", part + 12.0 * c as f64));
+    ctx.rec(Launch::memory("bn_fold", "batch norm", 24.0 * c as f64));
+    let y = channel_affine(ctx, x, alpha.is_some())?;
+    let v = || ctx.out([c], DType::F32);
+    Ok((y, BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None }))
+}
+
+/// The backward of training batch norm (with PReLU when `prelu`): (dx, dgamma, dbeta, dalpha)
+/// (cuda/ops.rs `batch_norm_prelu_backward`).
+pub fn batch_norm_backward(
+    ctx: &MetaContext,
+    dy: &Tensor,
+    x: &Tensor,
+    _gamma: Option<&Tensor>,
+    prelu: bool,
+) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let c = channels(x)?;
+    let rows = x.numel() / c;
+    if prelu {
+        ctx.rec(Launch::memory("bn_fold", "batch norm", 24.0 * c as f64));
+    }
+    let dt = suffix(x.dtype())?;
+    let part = 12.0 * (chunks(rows, c) * c) as f64;
+    ctx.rec(Launch::memory(format!("bn_bwd_partial_{dt}"), "batch norm", bytes(dy) + bytes(x) + part));
+    ctx.rec(Launch::memory("bn_bwd_final", "batch norm", part + 12.0 * c as f64));
+    ctx.rec(Launch::memory(format!("bn_bwd_dx_{dt}"), "batch norm", 3.0 * bytes(x)));
+    let v = || ctx.out([c], DType::F32);
+    Ok((ctx.out(x.shape().clone(), x.dtype())?, v()?, v()?, v()?))
+}
+
+/// cuda/train_ops.rs `sgd_step`: copies of the weights and the buffer, then `sgd_f32`.
+pub fn sgd_step(
+    ctx: &MetaContext,
+    p: &mut Tensor,
+    g: &Tensor,
+    buf: &mut Option<Tensor>,
+    h: &SgdStep,
+) -> Result<Option<Tensor>> {
+    let b = bytes(p);
+    ctx.rec(Launch::memory("memcpy_dtod", "optimizer", 2.0 * b));
+    let mut reads = 2.0 * b;
+    if h.momentum != 0.0 {
+        if buf.is_some() {
+            ctx.rec(Launch::memory("memcpy_dtod", "optimizer", 2.0 * b));
+            reads += b;
+        }
+        *buf = Some(ctx.out(p.shape().clone(), DType::F32)?);
+    }
+    let writes = if h.momentum != 0.0 { 2.0 * b } else { b } + if h.bf16_copy { b / 2.0 } else { 0.0 };
+    ctx.rec(Launch::memory("sgd_f32", "optimizer", reads + writes));
+    let _ = g;
+    *p = ctx.out(p.shape().clone(), DType::F32)?;
+    h.bf16_copy.then(|| ctx.out(p.shape().clone(), DType::BF16)).transpose()
+}
+
+/// cuda/train_ops.rs `adamw_step`: copies of the weights and both moments, then `adamw_f32`.
+pub fn adamw_step(
+    ctx: &MetaContext,
+    p: &mut Tensor,
+    _g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    h: &AdamWStep,
+) -> Result<Option<Tensor>> {
+    let b = bytes(p);
+    for _ in 0..3 {
+        ctx.rec(Launch::memory("memcpy_dtod", "optimizer", 2.0 * b));
+    }
+    let extra = if h.bf16_copy { b / 2.0 } else { 0.0 };
+    ctx.rec(Launch::memory("adamw_f32", "optimizer", 4.0 * b + 3.0 * b + extra));
+    let dev = Device::Meta(ctx.arc());
+    (*p, *m, *v) = (p.to_device(&dev)?, m.to_device(&dev)?, v.to_device(&dev)?);
+    h.bf16_copy.then(|| ctx.out(p.shape().clone(), DType::BF16)).transpose()
+}
+
+/// cuda/head: the chunked classifier, fixed parameters or row plans, as `head::margin_head` runs it.
+pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+    let (x, w) = (call.x, call.w);
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Err(Error::DType(format!("head on CUDA runs in f32, got {} and {}", x.dtype(), w.dtype())));
+    }
+    let (b, d) = x.shape().matrix("head loss (embeddings)")?;
+    let (classes, _) = w.shape().matrix("head loss (weight)")?;
+    let dev = Device::Meta(ctx.arc());
+    let _labels = Tensor::from_vec(call.labels.to_vec(), [b])?.to_device(&dev)?;
+    let (xh, a) = ctx.l2_normalize_rows(x, 0.0)?;
+    let (wh, _) = ctx.l2_normalize_rows(w, 0.0)?;
+    let (xg, wg) = match call.autocast {
+        None | Some(DType::F32) => (xh.clone(), wh.clone()),
+        Some(h) => (ctx.cast(&xh, h)?, ctx.cast(&wh, h)?),
+    };
+    let nb = (call.max_block_elems / b.max(1)).clamp(1, classes.max(1));
+    let blocks: Vec<(usize, usize)> =
+        (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect();
+    let target_cosines = || -> Result<Tensor> {
+        let cy = ctx.zeros(&[b].into(), DType::F32)?;
+        ctx.rec(Launch::memory("memcpy_dtod", "copy", 8.0 * b as f64));
+        ctx.rec(Launch::memory("margin_gather_cy_f32", "head", 4.0 * (2 * b * d + 3 * b) as f64));
+        Ok(cy)
+    };
+    let fixed = kernel_params(call.head, b);
+    let plans = match fixed {
+        Some(_) => {
+            target_cosines()?;
+            ctx.rec(Launch::memory("margin_target", "head", 16.0 * b as f64));
+            None
+        }
+        None => {
+            let raw = target_cosines()?.to_vec::<f32>()?;
+            let plans = plan_rows(call.head, &raw, &a.to_vec::<f32>()?)?;
+            for _ in 0..3 {
+                ctx.upload(&Tensor::from_vec(vec![0f32; b], [b])?)?;
+            }
+            Some(plans)
+        }
+    };
+    // The running log-sum-exp (head/launch.rs lse_init, forward_block).
+    ctx.rec(Launch::memory("fill_f32", "head", 4.0 * b as f64));
+    ctx.zeros(&[b].into(), DType::F32)?;
+    ctx.zeros(&[b].into(), DType::F32)?;
+    let row_block = |ctx: &MetaContext, kernel: String, cos_elems: usize, cos: DType| {
+        let rows = 4.0 * (6 * b) as f64;
+        ctx.rec(Launch::memory(kernel, "head", (cos_elems * cos.size_in_bytes()) as f64 + rows));
+    };
+    let gd = suffix(xg.dtype())?;
+    for &(j0, j1) in &blocks {
+        if blocks.len() > 1 {
+            ctx.slice_rows(&wg, j0, j1)?;
+        }
+        ctx.matmul(&xg, &ctx.out([j1 - j0, d], wg.dtype())?, false, true)?;
+        for _ in 0..3 {
+            ctx.rec(Launch::memory("memcpy_dtod", "copy", 8.0 * b as f64));
+        }
+        row_block(ctx, format!("margin_fwd_block_{gd}"), b * (j1 - j0), xg.dtype());
+    }
+    let loss = match &plans {
+        None => {
+            ctx.rec(Launch::memory("margin_finish", "head", 4.0 * (6 * b) as f64));
+            let l = ctx.sum_all(&ctx.out([b], DType::F32)?)?;
+            ctx.affine(&l, 1.0 / b as f64, 0.0)?
+        }
+        Some(p) => {
+            let zeros = vec![0f32; b];
+            for _ in 0..3 {
+                ctx.download(&ctx.out([b], DType::F32)?)?;
+            }
+            let res = finish_rows(call.head, p, &zeros, &vec![1f32; b], &zeros)?;
+            let _ = res;
+            ctx.upload(&Tensor::scalar(0f32))?
+        }
+    };
+    if !call.grad {
+        return Ok(MarginHeadOutput { loss, grads: None });
+    }
+    if plans.is_some() {
+        ctx.upload(&Tensor::from_vec(vec![0f32; b], [b])?)?;
+        ctx.upload(&Tensor::from_vec(vec![0f32; b], [b])?)?;
+    }
+    for (parts, &(j0, j1)) in blocks.iter().enumerate() {
+        let wb = if blocks.len() > 1 { ctx.slice_rows(&wg, j0, j1)? } else { wg.clone() };
+        if blocks.len() > 1 {
+            ctx.matmul(&xg, &wb, false, true)?;
+        }
+        row_block(ctx, format!("margin_bwd_block_{gd}"), 2 * b * (j1 - j0), xg.dtype());
+        let g = ctx.out([b, j1 - j0], xg.dtype())?;
+        ctx.widen(&ctx.matmul(&g, &wb, false, false)?)?;
+        if parts > 0 {
+            ctx.binary(
+                crate::backend::BinaryOp::Add,
+                &ctx.out([b, d], DType::F32)?,
+                &ctx.out([b, d], DType::F32)?,
+            )?;
+        }
+        ctx.widen(&ctx.matmul(&g, &xg, true, false)?)?;
+    }
+    if blocks.len() > 1 {
+        let dw: Vec<Tensor> =
+            blocks.iter().map(|&(j0, j1)| ctx.out([j1 - j0, d], DType::F32)).collect::<Result<_>>()?;
+        ctx.concat_rows(&dw)?;
+    }
+    let dx = ctx.l2_normalize_rows_backward_eps(&ctx.out([b, d], DType::F32)?, &xh, &a, 0.0)?;
+    let dw = ctx.l2_normalize_rows_backward_eps(
+        &ctx.out([classes, d], DType::F32)?,
+        &wh,
+        &ctx.out([classes], DType::F32)?,
+        0.0,
+    )?;
+    Ok(MarginHeadOutput { loss, grads: Some((dx, dw)) })
+}

@@ -1,0 +1,489 @@
+//! The meta device: tensors with a shape and a dtype but no elements, on a backend that runs no kernel
+//! and records, for every method, the launches the CUDA backend makes for it (names, FLOPs and bytes by
+//! the ledger's counting rules). A training step run on it is a dry run of the same step on a GPU: the
+//! step's own code (model, head, optimizer) drives it, so IR-50 at batch 512 costs nothing on a CPU.
+//!
+//! This backend mirrors `backend/cuda` launch for launch; the opt-in emulated test in `check`
+//! (`gpu_a_dry_run_launches_what_a_real_step_launches`) holds the two lists equal. Values read back to the
+//! host are zeros: control flow that depends on them takes its usual path (finite loss, no clipping).
+
+mod kernels;
+
+use super::ledger::{Launch, Ledger};
+use super::{
+    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput, SgdStep,
+    UnaryOp,
+};
+use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
+use crate::{Error, Result};
+use kernels::{bytes, suffix};
+use std::sync::{Arc, Weak};
+
+/// Multiprocessors the dry run assumes (H100/H200 SXM: 132), which fixes the partial-reduction geometry.
+const SMS: usize = 132;
+
+pub struct MetaContext {
+    this: Weak<MetaContext>,
+    ledger: Ledger,
+}
+
+/// A tensor's dtype and element count, and the context it lives on.
+pub struct MetaStorage {
+    ctx: Arc<MetaContext>,
+    dtype: DType,
+    len: usize,
+}
+
+impl MetaStorage {
+    pub fn context(&self) -> &Arc<MetaContext> {
+        &self.ctx
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// A device-side copy (what copy-on-write does on a device).
+    pub fn copy(&self) -> MetaStorage {
+        self.ctx.rec(Launch::memory(
+            "memcpy_dtod",
+            "copy",
+            2.0 * (self.len * self.dtype.size_in_bytes()) as f64,
+        ));
+        MetaStorage { ctx: self.ctx.clone(), dtype: self.dtype, len: self.len }
+    }
+}
+
+impl MetaContext {
+    pub fn new() -> Arc<MetaContext> {
+        Arc::new_cyclic(|this| MetaContext { this: this.clone(), ledger: Ledger::default() })
+    }
+
+    fn arc(&self) -> Arc<MetaContext> {
+        self.this.upgrade().expect("a meta context outlives its tensors")
+    }
+
+    /// A new tensor of this device.
+    fn out(&self, shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+        let shape = shape.into();
+        let len = shape.numel();
+        Tensor::from_storage(shape, Storage::Meta(MetaStorage { ctx: self.arc(), dtype, len }))
+    }
+
+    fn rec(&self, l: Launch) {
+        self.ledger.record(l);
+    }
+
+    /// A host tensor's shape and dtype on this device (one host-to-device copy).
+    pub fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        self.rec(Launch::memory("memcpy_htod", "copy", bytes(t)));
+        self.out(t.shape().clone(), t.dtype())
+    }
+
+    /// Zeros of the tensor's shape and dtype on the host (one device-to-host copy).
+    pub fn download(&self, t: &Tensor) -> Result<Tensor> {
+        self.rec(Launch::memory("memcpy_dtoh", "copy", bytes(t)));
+        Tensor::from_cpu(t.shape().clone(), CpuStorage::zeros(t.dtype(), t.numel()))
+    }
+}
+
+fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::Shape(format!("{op}: {} and {}", a.shape(), b.shape())));
+    }
+    Ok(())
+}
+
+impl Backend for MetaContext {
+    fn name(&self) -> String {
+        "meta".into()
+    }
+
+    fn describe(&self) -> String {
+        "meta (a dry run of the CUDA backend: shapes only, launches recorded)".into()
+    }
+
+    fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor> {
+        self.rec(Launch::memory("memset", "copy", (shape.numel() * dtype.size_in_bytes()) as f64));
+        self.out(shape.clone(), dtype)
+    }
+
+    fn start_ledger(&self) {
+        self.ledger.start();
+    }
+
+    fn take_ledger(&self) -> Vec<Launch> {
+        self.ledger.take()
+    }
+
+    fn matmul(&self, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+        let (ar, ac) = a.shape().matrix("matmul")?;
+        let (br, bc) = b.shape().matrix("matmul")?;
+        let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
+        if k != k2 || a.dtype() != b.dtype() {
+            return Err(Error::Shape(format!("matmul: {} and {}", a.shape(), b.shape())));
+        }
+        let out = self.out([m, n], a.dtype())?;
+        if m * n > 0 {
+            self.rec(kernels::gemm(m, n, k, a.dtype()));
+        }
+        Ok(out)
+    }
+
+    fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        same_shape("binary", a, b)?;
+        let name = if op == BinaryOp::Add && matches!(a.dtype(), DType::BF16 | DType::F16) {
+            format!("residual_add_{}", suffix(a.dtype())?)
+        } else {
+            "binary_f32".to_string()
+        };
+        self.rec(Launch::memory(name, "elementwise", 3.0 * bytes(a)));
+        self.out(a.shape().clone(), a.dtype())
+    }
+
+    fn unary(&self, _op: UnaryOp, a: &Tensor) -> Result<Tensor> {
+        self.rec(Launch::memory("unary_f32", "elementwise", 2.0 * bytes(a)));
+        self.out(a.shape().clone(), a.dtype())
+    }
+
+    fn affine(&self, a: &Tensor, _alpha: f64, _beta: f64) -> Result<Tensor> {
+        self.rec(Launch::memory("affine_f32", "elementwise", 2.0 * bytes(a)));
+        self.out(a.shape().clone(), a.dtype())
+    }
+
+    fn sum_rows(&self, a: &Tensor) -> Result<Tensor> {
+        let c = *a.dims().last().ok_or_else(|| Error::Shape("sum_rows of a scalar".into()))?;
+        let rows = a.numel() / c.max(1);
+        kernels::column_sum(
+            self,
+            &format!("sum_rows_partial_{}", suffix(a.dtype())?),
+            "reduction",
+            rows,
+            c,
+            bytes(a),
+        );
+        self.out([c], DType::F32)
+    }
+
+    fn sum_all(&self, a: &Tensor) -> Result<Tensor> {
+        let parts = kernels::grid_blocks(a.numel());
+        self.rec(Launch::memory("sum_all_partial_f32", "reduction", bytes(a) + 8.0 * parts as f64));
+        self.rec(Launch::memory("sum_all_final_f32", "reduction", 8.0 * parts as f64 + 4.0));
+        self.out(Shape(vec![]), DType::F32)
+    }
+
+    fn broadcast_scalar(&self, s: &Tensor, shape: &Shape) -> Result<Tensor> {
+        let ones = self.affine(&self.zeros(&[1, shape.numel()].into(), s.dtype())?, 0.0, 1.0)?;
+        self.scale_rows(&ones, &s.reshape([1])?)?.reshape(shape.clone())
+    }
+
+    fn scale_by_scalar(&self, t: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let n = t.numel();
+        self.scale_rows(&t.reshape([1, n])?, &s.reshape([1])?)?.reshape(t.shape().clone())
+    }
+
+    fn conv2d_forward(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+        let y = kernels::conv_out_shape(x.dims(), w.dims(), p)?;
+        let out = self.out(y.clone(), x.dtype())?;
+        self.rec(kernels::conv("cudnn_conv_fwd", x, w, &out));
+        Ok(out)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: &Shape,
+        _p: Conv2dParams,
+    ) -> Result<Tensor> {
+        let dx = self.out(x_shape.clone(), dy.dtype())?;
+        self.rec(kernels::conv("cudnn_conv_bwd_data", &dx, w, dy));
+        Ok(dx)
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w_shape: &Shape,
+        _p: Conv2dParams,
+    ) -> Result<Tensor> {
+        let dw = self.out(w_shape.clone(), dy.dtype())?;
+        self.rec(kernels::conv("cudnn_conv_bwd_filter", x, &dw, dy));
+        Ok(dw)
+    }
+
+    fn batch_norm_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        _eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        kernels::batch_norm_train(self, x, gamma, beta, None)
+    }
+
+    fn batch_norm_forward_eval(
+        &self,
+        x: &Tensor,
+        _gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
+        _running_mean: &Tensor,
+        _running_var: &Tensor,
+        _eps: f64,
+    ) -> Result<Tensor> {
+        let c = kernels::channels(x)?;
+        self.rec(Launch::memory("bn_eval_fold", "batch norm", 24.0 * c as f64));
+        kernels::channel_affine(self, x, false)
+    }
+
+    fn batch_norm_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        _saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (dx, dg, db, _) = kernels::batch_norm_backward(self, dy, x, gamma, false)?;
+        Ok((dx, dg, db))
+    }
+
+    fn prelu_forward(&self, x: &Tensor, _alpha: &Tensor) -> Result<Tensor> {
+        let name = format!("prelu_fwd_{}", suffix(x.dtype())?);
+        self.rec(Launch::memory(name, "prelu", 2.0 * bytes(x)));
+        self.out(x.shape().clone(), x.dtype())
+    }
+
+    fn prelu_backward(&self, dy: &Tensor, x: &Tensor, _alpha: &Tensor) -> Result<(Tensor, Tensor)> {
+        let c = kernels::channels(x)?;
+        let rows = x.numel() / c;
+        self.rec(Launch::memory(format!("prelu_bwd_dx_{}", suffix(x.dtype())?), "prelu", 3.0 * bytes(x)));
+        let name = format!("prelu_dalpha_partial_{}", suffix(x.dtype())?);
+        kernels::column_sum(self, &name, "prelu", rows, c, bytes(dy) + bytes(x));
+        Ok((self.out(x.shape().clone(), x.dtype())?, self.out([c], DType::F32)?))
+    }
+
+    fn dropout(&self, x: &Tensor, _p: f64, _seed: u64) -> Result<(Tensor, Tensor)> {
+        let name = format!("dropout_{}", suffix(x.dtype())?);
+        self.rec(Launch::memory(name, "elementwise", 2.0 * bytes(x) + 4.0 * x.numel() as f64));
+        Ok((self.out(x.shape().clone(), x.dtype())?, self.out(x.shape().clone(), DType::F32)?))
+    }
+
+    fn l2_normalize_rows(&self, x: &Tensor, _eps: f64) -> Result<(Tensor, Tensor)> {
+        let (rows, _) = x.shape().matrix("l2_normalize_rows")?;
+        let name = format!("l2norm_fwd_{}", suffix(x.dtype())?);
+        self.rec(Launch::memory(name, "normalize", 2.0 * bytes(x) + 4.0 * rows as f64));
+        Ok((self.out(x.shape().clone(), x.dtype())?, self.out([rows], DType::F32)?))
+    }
+
+    fn l2_normalize_rows_backward(&self, dy: &Tensor, y: &Tensor, norms: &Tensor) -> Result<Tensor> {
+        self.l2_normalize_rows_backward_eps(dy, y, norms, 0.0)
+    }
+
+    fn l2_normalize_rows_backward_eps(
+        &self,
+        dy: &Tensor,
+        y: &Tensor,
+        norms: &Tensor,
+        _eps: f64,
+    ) -> Result<Tensor> {
+        self.rec(Launch::memory("l2norm_bwd_f32", "normalize", 3.0 * bytes(y) + bytes(norms)));
+        let _ = dy;
+        self.out(y.shape().clone(), DType::F32)
+    }
+
+    fn mul_channels(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        self.rec(Launch::memory("per_channel_f32", "elementwise", 2.0 * bytes(x) + bytes(s)));
+        self.out(x.shape().clone(), DType::F32)
+    }
+
+    fn add_channels(&self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.mul_channels(x, b)
+    }
+
+    fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        if x.numel() > 0 {
+            self.rec(Launch::memory("scale_rows_f32", "elementwise", 2.0 * bytes(x) + bytes(s)));
+        }
+        self.out(x.shape().clone(), DType::F32)
+    }
+
+    fn slice_rows(&self, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
+        let rows = *t.dims().first().ok_or_else(|| Error::Shape("slice_rows of a scalar".into()))?;
+        if r0 > r1 || r1 > rows {
+            return Err(Error::Shape(format!("slice_rows {r0}..{r1} of {}", t.shape())));
+        }
+        let mut dims = t.dims().to_vec();
+        dims[0] = r1 - r0;
+        let out = self.out(dims, t.dtype())?;
+        if r1 > r0 {
+            self.rec(Launch::memory("memcpy_dtod", "copy", 2.0 * bytes(&out)));
+        }
+        Ok(out)
+    }
+
+    fn concat_rows(&self, parts: &[Tensor]) -> Result<Tensor> {
+        let dims = super::stacked_dims(parts)?;
+        for p in parts.iter().filter(|p| p.numel() > 0) {
+            self.rec(Launch::memory("memcpy_dtod", "copy", 2.0 * bytes(p)));
+        }
+        self.out(dims, parts[0].dtype())
+    }
+
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        if t.dtype() == dtype {
+            return Ok(t.clone());
+        }
+        let name = format!("cast_{}_{}", suffix(t.dtype())?, suffix(dtype)?);
+        let out = self.out(t.shape().clone(), dtype)?;
+        self.rec(Launch::memory(name, "cast", bytes(t) + bytes(&out)));
+        Ok(out)
+    }
+
+    fn half_operand(&self, t: &Tensor, half: DType) -> Result<Tensor> {
+        self.cast(t, half)
+    }
+
+    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+        if t.dtype() == DType::F32 {
+            self.cast(&self.cast(&t, half)?, DType::F32)
+        } else {
+            self.cast(&t, DType::F32)
+        }
+    }
+
+    fn widen(&self, t: &Tensor) -> Result<Tensor> {
+        match t.dtype() {
+            DType::BF16 | DType::F16 => self.cast(t, DType::F32),
+            _ => Ok(t.clone()),
+        }
+    }
+
+    fn batch_norm_prelu_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: &Tensor,
+        _eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        kernels::batch_norm_train(self, x, gamma, beta, Some(alpha))
+    }
+
+    fn batch_norm_prelu_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
+        _alpha: &Tensor,
+        _saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        kernels::batch_norm_backward(self, dy, x, gamma, true)
+    }
+
+    fn sgd_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        buf: &mut Option<Tensor>,
+        h: &SgdStep,
+    ) -> Result<Option<Tensor>> {
+        kernels::sgd_step(self, p, g, buf, h)
+    }
+
+    fn adamw_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        h: &AdamWStep,
+    ) -> Result<Option<Tensor>> {
+        kernels::adamw_step(self, p, g, m, v, h)
+    }
+
+    fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
+        if ts.is_empty() {
+            return Ok(None);
+        }
+        self.rec(Launch::memory("memset", "checks", 4.0 * ts.len() as f64));
+        for t in ts {
+            let name = format!("nonfinite_{}", suffix(t.dtype())?);
+            self.rec(Launch::memory(name, "checks", bytes(t)));
+        }
+        self.rec(Launch::memory("memcpy_dtoh", "copy", 4.0 * ts.len() as f64));
+        Ok(None)
+    }
+
+    fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
+        for t in ts.iter_mut() {
+            **t = self.affine(t, factor as f64, 0.0)?;
+        }
+        let all: Vec<&Tensor> = ts.iter().map(|t| &**t).collect();
+        self.first_nonfinite(&all)
+    }
+
+    fn sum_of_squares(&self, ts: &[&Tensor]) -> Result<f64> {
+        let mut acc: Option<Tensor> = None;
+        for t in ts {
+            let sq = self.sum_all(&self.binary(BinaryOp::Mul, t, t)?)?;
+            acc = Some(match acc {
+                None => sq,
+                Some(a) => self.binary(BinaryOp::Add, &a, &sq)?,
+            });
+        }
+        acc.map_or(Ok(0.0), |a| a.scalar_value())
+    }
+
+    fn images_to_nhwc(
+        &self,
+        images: &[u8],
+        shape: [usize; 4],
+        flip: &[bool],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        self.rec(Launch::memory("memcpy_htod", "copy", images.len() as f64));
+        self.rec(Launch::memory("memcpy_htod", "copy", flip.len() as f64));
+        let out = self.out(shape, dtype)?;
+        self.rec(Launch::memory(
+            format!("u8_to_nhwc_{}", suffix(dtype)?),
+            "input",
+            images.len() as f64 + bytes(&out),
+        ));
+        Ok(out)
+    }
+
+    fn margin_head(&self, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+        kernels::margin_head(self, call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Device;
+
+    #[test]
+    fn meta_tensors_have_shapes_but_no_elements_and_record_launches() {
+        let dev = Device::meta();
+        let be = crate::backend::for_device(&dev);
+        let a = Tensor::from_vec(vec![1.0f32; 6], [2, 3]).unwrap().to_device(&dev).unwrap();
+        be.start_ledger();
+        let y = be.affine(&a, 2.0, 1.0).unwrap();
+        assert_eq!((y.dims(), y.dtype()), (&[2, 3][..], DType::F32));
+        assert!(y.device().same(&dev));
+        // Read back as zeros, with the copy counted.
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0; 6]);
+        let l = be.take_ledger();
+        let names: Vec<&str> = l.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(names, ["affine_f32", "memcpy_dtoh"]);
+        assert_eq!(l[0].bytes, 48.0);
+        assert!(y.as_slice::<f32>().is_err(), "a meta tensor has no host elements");
+    }
+}
