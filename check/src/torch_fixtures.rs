@@ -77,20 +77,22 @@ pub fn core_ops(dev: &Device, path: &Path, tol: f64) -> Result<Vec<Compared>> {
     for case in ["bn2d_train", "bn1d_train", "bn2d_train_noaffine"] {
         let affine = case != "bn2d_train_noaffine";
         let names: &[&str] = if affine { &["x", "gamma", "beta"] } else { &["x"] };
-        let stats = std::cell::RefCell::new(None);
+        let rm = c.get(&format!("{case}.running_mean_in"))?.to_device(dev)?;
+        let rv = c.get(&format!("{case}.running_var_in"))?.to_device(dev)?;
+        let running = std::cell::RefCell::new((rm, rv));
         c.check(case, names, |t, v| {
             let (g, b) = if affine { (Some(v[1]), Some(v[2])) } else { (None, None) };
-            let (y, s) = ops::batch_norm_train(t, v[0], g, b, 1e-5)?;
-            *stats.borrow_mut() = Some(s);
-            Ok(y)
+            let (rm, rv) = &mut *running.borrow_mut();
+            ops::batch_norm_train(
+                t,
+                v[0],
+                g,
+                b,
+                1e-5,
+                Some(ops::Running { mean: rm, var: rv, momentum: 0.1 }),
+            )
         })?;
-        let mut rm = c.get(&format!("{case}.running_mean_in"))?.to_device(dev)?;
-        let mut rv = c.get(&format!("{case}.running_var_in"))?.to_device(dev)?;
-        let s = stats
-            .borrow_mut()
-            .take()
-            .ok_or_else(|| Error::Invalid(format!("{case}: no batch statistics")))?;
-        ops::update_running_stats(&mut rm, &mut rv, &s, 0.1)?;
+        let (rm, rv) = running.into_inner();
         c.close(&format!("{case}.running_mean_out"), &rm)?;
         c.close(&format!("{case}.running_var_out"), &rv)?;
     }

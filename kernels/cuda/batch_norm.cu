@@ -1,12 +1,21 @@
 // Must match engine::backend::cpu::CpuBackend::{batch_norm_forward_train, batch_norm_forward_eval,
-// batch_norm_backward} and, for the fused variants, those followed by CpuBackend::prelu_forward /
-// preceded by prelu_backward. Statistics are per channel (last dim) over a [rows, C] view of NHWC data.
+// batch_norm_backward, batch_norm_add_forward_train} and, for the fused variants, those followed by
+// CpuBackend::prelu_forward / preceded by prelu_backward. Statistics are per channel (last dim) over a
+// [rows, C] view of NHWC data; arithmetic is f32 (merges f64) whatever the stored type.
 //
-// Forward (train): bn_stats_partial -> bn_stats_final -> bn_fold -> channel_affine (PReLU optional).
-// Forward (eval):  bn_eval_fold -> channel_affine.
-// Backward:        bn_bwd_partial -> bn_bwd_final -> bn_bwd_dx (PReLU recomputed when fused).
+// Forward (train): bn_stats -> bn_apply (PReLU, and a residual shortcut with or without its own batch
+//                  norm, optional). bn_stats merges its chunks in the block that finishes last, which also
+//                  updates the running statistics and folds gamma/beta: one launch per batch norm.
+// Forward (eval):  bn_eval_fold -> bn_apply.
+// Backward:        bn_bwd_reduce (the last block finishes the sums) -> bn_bwd_dx (the PReLU input is
+//                  recomputed when fused; a shortcut's gradient is added in the same pass).
 // Statistics merge per-thread Welford states with Chan's formula: sums of squares would cancel
 // catastrophically in f32 over millions of rows.
+//
+// The last-block pattern: each block writes its chunk's partials, fences, and takes a ticket from
+// counters[blockIdx.x] (one counter per column block); the block with the last ticket reads every chunk's
+// partials in chunk order (the same order whatever the schedule: deterministic) and resets the counter to
+// zero for the next launch (the host zeroes the counters once).
 
 struct Welford { float n, mean, m2; };
 
@@ -20,11 +29,33 @@ __device__ __forceinline__ void welford_merge(Welford& a, const Welford& b) {
     a.n = n;
 }
 
-// Per chunk of rows: count, mean and M2 of each channel.
-#define BN_STATS_PARTIAL(SUF, T)                                                                          \
-    extern "C" __global__ void bn_stats_partial_##SUF(long long rows, int C, long long rows_per_chunk,    \
-                                                      const T* __restrict__ x, float* __restrict__ pmean, \
-                                                      float* __restrict__ pm2) {                          \
+// True in the block that took the last ticket of its column block (all threads see it).
+__device__ __forceinline__ bool last_of_column(unsigned int* counters) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        unsigned int t = atomicAdd(&counters[blockIdx.x], 1u);
+        last = (t == gridDim.y - 1);
+        if (last) counters[blockIdx.x] = 0u;
+    }
+    __syncthreads();
+    return last;
+}
+
+// Per chunk of rows: count, mean and M2 of each channel; the last block of a column merges the chunks in
+// f64 (chunk k holds min(rows_per_chunk, rows - k*rows_per_chunk) rows) and writes mean, biased var,
+// 1/sqrt(var+eps), scale = gamma*invstd and shift = beta - mean*scale (gamma/beta null: affine off) and,
+// when rm_in is not null, the running statistics as torch updates them, (1-momentum)*r + momentum*stat with
+// the unbiased variance, into rm_out/rv_out.
+#define BN_STATS(SUF, T)                                                                                  \
+    extern "C" __global__ void bn_stats_##SUF(                                                            \
+        long long rows, int C, long long rows_per_chunk, const T* __restrict__ x, float* pmean, float* pm2, \
+        unsigned int* counters, float eps, float momentum, const float* __restrict__ gamma,               \
+        const float* __restrict__ beta, const float* __restrict__ rm_in, const float* __restrict__ rv_in, \
+        float* __restrict__ mean, float* __restrict__ var, float* __restrict__ invstd,                    \
+        float* __restrict__ scale, float* __restrict__ shift, float* __restrict__ rm_out,                 \
+        float* __restrict__ rv_out) {                                                                     \
         __shared__ Welford st[ROWS_Y][COLS_X];                                                          \
         int c = blockIdx.x * COLS_X + threadIdx.x;                                                      \
         long long r0 = (long long)blockIdx.y * rows_per_chunk;                                          \
@@ -45,55 +76,39 @@ __device__ __forceinline__ void welford_merge(Welford& a, const Welford& b) {
             pmean[(long long)blockIdx.y * C + c] = w.mean;                                              \
             pm2[(long long)blockIdx.y * C + c] = w.m2;                                                  \
         }                                                                                               \
+        if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return;                            \
+        const volatile float* vm = pmean;                                                               \
+        const volatile float* v2 = pm2;                                                                 \
+        double n = 0.0, mu = 0.0, m2 = 0.0;                                                             \
+        for (int k = 0; k < (int)gridDim.y; k++) {                                                      \
+            double nb = (double)min(rows_per_chunk, rows - (long long)k * rows_per_chunk);              \
+            if (nb <= 0.0) break;                                                                       \
+            double mb = vm[(long long)k * C + c], m2b = v2[(long long)k * C + c];                       \
+            double nn = n + nb, d = mb - mu;                                                            \
+            mu += d * nb / nn;                                                                          \
+            m2 += m2b + d * d * n * nb / nn;                                                            \
+            n = nn;                                                                                     \
+        }                                                                                               \
+        double v = m2 / n;                                                                              \
+        float is = (float)(1.0 / sqrt(v + (double)eps));                                                \
+        mean[c] = (float)mu;                                                                            \
+        var[c] = (float)v;                                                                              \
+        invstd[c] = is;                                                                                 \
+        float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;                                   \
+        float sc = g * is;                                                                              \
+        scale[c] = sc;                                                                                  \
+        shift[c] = b - (float)mu * sc;                                                                  \
+        if (rm_in != nullptr) {                                                                         \
+            double unbiased = n > 1.0 ? m2 / (n - 1.0) : v;                                             \
+            rm_out[c] = (float)((1.0 - momentum) * rm_in[c] + momentum * mu);                           \
+            rv_out[c] = (float)((1.0 - momentum) * rv_in[c] + momentum * unbiased);                     \
+        }                                                                                               \
     }
-BN_STATS_PARTIAL(f32, float)
-BN_STATS_PARTIAL(bf16, bf16_t)
-BN_STATS_PARTIAL(f16, f16_t)
+BN_STATS(f32, float)
+BN_STATS(bf16, bf16_t)
+BN_STATS(f16, f16_t)
 
-// Merges the chunks in f64 (chunk k holds min(rows_per_chunk, rows - k*rows_per_chunk) rows), writes
-// mean, biased var and 1/sqrt(var+eps), and when running_mean is not null updates the running
-// statistics as torch does: r = (1-momentum)*r + momentum*stat, with the unbiased variance.
-extern "C" __global__ void bn_stats_final(int nchunks, long long rows, long long rows_per_chunk, int C,
-                                          const float* __restrict__ pmean, const float* __restrict__ pm2,
-                                          float eps, float momentum, float* __restrict__ mean,
-                                          float* __restrict__ var, float* __restrict__ invstd,
-                                          float* __restrict__ running_mean, float* __restrict__ running_var) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    double n = 0.0, mu = 0.0, m2 = 0.0;
-    for (int k = 0; k < nchunks; k++) {
-        double nb = (double)min(rows_per_chunk, rows - (long long)k * rows_per_chunk);
-        if (nb <= 0.0) break;
-        double mb = pmean[(long long)k * C + c], m2b = pm2[(long long)k * C + c];
-        double nn = n + nb, d = mb - mu;
-        mu += d * nb / nn;
-        m2 += m2b + d * d * n * nb / nn;
-        n = nn;
-    }
-    double v = m2 / n;
-    mean[c] = (float)mu;
-    var[c] = (float)v;
-    invstd[c] = (float)(1.0 / sqrt(v + (double)eps));
-    if (running_mean != nullptr) {
-        double unbiased = n > 1.0 ? m2 / (n - 1.0) : v;
-        running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
-        running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
-    }
-}
-
-// scale = gamma * invstd, shift = beta - mean * scale (gamma/beta null when affine is off).
-extern "C" __global__ void bn_fold(int C, const float* __restrict__ mean, const float* __restrict__ invstd,
-                                   const float* __restrict__ gamma, const float* __restrict__ beta,
-                                   float* __restrict__ scale, float* __restrict__ shift) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
-    float sc = g * invstd[c];
-    scale[c] = sc;
-    shift[c] = b - mean[c] * sc;
-}
-
-// Eval mode: the same fold from running statistics.
+// Eval mode: scale and shift from the running statistics.
 extern "C" __global__ void bn_eval_fold(int C, const float* __restrict__ rmean, const float* __restrict__ rvar,
                                         const float* __restrict__ gamma, const float* __restrict__ beta, float eps,
                                         float* __restrict__ scale, float* __restrict__ shift) {
@@ -105,22 +120,30 @@ extern "C" __global__ void bn_eval_fold(int C, const float* __restrict__ rmean, 
     shift[c] = b - rmean[c] * sc;
 }
 
-// y = x*scale[c] + shift[c], then PReLU with alpha[c] when alpha is not null.
-#define CHANNEL_AFFINE(SUF, TI, TO)                                                                        \
-    extern "C" __global__ void channel_affine_##SUF(long long n, int C, const TI* __restrict__ x,          \
-                                                    const float* __restrict__ scale,                       \
-                                                    const float* __restrict__ shift,                       \
-                                                    const float* __restrict__ alpha, TO* __restrict__ y) { \
-        GRID_STRIDE(i, n) {                                                                              \
-            int c = (int)(i % C);                                                                        \
-            float z = fmaf(to_f32(x[i]), scale[c], shift[c]);                                            \
-            if (alpha != nullptr && z <= 0.0f) z *= alpha[c];                                            \
-            y[i] = from_f32<TO>(z);                                                                      \
-        }                                                                                                \
+// y = x*scale[c] + shift[c]; then PReLU with alpha[c] when alpha is not null; then + the shortcut res when
+// not null, itself normalized (res*r_scale[c] + r_shift[c]) when r_scale is not null. f32 throughout,
+// rounded once to the output type.
+#define BN_APPLY(SUF, T)                                                                                    \
+    extern "C" __global__ void bn_apply_##SUF(long long n, int C, const T* __restrict__ x,                  \
+                                              const float* __restrict__ scale, const float* __restrict__ shift, \
+                                              const float* __restrict__ alpha, const T* __restrict__ res,    \
+                                              const float* __restrict__ r_scale,                             \
+                                              const float* __restrict__ r_shift, T* __restrict__ y) {        \
+        GRID_STRIDE(i, n) {                                                                                \
+            int c = (int)(i % C);                                                                          \
+            float z = fmaf(to_f32(x[i]), scale[c], shift[c]);                                              \
+            if (alpha != nullptr && z <= 0.0f) z *= alpha[c];                                              \
+            if (res != nullptr) {                                                                          \
+                float r = to_f32(res[i]);                                                                  \
+                if (r_scale != nullptr) r = fmaf(r, r_scale[c], r_shift[c]);                               \
+                z += r;                                                                                    \
+            }                                                                                              \
+            y[i] = from_f32<T>(z);                                                                         \
+        }                                                                                                  \
     }
-CHANNEL_AFFINE(f32, float, float)
-CHANNEL_AFFINE(bf16, bf16_t, bf16_t)
-CHANNEL_AFFINE(f16, f16_t, f16_t)
+BN_APPLY(f32, float)
+BN_APPLY(bf16, bf16_t)
+BN_APPLY(f16, f16_t)
 
 // dz: the gradient at the batch-norm output. When alpha is set the PReLU that followed is undone here:
 // z is recomputed from x, dz = dy (z > 0) or alpha*dy, and dalpha gathers dy*z over z <= 0.
@@ -133,20 +156,31 @@ __device__ __forceinline__ float bn_dz(float dy, float x, float sc, float sh, co
     return alpha[c] * dy;
 }
 
-// Per chunk: sum dz, sum dz*xhat and (fused) sum dalpha terms.
-#define BN_BWD_PARTIAL(SUF, T)                                                                               \
-    extern "C" __global__ void bn_bwd_partial_##SUF(                                                         \
+// The forward's scale and shift of channel c (for the PReLU input), from mean, invstd, gamma and beta.
+__device__ __forceinline__ void bn_fold_of(int c, const float* mean, const float* invstd, const float* gamma,
+                                           const float* beta, float* sc, float* sh) {
+    float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
+    *sc = g * invstd[c];
+    *sh = b - mean[c] * *sc;
+}
+
+// Per chunk: sum dz, sum dz*xhat and (fused) sum dalpha terms; the last block of a column adds the
+// chunks in f64 and writes dbeta = sum dz, dgamma = sum dz*xhat and dalpha (null when not fused).
+#define BN_BWD_REDUCE(SUF, T)                                                                                \
+    extern "C" __global__ void bn_bwd_reduce_##SUF(                                                          \
         long long rows, int C, long long rows_per_chunk, const T* __restrict__ dy, const T* __restrict__ x, \
-        const float* __restrict__ mean, const float* __restrict__ invstd, const float* __restrict__ scale,   \
-        const float* __restrict__ shift, const float* __restrict__ alpha, float* __restrict__ p_dz,          \
-        float* __restrict__ p_dzx, float* __restrict__ p_da) {                                               \
+        const float* __restrict__ mean, const float* __restrict__ invstd, const float* __restrict__ gamma,   \
+        const float* __restrict__ beta, const float* __restrict__ alpha, float* p_dz, float* p_dzx,          \
+        float* p_da, unsigned int* counters, float* __restrict__ dbeta, float* __restrict__ dgamma,          \
+        float* __restrict__ dalpha) {                                                                        \
         __shared__ float acc[3][ROWS_Y][COLS_X + 1];                                                       \
         int c = blockIdx.x * COLS_X + threadIdx.x;                                                         \
         long long r0 = (long long)blockIdx.y * rows_per_chunk;                                             \
         long long r1 = min(rows, r0 + rows_per_chunk);                                                     \
         float s_dz = 0.0f, s_dzx = 0.0f, s_da = 0.0f;                                                      \
         if (c < C) {                                                                                       \
-            float mu = mean[c], is = invstd[c], sc = scale[c], sh = shift[c];                              \
+            float mu = mean[c], is = invstd[c], sc = 0.0f, sh = 0.0f;                                      \
+            if (alpha != nullptr) bn_fold_of(c, mean, invstd, gamma, beta, &sc, &sh);                      \
             for (long long r = r0 + threadIdx.y; r < r1; r += ROWS_Y) {                                    \
                 float xv = to_f32(x[r * C + c]), da;                                                       \
                 float dz = bn_dz(to_f32(dy[r * C + c]), xv, sc, sh, alpha, c, &da);                        \
@@ -170,45 +204,45 @@ __device__ __forceinline__ float bn_dz(float dy, float x, float sc, float sh, co
             p_dzx[o] = s_dzx;                                                                              \
             p_da[o] = s_da;                                                                                \
         }                                                                                                  \
+        if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return;                               \
+        const volatile float* va = p_dz;                                                                   \
+        const volatile float* vb = p_dzx;                                                                  \
+        const volatile float* vd = p_da;                                                                   \
+        double a = 0.0, b = 0.0, d = 0.0;                                                                  \
+        for (int k = 0; k < (int)gridDim.y; k++) {                                                         \
+            long long o = (long long)k * C + c;                                                            \
+            a += va[o];                                                                                    \
+            b += vb[o];                                                                                    \
+            d += vd[o];                                                                                    \
+        }                                                                                                  \
+        dbeta[c] = (float)a;                                                                               \
+        dgamma[c] = (float)b;                                                                              \
+        if (dalpha != nullptr) dalpha[c] = (float)d;                                                       \
     }
-BN_BWD_PARTIAL(f32, float)
-BN_BWD_PARTIAL(bf16, bf16_t)
-BN_BWD_PARTIAL(f16, f16_t)
+BN_BWD_REDUCE(f32, float)
+BN_BWD_REDUCE(bf16, bf16_t)
+BN_BWD_REDUCE(f16, f16_t)
 
-// dbeta = sum dz, dgamma = sum dz*xhat, dalpha = sum of the PReLU terms (dalpha may be null).
-extern "C" __global__ void bn_bwd_final(int nchunks, int C, const float* __restrict__ p_dz,
-                                        const float* __restrict__ p_dzx, const float* __restrict__ p_da,
-                                        float* __restrict__ dbeta, float* __restrict__ dgamma,
-                                        float* __restrict__ dalpha) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    double a = 0.0, b = 0.0, d = 0.0;
-    for (int k = 0; k < nchunks; k++) {
-        long long o = (long long)k * C + c;
-        a += p_dz[o];
-        b += p_dzx[o];
-        d += p_da[o];
-    }
-    dbeta[c] = (float)a;
-    dgamma[c] = (float)b;
-    if (dalpha != nullptr) dalpha[c] = (float)d;
-}
-
-// dx = gamma*invstd/N * (N*dz - sum dz - xhat * sum dz*xhat).
+// dx = gamma*invstd/N * (N*dz - sum dz - xhat * sum dz*xhat), plus res (the gradient the input already
+// has from a shortcut) when not null; f32, rounded once.
 #define BN_BWD_DX(SUF, T)                                                                                    \
     extern "C" __global__ void bn_bwd_dx_##SUF(                                                              \
         long long n, int C, long long rows, const T* __restrict__ dy, const T* __restrict__ x,               \
         const float* __restrict__ mean, const float* __restrict__ invstd, const float* __restrict__ gamma,   \
-        const float* __restrict__ scale, const float* __restrict__ shift, const float* __restrict__ alpha,   \
-        const float* __restrict__ sum_dz, const float* __restrict__ sum_dzx, T* __restrict__ dx) {          \
+        const float* __restrict__ beta, const float* __restrict__ alpha, const float* __restrict__ sum_dz,   \
+        const float* __restrict__ sum_dzx, const T* __restrict__ res, T* __restrict__ dx) {                 \
         float inv_n = 1.0f / (float)rows;                                                                    \
         GRID_STRIDE(i, n) {                                                                                  \
             int c = (int)(i % C);                                                                            \
+            float sc = 0.0f, sh = 0.0f;                                                                      \
+            if (alpha != nullptr) bn_fold_of(c, mean, invstd, gamma, beta, &sc, &sh);                        \
             float xv = to_f32(x[i]), da;                                                                     \
-            float dz = bn_dz(to_f32(dy[i]), xv, scale[c], shift[c], alpha, c, &da);                          \
+            float dz = bn_dz(to_f32(dy[i]), xv, sc, sh, alpha, c, &da);                                      \
             float is = invstd[c], g = gamma ? gamma[c] : 1.0f;                                               \
             float xhat = (xv - mean[c]) * is;                                                                \
-            dx[i] = from_f32<T>(g * is * (dz - sum_dz[c] * inv_n - xhat * sum_dzx[c] * inv_n));             \
+            float v = g * is * (dz - sum_dz[c] * inv_n - xhat * sum_dzx[c] * inv_n);                         \
+            if (res != nullptr) v += to_f32(res[i]);                                                         \
+            dx[i] = from_f32<T>(v);                                                                          \
         }                                                                                                    \
     }
 BN_BWD_DX(f32, float)

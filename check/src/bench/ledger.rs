@@ -122,7 +122,26 @@ fn side_json(launches: &[Launch], batch: usize) -> Value {
         "images_per_second_by_card": {"H100": batch as f64 / h100.seconds, "H200": batch as f64 / h200.seconds},
         "mfu_by_card": {"H100": h100.flops / h100.seconds / Peaks::H100.tensor16, "H200": h200.flops / h200.seconds / Peaks::H200.tensor16},
         "families": fam,
+        "kernels": by_kernel(launches),
     })
+}
+
+/// Launches, FLOPs, bytes and H100 time per kernel name, most time first: where a family's time goes.
+fn by_kernel(launches: &[Launch]) -> Vec<Value> {
+    let mut m: BTreeMap<(&str, &str), Vec<&Launch>> = BTreeMap::new();
+    for l in launches {
+        m.entry((l.family, l.kernel.as_str())).or_default().push(l);
+    }
+    let mut rows: Vec<(f64, Value)> = m
+        .into_iter()
+        .map(|((family, kernel), v)| {
+            let t = totals(v, &Peaks::H100);
+            let row = json!({"kernel": kernel, "family": family, "launches": t.launches, "flops": t.flops, "bytes": t.bytes, "predicted_ms_h100": t.seconds * 1e3});
+            (t.seconds, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The ledger as a markdown table: per family and in total, ours beside the peer's, with the ratios.

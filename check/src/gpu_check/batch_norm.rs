@@ -3,7 +3,7 @@
 
 use super::{cpu_or_none, vals, Run, R};
 use engine::backend::cpu::CpuBackend;
-use engine::backend::{Backend, UnaryOp};
+use engine::backend::{Backend, RunningStats, ShortcutNorm, UnaryOp};
 use engine::DType;
 
 /// f64 batch norm (train) over the last dim, optionally followed by PReLU: (out, dx, dgamma, dbeta, dalpha).
@@ -68,13 +68,27 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
     let (xv, gv, bv, av, dyv) = (vals(&x)?, vals(&gamma)?, vals(&beta)?, vals(&alpha)?, vals(&dy)?);
     let (gx, gg, gb, ga, gdy) = (r.up(&x)?, r.up(&gamma)?, r.up(&beta)?, r.up(&alpha)?, r.up(&dy)?);
 
-    let (y, saved) = r.be().batch_norm_forward_train(&gx, Some(&gg), Some(&gb), eps)?;
-    let cpu_fwd = cpu_or_none(cpu.batch_norm_forward_train(&x, Some(&gamma), Some(&beta), eps))?;
+    // Running statistics updated by the statistics pass, against the CPU's update.
+    let (rm0, rv0) = (cpu.affine(&r.rand(&[c], 0.1)?, 1.0, 0.2)?, cpu.affine(&r.rand(&[c], 0.1)?, 1.0, 1.0)?);
+    let (mut grm, mut grv) = (r.up(&rm0)?, r.up(&rv0)?);
+    let (mut crm, mut crv) = (rm0.clone(), rv0.clone());
+    let running = |m, v| Some(RunningStats { mean: m, var: v, momentum: 0.1 });
+    let (y, saved) =
+        r.be().batch_norm_forward_train(&gx, Some(&gg), Some(&gb), eps, running(&mut grm, &mut grv))?;
+    let cpu_fwd = cpu_or_none(cpu.batch_norm_forward_train(
+        &x,
+        Some(&gamma),
+        Some(&beta),
+        eps,
+        running(&mut crm, &mut crv),
+    ))?;
+    r.compare("batch norm running mean", &grm, Some(crm.clone()), Vec::new, 1e-6)?;
+    r.compare("batch norm running var", &grv, Some(crv.clone()), Vec::new, 1e-6)?;
     let (yr, dxr, dgr, dbr, _) = bn_ref(&xv, c, &gv, &bv, None, &dyv, eps);
     r.compare("batch norm train fwd f32", &y, cpu_fwd.as_ref().map(|t| t.0.clone()), || yr.clone(), 1e-5)?;
-    let (dx, dg, db) = r.be().batch_norm_backward(&gdy, &gx, Some(&gg), &saved)?;
+    let (dx, dg, db) = r.be().batch_norm_backward(&gdy, &gx, Some(&gg), &saved, None)?;
     let cpu_bwd = match &cpu_fwd {
-        Some((_, s)) => cpu_or_none(cpu.batch_norm_backward(&dy, &x, Some(&gamma), s))?,
+        Some((_, s)) => cpu_or_none(cpu.batch_norm_backward(&dy, &x, Some(&gamma), s, None))?,
         None => None,
     };
     r.compare("batch norm bwd dx f32", &dx, cpu_bwd.as_ref().map(|t| t.0.clone()), || dxr.clone(), 1e-4)?;
@@ -94,7 +108,7 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
     r.compare("batch norm eval f32", &y, cpu_eval, eval_ref, 1e-5)?;
 
     // Fused BN + PReLU against the f64 composition.
-    let (y, saved) = r.be().batch_norm_prelu_forward_train(&gx, Some(&gg), Some(&gb), &ga, eps)?;
+    let (y, saved) = r.be().batch_norm_prelu_forward_train(&gx, Some(&gg), Some(&gb), &ga, eps, None)?;
     let (yr, dxr, dgr, dbr, dar) = bn_ref(&xv, c, &gv, &bv, Some(&av), &dyv, eps);
     r.record("fused bn+prelu fwd f32", &vals(&y)?, &yr, 1e-5, "f64 formula");
     let (dx, dg, db, da) = r.be().batch_norm_prelu_backward(&gdy, &gx, Some(&gg), Some(&gb), &ga, &saved)?;
@@ -103,8 +117,32 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
     r.record("fused bn+prelu bwd dbeta f32", &vals(&db)?, &dbr, 1e-4, "f64 formula");
     r.record("fused bn+prelu bwd dalpha f32", &vals(&da)?, &dar, 1e-4, "f64 formula");
     let xb = r.up(&x.to_dtype(DType::BF16)?)?;
-    let (yb, _) = r.be().batch_norm_prelu_forward_train(&xb, Some(&gg), Some(&gb), &ga, eps)?;
+    let (yb, _) = r.be().batch_norm_prelu_forward_train(&xb, Some(&gg), Some(&gb), &ga, eps, None)?;
     r.record("fused bn+prelu fwd bf16", &vals(&yb)?, &yr, 1e-2, "f64 formula");
+
+    // The end of a residual block: bn(x) + shortcut, and bn(x) + bn_s(shortcut), in one pass; the
+    // backward adding a shortcut's gradient in its dx pass. Against the CPU backend's composition.
+    let s = cpu.affine(&r.rand(&[rows, c], 1.5)?, 1.0, -0.4)?;
+    let gs = r.up(&s)?;
+    let (g2, b2) = (cpu.affine(&r.rand(&[c], 0.2)?, 1.0, 0.9)?, r.rand(&[c], 0.2)?);
+    let (gg2, gb2) = (r.up(&g2)?, r.up(&b2)?);
+    for norm in [false, true] {
+        let tag = if norm { "bn(x) + bn(shortcut)" } else { "bn(x) + shortcut" };
+        let gn = norm.then(|| ShortcutNorm { gamma: Some(&gg2), beta: Some(&gb2), running: None });
+        let (y, _, _) = r.be().batch_norm_add_forward_train(&gx, Some(&gg), Some(&gb), eps, None, &gs, gn)?;
+        let cn = norm.then(|| ShortcutNorm { gamma: Some(&g2), beta: Some(&b2), running: None });
+        let c_y =
+            cpu_or_none(cpu.batch_norm_add_forward_train(&x, Some(&gamma), Some(&beta), eps, None, &s, cn))?;
+        r.compare(&format!("{tag} fwd f32"), &y, c_y.map(|t| t.0), Vec::new, 1e-5)?;
+    }
+    let (dx, _, _) = r.be().batch_norm_backward(&gdy, &gx, Some(&gg), &saved, Some(&gs))?;
+    let c_dx = match &cpu_fwd {
+        Some((_, sv)) => {
+            cpu_or_none(cpu.batch_norm_backward(&dy, &x, Some(&gamma), sv, Some(&s)))?.map(|t| t.0)
+        }
+        None => None,
+    };
+    r.compare("batch norm bwd dx + shortcut gradient f32", &dx, c_dx, Vec::new, 1e-4)?;
 
     // PReLU alone.
     let y = r.be().prelu_forward(&gx, &ga)?;

@@ -78,6 +78,23 @@ pub struct BatchNormSaved {
     pub pre_activation: Option<Tensor>,
 }
 
+/// A training batch norm's running statistics, which its forward updates as torch does:
+/// r = (1 - momentum)·r + momentum·batch, with the unbiased variance. The tensors are replaced (updated out
+/// of place), so copies of them elsewhere keep the old values.
+pub struct RunningStats<'a> {
+    pub mean: &'a mut Tensor,
+    pub var: &'a mut Tensor,
+    pub momentum: f64,
+}
+
+/// The batch norm on a residual connection's shortcut (a downsampling block's), applied in the same pass
+/// as the main branch's.
+pub struct ShortcutNorm<'a> {
+    pub gamma: Option<&'a Tensor>,
+    pub beta: Option<&'a Tensor>,
+    pub running: Option<RunningStats<'a>>,
+}
+
 /// Counters a device keeps about its own work (all zero on the CPU): what the throughput benchmark
 /// reports beside its timings.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -232,16 +249,36 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "conv2d_backward_filter")
     }
 
-    /// Training-mode batch norm over the last dim. `gamma`/`beta` are `None` when affine is off.
+    /// Training-mode batch norm over the last dim (`gamma`/`beta` are `None` when affine is off); updates
+    /// `running` when given. The output has x's dtype.
     fn batch_norm_forward_train(
         &self,
         x: &Tensor,
         gamma: Option<&Tensor>,
         beta: Option<&Tensor>,
         eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let _ = (x, gamma, beta, eps);
+        let _ = (x, gamma, beta, eps, running);
         unsupported(&self.name(), "batch_norm_forward_train")
+    }
+
+    /// The end of a residual block in one pass: bn(x) + shortcut, or bn(x) + bn_s(shortcut) with the
+    /// shortcut's own batch norm `shortcut_norm` (both training-mode, both running statistics updated).
+    /// Returns the sum and what each batch norm's backward needs.
+    #[allow(clippy::type_complexity)]
+    fn batch_norm_add_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f64,
+        running: Option<RunningStats<'_>>,
+        shortcut: &Tensor,
+        shortcut_norm: Option<ShortcutNorm<'_>>,
+    ) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
+        let _ = (x, gamma, beta, eps, running, shortcut, shortcut_norm);
+        unsupported(&self.name(), "batch_norm_add_forward_train")
     }
 
     /// Eval-mode batch norm with running statistics.
@@ -258,15 +295,17 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "batch_norm_forward_eval")
     }
 
-    /// Returns (dx, dgamma, dbeta) of training-mode batch norm; dgamma/dbeta are per channel.
+    /// Returns (dx, dgamma, dbeta) of training-mode batch norm; dgamma/dbeta are per channel. With
+    /// `residual`, dx + residual in the same pass (the gradient x already received from a shortcut).
     fn batch_norm_backward(
         &self,
         dy: &Tensor,
         x: &Tensor,
         gamma: Option<&Tensor>,
         saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let _ = (dy, x, gamma, saved);
+        let _ = (dy, x, gamma, saved, residual);
         unsupported(&self.name(), "batch_norm_backward")
     }
 
@@ -358,11 +397,11 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "half_operand")
     }
 
-    /// A GEMM's result as stored in `half`, handed on as f32: an emulating backend rounds it; a native
-    /// one widens a half result, or rounds an f32 one (a bias was added in f32) through `half`.
-    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+    /// A result as stored in `half` between ops under autocast: where 16 bits are emulated, rounded to the
+    /// 16-bit grid (still f32); where they are native, cast to `half` when it is f32, else as it is.
+    fn store_half(&self, t: Tensor, half: DType) -> Result<Tensor> {
         let _ = (t, half);
-        unsupported(&self.name(), "half_result")
+        unsupported(&self.name(), "store_half")
     }
 
     /// The f32 view of a tensor an autocast op holds (a native half tensor widened; an emulated one,
@@ -384,8 +423,9 @@ pub trait Backend: Send + Sync {
         beta: Option<&Tensor>,
         alpha: &Tensor,
         eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let _ = (x, gamma, beta, alpha, eps);
+        let _ = (x, gamma, beta, alpha, eps, running);
         unsupported(&self.name(), "batch_norm_prelu_forward_train")
     }
 

@@ -66,14 +66,16 @@ impl IResNet {
             y = ops::dropout(tape, y, cfg.dropout, true, rng.next_u64())?;
         }
         let (fw, fb) = (store.var(tape, "fc.weight")?, store.var(tape, "fc.bias")?);
-        // fc runs in f32 under mixed precision, as insightface's iresnet does (`self.fc(x.float() if
-        // self.fp16 else x)`, outside its autocast region): the 25,088-term dot products of IR-50's fc
-        // would otherwise take 16-bit operands.
+        // fc and features run in f32 under mixed precision, as insightface's iresnet does
+        // (`self.fc(x.float() if self.fp16 else x)`, then `self.features`, outside its autocast region):
+        // the 25,088-term dot products of IR-50's fc would otherwise take 16-bit operands.
         let half = tape.autocast();
+        y = ops::widen_to_f32(tape, y)?;
         tape.set_autocast(None)?;
-        let fc = ops::linear(tape, y, fw, Some(fb));
+        let out =
+            ops::linear(tape, y, fw, Some(fb)).and_then(|fc| batch_norm(tape, store, "features", fc, train));
         tape.set_autocast(half)?;
-        batch_norm(tape, store, "features", fc?, train)
+        out
     }
 }
 
@@ -95,9 +97,9 @@ pub fn batch_norm(tape: &mut Tape, store: &mut ParamStore, prefix: &str, x: Var,
     if !train {
         return batch_norm_eval(tape, store, prefix, x, g, b);
     }
-    let (y, stats) = ops::batch_norm_train(tape, x, Some(g), Some(b), BN_EPS)?;
-    update_running(store, prefix, &stats)?;
-    Ok(y)
+    with_running(store, prefix, |running| {
+        ops::batch_norm_train(tape, x, Some(g), Some(b), BN_EPS, Some(running))
+    })
 }
 
 /// Batch norm `bn` then PReLU `alpha`: in training one fused op (one kernel each way on a GPU).
@@ -116,9 +118,7 @@ fn batch_norm_prelu(
         return prelu(tape, store, alpha, y);
     }
     let a = store.var(tape, alpha)?;
-    let (y, stats) = ops::batch_norm_prelu_train(tape, x, g, b, a, BN_EPS)?;
-    update_running(store, bn, &stats)?;
-    Ok(y)
+    with_running(store, bn, |running| ops::batch_norm_prelu_train(tape, x, g, b, a, BN_EPS, Some(running)))
 }
 
 fn batch_norm_eval(tape: &mut Tape, store: &ParamStore, prefix: &str, x: Var, g: Var, b: Var) -> Result<Var> {
@@ -127,14 +127,20 @@ fn batch_norm_eval(tape: &mut Tape, store: &ParamStore, prefix: &str, x: Var, g:
     ops::batch_norm_eval(tape, x, Some(g), Some(b), rm, rv, BN_EPS)
 }
 
-/// Folds a training step's batch statistics into `prefix`'s running ones and counts the batch.
-fn update_running(store: &mut ParamStore, prefix: &str, stats: &ops::BatchStats) -> Result<()> {
+/// Runs a training batch norm `prefix` with its running statistics (which it updates), then counts the
+/// batch in `num_batches_tracked`.
+fn with_running<T>(
+    store: &mut ParamStore,
+    prefix: &str,
+    f: impl FnOnce(ops::Running<'_>) -> Result<T>,
+) -> Result<T> {
     let (rm_name, rv_name) = (format!("{prefix}.running_mean"), format!("{prefix}.running_var"));
     let (mut rm, mut rv) = (store.get(&rm_name)?.clone(), store.get(&rv_name)?.clone());
-    ops::update_running_stats(&mut rm, &mut rv, stats, BN_MOMENTUM)?;
+    let out = f(ops::Running { mean: &mut rm, var: &mut rv, momentum: BN_MOMENTUM })?;
     store.set(&rm_name, rm)?;
     store.set(&rv_name, rv)?;
-    increment_counter(store, &format!("{prefix}.num_batches_tracked"))
+    increment_counter(store, &format!("{prefix}.num_batches_tracked"))?;
+    Ok(out)
 }
 
 /// num_batches_tracked += 1 (an I64 scalar; kept wherever the store lives).
@@ -160,15 +166,40 @@ pub fn block_forward(
     y = conv(tape, store, &format!("{prefix}.conv1.weight"), y, 1)?;
     y = batch_norm_prelu(tape, store, &format!("{prefix}.bn2"), &format!("{prefix}.prelu.weight"), y, train)?;
     y = conv(tape, store, &format!("{prefix}.conv2.weight"), y, stride)?;
-    y = batch_norm(tape, store, &format!("{prefix}.bn3"), y, train)?;
-    let down = format!("{prefix}.downsample.0.weight");
-    let shortcut = if store.kind(&down).is_some() {
-        let s = conv(tape, store, &down, x, stride)?;
-        batch_norm(tape, store, &format!("{prefix}.downsample.1"), s, train)?
-    } else {
-        x
-    };
-    ops::add(tape, y, shortcut)
+    let (bn3, down) = (format!("{prefix}.bn3"), format!("{prefix}.downsample.0.weight"));
+    let has_down = store.kind(&down).is_some();
+    if !train {
+        y = batch_norm(tape, store, &bn3, y, false)?;
+        let shortcut = if has_down {
+            let s = conv(tape, store, &down, x, stride)?;
+            batch_norm(tape, store, &format!("{prefix}.downsample.1"), s, false)?
+        } else {
+            x
+        };
+        return ops::add(tape, y, shortcut);
+    }
+    // Training: bn3 and the shortcut's batch norm, and the sum, in one op (one pass over the output on a
+    // GPU). bn3's parameters are put on the tape before the shortcut's, as the separate ops would.
+    let (g, b) = (store.var(tape, &format!("{bn3}.weight"))?, store.var(tape, &format!("{bn3}.bias"))?);
+    if !has_down {
+        return with_running(store, &bn3, |r| {
+            ops::batch_norm_add_train(tape, y, g, b, BN_EPS, Some(r), x, None)
+        });
+    }
+    let s = conv(tape, store, &down, x, stride)?;
+    let dbn = format!("{prefix}.downsample.1");
+    let (sg, sb) = (store.var(tape, &format!("{dbn}.weight"))?, store.var(tape, &format!("{dbn}.bias"))?);
+    let (rm_name, rv_name) = (format!("{dbn}.running_mean"), format!("{dbn}.running_var"));
+    let (mut rm, mut rv) = (store.get(&rm_name)?.clone(), store.get(&rv_name)?.clone());
+    let out = with_running(store, &bn3, |r| {
+        let running = Some(ops::Running { mean: &mut rm, var: &mut rv, momentum: BN_MOMENTUM });
+        let shortcut = ops::ShortcutBn { gamma: sg, beta: sb, running };
+        ops::batch_norm_add_train(tape, y, g, b, BN_EPS, Some(r), s, Some(shortcut))
+    })?;
+    store.set(&rm_name, rm)?;
+    store.set(&rv_name, rv)?;
+    increment_counter(store, &format!("{dbn}.num_batches_tracked"))?;
+    Ok(out)
 }
 
 /// A batch of NCHW images (PyTorch layout) as our NHWC tensor.

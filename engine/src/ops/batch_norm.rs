@@ -1,27 +1,14 @@
 //! Batch normalization over the last dim (BatchNorm2d on NHWC, BatchNorm1d on `[N, C]`), as torch: the
 //! batch is normalized with the biased variance; the running variance is updated with the unbiased one.
 
-use super::same_device_and_dtype;
-use crate::backend::{BatchNormSaved, BinaryOp, UnaryOp};
+use super::{autocast_store, same_device_and_dtype};
+use crate::backend::{BinaryOp, UnaryOp};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// The batch statistics a training step feeds into the running statistics.
-pub struct BatchStats {
-    /// Per-channel batch mean `[C]`.
-    pub mean: Tensor,
-    /// Per-channel unbiased variance `[C]` (sum of squares / (rows - 1)).
-    pub var_unbiased: Tensor,
-}
-
-impl BatchStats {
-    /// From what a training forward saved over `rows` values per channel.
-    pub(super) fn from_saved(saved: &BatchNormSaved, rows: usize) -> Result<BatchStats> {
-        let var_unbiased = saved.var.backend().affine(&saved.var, rows as f64 / (rows as f64 - 1.0), 0.0)?;
-        Ok(BatchStats { mean: saved.mean.clone(), var_unbiased })
-    }
-}
+/// A training batch norm's running statistics, which its forward updates (torch's momentum rule).
+pub use crate::backend::RunningStats as Running;
 
 /// Rows of the `[rows, C]` view of `x`, and C.
 fn rows_and_channels(op: &str, x: &Tensor) -> Result<(usize, usize)> {
@@ -70,36 +57,50 @@ pub(super) fn train_inputs(
     Ok((inputs, tx, tg, tb, rows))
 }
 
-/// Training-mode batch norm. `gamma`/`beta` are `None` when affine is off (or one of them is absent).
+/// The gradients of (x, gamma, beta) a training batch norm's backward returns, the affine ones as present.
+pub(super) fn train_grads(
+    dx: Tensor,
+    dg: Tensor,
+    db: Tensor,
+    has_g: bool,
+    has_b: bool,
+) -> Vec<Option<Tensor>> {
+    let mut grads = vec![Some(dx)];
+    if has_g {
+        grads.push(Some(dg));
+    }
+    if has_b {
+        grads.push(Some(db));
+    }
+    grads
+}
+
+/// Training-mode batch norm (`gamma`/`beta` are `None` when affine is off, or one of them is absent);
+/// updates `running` when given. Under autocast its output and x's gradient are held in the 16-bit type
+/// (statistics and parameter gradients in f32). Its backward adds the gradient x already received from a
+/// shortcut (a residual block's input) in the pass that writes its own.
 pub fn batch_norm_train(
     tape: &mut Tape,
     x: Var,
     gamma: Option<Var>,
     beta: Option<Var>,
     eps: f64,
-) -> Result<(Var, BatchStats)> {
+    running: Option<Running<'_>>,
+) -> Result<Var> {
     let op = "batch_norm_train";
-    let (inputs, tx, tg, tb, rows) = train_inputs(tape, op, x, gamma, beta)?;
-    let be = tx.backend();
-    let (y, saved) = be.batch_norm_forward_train(&tx, tg.as_ref(), tb.as_ref(), eps)?;
-    let stats = BatchStats::from_saved(&saved, rows)?;
+    let (inputs, tx, tg, tb, _) = train_inputs(tape, op, x, gamma, beta)?;
+    let half = tape.autocast();
+    let (y, saved) = tx.backend().batch_norm_forward_train(&tx, tg.as_ref(), tb.as_ref(), eps, running)?;
+    let y = autocast_store(y, half)?;
     let (has_g, has_b) = (gamma.is_some(), beta.is_some());
-    let out = tape.push(
+    Ok(tape.push_accumulating(
         y,
         &inputs,
-        Box::new(move |g: &Tensor| {
-            let (dx, dg, db) = g.backend().batch_norm_backward(g, &tx, tg.as_ref(), &saved)?;
-            let mut grads = vec![Some(dx)];
-            if has_g {
-                grads.push(Some(dg));
-            }
-            if has_b {
-                grads.push(Some(db));
-            }
-            Ok(grads)
+        Box::new(move |g: &Tensor, acc: Option<Tensor>| {
+            let (dx, dg, db) = g.backend().batch_norm_backward(g, &tx, tg.as_ref(), &saved, acc.as_ref())?;
+            Ok(train_grads(autocast_store(dx, half)?, dg, db, has_g, has_b))
         }),
-    );
-    Ok((out, stats))
+    ))
 }
 
 /// Eval-mode batch norm with running statistics (differentiable w.r.t. x, gamma and beta).
@@ -162,36 +163,6 @@ pub fn batch_norm_eval(
     ))
 }
 
-/// running = (1 - momentum) * running + momentum * batch, for the mean and the unbiased variance (torch's
-/// update with a fixed momentum; insightface uses 0.1).
-pub fn update_running_stats(
-    running_mean: &mut Tensor,
-    running_var: &mut Tensor,
-    stats: &BatchStats,
-    momentum: f64,
-) -> Result<()> {
-    if !(0.0..=1.0).contains(&momentum) {
-        return Err(Error::Invalid(format!("update_running_stats: momentum {momentum} is outside [0, 1]")));
-    }
-    for (run, batch, name) in
-        [(&mut *running_mean, &stats.mean, "mean"), (&mut *running_var, &stats.var_unbiased, "var")]
-    {
-        if run.dims() != batch.dims() {
-            return Err(Error::Shape(format!(
-                "update_running_stats: running {name} {} vs batch {name} {}",
-                run.shape(),
-                batch.shape()
-            )));
-        }
-        let batch = batch.to_dtype(run.dtype())?;
-        let be = run.backend();
-        let kept = be.affine(run, 1.0 - momentum, 0.0)?;
-        let new = be.affine(&batch, momentum, 0.0)?;
-        *run = be.binary(BinaryOp::Add, &new, &kept)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +183,7 @@ mod tests {
         let errs = gradcheck::check(
             &[x.clone(), g, b],
             |t, v| {
-                let (y, _) = batch_norm_train(t, v[0], Some(v[1]), Some(v[2]), 1e-5)?;
+                let y = batch_norm_train(t, v[0], Some(v[1]), Some(v[2]), 1e-5, None)?;
                 gradcheck::random_projection(t, y, 4)
             },
             1e-5,
@@ -222,7 +193,7 @@ mod tests {
         let errs = gradcheck::check(
             &[randn(&[6, 3], 5, 1.0, -2.0)],
             |t, v| {
-                let (y, _) = batch_norm_train(t, v[0], None, None, 1e-5)?;
+                let y = batch_norm_train(t, v[0], None, None, 1e-5, None)?;
                 gradcheck::random_projection(t, y, 6)
             },
             1e-5,
@@ -262,7 +233,10 @@ mod tests {
         let x = randn(&[50, 2], 11, 3.0, 5.0);
         let mut tape = Tape::new();
         let vx = tape.leaf(x.clone());
-        let (y, st) = batch_norm_train(&mut tape, vx, None, None, 1e-5).unwrap();
+        let mut rm = Tensor::from_vec(vec![0.0f64, 0.0], [2]).unwrap();
+        let mut rv = Tensor::from_vec(vec![1.0f64, 1.0], [2]).unwrap();
+        let running = Running { mean: &mut rm, var: &mut rv, momentum: 0.1 };
+        let y = batch_norm_train(&mut tape, vx, None, None, 1e-5, Some(running)).unwrap();
         let ys = tape.value(y).to_f64_vec().unwrap();
         let xs = x.to_f64_vec().unwrap();
         for c in 0..2 {
@@ -273,9 +247,6 @@ mod tests {
             let xc: Vec<f64> = xs.iter().skip(c).step_by(2).copied().collect();
             let xm = xc.iter().sum::<f64>() / 50.0;
             let xv = xc.iter().map(|a| (a - xm) * (a - xm)).sum::<f64>() / 49.0;
-            let mut rm = Tensor::from_vec(vec![0.0f64, 0.0], [2]).unwrap();
-            let mut rv = Tensor::from_vec(vec![1.0f64, 1.0], [2]).unwrap();
-            update_running_stats(&mut rm, &mut rv, &st, 0.1).unwrap();
             assert!((rm.to_f64_vec().unwrap()[c] - 0.1 * xm).abs() < 1e-12);
             assert!((rv.to_f64_vec().unwrap()[c] - (0.9 + 0.1 * xv)).abs() < 1e-12);
         }
@@ -286,20 +257,27 @@ mod tests {
         let mut tape = Tape::new();
         let x = tape.leaf(randn(&[4, 3], 1, 1.0, 0.0));
         let g = tape.leaf(randn(&[2], 1, 1.0, 0.0));
-        assert!(matches!(batch_norm_train(&mut tape, x, Some(g), None, 1e-5), Err(Error::Shape(_))));
+        assert!(matches!(batch_norm_train(&mut tape, x, Some(g), None, 1e-5, None), Err(Error::Shape(_))));
         let one = tape.leaf(randn(&[1, 3], 1, 1.0, 0.0));
-        assert!(matches!(batch_norm_train(&mut tape, one, None, None, 1e-5), Err(Error::Shape(_))));
+        assert!(matches!(batch_norm_train(&mut tape, one, None, None, 1e-5, None), Err(Error::Shape(_))));
         let v = tape.leaf(randn(&[3], 1, 1.0, 0.0));
-        assert!(matches!(batch_norm_train(&mut tape, v, None, None, 1e-5), Err(Error::Shape(_))));
+        assert!(matches!(batch_norm_train(&mut tape, v, None, None, 1e-5, None), Err(Error::Shape(_))));
         let rm = Tensor::from_vec(vec![0.0f64; 2], [2]).unwrap();
         assert!(matches!(batch_norm_eval(&mut tape, x, None, None, &rm, &rm, 1e-5), Err(Error::Shape(_))));
-        let (_, st) = batch_norm_train(&mut tape, x, None, None, 1e-5).unwrap();
         let (mut m3, mut v3) = (
             Tensor::from_vec(vec![0.0f64; 3], [3]).unwrap(),
             Tensor::from_vec(vec![1.0f64; 3], [3]).unwrap(),
         );
-        assert!(matches!(update_running_stats(&mut m3, &mut v3, &st, 1.5), Err(Error::Invalid(_))));
+        let bad = Running { mean: &mut m3, var: &mut v3, momentum: 1.5 };
+        assert!(matches!(
+            batch_norm_train(&mut tape, x, None, None, 1e-5, Some(bad)),
+            Err(Error::Invalid(_))
+        ));
         let (mut m2, mut v2) = (rm.clone(), rm.clone());
-        assert!(matches!(update_running_stats(&mut m2, &mut v2, &st, 0.1), Err(Error::Shape(_))));
+        let short = Running { mean: &mut m2, var: &mut v2, momentum: 0.1 };
+        assert!(matches!(
+            batch_norm_train(&mut tape, x, None, None, 1e-5, Some(short)),
+            Err(Error::Shape(_))
+        ));
     }
 }

@@ -3,12 +3,14 @@
 //! kernel each way (batch_norm.cu: the PReLU input is never stored, the backward recomputes it from x);
 //! on the CPU it is exactly batch norm then PReLU, so CPU results are those of the two ops.
 
-use super::batch_norm::{train_inputs, BatchStats};
+use super::autocast_store;
+use super::batch_norm::{train_inputs, Running};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// y = prelu(batch_norm(x; gamma, beta), alpha), with the batch statistics for the running ones.
+/// y = prelu(batch_norm(x; gamma, beta), alpha), updating `running` when given; under autocast y and x's
+/// gradient are held in the 16-bit type (rounded once, after the PReLU).
 pub fn batch_norm_prelu_train(
     tape: &mut Tape,
     x: Var,
@@ -16,26 +18,27 @@ pub fn batch_norm_prelu_train(
     beta: Var,
     alpha: Var,
     eps: f64,
-) -> Result<(Var, BatchStats)> {
+    running: Option<Running<'_>>,
+) -> Result<Var> {
     let op = "batch_norm_prelu_train";
-    let (mut inputs, tx, tg, tb, rows) = train_inputs(tape, op, x, Some(gamma), Some(beta))?;
+    let (mut inputs, tx, tg, tb, _) = train_inputs(tape, op, x, Some(gamma), Some(beta))?;
     let ta = tape.value(alpha).clone();
     if ta.dims() != [*tx.dims().last().expect("rank checked")] || !ta.device().same(&tx.device()) {
         return Err(Error::Shape(format!("{op}: alpha {} does not fit input {}", ta.shape(), tx.shape())));
     }
     inputs.push(alpha);
-    let (y, saved) = tx.backend().batch_norm_prelu_forward_train(&tx, tg.as_ref(), tb.as_ref(), &ta, eps)?;
-    let stats = BatchStats::from_saved(&saved, rows)?;
-    let out = tape.push(
-        y,
+    let half = tape.autocast();
+    let be = tx.backend();
+    let (y, saved) = be.batch_norm_prelu_forward_train(&tx, tg.as_ref(), tb.as_ref(), &ta, eps, running)?;
+    Ok(tape.push(
+        autocast_store(y, half)?,
         &inputs,
         Box::new(move |g: &Tensor| {
             let (dx, dg, db, da) =
                 g.backend().batch_norm_prelu_backward(g, &tx, tg.as_ref(), tb.as_ref(), &ta, &saved)?;
-            Ok(vec![Some(dx), Some(dg), Some(db), Some(da)])
+            Ok(vec![Some(autocast_store(dx, half)?), Some(dg), Some(db), Some(da)])
         }),
-    );
-    Ok((out, stats))
+    ))
 }
 
 #[cfg(test)]
@@ -56,16 +59,22 @@ mod tests {
         let run = |fused: bool| {
             let mut tape = Tape::new();
             let vs: Vec<Var> = [&x, &g, &b, &a].iter().map(|v| tape.leaf((*v).clone())).collect();
-            let (y, stats) = if fused {
-                batch_norm_prelu_train(&mut tape, vs[0], vs[1], vs[2], vs[3], 1e-5).unwrap()
+            let (mut rm, mut rv) = (
+                Tensor::full([4], 0.5, x.dtype(), &x.device()).unwrap(),
+                Tensor::full([4], 2.0, x.dtype(), &x.device()).unwrap(),
+            );
+            let running = Some(Running { mean: &mut rm, var: &mut rv, momentum: 0.1 });
+            let y = if fused {
+                batch_norm_prelu_train(&mut tape, vs[0], vs[1], vs[2], vs[3], 1e-5, running).unwrap()
             } else {
-                let (y, s) = batch_norm_train(&mut tape, vs[0], Some(vs[1]), Some(vs[2]), 1e-5).unwrap();
-                (prelu(&mut tape, y, vs[3]).unwrap(), s)
+                let y = batch_norm_train(&mut tape, vs[0], Some(vs[1]), Some(vs[2]), 1e-5, running).unwrap();
+                prelu(&mut tape, y, vs[3]).unwrap()
             };
             let loss = crate::ops::sum_all(&mut tape, y).unwrap();
             let grads = tape.backward(loss).unwrap();
             let mut out = tape.value(y).to_f64_vec().unwrap();
-            out.extend(stats.var_unbiased.to_f64_vec().unwrap());
+            out.extend(rm.to_f64_vec().unwrap());
+            out.extend(rv.to_f64_vec().unwrap());
             for v in &vs {
                 out.extend(grads.get(*v).unwrap().to_f64_vec().unwrap());
             }

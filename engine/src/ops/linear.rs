@@ -1,17 +1,20 @@
 //! Fully connected layer with torch's weight layout.
 
-use super::{autocast_operand, autocast_result, autocast_widen, same_device_and_dtype};
+use super::{autocast_grad, autocast_operand, autocast_store, autocast_widen, same_device_and_dtype};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// x `[N, in]` @ w^T (w `[out, in]`) + b `[out]`. Under the tape's autocast type, x, w, b, the output
-/// and every gradient are rounded to it (see `Tape::set_autocast`).
+/// x `[N, in]` @ w^T (w `[out, in]`) + b `[out]`. Under the tape's autocast type the product runs in it
+/// (the bias is added in f32): the output and x's gradient are held in it, the weight's and the bias's
+/// gradients come back in f32 (see `Tape::set_autocast`).
 pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     let mut inputs = vec![x, w];
     inputs.extend(b);
     same_device_and_dtype(tape, "linear", &inputs)?;
     let half = tape.autocast();
+    let (x_half, w_half) = (tape.storage_type(x), tape.storage_type(w));
+    let b_half = b.and_then(|b| tape.storage_type(b));
     let tx = autocast_operand(tape.value(x), half)?.into_owned();
     let tw = autocast_operand(tape.value(w), half)?.into_owned();
     let (_, fin) = tx.shape().matrix("linear input")?;
@@ -34,7 +37,7 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         // The bias is added in f32 (on a GPU the product and the bias arrive in half).
         y = be.add_channels(autocast_widen(&y)?.as_ref(), autocast_widen(&tb)?.as_ref())?;
     }
-    let y = autocast_result(y, half)?;
+    let y = autocast_store(y, half)?;
     let (need_dx, has_b) = (tape.requires_grad(x), b.is_some());
     Ok(tape.push(
         y,
@@ -42,11 +45,14 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         Box::new(move |g: &Tensor| {
             let g = autocast_operand(g, half)?;
             let be = g.backend();
-            let dx =
-                if need_dx { Some(autocast_result(be.matmul(&g, &tw, false, false)?, half)?) } else { None };
-            let mut grads = vec![dx, Some(autocast_result(be.matmul(&g, &tx, true, false)?, half)?)];
+            let dx = if need_dx {
+                Some(autocast_grad(be.matmul(&g, &tw, false, false)?, half, x_half)?)
+            } else {
+                None
+            };
+            let mut grads = vec![dx, Some(autocast_grad(be.matmul(&g, &tx, true, false)?, half, w_half)?)];
             if has_b {
-                grads.push(Some(autocast_result(be.sum_rows(autocast_widen(&g)?.as_ref())?, half)?));
+                grads.push(Some(autocast_grad(be.sum_rows(autocast_widen(&g)?.as_ref())?, half, b_half)?));
             }
             Ok(grads)
         }),

@@ -1,15 +1,16 @@
 //! Matrix product of two rank-2 tensors.
 
-use super::{autocast_operand, autocast_result, same_device_and_dtype};
+use super::{autocast_grad, autocast_operand, autocast_store, same_device_and_dtype};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// a [m, k] @ b [k, n] -> [m, n]. Under the tape's autocast type, operands, output and gradients are
-/// rounded to it (see `Tape::set_autocast`).
+/// a [m, k] @ b [k, n] -> [m, n]. Under the tape's autocast type the product runs in it; the output and
+/// the gradients of inputs held in it stay in it, the others come back in f32 (see `Tape::set_autocast`).
 pub fn matmul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
     same_device_and_dtype(tape, "matmul", &[a, b])?;
     let half = tape.autocast();
+    let (a_half, b_half) = (tape.storage_type(a), tape.storage_type(b));
     let ta = autocast_operand(tape.value(a), half)?.into_owned();
     let tb = autocast_operand(tape.value(b), half)?.into_owned();
     let (m, k) = ta.shape().matrix("matmul")?;
@@ -17,7 +18,7 @@ pub fn matmul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
     if k != k2 {
         return Err(Error::Shape(format!("matmul: [{m}, {k}] @ [{k2}, {n}]")));
     }
-    let out = autocast_result(ta.backend().matmul(&ta, &tb, false, false)?, half)?;
+    let out = autocast_store(ta.backend().matmul(&ta, &tb, false, false)?, half)?;
     Ok(tape.push(
         out,
         &[a, b],
@@ -25,8 +26,8 @@ pub fn matmul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
             let g = autocast_operand(g, half)?;
             let be = g.backend();
             // da = g @ b^T, db = a^T @ g
-            let da = autocast_result(be.matmul(&g, &tb, false, true)?, half)?;
-            let db = autocast_result(be.matmul(&ta, &g, true, false)?, half)?;
+            let da = autocast_grad(be.matmul(&g, &tb, false, true)?, half, a_half)?;
+            let db = autocast_grad(be.matmul(&ta, &g, true, false)?, half, b_half)?;
             Ok(vec![Some(da), Some(db)])
         }),
     ))

@@ -2,6 +2,7 @@
 //! tape. One file per op family.
 
 mod batch_norm;
+mod batch_norm_add;
 mod batch_norm_prelu;
 mod broadcast;
 mod conv;
@@ -16,7 +17,8 @@ mod round;
 mod shape;
 
 pub use crate::backend::Conv2dParams;
-pub use batch_norm::{batch_norm_eval, batch_norm_train, update_running_stats, BatchStats};
+pub use batch_norm::{batch_norm_eval, batch_norm_train, Running};
+pub use batch_norm_add::{batch_norm_add_train, ShortcutBn};
 pub use batch_norm_prelu::batch_norm_prelu_train;
 pub use broadcast::{add_channels, mul_channels, scale_rows};
 pub use conv::conv2d;
@@ -27,19 +29,26 @@ pub use matmul::matmul;
 pub use normalize::{normalize_rows, normalize_rows_with_norms, NORMALIZE_EPS};
 pub use prelu::prelu;
 pub use reduce::{mean_all, sum_rows};
-pub use round::round_to;
-pub(crate) use round::{operand as autocast_operand, result as autocast_result, widen as autocast_widen};
+pub(crate) use round::{
+    grad_for as autocast_grad, operand as autocast_operand, store as autocast_store, widen as autocast_widen,
+};
+pub use round::{round_to, widen_to_f32};
 pub use shape::{flatten, reshape};
 
 use crate::tape::{Tape, Var};
+use crate::tensor::DType;
 use crate::{Error, Result};
 
-/// Errors unless every var holds a tensor on the same device with the same dtype.
+/// Errors unless every var holds a tensor on the same device with the same dtype (a 16-bit activation
+/// beside f32 parameters is the one mix allowed: under autocast a GPU holds activations in 16 bits).
 pub(crate) fn same_device_and_dtype(tape: &Tape, op: &str, vars: &[Var]) -> Result<()> {
     let first = tape.value(vars[0]);
+    let half = |d: DType| matches!(d, DType::BF16 | DType::F16);
     for &v in &vars[1..] {
         let t = tape.value(v);
-        if t.dtype() != first.dtype() {
+        let mixed = (half(t.dtype()) && first.dtype() == DType::F32)
+            || (half(first.dtype()) && t.dtype() == DType::F32);
+        if t.dtype() != first.dtype() && !mixed {
             return Err(Error::DType(format!("{op}: operands are {} and {}", first.dtype(), t.dtype())));
         }
         if !t.device().same(&first.device()) {

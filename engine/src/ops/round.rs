@@ -1,8 +1,10 @@
-//! Half-precision rounding on the tape: the explicit `round_to` cast op, and the helpers through which
-//! the GEMM-running ops (conv2d, linear, matmul) honour the tape's autocast type. Without an autocast
-//! type the helpers hand back the very tensors they were given (no copy, no change); with one, the
-//! tensor's backend decides how it holds a 16-bit operand (`Backend::half_operand`: rounded f32 values
-//! where 16 bits are emulated, as on the CPU; the real 16-bit type on a GPU; the same values either way).
+//! Half precision on the tape: the explicit `round_to` cast op, `widen_to_f32`, and the helpers through
+//! which the ops honour the tape's autocast type. Under autocast, activations and their gradients are
+//! held in the 16-bit type between ops (`store`), GEMMs read 16-bit operands (`operand`), and weights'
+//! gradients come back in f32 (`grad_for`). Without an autocast type the helpers hand back the very
+//! tensors they were given (no copy, no change); with one, the tensor's backend decides how it holds 16
+//! bits (rounded f32 values where they are emulated, as on the CPU; the real 16-bit type on a GPU; the
+//! same values either way).
 
 use crate::tape::{Tape, Var};
 use crate::tensor::half_round::round_tensor;
@@ -26,11 +28,31 @@ pub(crate) fn operand(t: &Tensor, half: Option<DType>) -> Result<Cow<'_, Tensor>
     }
 }
 
-/// A GEMM's result as stored in half precision, handed on as f32 (`Backend::half_result`).
-pub(crate) fn result(t: Tensor, half: Option<DType>) -> Result<Tensor> {
+/// A result as the tape holds it under autocast: stored in `half` (`Backend::store_half`); without
+/// autocast, `t` itself.
+pub(crate) fn store(t: Tensor, half: Option<DType>) -> Result<Tensor> {
     let Some(d) = half else { return Ok(t) };
     let dev = t.device();
-    crate::backend::for_device(&dev).half_result(t, d)
+    crate::backend::for_device(&dev).store_half(t, d)
+}
+
+/// A gradient an op computed in `half`, as its input needs it: stored in half for an input the tape
+/// holds in half (`input_half`: an activation), widened to f32 for one it holds in f32 (a weight).
+pub(crate) fn grad_for(t: Tensor, half: Option<DType>, input_half: Option<DType>) -> Result<Tensor> {
+    let t = store(t, half)?;
+    match (half, input_half) {
+        (Some(_), None) => Ok(widen(&t)?.into_owned()),
+        _ => Ok(t),
+    }
+}
+
+/// The f32 view of `x` as a new var (an activation the tape holds in 16 bits leaving autocast, as
+/// insightface's `x.float()` before its fc); the gradient goes back in x's 16-bit storage. On the CPU,
+/// where 16 bits are emulated in f32 values, the identity.
+pub fn widen_to_f32(tape: &mut Tape, x: Var) -> Result<Var> {
+    let half = tape.storage_type(x);
+    let y = widen(tape.value(x))?.into_owned();
+    Ok(tape.push(y, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(store(g.clone(), half)?)]))))
 }
 
 /// The f32 view of a tensor an autocast op holds, for the parts of the op that stay f32 (the bias).
@@ -106,7 +128,7 @@ mod tests {
         let r = round_to(&mut tape, v, DType::F16).unwrap();
         assert_eq!(tape.value(r).to_vec::<f32>().unwrap(), vec![1.0, f32::INFINITY, -3.0]);
         assert!(matches!(operand(&x, None).unwrap(), Cow::Borrowed(_)));
-        let same = result(x.clone(), None).unwrap();
+        let same = store(x.clone(), None).unwrap();
         assert!(same.same_storage(&x));
         assert!(round_to(&mut tape, v, DType::F32).is_err());
     }

@@ -27,13 +27,27 @@ impl Var {
 /// Maps the gradient of a node's output to one gradient per input (`None`: no gradient flows there).
 pub type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
+/// As `BackwardFn`, also given the gradient already accumulated for the node's first input by its later
+/// consumers (a residual connection's shortcut), which the returned first gradient must include: the op
+/// adds it in the kernel that writes its own, instead of a separate add.
+pub type AccumulatingBackwardFn =
+    Box<dyn Fn(&Tensor, Option<Tensor>) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+enum Backward {
+    Plain(BackwardFn),
+    Accumulating(AccumulatingBackwardFn),
+}
+
 struct Node {
     value: Tensor,
     inputs: Vec<Var>,
-    backward: Option<BackwardFn>,
+    backward: Option<Backward>,
     requires_grad: bool,
     /// Set for leaves that hold a named parameter.
     param: Option<String>,
+    /// The tape's autocast type when the node was recorded: its value, and the gradients accumulated for
+    /// it, are held in that 16-bit type.
+    autocast: Option<DType>,
 }
 
 pub struct Tape {
@@ -87,7 +101,14 @@ impl Tape {
     }
 
     fn push_leaf(&mut self, value: Tensor, requires_grad: bool, param: Option<String>) -> Var {
-        self.nodes.push(Node { value, inputs: Vec::new(), backward: None, requires_grad, param });
+        self.nodes.push(Node {
+            value,
+            inputs: Vec::new(),
+            backward: None,
+            requires_grad,
+            param,
+            autocast: None,
+        });
         Var(self.nodes.len() - 1)
     }
 
@@ -112,16 +133,38 @@ impl Tape {
         &self.nodes[v.0].value
     }
 
+    /// The 16-bit type `v`'s value is held in (the tape's autocast type when its op ran); `None` for
+    /// leaves (weights, data) and values made outside autocast.
+    pub fn storage_type(&self, v: Var) -> Option<DType> {
+        self.nodes[v.0].autocast
+    }
+
     pub fn requires_grad(&self, v: Var) -> bool {
         self.nodes[v.0].requires_grad
     }
 
     /// Records an op's output. `backward` is kept only when grad is enabled and an input needs a gradient.
     pub fn push(&mut self, value: Tensor, inputs: &[Var], backward: BackwardFn) -> Var {
+        self.push_node(value, inputs, Backward::Plain(backward))
+    }
+
+    /// As `push`, for an op whose backward adds the gradient accumulated for its first input
+    /// (`AccumulatingBackwardFn`).
+    pub fn push_accumulating(
+        &mut self,
+        value: Tensor,
+        inputs: &[Var],
+        backward: AccumulatingBackwardFn,
+    ) -> Var {
+        self.push_node(value, inputs, Backward::Accumulating(backward))
+    }
+
+    fn push_node(&mut self, value: Tensor, inputs: &[Var], backward: Backward) -> Var {
         let requires_grad = self.grad_enabled && inputs.iter().any(|&i| self.nodes[i.0].requires_grad);
         let backward = requires_grad.then_some(backward);
         let inputs = if requires_grad { inputs.to_vec() } else { Vec::new() };
-        self.nodes.push(Node { value, inputs, backward, requires_grad, param: None });
+        let autocast = self.autocast;
+        self.nodes.push(Node { value, inputs, backward, requires_grad, param: None, autocast });
         Var(self.nodes.len() - 1)
     }
 
@@ -159,7 +202,13 @@ impl Tape {
                 }
                 continue;
             };
-            let input_grads = bw(&g)?;
+            let input_grads = match bw {
+                Backward::Plain(f) => f(&g)?,
+                Backward::Accumulating(f) => {
+                    let acc = node.inputs.first().and_then(|&x| grads[x.0].take());
+                    f(&g, acc)?
+                }
+            };
             if input_grads.len() != node.inputs.len() {
                 return Err(Error::Invalid(format!(
                     "node {i}: backward returned {} gradients for {} inputs",
@@ -182,7 +231,13 @@ impl Tape {
                 }
                 grads[inp.0] = Some(match grads[inp.0].take() {
                     None => ig,
-                    Some(acc) => acc.backend().binary(BinaryOp::Add, &acc, &ig)?,
+                    Some(acc) => {
+                        let sum = acc.backend().binary(BinaryOp::Add, &acc, &ig)?;
+                        match self.nodes[inp.0].autocast {
+                            Some(half) => sum.backend().store_half(sum.clone(), half)?,
+                            None => sum,
+                        }
+                    }
                 });
             }
         }

@@ -15,8 +15,8 @@ pub fn half_operand(t: &Tensor, half: DType) -> Result<Tensor> {
     round_tensor(t, half)
 }
 
-/// The emulated result: rounded in place (results are fresh, unshared tensors).
-pub fn half_result(mut t: Tensor, half: DType) -> Result<Tensor> {
+/// The emulated storage: rounded in place (copied first only when shared).
+pub fn store_half(mut t: Tensor, half: DType) -> Result<Tensor> {
     round_in_place(&mut t, half)?;
     Ok(t)
 }

@@ -20,8 +20,8 @@ mod reduce;
 mod determinism_tests;
 
 use super::{
-    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput, SgdStep,
-    UnaryOp,
+    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
+    RunningStats, SgdStep, ShortcutNorm, UnaryOp,
 };
 use crate::tensor::{CpuStorage, DType, Device, Element, Float, Shape, Tensor};
 use crate::{Error, Result};
@@ -67,14 +67,6 @@ fn opt_slice<T: Element>(t: Option<&Tensor>) -> Result<Option<&[T]>> {
 }
 
 impl Backend for CpuBackend {
-    fn name(&self) -> String {
-        "cpu".into()
-    }
-
-    fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor> {
-        Tensor::from_cpu(shape.clone(), CpuStorage::zeros(dtype, shape.numel()))
-    }
-
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         check_same_shape("binary", a, b)?;
         dispatch_float!(a, "binary", |x| wrap(elementwise::binary(op, x, b.as_slice()?), a.shape().clone()))
@@ -171,32 +163,43 @@ impl Backend for CpuBackend {
         gamma: Option<&Tensor>,
         beta: Option<&Tensor>,
         eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let op = "batch_norm_forward_train";
-        let c = channels(op, x)?;
-        for (name, t) in [("gamma", gamma), ("beta", beta)] {
-            if let Some(t) = t {
-                check_vector(op, name, t, c)?;
+        let (y, saved) = self.batch_norm_stats_and_apply(x, gamma, beta, eps)?;
+        if let Some(r) = running {
+            self.update_running(&saved, x.numel() / channels("batch_norm", x)?, r)?;
+        }
+        Ok((y, saved))
+    }
+
+    fn batch_norm_add_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f64,
+        running: Option<RunningStats<'_>>,
+        shortcut: &Tensor,
+        shortcut_norm: Option<ShortcutNorm<'_>>,
+    ) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
+        check_same_shape("batch_norm_add", x, shortcut)?;
+        // Exactly the two batch norms and the add, one after the other.
+        let (y, saved) = self.batch_norm_forward_train(x, gamma, beta, eps, running)?;
+        let (s, saved_s) = match shortcut_norm {
+            None => (shortcut.clone(), None),
+            Some(n) => {
+                let (s, saved) = self.batch_norm_forward_train(shortcut, n.gamma, n.beta, eps, n.running)?;
+                (s, Some(saved))
             }
-        }
-        if x.numel() == 0 {
-            return Err(Error::Shape(format!("{op}: empty input {}", x.shape())));
-        }
-        dispatch_float!(x, op, |xs| {
-            let st = batch_norm::batch_stats(xs, c);
-            let invstd: Vec<f64> = st.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-            let (center, scale, shift) =
-                batch_norm::coefficients(&st.mean, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
-            let y = batch_norm::normalize(xs, &center, &scale, &shift);
-            let to_t = |v: &[f64]| wrap(v.iter().map(|&a| like(xs, a)).collect::<Vec<_>>(), [c]);
-            let saved = BatchNormSaved {
-                mean: to_t(&st.mean)?,
-                var: to_t(&st.var)?,
-                invstd: to_t(&invstd)?,
-                pre_activation: None,
-            };
-            Ok((wrap(y, x.shape().clone())?, saved))
-        })
+        };
+        Ok((self.binary(BinaryOp::Add, &y, &s)?, saved, saved_s))
+    }
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor> {
+        Tensor::from_cpu(shape.clone(), CpuStorage::zeros(dtype, shape.numel()))
     }
 
     fn batch_norm_forward_eval(
@@ -236,27 +239,14 @@ impl Backend for CpuBackend {
         x: &Tensor,
         gamma: Option<&Tensor>,
         saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let op = "batch_norm_backward";
-        let c = channels(op, x)?;
-        check_same_shape(op, dy, x)?;
-        if let Some(g) = gamma {
-            check_vector(op, "gamma", g, c)?;
+        let (dx, dg, db) = self.batch_norm_backward_alone(dy, x, gamma, saved)?;
+        match residual {
+            Some(r) => Ok((self.binary(BinaryOp::Add, &dx, r)?, dg, db)),
+            None => Ok((dx, dg, db)),
         }
-        check_vector(op, "saved mean", &saved.mean, c)?;
-        check_vector(op, "saved invstd", &saved.invstd, c)?;
-        dispatch_float!(x, op, |xs| {
-            let (dx, dg, db) = batch_norm::backward_train(
-                dy.as_slice()?,
-                xs,
-                opt_slice(gamma)?,
-                saved.mean.as_slice()?,
-                saved.invstd.as_slice()?,
-            );
-            Ok((wrap(dx, x.shape().clone())?, wrap(dg, [c])?, wrap(db, [c])?))
-        })
     }
-
     fn prelu_forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
         let c = channels("prelu", x)?;
         check_vector("prelu", "alpha", alpha, c)?;
@@ -386,8 +376,8 @@ impl Backend for CpuBackend {
         half::half_operand(t, half)
     }
 
-    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
-        half::half_result(t, half)
+    fn store_half(&self, t: Tensor, half: DType) -> Result<Tensor> {
+        half::store_half(t, half)
     }
 
     fn widen(&self, t: &Tensor) -> Result<Tensor> {
@@ -401,9 +391,10 @@ impl Backend for CpuBackend {
         beta: Option<&Tensor>,
         alpha: &Tensor,
         eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
         // Exactly the two ops; the batch norm's output is kept for the PReLU backward.
-        let (z, mut saved) = self.batch_norm_forward_train(x, gamma, beta, eps)?;
+        let (z, mut saved) = self.batch_norm_forward_train(x, gamma, beta, eps, running)?;
         let y = self.prelu_forward(&z, alpha)?;
         saved.pre_activation = Some(z);
         Ok((y, saved))
@@ -422,7 +413,7 @@ impl Backend for CpuBackend {
             Error::Invalid("batch_norm_prelu_backward: the forward kept no batch-norm output".into())
         })?;
         let (dz, dalpha) = self.prelu_backward(dy, z, alpha)?;
-        let (dx, dgamma, dbeta) = self.batch_norm_backward(&dz, x, gamma, saved)?;
+        let (dx, dgamma, dbeta) = self.batch_norm_backward_alone(&dz, x, gamma, saved)?;
         Ok((dx, dgamma, dbeta, dalpha))
     }
 
@@ -474,6 +465,95 @@ impl Backend for CpuBackend {
     }
 }
 
+impl CpuBackend {
+    fn batch_norm_backward_alone(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let op = "batch_norm_backward";
+        let c = channels(op, x)?;
+        check_same_shape(op, dy, x)?;
+        if let Some(g) = gamma {
+            check_vector(op, "gamma", g, c)?;
+        }
+        check_vector(op, "saved mean", &saved.mean, c)?;
+        check_vector(op, "saved invstd", &saved.invstd, c)?;
+        dispatch_float!(x, op, |xs| {
+            let (dx, dg, db) = batch_norm::backward_train(
+                dy.as_slice()?,
+                xs,
+                opt_slice(gamma)?,
+                saved.mean.as_slice()?,
+                saved.invstd.as_slice()?,
+            );
+            Ok((wrap(dx, x.shape().clone())?, wrap(dg, [c])?, wrap(db, [c])?))
+        })
+    }
+}
+
+impl CpuBackend {
+    /// Training batch norm: the batch statistics and the normalized output.
+    fn batch_norm_stats_and_apply(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let op = "batch_norm_forward_train";
+        let c = channels(op, x)?;
+        for (name, t) in [("gamma", gamma), ("beta", beta)] {
+            if let Some(t) = t {
+                check_vector(op, name, t, c)?;
+            }
+        }
+        if x.numel() == 0 {
+            return Err(Error::Shape(format!("{op}: empty input {}", x.shape())));
+        }
+        dispatch_float!(x, op, |xs| {
+            let st = batch_norm::batch_stats(xs, c);
+            let invstd: Vec<f64> = st.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            let (center, scale, shift) =
+                batch_norm::coefficients(&st.mean, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
+            let y = batch_norm::normalize(xs, &center, &scale, &shift);
+            let to_t = |v: &[f64]| wrap(v.iter().map(|&a| like(xs, a)).collect::<Vec<_>>(), [c]);
+            let saved = BatchNormSaved {
+                mean: to_t(&st.mean)?,
+                var: to_t(&st.var)?,
+                invstd: to_t(&invstd)?,
+                pre_activation: None,
+            };
+            Ok((wrap(y, x.shape().clone())?, saved))
+        })
+    }
+
+    /// torch's running update from a training forward's statistics over `rows` values per channel, as
+    /// tensor ops in the statistics' dtype: var_unbiased = var·rows/(rows-1); r = m·batch + (1-m)·r.
+    fn update_running(&self, saved: &BatchNormSaved, rows: usize, r: RunningStats<'_>) -> Result<()> {
+        if !(0.0..=1.0).contains(&r.momentum) {
+            return Err(Error::Invalid(format!("batch norm: momentum {} is outside [0, 1]", r.momentum)));
+        }
+        let var_unbiased = self.affine(&saved.var, rows as f64 / (rows as f64 - 1.0), 0.0)?;
+        for (run, batch, name) in [(r.mean, &saved.mean, "mean"), (r.var, &var_unbiased, "var")] {
+            if run.dims() != batch.dims() {
+                return Err(Error::Shape(format!(
+                    "batch norm: running {name} {} vs batch {name} {}",
+                    run.shape(),
+                    batch.shape()
+                )));
+            }
+            let batch = batch.to_dtype(run.dtype())?;
+            let kept = self.affine(run, 1.0 - r.momentum, 0.0)?;
+            let new = self.affine(&batch, r.momentum, 0.0)?;
+            *run = self.binary(BinaryOp::Add, &new, &kept)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,9 +572,15 @@ mod tests {
         assert!(shape_err(be.conv2d_backward_data(&t(&[2, 6, 6, 4]), &w, x.shape(), p)));
         assert!(shape_err(be.conv2d_backward_filter(&t(&[2, 3, 3, 5]), &x, w.shape(), p)));
         assert!(shape_err(be.conv2d_forward(&x, &t(&[4, 3, 3, 2]), p)));
-        let (y, saved) = be.batch_norm_forward_train(&x, None, None, 1e-5).unwrap();
-        assert!(matches!(be.batch_norm_backward(&t(&[2, 6, 6, 2]), &x, None, &saved), Err(Error::Shape(_))));
-        assert!(matches!(be.batch_norm_forward_train(&x, Some(&t(&[4])), None, 1e-5), Err(Error::Shape(_))));
+        let (y, saved) = be.batch_norm_forward_train(&x, None, None, 1e-5, None).unwrap();
+        assert!(matches!(
+            be.batch_norm_backward(&t(&[2, 6, 6, 2]), &x, None, &saved, None),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            be.batch_norm_forward_train(&x, Some(&t(&[4])), None, 1e-5, None),
+            Err(Error::Shape(_))
+        ));
         assert!(shape_err(be.batch_norm_forward_eval(&y, None, None, &t(&[3]), &t(&[2]), 1e-5)));
         assert!(shape_err(be.prelu_forward(&x, &t(&[2]))));
         assert!(matches!(be.l2_normalize_rows(&x, 1e-12), Err(Error::Shape(_))));

@@ -5,7 +5,22 @@
 //! batches reach the device through `prefetch::BatchUploader`, whose copies overlap the compute stream
 //! (ordered by events); `upload` is the simple synchronous path for everything else.
 
+/// The kernel `<stem>_<dtype suffix>` as a static name (f32, bf16, f16).
+macro_rules! kname {
+    ($stem:literal, $dt:expr, $op:expr) => {
+        match $dt {
+            crate::tensor::DType::F32 => concat!($stem, "_f32"),
+            crate::tensor::DType::BF16 => concat!($stem, "_bf16"),
+            crate::tensor::DType::F16 => concat!($stem, "_f16"),
+            other => {
+                return Err(crate::Error::Unsupported(format!("{} on CUDA does not take {other}", $op)));
+            }
+        }
+    };
+}
+
 pub mod alloc;
+mod batch_norm;
 mod blas;
 pub mod compile;
 mod conv;
@@ -21,7 +36,7 @@ pub use storage::CudaStorage;
 
 use super::{
     AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, Conv2dParams, DeviceCounters, MarginHeadCall,
-    MarginHeadOutput, SgdStep, UnaryOp,
+    MarginHeadOutput, RunningStats, SgdStep, ShortcutNorm, UnaryOp,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -49,6 +64,9 @@ pub struct CudaContext {
     pool: Arc<Pool>,
     blas: blas::Blas,
     conv: conv::Conv,
+    /// Zeroed counters for the kernels whose last block finishes a reduction (batch_norm.cu), each left
+    /// at zero again by the block that used it.
+    counters: alloc::DeviceBuffer,
 }
 
 /// Maps a driver error to an engine error naming what was being done.
@@ -92,6 +110,8 @@ impl CudaContext {
         libs::ensure_nvrtc()?;
         let kernels = launch::Kernels::load(&ctx, arch)?;
         let pool = Pool::new(compute.clone());
+        let mut counters = pool.alloc(4 << 16)?;
+        compute.memset_zeros(counters.slice_mut()).map_err(driver_err("zeroing the reduction counters"))?;
         Ok(Arc::new_cyclic(|this| CudaContext {
             this: this.clone(),
             ordinal,
@@ -104,6 +124,7 @@ impl CudaContext {
             pool,
             blas: blas::Blas::new(compute.clone()),
             conv: conv::Conv::new(compute),
+            counters,
         }))
     }
 
@@ -283,8 +304,21 @@ impl Backend for CudaContext {
         gamma: Option<&Tensor>,
         beta: Option<&Tensor>,
         eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        ops::batch_norm_train(&self.me(x)?, x, gamma, beta, eps)
+        batch_norm::batch_norm_train(&self.me(x)?, x, gamma, beta, None, eps, running)
+    }
+    fn batch_norm_add_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f64,
+        running: Option<RunningStats<'_>>,
+        shortcut: &Tensor,
+        shortcut_norm: Option<ShortcutNorm<'_>>,
+    ) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
+        batch_norm::batch_norm_add_train(&self.me(x)?, x, gamma, beta, eps, running, shortcut, shortcut_norm)
     }
     fn batch_norm_forward_eval(
         &self,
@@ -295,7 +329,7 @@ impl Backend for CudaContext {
         running_var: &Tensor,
         eps: f64,
     ) -> Result<Tensor> {
-        ops::batch_norm_eval(&self.me(x)?, x, gamma, beta, running_mean, running_var, eps)
+        batch_norm::batch_norm_eval(&self.me(x)?, x, gamma, beta, running_mean, running_var, eps)
     }
     fn batch_norm_backward(
         &self,
@@ -303,8 +337,11 @@ impl Backend for CudaContext {
         x: &Tensor,
         gamma: Option<&Tensor>,
         saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        ops::batch_norm_backward(&self.me(x)?, dy, x, gamma, saved)
+        let (dx, dg, db, _) =
+            batch_norm::batch_norm_backward(&self.me(x)?, dy, x, gamma, None, None, saved, residual)?;
+        Ok((dx, dg, db))
     }
     fn prelu_forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
         ops::prelu_forward(&self.me(x)?, x, alpha)
@@ -368,11 +405,11 @@ impl Backend for CudaContext {
         self.cast(t, half)
     }
 
-    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+    fn store_half(&self, t: Tensor, half: DType) -> Result<Tensor> {
         if t.dtype() == DType::F32 {
-            self.cast(&self.cast(&t, half)?, DType::F32)
+            self.cast(&t, half)
         } else {
-            self.cast(&t, DType::F32)
+            Ok(t)
         }
     }
 
@@ -390,8 +427,9 @@ impl Backend for CudaContext {
         beta: Option<&Tensor>,
         alpha: &Tensor,
         eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        ops::batch_norm_prelu_train(&self.me(x)?, x, gamma, beta, Some(alpha), eps)
+        batch_norm::batch_norm_train(&self.me(x)?, x, gamma, beta, Some(alpha), eps, running)
     }
 
     fn batch_norm_prelu_backward(
@@ -404,7 +442,7 @@ impl Backend for CudaContext {
         saved: &BatchNormSaved,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let (dx, dg, db, da) =
-            ops::batch_norm_prelu_backward(&self.me(x)?, dy, x, gamma, beta, Some(alpha), saved)?;
+            batch_norm::batch_norm_backward(&self.me(x)?, dy, x, gamma, beta, Some(alpha), saved, None)?;
         let da =
             da.ok_or_else(|| Error::Device("fused batch norm backward gave no PReLU gradient".into()))?;
         Ok((dx, dg, db, da))

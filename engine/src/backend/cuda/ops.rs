@@ -3,41 +3,27 @@
 
 use super::launch::Kernels;
 use super::{driver_err, CudaContext, CudaStorage};
-use crate::backend::{BatchNormSaved, BinaryOp, UnaryOp};
+use crate::backend::{BinaryOp, UnaryOp};
 use crate::tensor::{DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
 use cudarc::driver::PushKernelArg;
 use std::sync::Arc;
 
 /// A null device pointer for optional kernel arguments.
-const NULL: u64 = 0;
+pub(super) const NULL: u64 = 0;
 
-/// The kernel `<stem>_<dtype suffix>` as a static name (f32, bf16, f16).
-macro_rules! kname {
-    ($stem:literal, $dt:expr, $op:expr) => {
-        match $dt {
-            DType::F32 => concat!($stem, "_f32"),
-            DType::BF16 => concat!($stem, "_bf16"),
-            DType::F16 => concat!($stem, "_f16"),
-            other => {
-                return Err(Error::Unsupported(format!("{} on CUDA does not take {other}", $op)));
-            }
-        }
-    };
-}
-
-fn wrap(shape: impl Into<Shape>, s: CudaStorage) -> Result<Tensor> {
+pub(super) fn wrap(shape: impl Into<Shape>, s: CudaStorage) -> Result<Tensor> {
     Tensor::from_storage(shape, Storage::Cuda(s))
 }
 
-fn need_f32(t: &Tensor, op: &str, what: &str) -> Result<()> {
+pub(super) fn need_f32(t: &Tensor, op: &str, what: &str) -> Result<()> {
     if t.dtype() != DType::F32 {
         return Err(Error::DType(format!("{op} on CUDA: {what} must be f32, found {}", t.dtype())));
     }
     Ok(())
 }
 
-fn last_dim(t: &Tensor, op: &str) -> Result<(usize, usize)> {
+pub(super) fn last_dim(t: &Tensor, op: &str) -> Result<(usize, usize)> {
     let c = *t.dims().last().ok_or_else(|| Error::Shape(format!("{op} of a scalar")))?;
     if c == 0 {
         return Err(Error::Shape(format!("{op}: last dimension of {} is 0", t.shape())));
@@ -45,7 +31,7 @@ fn last_dim(t: &Tensor, op: &str) -> Result<(usize, usize)> {
     Ok((t.numel() / c, c))
 }
 
-fn per_channel(t: &Tensor, c: usize, op: &str, what: &str) -> Result<()> {
+pub(super) fn per_channel(t: &Tensor, c: usize, op: &str, what: &str) -> Result<()> {
     need_f32(t, op, what)?;
     if t.numel() != c {
         return Err(Error::Shape(format!("{op}: {what} has shape {} but there are {c} channels", t.shape())));
@@ -234,303 +220,6 @@ pub fn sum_all(ctx: &Arc<CudaContext>, a: &Tensor) -> Result<Tensor> {
         unsafe { l.launch(Kernels::per_row(1, 32)) }.map_err(driver_err("sum_all_final_f32"))?;
     }
     wrap(Shape(vec![]), out)
-}
-
-/// Per-channel statistics of `[rows, C]`: (mean, biased var, invstd), each `[C]` f32.
-fn bn_stats(ctx: &Arc<CudaContext>, x: &Tensor, eps: f64) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
-    let (rows, c) = last_dim(x, "batch_norm")?;
-    if rows < 1 {
-        return Err(Error::Shape("batch_norm of an empty batch".into()));
-    }
-    let name = kname!("bn_stats_partial", x.dtype(), "batch_norm");
-    let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
-    let mut pmean = ctx.alloc_storage(DType::F32, chunks * c)?;
-    let mut pm2 = ctx.alloc_storage(DType::F32, chunks * c)?;
-    let (r64, c32, rpc64) = (rows as i64, c as i32, rpc as i64);
-    {
-        let f = ctx.kernels.get("batch_norm", name)?;
-        let xv = ctx.storage(x)?.bytes();
-        let (mut a, mut b) = (pmean.bytes_mut(), pm2.bytes_mut());
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&r64).arg(&c32).arg(&rpc64).arg(&xv).arg(&mut a).arg(&mut b);
-        unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
-    }
-    let mut mean = ctx.alloc_storage(DType::F32, c)?;
-    let mut var = ctx.alloc_storage(DType::F32, c)?;
-    let mut invstd = ctx.alloc_storage(DType::F32, c)?;
-    {
-        let f = ctx.kernels.get("batch_norm", "bn_stats_final")?;
-        let (a, b) = (pmean.bytes(), pm2.bytes());
-        let (mut m, mut v, mut is) = (mean.bytes_mut(), var.bytes_mut(), invstd.bytes_mut());
-        let (nc, eps32, momentum) = (chunks as i32, eps as f32, 0.0f32);
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&nc).arg(&r64).arg(&rpc64).arg(&c32).arg(&a).arg(&b).arg(&eps32).arg(&momentum);
-        l.arg(&mut m).arg(&mut v).arg(&mut is).arg(&NULL).arg(&NULL);
-        unsafe { l.launch(Kernels::per_channel(c)) }.map_err(driver_err("bn_stats_final"))?;
-    }
-    Ok((mean, var, invstd))
-}
-
-/// scale/shift per channel from (mean, invstd) and the optional affine parameters.
-fn bn_fold(
-    ctx: &Arc<CudaContext>,
-    c: usize,
-    mean: &CudaStorage,
-    invstd: &CudaStorage,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-) -> Result<(CudaStorage, CudaStorage)> {
-    let mut scale = ctx.alloc_storage(DType::F32, c)?;
-    let mut shift = ctx.alloc_storage(DType::F32, c)?;
-    let f = ctx.kernels.get("batch_norm", "bn_fold")?;
-    let gv = gamma.map(|g| ctx.storage(g).map(|s| s.bytes())).transpose()?;
-    let bv = beta.map(|b| ctx.storage(b).map(|s| s.bytes())).transpose()?;
-    {
-        let (mv, iv) = (mean.bytes(), invstd.bytes());
-        let (mut sv, mut hv) = (scale.bytes_mut(), shift.bytes_mut());
-        let c32 = c as i32;
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&c32).arg(&mv).arg(&iv);
-        match &gv {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        match &bv {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        l.arg(&mut sv).arg(&mut hv);
-        unsafe { l.launch(Kernels::per_channel(c)) }.map_err(driver_err("bn_fold"))?;
-    }
-    Ok((scale, shift))
-}
-
-/// y = x*scale + shift per channel, then PReLU(alpha) when given.
-fn channel_affine(
-    ctx: &Arc<CudaContext>,
-    x: &Tensor,
-    scale: &CudaStorage,
-    shift: &CudaStorage,
-    alpha: Option<&Tensor>,
-) -> Result<Tensor> {
-    let (_, c) = last_dim(x, "batch_norm")?;
-    let name = kname!("channel_affine", x.dtype(), "batch_norm");
-    let n = x.numel();
-    let mut out = ctx.alloc_storage(x.dtype(), n)?;
-    let f = ctx.kernels.get("batch_norm", name)?;
-    let av = alpha.map(|a| ctx.storage(a).map(|s| s.bytes())).transpose()?;
-    {
-        let xv = ctx.storage(x)?.bytes();
-        let (sv, hv) = (scale.bytes(), shift.bytes());
-        let mut ov = out.bytes_mut();
-        let (n64, c32) = (n as i64, c as i32);
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&n64).arg(&c32).arg(&xv).arg(&sv).arg(&hv);
-        match &av {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        l.arg(&mut ov);
-        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(name))?;
-    }
-    wrap(x.shape().clone(), out)
-}
-
-fn check_affine(
-    c: usize,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    alpha: Option<&Tensor>,
-) -> Result<()> {
-    if let Some(g) = gamma {
-        per_channel(g, c, "batch_norm", "gamma")?;
-    }
-    if let Some(b) = beta {
-        per_channel(b, c, "batch_norm", "beta")?;
-    }
-    if let Some(a) = alpha {
-        per_channel(a, c, "batch_norm+prelu", "alpha")?;
-    }
-    Ok(())
-}
-
-/// Training-mode batch norm, optionally fused with the PReLU that follows it (IResNet's BN-PReLU).
-pub fn batch_norm_prelu_train(
-    ctx: &Arc<CudaContext>,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    alpha: Option<&Tensor>,
-    eps: f64,
-) -> Result<(Tensor, BatchNormSaved)> {
-    let (_, c) = last_dim(x, "batch_norm")?;
-    check_affine(c, gamma, beta, alpha)?;
-    let (mean, var, invstd) = bn_stats(ctx, x, eps)?;
-    let (scale, shift) = bn_fold(ctx, c, &mean, &invstd, gamma, beta)?;
-    let y = channel_affine(ctx, x, &scale, &shift, alpha)?;
-    let saved = BatchNormSaved {
-        mean: wrap([c], mean)?,
-        var: wrap([c], var)?,
-        invstd: wrap([c], invstd)?,
-        pre_activation: None,
-    };
-    Ok((y, saved))
-}
-
-pub fn batch_norm_train(
-    ctx: &Arc<CudaContext>,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    eps: f64,
-) -> Result<(Tensor, BatchNormSaved)> {
-    batch_norm_prelu_train(ctx, x, gamma, beta, None, eps)
-}
-
-pub fn batch_norm_eval(
-    ctx: &Arc<CudaContext>,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
-) -> Result<Tensor> {
-    let (_, c) = last_dim(x, "batch_norm")?;
-    check_affine(c, gamma, beta, None)?;
-    per_channel(running_mean, c, "batch_norm", "running_mean")?;
-    per_channel(running_var, c, "batch_norm", "running_var")?;
-    let mut scale = ctx.alloc_storage(DType::F32, c)?;
-    let mut shift = ctx.alloc_storage(DType::F32, c)?;
-    let f = ctx.kernels.get("batch_norm", "bn_eval_fold")?;
-    let gv = gamma.map(|g| ctx.storage(g).map(|s| s.bytes())).transpose()?;
-    let bv = beta.map(|b| ctx.storage(b).map(|s| s.bytes())).transpose()?;
-    {
-        let (rm, rv) = (ctx.storage(running_mean)?.bytes(), ctx.storage(running_var)?.bytes());
-        let (mut sv, mut hv) = (scale.bytes_mut(), shift.bytes_mut());
-        let (c32, eps32) = (c as i32, eps as f32);
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&c32).arg(&rm).arg(&rv);
-        match &gv {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        match &bv {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        l.arg(&eps32).arg(&mut sv).arg(&mut hv);
-        unsafe { l.launch(Kernels::per_channel(c)) }.map_err(driver_err("bn_eval_fold"))?;
-    }
-    channel_affine(ctx, x, &scale, &shift, None)
-}
-
-/// Backward of (fused) training batch norm: (dx, dgamma, dbeta, dalpha when fused). With `alpha`, `dy`
-/// is the gradient at the PReLU output and `beta` must be the forward's beta (the PReLU input is
-/// recomputed from x).
-pub fn batch_norm_prelu_backward(
-    ctx: &Arc<CudaContext>,
-    dy: &Tensor,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    alpha: Option<&Tensor>,
-    saved: &BatchNormSaved,
-) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
-    let (rows, c) = last_dim(x, "batch_norm_backward")?;
-    if dy.shape() != x.shape() || dy.dtype() != x.dtype() {
-        return Err(Error::Shape(format!(
-            "batch_norm_backward: dy {} {} vs x {} {}",
-            dy.shape(),
-            dy.dtype(),
-            x.shape(),
-            x.dtype()
-        )));
-    }
-    check_affine(c, gamma, beta, alpha)?;
-    let (mean, invstd) = (ctx.storage(&saved.mean)?, ctx.storage(&saved.invstd)?);
-    // scale/shift are read only to recompute the PReLU input; unfused, any valid [C] buffers do.
-    let folded = if alpha.is_some() { Some(bn_fold(ctx, c, mean, invstd, gamma, beta)?) } else { None };
-    let (scale, shift) = match &folded {
-        Some((s, h)) => (s, h),
-        None => (invstd, mean),
-    };
-    let name = kname!("bn_bwd_partial", x.dtype(), "batch_norm_backward");
-    let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
-    let mut p_dz = ctx.alloc_storage(DType::F32, chunks * c)?;
-    let mut p_dzx = ctx.alloc_storage(DType::F32, chunks * c)?;
-    let mut p_da = ctx.alloc_storage(DType::F32, chunks * c)?;
-    let av = alpha.map(|a| ctx.storage(a).map(|s| s.bytes())).transpose()?;
-    let (r64, c32, rpc64) = (rows as i64, c as i32, rpc as i64);
-    {
-        let f = ctx.kernels.get("batch_norm", name)?;
-        let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
-        let (mv, iv, sv, hv) = (mean.bytes(), invstd.bytes(), scale.bytes(), shift.bytes());
-        let (mut a, mut b, mut d) = (p_dz.bytes_mut(), p_dzx.bytes_mut(), p_da.bytes_mut());
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&r64).arg(&c32).arg(&rpc64).arg(&dyv).arg(&xv).arg(&mv).arg(&iv).arg(&sv).arg(&hv);
-        match &av {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        l.arg(&mut a).arg(&mut b).arg(&mut d);
-        unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
-    }
-    let mut dbeta = ctx.alloc_storage(DType::F32, c)?;
-    let mut dgamma = ctx.alloc_storage(DType::F32, c)?;
-    let mut dalpha = if alpha.is_some() { Some(ctx.alloc_storage(DType::F32, c)?) } else { None };
-    {
-        let f = ctx.kernels.get("batch_norm", "bn_bwd_final")?;
-        let (a, b, d) = (p_dz.bytes(), p_dzx.bytes(), p_da.bytes());
-        let (mut db, mut dg) = (dbeta.bytes_mut(), dgamma.bytes_mut());
-        let mut da = dalpha.as_mut().map(|s| s.bytes_mut());
-        let nc = chunks as i32;
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&nc).arg(&c32).arg(&a).arg(&b).arg(&d).arg(&mut db).arg(&mut dg);
-        match &mut da {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        unsafe { l.launch(Kernels::per_channel(c)) }.map_err(driver_err("bn_bwd_final"))?;
-    }
-    let n = x.numel();
-    let dx_name = kname!("bn_bwd_dx", x.dtype(), "batch_norm_backward");
-    let mut dx = ctx.alloc_storage(x.dtype(), n)?;
-    {
-        let f = ctx.kernels.get("batch_norm", dx_name)?;
-        let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
-        let (mv, iv, sv, hv) = (mean.bytes(), invstd.bytes(), scale.bytes(), shift.bytes());
-        let gv = gamma.map(|g| ctx.storage(g).map(|s| s.bytes())).transpose()?;
-        let (sdz, sdzx) = (dbeta.bytes(), dgamma.bytes());
-        let mut dxv = dx.bytes_mut();
-        let n64 = n as i64;
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&n64).arg(&c32).arg(&r64).arg(&dyv).arg(&xv).arg(&mv).arg(&iv);
-        match &gv {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        l.arg(&sv).arg(&hv);
-        match &av {
-            Some(v) => l.arg(v),
-            None => l.arg(&NULL),
-        };
-        l.arg(&sdz).arg(&sdzx).arg(&mut dxv);
-        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(dx_name))?;
-    }
-    let dalpha = dalpha.map(|s| wrap([c], s)).transpose()?;
-    Ok((wrap(x.shape().clone(), dx)?, wrap([c], dgamma)?, wrap([c], dbeta)?, dalpha))
-}
-
-pub fn batch_norm_backward(
-    ctx: &Arc<CudaContext>,
-    dy: &Tensor,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    saved: &BatchNormSaved,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let (dx, dg, db, _) = batch_norm_prelu_backward(ctx, dy, x, gamma, None, None, saved)?;
-    Ok((dx, dg, db))
 }
 
 pub fn prelu_forward(ctx: &Arc<CudaContext>, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {

@@ -6,7 +6,7 @@
 use super::{MetaContext, SMS};
 use crate::backend::ledger::{Launch, Math};
 use crate::backend::{
-    AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput, SgdStep,
+    AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput, RunningStats, SgdStep,
 };
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
 use crate::tensor::{DType, Device, Tensor};
@@ -82,58 +82,64 @@ pub fn conv(kernel: &str, x: &Tensor, w: &Tensor, y: &Tensor) -> Launch {
     Launch::compute(kernel, "conv", 2.0 * macs as f64, bytes(x) + bytes(w) + bytes(y), math)
 }
 
-/// `channel_affine_<dt>`: y = x·scale + shift per channel, then PReLU when fused (cuda/ops.rs).
-pub fn channel_affine(ctx: &MetaContext, x: &Tensor, prelu: bool) -> Result<Tensor> {
+/// `bn_apply_<dt>`: y = x·scale + shift per channel, then PReLU, then + a shortcut (itself normalized
+/// when `res_norm`) (cuda/batch_norm.rs `bn_apply`).
+pub fn bn_apply(ctx: &MetaContext, x: &Tensor, prelu: bool, res: Option<(&Tensor, bool)>) -> Result<Tensor> {
     let c = channels(x)?;
-    let params = 4.0 * c as f64 * if prelu { 3.0 } else { 2.0 };
-    let name = format!("channel_affine_{}", suffix(x.dtype())?);
-    ctx.rec(Launch::memory(name, "batch norm", 2.0 * bytes(x) + params));
+    let mut per_channel = 2 + usize::from(prelu);
+    let mut elems = 2.0 * bytes(x);
+    if let Some((r, norm)) = res {
+        elems += bytes(r);
+        per_channel += if norm { 2 } else { 0 };
+    }
+    let name = format!("bn_apply_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", elems + 4.0 * (per_channel * c) as f64));
     ctx.out(x.shape().clone(), x.dtype())
 }
 
-/// Training batch norm, fused with PReLU when `alpha` is given (cuda/ops.rs `batch_norm_prelu_train`:
-/// `bn_stats`, `bn_fold`, `channel_affine`).
-pub fn batch_norm_train(
-    ctx: &MetaContext,
-    x: &Tensor,
-    _gamma: Option<&Tensor>,
-    _beta: Option<&Tensor>,
-    alpha: Option<&Tensor>,
-) -> Result<(Tensor, BatchNormSaved)> {
+/// `bn_stats_<dt>`: the statistics, their merge, fold and running update in one launch
+/// (cuda/batch_norm.rs `bn_stats`); returns what the backward keeps.
+pub fn bn_stats(ctx: &MetaContext, x: &Tensor, running: bool) -> Result<BatchNormSaved> {
     let c = channels(x)?;
     let rows = x.numel() / c;
     let part = 8.0 * (chunks(rows, c) * c) as f64;
-    ctx.rec(Launch::memory(
-        format!("bn_stats_partial_{}", suffix(x.dtype())?),
-        "batch norm",
-        bytes(x) + part,
-    ));
-    ctx.rec(Launch::memory("bn_stats_final", "batch norm", part + 12.0 * c as f64));
-    ctx.rec(Launch::memory("bn_fold", "batch norm", 24.0 * c as f64));
-    let y = channel_affine(ctx, x, alpha.is_some())?;
+    let per_channel = 4.0 * c as f64 * if running { 11.0 } else { 7.0 };
+    let name = format!("bn_stats_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", bytes(x) + 2.0 * part + per_channel));
     let v = || ctx.out([c], DType::F32);
-    Ok((y, BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None }))
+    Ok(BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None })
 }
 
-/// The backward of training batch norm (with PReLU when `prelu`): (dx, dgamma, dbeta, dalpha)
-/// (cuda/ops.rs `batch_norm_prelu_backward`).
+/// The running statistics replaced by the updated ones (out of place, as the CUDA kernel writes them).
+pub fn replace_running(ctx: &MetaContext, running: Option<RunningStats<'_>>) -> Result<()> {
+    if let Some(r) = running {
+        *r.mean = ctx.out(r.mean.shape().clone(), DType::F32)?;
+        *r.var = ctx.out(r.var.shape().clone(), DType::F32)?;
+    }
+    Ok(())
+}
+
+/// The backward of training batch norm (with PReLU when `prelu`, adding a shortcut's gradient when
+/// `residual`): (dx, dgamma, dbeta, dalpha) (cuda/batch_norm.rs `batch_norm_backward`).
 pub fn batch_norm_backward(
     ctx: &MetaContext,
     dy: &Tensor,
     x: &Tensor,
-    _gamma: Option<&Tensor>,
     prelu: bool,
+    residual: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let c = channels(x)?;
     let rows = x.numel() / c;
-    if prelu {
-        ctx.rec(Launch::memory("bn_fold", "batch norm", 24.0 * c as f64));
-    }
     let dt = suffix(x.dtype())?;
     let part = 12.0 * (chunks(rows, c) * c) as f64;
-    ctx.rec(Launch::memory(format!("bn_bwd_partial_{dt}"), "batch norm", bytes(dy) + bytes(x) + part));
-    ctx.rec(Launch::memory("bn_bwd_final", "batch norm", part + 12.0 * c as f64));
-    ctx.rec(Launch::memory(format!("bn_bwd_dx_{dt}"), "batch norm", 3.0 * bytes(x)));
+    let per_channel = 4.0 * c as f64 * if prelu { 8.0 } else { 5.0 };
+    ctx.rec(Launch::memory(
+        format!("bn_bwd_reduce_{dt}"),
+        "batch norm",
+        bytes(dy) + bytes(x) + 2.0 * part + per_channel,
+    ));
+    let res = residual.map_or(0.0, bytes);
+    ctx.rec(Launch::memory(format!("bn_bwd_dx_{dt}"), "batch norm", 3.0 * bytes(x) + res + per_channel));
     let v = || ctx.out([c], DType::F32);
     Ok((ctx.out(x.shape().clone(), x.dtype())?, v()?, v()?, v()?))
 }

@@ -11,8 +11,8 @@ mod kernels;
 
 use super::ledger::{Launch, Ledger};
 use super::{
-    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput, SgdStep,
-    UnaryOp,
+    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
+    RunningStats, SgdStep, ShortcutNorm, UnaryOp,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -221,11 +221,39 @@ impl Backend for MetaContext {
     fn batch_norm_forward_train(
         &self,
         x: &Tensor,
-        gamma: Option<&Tensor>,
-        beta: Option<&Tensor>,
+        _gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
         _eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        kernels::batch_norm_train(self, x, gamma, beta, None)
+        let saved = kernels::bn_stats(self, x, running.is_some())?;
+        kernels::replace_running(self, running)?;
+        Ok((kernels::bn_apply(self, x, false, None)?, saved))
+    }
+
+    fn batch_norm_add_forward_train(
+        &self,
+        x: &Tensor,
+        _gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
+        _eps: f64,
+        running: Option<RunningStats<'_>>,
+        shortcut: &Tensor,
+        shortcut_norm: Option<ShortcutNorm<'_>>,
+    ) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
+        same_shape("batch_norm_add", x, shortcut)?;
+        let saved = kernels::bn_stats(self, x, running.is_some())?;
+        kernels::replace_running(self, running)?;
+        let norm = shortcut_norm.is_some();
+        let saved_s = match shortcut_norm {
+            Some(n) => {
+                let s = kernels::bn_stats(self, shortcut, n.running.is_some())?;
+                kernels::replace_running(self, n.running)?;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok((kernels::bn_apply(self, x, false, Some((shortcut, norm)))?, saved, saved_s))
     }
 
     fn batch_norm_forward_eval(
@@ -239,17 +267,18 @@ impl Backend for MetaContext {
     ) -> Result<Tensor> {
         let c = kernels::channels(x)?;
         self.rec(Launch::memory("bn_eval_fold", "batch norm", 24.0 * c as f64));
-        kernels::channel_affine(self, x, false)
+        kernels::bn_apply(self, x, false, None)
     }
 
     fn batch_norm_backward(
         &self,
         dy: &Tensor,
         x: &Tensor,
-        gamma: Option<&Tensor>,
+        _gamma: Option<&Tensor>,
         _saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (dx, dg, db, _) = kernels::batch_norm_backward(self, dy, x, gamma, false)?;
+        let (dx, dg, db, _) = kernels::batch_norm_backward(self, dy, x, false, residual)?;
         Ok((dx, dg, db))
     }
 
@@ -349,11 +378,11 @@ impl Backend for MetaContext {
         self.cast(t, half)
     }
 
-    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+    fn store_half(&self, t: Tensor, half: DType) -> Result<Tensor> {
         if t.dtype() == DType::F32 {
-            self.cast(&self.cast(&t, half)?, DType::F32)
+            self.cast(&t, half)
         } else {
-            self.cast(&t, DType::F32)
+            Ok(t)
         }
     }
 
@@ -367,24 +396,27 @@ impl Backend for MetaContext {
     fn batch_norm_prelu_forward_train(
         &self,
         x: &Tensor,
-        gamma: Option<&Tensor>,
-        beta: Option<&Tensor>,
-        alpha: &Tensor,
+        _gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
+        _alpha: &Tensor,
         _eps: f64,
+        running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        kernels::batch_norm_train(self, x, gamma, beta, Some(alpha))
+        let saved = kernels::bn_stats(self, x, running.is_some())?;
+        kernels::replace_running(self, running)?;
+        Ok((kernels::bn_apply(self, x, true, None)?, saved))
     }
 
     fn batch_norm_prelu_backward(
         &self,
         dy: &Tensor,
         x: &Tensor,
-        gamma: Option<&Tensor>,
+        _gamma: Option<&Tensor>,
         _beta: Option<&Tensor>,
         _alpha: &Tensor,
         _saved: &BatchNormSaved,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        kernels::batch_norm_backward(self, dy, x, gamma, true)
+        kernels::batch_norm_backward(self, dy, x, true, None)
     }
 
     fn sgd_step(

@@ -1,0 +1,337 @@
+//! Launches of kernels/cuda/batch_norm.cu: training batch norm as two launches forward (statistics with
+//! the running update and the fold; apply, with PReLU or a residual shortcut fused) and two backward
+//! (reduce; dx with a shortcut's gradient fused). CPU twins: `backend/cpu/mod.rs` (batch norm methods).
+
+use super::launch::Kernels;
+use super::ops::{last_dim, per_channel, wrap, NULL};
+use super::{driver_err, CudaContext, CudaStorage};
+use crate::backend::{BatchNormSaved, RunningStats, ShortcutNorm};
+use crate::tensor::{DType, Storage, Tensor};
+use crate::{Error, Result};
+use cudarc::driver::PushKernelArg;
+use std::sync::Arc;
+
+/// What `bn_stats` writes per channel.
+struct Stats {
+    mean: CudaStorage,
+    var: CudaStorage,
+    invstd: CudaStorage,
+    scale: CudaStorage,
+    shift: CudaStorage,
+}
+
+fn check_affine(
+    c: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+) -> Result<()> {
+    for (t, what) in [(gamma, "gamma"), (beta, "beta"), (alpha, "alpha")] {
+        if let Some(t) = t {
+            per_channel(t, c, "batch_norm", what)?;
+        }
+    }
+    Ok(())
+}
+
+fn view_of<'a>(
+    ctx: &Arc<CudaContext>,
+    t: Option<&'a Tensor>,
+) -> Result<Option<cudarc::driver::CudaView<'a, u8>>> {
+    t.map(|t| ctx.storage(t).map(|s| s.bytes())).transpose()
+}
+
+/// One launch: the batch statistics of `[rows, C]`, the fold with gamma/beta and, with `running`, its
+/// update (the running tensors are replaced by the updated ones).
+fn bn_stats(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+    running: Option<RunningStats<'_>>,
+) -> Result<Stats> {
+    let (rows, c) = last_dim(x, "batch_norm")?;
+    check_affine(c, gamma, beta, None)?;
+    let name = kname!("bn_stats", x.dtype(), "batch_norm");
+    let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
+    let mut pmean = ctx.alloc_storage(DType::F32, chunks * c)?;
+    let mut pm2 = ctx.alloc_storage(DType::F32, chunks * c)?;
+    let mut out: Vec<CudaStorage> =
+        (0..5).map(|_| ctx.alloc_storage(DType::F32, c)).collect::<Result<_>>()?;
+    let momentum = running.as_ref().map_or(0.0, |r| r.momentum) as f32;
+    let mut run_out = match &running {
+        Some(r) => {
+            per_channel(r.mean, c, "batch_norm", "running_mean")?;
+            per_channel(r.var, c, "batch_norm", "running_var")?;
+            Some((ctx.alloc_storage(DType::F32, c)?, ctx.alloc_storage(DType::F32, c)?))
+        }
+        None => None,
+    };
+    {
+        let f = ctx.kernels.get("batch_norm", name)?;
+        let xv = ctx.storage(x)?.bytes();
+        let (gv, bv) = (view_of(ctx, gamma)?, view_of(ctx, beta)?);
+        let rmv = view_of(ctx, running.as_ref().map(|r| &*r.mean))?;
+        let rvv = view_of(ctx, running.as_ref().map(|r| &*r.var))?;
+        let counters = ctx.counters.slice().slice(..);
+        let (mut pa, mut pb) = (pmean.bytes_mut(), pm2.bytes_mut());
+        let [m, v, is, sc, sh] = &mut out[..] else { unreachable!() };
+        let (mut m, mut v, mut is, mut sc, mut sh) =
+            (m.bytes_mut(), v.bytes_mut(), is.bytes_mut(), sc.bytes_mut(), sh.bytes_mut());
+        let mut ro = run_out.as_mut().map(|(a, b)| (a.bytes_mut(), b.bytes_mut()));
+        let (r64, c32, rpc64, eps32) = (rows as i64, c as i32, rpc as i64, eps as f32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&r64).arg(&c32).arg(&rpc64).arg(&xv).arg(&mut pa).arg(&mut pb).arg(&counters);
+        l.arg(&eps32).arg(&momentum);
+        for o in [&gv, &bv, &rmv, &rvv] {
+            match o {
+                Some(v) => l.arg(v),
+                None => l.arg(&NULL),
+            };
+        }
+        l.arg(&mut m).arg(&mut v).arg(&mut is).arg(&mut sc).arg(&mut sh);
+        match &mut ro {
+            Some((a, b)) => l.arg(a).arg(b),
+            None => l.arg(&NULL).arg(&NULL),
+        };
+        unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
+    }
+    if let (Some(r), Some((a, b))) = (running, run_out) {
+        *r.mean = wrap([c], a)?;
+        *r.var = wrap([c], b)?;
+    }
+    let mut it = out.into_iter();
+    let mut next = || it.next().expect("five outputs");
+    Ok(Stats { mean: next(), var: next(), invstd: next(), scale: next(), shift: next() })
+}
+
+/// One launch: y = x·scale + shift per channel, then PReLU with `alpha`, then + the shortcut `res`
+/// (normalized by its own (scale, shift) when given); y has x's dtype.
+fn bn_apply(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    scale: &CudaStorage,
+    shift: &CudaStorage,
+    alpha: Option<&Tensor>,
+    res: Option<(&Tensor, Option<(&CudaStorage, &CudaStorage)>)>,
+) -> Result<Tensor> {
+    let (_, c) = last_dim(x, "batch_norm")?;
+    let name = kname!("bn_apply", x.dtype(), "batch_norm");
+    if let Some((r, _)) = res {
+        if r.shape() != x.shape() || r.dtype() != x.dtype() {
+            return Err(Error::Shape(format!(
+                "batch_norm_add: shortcut {} {} vs x {} {}",
+                r.shape(),
+                r.dtype(),
+                x.shape(),
+                x.dtype()
+            )));
+        }
+    }
+    let n = x.numel();
+    let mut out = ctx.alloc_storage(x.dtype(), n)?;
+    {
+        let f = ctx.kernels.get("batch_norm", name)?;
+        let xv = ctx.storage(x)?.bytes();
+        let av = view_of(ctx, alpha)?;
+        let rv = view_of(ctx, res.map(|r| r.0))?;
+        let rn = res.and_then(|r| r.1).map(|(a, b)| (a.bytes(), b.bytes()));
+        let (sv, hv) = (scale.bytes(), shift.bytes());
+        let mut ov = out.bytes_mut();
+        let (n64, c32) = (n as i64, c as i32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&n64).arg(&c32).arg(&xv).arg(&sv).arg(&hv);
+        for o in [&av, &rv] {
+            match o {
+                Some(v) => l.arg(v),
+                None => l.arg(&NULL),
+            };
+        }
+        match &rn {
+            Some((a, b)) => l.arg(a).arg(b),
+            None => l.arg(&NULL).arg(&NULL),
+        };
+        l.arg(&mut ov);
+        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(name))?;
+    }
+    wrap(x.shape().clone(), out)
+}
+
+fn saved(c: usize, st: Stats) -> Result<BatchNormSaved> {
+    Ok(BatchNormSaved {
+        mean: wrap([c], st.mean)?,
+        var: wrap([c], st.var)?,
+        invstd: wrap([c], st.invstd)?,
+        pre_activation: None,
+    })
+}
+
+/// Training-mode batch norm, with the PReLU that follows it fused when `alpha` is given.
+pub fn batch_norm_train(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+    eps: f64,
+    running: Option<RunningStats<'_>>,
+) -> Result<(Tensor, BatchNormSaved)> {
+    let (_, c) = last_dim(x, "batch_norm")?;
+    check_affine(c, None, None, alpha)?;
+    let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
+    let y = bn_apply(ctx, x, &st.scale, &st.shift, alpha, None)?;
+    Ok((y, saved(c, st)?))
+}
+
+/// bn(x) + shortcut, or bn(x) + bn_s(shortcut): the statistics of each, then one apply for both.
+#[allow(clippy::type_complexity)]
+pub fn batch_norm_add_train(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+    running: Option<RunningStats<'_>>,
+    shortcut: &Tensor,
+    shortcut_norm: Option<ShortcutNorm<'_>>,
+) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
+    let (_, c) = last_dim(x, "batch_norm")?;
+    let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
+    let st_s = shortcut_norm.map(|n| bn_stats(ctx, shortcut, n.gamma, n.beta, eps, n.running)).transpose()?;
+    let res_norm = st_s.as_ref().map(|s| (&s.scale, &s.shift));
+    let y = bn_apply(ctx, x, &st.scale, &st.shift, None, Some((shortcut, res_norm)))?;
+    Ok((y, saved(c, st)?, st_s.map(|s| saved(c, s)).transpose()?))
+}
+
+pub fn batch_norm_eval(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let (_, c) = last_dim(x, "batch_norm")?;
+    check_affine(c, gamma, beta, None)?;
+    per_channel(running_mean, c, "batch_norm", "running_mean")?;
+    per_channel(running_var, c, "batch_norm", "running_var")?;
+    let mut scale = ctx.alloc_storage(DType::F32, c)?;
+    let mut shift = ctx.alloc_storage(DType::F32, c)?;
+    {
+        let f = ctx.kernels.get("batch_norm", "bn_eval_fold")?;
+        let (gv, bv) = (view_of(ctx, gamma)?, view_of(ctx, beta)?);
+        let (rm, rv) = (ctx.storage(running_mean)?.bytes(), ctx.storage(running_var)?.bytes());
+        let (mut sv, mut hv) = (scale.bytes_mut(), shift.bytes_mut());
+        let (c32, eps32) = (c as i32, eps as f32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&c32).arg(&rm).arg(&rv);
+        for o in [&gv, &bv] {
+            match o {
+                Some(v) => l.arg(v),
+                None => l.arg(&NULL),
+            };
+        }
+        l.arg(&eps32).arg(&mut sv).arg(&mut hv);
+        unsafe { l.launch(Kernels::per_channel(c)) }.map_err(driver_err("bn_eval_fold"))?;
+    }
+    bn_apply(ctx, x, &scale, &shift, None, None)
+}
+
+/// Backward of (fused) training batch norm: (dx, dgamma, dbeta, dalpha when fused). With `alpha`, `dy` is
+/// the gradient at the PReLU output (its input is recomputed from x, gamma and beta); with `residual`, dx
+/// also carries the gradient x received from a shortcut.
+#[allow(clippy::type_complexity)]
+pub fn batch_norm_backward(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+    saved: &BatchNormSaved,
+    residual: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
+    let (rows, c) = last_dim(x, "batch_norm_backward")?;
+    for (t, what) in [(Some(dy), "dy"), (residual, "the shortcut's gradient")] {
+        if let Some(t) = t {
+            if t.shape() != x.shape() || t.dtype() != x.dtype() {
+                return Err(Error::Shape(format!(
+                    "batch_norm_backward: {what} {} {} vs x {} {}",
+                    t.shape(),
+                    t.dtype(),
+                    x.shape(),
+                    x.dtype()
+                )));
+            }
+        }
+    }
+    check_affine(c, gamma, beta, alpha)?;
+    let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
+    let mut p: Vec<CudaStorage> =
+        (0..3).map(|_| ctx.alloc_storage(DType::F32, chunks * c)).collect::<Result<_>>()?;
+    let mut dbeta = ctx.alloc_storage(DType::F32, c)?;
+    let mut dgamma = ctx.alloc_storage(DType::F32, c)?;
+    let mut dalpha = if alpha.is_some() { Some(ctx.alloc_storage(DType::F32, c)?) } else { None };
+    let (mean, invstd) = (ctx.storage(&saved.mean)?.bytes(), ctx.storage(&saved.invstd)?.bytes());
+    let (gv, bv, av) = (view_of(ctx, gamma)?, view_of(ctx, beta)?, view_of(ctx, alpha)?);
+    let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
+    let (r64, c32) = (rows as i64, c as i32);
+    {
+        let name = kname!("bn_bwd_reduce", x.dtype(), "batch_norm_backward");
+        let f = ctx.kernels.get("batch_norm", name)?;
+        let counters = ctx.counters.slice().slice(..);
+        let [pa, pb, pd] = &mut p[..] else { unreachable!() };
+        let (mut pa, mut pb, mut pd) = (pa.bytes_mut(), pb.bytes_mut(), pd.bytes_mut());
+        let (mut db, mut dg) = (dbeta.bytes_mut(), dgamma.bytes_mut());
+        let mut da = dalpha.as_mut().map(|s| s.bytes_mut());
+        let rpc64 = rpc as i64;
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&r64).arg(&c32).arg(&rpc64).arg(&dyv).arg(&xv).arg(&mean).arg(&invstd);
+        for o in [&gv, &bv, &av] {
+            match o {
+                Some(v) => l.arg(v),
+                None => l.arg(&NULL),
+            };
+        }
+        l.arg(&mut pa).arg(&mut pb).arg(&mut pd).arg(&counters).arg(&mut db).arg(&mut dg);
+        match &mut da {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
+    }
+    let n = x.numel();
+    let dx_name = kname!("bn_bwd_dx", x.dtype(), "batch_norm_backward");
+    let mut dx = ctx.alloc_storage(x.dtype(), n)?;
+    {
+        let f = ctx.kernels.get("batch_norm", dx_name)?;
+        let resv = view_of(ctx, residual)?;
+        let (sdz, sdzx) = (dbeta.bytes(), dgamma.bytes());
+        let mut dxv = dx.bytes_mut();
+        let n64 = n as i64;
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&n64).arg(&c32).arg(&r64).arg(&dyv).arg(&xv).arg(&mean).arg(&invstd);
+        for o in [&gv, &bv, &av] {
+            match o {
+                Some(v) => l.arg(v),
+                None => l.arg(&NULL),
+            };
+        }
+        l.arg(&sdz).arg(&sdzx);
+        match &resv {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        l.arg(&mut dxv);
+        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(dx_name))?;
+    }
+    let dalpha = dalpha.map(|s| wrap([c], s)).transpose()?;
+    Ok((
+        Tensor::from_storage(x.shape().clone(), Storage::Cuda(dx))?,
+        wrap([c], dgamma)?,
+        wrap([c], dbeta)?,
+        dalpha,
+    ))
+}
