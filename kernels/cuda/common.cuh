@@ -71,3 +71,32 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 // y walks rows of one chunk; blockIdx.y is the chunk.
 #define COLS_X 32
 #define ROWS_Y 8
+
+// Multi-tensor launches (optim.cu, amp.cu): one launch works on up to a table's worth of tensors, the
+// table passed by value as a kernel argument (no upload, as torch's multi_tensor_apply). Block b of a
+// launch covers MT_CHUNK elements of the entry k with first_block[k] <= b < first_block[k + 1]
+// (engine::backend::multi_tensor::plan makes the tables). Element types are tagged per tensor (DT_*).
+#define MT_CHUNK 4096
+#define DT_F32 0
+#define DT_BF16 1
+#define DT_F16 2
+
+__device__ __forceinline__ float load_tagged(const void* p, int dt, long long i) {
+    if (dt == DT_BF16) return to_f32(((const bf16_t*)p)[i]);
+    if (dt == DT_F16) return to_f32(((const f16_t*)p)[i]);
+    return ((const float*)p)[i];
+}
+__device__ __forceinline__ void store_tagged(void* p, int dt, long long i, float v) {
+    if (dt == DT_BF16) ((bf16_t*)p)[i] = from_f32<bf16_t>(v);
+    else if (dt == DT_F16) ((f16_t*)p)[i] = from_f32<f16_t>(v);
+    else ((float*)p)[i] = v;
+}
+// The entry block `b` works on: the last k < count with first_block[k] <= b (binary search).
+__device__ __forceinline__ int mt_entry(const int* first_block, int count, int b) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (first_block[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}

@@ -1,45 +1,88 @@
-// Must match engine::backend::cpu::optim::{sgd_step, adamw_step} (torch.optim.SGD and AdamW), one
-// fused pass per parameter tensor. grad_scale multiplies the raw gradient first (1/loss_scale under
-// mixed precision). When p16 is not null the updated f32 master weight is also written there as bf16,
-// the copy the next forward reads.
+// Must match engine::backend::cpu::optim::{sgd_update, adamw_update} (torch.optim.SGD and AdamW). One
+// launch updates every tensor of its table (multi-tensor, as torch's foreach path), out of place: each
+// entry reads the weights, the gradient and the state and writes new tensors, so nothing is copied first
+// and tensors shared elsewhere are never written. grad_scale multiplies the raw gradient first (1/loss
+// scale, or the clipping coefficient). A gradient is f32, or 16-bit where an autocast GEMM produced it
+// (widened as read, as the cast torch's autocast puts after the GEMM would). Where half_out is set, the
+// new f32 master weight is also written there in 16 bits: the copy the next forward's GEMM reads.
+
+#define OPT_MAX 32
+struct OptimTable {
+    long long n[OPT_MAX];
+    const float* p[OPT_MAX];
+    float* p_out[OPT_MAX];
+    const void* g[OPT_MAX];
+    const float* s1[OPT_MAX];  // SGD: momentum buffer (null on its first step); AdamW: exp_avg
+    float* s1_out[OPT_MAX];
+    const float* s2[OPT_MAX];  // AdamW: exp_avg_sq
+    float* s2_out[OPT_MAX];
+    void* half_out[OPT_MAX];
+    int first_block[OPT_MAX + 1];
+    float lr[OPT_MAX];
+    float wd[OPT_MAX];
+    float bc1[OPT_MAX];  // AdamW: 1 - beta1^t and 1 - beta2^t at this tensor's step t
+    float bc2[OPT_MAX];
+    unsigned char g_type[OPT_MAX];
+    unsigned char half_type[OPT_MAX];
+    int count;
+};
 
 // torch SGD: d = g + wd*p; buf = d on the first step, else momentum*buf + (1-dampening)*d;
-// d = d + momentum*buf (nesterov) or buf; p -= lr*d. With momentum 0, buf is not touched (may be null).
-extern "C" __global__ void sgd_f32(long long n, float lr, float momentum, float dampening, float wd,
-                                   int nesterov, int first_step, float grad_scale, float* __restrict__ p,
-                                   const float* __restrict__ g, float* __restrict__ buf,
-                                   bf16_t* __restrict__ p16) {
-    GRID_STRIDE(i, n) {
+// d = d + momentum*buf (nesterov) or buf; p -= lr*d. With momentum 0 there is no buffer.
+extern "C" __global__ void sgd_multi(OptimTable t, float momentum, float dampening, int nesterov,
+                                     float grad_scale) {
+    int k = mt_entry(t.first_block, t.count, blockIdx.x);
+    long long start = (long long)(blockIdx.x - t.first_block[k]) * MT_CHUNK;
+    long long end = min(start + MT_CHUNK, t.n[k]);
+    const float* __restrict__ p = t.p[k];
+    float* __restrict__ p_out = t.p_out[k];
+    const float* __restrict__ buf = t.s1[k];
+    float* __restrict__ buf_out = t.s1_out[k];
+    const void* g = t.g[k];
+    void* half_out = t.half_out[k];
+    int gt = t.g_type[k], ht = t.half_type[k];
+    float lr = t.lr[k], wd = t.wd[k];
+    for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         float w = p[i];
-        float d = fmaf(wd, w, g[i] * grad_scale);
+        float d = fmaf(wd, w, load_tagged(g, gt, i) * grad_scale);
         if (momentum != 0.0f) {
-            float b = first_step ? d : fmaf(momentum, buf[i], (1.0f - dampening) * d);
-            buf[i] = b;
+            float b = buf == nullptr ? d : fmaf(momentum, buf[i], (1.0f - dampening) * d);
+            buf_out[i] = b;
             d = nesterov ? fmaf(momentum, b, d) : b;
         }
         w -= lr * d;
-        p[i] = w;
-        if (p16 != nullptr) p16[i] = from_f32<bf16_t>(w);
+        p_out[i] = w;
+        if (half_out != nullptr) store_tagged(half_out, ht, i, w);
     }
 }
 
 // torch AdamW (amsgrad off): p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
-// p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps), with bc1 = 1 - b1^t and bc2 = 1 - b2^t from the host.
-extern "C" __global__ void adamw_f32(long long n, float lr, float beta1, float beta2, float eps, float wd,
-                                     float bc1, float bc2, float grad_scale, float* __restrict__ p,
-                                     const float* __restrict__ g, float* __restrict__ m,
-                                     float* __restrict__ v, bf16_t* __restrict__ p16) {
-    float step = lr / bc1;
-    float sqrt_bc2 = sqrtf(bc2);
-    GRID_STRIDE(i, n) {
-        float gi = g[i] * grad_scale;
+// p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
+extern "C" __global__ void adamw_multi(OptimTable t, float beta1, float beta2, float eps, float grad_scale) {
+    int k = mt_entry(t.first_block, t.count, blockIdx.x);
+    long long start = (long long)(blockIdx.x - t.first_block[k]) * MT_CHUNK;
+    long long end = min(start + MT_CHUNK, t.n[k]);
+    const float* __restrict__ p = t.p[k];
+    float* __restrict__ p_out = t.p_out[k];
+    const float* __restrict__ m = t.s1[k];
+    float* __restrict__ m_out = t.s1_out[k];
+    const float* __restrict__ v = t.s2[k];
+    float* __restrict__ v_out = t.s2_out[k];
+    const void* g = t.g[k];
+    void* half_out = t.half_out[k];
+    int gt = t.g_type[k], ht = t.half_type[k];
+    float lr = t.lr[k], wd = t.wd[k];
+    float step = lr / t.bc1[k];
+    float sqrt_bc2 = sqrtf(t.bc2[k]);
+    for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
+        float gi = load_tagged(g, gt, i) * grad_scale;
         float w = p[i] * (1.0f - lr * wd);
         float mi = fmaf(beta1, m[i], (1.0f - beta1) * gi);
         float vi = fmaf(beta2, v[i], (1.0f - beta2) * gi * gi);
-        m[i] = mi;
-        v[i] = vi;
+        m_out[i] = mi;
+        v_out[i] = vi;
         w -= step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
-        p[i] = w;
-        if (p16 != nullptr) p16[i] = from_f32<bf16_t>(w);
+        p_out[i] = w;
+        if (half_out != nullptr) store_tagged(half_out, ht, i, w);
     }
 }

@@ -123,6 +123,7 @@ fn side_json(launches: &[Launch], batch: usize) -> Value {
         "mfu_by_card": {"H100": h100.flops / h100.seconds / Peaks::H100.tensor16, "H200": h200.flops / h200.seconds / Peaks::H200.tensor16},
         "families": fam,
         "kernels": by_kernel(launches),
+        "launches": launches.iter().map(|l| json!({"kernel": l.kernel, "family": l.family, "flops": l.flops, "bytes": l.bytes})).collect::<Vec<_>>(),
     })
 }
 

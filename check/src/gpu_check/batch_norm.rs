@@ -128,9 +128,9 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
     let (gg2, gb2) = (r.up(&g2)?, r.up(&b2)?);
     for norm in [false, true] {
         let tag = if norm { "bn(x) + bn(shortcut)" } else { "bn(x) + shortcut" };
-        let gn = norm.then(|| ShortcutNorm { gamma: Some(&gg2), beta: Some(&gb2), running: None });
+        let gn = norm.then_some(ShortcutNorm { gamma: Some(&gg2), beta: Some(&gb2), running: None });
         let (y, _, _) = r.be().batch_norm_add_forward_train(&gx, Some(&gg), Some(&gb), eps, None, &gs, gn)?;
-        let cn = norm.then(|| ShortcutNorm { gamma: Some(&g2), beta: Some(&b2), running: None });
+        let cn = norm.then_some(ShortcutNorm { gamma: Some(&g2), beta: Some(&b2), running: None });
         let c_y =
             cpu_or_none(cpu.batch_norm_add_forward_train(&x, Some(&gamma), Some(&beta), eps, None, &s, cn))?;
         r.compare(&format!("{tag} fwd f32"), &y, c_y.map(|t| t.0), Vec::new, 1e-5)?;

@@ -1,96 +1,228 @@
-//! The training primitives on the device: SGD and AdamW updates (with a gradient scale and the bf16 copy
-//! of the weights), the non-finite check and the uint8 batch conversion, against f64 formulas and the
-//! CPU backend.
+//! The training primitives on the device: the multi-tensor SGD and AdamW updates (several tables of
+//! tensors, 16-bit gradients, a gradient scale, the 16-bit copies of the weights), the multi-tensor
+//! checks (non-finite flags, square sums, the unscale) and the uint8 batch conversion, against f64
+//! formulas and the CPU backend.
 
 use super::{vals, Run, R};
 use engine::backend::cpu::CpuBackend;
-use engine::backend::{AdamWStep, Backend, SgdStep};
+use engine::backend::multi_tensor::{CHECK_MAX, MT_CHUNK};
+use engine::backend::{AdamWParam, AdamWStep, Backend, SgdParam, SgdStep};
 use engine::{DType, Tensor};
 
 fn cpu_scale(t: &Tensor, s: f64) -> R<Tensor> {
     Ok(CpuBackend.affine(t, s, 0.0)?)
 }
 
+/// Tensor sizes for the multi-tensor updates: more than one table (OPT_MAX entries), tensors spanning
+/// several blocks and ones smaller than a block, one empty.
+fn sizes() -> Vec<usize> {
+    let mut v: Vec<usize> = (0..37).map(|i| 1 + (i * 977) % 3001).collect();
+    v[3] = 10_007;
+    v[11] = 0;
+    v[20] = 3 * MT_CHUNK + 5;
+    v
+}
+
 pub(super) fn training(r: &mut Run) -> R<()> {
-    let n = 10_007;
-    let p0 = r.rand(&[n], 1.0)?;
-    let g1 = r.rand(&[n], 0.1)?;
-    let g2 = r.rand(&[n], 0.1)?;
-    let (pv, g1v, g2v) = (vals(&p0)?, vals(&g1)?, vals(&g2)?);
-    // SGD, two steps (torch semantics, momentum buffer starts as the first gradient), with the gradients
-    // given at twice their size and a gradient scale of 0.5; the second step also writes the bf16 copy.
-    let sgd = SgdStep {
-        lr: 0.1,
-        momentum: 0.9,
-        dampening: 0.0,
-        weight_decay: 5e-4,
-        nesterov: false,
-        grad_scale: 0.5,
-        bf16_copy: false,
+    let sz = sizes();
+    let p0: Vec<Tensor> = sz.iter().map(|&n| r.rand(&[n], 1.0)).collect::<R<_>>()?;
+    let g1: Vec<Tensor> = sz.iter().map(|&n| r.rand(&[n], 0.1)).collect::<R<_>>()?;
+    let g2: Vec<Tensor> = sz.iter().map(|&n| r.rand(&[n], 0.1)).collect::<R<_>>()?;
+    // Every third gradient arrives in bf16 (a weight's gradient from an autocast GEMM), read widened:
+    // the reference uses the same rounded values.
+    let as_grad = |k: usize, g: &Tensor| -> R<Tensor> {
+        Ok(if k % 3 == 1 { CpuBackend.cast(g, DType::BF16)? } else { g.clone() })
     };
-    let (mut p, mut buf) = (r.up(&p0)?, None);
-    r.be().sgd_step(&mut p, &r.up(&cpu_scale(&g1, 2.0)?)?, &mut buf, &sgd)?;
-    let h2 = r.be().sgd_step(
-        &mut p,
-        &r.up(&cpu_scale(&g2, 2.0)?)?,
-        &mut buf,
-        &SgdStep { bf16_copy: true, ..sgd },
-    )?;
-    let mut want = pv.clone();
-    let mut b = vec![0.0; n];
-    for (step, g) in [&g1v, &g2v].iter().enumerate() {
-        for i in 0..n {
-            let d = g[i] + 5e-4 * want[i];
-            b[i] = if step == 0 { d } else { 0.9 * b[i] + d };
-            want[i] -= 0.1 * b[i];
-        }
-    }
-    r.record("sgd momentum+wd, 2 steps", &vals(&p)?, &want, 1e-6, "f64 formula");
-    r.record("sgd bf16 copy of weights", &vals(&h2.ok_or("no bf16 copy")?)?, &want, 5e-3, "f64 formula");
-    // The same two steps on the CPU backend.
-    let (mut pc, mut bc) = (p0.clone(), None);
-    CpuBackend.sgd_step(&mut pc, &cpu_scale(&g1, 2.0)?, &mut bc, &sgd)?;
-    CpuBackend.sgd_step(&mut pc, &cpu_scale(&g2, 2.0)?, &mut bc, &sgd)?;
-    r.record("sgd, 2 steps", &vals(&p)?, &vals(&pc)?, 1e-6, "CPU backend");
-    // AdamW, two steps.
-    let adamw = |step| AdamWStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.05,
-        step,
-        grad_scale: 1.0,
-        bf16_copy: false,
+    let half_of = |k: usize| match k % 4 {
+        0 => Some(DType::BF16),
+        1 => Some(DType::F16),
+        _ => None,
     };
-    let zeros = Tensor::zeros([n], DType::F32, &r.dev)?;
-    let (mut p, mut m, mut v) = (r.up(&p0)?, zeros.clone(), zeros);
-    r.be().adamw_step(&mut p, &r.up(&g1)?, &mut m, &mut v, &adamw(1))?;
-    r.be().adamw_step(&mut p, &r.up(&g2)?, &mut m, &mut v, &adamw(2))?;
-    let mut want = pv.clone();
-    let (mut mm, mut vv) = (vec![0.0; n], vec![0.0; n]);
-    for (t, g) in [&g1v, &g2v].iter().enumerate() {
-        let t = (t + 1) as i32;
-        for i in 0..n {
-            want[i] *= 1.0 - 1e-3 * 0.05;
-            mm[i] = 0.9 * mm[i] + 0.1 * g[i];
-            vv[i] = 0.999 * vv[i] + 0.001 * g[i] * g[i];
-            let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
-            want[i] -= 1e-3 / bc1 * mm[i] / (vv[i].sqrt() / bc2.sqrt() + 1e-8);
-        }
+    // SGD, two steps (torch semantics: the buffer starts as the first decayed gradient), gradients given
+    // at twice their size with a gradient scale of 0.5, per-tensor learning rates and decays.
+    let sgd = SgdStep { momentum: 0.9, dampening: 0.0, nesterov: false, grad_scale: 0.5 };
+    let lr_of = |k: usize| 0.1 / (1.0 + k as f64 / 8.0);
+    let wd_of = |k: usize| if k.is_multiple_of(2) { 5e-4 } else { 0.0 };
+    let mut ps: Vec<Tensor> = p0.iter().map(|p| r.up(p)).collect::<R<_>>()?;
+    let mut bufs: Vec<Option<Tensor>> = vec![None; sz.len()];
+    let mut copies = Vec::new();
+    for gs in [&g1, &g2] {
+        let gd: Vec<Tensor> =
+            gs.iter().enumerate().map(|(k, g)| r.up(&as_grad(k, &cpu_scale(g, 2.0)?)?)).collect::<R<_>>()?;
+        let mut params: Vec<SgdParam<'_>> = ps
+            .iter_mut()
+            .zip(&gd)
+            .zip(bufs.iter_mut())
+            .enumerate()
+            .map(|(k, ((p, g), buf))| SgdParam {
+                p,
+                g,
+                buf,
+                lr: lr_of(k),
+                weight_decay: wd_of(k),
+                half_copy: half_of(k),
+            })
+            .collect();
+        copies = r.be().sgd_update(&mut params, &sgd)?;
     }
-    r.record("adamw, 2 steps", &vals(&p)?, &want, 1e-6, "f64 formula");
-    // Non-finite check: the index of the first tensor with an inf.
-    let clean = r.up(&g1)?;
-    let mut bad = g2.clone();
-    bad.as_mut_slice::<f32>()?[n / 2] = f32::INFINITY;
-    let bad = r.up(&bad)?;
-    let found_clean = r.be().first_nonfinite(&[&clean, &clean])?.map_or(-1.0, |i| i as f64);
-    let found_bad = r.be().first_nonfinite(&[&clean, &bad, &clean])?.map_or(-1.0, |i| i as f64);
+    let (mut got, mut want, mut got16, mut want16) = (vec![], vec![], vec![], vec![]);
+    for k in 0..sz.len() {
+        let mut w = vals(&p0[k])?;
+        let mut b = vec![0.0; sz[k]];
+        for (step, g) in [&g1[k], &g2[k]].iter().enumerate() {
+            let g = vals(&as_grad(k, &cpu_scale(g, 2.0)?)?)?;
+            for i in 0..sz[k] {
+                let d = 0.5 * g[i] + wd_of(k) * w[i];
+                b[i] = if step == 0 { d } else { 0.9 * b[i] + d };
+                w[i] -= lr_of(k) * b[i];
+            }
+        }
+        got.extend(vals(&ps[k])?);
+        if let Some(c) = &copies[k] {
+            if c.dtype() != half_of(k).ok_or("a copy nobody asked for")? {
+                return Err(format!("sgd: tensor {k}'s copy is {}, not {:?}", c.dtype(), half_of(k)).into());
+            }
+            got16.extend(vals(c)?);
+            want16.extend(&w);
+        } else if half_of(k).is_some() {
+            return Err(format!("sgd: no 16-bit copy of tensor {k}").into());
+        }
+        want.extend(w);
+    }
     r.record(
-        "non-finite check (clean: none; inf in the 2nd of 3: index 1)",
-        &[found_clean, found_bad],
-        &[-1.0, 1.0],
+        format!("sgd_multi momentum+wd, 2 steps, {} tensors", sz.len()),
+        &got,
+        &want,
+        1e-6,
+        "f64 formula",
+    );
+    r.record("sgd_multi 16-bit copies of the weights", &got16, &want16, 5e-3, "f64 formula");
+    // The same two steps on the CPU backend.
+    let mut pc: Vec<Tensor> = p0.clone();
+    let mut bc: Vec<Option<Tensor>> = vec![None; sz.len()];
+    for gs in [&g1, &g2] {
+        let gd: Vec<Tensor> =
+            gs.iter().enumerate().map(|(k, g)| as_grad(k, &cpu_scale(g, 2.0)?)).collect::<R<_>>()?;
+        let mut params: Vec<SgdParam<'_>> = pc
+            .iter_mut()
+            .zip(&gd)
+            .zip(bc.iter_mut())
+            .enumerate()
+            .map(|(k, ((p, g), buf))| SgdParam {
+                p,
+                g,
+                buf,
+                lr: lr_of(k),
+                weight_decay: wd_of(k),
+                half_copy: None,
+            })
+            .collect();
+        CpuBackend.sgd_update(&mut params, &sgd)?;
+    }
+    let cpu: Vec<f64> = pc.iter().map(vals).collect::<R<Vec<_>>>()?.concat();
+    r.record("sgd_multi, 2 steps", &got, &cpu, 1e-6, "CPU backend");
+    // AdamW, two updates; the tensors start at different steps (torch counts steps per parameter).
+    let adamw = AdamWStep { beta1: 0.9, beta2: 0.999, eps: 1e-8, grad_scale: 1.0 };
+    let start = |k: usize| (k % 3) as u32;
+    let zeros = |n: usize| Tensor::zeros([n], DType::F32, &r.dev);
+    let mut ps: Vec<Tensor> = p0.iter().map(|p| r.up(p)).collect::<R<_>>()?;
+    let mut ms: Vec<Tensor> = sz.iter().map(|&n| zeros(n)).collect::<engine::Result<_>>()?;
+    let mut vs: Vec<Tensor> = ms.clone();
+    for (t, gs) in [&g1, &g2].into_iter().enumerate() {
+        let gd: Vec<Tensor> = gs.iter().enumerate().map(|(k, g)| r.up(&as_grad(k, g)?)).collect::<R<_>>()?;
+        let mut params: Vec<AdamWParam<'_>> = ps
+            .iter_mut()
+            .zip(&gd)
+            .zip(ms.iter_mut().zip(vs.iter_mut()))
+            .enumerate()
+            .map(|(k, ((p, g), (m, v)))| AdamWParam {
+                p,
+                g,
+                m,
+                v,
+                lr: 1e-3,
+                weight_decay: 0.05,
+                step: start(k) + t as u32 + 1,
+                half_copy: None,
+            })
+            .collect();
+        r.be().adamw_update(&mut params, &adamw)?;
+    }
+    let (mut got, mut want) = (vec![], vec![]);
+    for k in 0..sz.len() {
+        let mut w = vals(&p0[k])?;
+        let (mut mm, mut vv) = (vec![0.0; sz[k]], vec![0.0; sz[k]]);
+        for (t, g) in [&g1[k], &g2[k]].iter().enumerate() {
+            let g = vals(&as_grad(k, g)?)?;
+            let t = (start(k) as usize + t + 1) as i32;
+            let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
+            for i in 0..sz[k] {
+                w[i] *= 1.0 - 1e-3 * 0.05;
+                mm[i] = 0.9 * mm[i] + 0.1 * g[i];
+                vv[i] = 0.999 * vv[i] + 0.001 * g[i] * g[i];
+                w[i] -= 1e-3 / bc1 * mm[i] / (vv[i].sqrt() / bc2.sqrt() + 1e-8);
+            }
+        }
+        got.extend(vals(&ps[k])?);
+        want.extend(w);
+    }
+    r.record(
+        format!("adamw_multi, 2 steps from steps 1-3, {} tensors", sz.len()),
+        &got,
+        &want,
+        1e-6,
+        "f64 formula",
+    );
+    // The checks over more tensors than one table holds (CHECK_MAX), f32 and bf16.
+    let many: Vec<Tensor> = (0..CHECK_MAX + 9)
+        .map(|k| {
+            let t = r.rand(&[1 + (k * 131) % 700], 1.0)?;
+            as_grad(k, &t)
+        })
+        .collect::<R<_>>()?;
+    let dev_many: Vec<Tensor> = many.iter().map(|t| r.up(t)).collect::<R<_>>()?;
+    let refs: Vec<&Tensor> = dev_many.iter().collect();
+    let clean = r.be().first_nonfinite(&refs)?.map_or(-1.0, |i| i as f64);
+    let mut bad = many[CHECK_MAX + 4].clone();
+    if bad.dtype() == DType::F32 {
+        bad.as_mut_slice::<f32>()?[0] = f32::INFINITY;
+    } else {
+        bad = CpuBackend.cast(
+            &CpuBackend.affine(&CpuBackend.cast(&bad, DType::F32)?, f64::INFINITY, 0.0)?,
+            bad.dtype(),
+        )?;
+    }
+    let mut with_bad = dev_many.clone();
+    with_bad[CHECK_MAX + 4] = r.up(&bad)?;
+    let refs_bad: Vec<&Tensor> = with_bad.iter().collect();
+    let found = r.be().first_nonfinite(&refs_bad)?.map_or(-1.0, |i| i as f64);
+    r.record(
+        format!(
+            "nonfinite_multi over {} tensors (clean: none; inf in tensor {}: found)",
+            many.len(),
+            CHECK_MAX + 4
+        ),
+        &[clean, found],
+        &[-1.0, (CHECK_MAX + 4) as f64],
+        0.0,
+        "f64 formula",
+    );
+    let total = r.be().sum_of_squares(&refs)?;
+    let want_sq: f64 =
+        many.iter().map(|t| vals(t).map(|v| v.iter().map(|x| x * x).sum::<f64>())).sum::<R<f64>>()?;
+    r.record(format!("sumsq_multi over {} tensors", many.len()), &[total], &[want_sq], 1e-9, "f64 formula");
+    let mut scaled = dev_many.clone();
+    let mut refs_mut: Vec<&mut Tensor> = scaled.iter_mut().collect();
+    let none = r.be().scale_and_check(&mut refs_mut, 0.25)?.map_or(-1.0, |i| i as f64);
+    let kinds_ok = scaled.iter().all(|t| t.dtype() == DType::F32);
+    let got: Vec<f64> = scaled.iter().map(vals).collect::<R<Vec<_>>>()?.concat();
+    let want: Vec<f64> =
+        many.iter().map(vals).collect::<R<Vec<_>>>()?.concat().iter().map(|v| v * 0.25).collect();
+    r.record("scale_multi x0.25 (16-bit inputs widened to f32)", &got, &want, 0.0, "f64 formula");
+    r.record(
+        "scale_multi: all f32, none flagged",
+        &[kinds_ok as u8 as f64, none],
+        &[1.0, -1.0],
         0.0,
         "f64 formula",
     );

@@ -20,12 +20,13 @@ mod dropout_draw;
 pub mod ledger;
 mod margin_head;
 pub mod meta;
+pub mod multi_tensor;
 mod optim_step;
 mod staging;
 
 pub use dropout_draw::dropout_keep;
 pub use margin_head::{MarginHeadCall, MarginHeadOutput};
-pub use optim_step::{AdamWStep, SgdStep};
+pub use optim_step::{AdamWParam, AdamWStep, SgdParam, SgdStep};
 pub use staging::{BatchStager, HostPixels, StagedBatch};
 
 use crate::tensor::{DType, Device, Shape, Tensor};
@@ -444,31 +445,18 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "batch_norm_prelu_backward")
     }
 
-    /// One torch.optim.SGD update of `p` with gradient `g`; `buf` is the momentum buffer (created on the
-    /// first step when momentum is on). Returns a bf16 copy of the new weights when `h.bf16_copy`.
-    fn sgd_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        buf: &mut Option<Tensor>,
-        h: &SgdStep,
-    ) -> Result<Option<Tensor>> {
-        let _ = (p, g, buf, h);
-        unsupported(&self.name(), "sgd_step")
+    /// One torch.optim.SGD update of every tensor of `params` (`SgdParam`); returns each one's 16-bit copy
+    /// where asked.
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+        let _ = (params, h);
+        unsupported(&self.name(), "sgd_update")
     }
 
-    /// One torch.optim.AdamW update at step `h.step` (1-based) of `p` and its moments `m`, `v`. Returns a
-    /// bf16 copy of the new weights when `h.bf16_copy`.
-    fn adamw_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        h: &AdamWStep,
-    ) -> Result<Option<Tensor>> {
-        let _ = (p, g, m, v, h);
-        unsupported(&self.name(), "adamw_step")
+    /// One torch.optim.AdamW update of every tensor of `params` (`AdamWParam`); returns each one's 16-bit
+    /// copy where asked.
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+        let _ = (params, h);
+        unsupported(&self.name(), "adamw_update")
     }
 
     /// The index of the first tensor holding a NaN or an infinity, if any (one host read on a GPU).
@@ -477,8 +465,9 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "first_nonfinite")
     }
 
-    /// Multiplies every tensor by `factor` (an f32, as loss scaling keeps its scale) in place, then
-    /// returns the index of the first holding a NaN or an infinity (the fp16 unscale).
+    /// Replaces every tensor by itself times `factor` (an f32, as loss scaling keeps its scale) in f32 (a
+    /// 16-bit tensor is widened first), then returns the index of the first holding a NaN or an infinity
+    /// (the fp16 unscale; gradient clipping).
     fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
         let _ = (ts, factor);
         unsupported(&self.name(), "scale_and_check")

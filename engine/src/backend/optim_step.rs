@@ -1,31 +1,51 @@
-//! The hyper-parameters of one optimizer update as a backend applies it (`Backend::sgd_step`,
-//! `Backend::adamw_step`): the group's options already folded in, so the backend sees plain numbers.
+//! An optimizer update as a backend applies it (`Backend::sgd_update`, `Backend::adamw_update`): many
+//! parameter tensors at once (the CUDA backend updates them in a few multi-tensor launches), each with
+//! its group's learning rate and weight decay already folded in, so the backend sees plain numbers.
 
-/// One torch.optim.SGD update (dampening applies from the second step on, as torch does).
+use crate::tensor::{DType, Tensor};
+
+/// What every tensor of one torch.optim.SGD update shares (dampening applies from a buffer's second
+/// step on, as torch does).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdStep {
-    pub lr: f64,
     pub momentum: f64,
     pub dampening: f64,
-    pub weight_decay: f64,
     pub nesterov: bool,
-    /// Multiplies the raw gradient first (1 / loss scale when the unscale is fused); 1 otherwise.
+    /// Multiplies the raw gradient first (1 / loss scale, or the clipping coefficient); 1 otherwise.
     pub grad_scale: f64,
-    /// Also return the updated weights as bf16 (the copy a 16-bit forward would read).
-    pub bf16_copy: bool,
 }
 
-/// One torch.optim.AdamW update (amsgrad off) at 1-based step `step`.
+/// What every tensor of one torch.optim.AdamW update (amsgrad off) shares.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWStep {
-    pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
-    pub weight_decay: f64,
-    pub step: u32,
     /// As `SgdStep::grad_scale`.
     pub grad_scale: f64,
-    /// As `SgdStep::bf16_copy`.
-    pub bf16_copy: bool,
+}
+
+/// One parameter tensor of an SGD update. `p` (f32 or f64) and `buf` are replaced by new tensors; `g`
+/// has `p`'s shape and dtype, or is a 16-bit gradient of an f32 weight (read widened).
+pub struct SgdParam<'a> {
+    pub p: &'a mut Tensor,
+    pub g: &'a Tensor,
+    /// The momentum buffer: None before its first step (it starts as the first decayed gradient).
+    pub buf: &'a mut Option<Tensor>,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Also return the new weights in this 16-bit type, as `Backend::half_operand` would give them.
+    pub half_copy: Option<DType>,
+}
+
+/// One parameter tensor of an AdamW update at its 1-based step `step`; as `SgdParam` otherwise.
+pub struct AdamWParam<'a> {
+    pub p: &'a mut Tensor,
+    pub g: &'a Tensor,
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub step: u32,
+    pub half_copy: Option<DType>,
 }

@@ -2,7 +2,7 @@
 //! state dict, so a PyTorch checkpoint maps one to one (layouts differ: see `crate::model` export).
 
 use crate::tape::{Tape, Var};
-use crate::tensor::{Device, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -21,6 +21,12 @@ pub struct ParamEntry {
     pub name: String,
     pub value: Tensor,
     pub kind: ParamKind,
+    /// The 16-bit type a training forward reads this parameter in (a weight of an autocast GEMM), once
+    /// one has: the optimizer then writes `half` with each update.
+    read_in: Option<DType>,
+    /// `value` as that GEMM reads it, made by the optimizer with the value; dropped whenever the value
+    /// is reached mutably, so it never outlives the value it copies.
+    half: Option<(DType, Tensor)>,
 }
 
 #[derive(Clone, Default)]
@@ -41,7 +47,7 @@ impl ParamStore {
             return Err(Error::Invalid(format!("parameter '{name}' registered twice")));
         }
         self.index.insert(name.clone(), self.entries.len());
-        self.entries.push(ParamEntry { name, value, kind });
+        self.entries.push(ParamEntry { name, value, kind, read_in: None, half: None });
         Ok(())
     }
 
@@ -54,9 +60,61 @@ impl ParamStore {
 
     pub fn get_mut(&mut self, name: &str) -> Result<&mut Tensor> {
         match self.index.get(name) {
-            Some(&i) => Ok(&mut self.entries[i].value),
+            Some(&i) => {
+                let e = &mut self.entries[i];
+                e.half = None;
+                Ok(&mut e.value)
+            }
             None => Err(Error::Invalid(format!("no parameter named '{name}'"))),
         }
+    }
+
+    /// The values of `names` (distinct), mutably and at once, in that order.
+    pub fn values_mut(&mut self, names: &[&str]) -> Result<Vec<&mut Tensor>> {
+        let mut slots: Vec<Option<&mut ParamEntry>> = self.entries.iter_mut().map(Some).collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let i = *self
+                .index
+                .get(*name)
+                .ok_or_else(|| Error::Invalid(format!("no parameter named '{name}'")))?;
+            let e =
+                slots[i].take().ok_or_else(|| Error::Invalid(format!("parameter '{name}' named twice")))?;
+            e.half = None;
+            out.push(&mut e.value);
+        }
+        Ok(out)
+    }
+
+    /// The 16-bit type training forwards read `name` in, if they do (see `note_half_reads`).
+    pub fn half_read_type(&self, name: &str) -> Option<DType> {
+        self.index.get(name).and_then(|&i| self.entries[i].read_in)
+    }
+
+    /// Records the parameters a forward read as 16-bit GEMM operands (`Tape::half_reads`).
+    pub fn note_half_reads<'a>(&mut self, reads: impl IntoIterator<Item = (&'a str, DType)>) {
+        for (name, d) in reads {
+            if let Some(&i) = self.index.get(name) {
+                self.entries[i].read_in = Some(d);
+            }
+        }
+    }
+
+    /// Keeps `half`, the 16-bit copy of `name`'s current value (as `Backend::half_operand` makes it: the
+    /// 16-bit type on a GPU, rounded f32 values on the CPU), for the next forward to read.
+    pub fn set_half_copy(&mut self, name: &str, dtype: DType, half: Tensor) -> Result<()> {
+        let i =
+            *self.index.get(name).ok_or_else(|| Error::Invalid(format!("no parameter named '{name}'")))?;
+        let e = &mut self.entries[i];
+        if half.dims() != e.value.dims() {
+            return Err(Error::Shape(format!(
+                "'{name}': a 16-bit copy must have the value's shape {}, got {}",
+                e.value.shape(),
+                half.shape()
+            )));
+        }
+        e.half = Some((dtype, half));
+        Ok(())
     }
 
     /// Replaces a value, checking shape and dtype.
@@ -84,6 +142,9 @@ impl ParamStore {
     }
 
     pub fn entries_mut(&mut self) -> &mut [ParamEntry] {
+        for e in &mut self.entries {
+            e.half = None;
+        }
         &mut self.entries
     }
 
@@ -105,7 +166,11 @@ impl ParamStore {
         let i =
             *self.index.get(name).ok_or_else(|| Error::Invalid(format!("no parameter named '{name}'")))?;
         let e = &self.entries[i];
-        Ok(tape.param(&e.name, e.value.clone(), e.kind == ParamKind::Trainable))
+        let v = tape.param(&e.name, e.value.clone(), e.kind == ParamKind::Trainable);
+        if let Some((d, h)) = &e.half {
+            tape.set_half_operand(v, *d, h.clone())?;
+        }
+        Ok(v)
     }
 
     /// A copy on `device`. Integer buffers (`num_batches_tracked`) stay on the host: they are counters no
@@ -113,6 +178,7 @@ impl ParamStore {
     pub fn to_device(&self, device: &Device) -> Result<ParamStore> {
         let mut out = self.clone();
         for e in &mut out.entries {
+            e.half = None;
             if e.value.dtype().is_float() {
                 e.value = e.value.to_device(device)?;
             }

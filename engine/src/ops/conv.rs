@@ -1,20 +1,23 @@
 //! 2-D convolution without bias on NHWC activations and OHWI weights.
 
-use super::{autocast_grad, autocast_operand, autocast_store, same_device_and_dtype};
+use super::{
+    autocast_grad, autocast_operand, autocast_store, same_device_and_dtype, var_operand, weight_grad,
+};
 use crate::backend::Conv2dParams;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::Result;
 
 /// x `[N, H, W, C]` conv w `[O, k, k, C]` -> `[N, Ho, Wo, O]`. Under the tape's autocast type the
-/// convolutions run in it: the output and x's gradient are held in it, w's gradient comes back in f32
-/// (see `Tape::set_autocast`).
+/// convolutions run in it: the output and x's gradient are held in it, and so is w's when w is a
+/// parameter (read widened by the optimizer; see `ops::round::weight_grad`), else it comes back in f32.
 pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
     same_device_and_dtype(tape, "conv2d", &[x, w])?;
     let half = tape.autocast();
     let (x_half, w_half) = (tape.storage_type(x), tape.storage_type(w));
-    let tx = autocast_operand(tape.value(x), half)?.into_owned();
-    let tw = autocast_operand(tape.value(w), half)?.into_owned();
+    let w_param = tape.is_param(w);
+    let tx = var_operand(tape, x, half)?;
+    let tw = var_operand(tape, w, half)?;
     let out = autocast_store(tx.backend().conv2d_forward(&tx, &tw, p)?, half)?;
     let (need_dx, need_dw) = (tape.requires_grad(x), tape.requires_grad(w));
     Ok(tape.push(
@@ -30,7 +33,7 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
                 None
             };
             let dw = if need_dw {
-                Some(autocast_grad(be.conv2d_backward_filter(&g, &tx, tw.shape(), p)?, half, w_half)?)
+                Some(weight_grad(be.conv2d_backward_filter(&g, &tx, tw.shape(), p)?, half, w_half, w_param)?)
             } else {
                 None
             };

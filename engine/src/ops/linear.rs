@@ -1,6 +1,9 @@
 //! Fully connected layer with torch's weight layout.
 
-use super::{autocast_grad, autocast_operand, autocast_store, autocast_widen, same_device_and_dtype};
+use super::{
+    autocast_grad, autocast_operand, autocast_store, autocast_widen, same_device_and_dtype, var_operand,
+    weight_grad,
+};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -15,8 +18,9 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     let half = tape.autocast();
     let (x_half, w_half) = (tape.storage_type(x), tape.storage_type(w));
     let b_half = b.and_then(|b| tape.storage_type(b));
-    let tx = autocast_operand(tape.value(x), half)?.into_owned();
-    let tw = autocast_operand(tape.value(w), half)?.into_owned();
+    let w_param = tape.is_param(w);
+    let tx = var_operand(tape, x, half)?;
+    let tw = var_operand(tape, w, half)?;
     let (_, fin) = tx.shape().matrix("linear input")?;
     let (fout, win) = tw.shape().matrix("linear weight")?;
     if fin != win {
@@ -50,7 +54,8 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
             } else {
                 None
             };
-            let mut grads = vec![dx, Some(autocast_grad(be.matmul(&g, &tx, true, false)?, half, w_half)?)];
+            let mut grads =
+                vec![dx, Some(weight_grad(be.matmul(&g, &tx, true, false)?, half, w_half, w_param)?)];
             if has_b {
                 grads.push(Some(autocast_grad(be.sum_rows(autocast_widen(&g)?.as_ref())?, half, b_half)?));
             }

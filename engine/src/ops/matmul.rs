@@ -1,6 +1,6 @@
 //! Matrix product of two rank-2 tensors.
 
-use super::{autocast_grad, autocast_operand, autocast_store, same_device_and_dtype};
+use super::{autocast_operand, autocast_store, same_device_and_dtype, var_operand, weight_grad};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -11,8 +11,9 @@ pub fn matmul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
     same_device_and_dtype(tape, "matmul", &[a, b])?;
     let half = tape.autocast();
     let (a_half, b_half) = (tape.storage_type(a), tape.storage_type(b));
-    let ta = autocast_operand(tape.value(a), half)?.into_owned();
-    let tb = autocast_operand(tape.value(b), half)?.into_owned();
+    let (a_param, b_param) = (tape.is_param(a), tape.is_param(b));
+    let ta = var_operand(tape, a, half)?;
+    let tb = var_operand(tape, b, half)?;
     let (m, k) = ta.shape().matrix("matmul")?;
     let (k2, n) = tb.shape().matrix("matmul")?;
     if k != k2 {
@@ -26,8 +27,8 @@ pub fn matmul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
             let g = autocast_operand(g, half)?;
             let be = g.backend();
             // da = g @ b^T, db = a^T @ g
-            let da = autocast_grad(be.matmul(&g, &tb, false, true)?, half, a_half)?;
-            let db = autocast_grad(be.matmul(&ta, &g, true, false)?, half, b_half)?;
+            let da = weight_grad(be.matmul(&g, &tb, false, true)?, half, a_half, a_param)?;
+            let db = weight_grad(be.matmul(&ta, &g, true, false)?, half, b_half, b_param)?;
             Ok(vec![Some(da), Some(db)])
         }),
     ))

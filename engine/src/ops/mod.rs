@@ -30,7 +30,8 @@ pub use normalize::{normalize_rows, normalize_rows_with_norms, NORMALIZE_EPS};
 pub use prelu::prelu;
 pub use reduce::{mean_all, sum_rows};
 pub(crate) use round::{
-    grad_for as autocast_grad, operand as autocast_operand, store as autocast_store, widen as autocast_widen,
+    grad_for as autocast_grad, operand as autocast_operand, store as autocast_store, var_operand,
+    weight_grad, widen as autocast_widen,
 };
 pub use round::{round_to, widen_to_f32};
 pub use shape::{flatten, reshape};

@@ -28,6 +28,31 @@ pub(crate) fn operand(t: &Tensor, half: Option<DType>) -> Result<Cow<'_, Tensor>
     }
 }
 
+/// `v`'s value as a half-precision GEMM reads it under autocast (`Tape::half_operand`: a parameter's
+/// copy made ahead by the optimizer, else converted now); without autocast, the value itself.
+pub(crate) fn var_operand(tape: &mut Tape, v: Var, half: Option<DType>) -> Result<Tensor> {
+    match half {
+        None => Ok(tape.value(v).clone()),
+        Some(d) => tape.half_operand(v, d),
+    }
+}
+
+/// A GEMM's gradient for a weight (`is_param`: a parameter leaf the tape holds in f32) stays in the
+/// 16-bit type the GEMM produced it in: the optimizer, the step's checks and any accumulation read it
+/// widened, which gives the values `grad_for`'s widening would, without a pass of its own. Any other
+/// input's gradient is `grad_for`'s.
+pub(crate) fn weight_grad(
+    t: Tensor,
+    half: Option<DType>,
+    input_half: Option<DType>,
+    is_param: bool,
+) -> Result<Tensor> {
+    match (half, input_half, is_param) {
+        (Some(_), None, true) => store(t, half),
+        _ => grad_for(t, half, input_half),
+    }
+}
+
 /// A result as the tape holds it under autocast: stored in `half` (`Backend::store_half`); without
 /// autocast, `t` itself.
 pub(crate) fn store(t: Tensor, half: Option<DType>) -> Result<Tensor> {

@@ -4,7 +4,7 @@
 
 use super::update::{check_state_shape, owned_grads};
 use super::{Optimizer, ParamGroups};
-use crate::backend::AdamWStep;
+use crate::backend::{AdamWParam, AdamWStep};
 use crate::model::ParamStore;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -55,35 +55,64 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
-    fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
-        for (name, g) in owned_grads(store, grads)? {
-            let opts = self.groups.options_for(name);
-            let m = match self.moments.get_mut(name) {
+    fn step_scaled(
+        &mut self,
+        store: &mut ParamStore,
+        grads: &[(String, Tensor)],
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()> {
+        let owned = owned_grads(store, grads)?;
+        let Some((_, first)) = owned.first() else { return Ok(()) };
+        let backend = first.backend();
+        let names: Vec<&str> = owned.iter().map(|(n, _)| *n).collect();
+        let half: Vec<_> = names.iter().map(|n| store.half_read_type(n)).collect();
+        let mut moments = Vec::with_capacity(names.len());
+        for name in &names {
+            let m = match self.moments.remove(*name) {
                 Some(m) => m,
                 None => {
-                    let z = Tensor::zeros(g.shape().clone(), g.dtype(), &g.device())?;
-                    self.moments.entry(name.to_string()).or_insert(Moments {
-                        step: 0,
-                        exp_avg: z.clone(),
-                        exp_avg_sq: z,
-                    })
+                    // The moments take the parameter's type (a gradient may arrive in 16 bits).
+                    let p = store.get(name)?;
+                    let z = Tensor::zeros(p.shape().clone(), p.dtype(), &p.device())?;
+                    Moments { step: 0, exp_avg: z.clone(), exp_avg_sq: z }
                 }
             };
-            m.step += 1;
-            let c = self.config;
-            let step = u32::try_from(m.step)
-                .map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step)))?;
-            let h = AdamWStep {
-                lr: lr * opts.lr_scale,
-                beta1: c.beta1,
-                beta2: c.beta2,
-                eps: c.eps,
-                weight_decay: opts.weight_decay,
-                step,
-                grad_scale: 1.0,
-                bf16_copy: false,
-            };
-            g.backend().adamw_step(store.get_mut(name)?, g, &mut m.exp_avg, &mut m.exp_avg_sq, &h)?;
+            moments.push(m);
+        }
+        let c = self.config;
+        let shared = AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, grad_scale };
+        let result = (|| {
+            let mut params = Vec::with_capacity(names.len());
+            for (((p, (name, g)), m), &half_copy) in
+                store.values_mut(&names)?.into_iter().zip(&owned).zip(moments.iter_mut()).zip(&half)
+            {
+                let step = u32::try_from(m.step + 1)
+                    .map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step + 1)))?;
+                let opts = self.groups.options_for(name);
+                params.push(AdamWParam {
+                    p,
+                    g,
+                    m: &mut m.exp_avg,
+                    v: &mut m.exp_avg_sq,
+                    lr: lr * opts.lr_scale,
+                    weight_decay: opts.weight_decay,
+                    step,
+                    half_copy,
+                });
+            }
+            backend.adamw_update(&mut params, &shared)
+        })();
+        let applied = result.is_ok();
+        // The moments go back even when the update failed (it leaves them as they were).
+        for (name, mut m) in names.iter().zip(moments) {
+            m.step += applied as i64;
+            self.moments.insert(name.to_string(), m);
+        }
+        for ((name, c), d) in names.iter().zip(result?).zip(half) {
+            if let (Some(c), Some(d)) = (c, d) {
+                store.set_half_copy(name, d, c)?;
+            }
         }
         Ok(())
     }

@@ -3,13 +3,20 @@
 use crate::tensor::Tensor;
 use crate::Result;
 
+/// The total L2 norm of every gradient and the factor clipping multiplies them by: max_norm / (total +
+/// 1e-6), at most 1. The training step hands the factor to the optimizer (`Optimizer::step_scaled`),
+/// which applies it as it reads each gradient.
+pub fn clip_coefficient(grads: &[(String, Tensor)], max_norm: f64) -> Result<(f64, f64)> {
+    let Some(dev) = grads.first().map(|(_, g)| g.device()) else { return Ok((0.0, 1.0)) };
+    let all: Vec<&Tensor> = grads.iter().map(|(_, g)| g).collect();
+    let total = crate::backend::for_device(&dev).sum_of_squares(&all)?.sqrt();
+    Ok((total, (max_norm / (total + 1e-6)).min(1.0)))
+}
+
 /// Scales every gradient by max_norm / (total + 1e-6) when that is below 1; returns the total L2 norm
 /// over all of them (before clipping).
 pub fn clip_grad_norm(grads: &mut [(String, Tensor)], max_norm: f64) -> Result<f64> {
-    let Some(dev) = grads.first().map(|(_, g)| g.device()) else { return Ok(0.0) };
-    let all: Vec<&Tensor> = grads.iter().map(|(_, g)| g).collect();
-    let total = crate::backend::for_device(&dev).sum_of_squares(&all)?.sqrt();
-    let coef = max_norm / (total + 1e-6);
+    let (total, coef) = clip_coefficient(grads, max_norm)?;
     if coef < 1.0 {
         for (_, g) in grads.iter_mut() {
             *g = g.backend().affine(g, coef, 0.0)?;

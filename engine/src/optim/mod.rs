@@ -10,7 +10,7 @@ mod sgd;
 mod update;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::clip_grad_norm;
+pub use clip::{clip_coefficient, clip_grad_norm};
 pub use groups::{GroupOptions, ParamGroups};
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
@@ -24,7 +24,19 @@ pub trait Optimizer: Send {
     /// Updates every parameter of `store` that has a gradient in `grads`, with base learning rate `lr`
     /// (each group scales it). Gradients whose names are not in `store` are left for another store (the
     /// head's); a gradient for a frozen parameter or a buffer is an error.
-    fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()>;
+    fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
+        self.step_scaled(store, grads, lr, 1.0)
+    }
+
+    /// As `step`, every gradient first multiplied by `grad_scale` in the gradient's precision (gradient
+    /// clipping's coefficient, applied inside the update instead of in a pass of its own).
+    fn step_scaled(
+        &mut self,
+        store: &mut ParamStore,
+        grads: &[(String, Tensor)],
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()>;
 
     /// The state as named tensors (names like `layer1.0.conv1.weight.momentum_buffer`).
     fn state(&self) -> Vec<(String, Tensor)>;

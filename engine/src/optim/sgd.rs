@@ -1,11 +1,12 @@
 //! SGD with momentum, exactly as torch.optim.SGD (dampening 0, nesterov optional): weight decay is added
 //! to the gradient, the momentum buffer starts as a copy of the first (decayed) gradient, then
 //! buf = momentum * buf + (1 - dampening) * d_p, and p -= lr * buf (or the nesterov combination). The
-//! update itself is the parameter's backend's (`Backend::sgd_step`); this keeps the buffers by name.
+//! update itself is the parameters' backend's (`Backend::sgd_update`, every tensor at once); this keeps
+//! the buffers by name.
 
 use super::update::{check_state_shape, owned_grads};
 use super::{Optimizer, ParamGroups};
-use crate::backend::SgdStep;
+use crate::backend::{SgdParam, SgdStep};
 use crate::model::ParamStore;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -44,22 +45,48 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
-        for (name, g) in owned_grads(store, grads)? {
-            let opts = self.groups.options_for(name);
-            let h = SgdStep {
-                lr: lr * opts.lr_scale,
-                momentum: self.config.momentum,
-                dampening: self.config.dampening,
-                weight_decay: opts.weight_decay,
-                nesterov: self.config.nesterov,
-                grad_scale: 1.0,
-                bf16_copy: false,
-            };
-            let mut buf = self.buffers.remove(name);
-            g.backend().sgd_step(store.get_mut(name)?, g, &mut buf, &h)?;
-            if let Some(b) = buf {
+    fn step_scaled(
+        &mut self,
+        store: &mut ParamStore,
+        grads: &[(String, Tensor)],
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()> {
+        let owned = owned_grads(store, grads)?;
+        let Some((_, first)) = owned.first() else { return Ok(()) };
+        let backend = first.backend();
+        let names: Vec<&str> = owned.iter().map(|(n, _)| *n).collect();
+        let half: Vec<_> = names.iter().map(|n| store.half_read_type(n)).collect();
+        let mut bufs: Vec<Option<Tensor>> = names.iter().map(|n| self.buffers.remove(*n)).collect();
+        let shared = SgdStep {
+            momentum: self.config.momentum,
+            dampening: self.config.dampening,
+            nesterov: self.config.nesterov,
+            grad_scale,
+        };
+        let copies = {
+            let mut params: Vec<SgdParam<'_>> = store
+                .values_mut(&names)?
+                .into_iter()
+                .zip(&owned)
+                .zip(bufs.iter_mut())
+                .zip(&half)
+                .map(|(((p, (name, g)), buf), &half_copy)| {
+                    let opts = self.groups.options_for(name);
+                    SgdParam { p, g, buf, lr: lr * opts.lr_scale, weight_decay: opts.weight_decay, half_copy }
+                })
+                .collect();
+            backend.sgd_update(&mut params, &shared)
+        };
+        // The buffers go back even when the update failed (it leaves them as they were).
+        for (name, b) in names.iter().zip(bufs) {
+            if let Some(b) = b {
                 self.buffers.insert(name.to_string(), b);
+            }
+        }
+        for ((name, c), d) in names.iter().zip(copies?).zip(half) {
+            if let (Some(c), Some(d)) = (c, d) {
+                store.set_half_copy(name, d, c)?;
             }
         }
         Ok(())

@@ -1,11 +1,11 @@
 //! Shared plumbing of the optimizers: matching gradients to parameters and checking restored state.
 
 use crate::model::{ParamKind, ParamStore};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 /// The gradients that belong to `store`, after checking each targets a trainable parameter of the same
-/// shape and dtype.
+/// shape and dtype (or is a 16-bit gradient of an f32 weight, as an autocast GEMM leaves it on a GPU).
 pub fn owned_grads<'a>(
     store: &ParamStore,
     grads: &'a [(String, Tensor)],
@@ -17,7 +17,8 @@ pub fn owned_grads<'a>(
             return Err(Error::Invalid(format!("optimizer: '{name}' is {kind:?} but received a gradient")));
         }
         let p = store.get(name)?;
-        if p.dims() != g.dims() || p.dtype() != g.dtype() {
+        let half_of_f32 = p.dtype() == DType::F32 && matches!(g.dtype(), DType::BF16 | DType::F16);
+        if p.dims() != g.dims() || (p.dtype() != g.dtype() && !half_of_f32) {
             return Err(Error::Shape(format!(
                 "optimizer: gradient of '{name}' is {} {}, parameter is {} {}",
                 g.shape(),

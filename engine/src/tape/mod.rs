@@ -54,6 +54,10 @@ pub struct Tape {
     nodes: Vec<Node>,
     grad_enabled: bool,
     autocast: Option<DType>,
+    /// 16-bit GEMM operands of parameter leaves made ahead of the forward (the optimizer's copies).
+    half_operands: Vec<(Var, DType, Tensor)>,
+    /// The parameters forwards read as 16-bit GEMM operands, in that type.
+    half_reads: Vec<(String, DType)>,
 }
 
 impl Default for Tape {
@@ -65,12 +69,24 @@ impl Default for Tape {
 impl Tape {
     /// A tape that records backward closures (training).
     pub fn new() -> Tape {
-        Tape { nodes: Vec::new(), grad_enabled: true, autocast: None }
+        Tape {
+            nodes: Vec::new(),
+            grad_enabled: true,
+            autocast: None,
+            half_operands: Vec::new(),
+            half_reads: Vec::new(),
+        }
     }
 
     /// A tape that keeps only values (evaluation): no backward is possible.
     pub fn no_grad() -> Tape {
-        Tape { nodes: Vec::new(), grad_enabled: false, autocast: None }
+        Tape {
+            nodes: Vec::new(),
+            grad_enabled: false,
+            autocast: None,
+            half_operands: Vec::new(),
+            half_reads: Vec::new(),
+        }
     }
 
     pub fn grad_enabled(&self) -> bool {
@@ -131,6 +147,46 @@ impl Tape {
 
     pub fn value(&self, v: Var) -> &Tensor {
         &self.nodes[v.0].value
+    }
+
+    /// Gives the leaf `v` its value as a `dtype` GEMM operand, made ahead (`Backend::half_operand`'s
+    /// result, which `half_operand` then returns instead of converting again).
+    pub fn set_half_operand(&mut self, v: Var, dtype: DType, t: Tensor) -> Result<()> {
+        let node = &self.nodes[v.0];
+        if node.backward.is_some() || !node.inputs.is_empty() || t.dims() != node.value.dims() {
+            return Err(Error::Invalid(format!(
+                "a 16-bit operand {} for node {} ({}): only a leaf of the same shape takes one",
+                t.shape(),
+                v.0,
+                node.value.shape()
+            )));
+        }
+        self.half_operands.push((v, dtype, t));
+        Ok(())
+    }
+
+    /// `v`'s value as a GEMM reads it in `dtype`: the operand made ahead if there is one, else converted
+    /// now (`Backend::half_operand`), noting a parameter's name for `half_reads`.
+    pub fn half_operand(&mut self, v: Var, dtype: DType) -> Result<Tensor> {
+        if let Some((_, _, t)) = self.half_operands.iter().find(|(w, d, _)| *w == v && *d == dtype) {
+            return Ok(t.clone());
+        }
+        let node = &self.nodes[v.0];
+        let t = node.value.backend().half_operand(&node.value, dtype)?;
+        if let Some(name) = &node.param {
+            self.half_reads.push((name.clone(), dtype));
+        }
+        Ok(t)
+    }
+
+    /// The parameters this tape converted to 16-bit GEMM operands, and to which type.
+    pub fn half_reads(&self) -> impl Iterator<Item = (&str, DType)> {
+        self.half_reads.iter().map(|(n, d)| (n.as_str(), *d))
+    }
+
+    /// Whether `v` is a named parameter's leaf.
+    pub fn is_param(&self, v: Var) -> bool {
+        self.nodes[v.0].param.is_some()
     }
 
     /// The 16-bit type `v`'s value is held in (the tape's autocast type when its op ran); `None` for
@@ -231,13 +287,18 @@ impl Tape {
                 }
                 grads[inp.0] = Some(match grads[inp.0].take() {
                     None => ig,
-                    Some(acc) => {
-                        let sum = acc.backend().binary(BinaryOp::Add, &acc, &ig)?;
-                        match self.nodes[inp.0].autocast {
-                            Some(half) => sum.backend().store_half(sum.clone(), half)?,
-                            None => sum,
+                    Some(acc) => match self.nodes[inp.0].autocast {
+                        Some(half) => {
+                            let sum = acc.backend().binary(BinaryOp::Add, &acc, &ig)?;
+                            sum.backend().store_half(sum.clone(), half)?
                         }
-                    }
+                        // A full-precision value (a weight, whose GEMM gradients may come in 16 bits)
+                        // accumulates in f32.
+                        None => {
+                            let be = acc.backend();
+                            be.binary(BinaryOp::Add, &be.widen(&acc)?, &be.widen(&ig)?)?
+                        }
+                    },
                 });
             }
         }

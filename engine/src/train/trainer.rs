@@ -9,7 +9,9 @@
 
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig};
+use crate::optim::{
+    clip_coefficient, AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig,
+};
 use crate::rng::Rng;
 use crate::tape::Tape;
 use crate::tensor::{DType, Device, Tensor};
@@ -239,6 +241,8 @@ impl Trainer {
         tape.set_autocast(self.config.precision.half_dtype())?;
         let x = tape.constant(images.to_device(&self.device)?);
         let emb = self.model.forward(&mut tape, &mut self.params, x, true, &mut self.rng)?;
+        // The weights the forward read in 16 bits: the optimizer writes their 16-bit copies from now on.
+        self.params.note_half_reads(tape.half_reads());
         let w = self.classifier.var(&mut tape, CLASSIFIER)?;
         let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
         // The backward is queued before the loss is read: on a GPU, reading it first would leave the
@@ -291,10 +295,11 @@ impl Trainer {
                 )));
             }
         }
-        if let Some(max) = self.config.grad_clip {
-            clip_grad_norm(&mut backbone, max)?;
-        }
-        self.optimizer.step(&mut self.params, &backbone, lr)?;
+        let clip = match self.config.grad_clip {
+            Some(max) => clip_coefficient(&backbone, max)?.1,
+            None => 1.0,
+        };
+        self.optimizer.step_scaled(&mut self.params, &backbone, lr, clip)?;
         self.optimizer.step(&mut self.classifier, &head_grads, lr)?;
         self.step += 1;
         Ok(Attempt::Applied(StepOutcome { loss: loss_value, lr, skipped: false, loss_scale: None }))

@@ -22,10 +22,14 @@ pub fn first_nonfinite(ts: &[&Tensor]) -> Result<Option<usize>> {
     Ok(None)
 }
 
-/// Multiplies f32 tensors by `factor` in place (one pass each, which also checks finiteness).
+/// Multiplies f32 tensors by `factor` in place (one pass each, which also checks finiteness); a 16-bit
+/// tensor is widened to f32 first.
 pub fn scale_and_check(ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
     let mut found = None;
     for (i, t) in ts.iter_mut().enumerate() {
+        if matches!(t.dtype(), DType::BF16 | DType::F16) {
+            **t = super::half::cast(t, DType::F32)?;
+        }
         let v = t.as_mut_slice::<f32>().map_err(|e| Error::DType(format!("unscaling tensor {i}: {e}")))?;
         let mut finite = true;
         for e in v.iter_mut() {

@@ -20,8 +20,8 @@ mod reduce;
 mod determinism_tests;
 
 use super::{
-    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdStep, ShortcutNorm, UnaryOp,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
+    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
 };
 use crate::tensor::{CpuStorage, DType, Device, Element, Float, Shape, Tensor};
 use crate::{Error, Result};
@@ -417,25 +417,12 @@ impl Backend for CpuBackend {
         Ok((dx, dgamma, dbeta, dalpha))
     }
 
-    fn sgd_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        buf: &mut Option<Tensor>,
-        h: &SgdStep,
-    ) -> Result<Option<Tensor>> {
-        optim::sgd_step(p, g, buf, h)
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+        optim::sgd_update(params, h)
     }
 
-    fn adamw_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        h: &AdamWStep,
-    ) -> Result<Option<Tensor>> {
-        optim::adamw_step(p, g, m, v, h)
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+        optim::adamw_update(params, h)
     }
 
     fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {

@@ -1,10 +1,11 @@
 //! The optimizer updates on host slices, f32 or f64: the reference of kernels/cuda/optim.cu. torch.optim
 //! semantics (see `crate::optim::{sgd, adamw}` for the formulas); every hyper-parameter is converted to
-//! the element type once, so the arithmetic is the element type's.
+//! the element type once, so the arithmetic is the element type's. Tensor by tensor, in order.
 
-use crate::backend::{AdamWStep, SgdStep};
+use crate::backend::{AdamWParam, AdamWStep, SgdParam, SgdStep};
 use crate::tensor::{DType, Element, Float, Tensor};
 use crate::{Error, Result};
+use std::borrow::Cow;
 
 fn float_kind(t: &Tensor, who: &str) -> Result<DType> {
     match t.dtype() {
@@ -14,20 +15,29 @@ fn float_kind(t: &Tensor, who: &str) -> Result<DType> {
 }
 
 /// The gradient as the update reads it: times `grad_scale` unless that is 1.
-fn scaled<'a, T: Float + Element>(g: &'a Tensor, grad_scale: f64) -> Result<std::borrow::Cow<'a, [T]>> {
+fn scaled<'a, T: Float + Element>(g: &'a Tensor, grad_scale: f64) -> Result<Cow<'a, [T]>> {
     let g = g.as_slice::<T>()?;
     if grad_scale == 1.0 {
-        return Ok(std::borrow::Cow::Borrowed(g));
+        return Ok(Cow::Borrowed(g));
     }
     let s = T::from_f64(grad_scale);
-    Ok(std::borrow::Cow::Owned(g.iter().map(|&v| v * s).collect()))
+    Ok(Cow::Owned(g.iter().map(|&v| v * s).collect()))
 }
 
-fn bf16_copy(p: &Tensor, want: bool) -> Result<Option<Tensor>> {
-    want.then(|| super::half::cast(p, DType::BF16)).transpose()
+/// A 16-bit gradient widened to f32 (as the CUDA kernels read one); any other as it is.
+fn widened(g: &Tensor) -> Result<Cow<'_, Tensor>> {
+    match g.dtype() {
+        DType::BF16 | DType::F16 => Ok(Cow::Owned(super::half::cast(g, DType::F32)?)),
+        _ => Ok(Cow::Borrowed(g)),
+    }
 }
 
-fn sgd_update<T: Float + Element>(p: &mut [T], g: &[T], buf: Option<&mut [T]>, h: &SgdStep) {
+/// The new weights as a 16-bit GEMM operand, where asked.
+fn half_copy(p: &Tensor, half: Option<DType>) -> Result<Option<Tensor>> {
+    half.map(|d| super::half::half_operand(p, d)).transpose()
+}
+
+fn sgd_slices<T: Float + Element>(p: &mut [T], g: &[T], buf: Option<&mut [T]>, h: &Hyper) {
     let (lr, wd, mom, damp) = (
         T::from_f64(h.lr),
         T::from_f64(h.weight_decay),
@@ -54,7 +64,7 @@ fn sgd_update<T: Float + Element>(p: &mut [T], g: &[T], buf: Option<&mut [T]>, h
 }
 
 /// First step of a momentum buffer: torch clones d_p (no dampening), then updates p with it.
-fn sgd_first_step<T: Float + Element>(p: &mut [T], g: &[T], h: &SgdStep) -> Vec<T> {
+fn sgd_first_step<T: Float + Element>(p: &mut [T], g: &[T], h: &Hyper) -> Vec<T> {
     let (lr, wd, mom) = (T::from_f64(h.lr), T::from_f64(h.weight_decay), T::from_f64(h.momentum));
     let mut buf = Vec::with_capacity(p.len());
     for (p, &g) in p.iter_mut().zip(g) {
@@ -66,51 +76,68 @@ fn sgd_first_step<T: Float + Element>(p: &mut [T], g: &[T], h: &SgdStep) -> Vec<
     buf
 }
 
+/// One tensor's SGD numbers: the shared ones and its group's.
+struct Hyper {
+    lr: f64,
+    weight_decay: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    grad_scale: f64,
+}
+
 fn sgd_typed<T: Float + Element>(
     p: &mut Tensor,
     g: &Tensor,
     buf: &mut Option<Tensor>,
-    h: &SgdStep,
+    h: &Hyper,
 ) -> Result<()> {
     let g = scaled::<T>(g, h.grad_scale)?;
     let shape = p.shape().clone();
     let ps = p.as_mut_slice::<T>()?;
     if h.momentum == 0.0 {
-        sgd_update(ps, &g, None, h);
+        sgd_slices(ps, &g, None, h);
         return Ok(());
     }
     match buf {
-        Some(b) => sgd_update(ps, &g, Some(b.as_mut_slice::<T>()?), h),
+        Some(b) => sgd_slices(ps, &g, Some(b.as_mut_slice::<T>()?), h),
         None => *buf = Some(Tensor::from_vec(sgd_first_step(ps, &g, h), shape)?),
     }
     Ok(())
 }
 
-pub fn sgd_step(p: &mut Tensor, g: &Tensor, buf: &mut Option<Tensor>, h: &SgdStep) -> Result<Option<Tensor>> {
-    match float_kind(g, "sgd")? {
-        DType::F32 => sgd_typed::<f32>(p, g, buf, h)?,
-        _ => sgd_typed::<f64>(p, g, buf, h)?,
+pub fn sgd_update(params: &mut [SgdParam<'_>], s: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+    let mut copies = Vec::with_capacity(params.len());
+    for q in params.iter_mut() {
+        let h = Hyper {
+            lr: q.lr,
+            weight_decay: q.weight_decay,
+            momentum: s.momentum,
+            dampening: s.dampening,
+            nesterov: s.nesterov,
+            grad_scale: s.grad_scale,
+        };
+        let g = widened(q.g)?;
+        match float_kind(q.p, "sgd")? {
+            DType::F32 => sgd_typed::<f32>(q.p, &g, q.buf, &h)?,
+            _ => sgd_typed::<f64>(q.p, &g, q.buf, &h)?,
+        }
+        copies.push(half_copy(q.p, q.half_copy)?);
     }
-    bf16_copy(p, h.bf16_copy)
+    Ok(copies)
 }
 
-fn adamw_typed<T: Float + Element>(
-    p: &mut Tensor,
-    g: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    h: &AdamWStep,
-) -> Result<()> {
-    let t = h.step as i32;
+fn adamw_typed<T: Float + Element>(q: &mut AdamWParam<'_>, g: &Tensor, h: &AdamWStep) -> Result<()> {
+    let t = q.step as i32;
     let bc1 = 1.0 - h.beta1.powi(t);
     let bc2_sqrt = (1.0 - h.beta2.powi(t)).sqrt();
     let f = T::from_f64;
-    let (decay, b1, b2, eps) = (f(1.0 - h.lr * h.weight_decay), f(h.beta1), f(h.beta2), f(h.eps));
-    let (step_size, bc2_sqrt) = (f(h.lr / bc1), f(bc2_sqrt));
+    let (decay, b1, b2, eps) = (f(1.0 - q.lr * q.weight_decay), f(h.beta1), f(h.beta2), f(h.eps));
+    let (step_size, bc2_sqrt) = (f(q.lr / bc1), f(bc2_sqrt));
     let g = scaled::<T>(g, h.grad_scale)?;
-    let ea = m.as_mut_slice::<T>()?;
-    let ev = v.as_mut_slice::<T>()?;
-    let p = p.as_mut_slice::<T>()?;
+    let ea = q.m.as_mut_slice::<T>()?;
+    let ev = q.v.as_mut_slice::<T>()?;
+    let p = q.p.as_mut_slice::<T>()?;
     for i in 0..p.len() {
         p[i] *= decay;
         ea[i] += (T::ONE - b1) * (g[i] - ea[i]);
@@ -121,19 +148,18 @@ fn adamw_typed<T: Float + Element>(
     Ok(())
 }
 
-pub fn adamw_step(
-    p: &mut Tensor,
-    g: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    h: &AdamWStep,
-) -> Result<Option<Tensor>> {
-    if h.step == 0 {
-        return Err(Error::Invalid("adamw: step numbers start at 1".into()));
+pub fn adamw_update(params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+    let mut copies = Vec::with_capacity(params.len());
+    for q in params.iter_mut() {
+        if q.step == 0 {
+            return Err(Error::Invalid("adamw: step numbers start at 1".into()));
+        }
+        let g = widened(q.g)?.into_owned();
+        match float_kind(q.p, "adamw")? {
+            DType::F32 => adamw_typed::<f32>(q, &g, h)?,
+            _ => adamw_typed::<f64>(q, &g, h)?,
+        }
+        copies.push(half_copy(q.p, q.half_copy)?);
     }
-    match float_kind(g, "adamw")? {
-        DType::F32 => adamw_typed::<f32>(p, g, m, v, h)?,
-        _ => adamw_typed::<f64>(p, g, m, v, h)?,
-    }
-    bf16_copy(p, h.bf16_copy)
+    Ok(copies)
 }

@@ -25,18 +25,19 @@ mod blas;
 pub mod compile;
 mod conv;
 mod head;
+mod input;
 mod launch;
 pub mod libs;
+mod multi_tensor;
 mod ops;
 mod prefetch;
 mod storage;
-mod train_ops;
 
 pub use storage::CudaStorage;
 
 use super::{
-    AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, Conv2dParams, DeviceCounters, MarginHeadCall,
-    MarginHeadOutput, RunningStats, SgdStep, ShortcutNorm, UnaryOp,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, Conv2dParams, DeviceCounters,
+    MarginHeadCall, MarginHeadOutput, RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -448,37 +449,24 @@ impl Backend for CudaContext {
         Ok((dx, dg, db, da))
     }
 
-    fn sgd_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        buf: &mut Option<Tensor>,
-        h: &SgdStep,
-    ) -> Result<Option<Tensor>> {
-        train_ops::sgd_step(&self.me(p)?, p, g, buf, h)
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+        multi_tensor::sgd_update(&self.arc()?, params, h)
     }
 
-    fn adamw_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        h: &AdamWStep,
-    ) -> Result<Option<Tensor>> {
-        train_ops::adamw_step(&self.me(p)?, p, g, m, v, h)
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+        multi_tensor::adamw_update(&self.arc()?, params, h)
     }
 
     fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
-        train_ops::first_nonfinite(&self.arc()?, ts)
+        multi_tensor::first_nonfinite(&self.arc()?, ts)
     }
 
     fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
-        train_ops::scale_and_check(&self.arc()?, ts, factor)
+        multi_tensor::scale_and_check(&self.arc()?, ts, factor)
     }
 
     fn sum_of_squares(&self, ts: &[&Tensor]) -> Result<f64> {
-        train_ops::sum_of_squares(&self.arc()?, ts)
+        multi_tensor::sum_of_squares(&self.arc()?, ts)
     }
 
     fn images_to_nhwc(
@@ -488,7 +476,7 @@ impl Backend for CudaContext {
         flip: &[bool],
         dtype: DType,
     ) -> Result<Tensor> {
-        train_ops::images_to_nhwc(&self.arc()?, images, shape, flip, dtype)
+        input::images_to_nhwc(&self.arc()?, images, shape, flip, dtype)
     }
 
     fn batch_stager(&self) -> Result<Option<Box<dyn BatchStager>>> {

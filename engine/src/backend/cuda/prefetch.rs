@@ -18,7 +18,7 @@
 //! flight: staging a third discards the oldest one not yet taken, whose handle `take` then refuses.
 
 use super::alloc::DeviceBuffer;
-use super::{driver_err, train_ops, CudaContext};
+use super::{driver_err, input, CudaContext};
 use crate::backend::{BatchStager, HostPixels, StagedBatch};
 use crate::tensor::{DType, Storage, Tensor};
 use crate::{Error, Result};
@@ -170,7 +170,7 @@ impl BatchStager for BatchUploader {
             ));
         }
         if batch.u8_pixels {
-            train_ops::input_kernel(dtype)?;
+            input::input_kernel(dtype)?;
         } else if dtype != DType::F32 {
             return Err(Error::Unsupported(format!(
                 "take: an f32 batch as {dtype} (stage u8 images to convert)"
@@ -183,7 +183,7 @@ impl BatchStager for BatchUploader {
         let numel = n * h * w * 3;
         let dev = slot.dev.as_ref().expect("a staged slot holds a device buffer");
         let out = match batch.u8_pixels {
-            true => train_ops::u8_to_nhwc(ctx, &dev.slice().slice(..numel), None, n, h, w, dtype)?,
+            true => input::u8_to_nhwc(ctx, &dev.slice().slice(..numel), None, n, h, w, dtype)?,
             false => {
                 let mut out = ctx.alloc_storage(DType::F32, numel)?;
                 let src = dev.slice().slice(..numel * 4);
@@ -261,8 +261,7 @@ mod tests {
             .iter()
             .map(|px| {
                 let n = px.len() / (8 * 6 * 3);
-                let x =
-                    train_ops::images_to_nhwc(ctx, px, [n, 8, 6, 3], &vec![false; n], DType::F32).unwrap();
+                let x = input::images_to_nhwc(ctx, px, [n, 8, 6, 3], &vec![false; n], DType::F32).unwrap();
                 let y = step(ctx, &x);
                 (bits(&x), bits(&y))
             })
@@ -406,7 +405,7 @@ mod tests {
         let px = images(3, 5);
         let staged = up.stage(HostPixels::U8(&px), [5, 8, 6, 3]).unwrap();
         let got = up.take(staged, DType::BF16).unwrap();
-        let want = train_ops::images_to_nhwc(&ctx, &px, [5, 8, 6, 3], &[false; 5], DType::BF16).unwrap();
+        let want = input::images_to_nhwc(&ctx, &px, [5, 8, 6, 3], &[false; 5], DType::BF16).unwrap();
         assert_eq!(got.dtype(), DType::BF16);
         assert!(bits(&got) == bits(&want), "bf16 conversion");
 
@@ -417,8 +416,8 @@ mod tests {
         assert!(e.contains("discarded"), "{e}");
         for (h, i) in [(b, 1), (c, 2)] {
             let got = up.take(h, DType::F32).unwrap();
-            let want = train_ops::images_to_nhwc(&ctx, &images(i, 2), [2, 8, 6, 3], &[false; 2], DType::F32)
-                .unwrap();
+            let want =
+                input::images_to_nhwc(&ctx, &images(i, 2), [2, 8, 6, 3], &[false; 2], DType::F32).unwrap();
             assert!(bits(&got) == bits(&want), "batch {i} after a discarded one");
         }
         let f = up.stage(HostPixels::F32(&[0.0; 10]), [1, 2, 2, 3]).unwrap_err().to_string();

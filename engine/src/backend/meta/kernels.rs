@@ -5,8 +5,10 @@
 
 use super::{MetaContext, SMS};
 use crate::backend::ledger::{Launch, Math};
+use crate::backend::multi_tensor::{plan, CHECK_MAX, OPT_MAX};
 use crate::backend::{
-    AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput, RunningStats, SgdStep,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput,
+    RunningStats, SgdParam, SgdStep,
 };
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
 use crate::tensor::{DType, Device, Tensor};
@@ -144,49 +146,82 @@ pub fn batch_norm_backward(
     Ok((ctx.out(x.shape().clone(), x.dtype())?, v()?, v()?, v()?))
 }
 
-/// cuda/train_ops.rs `sgd_step`: copies of the weights and the buffer, then `sgd_f32`.
-pub fn sgd_step(
+/// One launch per table of cuda/multi_tensor.rs over tensors of `sizes` elements, each moving `bytes[i]`.
+fn multi_launches(
     ctx: &MetaContext,
-    p: &mut Tensor,
-    g: &Tensor,
-    buf: &mut Option<Tensor>,
-    h: &SgdStep,
-) -> Result<Option<Tensor>> {
-    let b = bytes(p);
-    ctx.rec(Launch::memory("memcpy_dtod", "optimizer", 2.0 * b));
-    let mut reads = 2.0 * b;
-    if h.momentum != 0.0 {
-        if buf.is_some() {
-            ctx.rec(Launch::memory("memcpy_dtod", "optimizer", 2.0 * b));
-            reads += b;
-        }
-        *buf = Some(ctx.out(p.shape().clone(), DType::F32)?);
+    kernel: &str,
+    family: &'static str,
+    max: usize,
+    sizes: &[usize],
+    bytes: &[f64],
+) {
+    for l in plan(sizes, max) {
+        ctx.rec(Launch::memory(kernel, family, l.range.map(|i| bytes[i]).sum()));
     }
-    let writes = if h.momentum != 0.0 { 2.0 * b } else { b } + if h.bf16_copy { b / 2.0 } else { 0.0 };
-    ctx.rec(Launch::memory("sgd_f32", "optimizer", reads + writes));
-    let _ = g;
-    *p = ctx.out(p.shape().clone(), DType::F32)?;
-    h.bf16_copy.then(|| ctx.out(p.shape().clone(), DType::BF16)).transpose()
 }
 
-/// cuda/train_ops.rs `adamw_step`: copies of the weights and both moments, then `adamw_f32`.
-pub fn adamw_step(
+/// The 16-bit copy an optimizer entry writes, where asked.
+fn half_copy(ctx: &MetaContext, p: &Tensor, half: Option<DType>) -> Result<Option<Tensor>> {
+    half.map(|d| ctx.out(p.shape().clone(), d)).transpose()
+}
+
+/// cuda/multi_tensor.rs `sgd_update`: `sgd_multi` per table of tensors, out of place.
+pub fn sgd_update(
     ctx: &MetaContext,
-    p: &mut Tensor,
-    _g: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    h: &AdamWStep,
-) -> Result<Option<Tensor>> {
-    let b = bytes(p);
-    for _ in 0..3 {
-        ctx.rec(Launch::memory("memcpy_dtod", "optimizer", 2.0 * b));
+    params: &mut [SgdParam<'_>],
+    h: &SgdStep,
+) -> Result<Vec<Option<Tensor>>> {
+    let sizes: Vec<usize> = params.iter().map(|q| q.p.numel()).collect();
+    let mut moved = Vec::with_capacity(params.len());
+    let mut copies = Vec::with_capacity(params.len());
+    for q in params.iter_mut() {
+        let b = bytes(q.p);
+        let mut m = 2.0 * b + bytes(q.g);
+        if h.momentum != 0.0 {
+            m += if q.buf.is_some() { 2.0 * b } else { b };
+            *q.buf = Some(ctx.out(q.p.shape().clone(), DType::F32)?);
+        }
+        let copy = half_copy(ctx, q.p, q.half_copy)?;
+        m += copy.as_ref().map_or(0.0, bytes);
+        copies.push(copy);
+        moved.push(m);
+        *q.p = ctx.out(q.p.shape().clone(), DType::F32)?;
     }
-    let extra = if h.bf16_copy { b / 2.0 } else { 0.0 };
-    ctx.rec(Launch::memory("adamw_f32", "optimizer", 4.0 * b + 3.0 * b + extra));
-    let dev = Device::Meta(ctx.arc());
-    (*p, *m, *v) = (p.to_device(&dev)?, m.to_device(&dev)?, v.to_device(&dev)?);
-    h.bf16_copy.then(|| ctx.out(p.shape().clone(), DType::BF16)).transpose()
+    multi_launches(ctx, "sgd_multi", "optimizer", OPT_MAX, &sizes, &moved);
+    Ok(copies)
+}
+
+/// cuda/multi_tensor.rs `adamw_update`: `adamw_multi` per table of tensors, out of place.
+pub fn adamw_update(
+    ctx: &MetaContext,
+    params: &mut [AdamWParam<'_>],
+    _h: &AdamWStep,
+) -> Result<Vec<Option<Tensor>>> {
+    let sizes: Vec<usize> = params.iter().map(|q| q.p.numel()).collect();
+    let mut moved = Vec::with_capacity(params.len());
+    let mut copies = Vec::with_capacity(params.len());
+    for q in params.iter_mut() {
+        let copy = half_copy(ctx, q.p, q.half_copy)?;
+        moved.push(6.0 * bytes(q.p) + bytes(q.g) + copy.as_ref().map_or(0.0, bytes));
+        copies.push(copy);
+        let shape = q.p.shape().clone();
+        (*q.p, *q.m, *q.v) = (
+            ctx.out(shape.clone(), DType::F32)?,
+            ctx.out(shape.clone(), DType::F32)?,
+            ctx.out(shape, DType::F32)?,
+        );
+    }
+    multi_launches(ctx, "adamw_multi", "optimizer", OPT_MAX, &sizes, &moved);
+    Ok(copies)
+}
+
+/// cuda/multi_tensor.rs's checks: `kernel` per table over `ts`, reading each once and writing
+/// `write_factor` times its element count in f32.
+pub fn checks(ctx: &MetaContext, kernel: &str, ts: &[&Tensor], write_f32: bool) {
+    let sizes: Vec<usize> = ts.iter().map(|t| t.numel()).collect();
+    let moved: Vec<f64> =
+        ts.iter().map(|t| bytes(t) + if write_f32 { 4.0 * t.numel() as f64 } else { 0.0 }).collect();
+    multi_launches(ctx, kernel, "checks", CHECK_MAX, &sizes, &moved);
 }
 
 /// cuda/head: the chunked classifier, fixed parameters or row plans, as `head::margin_head` runs it.

@@ -11,8 +11,8 @@ mod kernels;
 
 use super::ledger::{Launch, Ledger};
 use super::{
-    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdStep, ShortcutNorm, UnaryOp,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
+    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -419,25 +419,12 @@ impl Backend for MetaContext {
         kernels::batch_norm_backward(self, dy, x, true, None)
     }
 
-    fn sgd_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        buf: &mut Option<Tensor>,
-        h: &SgdStep,
-    ) -> Result<Option<Tensor>> {
-        kernels::sgd_step(self, p, g, buf, h)
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+        kernels::sgd_update(self, params, h)
     }
 
-    fn adamw_step(
-        &self,
-        p: &mut Tensor,
-        g: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        h: &AdamWStep,
-    ) -> Result<Option<Tensor>> {
-        kernels::adamw_step(self, p, g, m, v, h)
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+        kernels::adamw_update(self, params, h)
     }
 
     fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
@@ -445,32 +432,34 @@ impl Backend for MetaContext {
             return Ok(None);
         }
         self.rec(Launch::memory("memset", "checks", 4.0 * ts.len() as f64));
-        for t in ts {
-            let name = format!("nonfinite_{}", suffix(t.dtype())?);
-            self.rec(Launch::memory(name, "checks", bytes(t)));
+        kernels::checks(self, "nonfinite_multi", ts, false);
+        self.rec(Launch::memory("memcpy_dtoh", "copy", 4.0 * ts.len() as f64));
+        Ok(None)
+    }
+
+    fn scale_and_check(&self, ts: &mut [&mut Tensor], _factor: f32) -> Result<Option<usize>> {
+        if ts.is_empty() {
+            return Ok(None);
+        }
+        self.rec(Launch::memory("memset", "checks", 4.0 * ts.len() as f64));
+        let all: Vec<&Tensor> = ts.iter().map(|t| &**t).collect();
+        kernels::checks(self, "scale_multi", &all, true);
+        for t in ts.iter_mut() {
+            **t = self.out(t.shape().clone(), DType::F32)?;
         }
         self.rec(Launch::memory("memcpy_dtoh", "copy", 4.0 * ts.len() as f64));
         Ok(None)
     }
 
-    fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
-        for t in ts.iter_mut() {
-            **t = self.affine(t, factor as f64, 0.0)?;
-        }
-        let all: Vec<&Tensor> = ts.iter().map(|t| &**t).collect();
-        self.first_nonfinite(&all)
-    }
-
     fn sum_of_squares(&self, ts: &[&Tensor]) -> Result<f64> {
-        let mut acc: Option<Tensor> = None;
-        for t in ts {
-            let sq = self.sum_all(&self.binary(BinaryOp::Mul, t, t)?)?;
-            acc = Some(match acc {
-                None => sq,
-                Some(a) => self.binary(BinaryOp::Add, &a, &sq)?,
-            });
+        let blocks: usize =
+            ts.iter().map(|t| t.numel().div_ceil(crate::backend::multi_tensor::MT_CHUNK)).sum();
+        if blocks == 0 {
+            return Ok(0.0);
         }
-        acc.map_or(Ok(0.0), |a| a.scalar_value())
+        kernels::checks(self, "sumsq_multi", ts, false);
+        self.rec(Launch::memory("memcpy_dtoh", "copy", 8.0 * blocks as f64));
+        Ok(0.0)
     }
 
     fn images_to_nhwc(
