@@ -6,6 +6,8 @@
 // Forward (train): bn_stats -> bn_apply (PReLU, and a residual shortcut with or without its own batch
 //                  norm, optional). bn_stats merges its chunks in the block that finishes last, which also
 //                  updates the running statistics and folds gamma/beta: one launch per batch norm.
+//                  bn_apply_stats also gathers the statistics of its output, so the batch norm that reads
+//                  it next (the next block's first) starts from them (bn_stats_finish) without a pass.
 // Forward (eval):  bn_eval_fold -> bn_apply.
 // Backward:        bn_bwd_reduce (the last block finishes the sums) -> bn_bwd_dx (the PReLU input is
 //                  recomputed when fused; a shortcut's gradient is added in the same pass).
@@ -43,11 +45,72 @@ __device__ __forceinline__ bool last_of_column(unsigned int* counters) {
     return last;
 }
 
-// Per chunk of rows: count, mean and M2 of each channel; the last block of a column merges the chunks in
-// f64 (chunk k holds min(rows_per_chunk, rows - k*rows_per_chunk) rows) and writes mean, biased var,
-// 1/sqrt(var+eps), scale = gamma*invstd and shift = beta - mean*scale (gamma/beta null: affine off) and,
-// when rm_in is not null, the running statistics as torch updates them, (1-momentum)*r + momentum*stat with
-// the unbiased variance, into rm_out/rv_out.
+// Welford state of one thread over rows r0+threadIdx.y, r0+threadIdx.y+ROWS_Y, ... of channel c.
+__device__ __forceinline__ void welford_add(Welford& w, float v) {
+    w.n += 1.0f;
+    float d = v - w.mean;
+    w.mean += d / w.n;
+    w.m2 += d * (v - w.mean);
+}
+
+// The chunk's merged state goes to the partials; the last block of the column merges every chunk in f64
+// (chunk k holds min(rows_per_chunk, rows - k*rows_per_chunk) rows) and returns true in the threads that
+// then hold channel c's count, mean and M2. Every thread of the block must call it.
+__device__ __forceinline__ bool welford_columns(Welford w, long long rows, int C, long long rows_per_chunk,
+                                                float* pmean, float* pm2, unsigned int* counters, int c,
+                                                double* n_out, double* mu_out, double* m2_out) {
+    __shared__ Welford st[ROWS_Y][COLS_X];
+    st[threadIdx.y][threadIdx.x] = w;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        for (int k = 1; k < ROWS_Y; k++) welford_merge(w, st[k][threadIdx.x]);
+        pmean[(long long)blockIdx.y * C + c] = w.mean;
+        pm2[(long long)blockIdx.y * C + c] = w.m2;
+    }
+    if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return false;
+    const volatile float* vm = pmean;
+    const volatile float* v2 = pm2;
+    double n = 0.0, mu = 0.0, m2 = 0.0;
+    for (int k = 0; k < (int)gridDim.y; k++) {
+        double nb = (double)min(rows_per_chunk, rows - (long long)k * rows_per_chunk);
+        if (nb <= 0.0) break;
+        double mb = vm[(long long)k * C + c], m2b = v2[(long long)k * C + c];
+        double nn = n + nb, d = mb - mu;
+        mu += d * nb / nn;
+        m2 += m2b + d * d * n * nb / nn;
+        n = nn;
+    }
+    *n_out = n;
+    *mu_out = mu;
+    *m2_out = m2;
+    return true;
+}
+
+// From channel c's count, mean and M2: mean, biased var, 1/sqrt(var+eps), scale = gamma*invstd and
+// shift = beta - mean*scale (gamma/beta null: affine off) and, when rm_in is not null, the running
+// statistics as torch updates them, (1-momentum)*r + momentum*stat with the unbiased variance.
+__device__ __forceinline__ void bn_finish(int c, double n, double mu, double m2, float eps, float momentum,
+                                          const float* gamma, const float* beta, const float* rm_in,
+                                          const float* rv_in, float* mean, float* var, float* invstd,
+                                          float* scale, float* shift, float* rm_out, float* rv_out) {
+    double v = m2 / n;
+    float is = (float)(1.0 / sqrt(v + (double)eps));
+    mean[c] = (float)mu;
+    var[c] = (float)v;
+    invstd[c] = is;
+    float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
+    float sc = g * is;
+    scale[c] = sc;
+    shift[c] = b - (float)mu * sc;
+    if (rm_in != nullptr) {
+        double unbiased = n > 1.0 ? m2 / (n - 1.0) : v;
+        rm_out[c] = (float)((1.0 - momentum) * rm_in[c] + momentum * mu);
+        rv_out[c] = (float)((1.0 - momentum) * rv_in[c] + momentum * unbiased);
+    }
+}
+
+// One pass of statistics per batch norm: per chunk of rows the count, mean and M2 of each channel, merged
+// by the column's last block, which finishes the channel (bn_finish).
 #define BN_STATS(SUF, T)                                                                                  \
     extern "C" __global__ void bn_stats_##SUF(                                                            \
         long long rows, int C, long long rows_per_chunk, const T* __restrict__ x, float* pmean, float* pm2, \
@@ -56,57 +119,36 @@ __device__ __forceinline__ bool last_of_column(unsigned int* counters) {
         float* __restrict__ mean, float* __restrict__ var, float* __restrict__ invstd,                    \
         float* __restrict__ scale, float* __restrict__ shift, float* __restrict__ rm_out,                 \
         float* __restrict__ rv_out) {                                                                     \
-        __shared__ Welford st[ROWS_Y][COLS_X];                                                          \
         int c = blockIdx.x * COLS_X + threadIdx.x;                                                      \
         long long r0 = (long long)blockIdx.y * rows_per_chunk;                                          \
         long long r1 = min(rows, r0 + rows_per_chunk);                                                  \
         Welford w = {0.0f, 0.0f, 0.0f};                                                                 \
         if (c < C)                                                                                      \
-            for (long long r = r0 + threadIdx.y; r < r1; r += ROWS_Y) {                                 \
-                float v = to_f32(x[r * C + c]);                                                         \
-                w.n += 1.0f;                                                                            \
-                float d = v - w.mean;                                                                   \
-                w.mean += d / w.n;                                                                      \
-                w.m2 += d * (v - w.mean);                                                               \
-            }                                                                                           \
-        st[threadIdx.y][threadIdx.x] = w;                                                               \
-        __syncthreads();                                                                                \
-        if (threadIdx.y == 0 && c < C) {                                                                \
-            for (int k = 1; k < ROWS_Y; k++) welford_merge(w, st[k][threadIdx.x]);                      \
-            pmean[(long long)blockIdx.y * C + c] = w.mean;                                              \
-            pm2[(long long)blockIdx.y * C + c] = w.m2;                                                  \
-        }                                                                                               \
-        if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return;                            \
-        const volatile float* vm = pmean;                                                               \
-        const volatile float* v2 = pm2;                                                                 \
-        double n = 0.0, mu = 0.0, m2 = 0.0;                                                             \
-        for (int k = 0; k < (int)gridDim.y; k++) {                                                      \
-            double nb = (double)min(rows_per_chunk, rows - (long long)k * rows_per_chunk);              \
-            if (nb <= 0.0) break;                                                                       \
-            double mb = vm[(long long)k * C + c], m2b = v2[(long long)k * C + c];                       \
-            double nn = n + nb, d = mb - mu;                                                            \
-            mu += d * nb / nn;                                                                          \
-            m2 += m2b + d * d * n * nb / nn;                                                            \
-            n = nn;                                                                                     \
-        }                                                                                               \
-        double v = m2 / n;                                                                              \
-        float is = (float)(1.0 / sqrt(v + (double)eps));                                                \
-        mean[c] = (float)mu;                                                                            \
-        var[c] = (float)v;                                                                              \
-        invstd[c] = is;                                                                                 \
-        float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;                                   \
-        float sc = g * is;                                                                              \
-        scale[c] = sc;                                                                                  \
-        shift[c] = b - (float)mu * sc;                                                                  \
-        if (rm_in != nullptr) {                                                                         \
-            double unbiased = n > 1.0 ? m2 / (n - 1.0) : v;                                             \
-            rm_out[c] = (float)((1.0 - momentum) * rm_in[c] + momentum * mu);                           \
-            rv_out[c] = (float)((1.0 - momentum) * rv_in[c] + momentum * unbiased);                     \
-        }                                                                                               \
+            for (long long r = r0 + threadIdx.y; r < r1; r += ROWS_Y) welford_add(w, to_f32(x[r * C + c])); \
+        double n, mu, m2;                                                                               \
+        if (!welford_columns(w, rows, C, rows_per_chunk, pmean, pm2, counters, c, &n, &mu, &m2)) return; \
+        bn_finish(c, n, mu, m2, eps, momentum, gamma, beta, rm_in, rv_in, mean, var, invstd, scale, shift, \
+                  rm_out, rv_out);                                                                      \
     }
 BN_STATS(f32, float)
 BN_STATS(bf16, bf16_t)
 BN_STATS(f16, f16_t)
+
+// A batch norm of a tensor whose producer already gathered its statistics (bn_apply_stats): finishes
+// each channel from the stored count, mean and M2, as bn_stats would have from the tensor.
+extern "C" __global__ void bn_stats_finish(int C, double n, const double* __restrict__ smean,
+                                           const double* __restrict__ sm2, float eps, float momentum,
+                                           const float* __restrict__ gamma, const float* __restrict__ beta,
+                                           const float* __restrict__ rm_in, const float* __restrict__ rv_in,
+                                           float* __restrict__ mean, float* __restrict__ var,
+                                           float* __restrict__ invstd, float* __restrict__ scale,
+                                           float* __restrict__ shift, float* __restrict__ rm_out,
+                                           float* __restrict__ rv_out) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    bn_finish(c, n, smean[c], sm2[c], eps, momentum, gamma, beta, rm_in, rv_in, mean, var, invstd, scale, shift,
+              rm_out, rv_out);
+}
 
 // Eval mode: scale and shift from the running statistics.
 extern "C" __global__ void bn_eval_fold(int C, const float* __restrict__ rmean, const float* __restrict__ rvar,
@@ -144,6 +186,45 @@ extern "C" __global__ void bn_eval_fold(int C, const float* __restrict__ rmean, 
 BN_APPLY(f32, float)
 BN_APPLY(bf16, bf16_t)
 BN_APPLY(f16, f16_t)
+
+// bn_apply in bn_stats's geometry, gathering the statistics of the stored output as it goes (the same
+// chunks, order and merge as bn_stats over y, so the same bits): the column's last block writes each
+// channel's mean and M2 (f64) to smean/sm2 for a batch norm of y (bn_stats_finish) to start from.
+#define BN_APPLY_STATS(SUF, T)                                                                              \
+    extern "C" __global__ void bn_apply_stats_##SUF(                                                        \
+        long long rows, int C, long long rows_per_chunk, const T* __restrict__ x,                           \
+        const float* __restrict__ scale, const float* __restrict__ shift, const float* __restrict__ alpha,  \
+        const T* __restrict__ res, const float* __restrict__ r_scale, const float* __restrict__ r_shift,   \
+        T* __restrict__ y, float* pmean, float* pm2, unsigned int* counters, double* __restrict__ smean,    \
+        double* __restrict__ sm2) {                                                                         \
+        int c = blockIdx.x * COLS_X + threadIdx.x;                                                        \
+        long long r0 = (long long)blockIdx.y * rows_per_chunk;                                            \
+        long long r1 = min(rows, r0 + rows_per_chunk);                                                    \
+        Welford w = {0.0f, 0.0f, 0.0f};                                                                   \
+        if (c < C) {                                                                                      \
+            float sc = scale[c], sh = shift[c];                                                           \
+            for (long long r = r0 + threadIdx.y; r < r1; r += ROWS_Y) {                                   \
+                long long i = r * C + c;                                                                  \
+                float z = fmaf(to_f32(x[i]), sc, sh);                                                     \
+                if (alpha != nullptr && z <= 0.0f) z *= alpha[c];                                        \
+                if (res != nullptr) {                                                                     \
+                    float rv = to_f32(res[i]);                                                            \
+                    if (r_scale != nullptr) rv = fmaf(rv, r_scale[c], r_shift[c]);                        \
+                    z += rv;                                                                              \
+                }                                                                                         \
+                T out = from_f32<T>(z);                                                                   \
+                y[i] = out;                                                                               \
+                welford_add(w, to_f32(out));                                                              \
+            }                                                                                             \
+        }                                                                                                 \
+        double n, mu, m2;                                                                                 \
+        if (!welford_columns(w, rows, C, rows_per_chunk, pmean, pm2, counters, c, &n, &mu, &m2)) return;   \
+        smean[c] = mu;                                                                                    \
+        sm2[c] = m2;                                                                                      \
+    }
+BN_APPLY_STATS(f32, float)
+BN_APPLY_STATS(bf16, bf16_t)
+BN_APPLY_STATS(f16, f16_t)
 
 // dz: the gradient at the batch-norm output. When alpha is set the PReLU that followed is undone here:
 // z is recomputed from x, dz = dy (z > 0) or alpha*dy, and dalpha gathers dy*z over z <= 0.

@@ -4,7 +4,7 @@
 use super::{cpu_or_none, vals, Run, R};
 use engine::backend::cpu::CpuBackend;
 use engine::backend::{Backend, RunningStats, ShortcutNorm, UnaryOp};
-use engine::DType;
+use engine::{DType, Tensor};
 
 /// f64 batch norm (train) over the last dim, optionally followed by PReLU: (out, dx, dgamma, dbeta, dalpha).
 #[allow(clippy::type_complexity)]
@@ -134,6 +134,29 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
         let c_y =
             cpu_or_none(cpu.batch_norm_add_forward_train(&x, Some(&gamma), Some(&beta), eps, None, &s, cn))?;
         r.compare(&format!("{tag} fwd f32"), &y, c_y.map(|t| t.0), Vec::new, 1e-5)?;
+        // The next batch norm of the sum starts from the statistics its pass gathered: the same bits as
+        // statistics read from a copy of the sum that carries none, running statistics included.
+        for dt in [DType::F32, DType::BF16] {
+            let (xd, sd) = (r.up(&x.to_dtype(dt)?)?, r.up(&s.to_dtype(dt)?)?);
+            let gn = norm.then_some(ShortcutNorm { gamma: Some(&gg2), beta: Some(&gb2), running: None });
+            let (y, _, _) =
+                r.be().batch_norm_add_forward_train(&xd, Some(&gg), Some(&gb), eps, None, &sd, gn)?;
+            let plain = r.up(&y.to_device(&engine::Device::Cpu)?)?;
+            let next = |t: &Tensor| -> R<Vec<f64>> {
+                let (mut rm, mut rv) = (r.up(&rm)?, r.up(&rv)?);
+                let running = Some(RunningStats { mean: &mut rm, var: &mut rv, momentum: 0.1 });
+                let (out, sv) = r.be().batch_norm_forward_train(t, Some(&gg2), Some(&gb2), eps, running)?;
+                Ok([vals(&out)?, vals(&sv.mean)?, vals(&sv.invstd)?, vals(&rm)?, vals(&rv)?].concat())
+            };
+            let (from_gathered, from_pass) = (next(&y)?, next(&plain)?);
+            r.record(
+                format!("{tag} {dt}: next bn from the gathered statistics"),
+                &from_gathered,
+                &from_pass,
+                0.0,
+                "statistics pass",
+            );
+        }
     }
     let (dx, _, _) = r.be().batch_norm_backward(&gdy, &gx, Some(&gg), &saved, Some(&gs))?;
     let c_dx = match &cpu_fwd {

@@ -4,6 +4,7 @@
 
 use super::launch::Kernels;
 use super::ops::{last_dim, per_channel, wrap, NULL};
+use super::storage::ChannelMoments;
 use super::{driver_err, CudaContext, CudaStorage};
 use crate::backend::{BatchNormSaved, RunningStats, ShortcutNorm};
 use crate::tensor::{DType, Storage, Tensor};
@@ -42,7 +43,8 @@ fn view_of<'a>(
 }
 
 /// One launch: the batch statistics of `[rows, C]`, the fold with gamma/beta and, with `running`, its
-/// update (the running tensors are replaced by the updated ones).
+/// update (the running tensors are replaced by the updated ones). When x's producer gathered its
+/// statistics (`bn_apply_stats`), `bn_stats_finish` starts from them instead of reading x.
 fn bn_stats(
     ctx: &Arc<CudaContext>,
     x: &Tensor,
@@ -54,7 +56,9 @@ fn bn_stats(
     let (rows, c) = last_dim(x, "batch_norm")?;
     check_affine(c, gamma, beta, None)?;
     let name = kname!("bn_stats", x.dtype(), "batch_norm");
+    let gathered = ctx.storage(x)?.moments.clone().filter(|m| m.rows == rows && m.channels == c);
     let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
+    let chunks = if gathered.is_some() { 0 } else { chunks };
     let mut pmean = ctx.alloc_storage(DType::F32, chunks * c)?;
     let mut pm2 = ctx.alloc_storage(DType::F32, chunks * c)?;
     let mut out: Vec<CudaStorage> =
@@ -69,6 +73,7 @@ fn bn_stats(
         None => None,
     };
     {
+        let name = if gathered.is_some() { "bn_stats_finish" } else { name };
         let f = ctx.kernels.get("batch_norm", name)?;
         let xv = ctx.storage(x)?.bytes();
         let (gv, bv) = (view_of(ctx, gamma)?, view_of(ctx, beta)?);
@@ -81,8 +86,12 @@ fn bn_stats(
             (m.bytes_mut(), v.bytes_mut(), is.bytes_mut(), sc.bytes_mut(), sh.bytes_mut());
         let mut ro = run_out.as_mut().map(|(a, b)| (a.bytes_mut(), b.bytes_mut()));
         let (r64, c32, rpc64, eps32) = (rows as i64, c as i32, rpc as i64, eps as f32);
+        let (n64, gm) = (rows as f64, gathered.as_ref().map(|g| (g.mean.bytes(), g.m2.bytes())));
         let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&r64).arg(&c32).arg(&rpc64).arg(&xv).arg(&mut pa).arg(&mut pb).arg(&counters);
+        match &gm {
+            Some((sm, s2)) => l.arg(&c32).arg(&n64).arg(sm).arg(s2),
+            None => l.arg(&r64).arg(&c32).arg(&rpc64).arg(&xv).arg(&mut pa).arg(&mut pb).arg(&counters),
+        };
         l.arg(&eps32).arg(&momentum);
         for o in [&gv, &bv, &rmv, &rvv] {
             match o {
@@ -95,6 +104,7 @@ fn bn_stats(
             Some((a, b)) => l.arg(a).arg(b),
             None => l.arg(&NULL).arg(&NULL),
         };
+        let cfg = if gathered.is_some() { Kernels::per_channel(c) } else { cfg };
         unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
     }
     if let (Some(r), Some((a, b))) = (running, run_out) {
@@ -107,7 +117,9 @@ fn bn_stats(
 }
 
 /// One launch: y = x·scale + shift per channel, then PReLU with `alpha`, then + the shortcut `res`
-/// (normalized by its own (scale, shift) when given); y has x's dtype.
+/// (normalized by its own (scale, shift) when given); y has x's dtype. With `gather`, in `bn_stats`'s
+/// geometry (`bn_apply_stats`), keeping y's per-channel statistics with y for the batch norm that reads
+/// it next.
 fn bn_apply(
     ctx: &Arc<CudaContext>,
     x: &Tensor,
@@ -115,9 +127,14 @@ fn bn_apply(
     shift: &CudaStorage,
     alpha: Option<&Tensor>,
     res: Option<(&Tensor, Option<(&CudaStorage, &CudaStorage)>)>,
+    gather: bool,
 ) -> Result<Tensor> {
-    let (_, c) = last_dim(x, "batch_norm")?;
-    let name = kname!("bn_apply", x.dtype(), "batch_norm");
+    let (rows, c) = last_dim(x, "batch_norm")?;
+    let name = if gather {
+        kname!("bn_apply_stats", x.dtype(), "batch_norm")
+    } else {
+        kname!("bn_apply", x.dtype(), "batch_norm")
+    };
     if let Some((r, _)) = res {
         if r.shape() != x.shape() || r.dtype() != x.dtype() {
             return Err(Error::Shape(format!(
@@ -131,6 +148,14 @@ fn bn_apply(
     }
     let n = x.numel();
     let mut out = ctx.alloc_storage(x.dtype(), n)?;
+    let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
+    let mut gathered = if gather {
+        let f64s = || ctx.alloc_storage(DType::F64, c);
+        let parts = || ctx.alloc_storage(DType::F32, chunks * c);
+        Some((parts()?, parts()?, ChannelMoments { rows, channels: c, mean: f64s()?, m2: f64s()? }))
+    } else {
+        None
+    };
     {
         let f = ctx.kernels.get("batch_norm", name)?;
         let xv = ctx.storage(x)?.bytes();
@@ -139,9 +164,17 @@ fn bn_apply(
         let rn = res.and_then(|r| r.1).map(|(a, b)| (a.bytes(), b.bytes()));
         let (sv, hv) = (scale.bytes(), shift.bytes());
         let mut ov = out.bytes_mut();
-        let (n64, c32) = (n as i64, c as i32);
+        let (n64, c32, r64, rpc64) = (n as i64, c as i32, rows as i64, rpc as i64);
+        let counters = ctx.counters.slice().slice(..);
+        let mut g = gathered
+            .as_mut()
+            .map(|(pa, pb, m)| (pa.bytes_mut(), pb.bytes_mut(), m.mean.bytes_mut(), m.m2.bytes_mut()));
         let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&n64).arg(&c32).arg(&xv).arg(&sv).arg(&hv);
+        match g {
+            Some(_) => l.arg(&r64).arg(&c32).arg(&rpc64),
+            None => l.arg(&n64).arg(&c32),
+        };
+        l.arg(&xv).arg(&sv).arg(&hv);
         for o in [&av, &rv] {
             match o {
                 Some(v) => l.arg(v),
@@ -153,8 +186,16 @@ fn bn_apply(
             None => l.arg(&NULL).arg(&NULL),
         };
         l.arg(&mut ov);
-        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(name))?;
+        let cfg = match &mut g {
+            Some((pa, pb, sm, s2)) => {
+                l.arg(pa).arg(pb).arg(&counters).arg(sm).arg(s2);
+                cfg
+            }
+            None => ctx.kernels.elementwise(n),
+        };
+        unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
     }
+    out.moments = gathered.map(|(_, _, m)| Arc::new(m));
     wrap(x.shape().clone(), out)
 }
 
@@ -180,7 +221,7 @@ pub fn batch_norm_train(
     let (_, c) = last_dim(x, "batch_norm")?;
     check_affine(c, None, None, alpha)?;
     let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
-    let y = bn_apply(ctx, x, &st.scale, &st.shift, alpha, None)?;
+    let y = bn_apply(ctx, x, &st.scale, &st.shift, alpha, None, false)?;
     Ok((y, saved(c, st)?))
 }
 
@@ -200,7 +241,8 @@ pub fn batch_norm_add_train(
     let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
     let st_s = shortcut_norm.map(|n| bn_stats(ctx, shortcut, n.gamma, n.beta, eps, n.running)).transpose()?;
     let res_norm = st_s.as_ref().map(|s| (&s.scale, &s.shift));
-    let y = bn_apply(ctx, x, &st.scale, &st.shift, None, Some((shortcut, res_norm)))?;
+    // A block's output: the next block's first batch norm reads it, so its statistics are gathered here.
+    let y = bn_apply(ctx, x, &st.scale, &st.shift, None, Some((shortcut, res_norm)), true)?;
     Ok((y, saved(c, st)?, st_s.map(|s| saved(c, s)).transpose()?))
 }
 
@@ -236,7 +278,7 @@ pub fn batch_norm_eval(
         l.arg(&eps32).arg(&mut sv).arg(&mut hv);
         unsafe { l.launch(Kernels::per_channel(c)) }.map_err(driver_err("bn_eval_fold"))?;
     }
-    bn_apply(ctx, x, &scale, &shift, None, None)
+    bn_apply(ctx, x, &scale, &shift, None, None, false)
 }
 
 /// Backward of (fused) training batch norm: (dx, dgamma, dbeta, dalpha when fused). With `alpha`, `dy` is

@@ -146,7 +146,7 @@ impl CudaContext {
     /// Uninitialised storage for `len` elements.
     pub(crate) fn alloc_storage(self: &Arc<Self>, dtype: DType, len: usize) -> Result<CudaStorage> {
         let buf = self.pool.alloc(len * dtype.size_in_bytes())?;
-        Ok(CudaStorage { context: self.clone(), dtype, len, buf })
+        Ok(CudaStorage { context: self.clone(), dtype, len, buf, moments: None })
     }
 
     /// The CUDA storage of `t`, which must live on this device.

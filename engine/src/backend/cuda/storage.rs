@@ -13,6 +13,18 @@ pub struct CudaStorage {
     pub(super) dtype: DType,
     pub(super) len: usize,
     pub(super) buf: DeviceBuffer,
+    /// Per-channel statistics of these values gathered by the kernel that wrote them (storages are
+    /// written once, when made), for a batch norm that reads them next.
+    pub(super) moments: Option<Arc<ChannelMoments>>,
+}
+
+/// The count, mean and M2 (f64, `[channels]`) of each channel of a `[rows, channels]` tensor, as
+/// `bn_stats` would merge them (kernels/cuda/batch_norm.cu `bn_apply_stats`).
+pub struct ChannelMoments {
+    pub(super) rows: usize,
+    pub(super) channels: usize,
+    pub(super) mean: CudaStorage,
+    pub(super) m2: CudaStorage,
 }
 
 impl CudaStorage {

@@ -11,7 +11,7 @@ use crate::backend::{
     RunningStats, SgdParam, SgdStep,
 };
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
-use crate::tensor::{DType, Device, Tensor};
+use crate::tensor::{DType, Device, Storage, Tensor};
 use crate::{Error, Result};
 
 /// Bytes a tensor holds at its stored dtype.
@@ -86,7 +86,13 @@ pub fn conv(kernel: &str, x: &Tensor, w: &Tensor, y: &Tensor) -> Launch {
 
 /// `bn_apply_<dt>`: y = x·scale + shift per channel, then PReLU, then + a shortcut (itself normalized
 /// when `res_norm`) (cuda/batch_norm.rs `bn_apply`).
-pub fn bn_apply(ctx: &MetaContext, x: &Tensor, prelu: bool, res: Option<(&Tensor, bool)>) -> Result<Tensor> {
+pub fn bn_apply(
+    ctx: &MetaContext,
+    x: &Tensor,
+    prelu: bool,
+    res: Option<(&Tensor, bool)>,
+    gather: bool,
+) -> Result<Tensor> {
     let c = channels(x)?;
     let mut per_channel = 2 + usize::from(prelu);
     let mut elems = 2.0 * bytes(x);
@@ -94,20 +100,40 @@ pub fn bn_apply(ctx: &MetaContext, x: &Tensor, prelu: bool, res: Option<(&Tensor
         elems += bytes(r);
         per_channel += if norm { 2 } else { 0 };
     }
-    let name = format!("bn_apply_{}", suffix(x.dtype())?);
-    ctx.rec(Launch::memory(name, "batch norm", elems + 4.0 * (per_channel * c) as f64));
-    ctx.out(x.shape().clone(), x.dtype())
+    let (stem, gathered) = if gather {
+        // The chunks' partials (written, then read by the last block) and the f64 mean and M2.
+        ("bn_apply_stats", 2.0 * 8.0 * (chunks(x.numel() / c, c) * c) as f64 + 16.0 * c as f64)
+    } else {
+        ("bn_apply", 0.0)
+    };
+    let name = format!("{stem}_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", elems + 4.0 * (per_channel * c) as f64 + gathered));
+    if gather {
+        ctx.out_gathered(x.shape().clone(), x.dtype(), x.numel() / c, c)
+    } else {
+        ctx.out(x.shape().clone(), x.dtype())
+    }
 }
 
-/// `bn_stats_<dt>`: the statistics, their merge, fold and running update in one launch
-/// (cuda/batch_norm.rs `bn_stats`); returns what the backward keeps.
+/// Whether `x`'s writer gathered its per-channel statistics as `[rows, c]`.
+fn gathered(x: &Tensor, rows: usize, c: usize) -> bool {
+    matches!(x.storage(), Storage::Meta(m) if m.gathered == Some((rows, c)))
+}
+
+/// `bn_stats_<dt>`: the statistics, their merge, fold and running update in one launch, or
+/// `bn_stats_finish` from what x's writer gathered (cuda/batch_norm.rs `bn_stats`); returns what the
+/// backward keeps.
 pub fn bn_stats(ctx: &MetaContext, x: &Tensor, running: bool) -> Result<BatchNormSaved> {
     let c = channels(x)?;
     let rows = x.numel() / c;
-    let part = 8.0 * (chunks(rows, c) * c) as f64;
     let per_channel = 4.0 * c as f64 * if running { 11.0 } else { 7.0 };
-    let name = format!("bn_stats_{}", suffix(x.dtype())?);
-    ctx.rec(Launch::memory(name, "batch norm", bytes(x) + 2.0 * part + per_channel));
+    if gathered(x, rows, c) {
+        ctx.rec(Launch::memory("bn_stats_finish", "batch norm", 16.0 * c as f64 + per_channel));
+    } else {
+        let part = 8.0 * (chunks(rows, c) * c) as f64;
+        let name = format!("bn_stats_{}", suffix(x.dtype())?);
+        ctx.rec(Launch::memory(name, "batch norm", bytes(x) + 2.0 * part + per_channel));
+    }
     let v = || ctx.out([c], DType::F32);
     Ok(BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None })
 }

@@ -32,6 +32,9 @@ pub struct MetaStorage {
     ctx: Arc<MetaContext>,
     dtype: DType,
     len: usize,
+    /// The (rows, channels) whose per-channel statistics the kernel that wrote it gathered
+    /// (cuda/storage.rs `moments`).
+    gathered: Option<(usize, usize)>,
 }
 
 impl MetaStorage {
@@ -54,7 +57,7 @@ impl MetaStorage {
             "copy",
             2.0 * (self.len * self.dtype.size_in_bytes()) as f64,
         ));
-        MetaStorage { ctx: self.ctx.clone(), dtype: self.dtype, len: self.len }
+        MetaStorage { ctx: self.ctx.clone(), dtype: self.dtype, len: self.len, gathered: None }
     }
 }
 
@@ -71,7 +74,25 @@ impl MetaContext {
     fn out(&self, shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         let shape = shape.into();
         let len = shape.numel();
-        Tensor::from_storage(shape, Storage::Meta(MetaStorage { ctx: self.arc(), dtype, len }))
+        Tensor::from_storage(
+            shape,
+            Storage::Meta(MetaStorage { ctx: self.arc(), dtype, len, gathered: None }),
+        )
+    }
+
+    /// As `out`, with the per-channel statistics of the tensor as `[rows, channels]` gathered by the
+    /// kernel that writes it.
+    fn out_gathered(
+        &self,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        rows: usize,
+        channels: usize,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let len = shape.numel();
+        let gathered = Some((rows, channels));
+        Tensor::from_storage(shape, Storage::Meta(MetaStorage { ctx: self.arc(), dtype, len, gathered }))
     }
 
     fn rec(&self, l: Launch) {
@@ -228,7 +249,7 @@ impl Backend for MetaContext {
     ) -> Result<(Tensor, BatchNormSaved)> {
         let saved = kernels::bn_stats(self, x, running.is_some())?;
         kernels::replace_running(self, running)?;
-        Ok((kernels::bn_apply(self, x, false, None)?, saved))
+        Ok((kernels::bn_apply(self, x, false, None, false)?, saved))
     }
 
     fn batch_norm_add_forward_train(
@@ -253,7 +274,7 @@ impl Backend for MetaContext {
             }
             None => None,
         };
-        Ok((kernels::bn_apply(self, x, false, Some((shortcut, norm)))?, saved, saved_s))
+        Ok((kernels::bn_apply(self, x, false, Some((shortcut, norm)), true)?, saved, saved_s))
     }
 
     fn batch_norm_forward_eval(
@@ -267,7 +288,7 @@ impl Backend for MetaContext {
     ) -> Result<Tensor> {
         let c = kernels::channels(x)?;
         self.rec(Launch::memory("bn_eval_fold", "batch norm", 24.0 * c as f64));
-        kernels::bn_apply(self, x, false, None)
+        kernels::bn_apply(self, x, false, None, false)
     }
 
     fn batch_norm_backward(
@@ -404,7 +425,7 @@ impl Backend for MetaContext {
     ) -> Result<(Tensor, BatchNormSaved)> {
         let saved = kernels::bn_stats(self, x, running.is_some())?;
         kernels::replace_running(self, running)?;
-        Ok((kernels::bn_apply(self, x, true, None)?, saved))
+        Ok((kernels::bn_apply(self, x, true, None, false)?, saved))
     }
 
     fn batch_norm_prelu_backward(
