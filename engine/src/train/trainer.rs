@@ -568,7 +568,7 @@ impl Trainer {
             )));
         }
         let want = c.step / e.steps;
-        let v1_epoch_end = c.version == 1 && c.step % e.steps == 0 && c.epoch + 1 == want;
+        let v1_epoch_end = c.version == 1 && c.step.is_multiple_of(e.steps) && c.epoch + 1 == want;
         if c.epoch != want && !v1_epoch_end {
             return Err(Error::Invalid(format!(
                 "{origin}: step {} does not fall in epoch {} at {} steps per epoch: the checkpoint was made with another --batch-size or training set",
