@@ -12,9 +12,9 @@ fn train(cache: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(exe());
     c.args(["train", "--device", "cpu"])
         .args(["--synth-identities", "20", "--synth-images", "4", "--synth-size", "32"])
-        .args(["--synth-heldout", "10", "--synth-pairs", "40"]);
+        .args(["--synth-heldout", "10"]);
     // The defaults of S, unless the case sets them (clap refuses a flag given twice).
-    for (flag, value) in [("--batch-size", "16"), ("--threads", "2")] {
+    for (flag, value) in [("--synth-pairs", "40"), ("--batch-size", "16"), ("--threads", "2")] {
         if !extra.contains(&flag) {
             c.args([flag, value]);
         }
@@ -88,6 +88,9 @@ fn numeric_flags_out_of_range_are_refused_by_name_not_a_panic() {
         (&["--threads", "0"], "--threads 0"),
         (&["--head", "arcface", "--m", "10"], "arcface: --m 10"),
         (&["--head", "cosface", "--m=-0.2"], "cosface: --m -0.2"),
+        (&["--head", "adaface", "--h=-1"], "adaface: --h -1"),
+        (&["--batch-size", "1"], "--batch-size 1"),
+        (&["--synth-pairs", "0"], "--synth-pairs 0"),
     ];
     for (i, (flags, want)) in cases.iter().enumerate() {
         let err = refused(train(&cache, &root.join(format!("o{i}")), flags));
@@ -174,6 +177,34 @@ fn a_failed_checkpoint_write_leaves_no_temporary_file_and_stale_ones_are_removed
     let err = ok(train(&cache, &out, &["--epochs", "1"]));
     assert!(err.contains("removed") && err.contains(".checkpoint.safetensors.tmp-4194399"), "{err}");
     assert!(!stale.exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_poisoned_checkpoint_of_an_older_engine_is_refused_by_resume_and_eval() {
+    use engine::io::safetensors;
+    let root = scratch("poisoned");
+    let cache = root.join("cache");
+    let out = root.join("out");
+    ok(train(&cache, &out, &["--epochs", "1"]));
+    // What the issue's --lr 1e6 run wrote: infinite batch-norm running variances.
+    let ckpt = out.join("checkpoint.safetensors");
+    let mut st = safetensors::read(&ckpt).unwrap();
+    for (_, t) in st.tensors.iter_mut().filter(|(n, _)| n.ends_with("running_var")) {
+        t.as_mut_slice::<f32>().unwrap()[0] = f32::INFINITY;
+    }
+    safetensors::write(&ckpt, &st).unwrap();
+    let err = refused(train(&cache, &out, &["--epochs", "2", "--resume"]));
+    assert!(
+        err.contains("running_var' holds NaN or infinite values") && err.contains("cannot be resumed"),
+        "{err}"
+    );
+    let mut eval = Command::new(exe());
+    eval.args(["eval", "--device", "cpu", "--checkpoint"]).arg(&ckpt).arg("--bin");
+    eval.arg(cache.read_dir().unwrap().next().unwrap().unwrap().path().join("pairs.bin"));
+    eval.stderr(Stdio::piped());
+    let err = refused(eval);
+    assert!(err.contains("running_var' holds NaN or infinite values"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

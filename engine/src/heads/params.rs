@@ -355,6 +355,8 @@ mod tests {
             ("sphereface", HeadParams { m1: Some(9.0), ..d() }, "--m1 9"),
             ("magface", HeadParams { l_m: Some(0.9), u_m: Some(0.5), ..d() }, "--u-m 0.5 must be at least"),
             ("adaface", HeadParams { m: Some(1.5), ..d() }, "--m 1.5"),
+            ("adaface", HeadParams { h: Some(-1.0), ..d() }, "--h -1"),
+            ("smaface", HeadParams { h: Some(-0.5), ..d() }, "--h -0.5"),
             ("qamface", HeadParams { m: Some(f64::NAN), ..d() }, "must be finite"),
         ];
         for (name, p, want) in cases {

@@ -4,7 +4,8 @@
 //!
 //! Ranges where the sources give none are our choices: the learning rate, epochs and the gradient clip
 //! must be > 0, weight decay >= 0, momentum in [0, 1) (1 and above make SGD's velocity grow without
-//! bound), warm-ups shorter than the run, counts at least 1, and a time limit that a `Duration` holds.
+//! bound), warm-ups shorter than the run, counts at least 1 (the batch at least 2: batch norm), and a
+//! time limit that a `Duration` holds.
 
 use crate::train::recipe::RecipeFlags;
 use crate::{Error, Result};
@@ -36,8 +37,9 @@ fn check(flag: &str, v: Option<f64>, ok: impl Fn(f64) -> bool, want: &str) -> Re
 
 /// Every numeric recipe flag against its range (the head's hyper-parameters excepted).
 pub fn check_recipe_flags(f: &RecipeFlags) -> Result<()> {
-    if f.batch_size == Some(0) {
-        return Err(bad("batch-size", 0, "must be at least 1"));
+    if let Some(b @ (0 | 1)) = f.batch_size {
+        // Batch norm after the embedding needs two values per channel (torch refuses one too).
+        return Err(bad("batch-size", b, "must be at least 2 (batch norm needs two images)"));
     }
     check("epochs", f.epochs, |v| v > 0.0 && v <= MAX_EPOCHS, "must be > 0 (and at most 1e6)")?;
     check("lr", f.lr, |v| v > 0.0, "the learning rate must be > 0")?;
@@ -124,6 +126,7 @@ mod tests {
             (RecipeFlags { epochs: Some(-3.0), ..d() }, "--epochs -3"),
             (RecipeFlags { epochs: Some(1e300), ..d() }, "--epochs 1e300"),
             (RecipeFlags { batch_size: Some(0), ..d() }, "--batch-size 0"),
+            (RecipeFlags { batch_size: Some(1), ..d() }, "--batch-size 1"),
             (RecipeFlags { eval_every: Some(0), ..d() }, "--eval-every 0"),
             (RecipeFlags { milestones: Some(vec![2.0, 1.0]), ..d() }, "must increase"),
             (RecipeFlags { milestones: Some(vec![f64::NAN]), ..d() }, "--milestones NaN"),
