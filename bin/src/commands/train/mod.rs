@@ -239,6 +239,36 @@ fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path) -> Res
     Ok(trainer)
 }
 
+/// The loader of the run and its steps per epoch (at least one).
+fn loader(a: &Args, data: &data::TrainingData, recipe: &Recipe, feed: &Feed) -> Result<(Loader, u64)> {
+    let threads =
+        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let loader = Loader::new(
+        data.faceset.clone(),
+        LoaderConfig {
+            batch_size: recipe.batch_size,
+            seed: a.seed,
+            threads,
+            prefetch: 2 * threads,
+            augment: recipe.augment,
+            skip_corrupt: a.skip_corrupt,
+            format: feed.pixel_format(),
+            ..LoaderConfig::default()
+        },
+    )
+    .map_err(|e| Error::Io(e.to_string()))?;
+    let steps = loader.batches_per_epoch() as u64;
+    if steps == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: {} images make no full batch of {}",
+            data.shape.name,
+            data.faceset.len(),
+            recipe.batch_size
+        )));
+    }
+    Ok((loader, steps))
+}
+
 pub fn run(a: Args) -> CmdResult {
     if a.list_presets {
         for p in presets::all() {
@@ -269,31 +299,7 @@ pub fn run(a: Args) -> CmdResult {
         eprintln!("training on {} in {}", device.describe(), recipe.precision);
     }
     let feed = Feed::new(&device)?;
-    let threads =
-        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let loader = Loader::new(
-        data.faceset.clone(),
-        LoaderConfig {
-            batch_size: recipe.batch_size,
-            seed: a.seed,
-            threads,
-            prefetch: 2 * threads,
-            augment: recipe.augment,
-            skip_corrupt: a.skip_corrupt,
-            format: feed.pixel_format(),
-            ..LoaderConfig::default()
-        },
-    )?;
-    let steps_per_epoch = loader.batches_per_epoch() as u64;
-    if steps_per_epoch == 0 {
-        return Err(Error::Invalid(format!(
-            "{}: {} images make no full batch of {}",
-            data.shape.name,
-            data.faceset.len(),
-            recipe.batch_size
-        ))
-        .into());
-    }
+    let (loader, steps_per_epoch) = loader(&a, &data, &recipe, &feed)?;
     let plan = recipe.schedule(steps_per_epoch)?;
     let (output, ckpt) = output_folder(&a)?;
     let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt)?;
