@@ -26,6 +26,10 @@ fn model_for(name: &str, input: Option<(usize, usize)>) -> Result<IResNet> {
 /// The backbone and weights of a training checkpoint.
 pub fn from_checkpoint(path: &Path) -> Result<(IResNet, ParamStore)> {
     let c = checkpoint::load(path)?;
+    // Older engines could save NaN or infinite weights; evaluating them only gives NaN scores.
+    if let Some(what) = c.first_nonfinite()? {
+        return Err(Error::Io(format!("{}: '{what}' holds NaN or infinite values", path.display())));
+    }
     let name = c.extra.get("backbone").ok_or_else(|| {
         Error::Io(format!("{}: checkpoint metadata does not name its backbone", path.display()))
     })?;

@@ -6,6 +6,7 @@ mod backbone_io;
 mod commands;
 mod device_choice;
 mod run_plots;
+mod signals;
 
 use clap::{Parser, Subcommand};
 

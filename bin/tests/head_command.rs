@@ -155,3 +155,46 @@ fn head_command_errors_are_sentences() {
     assert!(!out.exists(), "no output is written on error");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Finite embeddings of norm ~1e20 square to infinity in f32: the loss was NaN and the gradients zero
+/// (exit 0). The norm is now measured without overflow: the loss equals that of the same directions at
+/// norm ~8, and the gradient scales down with the norm (the loss depends on x only through x/|x|).
+#[test]
+fn huge_finite_embeddings_give_the_loss_of_their_directions() {
+    let dir = tmp_dir("huge");
+    let (b, c, d) = (4, 5, 8);
+    let (x, w, y) = batch(b, c, d);
+    let k = 1e19f32;
+    let huge: Vec<f32> = x.iter().map(|v| v * k).collect();
+    let run = |x: Vec<f32>, tag: &str| {
+        let input = dir.join(format!("{tag}.safetensors"));
+        write_input(
+            &input,
+            Tensor::from_vec(x, [b, d]).unwrap(),
+            Tensor::from_vec(w.clone(), [c, d]).unwrap(),
+            Tensor::from_vec(y.clone(), [b]).unwrap(),
+        );
+        let output = dir.join(format!("{tag}-out.safetensors"));
+        let (ok, err) = engine_train(&[
+            "head",
+            "--head",
+            "arcface",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let out = safetensors::read(&output).unwrap();
+        let loss = out.require("loss", &output).unwrap().scalar_value().unwrap();
+        let g = out.require("grad_embeddings", &output).unwrap().to_f64_vec().unwrap();
+        (loss, g)
+    };
+    let (loss, g) = run(x.clone(), "plain");
+    let (big_loss, big_g) = run(huge, "huge");
+    assert!(big_loss.is_finite() && (big_loss - loss).abs() <= 1e-4 * loss, "{big_loss} vs {loss}");
+    let num: f64 = g.iter().zip(&big_g).map(|(a, b)| (a - b * k as f64).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = g.iter().map(|a| a * a).sum::<f64>().sqrt();
+    assert!(den > 0.0 && num <= 1e-4 * den, "gradient at norm 1e20 is not the scaled one: {num} / {den}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

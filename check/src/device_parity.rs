@@ -48,6 +48,13 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let got =
         be.l2_normalize_rows_backward_eps(&dy.to_device(dev)?, &y.to_device(dev)?, &n.to_device(dev)?, eps)?;
     out.push(compare("l2_normalize_rows_backward_eps (one row below eps)", &got, &want, 1e-5)?);
+    // Rows of finite values whose squares overflow f32 (entries ~1e20): measured rescaled, not infinite.
+    let mut big = randn(&mut rng, &[4, 24], 1.0)?;
+    big.as_mut_slice::<f32>()?[24..72].iter_mut().for_each(|e| *e *= 1e20);
+    let (cy, cn) = cpu.l2_normalize_rows(&big, 1e-12)?;
+    let (gy, gn) = be.l2_normalize_rows(&big.to_device(dev)?, 1e-12)?;
+    out.push(compare("l2_normalize_rows norms, rows of ~1e20", &gn, &cn, 1e-6)?);
+    out.push(compare("l2_normalize_rows y, rows of ~1e20", &gy, &cy, 1e-6)?);
     // The backward of ops::mean_all (sum_all then scale) broadcasts its seed without a host read there.
     let grad_of_mean = |d: &Device| -> Result<Tensor> {
         let mut tape = Tape::new();

@@ -43,7 +43,11 @@ pub fn ensure_demo_set(cache: &Path, cfg: &SynthConfig) -> Result<DemoSet> {
         let tmp = cache.join(format!(".{}.tmp-{}", key(cfg), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        write_demo_set(&tmp, cfg)?;
+        if let Err(e) = write_demo_set(&tmp, cfg) {
+            // A failed generation leaves nothing behind in the cache.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| DataError::io(&dir, e))?;
         generated = true;

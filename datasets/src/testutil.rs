@@ -28,3 +28,24 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A copy of `jpeg` with one bit flipped inside its scan data such that the fast decoder still returns
+/// an image and the strict check (`image::check_jpeg`, libjpeg-turbo's complaints) refuses it: the
+/// silent corruption `--skip-corrupt` and `data inspect --decode` must find.
+pub fn damage_scan_data(jpeg: &[u8]) -> Vec<u8> {
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).expect("a JPEG with a scan");
+    let start = sos + 2 + usize::from(u16::from_be_bytes([jpeg[sos + 2], jpeg[sos + 3]]));
+    let end = jpeg.len() - 2;
+    // Positions spread over the scan, each bit of each: the first flip that decodes yet is flagged.
+    for k in 0..(end - start) {
+        let pos = start + (k * 7919) % (end - start);
+        for bit in 0..8 {
+            let mut c = jpeg.to_vec();
+            c[pos] ^= 1 << bit;
+            if crate::image::decode(&c).is_ok() && crate::image::check_jpeg(&c).is_err() {
+                return c;
+            }
+        }
+    }
+    panic!("no bit flip of this JPEG decodes and is flagged");
+}

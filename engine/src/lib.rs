@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod heads;
 pub mod io;
+pub mod kill_point;
 pub mod model;
 pub mod ops;
 pub mod optim;

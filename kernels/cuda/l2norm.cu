@@ -1,8 +1,39 @@
 // Must match engine::backend::cpu::CpuBackend::{l2_normalize_rows, l2_normalize_rows_backward}:
 // y = x / max(||x||, eps) per row of [rows, D], norms = ||x||; dx = (dy - y*(dy.y)) / max(||x||, eps)
 // (0 contribution through the norm when ||x|| <= eps, as torch's F.normalize clamp gives).
+// A row of finite values whose squares overflow f32 (entries beyond ~1.8e19) is measured again scaled
+// by its largest magnitude, so its norm is finite; every other row takes the plain sum (bit-identical).
 // One block per row; the output dtype may differ so the class weights can be normalized straight
 // into the bf16/fp16 copy the classifier GEMM reads.
+
+// Largest magnitude over a 1-D block (every thread gets it); `scratch` holds 32 floats.
+__device__ __forceinline__ float block_max_abs(float v, float* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    int nwarps = (blockDim.x + 31) >> 5;
+    v = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : 0.0f;
+    if (warp == 0)
+        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (threadIdx.x == 0) scratch[0] = v;
+    __syncthreads();
+    return scratch[0];
+}
+
+// ||x|| of a row whose plain sum of squares overflowed: m * sqrt(sum((x/m)^2)), m = max |x|. A row with
+// an infinite or NaN entry keeps an infinite or NaN norm.
+template <typename TI>
+__device__ float l2norm_rescaled(const TI* xr, int D, float* scratch) {
+    float m = 0.0f;
+    for (int k = threadIdx.x; k < D; k += blockDim.x) m = fmaxf(m, fabsf(to_f32(xr[k])));
+    m = block_max_abs(m, scratch);
+    if (!isfinite(m)) return m;
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < D; k += blockDim.x) { float v = to_f32(xr[k]) / m; s += v * v; }
+    return m * sqrtf(block_sum(s, scratch));
+}
 
 #define L2NORM_FWD(SUF, TI, TO)                                                                         \
     extern "C" __global__ void l2norm_fwd_##SUF(int rows, int D, float eps, const TI* __restrict__ x,  \
@@ -14,6 +45,7 @@
         float s = 0.0f;                                                                                \
         for (int k = threadIdx.x; k < D; k += blockDim.x) { float v = to_f32(xr[k]); s += v * v; }     \
         float nrm = sqrtf(block_sum(s, scratch));                                                      \
+        if (isinf(nrm)) nrm = l2norm_rescaled<TI>(xr, D, scratch);                                     \
         float inv = 1.0f / fmaxf(nrm, eps);                                                            \
         TO* yr = y + (long long)r * D;                                                                 \
         for (int k = threadIdx.x; k < D; k += blockDim.x) yr[k] = from_f32<TO>(to_f32(xr[k]) * inv);   \

@@ -3,7 +3,7 @@
 use super::CmdResult;
 use datasets::demo::write_demo_set;
 use datasets::faceset::{pack_folder, pack_list, FaceSet, Layout, PackOptions};
-use datasets::image::decode;
+use datasets::image::{decode, decode_checked};
 use datasets::synth::{write_preview, SynthConfig};
 use std::path::PathBuf;
 
@@ -78,7 +78,8 @@ fn synth(a: SynthArgs) -> CmdResult {
 #[derive(clap::Args)]
 struct InspectArgs {
     path: PathBuf,
-    /// Also decode every image (slower; finds corrupt images).
+    /// Also decode every image (slower; finds corrupt images, including JPEG scan data that
+    /// libjpeg-turbo would warn about as "Corrupt JPEG data" but still decode).
     #[arg(long)]
     decode: bool,
     /// Count and list bad records instead of stopping at the first.
@@ -157,7 +158,7 @@ fn inspect(a: InspectArgs) -> CmdResult {
     for i in 0..set.len() {
         let checked = set.sample(i).and_then(|s| {
             if a.decode {
-                decode(&s.image).map_err(|detail| datasets::DataError::Image {
+                decode_checked(&s.image).map_err(|detail| datasets::DataError::Image {
                     path: rec.path().to_path_buf(),
                     record: format!("record {}", s.key),
                     detail,

@@ -105,6 +105,7 @@ impl FaceSet {
             })?;
             (h, img.len())
         };
+        self.check_id(key, &header)?;
         let label = checked_label(header.class_label(), self.classes(), path, key)?;
         let start = payload.len() - image_len;
         let image = match payload {
@@ -117,6 +118,25 @@ impl FaceSet {
         Ok(Sample { key, label, header, image })
     }
 
+    /// MXNet's `im2rec` and insightface's packers write each record's key into its header `id` and the
+    /// `.idx`: a header naming another key means the index points at the wrong record. `id` 0 is taken
+    /// as "not recorded" (some writers leave it unset; record 0 holds it by right), and a scanned file
+    /// has no keys of its own to compare.
+    fn check_id(&self, key: u64, header: &ImageHeader) -> Result<()> {
+        match self.rec.index_line(key) {
+            Some((idx, line)) if header.id != 0 && header.id != key => Err(DataError::BadLine {
+                path: idx.to_path_buf(),
+                line,
+                detail: format!(
+                    "key {key} points at a record whose header names key {} ({}): the index and the .rec disagree",
+                    header.id,
+                    self.rec.path().display()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// insightface's identity records: for each identity, the image key range [start, end).
     pub fn identity_ranges(&self) -> Result<Vec<(u64, u64)>> {
         let Layout::Insightface { images_end, identities_end } = self.layout else { return Ok(Vec::new()) };
@@ -126,6 +146,7 @@ impl FaceSet {
                 let payload = self.rec.read(key)?;
                 let bad = |detail: String| DataError::BadHeader { path: path.to_path_buf(), key, detail };
                 let (h, _) = ImageHeader::parse(&payload).map_err(bad)?;
+                self.check_id(key, &h)?;
                 if h.labels.len() < 2 || h.labels[0] > h.labels[1] || h.labels[0] < 1.0 {
                     return Err(bad(format!(
                         "identity record with labels {:?}, expected (start, end)",

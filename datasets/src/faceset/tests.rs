@@ -176,3 +176,48 @@ fn add_pixels_encodes_and_checks_size() {
     let back = decode(&fs.sample(0).unwrap().image).unwrap();
     assert!(back.data.iter().all(|&v| v.abs_diff(90) <= 1));
 }
+
+/// Rewrites `train.idx`, giving each key in `remap` the offset another key had.
+fn remap_index(dir: &std::path::Path, remap: &[(u64, u64)]) {
+    let idx = dir.join("train.idx");
+    let text = std::fs::read_to_string(&idx).unwrap();
+    let offsets: std::collections::HashMap<u64, String> = text
+        .lines()
+        .map(|l| l.split_once('\t').unwrap())
+        .map(|(k, o)| (k.parse().unwrap(), o.to_string()))
+        .collect();
+    let out: String = text
+        .lines()
+        .map(|l| {
+            let k: u64 = l.split_once('\t').unwrap().0.parse().unwrap();
+            let from = remap.iter().find(|(key, _)| *key == k).map_or(k, |(_, other)| *other);
+            format!("{k}\t{}\n", offsets[&from])
+        })
+        .collect();
+    std::fs::write(&idx, out).unwrap();
+}
+
+#[test]
+fn an_index_key_pointing_at_another_keys_record_is_refused() {
+    let items = vec![(0, jpeg(10)), (1, jpeg(20)), (1, jpeg(30)), (2, jpeg(40))];
+    // Key 3 at key 2's record: two keys, one record, found when the set opens.
+    let dir = TempDir::new("idx-dup");
+    write_face_set(dir.path(), items.clone(), 3, 8, 6).unwrap();
+    remap_index(dir.path(), &[(3, 2)]);
+    let e = FaceSet::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("train.idx:") && e.contains("key 3 points at byte") && e.contains("key 2"), "{e}");
+    // Keys 1 and 2 swapped: no offset repeats, but the records' headers name the other key.
+    let dir = TempDir::new("idx-swap");
+    write_face_set(dir.path(), items, 3, 8, 6).unwrap();
+    remap_index(dir.path(), &[(1, 2), (2, 1)]);
+    let set = FaceSet::open(dir.path()).unwrap();
+    let e = set.sample(0).unwrap_err().to_string();
+    assert!(
+        e.contains("train.idx:") && e.contains("key 1 points at a record whose header names key 2"),
+        "{e}"
+    );
+    // Without the index the file is scanned, in order, and reads as written.
+    std::fs::remove_file(dir.path().join("train.idx")).unwrap();
+    let set = FaceSet::open(dir.path()).unwrap();
+    assert_eq!(set.sample(0).unwrap().label, 0);
+}

@@ -30,13 +30,35 @@ const MAX_SIDE: usize = 8192;
 
 /// Decodes into `out` (resized to h*w*3), reusing its allocation; returns (height, width).
 pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), String> {
+    decode_with(bytes, out, false)
+}
+
+fn decode_with(bytes: &[u8], out: &mut Vec<u8>, strict: bool) -> Result<(usize, usize), String> {
     let tidy = |e: String| e.trim_end().replace('\n', "; ");
     match Format::sniff(bytes) {
-        Some(Format::Jpeg) => decode_jpeg(bytes, out).map_err(tidy),
-        Some(Format::Png) => decode_png(bytes, out).map_err(tidy),
+        Some(Format::Jpeg) => decode_jpeg(bytes, out, strict).map_err(tidy),
+        Some(Format::Png) => decode_png(bytes, out, strict).map_err(tidy),
         None if bytes.is_empty() => Err("empty image".into()),
         None => Err(format!("neither JPEG nor PNG (starts with {:02x?})", &bytes[..bytes.len().min(4)])),
     }
+}
+
+/// `decode_into` after the strict check of a JPEG's entropy-coded data (`check_jpeg`): what
+/// libjpeg-turbo would warn about is an error here, where the fast decoder alone returns an image.
+pub fn decode_into_checked(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), String> {
+    if Format::sniff(bytes) == Some(Format::Jpeg) {
+        super::check_jpeg(bytes).map_err(|e| format!("JPEG: corrupt data: {e}"))?;
+    }
+    // zune-jpeg's strict mode too: it is what catches some damage in the progressive files the check
+    // above does not read.
+    decode_with(bytes, out, true)
+}
+
+/// `decode` with the strict check (see `decode_into_checked`).
+pub fn decode_checked(bytes: &[u8]) -> Result<Image, String> {
+    let mut data = Vec::new();
+    let (height, width) = decode_into_checked(bytes, &mut data)?;
+    Ok(Image { height, width, data })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Image, String> {
@@ -49,8 +71,8 @@ fn options() -> DecoderOptions {
     DecoderOptions::new_fast().set_max_width(MAX_SIDE).set_max_height(MAX_SIDE)
 }
 
-fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), String> {
-    let opts = options().jpeg_set_out_colorspace(ColorSpace::RGB);
+fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>, strict: bool) -> Result<(usize, usize), String> {
+    let opts = options().jpeg_set_out_colorspace(ColorSpace::RGB).set_strict_mode(strict);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
     dec.decode_headers().map_err(|e| format!("JPEG: {e:?}"))?;
     let (w, h) = dec.dimensions().ok_or("JPEG: no dimensions")?;
@@ -63,8 +85,9 @@ fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), String
     Ok((h, w))
 }
 
-fn decode_png(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), String> {
-    let opts = options().png_set_strip_to_8bit(true);
+fn decode_png(bytes: &[u8], out: &mut Vec<u8>, strict: bool) -> Result<(usize, usize), String> {
+    // Strict: the chunk CRCs and the zlib checksum are verified too.
+    let opts = options().png_set_strip_to_8bit(true).set_strict_mode(strict);
     let mut dec = zune_png::PngDecoder::new_with_options(ZCursor::new(bytes), opts);
     dec.decode_headers().map_err(|e| format!("PNG: {e:?}"))?;
     let (w, h) = dec.dimensions().ok_or("PNG: no dimensions")?;

@@ -2,9 +2,11 @@
 
 mod decode;
 mod encode;
+mod jpeg_check;
 
-pub use decode::{decode, decode_into, Format};
+pub use decode::{decode, decode_checked, decode_into, decode_into_checked, Format};
 pub use encode::encode_jpeg;
+pub use jpeg_check::check_jpeg;
 
 /// An RGB image, rows top to bottom, 3 bytes per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -159,6 +159,32 @@ fn corrupt_record_fails_or_is_skipped() {
 }
 
 #[test]
+fn skip_corrupt_also_skips_scan_data_that_only_a_strict_decoder_notices() {
+    let dir = TempDir::new("ld-silent");
+    let mut w = FaceSetWriter::create(dir.path(), 2, 16, 16).unwrap();
+    for i in 0..8usize {
+        let mut img = Image::new(16, 16);
+        img.data.iter_mut().enumerate().for_each(|(p, v)| *v = ((p * 7 + i * 29) % 251) as u8);
+        let mut bytes = encode_jpeg(&img, 90).unwrap();
+        if i == 5 {
+            bytes = crate::testutil::damage_scan_data(&bytes);
+        }
+        w.add((i / 4) as u32, &[], &bytes).unwrap();
+    }
+    w.finish().unwrap();
+    let set = Arc::new(FaceSet::open(dir.path()).unwrap());
+    let c = LoaderConfig { shuffle: false, drop_last: false, ..cfg(2) };
+    // Without skip_corrupt the fast decoder takes it (clean sets pay nothing for the check) ...
+    let all = collect(&Loader::new(set.clone(), c.clone()).unwrap(), 0);
+    assert_eq!(all.iter().map(|b| b.len()).sum::<usize>(), 8);
+    // ... with it, the record is left out and named (key 6: image 5 after record 0).
+    let batches = collect(&Loader::new(set, LoaderConfig { skip_corrupt: true, ..c }).unwrap(), 0);
+    let skipped: Vec<_> = batches.iter().flat_map(|b| b.skipped.iter().cloned()).collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].0 == 6 && skipped[0].1.contains("corrupt data"), "{skipped:?}");
+}
+
+#[test]
 fn dropping_an_epoch_early_stops_the_workers() {
     let dir = TempDir::new("ld-drop");
     let set = make_set(&dir, None);

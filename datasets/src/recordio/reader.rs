@@ -25,6 +25,26 @@ pub struct RecordFile {
     index: Index,
 }
 
+/// Two keys at one offset would read one record twice (and never the one the second key was for).
+fn check_offsets_unique(index: &Index, idx: &Path) -> Result<()> {
+    let mut by_offset: Vec<usize> = (0..index.len()).collect();
+    by_offset.sort_by_key(|&i| (index.offsets[i], index.lines[i]));
+    for w in by_offset.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if index.offsets[a] == index.offsets[b] {
+            return Err(DataError::BadLine {
+                path: idx.to_path_buf(),
+                line: index.lines[b] as usize,
+                detail: format!(
+                    "key {} points at byte {}, the record of key {} (line {}): one record cannot hold two keys",
+                    index.keys[b], index.offsets[b], index.keys[a], index.lines[a]
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl RecordFile {
     /// Opens `rec` with the `.idx` beside it (same stem) when there is one, else scans the file.
     pub fn open(rec: &Path) -> Result<RecordFile> {
@@ -62,7 +82,8 @@ impl RecordFile {
         match index {
             Some((text, idx)) => {
                 let index = parse_index(text, idx)?;
-                // Only bounds here: checking each magic would read the whole file at open.
+                // Only bounds and uniqueness here: checking each magic would read the whole file at open.
+                check_offsets_unique(&index, idx)?;
                 if let Some(i) = (0..index.len()).find(|&i| index.offsets[i].saturating_add(8) > len) {
                     return Err(DataError::OffsetNotAtRecord {
                         index: idx.to_path_buf(),
@@ -87,6 +108,12 @@ impl RecordFile {
 
     pub fn index_path(&self) -> Option<&Path> {
         self.index_path.as_deref()
+    }
+
+    /// The `.idx` file and line that gave `key` its offset (`None` when the file was scanned).
+    pub fn index_line(&self, key: u64) -> Option<(&Path, usize)> {
+        let idx = self.index_path.as_deref()?;
+        Some((idx, self.index.lines[self.index.position(key)?] as usize))
     }
 
     pub fn data(&self) -> &[u8] {

@@ -17,8 +17,8 @@ pub struct AdaFace {
 impl AdaFace {
     pub fn new(p: &HeadParams) -> Result<AdaFace> {
         let r = p.reader("adaface");
-        let (s, m) = (r.positive("s", 64.0)?, r.num("m", 0.4)?);
-        let h = r.num("h", 0.333)?;
+        let (s, m) = (r.positive("s", 64.0)?, r.adaptive_margin("m", 0.4)?);
+        let h = r.non_negative("h", 0.333)?;
         let t_alpha = r.num_where("t-alpha", 0.01, |v| (0.0..=1.0).contains(&v), "it must lie in [0, 1]")?;
         r.finish()?;
         Ok(AdaFace { s, m, stats: NormStats::new(h, t_alpha) })

@@ -18,7 +18,7 @@ pub struct ArcFace {
 impl ArcFace {
     pub fn new(p: &HeadParams) -> Result<ArcFace> {
         let r = p.reader("arcface");
-        let (s, m) = (r.positive("s", 64.0)?, r.num("m", 0.5)?);
+        let (s, m) = (r.positive("s", 64.0)?, r.angular_margin("m", 0.5)?);
         let (easy_margin, grad_mode) = (r.easy_margin(false), r.grad_mode());
         r.finish()?;
         Ok(ArcFace { s, m, easy_margin, grad_mode })

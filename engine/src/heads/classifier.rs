@@ -103,11 +103,26 @@ pub fn run<T: Float>(
     run_sharded(x, dim, &[Shard { weight, labels }], head, opts)
 }
 
+/// ‖row‖ in the row's type without overflow: finite f32 embeddings beyond ~1.8e19 square to infinity,
+/// which made the loss NaN and the gradients zero. Such a row is measured again scaled by its largest
+/// magnitude; every other row takes the plain sum, so ordinary results are unchanged bit for bit.
+pub fn robust_norm<T: Float>(row: &[T]) -> T {
+    let n = row.iter().map(|&v| v * v).sum::<T>().sqrt();
+    if n.is_finite() || n.to_f64().is_nan() {
+        return n;
+    }
+    let m = row.iter().fold(T::ZERO, |m, &v| m.max(v.abs()));
+    if !m.is_finite() {
+        return m;
+    }
+    m * row.iter().map(|&v| (v / m) * (v / m)).sum::<T>().sqrt()
+}
+
 fn normalize_rows<T: Float>(m: &[T], dim: usize) -> (Vec<T>, Vec<T>) {
     let mut unit = m.to_vec();
     let mut norms = vec![T::ZERO; m.len() / dim];
     unit.par_chunks_mut(dim).zip(norms.par_iter_mut()).for_each(|(row, n)| {
-        *n = row.iter().map(|&v| v * v).sum::<T>().sqrt();
+        *n = robust_norm(row);
         let inv = T::ONE / n.max(T::from_f64(NORM_FLOOR));
         row.iter_mut().for_each(|v| *v *= inv);
     });

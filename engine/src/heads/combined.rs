@@ -17,7 +17,8 @@ impl Combined {
     pub fn new(p: &HeadParams) -> Result<Combined> {
         let r = p.reader("combined");
         let s = r.positive("s", 64.0)?;
-        let (m1, m2, m3) = (r.positive("m1", 1.0)?, r.num("m2", 0.3)?, r.num("m3", 0.2)?);
+        let (m1, m2, m3) =
+            (r.angle_factor("m1", 1.0)?, r.angular_margin("m2", 0.3)?, r.cosine_margin("m3", 0.2)?);
         r.finish()?;
         Ok(Combined { s, m1, m2, m3 })
     }

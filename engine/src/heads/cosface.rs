@@ -13,7 +13,7 @@ pub struct CosFace {
 impl CosFace {
     pub fn new(p: &HeadParams) -> Result<CosFace> {
         let r = p.reader("cosface");
-        let (s, m) = (r.positive("s", 64.0)?, r.num("m", 0.35)?);
+        let (s, m) = (r.positive("s", 64.0)?, r.cosine_margin("m", 0.35)?);
         r.finish()?;
         Ok(CosFace { s, m })
     }

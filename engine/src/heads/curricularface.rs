@@ -19,7 +19,7 @@ pub struct CurricularFace {
 impl CurricularFace {
     pub fn new(p: &HeadParams) -> Result<CurricularFace> {
         let r = p.reader("curricularface");
-        let (s, m) = (r.positive("s", 64.0)?, r.num("m", 0.5)?);
+        let (s, m) = (r.positive("s", 64.0)?, r.angular_margin("m", 0.5)?);
         r.finish()?;
         Ok(CurricularFace { s, m, t: 0.0, training: true })
     }

@@ -27,12 +27,15 @@ impl MagFace {
         let r = p.reader("magface");
         let s = r.positive("s", 64.0)?;
         let (l_a, u_a) = (r.positive("l-a", 10.0)?, r.positive("u-a", 110.0)?);
-        let (l_m, u_m) = (r.num("l-m", 0.45)?, r.num("u-m", 0.8)?);
+        let (l_m, u_m) = (r.angular_margin("l-m", 0.45)?, r.angular_margin("u-m", 0.8)?);
         let lambda_g = r.non_negative("lambda-g", 35.0)?;
         let easy_margin = r.easy_margin(true);
         r.finish()?;
         if u_a <= l_a {
             return Err(Error::Invalid(format!("magface: --u-a {u_a} must exceed --l-a {l_a}")));
+        }
+        if u_m < l_m {
+            return Err(Error::Invalid(format!("magface: --u-m {u_m} must be at least --l-m {l_m}")));
         }
         Ok(MagFace { s, l_a, u_a, l_m, u_m, lambda_g, easy_margin })
     }

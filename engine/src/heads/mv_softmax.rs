@@ -24,7 +24,7 @@ impl MvSoftmax {
     pub fn new(p: &HeadParams, arc: bool) -> Result<MvSoftmax> {
         let r = p.reader(if arc { "mv-arc" } else { "mv-am" });
         let s = r.positive("s", 32.0)?;
-        let m = r.num("m", if arc { 0.5 } else { 0.35 })?;
+        let m = if arc { r.angular_margin("m", 0.5)? } else { r.cosine_margin("m", 0.35)? };
         let t = r.non_negative("t", 0.2)?;
         let easy_margin = r.easy_margin(true);
         r.finish()?;

@@ -250,6 +250,32 @@ impl Reader<'_> {
         self.num_where(name, default, |v| v >= 0.0, "it must be >= 0")
     }
 
+    /// An additive angular margin (radians) in [0, π/2): the papers use 0.3 to 0.8, and from π/2 on
+    /// cos(θ + m) is negative for every θ, so the target can never win (ArcFace's loss at m = 10 is
+    /// exactly 0 in f32). Our range; the spec gives none.
+    pub fn angular_margin(&self, name: &'static str, default: f64) -> Result<f64> {
+        let ok = |v: f64| (0.0..std::f64::consts::FRAC_PI_2).contains(&v);
+        self.num_where(name, default, ok, "an angular margin must lie in [0, π/2) radians")
+    }
+
+    /// An additive cosine margin in [0, 1): the papers use 0.2 to 0.4; at 1 the target's logit is
+    /// below every other class's whatever the angle. Our range; the spec gives none.
+    pub fn cosine_margin(&self, name: &'static str, default: f64) -> Result<f64> {
+        self.num_where(name, default, |v| (0.0..1.0).contains(&v), "a cosine margin must lie in [0, 1)")
+    }
+
+    /// AdaFace's and SMAFace's m, both an angle (−m·ẑ) and a cosine offset (m + m·ẑ, up to 2m): [0, 1).
+    pub fn adaptive_margin(&self, name: &'static str, default: f64) -> Result<f64> {
+        self.num_where(name, default, |v| (0.0..1.0).contains(&v), "the adaptive margin must lie in [0, 1)")
+    }
+
+    /// A multiplicative angular margin (SphereFace, combined m1) in [1, 4]: below 1 it shrinks the
+    /// target's angle, an easier target instead of a harder one; 4 is the largest the SphereFace paper
+    /// uses.
+    pub fn angle_factor(&self, name: &'static str, default: f64) -> Result<f64> {
+        self.num_where(name, default, |v| (1.0..=4.0).contains(&v), "the angle factor must lie in [1, 4]")
+    }
+
     pub fn easy_margin(&self, default: bool) -> bool {
         self.used.borrow_mut().push("easy-margin");
         self.p.easy_margin.unwrap_or(default)
@@ -311,5 +337,36 @@ mod tests {
         let p = HeadParams { s: Some(-1.0), ..Default::default() };
         assert!(p.reader("softmax").positive("s", 64.0).unwrap_err().to_string().contains("--s -1"));
         assert!("bogus".parse::<Variant>().is_err());
+    }
+
+    #[test]
+    fn margins_outside_their_meaningful_range_are_errors_naming_the_flag() {
+        let head = |name: &str, p: HeadParams| crate::heads::from_name(name, &p).err().map(|e| e.to_string());
+        let d = HeadParams::default;
+        let cases = [
+            ("arcface", HeadParams { m: Some(10.0), ..d() }, "arcface: --m 10"),
+            ("arcface", HeadParams { m: Some(-0.1), ..d() }, "--m -0.1"),
+            ("curricularface", HeadParams { m: Some(1.6), ..d() }, "--m 1.6"),
+            ("cosface", HeadParams { m: Some(1.0), ..d() }, "cosine margin"),
+            ("mv-am", HeadParams { m: Some(2.0), ..d() }, "cosine margin"),
+            ("mv-arc", HeadParams { m: Some(2.0), ..d() }, "angular margin"),
+            ("combined", HeadParams { m1: Some(0.5), ..d() }, "--m1 0.5"),
+            ("combined", HeadParams { m3: Some(-1.0), ..d() }, "--m3 -1"),
+            ("sphereface", HeadParams { m1: Some(9.0), ..d() }, "--m1 9"),
+            ("magface", HeadParams { l_m: Some(0.9), u_m: Some(0.5), ..d() }, "--u-m 0.5 must be at least"),
+            ("adaface", HeadParams { m: Some(1.5), ..d() }, "--m 1.5"),
+            ("adaface", HeadParams { h: Some(-1.0), ..d() }, "--h -1"),
+            ("smaface", HeadParams { h: Some(-0.5), ..d() }, "--h -0.5"),
+            ("qamface", HeadParams { m: Some(f64::NAN), ..d() }, "must be finite"),
+        ];
+        for (name, p, want) in cases {
+            let e = head(name, p).unwrap_or_else(|| panic!("{name} accepted a margin outside its range"));
+            assert!(e.contains(want), "{e} (expected {want})");
+        }
+        // The papers' values stay accepted.
+        assert!(head("arcface", HeadParams { m: Some(0.5), ..d() }).is_none());
+        assert!(
+            head("combined", HeadParams { m1: Some(1.35), m2: Some(0.0), m3: Some(0.0), ..d() }).is_none()
+        );
     }
 }

@@ -14,7 +14,7 @@ pub struct QamFace {
 impl QamFace {
     pub fn new(p: &HeadParams) -> Result<QamFace> {
         let r = p.reader("qamface");
-        let (s, m) = (r.positive("s", 6.0)?, r.num("m", 0.5)?);
+        let (s, m) = (r.positive("s", 6.0)?, r.angular_margin("m", 0.5)?);
         r.finish()?;
         Ok(QamFace { s, m })
     }

@@ -28,7 +28,7 @@ pub struct QcFace {
 impl QcFace {
     pub fn new(p: &HeadParams) -> Result<QcFace> {
         let r = p.reader("qcface");
-        let (s, m) = (r.positive("s", 64.0)?, r.num("m", 0.5)?);
+        let (s, m) = (r.positive("s", 64.0)?, r.angular_margin("m", 0.5)?);
         let (l_a, u_a) = (r.positive("l-a", 10.0)?, r.positive("u-a", 110.0)?);
         let (k, b, lambda) = (r.non_negative("k", 1.0)?, r.num("b", 0.0)?, r.non_negative("lambda", 35.0)?);
         let phase = r.phase();

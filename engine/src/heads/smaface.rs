@@ -47,8 +47,8 @@ impl SmaFace {
         let name = kind.name();
         let r = p.reader(name);
         let s = r.positive("s", 64.0)?;
-        let m = r.num("m", 0.4)?;
-        let h = r.num("h", 0.333)?;
+        let m = r.adaptive_margin("m", 0.4)?;
+        let h = r.non_negative("h", 0.333)?;
         let t_alpha = r.num_where("t-alpha", 0.01, |v| (0.0..=1.0).contains(&v), "it must lie in [0, 1]")?;
         let default_alpha = match kind {
             SmaKind::SmCosFace | SmaKind::SmaFace => 1.0,

@@ -17,7 +17,7 @@ pub struct SphereFace {
 impl SphereFace {
     pub fn new(p: &HeadParams) -> Result<SphereFace> {
         let r = p.reader("sphereface");
-        let (s, m1) = (r.positive("s", 64.0)?, r.positive("m1", 1.35)?);
+        let (s, m1) = (r.positive("s", 64.0)?, r.angle_factor("m1", 1.35)?);
         r.finish()?;
         Ok(SphereFace { s, m1 })
     }

@@ -771,3 +771,13 @@ fn a_non_finite_embedding_gives_a_non_finite_loss_for_every_head() {
         }
     }
 }
+
+#[test]
+fn the_classifier_norm_does_not_overflow_and_keeps_ordinary_rows_bit_identical() {
+    assert!((classifier::robust_norm(&[3e20f32, 4e20]) / 5e20 - 1.0).abs() < 1e-6);
+    let plain = [0.3f32, -1.7, 2.5];
+    let direct = plain.iter().map(|&v| v * v).sum::<f32>().sqrt();
+    assert_eq!(classifier::robust_norm(&plain).to_bits(), direct.to_bits());
+    assert!(classifier::robust_norm(&[f32::INFINITY, 1.0]).is_infinite());
+    assert!(classifier::robust_norm(&[f32::NAN, 1e30]).is_nan());
+}

@@ -2,6 +2,11 @@
 //! optimizer state (`optim.` prefix), the head's state (`head.` prefix), named RNG states (`rng.` prefix,
 //! four u64 words stored as I64 bits), and step, epoch and optimizer kind in the metadata. Written to a
 //! temporary name then renamed; loading checks every name, shape and dtype and reports all mismatches.
+//!
+//! Versions (metadata `format`): v1 had no batch size and could record, at an epoch's end, the step
+//! after the epoch with the epoch before it (the epoch counter moved after the save); v2 records
+//! `batch_size` and `steps_per_epoch`, and its step and epoch always agree. Both are read; `version`
+//! says which one a file is, so that resume can repair v1's end-of-epoch case.
 
 use crate::io::safetensors::{self, SafeTensors};
 use crate::model::export::mismatches;
@@ -13,13 +18,17 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FORMAT: &str = "facetrain-checkpoint-v1";
+const FORMAT_PREFIX: &str = "facetrain-checkpoint-v";
+/// The version `save` writes.
+pub const VERSION: u32 = 2;
 const OPTIM: &str = "optim.";
 const HEAD: &str = "head.";
 const RNG: &str = "rng.";
 
 /// Everything a resumed run needs, as read from a file (nothing applied yet).
 pub struct Checkpoint {
+    /// The format version of the file (1 or 2).
+    pub version: u32,
     pub step: u64,
     pub epoch: u64,
     pub optimizer_kind: String,
@@ -65,7 +74,7 @@ pub fn save(path: &Path, c: &CheckpointRef) -> Result<()> {
     for (k, v) in c.extra {
         st.metadata.insert(k.clone(), v.clone());
     }
-    st.metadata.insert("format".into(), FORMAT.into());
+    st.metadata.insert("format".into(), format!("{FORMAT_PREFIX}{VERSION}"));
     st.metadata.insert("step".into(), c.step.to_string());
     st.metadata.insert("epoch".into(), c.epoch.to_string());
     st.metadata.insert("optimizer".into(), c.optimizer.kind().into());
@@ -76,12 +85,16 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let origin = path.display().to_string();
     let st = safetensors::read(path)?;
     let bad = |m: String| Error::Io(format!("{origin}: not a usable checkpoint: {m}"));
-    if st.metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!(
-            "metadata 'format' is {:?}, expected '{FORMAT}'",
-            st.metadata.get("format")
-        )));
-    }
+    let format = st.metadata.get("format");
+    let version = format
+        .and_then(|f| f.strip_prefix(FORMAT_PREFIX))
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|v| (1..=VERSION).contains(v))
+        .ok_or_else(|| {
+            bad(format!(
+                "metadata 'format' is {format:?}, expected '{FORMAT_PREFIX}1' to '{FORMAT_PREFIX}{VERSION}'"
+            ))
+        })?;
     let number = |k: &str| -> Result<u64> {
         let v = st.metadata.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")))?;
         v.parse().map_err(|_| bad(format!("metadata '{k}' = '{v}' is not a whole number")))
@@ -90,6 +103,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let optimizer_kind =
         st.metadata.get("optimizer").cloned().ok_or_else(|| bad("metadata has no 'optimizer'".into()))?;
     let mut c = Checkpoint {
+        version,
         step,
         epoch,
         optimizer_kind,
@@ -122,6 +136,26 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 }
 
 impl Checkpoint {
+    /// The first tensor holding a NaN or an infinity, named as in the file: a checkpoint written before
+    /// the trainer checked what it saves can hold such values, and nothing resumed or evaluated from
+    /// it means anything.
+    pub fn first_nonfinite(&self) -> Result<Option<String>> {
+        let named = (self.model.iter().map(|(n, t)| (n.clone(), t)))
+            .chain(self.optimizer.iter().map(|(n, t)| (format!("{OPTIM}{n}"), t)))
+            .chain(self.head.iter().map(|(n, t)| (format!("{HEAD}{n}"), t)));
+        for (n, t) in named {
+            if t.dtype().is_float() && t.to_f64_vec()?.iter().any(|v| !v.is_finite()) {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The file this checkpoint came from, for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Puts the weights and optimizer state into a model built from the same config; names, shapes and
     /// dtypes must all match, and every difference is listed in the error.
     pub fn restore(&self, model: &mut ParamStore, optimizer: &mut dyn Optimizer) -> Result<()> {
@@ -346,6 +380,17 @@ mod tests {
             },
         )
         .unwrap();
+        // v1 files are read (and say so); a version from the future is not.
+        let mut st = safetensors::read(&path).unwrap();
+        assert_eq!(load(&path).unwrap().version, VERSION);
+        for (format, ok) in [("facetrain-checkpoint-v1", true), ("facetrain-checkpoint-v3", false)] {
+            st.metadata.insert("format".into(), format.into());
+            safetensors::write(&path, &st).unwrap();
+            match load(&path) {
+                Ok(c) => assert!(ok && c.version == 1, "{format}"),
+                Err(e) => assert!(!ok && e.to_string().contains("facetrain-checkpoint-v2"), "{e}"),
+            }
+        }
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let e = load(&path).err().unwrap().to_string();

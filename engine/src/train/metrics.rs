@@ -16,13 +16,12 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens `path` for appending (a resumed run continues the same file).
+    /// Opens `path` for appending (a resumed run continues the same file). A last line cut short (a
+    /// full disk while the killed run wrote it) is dropped first, so the file stays one object a line.
     pub fn open(path: &Path) -> Result<MetricsLog> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::Io(format!("{}: cannot open metrics log: {e}", path.display())))?;
+        let io = |e: std::io::Error| Error::Io(format!("{}: cannot open metrics log: {e}", path.display()));
+        let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+        drop_torn_tail(&file).map_err(io)?;
         Ok(MetricsLog { path: path.to_path_buf(), file })
     }
 
@@ -45,6 +44,22 @@ impl MetricsLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Truncates the bytes after the last newline (a line is far shorter than the 64 KiB looked at).
+fn drop_torn_tail(file: &File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let from = len.saturating_sub(1 << 16);
+    let mut tail = Vec::new();
+    let mut f = file;
+    f.seek(SeekFrom::Start(from))?;
+    f.read_to_end(&mut tail)?;
+    if tail.last().is_some_and(|&b| b != b'\n') {
+        let keep = tail.iter().rposition(|&b| b == b'\n').map_or(from, |p| from + p as u64 + 1);
+        file.set_len(keep)?;
+    }
+    Ok(())
 }
 
 /// Reads every event of a metrics log (for plots, summaries and tests).
@@ -186,5 +201,18 @@ mod tests {
     fn durations_format_as_minutes_or_hours() {
         assert_eq!(format_duration(75.0), "1m15s");
         assert_eq!(format_duration(3725.0), "1h02m");
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_killed_run_is_dropped_when_the_log_reopens() {
+        let dir = std::env::temp_dir().join(format!("metrics-torn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("metrics.jsonl");
+        std::fs::write(&p, "{\"event\":\"step\",\"step\":1}\n{\"event\":\"st").unwrap();
+        let mut log = MetricsLog::open(&p).unwrap();
+        log.log("step", &[("step", 2.0)]).unwrap();
+        let steps: Vec<f64> = read_log(&p).unwrap().iter().map(|e| e["step"].as_f64().unwrap()).collect();
+        assert_eq!(steps, [1.0, 2.0]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

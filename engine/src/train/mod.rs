@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod demo;
 pub mod feed;
+pub mod limits;
 pub mod loss_scale;
 pub mod metrics;
 pub mod precision;

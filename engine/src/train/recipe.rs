@@ -148,6 +148,7 @@ impl Recipe {
     /// Every setting of the run for a training set shaped `data`; `emulated_half` when the device only
     /// emulates 16 bits (the CPU: the precision then defaults to f32).
     pub fn resolve(flags: &RecipeFlags, data: &DataShape, emulated_half: bool) -> Result<Recipe> {
+        crate::train::limits::check_recipe_flags(flags)?;
         let preset = preset(flags)?;
         let p = preset.as_ref();
         let demo = data.demo;
@@ -230,6 +231,18 @@ impl Recipe {
             }
             _ => None,
         });
+        if total_steps == 0 {
+            return Err(Error::Invalid(format!(
+                "--epochs {}: no whole step at {steps_per_epoch} steps per epoch",
+                self.epochs
+            )));
+        }
+        if let Some(w) = warm.filter(|&w| w >= self.epochs) {
+            return Err(Error::Invalid(format!(
+                "--lr-warmup-epochs {w}: the warm-up must be shorter than the run's {} epochs",
+                self.epochs
+            )));
+        }
         let schedule = match self.schedule_name.as_str() {
             "constant" => LrSchedule::Constant,
             "poly" => LrSchedule::PolyWarmup {

@@ -5,7 +5,14 @@
 //! A non-finite loss or gradient never reaches the weights: the step is undone (batch-norm running
 //! statistics and the head's running state are restored too). In f32 and bf16 an error then says which
 //! step failed; in fp16 the step is skipped, the loss scale lowered, and training goes on (see
-//! `train::loss_scale`), until the scaler gives up.
+//! `train::loss_scale`), until the scaler gives up. Batch-norm running statistics are checked with the
+//! gradients (a forward pass can overflow them while the loss stays finite). An update that makes a
+//! weight or the optimizer's state non-finite (finite gradients times a huge learning rate) cannot be
+//! undone cheaply: it stops the run, and the trainer refuses to step or save from then on.
+//!
+//! Steps and epochs: once the command line tells the trainer how many steps make an epoch
+//! (`set_epoch_length`), `epoch` is `step / steps_per_epoch` after every step, so a checkpoint written at
+//! any moment records a step and an epoch that agree, and resume checks both.
 
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
@@ -73,6 +80,15 @@ pub struct ForwardBackward {
     pub grads: Vec<(String, Tensor)>,
 }
 
+/// How the run's steps fall into epochs, set once the loader exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochLength {
+    /// Images per step (`--batch-size`), recorded so that a resume with another one is named as such.
+    pub batch_size: u64,
+    /// Steps per epoch (at least 1).
+    pub steps: u64,
+}
+
 /// What one attempt at a step came to, before the scaler moves.
 enum Attempt {
     Applied(StepOutcome),
@@ -100,6 +116,9 @@ pub struct Trainer {
     rng: Rng,
     /// Where parameters, classifier and optimizer state live (`to_device`); checkpoints stay host-side.
     device: Device,
+    epoch_length: Option<EpochLength>,
+    /// Set when an update made the state non-finite: the reason, repeated by every later step or save.
+    poisoned: Option<String>,
 }
 
 impl Trainer {
@@ -146,7 +165,32 @@ impl Trainer {
             epoch: 0,
             rng,
             device: Device::Cpu,
+            epoch_length: None,
+            poisoned: None,
         })
+    }
+
+    /// Tells the trainer how steps fall into epochs: from now on `epoch` follows `step`, checkpoints
+    /// record both with the batch size, and `resume` checks them.
+    pub fn set_epoch_length(&mut self, e: EpochLength) -> Result<()> {
+        if e.steps == 0 || e.batch_size == 0 {
+            return Err(Error::Invalid(format!("an epoch of {} steps of {} images", e.steps, e.batch_size)));
+        }
+        self.epoch_length = Some(e);
+        self.epoch = self.step / e.steps;
+        Ok(())
+    }
+
+    pub fn epoch_length(&self) -> Option<EpochLength> {
+        self.epoch_length
+    }
+
+    /// Counts one more step (applied or skipped) and moves the epoch with it.
+    fn count_step(&mut self) {
+        self.step += 1;
+        if let Some(e) = self.epoch_length {
+            self.epoch = self.step / e.steps;
+        }
     }
 
     /// Switches a two-phase head (QCFace: `warmup`, then `planning`); a no-op when already there.
@@ -188,6 +232,9 @@ impl Trainer {
     /// be on the host (uploaded here) or already on the trainer's device, used as it is: on a GPU the
     /// training loop passes `BatchUploader::take`'s tensor, whose copy overlapped the previous step.
     pub fn train_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<StepOutcome> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::Invalid(why.clone()));
+        }
         let classes = self.config.num_classes as i64;
         if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l >= classes) {
             return Err(Error::Invalid(format!("label {l} of sample {i} is outside [0, {classes})")));
@@ -220,7 +267,7 @@ impl Trainer {
                     )));
                 }
                 let scale = s.scale() as f64;
-                self.step += 1;
+                self.count_step();
                 Ok(StepOutcome { loss, lr, skipped: true, loss_scale: Some(scale) })
             }
         }
@@ -280,29 +327,80 @@ impl Trainer {
         }
         let (mut backbone, mut head_grads): (Vec<_>, Vec<_>) =
             grads.into_iter().partition(|(n, _)| n != CLASSIFIER);
+        // The forward pass moved the batch-norm running statistics: an overflow there (huge
+        // activations) leaves the loss finite but would poison every later evaluation.
+        let statistics: Vec<(String, &Tensor)> = self
+            .params
+            .entries()
+            .iter()
+            .filter(|e| e.kind == ParamKind::Buffer)
+            .map(|e| (format!("batch-norm running statistic '{}'", e.name), &e.value))
+            .collect();
         if let Some(s) = &self.scaler {
             let bad_backbone = s.unscale(&mut backbone)?;
             if let Some(n) = bad_backbone.or(s.unscale(&mut head_grads)?) {
                 return overflow(format!("gradient of '{n}' is not finite"));
             }
+            if let Some(what) = self.first_nonfinite(&statistics)? {
+                return overflow(format!("{what} is not finite"));
+            }
         } else {
-            let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
-            if let Some(i) = crate::backend::for_device(&self.device).first_nonfinite(&all)? {
-                let n = if i < backbone.len() { &backbone[i].0 } else { &head_grads[i - backbone.len()].0 };
+            let mut all: Vec<(String, &Tensor)> =
+                backbone.iter().chain(&head_grads).map(|(n, g)| (format!("gradient of '{n}'"), g)).collect();
+            all.extend(statistics);
+            if let Some(what) = self.first_nonfinite(&all)? {
                 return Err(Error::Invalid(format!(
-                    "gradient of '{n}' is not finite at step {}: the step was not applied",
+                    "{what} is not finite at step {}: the step was not applied (lower --lr, or check the data)",
                     self.step
                 )));
             }
         }
+        crate::kill_point::reached("mid-step");
         let clip = match self.config.grad_clip {
             Some(max) => clip_coefficient(&backbone, max)?.1,
             None => 1.0,
         };
         self.optimizer.step_scaled(&mut self.params, &backbone, lr, clip)?;
         self.optimizer.step(&mut self.classifier, &head_grads, lr)?;
-        self.step += 1;
+        self.check_update(lr)?;
+        self.count_step();
         Ok(Attempt::Applied(StepOutcome { loss: loss_value, lr, skipped: false, loss_scale: None }))
+    }
+
+    /// After an update from finite gradients: every weight and the optimizer's state still finite, or
+    /// the trainer is poisoned (the optimizer's state cannot be rolled back without a copy per step).
+    fn check_update(&mut self, lr: f64) -> Result<()> {
+        let state = self.optimizer.state();
+        let named: Vec<(String, &Tensor)> = (self.params.entries().iter())
+            .chain(self.classifier.entries())
+            .filter(|e| e.kind == ParamKind::Trainable)
+            .map(|e| (format!("'{}'", e.name), &e.value))
+            .chain(state.iter().map(|(n, t)| (format!("optimizer state '{n}'"), t)))
+            .collect();
+        if let Some(what) = self.first_nonfinite(&named)? {
+            let why = format!(
+                "the update of step {} made {what} non-finite (the gradients were finite: the learning rate {lr} is too large for them); this run's state is lost from here, nothing after the last checkpoint was saved",
+                self.step
+            );
+            self.poisoned = Some(why.clone());
+            return Err(Error::Invalid(why));
+        }
+        Ok(())
+    }
+
+    /// The label of the first of `named` holding a NaN or an infinity. Tensors on the trainer's device
+    /// are read back once for all (one flag each); host ones (AdamW's step counts, the head's scalars)
+    /// are checked on the CPU; integer tensors are finite by construction.
+    fn first_nonfinite(&self, named: &[(String, &Tensor)]) -> Result<Option<String>> {
+        let floats = named.iter().filter(|(_, t)| t.dtype() != DType::I64);
+        let (here, host): (Vec<_>, Vec<_>) = floats.partition(|(_, t)| t.device() == self.device);
+        for (group, device) in [(here, &self.device), (host, &Device::Cpu)] {
+            let ts: Vec<&Tensor> = group.iter().map(|(_, t)| *t).collect();
+            if let Some(i) = crate::backend::for_device(device).first_nonfinite(&ts)? {
+                return Ok(Some(group[i].0.clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// Embeddings `[N, D]` of NHWC images in evaluation mode (running statistics, no dropout).
@@ -328,11 +426,47 @@ impl Trainer {
         m
     }
 
-    /// Writes a checkpoint atomically (temporary name, then rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let head = self.head_tensors()?;
+    /// Writes a checkpoint atomically (temporary name, then rename), after checking that everything it
+    /// holds is finite (weights, batch-norm statistics, optimizer and head state, the loss scale), that
+    /// the weights give finite embeddings in evaluation mode, and that its step and epoch agree: a
+    /// checkpoint on disk is always one that can be resumed and evaluated. On an error nothing is
+    /// written and the previous checkpoint stays.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        let refuse =
+            |why: String| Error::Invalid(format!("{why}: the checkpoint {} was not written", path.display()));
+        if let Some(why) = &self.poisoned {
+            return Err(refuse(why.clone()));
+        }
         let mut extra = self.run_metadata();
+        if let Some(e) = self.epoch_length {
+            if self.epoch != self.step / e.steps {
+                let (s, ep) = (self.step, self.epoch);
+                return Err(refuse(format!("step {s} does not fall in epoch {ep} of {} steps", e.steps)));
+            }
+            extra.insert(KEY_BATCH.into(), e.batch_size.to_string());
+            extra.insert(KEY_EPOCH_STEPS.into(), e.steps.to_string());
+        }
+        let head = self.head_tensors()?;
+        let optimizer = self.optimizer.state();
+        let named: Vec<(String, &Tensor)> = (self.params.entries().iter())
+            .map(|e| (format!("'{}'", e.name), &e.value))
+            .chain(optimizer.iter().map(|(n, t)| (format!("optimizer state '{n}'"), t)))
+            .chain(head.iter().map(|(n, t)| (format!("head state '{n}'"), t)))
+            .collect();
+        if let Some(what) = self.first_nonfinite(&named)? {
+            return Err(refuse(format!("at step {} {what} is not finite", self.step)));
+        }
+        if let Some(what) = self.probe()? {
+            return Err(refuse(format!(
+                "at step {} the weights give {what} embeddings in evaluation mode (the updates diverged: lower --lr)",
+                self.step
+            )));
+        }
         if let Some(s) = &self.scaler {
+            let scale = s.scale();
+            if !scale.is_finite() || scale <= 0.0 {
+                return Err(refuse(format!("at step {} the fp16 loss scale is {scale}", self.step)));
+            }
             extra.extend(s.to_metadata());
         }
         checkpoint::save(
@@ -349,9 +483,30 @@ impl Trainer {
         )
     }
 
-    /// Restores everything `save` wrote; the run's backbone, head and classes must be the same.
+    /// Finite weights can still be useless: one update too large leaves them finite, but the batch-norm
+    /// running statistics no longer match them and an evaluation-mode forward overflows to NaN. Two
+    /// fixed noise images through the network in evaluation mode find that, for the cost of a forward
+    /// of two images per checkpoint; `Some` says what the embeddings held.
+    fn probe(&mut self) -> Result<Option<&'static str>> {
+        let (h, w) = self.config.backbone.input_hw;
+        let mut rng = Rng::new(0x9e37_79b9);
+        let px: Vec<f32> = (0..2 * h * w * 3).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
+        let e = self.embed(&Tensor::from_vec(px, [2, h, w, 3])?)?;
+        let v = e.to_f64_vec()?;
+        Ok(if v.iter().any(|x| x.is_nan()) {
+            Some("NaN")
+        } else if v.iter().any(|x| x.is_infinite()) {
+            Some("infinite")
+        } else {
+            None
+        })
+    }
+
+    /// Restores everything `save` wrote; the run's backbone, head and classes must be the same, and,
+    /// once the epoch length is set, its batch size and steps per epoch too.
     pub fn resume(&mut self, path: &Path) -> Result<()> {
         let c = checkpoint::load(path)?;
+        let origin = path.display();
         for (k, v) in self.run_metadata() {
             // A run may change its seed or precision when it resumes (bit-identity then needs neither).
             if k == "seed" || k == "precision" {
@@ -360,15 +515,20 @@ impl Trainer {
             if let Some(saved) = c.extra.get(&k) {
                 if *saved != v {
                     return Err(Error::Io(format!(
-                        "{}: checkpoint was made with {k} = {saved}, this run has {k} = {v}",
-                        path.display()
+                        "{origin}: checkpoint was made with {k} = {saved}, this run has {k} = {v}"
                     )));
                 }
             }
         }
+        if let Some(what) = c.first_nonfinite()? {
+            return Err(Error::Io(format!(
+                "{origin}: '{what}' holds NaN or infinite values (a checkpoint written before the engine checked what it saves): it cannot be resumed"
+            )));
+        }
+        let epoch = self.resumed_epoch(&c)?;
         if let Some(s) = &mut self.scaler {
             // A checkpoint of an f32 or bf16 run has no scaler state: fp16 then starts from the initial scale.
-            s.load_metadata(&c.extra, &path.display().to_string())?;
+            s.load_metadata(&c.extra, &origin.to_string())?;
         }
         let head = c.head_checked(&self.head_tensors()?)?.to_vec();
         c.restore(&mut self.params, self.optimizer.as_mut())?;
@@ -377,14 +537,56 @@ impl Trainer {
         self.head.load_state(&HeadState::from_tensors(&state)?)?;
         self.rng = c.rng("train")?;
         self.step = c.step;
-        self.epoch = c.epoch;
+        self.epoch = epoch;
         if !self.device.is_cpu() {
             let dev = self.device.clone();
             self.to_device(&dev)?;
         }
         Ok(())
     }
+
+    /// The epoch a resumed run is in, after checking the checkpoint's batch size, epoch length, step and
+    /// epoch against this run's. A v1 file saved at an epoch's end records the epoch before the step
+    /// (the counter moved after the save): that one case is repaired, not refused.
+    fn resumed_epoch(&self, c: &checkpoint::Checkpoint) -> Result<u64> {
+        let Some(e) = self.epoch_length else { return Ok(c.epoch) };
+        let origin = c.origin();
+        let saved = |k: &str| -> Result<Option<u64>> {
+            c.extra
+                .get(k)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| Error::Io(format!("{origin}: metadata '{k}' = '{v}' is not a number")))
+                })
+                .transpose()
+        };
+        if let Some(b) = saved(KEY_BATCH)?.filter(|&b| b != e.batch_size) {
+            return Err(Error::Invalid(format!(
+                "{origin}: the checkpoint was made with --batch-size {b}, this run has --batch-size {}: resume with --batch-size {b}",
+                e.batch_size
+            )));
+        }
+        if let Some(n) = saved(KEY_EPOCH_STEPS)?.filter(|&n| n != e.steps) {
+            return Err(Error::Invalid(format!(
+                "{origin}: the checkpoint was made with {n} steps per epoch, this run has {}: the training set changed",
+                e.steps
+            )));
+        }
+        let want = c.step / e.steps;
+        let v1_epoch_end = c.version == 1 && c.step.is_multiple_of(e.steps) && c.epoch + 1 == want;
+        if c.epoch != want && !v1_epoch_end {
+            return Err(Error::Invalid(format!(
+                "{origin}: step {} does not fall in epoch {} at {} steps per epoch: the checkpoint was made with another --batch-size or training set",
+                c.step, c.epoch, e.steps
+            )));
+        }
+        Ok(want)
+    }
 }
+
+/// Checkpoint metadata of v2: the batch size and the steps per epoch of the run that wrote it.
+const KEY_BATCH: &str = "batch_size";
+const KEY_EPOCH_STEPS: &str = "steps_per_epoch";
 
 #[cfg(test)]
 mod tests {
@@ -619,6 +821,151 @@ mod tests {
         let mut h = tiny_trainer_in(Precision::Fp16, LossScaleConfig::default());
         h.resume(&ckpt).unwrap();
         assert_eq!(h.loss_scaler().unwrap().scale(), 65536.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("trainer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Multiplies one parameter in place (as a diverged update would leave it).
+    fn scale_param(t: &mut Trainer, name: &str, by: f32) {
+        let mut v = t.params.get(name).unwrap().clone();
+        v.as_mut_slice::<f32>().unwrap().iter_mut().for_each(|x| *x *= by);
+        t.params.set(name, v).unwrap();
+    }
+
+    #[test]
+    fn overflowing_batch_norm_statistics_stop_f32_and_skip_fp16_without_touching_the_weights() {
+        // Pixels of 1e20: the batch variance overflows f32 while the normalized activations stay finite.
+        let huge = batch(1e20);
+        let mut t = tiny_trainer();
+        let before = snapshot(&t);
+        let e = t.train_step(&huge, &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert!(e.contains("running statistic") && e.contains("not applied"), "{e}");
+        assert!(snapshot(&t) == before, "the running statistics of the refused step were kept");
+        let mut h = tiny_trainer_in(Precision::Fp16, scaled(1.0));
+        assert!(h.train_step(&huge, &[0, 1, 2, 0]).unwrap().skipped);
+        assert!(snapshot(&h) == before);
+    }
+
+    #[test]
+    fn an_update_that_overflows_the_weights_poisons_the_trainer_and_nothing_is_saved() {
+        let dir = scratch("poison");
+        let ckpt = dir.join("c.safetensors");
+        let mut t = tiny_trainer();
+        t.config.lr = 1e38;
+        let e = t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert!(e.contains("non-finite") && e.contains("step 0") && e.contains("learning rate"), "{e}");
+        let again = t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap_err().to_string();
+        assert_eq!(again, e, "a poisoned trainer must keep refusing");
+        let s = t.save(&ckpt).unwrap_err().to_string();
+        assert!(s.contains("was not written") && s.contains("non-finite"), "{s}");
+        assert!(!ckpt.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn save_refuses_non_finite_state_and_diverged_weights_and_keeps_the_last_file() {
+        let dir = scratch("refuse");
+        let ckpt = dir.join("c.safetensors");
+        let mut t = tiny_trainer();
+        t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        t.save(&ckpt).unwrap();
+        let good = std::fs::read(&ckpt).unwrap();
+        // An infinite running variance, as the issue's --lr 1e6 run wrote 14 of them.
+        let mut bad = t.params.clone();
+        let name = "bn1.running_var";
+        let mut v = bad.get(name).unwrap().clone();
+        v.as_mut_slice::<f32>().unwrap()[0] = f32::INFINITY;
+        bad.set(name, v).unwrap();
+        let kept = std::mem::replace(&mut t.params, bad);
+        let e = t.save(&ckpt).unwrap_err().to_string();
+        assert!(e.contains("'bn1.running_var' is not finite") && e.contains("not written"), "{e}");
+        assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+        // Finite but diverged weights: evaluation-mode embeddings overflow.
+        t.params = kept;
+        for n in ["conv1.weight", "layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer2.0.conv1.weight"] {
+            scale_param(&mut t, n, 1e12);
+        }
+        let e = t.save(&ckpt).unwrap_err().to_string();
+        assert!(e.contains("embeddings in evaluation mode"), "{e}");
+        assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn epochs_follow_steps_and_resume_checks_the_batch_size() {
+        let dir = scratch("epochs");
+        let ckpt = dir.join("c.safetensors");
+        let e = EpochLength { batch_size: 4, steps: 2 };
+        let mut t = tiny_trainer();
+        t.set_epoch_length(e).unwrap();
+        for want in [0, 0, 1, 1, 2] {
+            assert_eq!(t.epoch, want, "at step {}", t.step);
+            if t.step < 4 {
+                t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+            }
+        }
+        t.save(&ckpt).unwrap();
+        let mut r = tiny_trainer();
+        r.set_epoch_length(e).unwrap();
+        r.resume(&ckpt).unwrap();
+        assert_eq!((r.step, r.epoch), (4, 2));
+        let mut other = tiny_trainer();
+        other.set_epoch_length(EpochLength { batch_size: 8, steps: 1 }).unwrap();
+        let err = other.resume(&ckpt).unwrap_err().to_string();
+        assert!(err.contains("--batch-size 4") && err.contains("this run has --batch-size 8"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_v1_checkpoint_saved_at_an_epochs_end_is_repaired_on_resume_and_other_disagreements_refused() {
+        use crate::io::safetensors;
+        let dir = scratch("v1");
+        let ckpt = dir.join("c.safetensors");
+        let mut t = tiny_trainer();
+        for _ in 0..4 {
+            t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        }
+        // What v1 wrote at the end of epoch 1 of 2-step epochs: step 4 with the epoch not yet moved on.
+        let mut as_v1 = |epoch: &str| {
+            t.epoch = 0;
+            t.save(&ckpt).unwrap();
+            let mut st = safetensors::read(&ckpt).unwrap();
+            st.metadata.insert("format".into(), "facetrain-checkpoint-v1".into());
+            st.metadata.insert("epoch".into(), epoch.into());
+            safetensors::write(&ckpt, &st).unwrap();
+        };
+        as_v1("1");
+        let e = EpochLength { batch_size: 4, steps: 2 };
+        let mut r = tiny_trainer();
+        r.set_epoch_length(e).unwrap();
+        r.resume(&ckpt).unwrap();
+        assert_eq!((r.step, r.epoch), (4, 2));
+        as_v1("0");
+        let err = r.resume(&ckpt).unwrap_err().to_string();
+        assert!(err.contains("step 4 does not fall in epoch 0") && err.contains("--batch-size"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_poisoned_checkpoint_of_an_older_engine_is_refused_on_resume() {
+        use crate::io::safetensors;
+        let dir = scratch("poisoned-file");
+        let ckpt = dir.join("c.safetensors");
+        let mut t = tiny_trainer();
+        t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        t.save(&ckpt).unwrap();
+        let mut st = safetensors::read(&ckpt).unwrap();
+        let (_, v) = st.tensors.iter_mut().find(|(n, _)| n == "layer1.0.bn2.running_var").unwrap();
+        v.as_mut_slice::<f32>().unwrap()[1] = f32::INFINITY;
+        safetensors::write(&ckpt, &st).unwrap();
+        let e = tiny_trainer().resume(&ckpt).unwrap_err().to_string();
+        assert!(e.contains("'layer1.0.bn2.running_var' holds NaN or infinite values"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

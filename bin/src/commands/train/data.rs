@@ -28,6 +28,11 @@ impl TrainingData {
         let path = match &a.data {
             Some(p) => p.clone(),
             None => {
+                if a.synth_pairs < 2 {
+                    let m =
+                        format!("--synth-pairs {}: the demo evaluates on at least 2 pairs", a.synth_pairs);
+                    return Err(Error::Invalid(m));
+                }
                 let cfg = SynthConfig {
                     identities: a.synth_identities,
                     images_per_identity: a.synth_images,

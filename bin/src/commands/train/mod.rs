@@ -1,9 +1,9 @@
 //! `engine-train train`: trains a backbone with a margin-softmax head on a RecordIO face set, or, with no
 //! `--data`, on the generated demo set (built once and cached), evaluating verification as it goes.
 //!
-//! Resume: a checkpoint (`checkpoint.safetensors`) is written every `--checkpoint-every` steps and at the
-//! end of each epoch; batches come in an order fixed by (seed, epoch), so `--resume` skips the batches
-//! already taken and continues bit-identically on the CPU.
+//! Resume: a checkpoint (`checkpoint.safetensors`) is written every `--checkpoint-every` steps, at the
+//! end of each epoch and when SIGTERM or SIGINT stops the run; batches come in an order fixed by (seed,
+//! epoch), so `--resume` skips the batches already taken and continues bit-identically on the CPU.
 //!
 //! The recipe (flags over the preset over the demo's and the general defaults) is resolved by
 //! `engine::train::recipe`; this command opens the data, builds the trainer and drives the epochs
@@ -17,10 +17,11 @@ use super::CmdResult;
 use datasets::loader::{Loader, LoaderConfig};
 use engine::train::demo;
 use engine::train::feed::Feed;
+use engine::train::limits;
 use engine::train::precision::Precision;
 use engine::train::presets;
-use engine::train::recipe::{requested_precision, Recipe, RecipeFlags};
-use engine::train::trainer::Trainer;
+use engine::train::recipe::{requested_precision, Recipe, RecipeFlags, StepPlan};
+use engine::train::trainer::{EpochLength, Trainer};
 use engine::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -126,7 +127,9 @@ pub struct Args {
     /// checkpoint then end the run.
     #[arg(long)]
     time_limit: Option<f64>,
-    /// Skip records that fail to read or decode, counting them, instead of stopping.
+    /// Skip records that fail to read or decode, counting them, instead of stopping. JPEGs are then
+    /// checked strictly (what libjpeg-turbo warns about as corrupt is skipped), which about doubles
+    /// their decoding time; without this flag the fast decoder alone runs.
     #[arg(long)]
     skip_corrupt: bool,
     /// Where the generated demo set is cached.
@@ -193,11 +196,15 @@ fn utc_stamp() -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
-/// The output folder, created; a checkpoint already there needs --resume.
+/// The output folder, created and cleared of the temporary files of killed runs; a checkpoint already
+/// there needs --resume.
 fn output_folder(a: &Args) -> Result<(PathBuf, PathBuf)> {
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from("runs").join(utc_stamp()));
     std::fs::create_dir_all(&output)
         .map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
+    for f in engine::io::atomic::remove_stale_temporaries(&output)? {
+        eprintln!("removed {}, left by a run that was killed while writing it", f.display());
+    }
     let ckpt = output.join("checkpoint.safetensors");
     if !a.resume && ckpt.exists() {
         return Err(Error::Invalid(format!(
@@ -209,13 +216,12 @@ fn output_folder(a: &Args) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// The trainer of `recipe`: initial weights, QCFace's phase, resumed state, then on `device`.
-fn build_trainer(
-    a: &Args,
-    recipe: &Recipe,
-    plan_schedule: engine::optim::LrSchedule,
-    ckpt: &Path,
-) -> Result<Trainer> {
-    let mut trainer = Trainer::new(recipe.trainer_config(plan_schedule))?;
+fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path) -> Result<Trainer> {
+    let mut trainer = Trainer::new(recipe.trainer_config(plan.schedule.clone()))?;
+    trainer.set_epoch_length(EpochLength {
+        batch_size: recipe.batch_size as u64,
+        steps: plan.steps_per_epoch,
+    })?;
     if recipe.qcface_warmup.is_some_and(|w| w > 0.0) {
         trainer.set_head_phase("warmup")?;
     }
@@ -233,6 +239,36 @@ fn build_trainer(
     Ok(trainer)
 }
 
+/// The loader of the run and its steps per epoch (at least one).
+fn loader(a: &Args, data: &data::TrainingData, recipe: &Recipe, feed: &Feed) -> Result<(Loader, u64)> {
+    let threads =
+        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let loader = Loader::new(
+        data.faceset.clone(),
+        LoaderConfig {
+            batch_size: recipe.batch_size,
+            seed: a.seed,
+            threads,
+            prefetch: 2 * threads,
+            augment: recipe.augment,
+            skip_corrupt: a.skip_corrupt,
+            format: feed.pixel_format(),
+            ..LoaderConfig::default()
+        },
+    )
+    .map_err(|e| Error::Io(e.to_string()))?;
+    let steps = loader.batches_per_epoch() as u64;
+    if steps == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: {} images make no full batch of {}",
+            data.shape.name,
+            data.faceset.len(),
+            recipe.batch_size
+        )));
+    }
+    Ok((loader, steps))
+}
+
 pub fn run(a: Args) -> CmdResult {
     if a.list_presets {
         for p in presets::all() {
@@ -240,7 +276,11 @@ pub fn run(a: Args) -> CmdResult {
         }
         return Ok(());
     }
+    crate::signals::install().map_err(Error::Invalid)?;
     let flags = a.recipe_flags()?;
+    limits::check_checkpoint_every(a.checkpoint_every)?;
+    limits::check_threads(a.threads)?;
+    let limit = limits::time_limit(a.time_limit)?;
     // Unset, the precision is bf16 on a GPU (tensor cores; every device the engine opens, sm_80 and
     // newer, has them) and f32 where 16 bits are only emulated (the CPU).
     let device = crate::device_choice::choose(
@@ -259,34 +299,10 @@ pub fn run(a: Args) -> CmdResult {
         eprintln!("training on {} in {}", device.describe(), recipe.precision);
     }
     let feed = Feed::new(&device)?;
-    let threads =
-        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let loader = Loader::new(
-        data.faceset.clone(),
-        LoaderConfig {
-            batch_size: recipe.batch_size,
-            seed: a.seed,
-            threads,
-            prefetch: 2 * threads,
-            augment: recipe.augment,
-            skip_corrupt: a.skip_corrupt,
-            format: feed.pixel_format(),
-            ..LoaderConfig::default()
-        },
-    )?;
-    let steps_per_epoch = loader.batches_per_epoch() as u64;
-    if steps_per_epoch == 0 {
-        return Err(Error::Invalid(format!(
-            "{}: {} images make no full batch of {}",
-            data.shape.name,
-            data.faceset.len(),
-            recipe.batch_size
-        ))
-        .into());
-    }
+    let (loader, steps_per_epoch) = loader(&a, &data, &recipe, &feed)?;
     let plan = recipe.schedule(steps_per_epoch)?;
     let (output, ckpt) = output_folder(&a)?;
-    let mut trainer = build_trainer(&a, &recipe, plan.schedule.clone(), &ckpt)?;
+    let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt)?;
     trainer.to_device(&device)?;
     eprintln!(
         "{} | head {} | {} classes | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {} lr {} | {}{} | {}",
@@ -301,9 +317,19 @@ pub fn run(a: Args) -> CmdResult {
         if recipe.precision == Precision::F32 || !emulated { "" } else { " (emulated on the CPU)" },
         output.display()
     );
-    let limit = a.time_limit.map(|m| std::time::Duration::from_secs_f64(m * 60.0));
-    let mut s =
-        session::Session::new(trainer, &recipe, plan, &data, &output, ckpt, a.checkpoint_every, limit)?;
-    s.train(&loader, feed)?;
-    s.finish(&recipe)
+    let mut s = session::Session::new(
+        trainer,
+        &recipe,
+        plan,
+        &data,
+        &output,
+        ckpt,
+        a.checkpoint_every,
+        limit,
+        a.resume,
+    )?;
+    match s.train(&loader, feed)? {
+        session::Ending::Finished => s.finish(&recipe),
+        session::Ending::Signal(sig) => s.stop_on_signal(sig),
+    }
 }

@@ -1,9 +1,15 @@
 //! The epochs of a run: batches from the loader through the feed into the trainer, with the progress
 //! line, the metrics log, checkpoints every `--checkpoint-every` steps and at each epoch's end, and
 //! verification every `eval_every` steps; then the run's summary, exported weights and plots.
+//!
+//! Every checkpoint is written right after a step, before any evaluation, from a trainer whose step and
+//! epoch agree, so a kill at any moment leaves one that resumes. An error names the last checkpoint this
+//! run wrote or resumed from (or says there is none). A SIGTERM or SIGINT ends the run after the current
+//! step with a checkpoint (`stop_on_signal`).
 
 use super::data::TrainingData;
 use super::CmdResult;
+use crate::signals;
 use datasets::loader::Loader;
 use engine::embed::PairEval;
 use engine::eval::quality::spearman;
@@ -33,6 +39,16 @@ pub struct Session {
     eval_seconds: f64,
     images_seen: u64,
     last_accuracy: Option<f64>,
+    /// The step of the checkpoint on disk that this run wrote or resumed from: the last good one.
+    saved_step: Option<u64>,
+}
+
+/// How the epochs ended.
+pub enum Ending {
+    /// Every step taken, or the time limit reached: evaluate, export, summarize.
+    Finished,
+    /// SIGTERM or SIGINT (its number): checkpoint and exit.
+    Signal(i32),
 }
 
 /// A batch the loader made, on its way to the device (or the error met making it, kept for its turn).
@@ -48,10 +64,12 @@ impl Session {
         ckpt: PathBuf,
         checkpoint_every: u64,
         limit: Option<Duration>,
+        resumed: bool,
     ) -> Result<Session> {
         let hw = trainer.model.config.input_hw;
         let evals = data.evals.iter().map(|p| PairEval::load(p, hw)).collect::<Result<_>>()?;
         let progress = Progress::new(plan.total_steps, trainer.step, Duration::from_secs(10));
+        let trainer_step = trainer.step;
         Ok(Session {
             trainer,
             plan,
@@ -68,35 +86,49 @@ impl Session {
             eval_seconds: 0.0,
             images_seen: 0,
             last_accuracy: None,
+            saved_step: resumed.then_some(trainer_step),
         })
     }
 
-    /// Every remaining epoch. Invariant at an epoch's start: step == epoch * steps_per_epoch + batches
-    /// already taken (resume).
-    pub fn train(&mut self, loader: &Loader, mut feed: Feed) -> CmdResult {
-        while self.trainer.step < self.plan.total_steps && self.trainer.epoch < self.plan.total_epochs {
+    /// Every remaining epoch; an error names the last good checkpoint.
+    pub fn train(
+        &mut self,
+        loader: &Loader,
+        feed: Feed,
+    ) -> std::result::Result<Ending, Box<dyn std::error::Error>> {
+        let r = self.epochs(loader, feed);
+        r.map_err(|e| self.with_last_good(e.to_string()).into())
+    }
+
+    /// `error`, followed by where the last good checkpoint is.
+    fn with_last_good(&self, error: String) -> String {
+        match self.saved_step {
+            Some(s) => format!("{error}; the last good checkpoint is {} (step {s})", self.ckpt.display()),
+            None => format!("{error}; no checkpoint was written, there is nothing to resume"),
+        }
+    }
+
+    /// The epochs from the trainer's step on (its epoch follows its step, so the batches to skip in a
+    /// resumed epoch are the step's remainder).
+    fn epochs(
+        &mut self,
+        loader: &Loader,
+        mut feed: Feed,
+    ) -> std::result::Result<Ending, Box<dyn std::error::Error>> {
+        while self.trainer.step < self.plan.total_steps {
+            if let Some(sig) = signals::received() {
+                return Ok(Ending::Signal(sig));
+            }
             let epoch = self.trainer.epoch;
             if self.qcface_warmup.is_some_and(|w| epoch as f64 >= w) {
                 self.trainer.set_head_phase("planning")?;
             }
-            let epoch_start = epoch * self.plan.steps_per_epoch;
-            let skip = self
-                .trainer
-                .step
-                .checked_sub(epoch_start)
-                .filter(|&s| s < self.plan.steps_per_epoch)
-                .ok_or_else(|| {
-                    let (c, s) = (self.ckpt.display(), self.trainer.step);
-                    Error::Io(format!("{c}: step {s} does not fall in epoch {epoch}"))
-                })?;
-            if self.epoch(loader, &mut feed, skip as usize)? {
-                return Ok(());
+            let skip = self.trainer.step - epoch * self.plan.steps_per_epoch;
+            if let Some(end) = self.epoch(loader, &mut feed, skip as usize)? {
+                return Ok(end);
             }
-            if self.trainer.step == epoch_start + self.plan.steps_per_epoch {
-                self.trainer.epoch += 1;
-                self.trainer.save(&self.ckpt)?;
-            } else if self.trainer.step < self.plan.total_steps {
-                let want = epoch_start + self.plan.steps_per_epoch;
+            if self.trainer.epoch == epoch && self.trainer.step < self.plan.total_steps {
+                let want = (epoch + 1) * self.plan.steps_per_epoch;
                 let msg = format!(
                     "epoch {epoch} ended after step {}, expected step {want}: the loader produced too few batches",
                     self.trainer.step
@@ -104,16 +136,16 @@ impl Session {
                 return Err(Error::Invalid(msg).into());
             }
         }
-        Ok(())
+        Ok(Ending::Finished)
     }
 
-    /// One epoch's batches from `skip` on; true when the time limit stopped the run.
+    /// One epoch's batches from `skip` on; `Some` when the time limit or a signal ends the run.
     fn epoch(
         &mut self,
         loader: &Loader,
         feed: &mut Feed,
         skip: usize,
-    ) -> std::result::Result<bool, Box<dyn std::error::Error>> {
+    ) -> std::result::Result<Option<Ending>, Box<dyn std::error::Error>> {
         let mut batches = loader.epoch(self.trainer.epoch).skip(skip);
         // On a staging device, the batch after the current one, already staged (its copy queued).
         let mut ahead: Option<Ahead> = None;
@@ -132,15 +164,18 @@ impl Session {
                 ahead = batches.next().map(|b| prepare(feed, b));
             }
             self.step(&batch.images, &batch.labels)?;
+            if let Some(sig) = signals::received() {
+                return Ok(Some(Ending::Signal(sig)));
+            }
             if self.limit.is_some_and(|l| self.trained() >= l) {
                 eprintln!("time limit reached at step {}", self.trainer.step);
-                return Ok(true);
+                return Ok(Some(Ending::Finished));
             }
             if self.trainer.step >= self.plan.total_steps {
                 break;
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Training time so far, evaluation excluded.
@@ -151,24 +186,57 @@ impl Session {
     /// One training step with its logging, checkpoint and evaluation cadence.
     fn step(&mut self, images: &engine::Tensor, labels: &[i64]) -> Result<()> {
         let t = &mut self.trainer;
-        let out = t.train_step(images, labels).map_err(|e| {
-            Error::Invalid(format!("{e}; the last good checkpoint is {}", self.ckpt.display()))
-        })?;
+        let out = t.train_step(images, labels)?;
         self.images_seen += labels.len() as u64;
         let mut fields = vec![("step", t.step as f64), ("loss", out.loss), ("lr", out.lr)];
         if let (Some(scale), Some(s)) = (out.loss_scale, t.loss_scaler()) {
             self.progress.set_loss_scale(scale, s.skipped_steps());
             fields.extend([("loss_scale", scale), ("skipped", f64::from(u8::from(out.skipped)))]);
         }
-        self.progress.print(t.epoch as usize, t.step, out.loss, out.lr, self.images_seen);
+        // The epoch this step belonged to (the trainer's has moved on after an epoch's last step).
+        let epoch = (t.step - 1) / self.plan.steps_per_epoch;
+        self.progress.print(epoch as usize, t.step, out.loss, out.lr, self.images_seen);
         self.log.log("step", &fields)?;
-        if t.step.is_multiple_of(self.checkpoint_every) {
-            t.save(&self.ckpt)?;
+        let step = t.step;
+        let epoch_end = step.is_multiple_of(self.plan.steps_per_epoch);
+        if step == self.plan.total_steps {
+            engine::kill_point::reached("last-step");
         }
-        if t.step.is_multiple_of(self.plan.eval_every) {
+        if epoch_end {
+            engine::kill_point::reached("epoch-end");
+        }
+        if epoch_end || step.is_multiple_of(self.checkpoint_every) {
+            self.save()?;
+        }
+        // A pending signal ends the run before an evaluation that could take minutes.
+        if step.is_multiple_of(self.plan.eval_every) && signals::received().is_none() {
             self.last_accuracy = self.evaluate()?.or(self.last_accuracy);
         }
         Ok(())
+    }
+
+    /// Writes the checkpoint unless the one on disk already holds this step.
+    fn save(&mut self) -> Result<()> {
+        let step = self.trainer.step;
+        if self.saved_step != Some(step) {
+            self.trainer.save(&self.ckpt)?;
+            self.saved_step = Some(step);
+        }
+        Ok(())
+    }
+
+    /// After SIGTERM or SIGINT: the checkpoint of the current step, one line naming the signal and the
+    /// checkpoint, and the shell's status for a process that signal ended (143, 130).
+    pub fn stop_on_signal(mut self, sig: i32) -> CmdResult {
+        self.save().map_err(|e| self.with_last_good(e.to_string()))?;
+        eprintln!(
+            "stopped by {} at step {} (epoch {}): checkpoint {}; continue with --resume",
+            signals::name(sig),
+            self.trainer.step,
+            self.trainer.epoch,
+            self.ckpt.display()
+        );
+        std::process::exit(128 + sig);
     }
 
     /// Verification on every set; returns the first set's accuracy.
@@ -180,6 +248,7 @@ impl Session {
         for (k, ev) in self.evals.iter().enumerate() {
             let t0 = Instant::now();
             let r = ev.run(&t.model, &mut t.params)?;
+            engine::kill_point::reached("evaluation");
             eprintln!("step {} {} ({:.1}s)", t.step, r.report.summary(&ev.name), t0.elapsed().as_secs_f64());
             self.log.log(
                 "eval",
@@ -209,7 +278,7 @@ impl Session {
 
     /// The final checkpoint and evaluation, the weights in PyTorch layout, the plots and the summary.
     pub fn finish(mut self, recipe: &Recipe) -> CmdResult {
-        self.trainer.save(&self.ckpt)?;
+        self.save().map_err(|e| self.with_last_good(e.to_string()))?;
         if !self.trainer.step.is_multiple_of(self.plan.eval_every) || self.last_accuracy.is_none() {
             self.last_accuracy = self.evaluate()?.or(self.last_accuracy);
         }

@@ -41,6 +41,22 @@ pub fn scale_rows<T: Float>(x: &[T], s: &[T]) -> Vec<T> {
     y
 }
 
+/// ||row|| accumulated in f64, without overflow: a row of finite values whose squares overflow (f64
+/// inputs beyond ~1e154) is measured again scaled by its largest magnitude. Every other row takes the
+/// plain sum, so ordinary results are unchanged bit for bit. (The classifier's f32 version:
+/// `heads::classifier::robust_norm`; the kernel: `l2norm.cu`.)
+pub fn robust_row_norm<T: Float>(xr: &[T]) -> f64 {
+    let n = xr.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>().sqrt();
+    if !n.is_infinite() {
+        return n;
+    }
+    let m = xr.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+    if !m.is_finite() {
+        return m;
+    }
+    m * xr.iter().map(|v| (v.to_f64() / m).powi(2)).sum::<f64>().sqrt()
+}
+
 /// (x / max(||x||, eps), ||x||) per row of `d` elements.
 pub fn l2_normalize_rows<T: Float>(x: &[T], d: usize, eps: f64) -> (Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(d).unwrap_or(0);
@@ -50,7 +66,7 @@ pub fn l2_normalize_rows<T: Float>(x: &[T], d: usize, eps: f64) -> (Vec<T>, Vec<
         return (y, norms);
     }
     y.par_chunks_mut(d).zip(x.par_chunks(d)).zip(norms.par_iter_mut()).for_each(|((yr, xr), n)| {
-        let norm = xr.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>().sqrt();
+        let norm = robust_row_norm(xr);
         let inv = 1.0 / norm.max(eps);
         for (yv, &xv) in yr.iter_mut().zip(xr) {
             *yv = T::from_f64(xv.to_f64() * inv);
@@ -84,4 +100,22 @@ pub fn l2_normalize_rows_backward<T: Float>(dy: &[T], y: &[T], norms: &[T], eps:
         },
     );
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norms_of_rows_whose_squares_overflow_are_finite_and_ordinary_rows_unchanged() {
+        let big = [3e200f64, -4e200, 0.0];
+        assert!((robust_row_norm(&big) / 5e200 - 1.0).abs() < 1e-15);
+        let plain = [0.3f32, -1.7, 2.5];
+        let direct = plain.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+        assert_eq!(robust_row_norm(&plain).to_bits(), direct.to_bits());
+        assert!(robust_row_norm(&[f64::INFINITY, 1.0]).is_infinite());
+        assert!(robust_row_norm(&[f64::NAN, 1e300]).is_nan());
+        let (y, n) = l2_normalize_rows(&[6e200f64, 8e200], 2, 1e-12);
+        assert!((n[0] / 1e201 - 1.0).abs() < 1e-15 && (y[0] - 0.6).abs() < 1e-15, "{y:?} {n:?}");
+    }
 }
