@@ -5,6 +5,8 @@
 // scale, or the clipping coefficient). A gradient is f32, or 16-bit where an autocast GEMM produced it
 // (widened as read, as the cast torch's autocast puts after the GEMM would). Where half_out is set, the
 // new f32 master weight is also written there in 16 bits: the copy the next forward's GEMM reads.
+// flags[base + k] is set (1.0f, zeroed by the host) when entry k's new weights or state hold a NaN or an
+// infinity: the check after an update costs no pass of its own.
 
 #define OPT_MAX 32
 struct OptimTable {
@@ -25,12 +27,18 @@ struct OptimTable {
     unsigned char g_type[OPT_MAX];
     unsigned char half_type[OPT_MAX];
     int count;
+    int base;  // the first entry's flag index
 };
+
+// Sets entry k's flag when any thread of the warp saw a non-finite value.
+__device__ __forceinline__ void flag_nonfinite(bool bad, float* flags, int i) {
+    if (__any_sync(0xffffffffu, bad) && (threadIdx.x & 31) == 0) flags[i] = 1.0f;
+}
 
 // torch SGD: d = g + wd*p; buf = d on the first step, else momentum*buf + (1-dampening)*d;
 // d = d + momentum*buf (nesterov) or buf; p -= lr*d. With momentum 0 there is no buffer.
 extern "C" __global__ void sgd_multi(OptimTable t, float momentum, float dampening, int nesterov,
-                                     float grad_scale) {
+                                     float grad_scale, float* __restrict__ flags) {
     int k = mt_entry(t.first_block, t.count, blockIdx.x);
     long long start = (long long)(blockIdx.x - t.first_block[k]) * MT_CHUNK;
     long long end = min(start + MT_CHUNK, t.n[k]);
@@ -42,23 +50,28 @@ extern "C" __global__ void sgd_multi(OptimTable t, float momentum, float dampeni
     void* half_out = t.half_out[k];
     int gt = t.g_type[k], ht = t.half_type[k];
     float lr = t.lr[k], wd = t.wd[k];
+    bool bad = false;
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         float w = p[i];
         float d = fmaf(wd, w, load_tagged(g, gt, i) * grad_scale);
         if (momentum != 0.0f) {
             float b = buf == nullptr ? d : fmaf(momentum, buf[i], (1.0f - dampening) * d);
             buf_out[i] = b;
+            bad |= !isfinite(b);
             d = nesterov ? fmaf(momentum, b, d) : b;
         }
         w -= lr * d;
         p_out[i] = w;
+        bad |= !isfinite(w);
         if (half_out != nullptr) store_tagged(half_out, ht, i, w);
     }
+    flag_nonfinite(bad, flags, t.base + k);
 }
 
 // torch AdamW (amsgrad off): p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
 // p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
-extern "C" __global__ void adamw_multi(OptimTable t, float beta1, float beta2, float eps, float grad_scale) {
+extern "C" __global__ void adamw_multi(OptimTable t, float beta1, float beta2, float eps, float grad_scale,
+                                       float* __restrict__ flags) {
     int k = mt_entry(t.first_block, t.count, blockIdx.x);
     long long start = (long long)(blockIdx.x - t.first_block[k]) * MT_CHUNK;
     long long end = min(start + MT_CHUNK, t.n[k]);
@@ -74,6 +87,7 @@ extern "C" __global__ void adamw_multi(OptimTable t, float beta1, float beta2, f
     float lr = t.lr[k], wd = t.wd[k];
     float step = lr / t.bc1[k];
     float sqrt_bc2 = sqrtf(t.bc2[k]);
+    bool bad = false;
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         float gi = load_tagged(g, gt, i) * grad_scale;
         float w = p[i] * (1.0f - lr * wd);
@@ -83,6 +97,8 @@ extern "C" __global__ void adamw_multi(OptimTable t, float beta1, float beta2, f
         v_out[i] = vi;
         w -= step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
         p_out[i] = w;
+        bad |= !(isfinite(w) && isfinite(mi) && isfinite(vi));
         if (half_out != nullptr) store_tagged(half_out, ht, i, w);
     }
+    flag_nonfinite(bad, flags, t.base + k);
 }

@@ -47,7 +47,7 @@ pub const HOT_KERNELS: &[(&str, u32)] = &[
     ("bn_bwd_dx_bf16", 40),
     ("residual_add_bf16", 32),
     ("sgd_multi", 40),
-    ("adamw_multi", 48),
+    ("adamw_multi", 56),
     ("margin_fwd_block_bf16", 64),
     ("margin_bwd_block_bf16", 64),
     ("u8_to_nhwc_bf16", 32),

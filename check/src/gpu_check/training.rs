@@ -63,7 +63,7 @@ pub(super) fn training(r: &mut Run) -> R<()> {
                 half_copy: half_of(k),
             })
             .collect();
-        copies = r.be().sgd_update(&mut params, &sgd)?;
+        copies = r.be().sgd_update(&mut params, &sgd)?.half_copies;
     }
     let (mut got, mut want, mut got16, mut want16) = (vec![], vec![], vec![], vec![]);
     for k in 0..sz.len() {
@@ -121,6 +121,37 @@ pub(super) fn training(r: &mut Run) -> R<()> {
     }
     let cpu: Vec<f64> = pc.iter().map(vals).collect::<R<Vec<_>>>()?.concat();
     r.record("sgd_multi, 2 steps", &got, &cpu, 1e-6, "CPU backend");
+    // The flags an update sets where its results are not finite: none for a plain step; a learning rate
+    // of 1e38 on gradients scaled by 1e10 overflows every non-empty tensor; an infinite gradient in one
+    // tensor flags it alone.
+    let gd: Vec<Tensor> = g1.iter().map(|g| r.up(g)).collect::<R<_>>()?;
+    let mut bad_g = g1[5].clone();
+    bad_g.as_mut_slice::<f32>()?[0] = f32::INFINITY;
+    let mut gd_bad = gd.clone();
+    gd_bad[5] = r.up(&bad_g)?;
+    let mut flagged = Vec::new();
+    for (lr, gs, grads) in [(0.1, 1.0, &gd), (1e38, 1e10, &gd), (0.1, 1.0, &gd_bad)] {
+        let mut ps2 = ps.clone();
+        let mut bufs2 = bufs.clone();
+        let mut params: Vec<SgdParam<'_>> = ps2
+            .iter_mut()
+            .zip(bufs2.iter_mut())
+            .zip(grads)
+            .map(|((p, buf), g)| SgdParam { p, g, buf, lr, weight_decay: 0.0, half_copy: None })
+            .collect();
+        let up = r.be().sgd_update(&mut params, &SgdStep { grad_scale: gs, ..sgd })?;
+        let f: Vec<f64> = vals(&up.nonfinite)?;
+        flagged.push(f.iter().filter(|&&v| v != 0.0).count() as f64);
+        flagged.push(r.be().first_flagged(&up.nonfinite)?.map_or(-1.0, |i| i as f64));
+    }
+    let overflowing = sz.iter().filter(|&&n| n > 0).count() as f64;
+    r.record(
+        "sgd_multi non-finite flags (none; overflow: every non-empty tensor; inf gradient in tensor 5: it)",
+        &flagged,
+        &[0.0, -1.0, overflowing, 0.0, 1.0, 5.0],
+        0.0,
+        "f64 formula",
+    );
     // AdamW, two updates; the tensors start at different steps (torch counts steps per parameter).
     let adamw = AdamWStep { beta1: 0.9, beta2: 0.999, eps: 1e-8, grad_scale: 1.0 };
     let start = |k: usize| (k % 3) as u32;

@@ -26,7 +26,7 @@ mod staging;
 
 pub use dropout_draw::dropout_keep;
 pub use margin_head::{MarginHeadCall, MarginHeadOutput};
-pub use optim_step::{AdamWParam, AdamWStep, SgdParam, SgdStep};
+pub use optim_step::{AdamWParam, AdamWStep, SgdParam, SgdStep, Updated};
 pub use staging::{BatchStager, HostPixels, StagedBatch};
 
 use crate::tensor::{DType, Device, Shape, Tensor};
@@ -445,18 +445,24 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "batch_norm_prelu_backward")
     }
 
-    /// One torch.optim.SGD update of every tensor of `params` (`SgdParam`); returns each one's 16-bit copy
-    /// where asked.
-    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+    /// One torch.optim.SGD update of every tensor of `params` (`SgdParam`): each one's 16-bit copy where
+    /// asked, and which came out non-finite (`Updated`).
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Updated> {
         let _ = (params, h);
         unsupported(&self.name(), "sgd_update")
     }
 
-    /// One torch.optim.AdamW update of every tensor of `params` (`AdamWParam`); returns each one's 16-bit
-    /// copy where asked.
-    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+    /// One torch.optim.AdamW update of every tensor of `params` (`AdamWParam`), as `sgd_update`.
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Updated> {
         let _ = (params, h);
         unsupported(&self.name(), "adamw_update")
+    }
+
+    /// The index of the first nonzero element of an f32 flag tensor of this device (`Updated::nonfinite`),
+    /// if any (one host read on a GPU).
+    fn first_flagged(&self, flags: &Tensor) -> Result<Option<usize>> {
+        let _ = flags;
+        unsupported(&self.name(), "first_flagged")
     }
 
     /// The index of the first tensor holding a NaN or an infinity, if any (one host read on a GPU).

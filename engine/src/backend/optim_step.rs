@@ -49,3 +49,11 @@ pub struct AdamWParam<'a> {
     pub step: u32,
     pub half_copy: Option<DType>,
 }
+
+/// What an update returns: each tensor's 16-bit copy where asked, and one flag per tensor (an f32 tensor
+/// on the update's device, nonzero where the new weights or their optimizer state hold a NaN or an
+/// infinity), set as the update wrote them and read when wanted (`Backend::first_flagged`).
+pub struct Updated {
+    pub half_copies: Vec<Option<Tensor>>,
+    pub nonfinite: Tensor,
+}

@@ -2,7 +2,7 @@
 //! correction: m = m + (1-b1)(g-m), v = b2 v + (1-b2) g^2, p -= (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
 //! The step count t is kept per parameter, as torch does.
 
-use super::update::{check_state_shape, owned_grads};
+use super::update::{check_state_shape, owned_grads, UpdateCheck};
 use super::{Optimizer, ParamGroups};
 use crate::backend::{AdamWParam, AdamWStep};
 use crate::model::ParamStore;
@@ -61,9 +61,9 @@ impl Optimizer for AdamW {
         grads: &[(String, Tensor)],
         lr: f64,
         grad_scale: f64,
-    ) -> Result<()> {
+    ) -> Result<UpdateCheck> {
         let owned = owned_grads(store, grads)?;
-        let Some((_, first)) = owned.first() else { return Ok(()) };
+        let Some((_, first)) = owned.first() else { return Ok(UpdateCheck::none()) };
         let backend = first.backend();
         let names: Vec<&str> = owned.iter().map(|(n, _)| *n).collect();
         let half: Vec<_> = names.iter().map(|n| store.half_read_type(n)).collect();
@@ -109,12 +109,13 @@ impl Optimizer for AdamW {
             m.step += applied as i64;
             self.moments.insert(name.to_string(), m);
         }
-        for ((name, c), d) in names.iter().zip(result?).zip(half) {
+        let updated = result?;
+        for ((name, c), d) in names.iter().zip(updated.half_copies).zip(half) {
             if let (Some(c), Some(d)) = (c, d) {
                 store.set_half_copy(name, d, c)?;
             }
         }
-        Ok(())
+        Ok(UpdateCheck::new(&names, updated.nonfinite))
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {

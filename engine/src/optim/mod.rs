@@ -9,6 +9,8 @@ mod schedule;
 mod sgd;
 mod update;
 
+pub use update::UpdateCheck;
+
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_coefficient, clip_grad_norm};
 pub use groups::{GroupOptions, ParamGroups};
@@ -25,18 +27,19 @@ pub trait Optimizer: Send {
     /// (each group scales it). Gradients whose names are not in `store` are left for another store (the
     /// head's); a gradient for a frozen parameter or a buffer is an error.
     fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
-        self.step_scaled(store, grads, lr, 1.0)
+        self.step_scaled(store, grads, lr, 1.0).map(|_| ())
     }
 
     /// As `step`, every gradient first multiplied by `grad_scale` in the gradient's precision (gradient
-    /// clipping's coefficient, applied inside the update instead of in a pass of its own).
+    /// clipping's coefficient, applied inside the update instead of in a pass of its own); returns what
+    /// tells afterwards whether the update left a parameter non-finite.
     fn step_scaled(
         &mut self,
         store: &mut ParamStore,
         grads: &[(String, Tensor)],
         lr: f64,
         grad_scale: f64,
-    ) -> Result<()>;
+    ) -> Result<UpdateCheck>;
 
     /// The state as named tensors (names like `layer1.0.conv1.weight.momentum_buffer`).
     fn state(&self) -> Vec<(String, Tensor)>;

@@ -4,7 +4,7 @@
 //! update itself is the parameters' backend's (`Backend::sgd_update`, every tensor at once); this keeps
 //! the buffers by name.
 
-use super::update::{check_state_shape, owned_grads};
+use super::update::{check_state_shape, owned_grads, UpdateCheck};
 use super::{Optimizer, ParamGroups};
 use crate::backend::{SgdParam, SgdStep};
 use crate::model::ParamStore;
@@ -51,9 +51,9 @@ impl Optimizer for Sgd {
         grads: &[(String, Tensor)],
         lr: f64,
         grad_scale: f64,
-    ) -> Result<()> {
+    ) -> Result<UpdateCheck> {
         let owned = owned_grads(store, grads)?;
-        let Some((_, first)) = owned.first() else { return Ok(()) };
+        let Some((_, first)) = owned.first() else { return Ok(UpdateCheck::none()) };
         let backend = first.backend();
         let names: Vec<&str> = owned.iter().map(|(n, _)| *n).collect();
         let half: Vec<_> = names.iter().map(|n| store.half_read_type(n)).collect();
@@ -84,12 +84,13 @@ impl Optimizer for Sgd {
                 self.buffers.insert(name.to_string(), b);
             }
         }
-        for ((name, c), d) in names.iter().zip(copies?).zip(half) {
+        let updated = copies?;
+        for ((name, c), d) in names.iter().zip(updated.half_copies).zip(half) {
             if let (Some(c), Some(d)) = (c, d) {
                 store.set_half_copy(name, d, c)?;
             }
         }
-        Ok(())
+        Ok(UpdateCheck::new(&names, updated.nonfinite))
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {

@@ -45,3 +45,29 @@ pub fn check_state_shape(name: &str, t: &Tensor, like: &Tensor) -> Result<()> {
     }
     Ok(())
 }
+
+/// What an update can tell afterwards: which parameter it left non-finite (its new weights or their
+/// optimizer state), from the flags the update set as it wrote them (`Backend::sgd_update`). Reading
+/// them waits for the update to finish (one device read on a GPU).
+pub struct UpdateCheck {
+    names: Vec<String>,
+    flags: Option<Tensor>,
+}
+
+impl UpdateCheck {
+    /// An update of nothing.
+    pub fn none() -> UpdateCheck {
+        UpdateCheck { names: Vec::new(), flags: None }
+    }
+
+    pub(super) fn new(names: &[&str], flags: Tensor) -> UpdateCheck {
+        UpdateCheck { names: names.iter().map(|n| n.to_string()).collect(), flags: Some(flags) }
+    }
+
+    /// The first parameter whose new weights or optimizer state hold a NaN or an infinity.
+    pub fn first_nonfinite(&self) -> Result<Option<&str>> {
+        let Some(f) = &self.flags else { return Ok(None) };
+        let i = crate::backend::for_device(&f.device()).first_flagged(f)?;
+        Ok(i.and_then(|i| self.names.get(i)).map(String::as_str))
+    }
+}

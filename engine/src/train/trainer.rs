@@ -17,7 +17,7 @@
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
 use crate::optim::{
-    clip_coefficient, AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig,
+    clip_coefficient, AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig, UpdateCheck,
 };
 use crate::rng::Rng;
 use crate::tape::Tape;
@@ -360,24 +360,25 @@ impl Trainer {
             Some(max) => clip_coefficient(&backbone, max)?.1,
             None => 1.0,
         };
-        self.optimizer.step_scaled(&mut self.params, &backbone, lr, clip)?;
-        self.optimizer.step(&mut self.classifier, &head_grads, lr)?;
-        self.check_update(lr)?;
+        let backbone_check = self.optimizer.step_scaled(&mut self.params, &backbone, lr, clip)?;
+        let head_check = self.optimizer.step_scaled(&mut self.classifier, &head_grads, lr, 1.0)?;
+        self.check_update(lr, &[backbone_check, head_check])?;
         self.count_step();
         Ok(Attempt::Applied(StepOutcome { loss: loss_value, lr, skipped: false, loss_scale: None }))
     }
 
     /// After an update from finite gradients: every weight and the optimizer's state still finite, or
     /// the trainer is poisoned (the optimizer's state cannot be rolled back without a copy per step).
-    fn check_update(&mut self, lr: f64) -> Result<()> {
-        let state = self.optimizer.state();
-        let named: Vec<(String, &Tensor)> = (self.params.entries().iter())
-            .chain(self.classifier.entries())
-            .filter(|e| e.kind == ParamKind::Trainable)
-            .map(|e| (format!("'{}'", e.name), &e.value))
-            .chain(state.iter().map(|(n, t)| (format!("optimizer state '{n}'"), t)))
-            .collect();
-        if let Some(what) = self.first_nonfinite(&named)? {
+    /// (The update kernels flag what they write: the check reads those flags, no pass of its own.)
+    fn check_update(&mut self, lr: f64, checks: &[UpdateCheck]) -> Result<()> {
+        let mut found = None;
+        for c in checks {
+            if let Some(name) = c.first_nonfinite()? {
+                found = Some(format!("'{name}' or its optimizer state"));
+                break;
+            }
+        }
+        if let Some(what) = found {
             let why = format!(
                 "the update of step {} made {what} non-finite (the gradients were finite: the learning rate {lr} is too large for them); this run's state is lost from here, nothing after the last checkpoint was saved",
                 self.step

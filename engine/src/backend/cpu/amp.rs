@@ -5,7 +5,7 @@ use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 /// Whether every element is finite, read in place for f32/f64 tensors (no copy per step).
-fn all_finite(t: &Tensor) -> Result<bool> {
+pub fn all_finite(t: &Tensor) -> Result<bool> {
     match t.dtype() {
         DType::F32 => Ok(t.as_slice::<f32>()?.iter().all(|v| v.is_finite())),
         DType::F64 => Ok(t.as_slice::<f64>()?.iter().all(|v| v.is_finite())),

@@ -21,7 +21,7 @@ mod determinism_tests;
 
 use super::{
     AdamWParam, AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
+    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp, Updated,
 };
 use crate::tensor::{CpuStorage, DType, Device, Element, Float, Shape, Tensor};
 use crate::{Error, Result};
@@ -417,12 +417,16 @@ impl Backend for CpuBackend {
         Ok((dx, dgamma, dbeta, dalpha))
     }
 
-    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Updated> {
         optim::sgd_update(params, h)
     }
 
-    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Updated> {
         optim::adamw_update(params, h)
+    }
+
+    fn first_flagged(&self, flags: &Tensor) -> Result<Option<usize>> {
+        Ok(flags.as_slice::<f32>()?.iter().position(|&f| f != 0.0))
     }
 
     fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {

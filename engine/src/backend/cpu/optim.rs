@@ -2,7 +2,8 @@
 //! semantics (see `crate::optim::{sgd, adamw}` for the formulas); every hyper-parameter is converted to
 //! the element type once, so the arithmetic is the element type's. Tensor by tensor, in order.
 
-use crate::backend::{AdamWParam, AdamWStep, SgdParam, SgdStep};
+use super::amp::all_finite;
+use crate::backend::{AdamWParam, AdamWStep, SgdParam, SgdStep, Updated};
 use crate::tensor::{DType, Element, Float, Tensor};
 use crate::{Error, Result};
 use std::borrow::Cow;
@@ -106,8 +107,15 @@ fn sgd_typed<T: Float + Element>(
     Ok(())
 }
 
-pub fn sgd_update(params: &mut [SgdParam<'_>], s: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+/// The flags of `Updated`: 1 where a tensor's new weights or state are not all finite.
+fn flags(bad: Vec<bool>) -> Result<Tensor> {
+    let n = bad.len();
+    Tensor::from_vec(bad.into_iter().map(|b| b as u8 as f32).collect::<Vec<f32>>(), [n])
+}
+
+pub fn sgd_update(params: &mut [SgdParam<'_>], s: &SgdStep) -> Result<Updated> {
     let mut copies = Vec::with_capacity(params.len());
+    let mut bad = Vec::with_capacity(params.len());
     for q in params.iter_mut() {
         let h = Hyper {
             lr: q.lr,
@@ -123,8 +131,9 @@ pub fn sgd_update(params: &mut [SgdParam<'_>], s: &SgdStep) -> Result<Vec<Option
             _ => sgd_typed::<f64>(q.p, &g, q.buf, &h)?,
         }
         copies.push(half_copy(q.p, q.half_copy)?);
+        bad.push(!all_finite(q.p)? || !q.buf.as_ref().map_or(Ok(true), all_finite)?);
     }
-    Ok(copies)
+    Ok(Updated { half_copies: copies, nonfinite: flags(bad)? })
 }
 
 fn adamw_typed<T: Float + Element>(q: &mut AdamWParam<'_>, g: &Tensor, h: &AdamWStep) -> Result<()> {
@@ -148,8 +157,9 @@ fn adamw_typed<T: Float + Element>(q: &mut AdamWParam<'_>, g: &Tensor, h: &AdamW
     Ok(())
 }
 
-pub fn adamw_update(params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+pub fn adamw_update(params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Updated> {
     let mut copies = Vec::with_capacity(params.len());
+    let mut bad = Vec::with_capacity(params.len());
     for q in params.iter_mut() {
         if q.step == 0 {
             return Err(Error::Invalid("adamw: step numbers start at 1".into()));
@@ -160,6 +170,7 @@ pub fn adamw_update(params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<
             _ => adamw_typed::<f64>(q, &g, h)?,
         }
         copies.push(half_copy(q.p, q.half_copy)?);
+        bad.push(!(all_finite(q.p)? && all_finite(q.m)? && all_finite(q.v)?));
     }
-    Ok(copies)
+    Ok(Updated { half_copies: copies, nonfinite: flags(bad)? })
 }

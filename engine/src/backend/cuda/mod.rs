@@ -37,7 +37,7 @@ pub use storage::CudaStorage;
 
 use super::{
     AdamWParam, AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, Conv2dParams, DeviceCounters,
-    MarginHeadCall, MarginHeadOutput, RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
+    MarginHeadCall, MarginHeadOutput, RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp, Updated,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -449,12 +449,16 @@ impl Backend for CudaContext {
         Ok((dx, dg, db, da))
     }
 
-    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Updated> {
         multi_tensor::sgd_update(&self.arc()?, params, h)
     }
 
-    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Updated> {
         multi_tensor::adamw_update(&self.arc()?, params, h)
+    }
+
+    fn first_flagged(&self, flags: &Tensor) -> Result<Option<usize>> {
+        multi_tensor::first_flagged(&self.me(flags)?, flags)
     }
 
     fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {

@@ -5,7 +5,7 @@
 
 use super::{driver_err, CudaContext, CudaStorage};
 use crate::backend::multi_tensor::{plan, CHECK_MAX, MT_CHUNK, OPT_MAX};
-use crate::backend::{AdamWParam, AdamWStep, SgdParam, SgdStep};
+use crate::backend::{AdamWParam, AdamWStep, SgdParam, SgdStep, Updated};
 use crate::tensor::{DType, Storage, Tensor};
 use crate::{Error, Result};
 use cudarc::driver::{DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -34,6 +34,7 @@ struct OptimTable {
     g_type: [u8; OPT_MAX],
     half_type: [u8; OPT_MAX],
     count: i32,
+    base: i32,
 }
 
 /// `CheckTable` of amp.cu, field for field.
@@ -180,6 +181,7 @@ fn optim_tables(
         }
         t.first_block[..l.first_block.len()].copy_from_slice(&l.first_block);
         t.count = l.range.len() as i32;
+        t.base = l.range.start as i32;
         out.push((t, config(l.blocks())));
     }
     Ok(out)
@@ -190,11 +192,7 @@ fn wrap(shape: &crate::tensor::Shape, s: CudaStorage) -> Result<Tensor> {
 }
 
 /// SGD over every tensor of `params`, out of place (new weights and buffers from the pool).
-pub fn sgd_update(
-    ctx: &Arc<CudaContext>,
-    params: &mut [SgdParam<'_>],
-    h: &SgdStep,
-) -> Result<Vec<Option<Tensor>>> {
+pub fn sgd_update(ctx: &Arc<CudaContext>, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Updated> {
     let mut entries = Vec::with_capacity(params.len());
     for q in params.iter() {
         let mut e = Entry::new(ctx, q.p, q.g, q.half_copy, "sgd")?;
@@ -207,10 +205,12 @@ pub fn sgd_update(
     }
     let (mom, damp, nest, gs) =
         (h.momentum as f32, h.dampening as f32, h.nesterov as i32, h.grad_scale as f32);
+    let mut fl = flags(ctx, entries.len())?;
     for (t, cfg) in optim_tables(ctx, "sgd_multi", &entries)? {
         let f = ctx.kernels.get("optim", "sgd_multi")?;
+        let mut fv = fl.bytes_mut();
         let mut b = ctx.compute.launch_builder(&f);
-        b.arg(&t).arg(&mom).arg(&damp).arg(&nest).arg(&gs);
+        b.arg(&t).arg(&mom).arg(&damp).arg(&nest).arg(&gs).arg(&mut fv);
         unsafe { b.launch(cfg) }.map_err(driver_err("sgd_multi"))?;
     }
     let mut copies = Vec::with_capacity(entries.len());
@@ -222,15 +222,11 @@ pub fn sgd_update(
         }
         copies.push(e.half_out.map(|s| wrap(&shape, s)).transpose()?);
     }
-    Ok(copies)
+    Ok(Updated { half_copies: copies, nonfinite: wrap(&[params.len()].into(), fl)? })
 }
 
 /// AdamW over every tensor of `params`, out of place.
-pub fn adamw_update(
-    ctx: &Arc<CudaContext>,
-    params: &mut [AdamWParam<'_>],
-    h: &AdamWStep,
-) -> Result<Vec<Option<Tensor>>> {
+pub fn adamw_update(ctx: &Arc<CudaContext>, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Updated> {
     let mut entries = Vec::with_capacity(params.len());
     for q in params.iter() {
         if q.step == 0 {
@@ -247,10 +243,12 @@ pub fn adamw_update(
         entries.push(e);
     }
     let (b1, b2, eps, gs) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32, h.grad_scale as f32);
+    let mut fl = flags(ctx, entries.len())?;
     for (t, cfg) in optim_tables(ctx, "adamw_multi", &entries)? {
         let f = ctx.kernels.get("optim", "adamw_multi")?;
+        let mut fv = fl.bytes_mut();
         let mut b = ctx.compute.launch_builder(&f);
-        b.arg(&t).arg(&b1).arg(&b2).arg(&eps).arg(&gs);
+        b.arg(&t).arg(&b1).arg(&b2).arg(&eps).arg(&gs).arg(&mut fv);
         unsafe { b.launch(cfg) }.map_err(driver_err("adamw_multi"))?;
     }
     let mut copies = Vec::with_capacity(entries.len());
@@ -261,7 +259,18 @@ pub fn adamw_update(
         *q.v = wrap(&shape, e.s2_out.expect("allocated above"))?;
         copies.push(e.half_out.map(|s| wrap(&shape, s)).transpose()?);
     }
-    Ok(copies)
+    Ok(Updated { half_copies: copies, nonfinite: wrap(&[params.len()].into(), fl)? })
+}
+
+/// The first nonzero flag of an f32 flag tensor.
+pub fn first_flagged(ctx: &Arc<CudaContext>, flags: &Tensor) -> Result<Option<usize>> {
+    if flags.dtype() != DType::F32 {
+        return Err(Error::DType(format!("flags must be f32, got {}", flags.dtype())));
+    }
+    if flags.numel() == 0 {
+        return Ok(None);
+    }
+    first_flag(ctx, ctx.storage(flags)?, flags.numel())
 }
 
 /// The tables (and launch shapes) covering `ts` for `kernel`; `outs` (scale_multi) are the f32 results,
@@ -294,7 +303,8 @@ fn check_tables(
     Ok(out)
 }
 
-/// Zeroed per-tensor flags for `count` tensors.
+/// Zeroed per-tensor flags for `count` tensors (f32; the kernels store 1.0f or an int 1, read as nonzero
+/// bits).
 fn flags(ctx: &Arc<CudaContext>, count: usize) -> Result<CudaStorage> {
     let mut f = ctx.alloc_storage(DType::F32, count.max(1))?; // 4 bytes per tensor, read as ints
     ctx.kernels.note("memset");

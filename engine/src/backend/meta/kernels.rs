@@ -8,7 +8,7 @@ use crate::backend::ledger::{Launch, Math};
 use crate::backend::multi_tensor::{plan, CHECK_MAX, OPT_MAX};
 use crate::backend::{
     AdamWParam, AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdParam, SgdStep,
+    RunningStats, SgdParam, SgdStep, Updated,
 };
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
 use crate::tensor::{DType, Device, Storage, Tensor};
@@ -192,11 +192,8 @@ fn half_copy(ctx: &MetaContext, p: &Tensor, half: Option<DType>) -> Result<Optio
 }
 
 /// cuda/multi_tensor.rs `sgd_update`: `sgd_multi` per table of tensors, out of place.
-pub fn sgd_update(
-    ctx: &MetaContext,
-    params: &mut [SgdParam<'_>],
-    h: &SgdStep,
-) -> Result<Vec<Option<Tensor>>> {
+pub fn sgd_update(ctx: &MetaContext, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Updated> {
+    ctx.rec(Launch::memory("memset", "checks", 4.0 * params.len() as f64));
     let sizes: Vec<usize> = params.iter().map(|q| q.p.numel()).collect();
     let mut moved = Vec::with_capacity(params.len());
     let mut copies = Vec::with_capacity(params.len());
@@ -214,15 +211,12 @@ pub fn sgd_update(
         *q.p = ctx.out(q.p.shape().clone(), DType::F32)?;
     }
     multi_launches(ctx, "sgd_multi", "optimizer", OPT_MAX, &sizes, &moved);
-    Ok(copies)
+    Ok(Updated { half_copies: copies, nonfinite: ctx.out([params.len()], DType::F32)? })
 }
 
 /// cuda/multi_tensor.rs `adamw_update`: `adamw_multi` per table of tensors, out of place.
-pub fn adamw_update(
-    ctx: &MetaContext,
-    params: &mut [AdamWParam<'_>],
-    _h: &AdamWStep,
-) -> Result<Vec<Option<Tensor>>> {
+pub fn adamw_update(ctx: &MetaContext, params: &mut [AdamWParam<'_>], _h: &AdamWStep) -> Result<Updated> {
+    ctx.rec(Launch::memory("memset", "checks", 4.0 * params.len() as f64));
     let sizes: Vec<usize> = params.iter().map(|q| q.p.numel()).collect();
     let mut moved = Vec::with_capacity(params.len());
     let mut copies = Vec::with_capacity(params.len());
@@ -238,7 +232,7 @@ pub fn adamw_update(
         );
     }
     multi_launches(ctx, "adamw_multi", "optimizer", OPT_MAX, &sizes, &moved);
-    Ok(copies)
+    Ok(Updated { half_copies: copies, nonfinite: ctx.out([params.len()], DType::F32)? })
 }
 
 /// cuda/multi_tensor.rs's checks: `kernel` per table over `ts`, reading each once and writing

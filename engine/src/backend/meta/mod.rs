@@ -12,7 +12,7 @@ mod kernels;
 use super::ledger::{Launch, Ledger};
 use super::{
     AdamWParam, AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
+    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp, Updated,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -440,12 +440,19 @@ impl Backend for MetaContext {
         kernels::batch_norm_backward(self, dy, x, true, None)
     }
 
-    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Vec<Option<Tensor>>> {
+    fn sgd_update(&self, params: &mut [SgdParam<'_>], h: &SgdStep) -> Result<Updated> {
         kernels::sgd_update(self, params, h)
     }
 
-    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Vec<Option<Tensor>>> {
+    fn adamw_update(&self, params: &mut [AdamWParam<'_>], h: &AdamWStep) -> Result<Updated> {
         kernels::adamw_update(self, params, h)
+    }
+
+    fn first_flagged(&self, flags: &Tensor) -> Result<Option<usize>> {
+        if flags.numel() > 0 {
+            self.rec(Launch::memory("memcpy_dtoh", "copy", bytes(flags)));
+        }
+        Ok(None)
     }
 
     fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
