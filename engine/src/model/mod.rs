@@ -1,12 +1,14 @@
 //! Backbones (IResNet and its small variant) and their named parameters.
 
 pub mod config;
+pub mod convention;
 pub mod export;
 pub mod init;
 pub mod iresnet;
 pub mod params;
 
-pub use config::IResNetConfig;
+pub use config::{FeaturesNorm, IResNetConfig, Shortcut};
+pub use convention::{ChannelOrder, InputConvention};
 pub use init::init_params;
 pub use iresnet::IResNet;
 pub use params::{ParamKind, ParamStore};
