@@ -14,6 +14,7 @@ mod session;
 
 use super::head_flags::HeadFlags;
 use super::CmdResult;
+use crate::backbone_io::for_training;
 use datasets::loader::{Loader, LoaderConfig};
 use engine::train::demo;
 use engine::train::feed::Feed;
@@ -98,7 +99,9 @@ pub struct Args {
     /// Continue from the checkpoint in --output.
     #[arg(long)]
     resume: bool,
-    /// Start from these backbone weights (PyTorch layout with insightface names, as `export` writes them).
+    /// Start from these backbone weights: a PyTorch .pth/.pt (insightface, MagFace), a Lightning .ckpt
+    /// (AdaFace), an ONNX file, or what `export` writes. The file's network (depth, variant, input
+    /// convention) replaces the default backbone; --backbone, if given, must match it.
     #[arg(long)]
     init_weights: Option<PathBuf>,
     /// Verification sets (.bin or pair lists) evaluated during training; the demo adds its own pairs.
@@ -215,15 +218,21 @@ fn build_trainer(
     plan_schedule: engine::optim::LrSchedule,
     ckpt: &Path,
 ) -> Result<Trainer> {
-    let mut trainer = Trainer::new(recipe.trainer_config(plan_schedule))?;
+    let mut config = recipe.trainer_config(plan_schedule);
+    // --init-weights: the file's network (depth, variant, input convention) replaces the recipe's.
+    let init =
+        a.init_weights.as_deref().map(|w| for_training(w, a.backbone.as_deref(), &mut config)).transpose()?;
+    let mut trainer = Trainer::new(config)?;
     if recipe.qcface_warmup.is_some_and(|w| w > 0.0) {
         trainer.set_head_phase("warmup")?;
     }
     for w in trainer.head.warnings() {
         eprintln!("warning: {w}");
     }
-    if let Some(w) = &a.init_weights {
-        engine::model::export::import_pytorch(w, &trainer.model.config, &mut trainer.params)?;
+    if let (Some(w), Some(params)) = (&a.init_weights, init) {
+        for e in params.entries() {
+            trainer.params.set(&e.name, e.value.clone())?;
+        }
         eprintln!("initialized the backbone from {}", w.display());
     }
     if a.resume {
