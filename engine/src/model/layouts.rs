@@ -124,7 +124,9 @@ pub fn map_state_dict(tensors: Vec<(String, Tensor)>, origin: &str) -> Result<Ma
 }
 
 /// (stage, block within the stage) of each `body.{k}`: a stage starts at k = 0 and wherever a block's
-/// width (its `res_layer.4` convolution's output channels) changes.
+/// width (its `res_layer.4` convolution's output channels) changes. Where two stages share a width (not
+/// in AdaFace's released IR-18..101, whose widths double) the weights cannot tell where the strided
+/// block is, and net.py's blocks per stage for that many blocks decide.
 fn adaface_stages(tensors: &[(String, Tensor)], prefix: &str) -> Vec<(usize, usize)> {
     let mut widths = Vec::new();
     while let Some((_, t)) =
@@ -139,6 +141,18 @@ fn adaface_stages(tensors: &[(String, Tensor)], prefix: &str) -> Vec<(usize, usi
             Some(&(s, _)) => (s + 1, 0),
             None => (0, 0),
         });
+    }
+    let stages = out.last().map_or(0, |l| l.0 + 1);
+    // net.py's get_blocks for 18, 34, 50 and 100 layers.
+    let table: Option<[usize; 4]> = match widths.len() {
+        8 => Some([2, 2, 2, 2]),
+        16 => Some([3, 4, 6, 3]),
+        24 => Some([3, 4, 14, 3]),
+        49 => Some([3, 13, 30, 3]),
+        _ => None,
+    };
+    if let (true, Some(t)) = (stages < 4, table) {
+        return t.iter().enumerate().flat_map(|(s, &n)| (0..n).map(move |b| (s, b))).collect();
     }
     out
 }
@@ -248,6 +262,13 @@ mod tests {
         }
         let st = adaface_stages(&ts, "model.");
         assert_eq!(st, vec![(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]);
+        // Two stages of one width: net.py's IR-18 table places the strided blocks.
+        let same: Vec<_> = [4, 4, 8, 8, 8, 8, 16, 16]
+            .iter()
+            .enumerate()
+            .map(|(k, w)| (format!("body.{k}.res_layer.4.weight"), t(&[*w, *w, 3, 3])))
+            .collect();
+        assert_eq!(adaface_stages(&same, ""), st);
         assert_eq!(adaface_name("body.3.res_layer.3.weight", &st).unwrap(), "layer2.1.prelu.weight");
         assert_eq!(
             adaface_name("body.2.shortcut_layer.1.running_var", &st).unwrap(),

@@ -99,6 +99,14 @@ impl<'a> Walker<'a> {
                     consts.insert(out, onnx::to_tensor(v, &format!("{origin}: constant '{out}'"))?);
                 }
             }
+            // PyTorch's exporter shares equal initializers through Identity nodes.
+            if n.op_type == "Identity" {
+                if let (Some(src), Some(out)) =
+                    (n.input.first().and_then(|i| consts.get(i.as_str())).cloned(), n.output.first())
+                {
+                    consts.insert(out, src);
+                }
+            }
             for inp in &n.input {
                 consumers.entry(inp.as_str()).or_default().push(i);
             }
@@ -135,12 +143,12 @@ impl<'a> Walker<'a> {
         Err(Error::Io(format!("{}: {what}; this is not an IResNet graph we read", self.describe(i))))
     }
 
-    /// The nodes reading tensor `t`, passing through Identity and Dropout (evaluation: both identities).
+    /// The nodes reading tensor `t`.
     fn readers(&self, t: &str) -> Vec<usize> {
         self.consumers.get(t).cloned().unwrap_or_default()
     }
 
-    /// The one node reading `t` (skipping Identity/Dropout), or an error naming what reads it.
+    /// The one node reading `t` (skipping identities), or an error naming what reads it.
     fn next(&self, t: &str, after: &str) -> Result<usize> {
         let r = self.readers(t);
         if r.len() != 1 {
@@ -153,7 +161,10 @@ impl<'a> Walker<'a> {
             )));
         }
         let n = &self.nodes[r[0]];
-        if n.op_type == "Identity" || n.op_type == "Dropout" {
+        // Identities in evaluation: Identity, Dropout, and a Cast to float in a float graph (PyTorch
+        // writes one for a `.float()` in front of fc).
+        let to_float = n.op_type == "Cast" && attr_int(n, "to") == Some(onnx::data_type::FLOAT as i64);
+        if n.op_type == "Identity" || n.op_type == "Dropout" || to_float {
             return self.next(&n.output[0], after);
         }
         Ok(r[0])
