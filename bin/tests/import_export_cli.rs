@@ -213,3 +213,26 @@ fn bad_model_files_are_one_line_errors() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The AdaFace and MagFace variants on the device: the input conversion in front of conv1, the
+/// subsampled shortcut and MagFace's epsilon run through the CUDA backend and embed as on the CPU.
+/// CI runs it on tests/cuda_emu; it has not run on a real GPU yet.
+#[test]
+#[ignore = "needs a CUDA GPU (or tests/cuda_emu); run with --ignored gpu_"]
+fn gpu_imported_variants_embed_as_on_the_cpu() {
+    let (fx, dir) = (fixtures(), scratch("gpuimport"));
+    let list = fx.join("images/list.txt");
+    for model in ["adaface_ir18.ckpt", "magface_r18.pth", "insightface_r18.onnx"] {
+        let run = |device: &str| {
+            let out = dir.join(format!("{model}.{device}.safetensors"));
+            let args = ["embed", "--device", device, "--init-weights"];
+            engine(&args, &[&fx.join(model), Path::new("--data"), &list, Path::new("--output"), &out]);
+            embeddings(&out, "embeddings").0
+        };
+        let (gpu, cpu) = (run("cuda"), run("cpu"));
+        let e = worst_row_error(&gpu, &cpu, 512);
+        eprintln!("{model}: cuda against cpu, worst image {e:.2e}");
+        assert!(e <= 1e-4, "{model}: the device's embeddings differ from the CPU's by {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -231,7 +231,10 @@ pub fn to_tensor(p: &TensorProto, what: &str) -> Result<Tensor> {
         .map(|&d| usize::try_from(d))
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| Error::Io(format!("{what}: negative dimension in {:?}", p.dims)))?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::Io(format!("{what}: shape {dims:?} is too large")))?;
     let (dtype, storage) = match p.data_type {
         data_type::FLOAT if !p.raw_data.is_empty() || p.float_data.is_empty() => (DType::F32, None),
         data_type::FLOAT => (DType::F32, Some(CpuStorage::F32(p.float_data.clone()))),

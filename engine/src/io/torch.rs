@@ -315,12 +315,22 @@ struct View {
 impl View {
     /// Storage element of each tensor element in row-major order; checks the view fits the storage.
     fn indices(&self, numel: usize) -> std::result::Result<Vec<usize>, String> {
-        let n: usize = self.size.iter().product();
+        let n = self.size.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+        let n = n.filter(|&n| n <= numel.max(1)).ok_or_else(|| {
+            format!(
+                "size {:?} holds more elements than its storage of {numel} (an expanded view is not read)",
+                self.size
+            )
+        })?;
         if n == 0 {
             return Ok(Vec::new());
         }
-        let last =
-            self.offset + self.size.iter().zip(&self.stride).map(|(&s, &st)| (s - 1) * st).sum::<usize>();
+        let reach = self
+            .size
+            .iter()
+            .zip(&self.stride)
+            .try_fold(self.offset, |a, (&s, &st)| (s - 1).checked_mul(st).and_then(|d| a.checked_add(d)));
+        let last = reach.unwrap_or(usize::MAX);
         if last >= numel {
             return Err(format!(
                 "size {:?} stride {:?} offset {} reaches element {last} of a storage of {numel}",
@@ -463,6 +473,27 @@ mod tests {
         assert!(e.contains("i.pth: data.pkl, pickle byte 3") && e.contains("0x69"), "{e}");
         let e = parse_state_dict(b"hello world", "x.onnx").err().unwrap().to_string();
         assert!(e.contains("x.onnx: not a PyTorch file"), "{e}");
+    }
+
+    #[test]
+    fn mutated_pickles_give_errors_not_panics() {
+        let valid = pickle_of((1, 2), 4, "FloatStorage");
+        let storage = floats(&[1., 2., 3., 4.]);
+        let mut rng = crate::rng::Rng::new(9);
+        let mut ok = 0;
+        for _ in 0..3000 {
+            let mut b = valid.clone();
+            for _ in 0..1 + rng.below(3) {
+                let p = rng.below(b.len() as u64) as usize;
+                match rng.below(3) {
+                    0 => b[p] ^= 1 << rng.below(8),
+                    1 => b[p] = rng.next_u64() as u8,
+                    _ => b.truncate(p.max(1)),
+                }
+            }
+            ok += parse_state_dict(&tiny_zip(&b, &[("0", storage.clone())]), "m.pth").is_ok() as u32;
+        }
+        assert!(ok < 3000, "some mutations must be refused");
     }
 
     #[test]

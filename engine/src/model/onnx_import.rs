@@ -93,6 +93,9 @@ impl<'a> Walker<'a> {
         }
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, n) in g.node.iter().enumerate() {
+            if n.output.is_empty() {
+                return Err(Error::Io(format!("{origin}: node '{}' ({}) has no output", n.name, n.op_type)));
+            }
             if n.op_type == "Constant" {
                 let v = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
                 if let (Some(v), Some(out)) = (v, n.output.first()) {
@@ -400,7 +403,9 @@ impl<'a> Walker<'a> {
         net.bns.push((format!("{p}.bn3"), bn));
         let add = self.next(res, "a block's residual branch")?;
         self.expect(add, "Add", "the block's sum")?;
-        let sc = r.iter().copied().find(|&i| i != bn1).expect("two readers");
+        let Some(sc) = r.iter().copied().find(|&i| i != bn1) else {
+            return self.fail(bn1, "the block's batch norm reads its input twice");
+        };
         let projection = match self.nodes[sc].op_type.as_str() {
             "Add" if sc == add => None,
             "Conv" => {
@@ -467,6 +472,9 @@ impl<'a> Walker<'a> {
             }
             _ => return self.fail(g, "expected the fc layer (Gemm, or MatMul and Add)"),
         };
+        if w.dims().len() != 2 {
+            return self.fail(g, &format!("fc's weight has shape {:?}, expected [out, in]", w.dims()));
+        }
         net.tensors.push(("fc.weight".into(), w));
         net.tensors.push(("fc.bias".into(), b));
         let fb = self.next(out, "the fc layer")?;

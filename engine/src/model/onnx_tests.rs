@@ -211,3 +211,34 @@ fn graphs_of_other_architectures_are_refused_by_node() {
     let e = import_onnx(&p).err().unwrap().to_string();
     assert!(e.contains("garbage.onnx") && e.contains("not a readable ONNX model"), "{e}");
 }
+
+#[test]
+fn mutated_onnx_files_give_errors_not_panics() {
+    use prost::Message;
+    let cfg = IResNetConfig {
+        layers: [1, 1, 1, 1],
+        widths: [2, 2, 4, 4],
+        embedding_size: 4,
+        input_hw: (16, 16),
+        ..IResNetConfig::small()
+    };
+    let store = random_weights(&cfg, 5).unwrap();
+    let valid = onnx_model(&cfg, &store, &OnnxOptions::default()).unwrap().encode_to_vec();
+    let p = tmp("mutated.onnx");
+    let mut rng = crate::rng::Rng::new(3);
+    let mut ok = 0;
+    for _ in 0..1500 {
+        let mut b = valid.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(b.len() as u64) as usize;
+            match rng.below(3) {
+                0 => b[at] ^= 1 << rng.below(8),
+                1 => b[at] = rng.next_u64() as u8,
+                _ => b.truncate(at.max(1)),
+            }
+        }
+        std::fs::write(&p, &b).unwrap();
+        ok += import_onnx(&p).is_ok() as u32;
+    }
+    assert!(ok < 1500, "some mutations must be refused");
+}
