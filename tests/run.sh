@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need into a local venv (.venv: PyTorch on CPU, MXNet 1.9.1, NVRTC for the PTX
-# check), generates the PyTorch/MXNet fixtures, then runs every Rust test. `.ci/run` calls this script.
+# check, ONNX Runtime and insightface), generates the PyTorch/MXNet fixtures, then runs every Rust test.
+# `.ci/run` calls this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -31,6 +32,16 @@ if [ ! -f "$stamp" ]; then
   # encodes with it (4.12+ wants numpy 2).
   "$py" -m pip install -q "numpy<2" torch mxnet==1.9.1 "opencv-python-headless<4.12" safetensors nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-nvcc==13.0.88
   touch "$stamp"
+fi
+# Model import/export checks: onnx (its checker; PyTorch's TorchScript exporter writes model-zoo-style
+# files with it), onnxruntime, and insightface's own ONNX recognition class. insightface without its
+# declared dependencies: its opencv-python would put a second cv2 beside the headless one above; what
+# its model_zoo imports (scikit-image, scipy, tqdm, requests) is listed instead. numpy stays < 2.
+import_stamp="$venv/.deps-import-v1"
+if [ ! -f "$import_stamp" ]; then
+  "$py" -m pip install -q "numpy<2" onnx onnxruntime scikit-image scipy tqdm requests
+  "$py" -m pip install -q --no-deps insightface
+  touch "$import_stamp"
 fi
 export FACETRAIN_PYTHON="$py"
 

@@ -29,7 +29,8 @@ enum Command {
     Eval(Box<commands::eval::Args>),
     /// Write embeddings and norms of a RecordIO set or image list.
     Embed(commands::embed::Args),
-    /// Write a checkpoint's model in PyTorch layout with insightface names.
+    /// Write a checkpoint's or a model file's backbone as safetensors (PyTorch layout, insightface names)
+    /// or ONNX.
     Export(commands::export::Args),
     /// Inspect and pack face data sets (RecordIO, .bin verification sets).
     Data(commands::data::Args),

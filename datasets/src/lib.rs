@@ -41,6 +41,7 @@ pub mod error;
 pub mod faceset;
 pub mod image;
 pub mod loader;
+pub mod pickle;
 pub mod recordio;
 pub mod rng;
 pub mod synth;

@@ -79,6 +79,8 @@ pub fn to_pytorch_tensors(cfg: &IResNetConfig, store: &ParamStore) -> Result<Saf
     for e in store.entries() {
         st.push(e.name.clone(), to_pytorch_layout(cfg, &e.name, &e.value)?);
     }
+    // The structure and input convention, so that the file alone rebuilds the network (`model::import`).
+    st.metadata.extend(cfg.to_metadata());
     st.metadata.insert("format".into(), "pt".into());
     st.metadata.insert("layout".into(), "pytorch: NCHW activations, OIHW conv weights".into());
     Ok(st)

@@ -214,3 +214,81 @@ fn same_seed_gives_bit_identical_weights_whatever_the_thread_count() {
     }
     assert!(differs, "another seed should give other weights");
 }
+
+#[test]
+fn adaface_and_magface_variants_have_correct_gradients() {
+    use super::{FeaturesNorm, InputConvention, Shortcut};
+    // AdaFace's parameter-free subsampled shortcut (stage 1 keeps 2 channels), MagFace's epsilon,
+    // trained features affine and BGR x/255 input (the adapter's permutation, scale and shift).
+    let mut rng = Rng::new(13);
+    let cfg = IResNetConfig {
+        layers: [1, 1, 1, 1],
+        widths: [2, 3, 3, 4],
+        input_hw: (16, 16),
+        embedding_size: 3,
+        bn_eps: 2e-5,
+        shortcut: Shortcut::SubsampleWhenSameWidth,
+        features: FeaturesNorm::Affine,
+        input: InputConvention::magface(),
+        ..IResNetConfig::small()
+    };
+    let model = IResNet::new(cfg.clone()).unwrap();
+    let mut store = model.init(&mut rng, DType::F64).unwrap();
+    assert!(store.kind("layer1.0.downsample.0.weight").is_none());
+    perturb(&mut store, &mut rng);
+    let x = randn(&[3, 16, 16, 3], &mut rng, 1.0);
+    let net = |t: &mut Tape, s: &mut ParamStore, x: Var| model.forward(t, s, x, true, &mut Rng::new(0));
+    // A smaller step than the other checks: the input shift makes conv1's loss curve more (the central
+    // difference's error falls as h^2: 1e-3 at h 1e-5, 1e-8 at h 1e-6 on conv1.weight).
+    let errs = check(&store, &x, &net, 1e-6);
+    assert_small(&errs, 1e-6);
+    assert!(errs.iter().any(|(n, _)| n == "features.weight"));
+}
+
+#[test]
+fn subsampled_shortcut_and_input_adapter_compute_what_they_replace() {
+    use super::{InputConvention, Shortcut};
+    // A block without downsample at stride 2 adds x[:, ::2, ::2, :] to its residual branch: with the
+    // branch's last batch norm zeroed (weight and bias 0), the block's output is exactly that.
+    let cfg = IResNetConfig {
+        layers: [1, 1, 1, 1],
+        widths: [3, 4, 4, 4],
+        input_hw: (16, 16),
+        shortcut: Shortcut::SubsampleWhenSameWidth,
+        ..IResNetConfig::small()
+    };
+    let mut rng = Rng::new(4);
+    let mut store = init_params(&cfg, &mut rng, DType::F64).unwrap();
+    for n in ["layer1.0.bn3.weight", "layer1.0.bn3.bias"] {
+        store.set(n, Tensor::from_vec(vec![0.0f64; 3], [3]).unwrap()).unwrap();
+    }
+    let x = randn(&[2, 6, 6, 3], &mut rng, 1.0);
+    let mut tape = Tape::no_grad();
+    let xv = tape.constant(x.clone());
+    let y = block_forward(&mut tape, &mut store, "layer1.0", xv, 2, false).unwrap();
+    let (xs, ys) = (x.to_f64_vec().unwrap(), tape.value(y).to_f64_vec().unwrap());
+    assert_eq!(tape.value(y).dims(), &[2, 3, 3, 3]);
+    for (n, i, j, c) in (0..2)
+        .flat_map(|n| (0..3).flat_map(move |i| (0..3).flat_map(move |j| (0..3).map(move |c| (n, i, j, c)))))
+    {
+        assert_eq!(ys[((n * 3 + i) * 3 + j) * 3 + c], xs[((n * 6 + 2 * i) * 6 + 2 * j) * 3 + c]);
+    }
+    // The adapter: an AdaFace model given the fed RGB tensor sees it as BGR, bit for bit; a MagFace
+    // model sees x/255 of the same pixels.
+    let feed: Vec<f64> = (0..12).map(|v| ((v * 20) as f64 / 255.0 - 0.5) / 0.5).collect();
+    let px = Tensor::from_vec(feed.clone(), [1, 2, 2, 3]).unwrap();
+    for (conv, f) in [
+        (InputConvention::adaface(), Box::new(|v: f64| v) as Box<dyn Fn(f64) -> f64>),
+        (InputConvention::magface(), Box::new(|v: f64| v * 0.5 + 0.5)),
+    ] {
+        let mut t = Tape::no_grad();
+        let xv = t.constant(px.clone());
+        let y = super::iresnet::adapt_input_for_tests(&mut t, &conv, xv).unwrap();
+        let got = t.value(y).to_f64_vec().unwrap();
+        for p in 0..4 {
+            for c in 0..3 {
+                assert_eq!(got[p * 3 + c], f(feed[p * 3 + 2 - c]), "{conv:?} pixel {p} channel {c}");
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Parameters of an IResNet in insightface's state-dict order, initialized as `iresnet.py` does: convs
 //! N(0, 0.1), batch norms weight 1 / bias 0, PReLU 0.25, `fc` with torch's Linear default
-//! (uniform in +-1/sqrt(fan_in) for weight and bias), `features.weight` fixed at 1.
+//! (uniform in +-1/sqrt(fan_in) for weight and bias), `features.weight` fixed at 1. The AdaFace and
+//! MagFace variants (`config::Shortcut`, `config::FeaturesNorm`) differ only in which entries exist
+//! and which are trained.
 
-use super::config::IResNetConfig;
+use super::config::{FeaturesNorm, IResNetConfig};
 use super::params::{ParamKind, ParamStore};
 use crate::rng::Rng;
 use crate::tensor::{CpuStorage, DType, Tensor};
@@ -13,7 +15,7 @@ pub fn block_prefix(stage: usize, block: usize) -> String {
     format!("layer{}.{block}", stage + 1)
 }
 
-/// Whether block `block` of `stage` has a downsample shortcut (the first block of every stage: stride 2).
+/// Whether block `block` of a stage halves the resolution (the first block of every stage: stride 2).
 pub fn has_downsample(block: usize) -> bool {
     block == 0
 }
@@ -83,7 +85,7 @@ pub fn init_params(cfg: &IResNetConfig, rng: &mut Rng, dtype: DType) -> Result<P
             b.prelu(format!("{p}.prelu.weight"), c)?;
             b.conv(format!("{p}.conv2.weight"), c, 3, c)?;
             b.batch_norm(&format!("{p}.bn3"), c, 1.0, ParamKind::Trainable)?;
-            if has_downsample(k) {
+            if has_downsample(k) && cfg.has_projection(s, cin) {
                 b.conv(format!("{p}.downsample.0.weight"), c, 1, cin)?;
                 b.batch_norm(&format!("{p}.downsample.1"), c, 1.0, ParamKind::Trainable)?;
             }
@@ -95,7 +97,15 @@ pub fn init_params(cfg: &IResNetConfig, rng: &mut Rng, dtype: DType) -> Result<P
     let bound = 1.0 / (fan_in as f64).sqrt();
     b.uniform("fc.weight".into(), vec![cfg.embedding_size, fan_in], bound)?;
     b.uniform("fc.bias".into(), vec![cfg.embedding_size], bound)?;
-    b.batch_norm("features", cfg.embedding_size, 1.0, ParamKind::Frozen)?;
+    let (weight, bias) = match cfg.features {
+        FeaturesNorm::FixedScale => (ParamKind::Frozen, ParamKind::Trainable),
+        FeaturesNorm::Affine => (ParamKind::Trainable, ParamKind::Trainable),
+        FeaturesNorm::NoAffine => (ParamKind::Frozen, ParamKind::Frozen),
+    };
+    b.batch_norm("features", cfg.embedding_size, 1.0, weight)?;
+    if bias == ParamKind::Frozen {
+        b.store.entries_mut().iter_mut().find(|e| e.name == "features.bias").expect("just added").kind = bias;
+    }
     Ok(b.store)
 }
 
@@ -131,6 +141,25 @@ mod tests {
         assert_eq!(s.get("layer2.0.downsample.0.weight").unwrap().dims(), &[128, 1, 1, 64]);
         assert_eq!(s.get("fc.weight").unwrap().dims(), &[512, 25088]);
         assert_eq!(s.get("bn1.num_batches_tracked").unwrap().dtype(), DType::I64);
+    }
+
+    #[test]
+    fn variants_change_which_entries_exist_and_train() {
+        use crate::model::config::Shortcut;
+        let ada = IResNetConfig {
+            shortcut: Shortcut::SubsampleWhenSameWidth,
+            features: FeaturesNorm::NoAffine,
+            ..IResNetConfig::r18()
+        };
+        let s = init_params(&ada, &mut Rng::new(0), DType::F32).unwrap();
+        // Stage 1 keeps 64 channels: no projection (AdaFace's MaxPool2d(1, 2)); the others have one.
+        assert!(s.kind("layer1.0.downsample.0.weight").is_none());
+        assert!(s.kind("layer2.0.downsample.0.weight").is_some());
+        assert_eq!(s.kind("features.bias"), Some(ParamKind::Frozen));
+        let mag = IResNetConfig { features: FeaturesNorm::Affine, ..IResNetConfig::r18() };
+        let s = init_params(&mag, &mut Rng::new(0), DType::F32).unwrap();
+        assert_eq!(s.kind("features.weight"), Some(ParamKind::Trainable));
+        assert!(s.kind("layer1.0.downsample.0.weight").is_some());
     }
 
     #[test]

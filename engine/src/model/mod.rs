@@ -1,12 +1,21 @@
-//! Backbones (IResNet and its small variant) and their named parameters.
+//! Backbones (IResNet and its small variant) and their named parameters; model files in and out
+//! (`export`: PyTorch-layout safetensors, `onnx_export`; `import`: PyTorch, Lightning, safetensors, ONNX).
 
 pub mod config;
+pub mod convention;
 pub mod export;
+pub mod import;
 pub mod init;
 pub mod iresnet;
+pub mod layouts;
+pub mod onnx_export;
+pub mod onnx_import;
 pub mod params;
+#[doc(hidden)]
+pub mod testing;
 
-pub use config::IResNetConfig;
+pub use config::{FeaturesNorm, IResNetConfig, Shortcut};
+pub use convention::{ChannelOrder, InputConvention};
 pub use init::init_params;
 pub use iresnet::IResNet;
 pub use params::{ParamKind, ParamStore};
@@ -26,3 +35,5 @@ pub fn is_batchnorm_param(name: &str) -> bool {
 
 #[cfg(test)]
 mod forward_tests;
+#[cfg(test)]
+mod onnx_tests;

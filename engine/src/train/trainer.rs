@@ -424,6 +424,8 @@ impl Trainer {
         m.insert("input".into(), format!("{h}x{w}"));
         m.insert("seed".into(), self.config.seed.to_string());
         m.insert("precision".into(), self.config.precision.to_string());
+        // Structure and input convention, so the checkpoint alone rebuilds an imported network.
+        m.extend(self.config.backbone.to_metadata());
         m
     }
 

@@ -14,6 +14,7 @@ mod session;
 
 use super::head_flags::HeadFlags;
 use super::CmdResult;
+use crate::backbone_io::for_training;
 use datasets::loader::{Loader, LoaderConfig};
 use engine::train::demo;
 use engine::train::feed::Feed;
@@ -99,7 +100,9 @@ pub struct Args {
     /// Continue from the checkpoint in --output.
     #[arg(long)]
     resume: bool,
-    /// Start from these backbone weights (PyTorch layout with insightface names, as `export` writes them).
+    /// Start from these backbone weights: a PyTorch .pth/.pt (insightface, MagFace), a Lightning .ckpt
+    /// (AdaFace), an ONNX file, or what `export` writes. The file's network (depth, variant, input
+    /// convention) replaces the default backbone; --backbone, if given, must match it.
     #[arg(long)]
     init_weights: Option<PathBuf>,
     /// Verification sets (.bin or pair lists) evaluated during training; the demo adds its own pairs.
@@ -217,7 +220,11 @@ fn output_folder(a: &Args) -> Result<(PathBuf, PathBuf)> {
 
 /// The trainer of `recipe`: initial weights, QCFace's phase, resumed state, then on `device`.
 fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path) -> Result<Trainer> {
-    let mut trainer = Trainer::new(recipe.trainer_config(plan.schedule.clone()))?;
+    let mut config = recipe.trainer_config(plan.schedule.clone());
+    // --init-weights: the file's network (depth, variant, input convention) replaces the recipe's.
+    let init =
+        a.init_weights.as_deref().map(|w| for_training(w, a.backbone.as_deref(), &mut config)).transpose()?;
+    let mut trainer = Trainer::new(config)?;
     trainer.set_epoch_length(EpochLength {
         batch_size: recipe.batch_size as u64,
         steps: plan.steps_per_epoch,
@@ -228,8 +235,10 @@ fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path) -> Res
     for w in trainer.head.warnings() {
         eprintln!("warning: {w}");
     }
-    if let Some(w) = &a.init_weights {
-        engine::model::export::import_pytorch(w, &trainer.model.config, &mut trainer.params)?;
+    if let (Some(w), Some(params)) = (&a.init_weights, init) {
+        for e in params.entries() {
+            trainer.params.set(&e.name, e.value.clone())?;
+        }
         eprintln!("initialized the backbone from {}", w.display());
     }
     if a.resume {
