@@ -4,6 +4,7 @@
 
 pub mod folds;
 pub mod identification;
+pub mod ijb;
 pub mod plots;
 pub mod qmagface;
 pub mod quality;
