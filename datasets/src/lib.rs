@@ -41,9 +41,11 @@ pub mod error;
 pub mod faceset;
 pub mod image;
 pub mod loader;
+pub mod matlab;
 pub mod recordio;
 pub mod rng;
 pub mod synth;
+pub mod tinyface;
 pub mod verification;
 
 pub use error::{DataError, Result};
