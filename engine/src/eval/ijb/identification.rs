@@ -69,6 +69,28 @@ impl GallerySearch {
     }
 }
 
+/// Probes per GEMM block.
+const BLOCK: usize = 64;
+
+/// One probe's similarities to the gallery: Some((rank, mate score, best other score)) for a mated
+/// probe (`mate` = its gallery row), else None; and its best score.
+fn classify(sims: &[f64], mate: Option<usize>) -> (Option<(usize, f64, f64)>, f64) {
+    match mate {
+        Some(m) => {
+            let pos = sims[m];
+            let (mut above, mut other) = (0, f64::NEG_INFINITY);
+            for (j, &v) in sims.iter().enumerate() {
+                if j != m {
+                    above += usize::from(v >= pos);
+                    other = other.max(v);
+                }
+            }
+            (Some((above + 1, pos, other)), pos)
+        }
+        None => (None, sims.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+    }
+}
+
 /// Probes (`[P, dim]`, normalized) searched in one gallery (`[G, dim]`).
 pub fn search(
     probes: &[f64],
@@ -92,27 +114,34 @@ pub fn search(
             )));
         }
     }
-    // Per probe: Some((rank, mate score, best other score)) when mated, else None with the best score.
+    // Per probe: Some((rank, mate score, best other score)) when mated, else None; and its best score.
+    // Similarities of a block of probes against the gallery by one f64 GEMM (np.dot in the script).
     let per: Vec<(Option<(usize, f64, f64)>, f64)> = probes
-        .par_chunks(dim)
-        .zip(probe_subjects.par_iter())
-        .map(|(q, s)| {
-            let sims: Vec<f64> =
-                gallery.chunks(dim).map(|r| r.iter().zip(q).map(|(a, b)| a * b).sum()).collect();
-            match slot.get(s) {
-                Some(&m) => {
-                    let pos = sims[m];
-                    let above = sims.iter().enumerate().filter(|&(j, &v)| j != m && v >= pos).count();
-                    let other = sims
-                        .iter()
-                        .enumerate()
-                        .filter(|&(j, _)| j != m)
-                        .map(|(_, &v)| v)
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    (Some((above + 1, pos, other)), pos)
-                }
-                None => (None, sims.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+        .par_chunks(BLOCK * dim)
+        .zip(probe_subjects.par_chunks(BLOCK))
+        .flat_map_iter(|(qb, sb)| {
+            let m = sb.len();
+            let mut c = vec![0f64; m * g];
+            // C [m, g] = Q [m, dim] x G^T, G row-major [g, dim] (so G^T has row stride 1).
+            unsafe {
+                matrixmultiply::dgemm(
+                    m,
+                    dim,
+                    g,
+                    1.0,
+                    qb.as_ptr(),
+                    dim as isize,
+                    1,
+                    gallery.as_ptr(),
+                    1,
+                    dim as isize,
+                    0.0,
+                    c.as_mut_ptr(),
+                    g as isize,
+                    1,
+                );
             }
+            (0..m).map(|i| classify(&c[i * g..(i + 1) * g], slot.get(&sb[i]).copied())).collect::<Vec<_>>()
         })
         .collect();
     let mated: Vec<(usize, f64, f64)> = per.iter().filter_map(|x| x.0).collect();

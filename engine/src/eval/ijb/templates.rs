@@ -31,8 +31,8 @@ impl Default for PoolOptions {
     }
 }
 
-/// Step 1 on `[N, dim]` flip-summed (or plain) features.
-pub fn image_inputs(features: &[f32], dim: usize, scores: &[f32], opts: PoolOptions) -> Result<Vec<f32>> {
+/// Checks `[N, dim]` features against N detector scores: finite, and non-zero where mode N0 divides.
+fn check_inputs(features: &[f32], dim: usize, scores: &[f32], opts: PoolOptions) -> Result<()> {
     if dim == 0 || features.len() % dim != 0 || features.len() / dim != scores.len() {
         return Err(Error::Shape(format!(
             "IJB: {} feature values do not form {} rows of {dim}",
@@ -40,27 +40,41 @@ pub fn image_inputs(features: &[f32], dim: usize, scores: &[f32], opts: PoolOpti
             scores.len()
         )));
     }
-    if let Some(i) = features.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!("IJB: feature of image row {} is not finite", i / dim + 1)));
+    let bad = features.par_chunks(dim).position_first(|row| {
+        row.iter().any(|v| !v.is_finite()) || (!opts.keep_norm && row.iter().all(|&v| v == 0.0))
+    });
+    if let Some(i) = bad {
+        let what = if features[i * dim..(i + 1) * dim].iter().any(|v| !v.is_finite()) {
+            "is not finite"
+        } else {
+            "is zero and cannot be normalized (mode N0)"
+        };
+        return Err(Error::Invalid(format!("IJB: the feature of image row {} {what}", i + 1)));
     }
-    let mut out = features.to_vec();
-    for (i, row) in out.chunks_mut(dim).enumerate() {
-        if !opts.keep_norm {
-            let sq: Vec<f32> = row.iter().map(|v| v * v).collect();
-            let norm = pairwise_sum_f32(&sq).sqrt();
-            if norm == 0.0 {
-                return Err(Error::Invalid(format!(
-                    "IJB: image row {} has a zero feature, which cannot be normalized (mode N0)",
-                    i + 1
-                )));
-            }
-            row.iter_mut().for_each(|v| *v /= norm);
-        }
-        if opts.detector_score {
-            let s = scores[i];
-            row.iter_mut().for_each(|v| *v *= s);
-        }
+    Ok(())
+}
+
+/// Step 1 for one image, into `out`.
+fn transform_row(row: &[f32], score: f32, opts: PoolOptions, out: &mut [f32]) {
+    out.copy_from_slice(row);
+    if !opts.keep_norm {
+        let sq: Vec<f32> = row.iter().map(|v| v * v).collect();
+        let norm = pairwise_sum_f32(&sq).sqrt();
+        out.iter_mut().for_each(|v| *v /= norm);
     }
+    if opts.detector_score {
+        out.iter_mut().for_each(|v| *v *= score);
+    }
+}
+
+/// Step 1 on `[N, dim]` flip-summed (or plain) features.
+pub fn image_inputs(features: &[f32], dim: usize, scores: &[f32], opts: PoolOptions) -> Result<Vec<f32>> {
+    check_inputs(features, dim, scores, opts)?;
+    let mut out = vec![0f32; features.len()];
+    out.par_chunks_mut(dim)
+        .zip(features.par_chunks(dim))
+        .zip(scores.par_iter())
+        .for_each(|((o, row), &s)| transform_row(row, s, opts, o));
     Ok(out)
 }
 
@@ -74,16 +88,29 @@ pub struct TemplateSums {
     pub images: Vec<usize>,
 }
 
-/// Steps 2 and 3 up to (not including) normalization.
+/// Steps 2 and 3 up to (not including) normalization, on image inputs `[N, dim]`.
 pub fn pool(inputs: &[f32], dim: usize, templates: &[i64], medias: &[i64]) -> Result<TemplateSums> {
-    let n = templates.len();
-    if medias.len() != n || dim == 0 || inputs.len() != n * dim {
+    if dim == 0 || inputs.len() != templates.len() * dim {
         return Err(Error::Shape(format!(
-            "IJB pooling: {} template ids, {} media ids, {} feature values of dim {dim}",
-            n,
-            medias.len(),
+            "IJB pooling: {} template ids, {} feature values of dim {dim}",
+            templates.len(),
             inputs.len()
         )));
+    }
+    pool_with(dim, templates, medias, |i, out| out.copy_from_slice(&inputs[i * dim..(i + 1) * dim]))
+}
+
+/// Steps 2 and 3 with each image's input written by `row(i, out)` when it is needed (IJB-C's inputs
+/// would be a second 1 GB copy of the features).
+fn pool_with(
+    dim: usize,
+    templates: &[i64],
+    medias: &[i64],
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<TemplateSums> {
+    let n = templates.len();
+    if medias.len() != n || dim == 0 {
+        return Err(Error::Shape(format!("IJB pooling: {n} template ids, {} media ids", medias.len())));
     }
     // Images ordered by (template, media, file order): each template and each media is one run.
     let mut order: Vec<u32> = (0..n as u32).collect();
@@ -99,16 +126,16 @@ pub fn pool(inputs: &[f32], dim: usize, templates: &[i64], medias: &[i64]) -> Re
     let mut sums = vec![0f32; ids.len() * dim];
     sums.par_chunks_mut(dim).enumerate().for_each(|(t, out)| {
         let run = &order[starts[t]..starts[t + 1]];
-        let mut media = vec![0f32; dim];
+        let (mut media, mut img) = (vec![0f32; dim], vec![0f32; dim]);
         let mut first_media = true;
         let mut k = 0;
         while k < run.len() {
             let m = medias[run[k] as usize];
             let end = k + run[k..].iter().take_while(|&&i| medias[i as usize] == m).count();
-            let row = |i: u32| &inputs[i as usize * dim..(i as usize + 1) * dim];
-            media.copy_from_slice(row(run[k]));
+            row(run[k] as usize, &mut media);
             for &i in &run[k + 1..end] {
-                media.iter_mut().zip(row(i)).for_each(|(a, b)| *a += b);
+                row(i as usize, &mut img);
+                media.iter_mut().zip(&img).for_each(|(a, b)| *a += b);
             }
             let count = (end - k) as f32;
             if end - k > 1 {
@@ -168,8 +195,17 @@ pub fn template_features(
     medias: &[i64],
     opts: PoolOptions,
 ) -> Result<Templates> {
-    let inputs = image_inputs(features, dim, scores, opts)?;
-    let sums = pool(&inputs, dim, templates, medias)?;
+    check_inputs(features, dim, scores, opts)?;
+    if templates.len() != scores.len() {
+        return Err(Error::Shape(format!(
+            "IJB: {} template ids for {} images",
+            templates.len(),
+            scores.len()
+        )));
+    }
+    let sums = pool_with(dim, templates, medias, |i, out| {
+        transform_row(&features[i * dim..(i + 1) * dim], scores[i], opts, out)
+    })?;
     let feats = normalize(&sums);
     Ok(Templates { ids: sums.ids, feats, dim, images: sums.images })
 }

@@ -36,12 +36,24 @@ pub fn pair_rows(
     lines: &[u32],
     file: &str,
 ) -> Result<Vec<(u32, u32)>> {
+    // A dense id -> row table when the ids span a moderate range (IJB-C's: ~190 k), else binary search.
+    let (lo, hi) = (t.ids.first().copied().unwrap_or(0), t.ids.last().copied().unwrap_or(0));
+    let dense: Option<Vec<u32>> = (hi - lo < 50_000_000).then(|| {
+        let mut d = vec![u32::MAX; (hi - lo + 1) as usize];
+        t.ids.iter().enumerate().for_each(|(r, &id)| d[(id - lo) as usize] = r as u32);
+        d
+    });
+    let row_of = |id: i64| match &dense {
+        Some(d) if id >= lo && id <= hi => Some(d[(id - lo) as usize]).filter(|&r| r != u32::MAX),
+        Some(_) => None,
+        None => t.row_of(id).map(|r| r as u32),
+    };
     t1.par_iter()
         .zip(t2.par_iter())
         .enumerate()
         .map(|(k, (&a, &b))| {
             let find = |id: i64| {
-                t.row_of(id).map(|r| r as u32).ok_or_else(|| {
+                row_of(id).ok_or_else(|| {
                     Error::Io(format!(
                         "{file}:{}: template {id} has no image in the face/template/media list",
                         lines.get(k).copied().unwrap_or(k as u32 + 1)
