@@ -91,13 +91,27 @@ pub fn embed_items(
 ) -> Result<(Vec<f32>, usize)> {
     let mut out = Vec::new();
     let mut dim = model.config.embedding_size;
+    let hw = model.config.input_hw;
     let start = std::time::Instant::now();
     for (c, chunk) in items.chunks(CHUNK).enumerate() {
         let imgs: Vec<Image> = chunk
             .par_iter()
             .map(|it| match &it.landmarks {
                 Some(l) => read_aligned(&it.path, &it.origin, l, template),
-                None => read_image(&it.path, &it.origin),
+                None => read_image(&it.path, &it.origin).and_then(|img| {
+                    if (img.height, img.width) != hw {
+                        return Err(Error::Io(format!(
+                            "{} (listed at {}) is {}x{}, the model takes {}x{}",
+                            it.path.display(),
+                            it.origin,
+                            img.height,
+                            img.width,
+                            hw.0,
+                            hw.1
+                        )));
+                    }
+                    Ok(img)
+                }),
             })
             .collect::<Result<_>>()?;
         let (e, d) = embed_images(model, params, &imgs, flip)?;

@@ -267,6 +267,51 @@ fn ijb_and_tinyface_with_a_model_write_features_that_reproduce_the_report() {
         "IJB-C, TinyFace rank-1 and rank-5"
     );
 
+    // Image lists with landmarks: `embed` aligns before embedding, `data pack --landmarks` packs crops.
+    let pts = std::fs::read_to_string(ijb.join("meta/ijbc_name_5pts_score.txt")).unwrap();
+    let list: String = pts
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(' ').collect();
+            format!("loose_crop/{} {} {}\n", f[0], i / 6, f[1..11].join(" "))
+        })
+        .collect();
+    std::fs::write(ijb.join("list.txt"), &list).unwrap();
+    let emb = root.join("emb.safetensors");
+    let mut c = Command::new(exe());
+    c.args(["embed", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(ijb.join("list.txt"))
+        .arg("--output")
+        .arg(&emb);
+    run_ok(c);
+    let bytes = std::fs::read(&emb).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["embeddings"]["shape"], serde_json::json!([24, 128]));
+    let mut c = Command::new(exe());
+    c.args(["data", "pack", "--landmarks"]).arg(ijb.join("list.txt")).arg("-o").arg(root.join("packed"));
+    run_ok(c);
+    let o = Command::new(exe()).args(["data", "inspect"]).arg(root.join("packed")).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("images: 24") && text.contains("image size: 112x112"), "{text}");
+    let bad: String = list
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == 1 { format!("{} 1 2\n", l) } else { format!("{l}\n") })
+        .collect();
+    std::fs::write(ijb.join("list_bad.txt"), bad).unwrap();
+    let mut c = Command::new(exe());
+    c.args(["embed", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(ijb.join("list_bad.txt"))
+        .arg("--output")
+        .arg(&emb);
+    fails_with(&c.output().unwrap(), &["list_bad.txt:2", "found 13 values"]);
+
     // An unreadable image: the error names it and its line in the 5pts file.
     std::fs::write(ijb.join("loose_crop/img5.jpg"), b"not a jpeg").unwrap();
     let o = eval(&[], &[("--checkpoint", &ckpt), ("--ijb", &ijb)]);
@@ -309,4 +354,37 @@ fn tinyface_report_holds_the_reference_numbers() {
     let o = eval(&[], &[("--tinyface", &broken), ("--features", &dir.join("features.safetensors"))]);
     fails_with(&o, &["gallery_match_img_ID_pairs.mat: entry", "has no aligned image"]);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn qmagface_constants_are_fitted_on_a_set_with_the_model() {
+    let root = scratch("qmag-fit");
+    let ckpt = model_112(&root);
+    // 360 pairs of the TinyFace fixture's 112x112 gallery images, 240 of them impostors: enough for the
+    // FMRs from about 4e-3 to 1e-2 of QMagFace's grid. Half the genuine pairs are an image with itself,
+    // so that genuine scores spread over the impostors' and the thresholds differ between FMRs.
+    let gallery = fixture("tinyface").join("root/aligned_pad_0.1_pad_high/Gallery_Match");
+    let mut imgs: Vec<PathBuf> = std::fs::read_dir(&gallery).unwrap().map(|e| e.unwrap().path()).collect();
+    imgs.sort();
+    let list: String = (0..360)
+        .map(|i| {
+            let a = &imgs[i % imgs.len()];
+            let b = if i % 6 == 0 { a } else { &imgs[(i * 7 + 3) % imgs.len()] };
+            format!("{}\t{}\t{}\n", a.display(), b.display(), u8::from(i % 3 == 0))
+        })
+        .collect();
+    let pairs = root.join("pairs.txt");
+    std::fs::write(&pairs, list).unwrap();
+    let out = root.join("o");
+    let o = eval(
+        &["--score", "qmagface"],
+        &[("--checkpoint", &ckpt), ("--bin", &pairs), ("--fit-qmagface", &pairs), ("--output", &out)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    let fit = &r["qmagface_fit"];
+    assert!(fit["alpha"].as_f64().unwrap().is_finite() && fit["beta"].as_f64().unwrap().is_finite(), "{fit}");
+    assert!(fit["fmrs"].as_u64().unwrap() >= 2);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("QMagFace fit: alpha"));
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -40,6 +40,7 @@ pub mod demo;
 pub mod error;
 pub mod faceset;
 pub mod image;
+pub mod image_list;
 pub mod loader;
 pub mod matlab;
 pub mod recordio;
