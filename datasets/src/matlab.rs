@@ -158,7 +158,7 @@ impl Reader<'_> {
             MI_DOUBLE | MI_INT64 | MI_UINT64 => 8,
             _ => return Err(bad(self.path, at, format!("data of type {ty} is not numeric"))),
         };
-        if d.len() % w != 0 {
+        if !d.len().is_multiple_of(w) {
             return Err(bad(self.path, at, format!("{} bytes do not form values of {w} bytes", d.len())));
         }
         Ok(d.chunks(w)

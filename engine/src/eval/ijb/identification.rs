@@ -72,9 +72,12 @@ impl GallerySearch {
 /// Probes per GEMM block.
 const BLOCK: usize = 64;
 
+/// A probe's outcome in one gallery: Some((rank, mate score, best other score)) when mated; its best score.
+type Probe = (Option<(usize, f64, f64)>, f64);
+
 /// One probe's similarities to the gallery: Some((rank, mate score, best other score)) for a mated
 /// probe (`mate` = its gallery row), else None; and its best score.
-fn classify(sims: &[f64], mate: Option<usize>) -> (Option<(usize, f64, f64)>, f64) {
+fn classify(sims: &[f64], mate: Option<usize>) -> Probe {
     match mate {
         Some(m) => {
             let pos = sims[m];
@@ -116,7 +119,7 @@ pub fn search(
     }
     // Per probe: Some((rank, mate score, best other score)) when mated, else None; and its best score.
     // Similarities of a block of probes against the gallery by one f64 GEMM (np.dot in the script).
-    let per: Vec<(Option<(usize, f64, f64)>, f64)> = probes
+    let per: Vec<Probe> = probes
         .par_chunks(BLOCK * dim)
         .zip(probe_subjects.par_chunks(BLOCK))
         .flat_map_iter(|(qb, sb)| {

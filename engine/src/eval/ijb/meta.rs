@@ -1,8 +1,10 @@
 //! The IJB meta files in the layout insightface's `eval_ijbc.py` reads (`DIR/meta/`, names in lower
 //! case, space-separated, no header):
 //! - `ijbc_face_tid_mid.txt`: `image template_id media_id` per image;
-//! - `ijbc_name_5pts_score.txt`: `image x1 y1 ... x5 y5 detector_score`, the same images in the same order;
+//! - `ijbc_name_5pts_score.txt`: `image x1 y1 ... x5 y5 detector_score`, the same images in the same
+//!   order;
 //! - `ijbc_template_pair_label.txt`: `template_id1 template_id2 label` (label 1 = same subject);
+//!
 //! and for 1:N (`ijb_evals.py`): `ijbc_1N_gallery_G1.csv`, `..._G2.csv`, `ijbc_1N_probe_mixed.csv` (IJB-B:
 //! `ijbb_1N_gallery_S1.csv`, `..._S2.csv`, `ijbb_1N_probe_mixed.csv`), comma-separated with a header row,
 //! template id and subject id in the first two columns.

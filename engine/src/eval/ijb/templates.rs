@@ -33,7 +33,7 @@ impl Default for PoolOptions {
 
 /// Checks `[N, dim]` features against N detector scores: finite, and non-zero where mode N0 divides.
 fn check_inputs(features: &[f32], dim: usize, scores: &[f32], opts: PoolOptions) -> Result<()> {
-    if dim == 0 || features.len() % dim != 0 || features.len() / dim != scores.len() {
+    if dim == 0 || !features.len().is_multiple_of(dim) || features.len() / dim != scores.len() {
         return Err(Error::Shape(format!(
             "IJB: {} feature values do not form {} rows of {dim}",
             features.len(),
