@@ -70,18 +70,20 @@ pub fn run(a: Args) -> CmdResult {
             .map_err(|e| Error::Io(format!("{}: cannot create: {e}", out.display())))?;
     }
     let mut report = serde_json::Map::new();
-    if !a.bench.summarize.is_empty() || (a.bins.is_empty() && a.gallery.is_none() && !a.bench.needs_model()) {
+    if a.bins.is_empty() && a.gallery.is_none() && !a.bench.needs_model() {
+        // Only --features runs and/or --summarize: no model.
+        if !a.bench.any() && a.bench.summarize.is_empty() {
+            return Err(Error::Invalid(
+                "nothing to evaluate: give --bin SET, --gallery/--probes, --ijb DIR, --tinyface DIR or --summarize"
+                    .into(),
+            )
+            .into());
+        }
         super::eval_protocols::run(&a.bench, None, a.output.as_deref(), &mut report)?;
         return Ok(super::eval_summary::finish(&a.bench, report, a.output.as_deref())?);
     }
     let (model, params) = a.model.load()?;
     let mut params = params.to_device(&a.device.choose("evaluating")?)?;
-    if a.bins.is_empty() && a.gallery.is_none() && !a.bench.any() && a.bench.fit_qmagface.is_none() {
-        return Err(Error::Invalid(
-            "nothing to evaluate: give --bin SET, --gallery/--probes, --ijb DIR or --tinyface DIR".into(),
-        )
-        .into());
-    }
     let fitted = super::eval_quality::fit_if_asked(&a.bench, &model, &mut params, &mut report)?;
     let weight = match a.score.as_str() {
         "cosine" => None,
