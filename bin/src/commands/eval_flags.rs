@@ -19,7 +19,8 @@ pub struct BenchmarkFlags {
     /// a model run writes (tinyface_images.txt). Evaluates without a model and without images.
     #[arg(long)]
     pub features: Option<PathBuf>,
-    /// IJB: embed the image alone, not image + flipped image (eval_ijbc.py's F test mode off).
+    /// IJB and TinyFace with a model: embed the image alone, not image + flipped image (eval_ijbc.py's
+    /// F test mode off).
     #[arg(long)]
     pub no_flip: bool,
     /// IJB: divide each image feature by its norm before pooling (test mode N0).

@@ -157,7 +157,7 @@ fn identification(dir: &Path, target: Target, t: &Templates) -> Result<Option<Va
     let (pids, psub) = unique_templates(&plist.templates, &plist.subjects);
     let pf = gather(t, &pids, &probes_path.display().to_string())?;
     let mut out = serde_json::Map::new();
-    let (mut hits, mut tpir_sum) = ([0usize; 3], vec![0.0f64; 2]);
+    let (mut hits, mut tpir_sum, mut tpir_count) = ([0usize; 3], vec![0.0f64; 2], 0);
     for (g, path) in [(g1, p1), (g2, p2)] {
         let list = meta::read_template_subjects(&path)?;
         let (gids, gsub) = unique_templates(&list.templates, &list.subjects);
@@ -166,6 +166,7 @@ fn identification(dir: &Path, target: Target, t: &Templates) -> Result<Option<Va
         let tp: Vec<Value> =
             r.tpir.iter().map(|(f, th, v)| json!({"fpir": f, "threshold": th, "tpir": v})).collect();
         r.tpir.iter().enumerate().for_each(|(j, x)| tpir_sum[j] += x.2 / 2.0);
+        tpir_count += usize::from(!r.tpir.is_empty());
         (0..3).for_each(|k| hits[k] += r.hits[k]);
         let cmc: Vec<f64> = (0..3).map(|k| r.cmc(k)).collect();
         println!(
@@ -176,15 +177,21 @@ fn identification(dir: &Path, target: Target, t: &Templates) -> Result<Option<Va
         out.insert(g.into(), json!({"gallery": r.n_gallery, "probes": r.n_probes, "mated": r.n_mated, "ranks": CMC_RANKS, "cmc": cmc, "tpir": tp}));
     }
     let cmc: Vec<f64> = hits.iter().map(|&h| h as f64 / pids.len() as f64).collect();
+    // A TPIR needs non-mated probes in both galleries; without them there is no mean to report.
+    let tpir_mean: Option<Vec<f64>> = (tpir_count == 2).then_some(tpir_sum);
+    let tp = |j: usize| tpir_mean.as_ref().map_or("n/a".to_string(), |t| format!("{:.2} %", t[j] * 100.0));
     println!(
-        "[{}] 1:N mean: rank-1/5/10 {:.2} {:.2} {:.2} %, TPIR {:.2} / {:.2} %",
+        "[{}] 1:N mean: rank-1/5/10 {:.2} {:.2} {:.2} %, TPIR@FPIR 1e-2 {}, 1e-1 {}",
         target.name(),
         cmc[0] * 100.0,
         cmc[1] * 100.0,
         cmc[2] * 100.0,
-        tpir_sum[0] * 100.0,
-        tpir_sum[1] * 100.0
+        tp(0),
+        tp(1)
     );
-    out.insert("mean".into(), json!({"ranks": CMC_RANKS, "cmc": cmc, "fpir": [0.01, 0.1], "tpir": tpir_sum}));
+    out.insert(
+        "mean".into(),
+        json!({"ranks": CMC_RANKS, "cmc": cmc, "fpir": [0.01, 0.1], "tpir": tpir_mean}),
+    );
     Ok(Some(Value::Object(out)))
 }
