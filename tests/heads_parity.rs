@@ -1,10 +1,10 @@
 //! Parity of every head with the PyTorch autograd reference (tests/parity/heads_ref.py): loss, both
 //! gradients and the running state over several steps, by norm-wise relative error, at most 1e-5 in f64
-//! and 1e-4 in f32. engine::train::torch_fixtures replays the fixtures through `heads::loss`, here on
+//! and 1e-4 in f32. check::torch_fixtures replays the fixtures through `heads::loss`, here on
 //! the CPU backend (on a GPU in the opt-in test below and `engine-train gpu-check --torch-fixtures`).
 
+use check::torch_fixtures;
 use engine::heads;
-use engine::train::torch_fixtures;
 use engine::Device;
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,9 @@
 //! Parity of the core ops with PyTorch: tests/parity/core_ops.py writes inputs, upstream gradients,
-//! torch's outputs and gradients, and three SGD / AdamW steps; engine::train::torch_fixtures replays them
+//! torch's outputs and gradients, and three SGD / AdamW steps; check::torch_fixtures replays them
 //! on the CPU backend, each compared by norm-wise relative error, at most 1e-10 in f64 and 1e-4 in f32.
 //! The same replay runs on a GPU in the opt-in test below and in `engine-train gpu-check --torch-fixtures`.
 
-use engine::train::torch_fixtures;
+use check::torch_fixtures;
 use engine::Device;
 use std::path::PathBuf;
 

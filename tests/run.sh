@@ -10,6 +10,15 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# Formatting and lints first (rustfmt.toml; clippy with warnings as errors): a failure here costs seconds.
+if [ $# -eq 0 ]; then
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  fi
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
 venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

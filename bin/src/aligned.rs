@@ -1,10 +1,10 @@
 //! Images aligned from landmarks (insightface's `norm_crop`) and their embeddings, for IJB, TinyFace,
 //! and image lists whose lines carry landmarks (`embed`, `data pack`).
 
-use crate::images::embed_pixels;
 use datasets::image::align::{norm_crop, ALIGNED_SIZE};
 use datasets::image::{decode, Image};
 use datasets::loader::extend_normalized;
+use engine::embed::embed_pixels;
 use engine::model::{IResNet, ParamStore};
 use engine::{Error, Result};
 use rayon::prelude::*;

@@ -5,10 +5,7 @@
 mod aligned;
 mod backbone_io;
 mod commands;
-mod demo_defaults;
 mod device_choice;
-mod images;
-mod pair_eval;
 mod run_plots;
 
 use clap::{Parser, Subcommand};
@@ -25,32 +22,40 @@ enum Command {
     /// Show the engine's devices and a backbone's parameter count and GFLOPs.
     Info(commands::info::Args),
     /// Run a margin-softmax head on a batch from a safetensors file; write the loss and gradients.
-    Head(commands::head::Args),
+    Head(Box<commands::head::Args>),
     /// Train a backbone and head; with no --data, on the generated demo set.
     Train(Box<commands::train::Args>),
     /// Evaluate a checkpoint: verification (.bin), identification, quality plots.
-    Eval(commands::eval::Args),
+    Eval(Box<commands::eval::Args>),
     /// Write embeddings and norms of a RecordIO set or image list.
     Embed(commands::embed::Args),
     /// Write a checkpoint's model in PyTorch layout with insightface names.
     Export(commands::export::Args),
     /// Inspect and pack face data sets (RecordIO, .bin verification sets).
     Data(commands::data::Args),
-    /// Check every CUDA op against the CPU (needs a GPU) and write a markdown report.
-    GpuCheck(commands::gpu_check::Args),
+    /// Check every device op, head and training step against the CPU (and PyTorch's fixtures); write a
+    /// markdown report. Needs a GPU.
+    Check(Box<check::gpu_check::CheckArgs>),
+    /// Time training steps, the head or the demo on a GPU; write a markdown report.
+    Bench(Box<check::bench::BenchArgs>),
+    /// `check`, or a `bench` with --bench-train / --bench-head / --train-demo (the earlier command's name
+    /// and flags, kept for scripts).
+    GpuCheck(Box<check::gpu_check::GpuCheckArgs>),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => commands::info::run(a),
-        Command::Head(a) => commands::head::run(a),
+        Command::Head(a) => commands::head::run(*a),
         Command::Train(a) => commands::train::run(*a),
-        Command::Eval(a) => commands::eval::run(a),
+        Command::Eval(a) => commands::eval::run(*a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Data(a) => commands::data::run(a),
-        Command::GpuCheck(a) => commands::gpu_check::run(a),
+        Command::Check(a) => check::gpu_check::run(&a),
+        Command::Bench(a) => check::bench::run(&a),
+        Command::GpuCheck(a) => check::gpu_check::run_gpu_check(&a),
     };
     if let Err(e) = result {
         eprintln!("engine-train: {e}");

@@ -99,7 +99,8 @@ fn parts(set: &FaceSet) {
         imgs.push(Image { height: h, width: w, data: buf });
     }
     println!("decode: {:.1} us/image", t.elapsed().as_secs_f64() * 1e6 / n as f64);
-    let stages: [(&str, fn(&mut Image, &mut Rng)); 3] = [
+    type Stage = fn(&mut Image, &mut Rng);
+    let stages: [(&str, Stage); 3] = [
         ("crop", |i, r| {
             crop_zero_pad(i, r);
         }),

@@ -1,6 +1,6 @@
-// Mixed precision support; must match engine::train::loss_scale (the CPU check: any element of any
-// gradient is NaN or +-inf). flag is an int the host zeroes before a step; any non-finite element sets
-// it to 1 (concurrent stores of the same value need no atomics).
+// Mixed precision support; must match engine::backend::cpu::amp::first_nonfinite (any element of the
+// tensor is NaN or +-inf). flag is this tensor's int, which the host zeroes before a step; any non-finite
+// element sets it to 1 (concurrent stores of the same value need no atomics).
 
 #define NONFINITE(SUF, T)                                                                             \
     extern "C" __global__ void nonfinite_##SUF(long long n, const T* __restrict__ x,                 \

@@ -1,5 +1,5 @@
 // Must match engine::backend::cpu::CpuBackend::dropout in distribution (inverted dropout: mask is 0 or
-// 1/(1-p)); the bits match engine::backend::cuda::dropout_keep, the host mirror of this counter-based
+// 1/(1-p)); the bits match engine::backend::dropout_keep, the host mirror of this counter-based
 // draw, so a mask can be checked exactly. Element i is kept when u(seed, i) >= p, where u is the top 24
 // bits of a splitmix64 hash of (seed, i): no state, any launch shape gives the same mask.
 

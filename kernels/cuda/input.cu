@@ -1,5 +1,5 @@
-// Must match the CPU input path: the f32 batches engine::train::trainer::Trainer::train_step takes on the
-// CPU, which the loader normalizes with datasets::loader::extend_normalized. A batch of decoded uint8 HWC
+// Must match engine::backend::cpu::input::images_to_nhwc, the CPU input path (the loader's own
+// normalization, datasets::loader::extend_normalized). A batch of decoded uint8 HWC
 // RGB images [N, H, W, 3] becomes (x/255 - 0.5)/0.5 in NHWC, mirrored left-right for images whose flip
 // byte is nonzero (training passes zeros: the loader has already applied its random flip).
 

@@ -1,45 +1,34 @@
-// The chunked margin-softmax classifier (spec heads.md §0 and §13). Must match the CPU heads,
-// engine::heads::margin (the per-head logit z(c), its slope z'(c), the tile-merged log-sum-exp and
-// G = dL/dcos). The batch x classes logits never exist: for each block of classes cuBLAS writes the
-// cosines cos[B, nb] (f32, bf16 or fp16; math here is f32), then
-//   margin_target      once per step: z_y, z'_y, tau_i and dz_y/dm from the pre-gathered c_y;
+// The chunked margin-softmax classifier (spec heads.md §0 and §13). Must match the CPU heads'
+// classifier, engine::heads::classifier::run (the per-head logit z(c) of engine::heads::maps::target_logit
+// and non_target_logit, its slope z'(c), the log-sum-exp and G = dL/dcos), with the fixed parameters
+// decoded by engine::heads::kernel_plan::MarginParams::target_map. The batch x classes logits never
+// exist: for each block of classes cuBLAS writes the cosines cos[B, nb] (f32, bf16 or fp16; math here is
+// f32), then
+//   margin_target      once per step (fixed parameters): z_y, z'_y and tau_i from the pre-gathered c_y
+//                      (per-row plans compute these on the host with the head's own code);
 //   margin_fwd_block   per block: running (M, S, S_other) per row (online log-sum-exp);
-//   margin_finish      once: LSE, loss_i, p_y, the weight factor st_i and MagFace's dL/da part;
+//   margin_finish      once (fixed parameters): LSE and loss_i (per-row plans finish on the host);
 //   margin_bwd_block   per block (cosines recomputed): G_ij = (1/B)*st_i*(P_ij - d_jy)*z'_ij.
 // Rows with label < 0 (a shard that does not own the class) contribute nothing here.
 
-// Target logit kinds.
-#define TGT_COMBINED 0  // s*(cos(m1*theta + m2) - m3): NormFace, SphereFace, CosFace, ArcFace, Combined,
-                        // CurricularFace, MV, MagFace, AdaFace, SMAFace, QCFace
-#define TGT_QAM 1       // s*(2pi - theta - m2)^2
-// Target flags.
-#define F_FALLBACK 1  // ArcFace: theta + m > pi -> s*(c - m*sin m) - s*m3, slope s
+// Target flags (margin_target); without any, z_y = s*(cos(m1*theta + m2) - m3).
+#define F_FALLBACK 1  // ArcFace: m1*theta + m2 >= pi -> s*(c - m2*sin m2 - m3), slope s
 #define F_EASY 2      // easy margin: c <= 0 -> s*c
-#define F_CLIP 4      // AdaFace: clip(m1*theta + m2, eps, pi - eps), slope 0 when clipped
-#define F_STE 8       // arcface_torch: slope s on the target, no fallback
+#define F_STE 4       // arcface_torch: slope s on the target, no fallback
 // Non-target kinds.
 #define NT_PLAIN 0
 #define NT_CURRICULAR 1  // c > tau: s*c*(t + c), slope s*(t + 2c)
 #define NT_MV_ADAPTIVE 2 // c > tau: s*((1+t)*c + t), slope s*(1+t)
 #define NT_MV_FIXED 3    // c > tau: s*(c + t), slope s
 #define NT_QAM 4         // s*(2pi - theta)^2
-// Weight kinds (st_i; §11).
-#define W_NONE 0
-#define W_SMA 1    // I(p) = c_a*(1 + a*(sigma(b*u) - 1/2)), u = p0 - p; variant clamps u
-#define W_HM 2     // I = [p < 0.5]
-#define W_FOCAL 3  // I = (1-p)^gamma
-#define SMA_BASE 0
-#define SMA_WEAK 1    // u -> max(u, 0)
-#define SMA_STRONG 2  // u -> min(u, 0)
 
-// Mirrors engine::backend::cuda::head::HeadParams (#[repr(C)], all 4-byte fields).
-struct HeadParams {
+// Mirrors engine::heads::kernel_plan::MarginParams (#[repr(C)], all 4-byte fields).
+struct MarginParams {
     float s, m1, m2, m3;
     float eps;        // c is clamped to [-1+eps, 1-eps]; gradient only strictly inside
     float t;          // CurricularFace t (the running buffer) or MV t
     float inv_batch;  // 1/B of the mean over the global batch
-    float w_alpha, w_p0, w_c, w_beta, w_gamma;
-    int target_kind, flags, nontarget_kind, weight_kind, sma_variant;
+    int flags, nontarget_kind;
 };
 
 struct Clamped { float c; float inside; };
@@ -55,7 +44,7 @@ __device__ __forceinline__ Clamped clamp_c(float c, float eps) {
 __device__ __forceinline__ float sin_theta(float c) { return sqrtf(fmaxf(0.0f, 1.0f - c * c)); }
 
 // Logit and slope of a non-target column given the row's tau.
-__device__ __forceinline__ void nontarget(const HeadParams& hp, float c_raw, float tau, float* z, float* zp) {
+__device__ __forceinline__ void nontarget(const MarginParams& hp, float c_raw, float tau, float* z, float* zp) {
     Clamped k = clamp_c(c_raw, hp.eps);
     float c = k.c, s = hp.s;
     switch (hp.nontarget_kind) {
@@ -85,28 +74,20 @@ __device__ __forceinline__ void nontarget(const HeadParams& hp, float c_raw, flo
     *zp *= k.inside;
 }
 
-// Per row: target logit zy, slope zpy, hard-negative threshold tau (the raw cos(m1*theta+m2) - m3,
-// no easy margin, no fallback: CurricularFace's tau and MV's f_y), and dz_y/dm2 (MagFace).
-// m2_row / m3_row override m2 / m3 per sample when not null (MagFace, AdaFace, SMAFace).
-extern "C" __global__ void margin_target(int B, const float* __restrict__ cy, const float* __restrict__ m2_row,
-                                         const float* __restrict__ m3_row, HeadParams hp,
+// Per row: target logit zy, slope zpy and the hard-negative threshold tau (the raw cos(m1*theta+m2) - m3,
+// no easy margin, no fallback: CurricularFace's tau and MV's f_y).
+extern "C" __global__ void margin_target(int B, const float* __restrict__ cy, MarginParams hp,
                                          float* __restrict__ zy, float* __restrict__ zpy,
-                                         float* __restrict__ tau, float* __restrict__ dzy_dm) {
+                                         float* __restrict__ tau) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B) return;
     Clamped k = clamp_c(cy[i], hp.eps);
-    float c = k.c, s = hp.s;
-    float m2 = m2_row ? m2_row[i] : hp.m2;
-    float m3 = m3_row ? m3_row[i] : hp.m3;
+    float c = k.c, s = hp.s, m2 = hp.m2, m3 = hp.m3;
     float theta = acosf(c), st = sin_theta(c);
     float arg = hp.m1 * theta + m2;
-    float z, zp, dm = 0.0f;
+    float z, zp;
     tau[i] = cosf(arg) - m3;
-    if (hp.target_kind == TGT_QAM) {
-        float a = 2.0f * FT_PI - theta - m2;
-        z = s * a * a;
-        zp = st > 0.0f ? 2.0f * s * a / st : 0.0f;
-    } else if ((hp.flags & F_EASY) && c <= 0.0f) {
+    if ((hp.flags & F_EASY) && c <= 0.0f) {
         z = s * c;
         zp = s;
     } else if (hp.flags & F_STE) {
@@ -115,22 +96,14 @@ extern "C" __global__ void margin_target(int B, const float* __restrict__ cy, co
     } else if ((hp.flags & F_FALLBACK) && arg >= FT_PI) {
         z = s * (c - m2 * sinf(m2) - m3);
         zp = s;
-    } else if (hp.flags & F_CLIP) {
-        float lo = hp.eps, hi = FT_PI - hp.eps;
-        float a = fminf(fmaxf(arg, lo), hi);
-        z = s * (cosf(a) - m3);
-        bool in = arg > lo && arg < hi;
-        zp = (in && st > 0.0f) ? s * hp.m1 * sinf(arg) / st : 0.0f;
     } else {
         z = s * (cosf(arg) - m3);
         // sin(m1*theta)/sin(theta) -> m1 as theta -> 0 (SphereFace with m2 = 0).
         if (st > 0.0f) zp = s * hp.m1 * sinf(arg) / st;
         else zp = (m2 == 0.0f) ? s * hp.m1 * hp.m1 : 0.0f;
-        dm = -s * sinf(arg);
     }
     zy[i] = z;
     zpy[i] = zp * k.inside;
-    dzy_dm[i] = dm;
 }
 
 __device__ __forceinline__ void lse_push(float z, float& m, float& sum) {
@@ -154,7 +127,7 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float& so, float m
 #define MARGIN_FWD(SUF, T)                                                                                \
     extern "C" __global__ void margin_fwd_block_##SUF(                                                    \
         int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
-        const float* __restrict__ tau, const float* __restrict__ zy, HeadParams hp, float* __restrict__ M, \
+        const float* __restrict__ tau, const float* __restrict__ zy, MarginParams hp, float* __restrict__ M, \
         float* __restrict__ S, float* __restrict__ S_other) {                                              \
         __shared__ float sm[32], ss[32], so[32];                                                          \
         int i = blockIdx.x;                                                                               \
@@ -196,70 +169,32 @@ MARGIN_FWD(f32, float)
 MARGIN_FWD(bf16, bf16_t)
 MARGIN_FWD(f16, f16_t)
 
-__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
-
 // insightface clamps p_y >= 1e-30 in the loss value only (the CPU classifier's CE_MAX); G is unclamped.
 #define CE_MAX 69.07755278982137f
 
-// Per row: lse = M + log S, loss_i = I(p)*min(CE_i, CE_MAX) (unweighted rows: I = 1), p_y, st_i = I + I'*p*log p,
-// and MagFace's (1/B)*st*(p_y - 1)*dz_y/dm times dm/da (mag_k; the regulariser term is added on the host).
+// Per row of a fixed-parameter head (unit sample weights): lse = M + log S and loss_i = min(CE_i, CE_MAX).
 extern "C" __global__ void margin_finish(int B, const long long* __restrict__ labels, const float* __restrict__ M,
                                          const float* __restrict__ S, const float* __restrict__ zy,
-                                         const float* __restrict__ dzy_dm, float mag_k, HeadParams hp,
-                                         float* __restrict__ lse, float* __restrict__ loss,
-                                         float* __restrict__ py, float* __restrict__ st,
-                                         float* __restrict__ dl_da) {
+                                         float* __restrict__ lse, float* __restrict__ loss) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B) return;
     if (labels[i] < 0) {
-        lse[i] = 0.0f; loss[i] = 0.0f; py[i] = 0.0f; st[i] = 0.0f; dl_da[i] = 0.0f;
+        lse[i] = 0.0f; loss[i] = 0.0f;
         return;
     }
     float l = M[i] + logf(S[i]);
-    float logp = zy[i] - l;  // log p_y, never log of an exp
-    float p = expf(logp);
-    float one_minus_p = -expm1f(logp);
-    float ce = -logp;
-    float I = 1.0f, Ip = 0.0f, stv;
-    switch (hp.weight_kind) {
-        case W_SMA: {
-            float u = hp.w_p0 - p;
-            bool flat = (hp.sma_variant == SMA_WEAK && u < 0.0f) || (hp.sma_variant == SMA_STRONG && u > 0.0f);
-            if (hp.sma_variant == SMA_WEAK) u = fmaxf(u, 0.0f);
-            if (hp.sma_variant == SMA_STRONG) u = fminf(u, 0.0f);
-            float sg = sigmoidf(hp.w_beta * u);
-            I = hp.w_c * (1.0f + hp.w_alpha * (sg - 0.5f));
-            Ip = flat ? 0.0f : -hp.w_c * hp.w_alpha * hp.w_beta * sg * (1.0f - sg);
-            stv = I + Ip * p * logp;
-            break;
-        }
-        case W_HM:
-            I = p < 0.5f ? 1.0f : 0.0f;
-            stv = I;
-            break;
-        case W_FOCAL: {
-            I = powf(one_minus_p, hp.w_gamma);
-            float d = hp.w_gamma * powf(one_minus_p, hp.w_gamma - 1.0f);
-            stv = I - d * p * logp;
-            break;
-        }
-        default:
-            stv = 1.0f;
-    }
     lse[i] = l;
-    loss[i] = I * fminf(ce, CE_MAX);
-    py[i] = p;
-    st[i] = stv;
-    dl_da[i] = hp.inv_batch * stv * (p - 1.0f) * dzy_dm[i] * mag_k;
+    loss[i] = fminf(l - zy[i], CE_MAX);  // -log p_y, never the log of an exp
 }
 
 // G for one class block, recomputing the logits from the cosines; G is written in the GEMM dtype with
-// leading dimension ldg. Rows with label < 0 get zeros.
+// leading dimension ldg. st (the per-row gradient factor of weighted heads) may be null: unit weights.
+// Rows with label < 0 get zeros.
 #define MARGIN_BWD(SUF, T, TG)                                                                             \
     extern "C" __global__ void margin_bwd_block_##SUF(                                                     \
         int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
         const float* __restrict__ tau, const float* __restrict__ zy, const float* __restrict__ zpy,        \
-        const float* __restrict__ lse, const float* __restrict__ st, HeadParams hp, long long ldg,         \
+        const float* __restrict__ lse, const float* __restrict__ st, MarginParams hp, long long ldg,         \
         TG* __restrict__ grad) {                                                                           \
         int i = blockIdx.y;                                                                                \
         int jj = blockIdx.x * blockDim.x + threadIdx.x;                                                    \
@@ -272,7 +207,7 @@ extern "C" __global__ void margin_finish(int B, const long long* __restrict__ la
             if (is_target) { z = zy[i]; zp = zpy[i]; }                                                     \
             else nontarget(hp, to_f32(cosv[(long long)i * ldc + jj]), tau[i], &z, &zp);                    \
             float P = __expf(z - lse[i]);                                                                  \
-            g = hp.inv_batch * st[i] * (P - (is_target ? 1.0f : 0.0f)) * zp;                               \
+            g = hp.inv_batch * (st ? st[i] : 1.0f) * (P - (is_target ? 1.0f : 0.0f)) * zp;                               \
         }                                                                                                  \
         grad[(long long)i * ldg + jj] = from_f32<TG>(g);                                                   \
     }

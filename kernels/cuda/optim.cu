@@ -1,4 +1,4 @@
-// Must match engine::optim::sgd (torch.optim.SGD) and engine::optim::adamw (torch.optim.AdamW), one
+// Must match engine::backend::cpu::optim::{sgd_step, adamw_step} (torch.optim.SGD and AdamW), one
 // fused pass per parameter tensor. grad_scale multiplies the raw gradient first (1/loss_scale under
 // mixed precision). When p16 is not null the updated f32 master weight is also written there as bf16,
 // the copy the next forward reads.

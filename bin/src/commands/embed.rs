@@ -4,11 +4,11 @@
 use super::CmdResult;
 use crate::aligned::{check_aligned_input, embed_items, Item};
 use crate::backbone_io::ModelSource;
-use crate::images::{decode_for_model, embed_pixels};
 use datasets::faceset::FaceSet;
 use datasets::image::align::ARCFACE_112;
 use datasets::image_list::read_image_list;
 use datasets::loader::extend_normalized;
+use engine::embed::{decode_for_model, embed_pixels};
 use engine::eval::quality::row_norms;
 use engine::io::safetensors::{self, SafeTensors};
 use engine::Tensor;

@@ -5,8 +5,7 @@
 
 use super::CmdResult;
 use crate::backbone_io::ModelSource;
-use crate::images::{embed_pixels, load_normalized, read_list};
-use crate::pair_eval::PairEval;
+use engine::embed::{embed_pixels, load_normalized, read_list, PairEval};
 use engine::eval::identification::identify;
 use engine::eval::plots::{erc_plot, magnitude_histogram_plot, roc_plot};
 use engine::eval::qmagface::pair_min;

@@ -3,7 +3,7 @@
 //! another model's constants.
 
 use super::eval_flags::BenchmarkFlags;
-use crate::pair_eval::PairEval;
+use engine::embed::PairEval;
 use engine::eval::qmagface::{fit, pair_min, FitOptions, QualityWeight};
 use engine::eval::verification::pair_cosines;
 use engine::model::{IResNet, ParamStore};

@@ -10,7 +10,6 @@ pub mod eval_quality;
 pub mod eval_summary;
 pub mod eval_tinyface;
 pub mod export;
-pub mod gpu_check;
 pub mod head;
 pub mod head_flags;
 pub mod info;

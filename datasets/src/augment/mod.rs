@@ -70,8 +70,11 @@ pub fn augment(img: &mut Image, cfg: &AugmentConfig, rng: &mut Rng) -> Applied {
 /// unchecked conversion (which vectorizes, unlike the saturating `as`) always sees a value in range.
 #[inline(always)]
 pub(crate) fn round_u8(v: f32) -> u8 {
+    // max/min rather than clamp: they map NaN to 0 (clamp keeps NaN), so the operand is always finite.
     // SAFETY: the operand is finite and within [0.5, 255.5].
-    unsafe { (v.max(0.0).min(255.0) + 0.5).to_int_unchecked::<i32>() as u8 }
+    #[allow(clippy::manual_clamp)]
+    let v = v.max(0.0).min(255.0);
+    unsafe { (v + 0.5).to_int_unchecked::<i32>() as u8 }
 }
 
 /// Mirrors left and right in place (the batch writer usually fuses this instead).

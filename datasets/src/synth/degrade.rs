@@ -114,7 +114,7 @@ mod tests {
 
     fn checker(size: usize) -> Vec<f32> {
         (0..size * size * 3)
-            .map(|i| if ((i / 3) % size + (i / 3) / size) % 2 == 0 { 0.2 } else { 0.8 })
+            .map(|i| if ((i / 3) % size + (i / 3) / size).is_multiple_of(2) { 0.2 } else { 0.8 })
             .collect()
     }
 

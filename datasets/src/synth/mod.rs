@@ -130,7 +130,7 @@ impl SynthConfig {
         if self.identities == 0 || self.images_per_identity == 0 {
             return fail("identities and images_per_identity must both be at least 1".into());
         }
-        if self.pairs % 2 != 0 {
+        if !self.pairs.is_multiple_of(2) {
             return fail(format!("pairs {} must be even (half same, half different)", self.pairs));
         }
         if self.pairs > 0 && self.heldout_identities < 2 {
@@ -170,7 +170,7 @@ pub fn train_image(cfg: &SynthConfig, label: u32, k: usize) -> SynthImage {
 fn pair_labels(cfg: &SynthConfig, p: usize) -> (u32, u32, bool) {
     let mut rng = SynthRng::stream(cfg.seed, Stream::PairChoice, p as u64, 0);
     let h = cfg.heldout_identities;
-    let same = p % 2 == 0;
+    let same = p.is_multiple_of(2);
     let a = rng.below(h);
     let b = if same { a } else { (a + 1 + rng.below(h - 1)) % h };
     let base = cfg.identities as u32;

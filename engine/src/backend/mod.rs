@@ -1,5 +1,10 @@
-//! The backend interface: the primitive kernels every device implements. Ops (`crate::ops`) compose these
-//! and record their backward on the tape, so model code never names a device.
+//! The backend interface: the one door to a device. Everything that computes on a tensor's device goes
+//! through `Backend`, whose CPU implementation (`cpu/`) is the reference every other one is tested
+//! against: the primitive ops that `crate::ops` composes and records on the tape, and the fused and
+//! training primitives (16-bit casts, batch norm with PReLU, optimizer updates, non-finite checks, the
+//! margin-softmax classifier, batch staging). Model, heads, optimizers and the trainer never name a
+//! device; a new device implements this trait and adds a variant to `tensor::Device` and
+//! `tensor::Storage`.
 //!
 //! Conventions shared by every implementation:
 //! - tensors are contiguous; activations NHWC, convolution weights OHWI `[out, kh, kw, in]`;
@@ -11,6 +16,15 @@
 
 pub mod cpu;
 pub mod cuda;
+mod dropout_draw;
+mod margin_head;
+mod optim_step;
+mod staging;
+
+pub use dropout_draw::dropout_keep;
+pub use margin_head::{MarginHeadCall, MarginHeadOutput};
+pub use optim_step::{AdamWStep, SgdStep};
+pub use staging::{BatchStager, HostPixels, StagedBatch};
 
 use crate::tensor::{DType, Device, Shape, Tensor};
 use crate::{Error, Result};
@@ -57,6 +71,48 @@ pub struct BatchNormSaved {
     pub var: Tensor,
     /// Per-channel 1 / sqrt(var + eps) `[C]`.
     pub invstd: Tensor,
+    /// Batch norm followed by PReLU: the batch norm's output, where a backend keeps it for the PReLU
+    /// backward (the CPU does; a fused kernel recomputes it from x instead and leaves this `None`).
+    pub pre_activation: Option<Tensor>,
+}
+
+/// Counters a device keeps about its own work (all zero on the CPU): what the throughput benchmark
+/// reports beside its timings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceCounters {
+    /// Kernels launched so far.
+    pub kernel_launches: u64,
+    /// Allocations that reached the driver (not served by the caching allocator).
+    pub driver_allocs: u64,
+    /// Allocations served from the caching allocator's free lists.
+    pub reuses: u64,
+    /// Bytes the caching allocator holds.
+    pub bytes_held: u64,
+    /// Convolution algorithms chosen so far: (algorithm, how many convolution cases chose it).
+    pub conv_algorithms: Vec<(String, usize)>,
+}
+
+/// The shape of `parts` stacked along the first dim (`Backend::concat_rows`), or an error when they do not
+/// share a dtype and trailing shape.
+pub(crate) fn stacked_dims(parts: &[Tensor]) -> Result<Vec<usize>> {
+    let first = parts.first().ok_or_else(|| Error::Shape("concat_rows of nothing".into()))?;
+    let tail = &first.dims()[1..];
+    let mut rows = 0;
+    for p in parts {
+        if p.dims().is_empty() || &p.dims()[1..] != tail || p.dtype() != first.dtype() {
+            return Err(Error::Shape(format!(
+                "concat_rows: {} {} does not stack on {} {}",
+                p.shape(),
+                p.dtype(),
+                first.shape(),
+                first.dtype()
+            )));
+        }
+        rows += p.dims()[0];
+    }
+    let mut dims = vec![rows];
+    dims.extend_from_slice(tail);
+    Ok(dims)
 }
 
 fn unsupported<T>(backend: &str, op: &str) -> Result<T> {
@@ -66,7 +122,30 @@ fn unsupported<T>(backend: &str, op: &str) -> Result<T> {
 pub trait Backend: Send + Sync {
     fn name(&self) -> String;
 
+    /// The device for people: "cpu", "cuda:0 (NVIDIA H100, sm_90)".
+    fn describe(&self) -> String {
+        self.name()
+    }
+
+    /// Whether 16-bit floating point is emulated here (f32 values rounded to the 16-bit grid) rather
+    /// than stored and computed natively, so that bf16/fp16 only cost time (the CPU).
+    fn emulates_half(&self) -> bool {
+        false
+    }
+
+    /// Waits for all queued work (a no-op where work runs synchronously).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The device's work counters (launches, allocations, algorithm choices).
+    fn counters(&self) -> DeviceCounters {
+        DeviceCounters::default()
+    }
+
     fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor>;
+
+    // ---- Primitive ops (each differentiable op of `crate::ops` composes these) ----
 
     /// out = op(a) @ op(b), where op transposes when the flag is set. a, b rank 2.
     fn matmul(&self, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
@@ -100,6 +179,19 @@ pub trait Backend: Send + Sync {
     fn sum_all(&self, a: &Tensor) -> Result<Tensor> {
         let _ = a;
         unsupported(&self.name(), "sum_all")
+    }
+
+    /// A tensor of `shape` whose every element is the single value of `s` (the backward of a sum),
+    /// without reading `s` on the host where that would stall the device.
+    fn broadcast_scalar(&self, s: &Tensor, shape: &Shape) -> Result<Tensor> {
+        let _ = (s, shape);
+        unsupported(&self.name(), "broadcast_scalar")
+    }
+
+    /// `t * s` for a one-element tensor `s` (the tape's seed reaching a node that stored its gradients).
+    fn scale_by_scalar(&self, t: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let _ = (t, s);
+        unsupported(&self.name(), "scale_by_scalar")
     }
 
     fn conv2d_forward(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
@@ -226,6 +318,153 @@ pub trait Backend: Send + Sync {
     ) -> Result<Tensor> {
         let _ = eps;
         self.l2_normalize_rows_backward(dy, y, norms)
+    }
+
+    /// Rows `r0..r1` of `t` (along the first dim), a copy.
+    fn slice_rows(&self, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
+        let _ = (t, r0, r1);
+        unsupported(&self.name(), "slice_rows")
+    }
+
+    /// Tensors of one dtype and trailing shape stacked along the first dim.
+    fn concat_rows(&self, parts: &[Tensor]) -> Result<Tensor> {
+        let _ = parts;
+        unsupported(&self.name(), "concat_rows")
+    }
+
+    // ---- Half precision ----
+
+    /// `t` converted to `dtype` (f32 <-> bf16/fp16: round to nearest even).
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        let _ = (t, dtype);
+        unsupported(&self.name(), "cast")
+    }
+
+    /// A GEMM operand as a `half` (bf16/fp16) GEMM reads it: where 16 bits are emulated, an f32 copy
+    /// rounded to the 16-bit grid; where they are native, the tensor cast to `half` itself. Same values.
+    fn half_operand(&self, t: &Tensor, half: DType) -> Result<Tensor> {
+        let _ = (t, half);
+        unsupported(&self.name(), "half_operand")
+    }
+
+    /// A GEMM's result as stored in `half`, handed on as f32: an emulating backend rounds it; a native
+    /// one widens a half result, or rounds an f32 one (a bias was added in f32) through `half`.
+    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+        let _ = (t, half);
+        unsupported(&self.name(), "half_result")
+    }
+
+    /// The f32 view of a tensor an autocast op holds (a native half tensor widened; an emulated one,
+    /// already f32, as it is).
+    fn widen(&self, t: &Tensor) -> Result<Tensor> {
+        let _ = t;
+        unsupported(&self.name(), "widen")
+    }
+
+    // ---- Fused training primitives ----
+
+    /// Training batch norm followed by PReLU (IResNet's BN-PReLU pairs): y = prelu(bn(x)), with what the
+    /// backward needs. The CPU runs the two ops exactly; a GPU runs one kernel and recomputes bn(x) in the
+    /// backward instead of storing it.
+    fn batch_norm_prelu_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let _ = (x, gamma, beta, alpha, eps);
+        unsupported(&self.name(), "batch_norm_prelu_forward_train")
+    }
+
+    /// Returns (dx, dgamma, dbeta, dalpha) of `batch_norm_prelu_forward_train`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_prelu_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let _ = (dy, x, gamma, beta, alpha, saved);
+        unsupported(&self.name(), "batch_norm_prelu_backward")
+    }
+
+    /// One torch.optim.SGD update of `p` with gradient `g`; `buf` is the momentum buffer (created on the
+    /// first step when momentum is on). Returns a bf16 copy of the new weights when `h.bf16_copy`.
+    fn sgd_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        buf: &mut Option<Tensor>,
+        h: &SgdStep,
+    ) -> Result<Option<Tensor>> {
+        let _ = (p, g, buf, h);
+        unsupported(&self.name(), "sgd_step")
+    }
+
+    /// One torch.optim.AdamW update at step `h.step` (1-based) of `p` and its moments `m`, `v`. Returns a
+    /// bf16 copy of the new weights when `h.bf16_copy`.
+    fn adamw_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        h: &AdamWStep,
+    ) -> Result<Option<Tensor>> {
+        let _ = (p, g, m, v, h);
+        unsupported(&self.name(), "adamw_step")
+    }
+
+    /// The index of the first tensor holding a NaN or an infinity, if any (one host read on a GPU).
+    fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
+        let _ = ts;
+        unsupported(&self.name(), "first_nonfinite")
+    }
+
+    /// Multiplies every tensor by `factor` (an f32, as loss scaling keeps its scale) in place, then
+    /// returns the index of the first holding a NaN or an infinity (the fp16 unscale).
+    fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
+        let _ = (ts, factor);
+        unsupported(&self.name(), "scale_and_check")
+    }
+
+    /// The sum of the squares of every element of every tensor (gradient-norm clipping).
+    fn sum_of_squares(&self, ts: &[&Tensor]) -> Result<f64> {
+        let _ = ts;
+        unsupported(&self.name(), "sum_of_squares")
+    }
+
+    /// Decoded u8 HWC RGB images `[n, h, w, 3]` (host bytes) as a normalized NHWC tensor of `dtype` on
+    /// this device, (x / 255 - 0.5) / 0.5, images with `flip[i]` mirrored left-right.
+    fn images_to_nhwc(
+        &self,
+        images: &[u8],
+        shape: [usize; 4],
+        flip: &[bool],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let _ = (images, shape, flip, dtype);
+        unsupported(&self.name(), "images_to_nhwc")
+    }
+
+    /// A double-buffered uploader for training batches, where moving a batch to the device can overlap
+    /// the previous step; `None` where batches are used where they are made (the CPU).
+    fn batch_stager(&self) -> Result<Option<Box<dyn BatchStager>>> {
+        Ok(None)
+    }
+
+    /// The margin-softmax classifier of a head (spec heads.md §0 and §13): batch-mean loss and, when
+    /// asked, the gradients with respect to the embeddings and the class weights. The CPU runs the head's
+    /// reference classifier (`heads::run`); a GPU runs chunked kernels that never hold the
+    /// `[batch, classes]` logits, with the head's per-row scalars planned on the host by its own code.
+    fn margin_head(&self, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+        let _ = call;
+        unsupported(&self.name(), "margin_head")
     }
 }
 

@@ -39,7 +39,7 @@ impl QualityWeight {
 
 /// Pair qualities `min(q[2i], q[2i+1])` from per-image norms listed pair by pair.
 pub fn pair_min(norms: &[f64]) -> Result<Vec<f64>> {
-    if norms.len() % 2 != 0 {
+    if !norms.len().is_multiple_of(2) {
         return Err(Error::Shape(format!("QMagFace: {} norms do not form pairs", norms.len())));
     }
     Ok(norms.chunks(2).map(|p| p[0].min(p[1])).collect())
@@ -144,7 +144,7 @@ pub fn fit(cos: &[f64], qmin: &[f64], issame: &[bool], opts: &FitOptions) -> Res
         let mut best: Option<(usize, f64, f64)> = None;
         for (i, r) in results.iter().enumerate() {
             let (fnmr, t) = r[j].unwrap_or((1.0, f64::INFINITY));
-            if best.map_or(true, |(_, b, _)| fnmr < b) {
+            if best.is_none_or(|(_, b, _)| fnmr < b) {
                 best = Some((i, fnmr, t));
             }
         }

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 /// L2 norm of each row of `dim` values.
 pub fn row_norms(emb: &[f32], dim: usize) -> Result<Vec<f64>> {
-    if dim == 0 || emb.len() % dim != 0 {
+    if dim == 0 || !emb.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!("magnitudes: {} values do not form rows of {dim}", emb.len())));
     }
     Ok(emb.chunks(dim).map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()).collect())

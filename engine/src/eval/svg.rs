@@ -357,7 +357,7 @@ pub(crate) mod tests {
             if value.contains('<') {
                 return Err(format!("'<' in attribute {key}"));
             }
-            for word in value.split(|c: char| c == ' ' || c == ',' || c == '(' || c == ')') {
+            for word in value.split([' ', ',', '(', ')']) {
                 let lower = word.to_ascii_lowercase();
                 if lower.contains("nan") || lower.contains("inf") {
                     return Err(format!("non-finite number in {key}={value:?}"));

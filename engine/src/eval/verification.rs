@@ -62,7 +62,7 @@ pub fn l2_normalize(emb: &[f64], dim: usize) -> Result<Vec<f64>> {
 }
 
 fn check_rows(emb: &[f64], dim: usize, what: &str) -> Result<()> {
-    if dim == 0 || emb.len() % dim != 0 {
+    if dim == 0 || !emb.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!("{what}: {} values do not form rows of {dim}", emb.len())));
     }
     if let Some(i) = emb.iter().position(|v| !v.is_finite()) {
@@ -75,7 +75,7 @@ fn check_rows(emb: &[f64], dim: usize, what: &str) -> Result<()> {
 pub fn pair_distances(emb: &[f64], dim: usize) -> Result<Vec<f64>> {
     let e = l2_normalize(emb, dim)?;
     let rows = e.len() / dim;
-    if rows % 2 != 0 {
+    if !rows.is_multiple_of(2) {
         return Err(Error::Shape(format!("pairs: {rows} embeddings is an odd number")));
     }
     Ok(e.chunks(2 * dim)
@@ -86,7 +86,7 @@ pub fn pair_distances(emb: &[f64], dim: usize) -> Result<Vec<f64>> {
 /// Cosine similarity of each pair `(2i, 2i+1)`.
 pub fn pair_cosines(emb: &[f64], dim: usize) -> Result<Vec<f64>> {
     let e = l2_normalize(emb, dim)?;
-    if (e.len() / dim) % 2 != 0 {
+    if !(e.len() / dim).is_multiple_of(2) {
         return Err(Error::Shape(format!("pairs: {} embeddings is an odd number", e.len() / dim)));
     }
     Ok(e.chunks(2 * dim).map(|p| p[..dim].iter().zip(&p[dim..]).map(|(a, b)| a * b).sum()).collect())

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 /// insightface clamps p_y >= 1e-30 in the loss value only: CE <= -ln(1e-30). The gradient is unclamped.
 pub const CE_MAX: f64 = 69.077_552_789_821_37;
 
-/// Denominator floor of the L2 normalizations (torch's F.normalize).
-const NORM_FLOOR: f64 = 1e-12;
+/// Denominator floor of the L2 normalizations (torch's F.normalize), as `ops::normalize`.
+pub const NORM_FLOOR: f64 = crate::ops::NORMALIZE_EPS;
 
 /// Detached per-sample values to hold fixed instead of computing them (finite-difference checks of the
 /// gradient, which by definition does not flow through detached values).

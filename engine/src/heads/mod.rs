@@ -23,7 +23,7 @@
 //! Per-row scalars are f64 (they are few); everything per element runs in the tensor's float type.
 
 mod classifier;
-pub mod device;
+pub mod kernel_plan;
 pub(crate) mod maps;
 mod params;
 mod quality;
@@ -51,7 +51,7 @@ pub mod sphereface;
 #[cfg(test)]
 mod tests;
 
-pub use classifier::{run, run_sharded, Frozen, Output, RowReport, RunOptions, Shard, CE_MAX};
+pub use classifier::{run, run_sharded, Frozen, Output, RowReport, RunOptions, Shard, CE_MAX, NORM_FLOOR};
 pub use maps::{NonTarget, RowPlan, TargetMap};
 pub use params::{GradMode, HeadParams, Phase, Variant};
 pub use registry::{from_name, names};

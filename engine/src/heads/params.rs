@@ -118,6 +118,27 @@ impl HeadParams {
         }
     }
 
+    /// Whether the flag `name` (without "--") has a value.
+    fn is_set(&self, name: &str) -> bool {
+        match name {
+            "easy-margin" => self.easy_margin.is_some(),
+            "grad-mode" => self.grad_mode.is_some(),
+            "variant" => self.variant.is_some(),
+            "phase" => self.phase.is_some(),
+            _ => self.number(name).is_some(),
+        }
+    }
+
+    /// Sets each (flag, value) of `args` that has no value yet: a preset's values under the user's flags.
+    pub fn fill_unset(&mut self, args: &[(&str, &str)]) -> Result<()> {
+        for &(flag, value) in args {
+            if !self.is_set(flag) {
+                self.set(flag, value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets one value by its flag name (without "--") from text, as fixtures and configs carry them.
     pub fn set(&mut self, flag: &str, value: &str) -> Result<()> {
         let num = || -> Result<f64> {
@@ -270,6 +291,15 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preset_values_fill_only_unset_flags() {
+        let mut p = HeadParams { m: Some(0.3), ..HeadParams::default() };
+        p.fill_unset(&[("s", "64"), ("m", "0.5"), ("l-a", "10")]).unwrap();
+        assert_eq!((p.s, p.m, p.l_a), (Some(64.0), Some(0.3), Some(10.0)));
+        assert!(p.fill_unset(&[("zz", "1")]).is_err());
+        assert!(p.clone().fill_unset(&[("k", "x")]).is_err());
+    }
 
     #[test]
     fn unused_and_invalid_values_are_errors() {

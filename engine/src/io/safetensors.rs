@@ -56,7 +56,7 @@ pub fn to_bytes(st: &SafeTensors) -> Result<Vec<u8>> {
         );
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).expect("JSON of strings and numbers");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + data.len());

@@ -1,12 +1,11 @@
-//! Training batch norm followed by PReLU (IResNet's BN-PReLU pairs) as one op. On a GPU it is one fused
+//! Training batch norm followed by PReLU (IResNet's BN-PReLU pairs) as one op, one tape node: the
+//! backend's `batch_norm_prelu_forward_train` and `batch_norm_prelu_backward`. On a GPU that is one fused
 //! kernel each way (batch_norm.cu: the PReLU input is never stored, the backward recomputes it from x);
-//! on the CPU it is exactly the two ops one after the other, so CPU results do not change.
+//! on the CPU it is exactly batch norm then PReLU, so CPU results are those of the two ops.
 
-use super::batch_norm::{batch_norm_train, train_inputs, BatchStats};
-use super::prelu;
-use crate::backend::cuda::ops as cuda_ops;
+use super::batch_norm::{train_inputs, BatchStats};
 use crate::tape::{Tape, Var};
-use crate::tensor::{Device, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 /// y = prelu(batch_norm(x; gamma, beta), alpha), with the batch statistics for the running ones.
@@ -18,10 +17,6 @@ pub fn batch_norm_prelu_train(
     alpha: Var,
     eps: f64,
 ) -> Result<(Var, BatchStats)> {
-    let Device::Cuda(ctx) = tape.value(x).device() else {
-        let (y, stats) = batch_norm_train(tape, x, Some(gamma), Some(beta), eps)?;
-        return Ok((prelu(tape, y, alpha)?, stats));
-    };
     let op = "batch_norm_prelu_train";
     let (mut inputs, tx, tg, tb, rows) = train_inputs(tape, op, x, Some(gamma), Some(beta))?;
     let ta = tape.value(alpha).clone();
@@ -29,23 +24,14 @@ pub fn batch_norm_prelu_train(
         return Err(Error::Shape(format!("{op}: alpha {} does not fit input {}", ta.shape(), tx.shape())));
     }
     inputs.push(alpha);
-    let (y, saved) = cuda_ops::batch_norm_prelu_train(&ctx, &tx, tg.as_ref(), tb.as_ref(), Some(&ta), eps)?;
+    let (y, saved) = tx.backend().batch_norm_prelu_forward_train(&tx, tg.as_ref(), tb.as_ref(), &ta, eps)?;
     let stats = BatchStats::from_saved(&saved, rows)?;
     let out = tape.push(
         y,
         &inputs,
         Box::new(move |g: &Tensor| {
-            let (dx, dg, db, da) = cuda_ops::batch_norm_prelu_backward(
-                &ctx,
-                g,
-                &tx,
-                tg.as_ref(),
-                tb.as_ref(),
-                Some(&ta),
-                &saved,
-            )?;
-            let da =
-                da.ok_or_else(|| Error::Device("fused batch norm backward gave no PReLU gradient".into()))?;
+            let (dx, dg, db, da) =
+                g.backend().batch_norm_prelu_backward(g, &tx, tg.as_ref(), tb.as_ref(), &ta, &saved)?;
             Ok(vec![Some(dx), Some(dg), Some(db), Some(da)])
         }),
     );
@@ -55,6 +41,7 @@ pub fn batch_norm_prelu_train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::{batch_norm_train, prelu};
     use crate::rng::Rng;
 
     /// On the CPU the fused op is the two ops: same values, same gradients, bit for bit.

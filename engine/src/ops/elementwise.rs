@@ -45,20 +45,11 @@ pub fn mul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
 pub fn sum_all(tape: &mut Tape, a: Var) -> Result<Var> {
     let ta = tape.value(a).clone();
     let out = ta.backend().sum_all(&ta)?;
-    let (shape, dtype, device) = (ta.shape().clone(), ta.dtype(), ta.device());
+    let shape = ta.shape().clone();
     Ok(tape.push(
         out,
         &[a],
-        Box::new(move |g: &Tensor| {
-            if !device.is_cpu() {
-                // g broadcast on the device (a one-row scale of ones), without reading it on the host.
-                let be = g.backend();
-                let ones = be.affine(&be.zeros(&[1, shape.numel()].into(), dtype)?, 0.0, 1.0)?;
-                return Ok(vec![Some(be.scale_rows(&ones, &g.reshape([1])?)?.reshape(shape.clone())?)]);
-            }
-            let v = g.scalar_value()?;
-            Ok(vec![Some(Tensor::full(shape.clone(), v, dtype, &device)?)])
-        }),
+        Box::new(move |g: &Tensor| Ok(vec![Some(g.backend().broadcast_scalar(g, &shape)?)])),
     ))
 }
 

@@ -1,12 +1,12 @@
 //! Half-precision rounding on the tape: the explicit `round_to` cast op, and the helpers through which
-//! the GEMM-running ops (conv2d, linear, matmul, the head) honour the tape's autocast type. Without an
-//! autocast type the helpers hand back the very tensors they were given (no copy, no change). On the CPU
-//! autocast is an emulation (f32 values rounded to the half type); on a GPU the GEMMs really run in it.
+//! the GEMM-running ops (conv2d, linear, matmul) honour the tape's autocast type. Without an autocast
+//! type the helpers hand back the very tensors they were given (no copy, no change); with one, the
+//! tensor's backend decides how it holds a 16-bit operand (`Backend::half_operand`: rounded f32 values
+//! where 16 bits are emulated, as on the CPU; the real 16-bit type on a GPU; the same values either way).
 
-use crate::backend::cuda::ops as cuda_ops;
 use crate::tape::{Tape, Var};
-use crate::tensor::half_round::{round_in_place, round_tensor};
-use crate::tensor::{DType, Device, Tensor};
+use crate::tensor::half_round::round_tensor;
+use crate::tensor::{DType, Tensor};
 use crate::Result;
 use std::borrow::Cow;
 
@@ -17,43 +17,25 @@ pub fn round_to(tape: &mut Tape, x: Var, dtype: DType) -> Result<Var> {
     Ok(tape.push(out, &[x], Box::new(move |g: &Tensor| Ok(vec![Some(round_tensor(g, dtype)?)]))))
 }
 
-/// An operand as a half-precision GEMM reads it, under autocast: on the CPU a rounded f32 copy (the
-/// emulation); on a GPU the tensor cast to the half type itself, so cuDNN and cuBLAS run it on the tensor
-/// cores (same values: the cast rounds to nearest even as the emulation does). Without autocast, `t`.
+/// An operand as a half-precision GEMM reads it under autocast (`Backend::half_operand`); without
+/// autocast, `t` itself.
 pub(crate) fn operand(t: &Tensor, half: Option<DType>) -> Result<Cow<'_, Tensor>> {
-    match (half, t.device()) {
-        (None, _) => Ok(Cow::Borrowed(t)),
-        (Some(d), Device::Cpu) => Ok(Cow::Owned(round_tensor(t, d)?)),
-        (Some(d), Device::Cuda(ctx)) => Ok(Cow::Owned(cuda_ops::cast(&ctx, t, d)?)),
+    match half {
+        None => Ok(Cow::Borrowed(t)),
+        Some(d) => Ok(Cow::Owned(t.backend().half_operand(t, d)?)),
     }
 }
 
-/// A GEMM's result as stored in half precision, handed on as f32: rounded in place on the CPU (results
-/// are fresh, unshared tensors); on a GPU a half result is widened, an f32 one (a bias was added in f32)
-/// goes through the half type and back.
-pub(crate) fn result(mut t: Tensor, half: Option<DType>) -> Result<Tensor> {
+/// A GEMM's result as stored in half precision, handed on as f32 (`Backend::half_result`).
+pub(crate) fn result(t: Tensor, half: Option<DType>) -> Result<Tensor> {
     let Some(d) = half else { return Ok(t) };
-    match t.device() {
-        Device::Cpu => {
-            round_in_place(&mut t, d)?;
-            Ok(t)
-        }
-        Device::Cuda(ctx) if t.dtype() == DType::F32 => {
-            cuda_ops::cast(&ctx, &cuda_ops::cast(&ctx, &t, d)?, DType::F32)
-        }
-        Device::Cuda(ctx) => cuda_ops::cast(&ctx, &t, DType::F32),
-    }
+    let dev = t.device();
+    crate::backend::for_device(&dev).half_result(t, d)
 }
 
-/// The f32 view of a tensor an autocast op holds, for the parts of the op that stay f32 (the bias): on a
-/// GPU a half tensor is widened; everything else (the CPU's rounded f32 copies) is returned as it is.
+/// The f32 view of a tensor an autocast op holds, for the parts of the op that stay f32 (the bias).
 pub(crate) fn widen(t: &Tensor) -> Result<Cow<'_, Tensor>> {
-    match t.device() {
-        Device::Cuda(ctx) if matches!(t.dtype(), DType::BF16 | DType::F16) => {
-            Ok(Cow::Owned(cuda_ops::cast(&ctx, t, DType::F32)?))
-        }
-        _ => Ok(Cow::Borrowed(t)),
-    }
+    Ok(Cow::Owned(t.backend().widen(t)?))
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! correction: m = m + (1-b1)(g-m), v = b2 v + (1-b2) g^2, p -= (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
 //! The step count t is kept per parameter, as torch does.
 
-use super::update::{check_state_shape, float_kind, owned_grads};
+use super::update::{check_state_shape, owned_grads};
 use super::{Optimizer, ParamGroups};
+use crate::backend::AdamWStep;
 use crate::model::ParamStore;
-use crate::tensor::{DType, Element, Float, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -41,84 +42,6 @@ impl AdamW {
         AdamW { config, groups, moments: BTreeMap::new() }
     }
 
-    fn step_typed<T: Float + Element>(
-        &mut self,
-        store: &mut ParamStore,
-        name: &str,
-        g: &Tensor,
-        lr: f64,
-    ) -> Result<()> {
-        let opts = self.groups.options_for(name);
-        let c = self.config;
-        let m = match self.moments.get_mut(name) {
-            Some(m) => m,
-            None => {
-                let z = Tensor::zeros(g.shape().clone(), g.dtype(), &g.device())?;
-                self.moments.entry(name.to_string()).or_insert(Moments {
-                    step: 0,
-                    exp_avg: z.clone(),
-                    exp_avg_sq: z,
-                })
-            }
-        };
-        m.step += 1;
-        let lr = lr * opts.lr_scale;
-        let t = m.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let f = T::from_f64;
-        let (decay, b1, b2, eps) = (f(1.0 - lr * opts.weight_decay), f(c.beta1), f(c.beta2), f(c.eps));
-        let (step_size, bc2_sqrt) = (f(lr / bc1), f(bc2_sqrt));
-        let g = g.as_slice::<T>()?;
-        let ea = m.exp_avg.as_mut_slice::<T>()?;
-        let ev = m.exp_avg_sq.as_mut_slice::<T>()?;
-        let p = store.get_mut(name)?.as_mut_slice::<T>()?;
-        for i in 0..p.len() {
-            p[i] *= decay;
-            ea[i] += (T::ONE - b1) * (g[i] - ea[i]);
-            ev[i] = b2 * ev[i] + (T::ONE - b2) * g[i] * g[i];
-            let denom = ev[i].sqrt() / bc2_sqrt + eps;
-            p[i] -= step_size * ea[i] / denom;
-        }
-        Ok(())
-    }
-
-    /// The same update on a CUDA device through optim.cu's fused `adamw_f32` (f32 only). Moments restored
-    /// from a checkpoint (host tensors) move to the device on their first use.
-    fn step_device(&mut self, store: &mut ParamStore, name: &str, g: &Tensor, lr: f64) -> Result<()> {
-        let opts = self.groups.options_for(name);
-        let c = self.config;
-        let p = store.get(name)?.clone();
-        let ctx = super::update::cuda_context(&p, "adamw")?;
-        let dev = p.device();
-        let m = match self.moments.get_mut(name) {
-            Some(m) => m,
-            None => {
-                let z = Tensor::zeros(g.shape().clone(), g.dtype(), &dev)?;
-                self.moments.entry(name.to_string()).or_insert(Moments {
-                    step: 0,
-                    exp_avg: z.clone(),
-                    exp_avg_sq: z,
-                })
-            }
-        };
-        m.step += 1;
-        let cfg = crate::backend::cuda::train_ops::AdamWConfig {
-            lr: (lr * opts.lr_scale) as f32,
-            beta1: c.beta1 as f32,
-            beta2: c.beta2 as f32,
-            eps: c.eps as f32,
-            weight_decay: opts.weight_decay as f32,
-        };
-        let t = u32::try_from(m.step)
-            .map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step)))?;
-        let (ea, ev) = (m.exp_avg.to_device(&dev)?, m.exp_avg_sq.to_device(&dev)?);
-        let (p_new, ea, ev, _) =
-            crate::backend::cuda::train_ops::adamw_step(&ctx, cfg, t, &p, g, &ea, &ev, 1.0, false)?;
-        (m.exp_avg, m.exp_avg_sq) = (ea, ev);
-        store.set(name, p_new)
-    }
-
     /// Checks restored moments against the parameters they belong to.
     pub fn validate_state(&self, store: &ParamStore) -> Result<()> {
         for (name, m) in &self.moments {
@@ -134,14 +57,33 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
         for (name, g) in owned_grads(store, grads)? {
-            if !g.device().is_cpu() {
-                self.step_device(store, name, g, lr)?;
-                continue;
-            }
-            match float_kind(g, "adamw")? {
-                DType::F32 => self.step_typed::<f32>(store, name, g, lr)?,
-                _ => self.step_typed::<f64>(store, name, g, lr)?,
-            }
+            let opts = self.groups.options_for(name);
+            let m = match self.moments.get_mut(name) {
+                Some(m) => m,
+                None => {
+                    let z = Tensor::zeros(g.shape().clone(), g.dtype(), &g.device())?;
+                    self.moments.entry(name.to_string()).or_insert(Moments {
+                        step: 0,
+                        exp_avg: z.clone(),
+                        exp_avg_sq: z,
+                    })
+                }
+            };
+            m.step += 1;
+            let c = self.config;
+            let step = u32::try_from(m.step)
+                .map_err(|_| Error::Invalid(format!("adamw: step {} of '{name}'", m.step)))?;
+            let h = AdamWStep {
+                lr: lr * opts.lr_scale,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: opts.weight_decay,
+                step,
+                grad_scale: 1.0,
+                bf16_copy: false,
+            };
+            g.backend().adamw_step(store.get_mut(name)?, g, &mut m.exp_avg, &mut m.exp_avg_sq, &h)?;
         }
         Ok(())
     }

@@ -1,11 +1,13 @@
 //! SGD with momentum, exactly as torch.optim.SGD (dampening 0, nesterov optional): weight decay is added
 //! to the gradient, the momentum buffer starts as a copy of the first (decayed) gradient, then
-//! buf = momentum * buf + (1 - dampening) * d_p, and p -= lr * buf (or the nesterov combination).
+//! buf = momentum * buf + (1 - dampening) * d_p, and p -= lr * buf (or the nesterov combination). The
+//! update itself is the parameter's backend's (`Backend::sgd_step`); this keeps the buffers by name.
 
-use super::update::{check_state_shape, float_kind, owned_grads};
+use super::update::{check_state_shape, owned_grads};
 use super::{Optimizer, ParamGroups};
+use crate::backend::SgdStep;
 use crate::model::ParamStore;
-use crate::tensor::{DType, Element, Float, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -41,105 +43,23 @@ impl Sgd {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn update<T: Float + Element>(p: &mut [T], g: &[T], buf: Option<&mut [T]>, lr: f64, wd: f64, c: &SgdConfig) {
-    let (lr, wd, mom, damp) =
-        (T::from_f64(lr), T::from_f64(wd), T::from_f64(c.momentum), T::from_f64(1.0 - c.dampening));
-    let decay = wd != T::ZERO;
-    match buf {
-        None => {
-            for (p, &g) in p.iter_mut().zip(g) {
-                let d = if decay { g + wd * *p } else { g };
-                *p -= lr * d;
-            }
-        }
-        Some(b) => {
-            for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
-                let d = if decay { g + wd * *p } else { g };
-                *b = mom * *b + damp * d;
-                let step = if c.nesterov { d + mom * *b } else { *b };
-                *p -= lr * step;
-            }
-        }
-    }
-}
-
-/// First step of a momentum buffer: torch clones d_p (no dampening), then updates p with it.
-fn first_step<T: Float + Element>(p: &mut [T], g: &[T], lr: f64, wd: f64, c: &SgdConfig) -> Vec<T> {
-    let (lr, wd, mom) = (T::from_f64(lr), T::from_f64(wd), T::from_f64(c.momentum));
-    let mut buf = Vec::with_capacity(p.len());
-    for (p, &g) in p.iter_mut().zip(g) {
-        let d = if wd != T::ZERO { g + wd * *p } else { g };
-        buf.push(d);
-        let step = if c.nesterov { d + mom * d } else { d };
-        *p -= lr * step;
-    }
-    buf
-}
-
-fn step_typed<T: Float + Element>(
-    s: &mut Sgd,
-    store: &mut ParamStore,
-    name: &str,
-    g: &Tensor,
-    lr: f64,
-) -> Result<()> {
-    let opts = s.groups.options_for(name);
-    let (lr, wd) = (lr * opts.lr_scale, opts.weight_decay);
-    let g = g.as_slice::<T>()?;
-    let p = store.get_mut(name)?.as_mut_slice::<T>()?;
-    if s.config.momentum == 0.0 {
-        update(p, g, None, lr, wd, &s.config);
-        return Ok(());
-    }
-    match s.buffers.get_mut(name) {
-        Some(b) => update(p, g, Some(b.as_mut_slice::<T>()?), lr, wd, &s.config),
-        None => {
-            let buf = first_step(p, g, lr, wd, &s.config);
-            let shape = store.get(name)?.shape().clone();
-            s.buffers.insert(name.to_string(), Tensor::from_vec(buf, shape)?);
-        }
-    }
-    Ok(())
-}
-
-/// The same update on a CUDA device through optim.cu's fused `sgd_f32` (f32 only). A buffer restored
-/// from a checkpoint (host tensor) moves to the device on its first use.
-fn step_device(s: &mut Sgd, store: &mut ParamStore, name: &str, g: &Tensor, lr: f64) -> Result<()> {
-    let opts = s.groups.options_for(name);
-    let p = store.get(name)?.clone();
-    let ctx = super::update::cuda_context(&p, "sgd")?;
-    let cfg = crate::backend::cuda::train_ops::SgdConfig {
-        lr: (lr * opts.lr_scale) as f32,
-        momentum: s.config.momentum as f32,
-        dampening: s.config.dampening as f32,
-        weight_decay: opts.weight_decay as f32,
-        nesterov: s.config.nesterov,
-    };
-    let buf = match s.buffers.get(name) {
-        Some(b) if s.config.momentum != 0.0 => Some(b.to_device(&p.device())?),
-        _ => None,
-    };
-    let first = buf.is_none();
-    let (p_new, buf_new, _) =
-        crate::backend::cuda::train_ops::sgd_step(&ctx, cfg, &p, g, buf.as_ref(), first, 1.0, false)?;
-    store.set(name, p_new)?;
-    if let Some(b) = buf_new {
-        s.buffers.insert(name.to_string(), b);
-    }
-    Ok(())
-}
-
 impl Optimizer for Sgd {
     fn step(&mut self, store: &mut ParamStore, grads: &[(String, Tensor)], lr: f64) -> Result<()> {
         for (name, g) in owned_grads(store, grads)? {
-            if !g.device().is_cpu() {
-                step_device(self, store, name, g, lr)?;
-                continue;
-            }
-            match float_kind(g, "sgd")? {
-                DType::F32 => step_typed::<f32>(self, store, name, g, lr)?,
-                _ => step_typed::<f64>(self, store, name, g, lr)?,
+            let opts = self.groups.options_for(name);
+            let h = SgdStep {
+                lr: lr * opts.lr_scale,
+                momentum: self.config.momentum,
+                dampening: self.config.dampening,
+                weight_decay: opts.weight_decay,
+                nesterov: self.config.nesterov,
+                grad_scale: 1.0,
+                bf16_copy: false,
+            };
+            let mut buf = self.buffers.remove(name);
+            g.backend().sgd_step(store.get_mut(name)?, g, &mut buf, &h)?;
+            if let Some(b) = buf {
+                self.buffers.insert(name.to_string(), b);
             }
         }
         Ok(())

@@ -1,8 +1,7 @@
-//! Shared plumbing of the optimizers: matching gradients to parameters and running a per-element update
-//! on f32 or f64 host slices.
+//! Shared plumbing of the optimizers: matching gradients to parameters and checking restored state.
 
 use crate::model::{ParamKind, ParamStore};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 /// The gradients that belong to `store`, after checking each targets a trainable parameter of the same
@@ -32,17 +31,6 @@ pub fn owned_grads<'a>(
     Ok(out)
 }
 
-/// Runs `f64` or `f32` instances of an update over (param, grad, state...) slices.
-pub fn float_kind(t: &Tensor, who: &str) -> Result<DType> {
-    match t.dtype() {
-        d @ (DType::F32 | DType::F64) if t.device().is_cpu() => Ok(d),
-        d => Err(Error::Unsupported(format!(
-            "{who}: the host update handles f32/f64 CPU tensors, got {d} on {:?}",
-            t.device()
-        ))),
-    }
-}
-
 /// A state tensor looked up by name, or an error naming what was expected.
 pub fn check_state_shape(name: &str, t: &Tensor, like: &Tensor) -> Result<()> {
     if t.dims() != like.dims() || t.dtype() != like.dtype() {
@@ -55,14 +43,4 @@ pub fn check_state_shape(name: &str, t: &Tensor, like: &Tensor) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The CUDA context of a device parameter (the device branch of the optimizers).
-pub fn cuda_context(p: &Tensor, who: &str) -> Result<std::sync::Arc<crate::backend::cuda::CudaContext>> {
-    match p.device() {
-        crate::tensor::Device::Cuda(ctx) => Ok(ctx),
-        crate::tensor::Device::Cpu => {
-            Err(Error::Device(format!("{who}: gradient on a GPU but parameter on the CPU")))
-        }
-    }
 }

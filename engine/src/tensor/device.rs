@@ -27,6 +27,21 @@ impl Device {
         }
     }
 
+    /// GPU `ordinal`, or a sentence saying why it cannot be opened.
+    pub fn gpu(ordinal: usize) -> Result<Device> {
+        CudaContext::open(ordinal).map(Device::Cuda)
+    }
+
+    /// Whether a GPU driver library can be loaded at all (false on machines without one).
+    pub fn gpu_driver_present() -> bool {
+        crate::backend::cuda::driver_present()
+    }
+
+    /// The device for people, as its backend describes it: "cpu", "cuda:0 (NVIDIA H100, sm_90)".
+    pub fn describe(&self) -> String {
+        crate::backend::for_device(self).describe()
+    }
+
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
     }

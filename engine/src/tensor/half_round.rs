@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// Smallest normal fp16, 2^-14.
-const F16_MIN_NORMAL: f32 = 6.103_515_625e-5;
+const F16_MIN_NORMAL: f32 = 6.103_515_6e-5;
 /// Magnitudes at or above this round to infinity in fp16.
 const F16_OVERFLOW: f32 = 65_520.0;
 
@@ -187,7 +187,7 @@ mod tests {
             // Values from torch's float32 -> bfloat16 conversion.
             (3.0e38, 3.004_055_3e38),
             // bf16 keeps f32's range: f32 subnormals round on the same grid.
-            (1e-40, 9.183_549_6e-41),
+            (1e-40, 9.183_55e-41),
         ];
         for &(x, want) in cases {
             assert!(same(round_bf16(x), want), "round_bf16({x:e}) = {:e}, want {want:e}", round_bf16(x));

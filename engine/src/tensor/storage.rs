@@ -63,7 +63,7 @@ impl CpuStorage {
     }
     /// Inverse of `to_le_bytes`; `None` when the byte count does not fit the dtype.
     pub fn from_le_bytes(dtype: DType, b: &[u8]) -> Option<Self> {
-        if b.len() % dtype.size_in_bytes() != 0 {
+        if !b.len().is_multiple_of(dtype.size_in_bytes()) {
             return None;
         }
         // pod_collect_to_vec copies, so unaligned input is fine.

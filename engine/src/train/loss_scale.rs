@@ -7,7 +7,7 @@
 //! Beyond torch: training stops when the scale falls below `min_scale` or `max_consecutive_skips` steps
 //! in a row were skipped, since fp16 then cannot represent this run's values at all.
 
-use crate::tensor::{Device, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -99,28 +99,10 @@ impl LossScaler {
     /// the name of the first gradient holding an inf or NaN, if any; all are unscaled either way.
     pub fn unscale(&self, grads: &mut [(String, Tensor)]) -> Result<Option<String>> {
         let inv = (1.0 / self.scale as f64) as f32;
-        if let Some(Device::Cuda(ctx)) = grads.first().map(|(_, g)| g.device()) {
-            // On a GPU: scale in place of the host loop, and one flag for all (read once).
-            for (_, g) in grads.iter_mut() {
-                *g = g.backend().affine(g, inv as f64, 0.0)?;
-            }
-            let all: Vec<&Tensor> = grads.iter().map(|(_, g)| g).collect();
-            let found = crate::backend::cuda::train_ops::any_nonfinite(&ctx, &all)?;
-            return Ok(found.then(|| "a gradient (on the GPU)".to_string()));
-        }
-        let mut found = None;
-        for (name, g) in grads.iter_mut() {
-            let v = g.as_mut_slice::<f32>().map_err(|e| Error::DType(format!("unscaling '{name}': {e}")))?;
-            let mut finite = true;
-            for e in v.iter_mut() {
-                *e *= inv;
-                finite &= e.is_finite();
-            }
-            if !finite && found.is_none() {
-                found = Some(name.clone());
-            }
-        }
-        Ok(found)
+        let Some(dev) = grads.first().map(|(_, g)| g.device()) else { return Ok(None) };
+        let mut all: Vec<&mut Tensor> = grads.iter_mut().map(|(_, g)| g).collect();
+        let found = crate::backend::for_device(&dev).scale_and_check(&mut all, inv)?;
+        Ok(found.map(|i| grads[i].0.clone()))
     }
 
     /// Moves the scale after a step: `found_inf` means the step was skipped.

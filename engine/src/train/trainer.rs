@@ -61,6 +61,16 @@ pub struct StepOutcome {
     pub loss_scale: Option<f64>,
 }
 
+/// What `Trainer::forward_backward` computed.
+pub struct ForwardBackward {
+    /// The batch-mean loss (rank 0, on the trainer's device).
+    pub loss: Tensor,
+    /// The backbone's embeddings `[B, D]`.
+    pub embeddings: Tensor,
+    /// Every trainable tensor's gradient by name, the classifier's as `CLASSIFIER`.
+    pub grads: Vec<(String, Tensor)>,
+}
+
 /// What one attempt at a step came to, before the scaler moves.
 enum Attempt {
     Applied(StepOutcome),
@@ -214,7 +224,16 @@ impl Trainer {
         }
     }
 
-    fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<Attempt> {
+    /// One forward and backward on a batch in training mode (batch-norm running statistics and the head's
+    /// running state move), the loss gradient seeded with `loss_scale` (fp16) or 1: the loss, the
+    /// embeddings and every gradient by name (the classifier's as `CLASSIFIER`). No update. The step, the
+    /// device start-up check and the parity checks all run this.
+    pub fn forward_backward(
+        &mut self,
+        images: &Tensor,
+        labels: &[i64],
+        loss_scale: Option<f64>,
+    ) -> Result<ForwardBackward> {
         self.head.set_training(true);
         let mut tape = Tape::new();
         tape.set_autocast(self.config.precision.half_dtype())?;
@@ -224,16 +243,26 @@ impl Trainer {
         let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
         // The backward is queued before the loss is read: on a GPU, reading it first would leave the
         // device idle while the host queues the backward. A non-finite loss only costs a wasted backward.
-        let grads = match &self.scaler {
+        let grads = match loss_scale {
             None => tape.backward(loss)?,
-            Some(s) => {
+            Some(scale) => {
                 // Scaling the loss is scaling the gradient it seeds.
                 let v = tape.value(loss);
-                let seed = Tensor::full(v.shape().clone(), s.scale() as f64, v.dtype(), &v.device())?;
+                let seed = Tensor::full(v.shape().clone(), scale, v.dtype(), &v.device())?;
                 tape.backward_with(loss, seed)?
             }
         };
-        let loss_value = tape.value(loss).scalar_value()?;
+        Ok(ForwardBackward {
+            loss: tape.value(loss).clone(),
+            embeddings: tape.value(emb).clone(),
+            grads: grads.params().to_vec(),
+        })
+    }
+
+    fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<Attempt> {
+        let scale = self.scaler.as_ref().map(|s| s.scale() as f64);
+        let ForwardBackward { loss, grads, .. } = self.forward_backward(images, labels, scale)?;
+        let loss_value = loss.scalar_value()?;
         let lr = self.current_lr();
         let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
         if !loss_value.is_finite() {
@@ -246,30 +275,20 @@ impl Trainer {
             )));
         }
         let (mut backbone, mut head_grads): (Vec<_>, Vec<_>) =
-            grads.params().iter().cloned().partition(|(n, _)| n != CLASSIFIER);
-        drop(grads);
+            grads.into_iter().partition(|(n, _)| n != CLASSIFIER);
         if let Some(s) = &self.scaler {
             let bad_backbone = s.unscale(&mut backbone)?;
             if let Some(n) = bad_backbone.or(s.unscale(&mut head_grads)?) {
                 return overflow(format!("gradient of '{n}' is not finite"));
             }
         } else {
-            // On a GPU one flag covers every gradient (a single device read); the per-name search below
-            // runs only when it is raised.
-            let search = match &self.device {
-                Device::Cpu => true,
-                Device::Cuda(ctx) => {
-                    let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
-                    crate::backend::cuda::train_ops::any_nonfinite(ctx, &all)?
-                }
-            };
-            for (n, g) in backbone.iter().chain(&head_grads).filter(|_| search) {
-                if !all_finite(g)? {
-                    return Err(Error::Invalid(format!(
-                        "gradient of '{n}' is not finite at step {}: the step was not applied",
-                        self.step
-                    )));
-                }
+            let all: Vec<&Tensor> = backbone.iter().chain(&head_grads).map(|(_, g)| g).collect();
+            if let Some(i) = crate::backend::for_device(&self.device).first_nonfinite(&all)? {
+                let n = if i < backbone.len() { &backbone[i].0 } else { &head_grads[i - backbone.len()].0 };
+                return Err(Error::Invalid(format!(
+                    "gradient of '{n}' is not finite at step {}: the step was not applied",
+                    self.step
+                )));
             }
         }
         if let Some(max) = self.config.grad_clip {
@@ -283,7 +302,7 @@ impl Trainer {
 
     /// Embeddings `[N, D]` of NHWC images in evaluation mode (running statistics, no dropout).
     pub fn embed(&mut self, images: &Tensor) -> Result<Tensor> {
-        embed_with(&self.model, &mut self.params, images)
+        crate::embed::embed_with(&self.model, &mut self.params, images)
     }
 
     fn head_tensors(&self) -> Result<Vec<(String, Tensor)>> {
@@ -360,34 +379,6 @@ impl Trainer {
         }
         Ok(())
     }
-}
-
-/// Whether every element is finite, read in place for f32/f64 host tensors (no copy per step).
-fn all_finite(t: &Tensor) -> Result<bool> {
-    if t.device().is_cpu() {
-        match t.dtype() {
-            DType::F32 => return Ok(t.as_slice::<f32>()?.iter().all(|v| v.is_finite())),
-            DType::F64 => return Ok(t.as_slice::<f64>()?.iter().all(|v| v.is_finite())),
-            _ => {}
-        }
-    }
-    Ok(t.to_f64_vec()?.iter().all(|v| v.is_finite()))
-}
-
-/// Embeddings in evaluation mode for any backbone and parameters (used by `eval` and `embed` too).
-/// Images go to the parameters' device; the embeddings come back to the CPU.
-pub fn embed_with(model: &IResNet, params: &mut ParamStore, images: &Tensor) -> Result<Tensor> {
-    let device = params
-        .entries()
-        .iter()
-        .find(|e| e.value.dtype().is_float())
-        .map_or(Device::Cpu, |e| e.value.device());
-    let mut tape = Tape::no_grad();
-    let x = tape.constant(images.to_device(&device)?);
-    // Evaluation draws no random numbers; the generator is only a required argument.
-    let mut unused = Rng::new(0);
-    let e = model.forward(&mut tape, params, x, false, &mut unused)?;
-    tape.value(e).to_device(&Device::Cpu)
 }
 
 #[cfg(test)]

@@ -2,20 +2,28 @@
 //! rayon; every output element is produced by one task in a fixed order, so results are bit-identical
 //! for a given input whatever the thread count.
 
+mod amp;
 mod batch_norm;
 mod channels;
 pub mod conv;
 mod dropout;
 mod elementwise;
 pub mod gemm;
+mod half;
+mod head;
+mod input;
+mod optim;
 mod prelu;
 mod reduce;
 
 #[cfg(test)]
 mod determinism_tests;
 
-use super::{Backend, BatchNormSaved, BinaryOp, Conv2dParams, UnaryOp};
-use crate::tensor::{CpuStorage, DType, Element, Float, Shape, Tensor};
+use super::{
+    AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput, SgdStep,
+    UnaryOp,
+};
+use crate::tensor::{CpuStorage, DType, Device, Element, Float, Shape, Tensor};
 use crate::{Error, Result};
 use elementwise::{check_same_shape, dispatch_float};
 
@@ -181,7 +189,12 @@ impl Backend for CpuBackend {
                 batch_norm::coefficients(&st.mean, &invstd, opt_slice(gamma)?, opt_slice(beta)?);
             let y = batch_norm::normalize(xs, &center, &scale, &shift);
             let to_t = |v: &[f64]| wrap(v.iter().map(|&a| like(xs, a)).collect::<Vec<_>>(), [c]);
-            let saved = BatchNormSaved { mean: to_t(&st.mean)?, var: to_t(&st.var)?, invstd: to_t(&invstd)? };
+            let saved = BatchNormSaved {
+                mean: to_t(&st.mean)?,
+                var: to_t(&st.var)?,
+                invstd: to_t(&invstd)?,
+                pre_activation: None,
+            };
             Ok((wrap(y, x.shape().clone())?, saved))
         })
     }
@@ -324,6 +337,140 @@ impl Backend for CpuBackend {
             channels::scale_rows(xs, s.as_slice()?),
             x.shape().clone()
         ))
+    }
+
+    fn emulates_half(&self) -> bool {
+        true
+    }
+
+    fn broadcast_scalar(&self, s: &Tensor, shape: &Shape) -> Result<Tensor> {
+        Tensor::full(shape.clone(), s.scalar_value()?, s.dtype(), &Device::Cpu)
+    }
+
+    fn scale_by_scalar(&self, t: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let scale = s.scalar_value()?;
+        if scale == 1.0 {
+            return Ok(t.clone());
+        }
+        let v: Vec<f64> = t.to_f64_vec()?.into_iter().map(|e| e * scale).collect();
+        Tensor::from_vec(v, t.shape().clone())?.to_dtype(t.dtype())
+    }
+
+    fn slice_rows(&self, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
+        let rows = *t.dims().first().ok_or_else(|| Error::Shape("slice_rows of a scalar".into()))?;
+        if r0 > r1 || r1 > rows {
+            return Err(Error::Shape(format!("slice_rows {r0}..{r1} of {}", t.shape())));
+        }
+        let per_row = t.numel().checked_div(rows).unwrap_or(0);
+        let all = t.to_f64_vec()?;
+        let mut dims = t.dims().to_vec();
+        dims[0] = r1 - r0;
+        let part = CpuStorage::F64(all[r0 * per_row..r1 * per_row].to_vec()).cast(t.dtype());
+        Tensor::from_cpu(dims, part)
+    }
+
+    fn concat_rows(&self, parts: &[Tensor]) -> Result<Tensor> {
+        let dims = super::stacked_dims(parts)?;
+        let mut all = Vec::with_capacity(dims.iter().product());
+        for p in parts {
+            all.extend(p.to_f64_vec()?);
+        }
+        Tensor::from_cpu(dims, CpuStorage::F64(all).cast(parts[0].dtype()))
+    }
+
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        half::cast(t, dtype)
+    }
+
+    fn half_operand(&self, t: &Tensor, half: DType) -> Result<Tensor> {
+        half::half_operand(t, half)
+    }
+
+    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+        half::half_result(t, half)
+    }
+
+    fn widen(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn batch_norm_prelu_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        // Exactly the two ops; the batch norm's output is kept for the PReLU backward.
+        let (z, mut saved) = self.batch_norm_forward_train(x, gamma, beta, eps)?;
+        let y = self.prelu_forward(&z, alpha)?;
+        saved.pre_activation = Some(z);
+        Ok((y, saved))
+    }
+
+    fn batch_norm_prelu_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
+        alpha: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let z = saved.pre_activation.as_ref().ok_or_else(|| {
+            Error::Invalid("batch_norm_prelu_backward: the forward kept no batch-norm output".into())
+        })?;
+        let (dz, dalpha) = self.prelu_backward(dy, z, alpha)?;
+        let (dx, dgamma, dbeta) = self.batch_norm_backward(&dz, x, gamma, saved)?;
+        Ok((dx, dgamma, dbeta, dalpha))
+    }
+
+    fn sgd_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        buf: &mut Option<Tensor>,
+        h: &SgdStep,
+    ) -> Result<Option<Tensor>> {
+        optim::sgd_step(p, g, buf, h)
+    }
+
+    fn adamw_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        h: &AdamWStep,
+    ) -> Result<Option<Tensor>> {
+        optim::adamw_step(p, g, m, v, h)
+    }
+
+    fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
+        amp::first_nonfinite(ts)
+    }
+
+    fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
+        amp::scale_and_check(ts, factor)
+    }
+
+    fn sum_of_squares(&self, ts: &[&Tensor]) -> Result<f64> {
+        amp::sum_of_squares(ts)
+    }
+
+    fn images_to_nhwc(
+        &self,
+        images: &[u8],
+        shape: [usize; 4],
+        flip: &[bool],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        input::images_to_nhwc(images, shape, flip, dtype)
+    }
+
+    fn margin_head(&self, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+        head::margin_head(call)
     }
 }
 

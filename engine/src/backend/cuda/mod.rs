@@ -9,19 +9,20 @@ pub mod alloc;
 mod blas;
 pub mod compile;
 mod conv;
-pub mod head;
+mod head;
 mod launch;
 pub mod libs;
-pub mod ops;
-pub mod prefetch;
+mod ops;
+mod prefetch;
 mod storage;
-pub mod train_ops;
+mod train_ops;
 
-pub use head::HeadParams;
-pub use launch::dropout_keep;
 pub use storage::CudaStorage;
 
-use super::{Backend, BatchNormSaved, BinaryOp, Conv2dParams, UnaryOp};
+use super::{
+    AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, Conv2dParams, DeviceCounters, MarginHeadCall,
+    MarginHeadOutput, SgdStep, UnaryOp,
+};
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
 use alloc::{Pool, PoolStats};
@@ -119,23 +120,6 @@ impl CudaContext {
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
     }
-    /// cuDNN's algorithm choices so far: (algorithm, how many convolution cases chose it).
-    pub fn conv_algorithms(&self) -> Vec<(String, usize)> {
-        self.conv.algorithm_counts()
-    }
-    /// Kernels launched on this device so far (counted at their look-up).
-    pub fn kernel_launches(&self) -> u64 {
-        self.kernels.lookups()
-    }
-    pub fn cudarc_context(&self) -> &Arc<cudarc::driver::CudaContext> {
-        &self.ctx
-    }
-
-    /// Waits for all queued work on this device.
-    pub fn synchronize(&self) -> Result<()> {
-        self.compute.synchronize().map_err(driver_err("synchronize"))?;
-        self.copy.synchronize().map_err(driver_err("synchronize"))
-    }
 
     /// Uninitialised storage for `len` elements.
     pub(crate) fn alloc_storage(self: &Arc<Self>, dtype: DType, len: usize) -> Result<CudaStorage> {
@@ -210,6 +194,26 @@ impl Drop for CudaContext {
 impl Backend for CudaContext {
     fn name(&self) -> String {
         format!("cuda:{}", self.ordinal)
+    }
+
+    fn describe(&self) -> String {
+        format!("cuda:{} ({}, sm_{})", self.ordinal, self.name, self.arch)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.compute.synchronize().map_err(driver_err("synchronize"))?;
+        self.copy.synchronize().map_err(driver_err("synchronize"))
+    }
+
+    fn counters(&self) -> DeviceCounters {
+        let pool = self.pool.stats();
+        DeviceCounters {
+            kernel_launches: self.kernels.lookups(),
+            driver_allocs: pool.driver_allocs,
+            reuses: pool.reuses,
+            bytes_held: pool.bytes_held as u64,
+            conv_algorithms: self.conv.algorithm_counts(),
+        }
     }
 
     fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Tensor> {
@@ -322,6 +326,127 @@ impl Backend for CudaContext {
     }
     fn scale_rows(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
         ops::scale_rows(&self.me(x)?, x, s)
+    }
+
+    fn broadcast_scalar(&self, s: &Tensor, shape: &Shape) -> Result<Tensor> {
+        // A one-row scale of ones: the value is never read on the host.
+        let ones = self.affine(&self.zeros(&[1, shape.numel()].into(), s.dtype())?, 0.0, 1.0)?;
+        self.scale_rows(&ones, &s.reshape([1])?)?.reshape(shape.clone())
+    }
+
+    fn scale_by_scalar(&self, t: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let n = t.numel();
+        self.scale_rows(&t.reshape([1, n])?, &s.reshape([1])?)?.reshape(t.shape().clone())
+    }
+
+    fn slice_rows(&self, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
+        ops::slice_rows(&self.me(t)?, t, r0, r1)
+    }
+
+    fn concat_rows(&self, parts: &[Tensor]) -> Result<Tensor> {
+        let first = parts.first().ok_or_else(|| Error::Shape("concat_rows of nothing".into()))?;
+        ops::concat_rows(&self.me(first)?, parts)
+    }
+
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        ops::cast(&self.me(t)?, t, dtype)
+    }
+
+    fn half_operand(&self, t: &Tensor, half: DType) -> Result<Tensor> {
+        self.cast(t, half)
+    }
+
+    fn half_result(&self, t: Tensor, half: DType) -> Result<Tensor> {
+        if t.dtype() == DType::F32 {
+            self.cast(&self.cast(&t, half)?, DType::F32)
+        } else {
+            self.cast(&t, DType::F32)
+        }
+    }
+
+    fn widen(&self, t: &Tensor) -> Result<Tensor> {
+        match t.dtype() {
+            DType::BF16 | DType::F16 => self.cast(t, DType::F32),
+            _ => Ok(t.clone()),
+        }
+    }
+
+    fn batch_norm_prelu_forward_train(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        ops::batch_norm_prelu_train(&self.me(x)?, x, gamma, beta, Some(alpha), eps)
+    }
+
+    fn batch_norm_prelu_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (dx, dg, db, da) =
+            ops::batch_norm_prelu_backward(&self.me(x)?, dy, x, gamma, beta, Some(alpha), saved)?;
+        let da =
+            da.ok_or_else(|| Error::Device("fused batch norm backward gave no PReLU gradient".into()))?;
+        Ok((dx, dg, db, da))
+    }
+
+    fn sgd_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        buf: &mut Option<Tensor>,
+        h: &SgdStep,
+    ) -> Result<Option<Tensor>> {
+        train_ops::sgd_step(&self.me(p)?, p, g, buf, h)
+    }
+
+    fn adamw_step(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        h: &AdamWStep,
+    ) -> Result<Option<Tensor>> {
+        train_ops::adamw_step(&self.me(p)?, p, g, m, v, h)
+    }
+
+    fn first_nonfinite(&self, ts: &[&Tensor]) -> Result<Option<usize>> {
+        train_ops::first_nonfinite(&self.arc()?, ts)
+    }
+
+    fn scale_and_check(&self, ts: &mut [&mut Tensor], factor: f32) -> Result<Option<usize>> {
+        train_ops::scale_and_check(&self.arc()?, ts, factor)
+    }
+
+    fn sum_of_squares(&self, ts: &[&Tensor]) -> Result<f64> {
+        train_ops::sum_of_squares(&self.arc()?, ts)
+    }
+
+    fn images_to_nhwc(
+        &self,
+        images: &[u8],
+        shape: [usize; 4],
+        flip: &[bool],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        train_ops::images_to_nhwc(&self.arc()?, images, shape, flip, dtype)
+    }
+
+    fn batch_stager(&self) -> Result<Option<Box<dyn BatchStager>>> {
+        Ok(Some(Box::new(prefetch::BatchUploader::new(&self.arc()?)?)))
+    }
+
+    fn margin_head(&self, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+        head::margin_head(&self.me(call.x)?, call)
     }
 }
 

@@ -57,6 +57,9 @@ pub fn binary(ctx: &Arc<CudaContext>, op: BinaryOp, a: &Tensor, b: &Tensor) -> R
     if a.shape() != b.shape() {
         return Err(Error::Shape(format!("binary op on {} and {}", a.shape(), b.shape())));
     }
+    if op == BinaryOp::Add && matches!(a.dtype(), DType::BF16 | DType::F16) {
+        return residual_add(ctx, a, b);
+    }
     need_f32(a, "binary", "a")?;
     need_f32(b, "binary", "b")?;
     let code: i32 = match op {
@@ -119,8 +122,8 @@ pub fn affine(ctx: &Arc<CudaContext>, a: &Tensor, alpha: f64, beta: f64) -> Resu
     wrap(a.shape().clone(), out)
 }
 
-/// Residual add in the activation dtype (f32, bf16 or f16), summed in f32.
-pub fn residual_add(ctx: &Arc<CudaContext>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// Residual add in the activation dtype (f32, bf16 or f16), summed in f32 and rounded once.
+fn residual_add(ctx: &Arc<CudaContext>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() {
         return Err(Error::Shape(format!(
             "residual add of {} {} and {} {}",
@@ -365,7 +368,12 @@ pub fn batch_norm_prelu_train(
     let (mean, var, invstd) = bn_stats(ctx, x, eps)?;
     let (scale, shift) = bn_fold(ctx, c, &mean, &invstd, gamma, beta)?;
     let y = channel_affine(ctx, x, &scale, &shift, alpha)?;
-    let saved = BatchNormSaved { mean: wrap([c], mean)?, var: wrap([c], var)?, invstd: wrap([c], invstd)? };
+    let saved = BatchNormSaved {
+        mean: wrap([c], mean)?,
+        var: wrap([c], var)?,
+        invstd: wrap([c], invstd)?,
+        pre_activation: None,
+    };
     Ok((y, saved))
 }
 
@@ -643,8 +651,8 @@ pub fn l2_normalize_rows_to(
 }
 
 /// The eps of the forward is not passed by the Backend trait; norms at or below this floor are
-/// treated as clamped (1e-12, torch's F.normalize default).
-const L2_EPS: f32 = 1e-12;
+/// treated as clamped (torch's F.normalize default, as `ops::normalize`).
+const L2_EPS: f32 = crate::ops::NORMALIZE_EPS as f32;
 
 pub fn l2_normalize_rows_backward(
     ctx: &Arc<CudaContext>,
@@ -755,21 +763,8 @@ pub fn slice_rows(ctx: &Arc<CudaContext>, t: &Tensor, r0: usize, r1: usize) -> R
 
 /// Tensors of one dtype and trailing shape stacked along the first dim (device-to-device copies).
 pub fn concat_rows(ctx: &Arc<CudaContext>, parts: &[Tensor]) -> Result<Tensor> {
-    let first = parts.first().ok_or_else(|| Error::Shape("concat_rows of nothing".into()))?;
-    let tail = &first.dims()[1..];
-    let mut rows = 0;
-    for p in parts {
-        if p.dims().is_empty() || &p.dims()[1..] != tail || p.dtype() != first.dtype() {
-            return Err(Error::Shape(format!(
-                "concat_rows: {} {} does not stack on {} {}",
-                p.shape(),
-                p.dtype(),
-                first.shape(),
-                first.dtype()
-            )));
-        }
-        rows += p.dims()[0];
-    }
+    let dims = crate::backend::stacked_dims(parts)?;
+    let first = &parts[0];
     let total: usize = parts.iter().map(Tensor::numel).sum();
     let esz = first.dtype().size_in_bytes();
     let mut out = ctx.alloc_storage(first.dtype(), total)?;
@@ -785,7 +780,5 @@ pub fn concat_rows(ctx: &Arc<CudaContext>, parts: &[Tensor]) -> Result<Tensor> {
         ctx.compute.memcpy_dtod(&src, &mut dst).map_err(driver_err("row concat copy"))?;
         at += nb;
     }
-    let mut dims = vec![rows];
-    dims.extend_from_slice(tail);
     wrap(Shape(dims), out)
 }

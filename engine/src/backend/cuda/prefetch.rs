@@ -19,34 +19,12 @@
 
 use super::alloc::DeviceBuffer;
 use super::{driver_err, train_ops, CudaContext};
+use crate::backend::{BatchStager, HostPixels, StagedBatch};
 use crate::tensor::{DType, Storage, Tensor};
 use crate::{Error, Result};
 use cudarc::driver::{CudaEvent, PinnedHostSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// A host batch to stage: u8 HWC images (normalized on the device by `take`) or f32 values as they are.
-#[derive(Clone, Copy)]
-pub enum HostPixels<'a> {
-    U8(&'a [u8]),
-    F32(&'a [f32]),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    U8,
-    F32,
-}
-
-/// A batch whose copy to the device is queued; `BatchUploader::take` turns it into a device tensor.
-#[must_use = "a staged batch is only used through BatchUploader::take"]
-#[derive(Debug)]
-pub struct StagedBatch {
-    slot: usize,
-    id: u64,
-    shape: [usize; 4],
-    kind: Kind,
-}
 
 struct Slot {
     host: Option<PinnedHostSlice<u8>>,
@@ -128,21 +106,23 @@ impl BatchUploader {
     pub fn new(ctx: &Arc<CudaContext>) -> Result<BatchUploader> {
         Ok(BatchUploader { ctx: ctx.clone(), slots: [Slot::new(ctx)?, Slot::new(ctx)?], next: 0 })
     }
+}
 
-    /// Starts copying a batch of shape `[n, h, w, 3]` (NHWC) to the device and returns without waiting
-    /// for the copy. The host blocks only if the slot's previous copy (two `stage` calls ago) has not
-    /// run yet; the bytes are copied into pinned memory first, so `pixels` may be reused at once.
-    pub fn stage(&mut self, pixels: HostPixels<'_>, shape: [usize; 4]) -> Result<StagedBatch> {
-        let (bytes, kind): (&[u8], Kind) = match pixels {
-            HostPixels::U8(p) => (p, Kind::U8),
-            HostPixels::F32(p) => (bytemuck::cast_slice(p), Kind::F32),
+impl BatchStager for BatchUploader {
+    /// The host blocks only if the slot's previous copy (two `stage` calls ago) has not run yet; the bytes
+    /// are copied into pinned memory first, so `pixels` may be reused at once.
+    fn stage(&mut self, pixels: HostPixels<'_>, shape: [usize; 4]) -> Result<StagedBatch> {
+        let (bytes, u8_pixels): (&[u8], bool) = match pixels {
+            HostPixels::U8(p) => (p, true),
+            HostPixels::F32(p) => (bytemuck::cast_slice(p), false),
         };
-        let elem = if kind == Kind::U8 { 1 } else { 4 };
+        let elem = if u8_pixels { 1 } else { 4 };
         let numel: usize = shape.iter().product();
         if shape[3] != 3 || bytes.len() != numel * elem {
             return Err(Error::Shape(format!(
-                "stage: {} bytes of {kind:?} for a batch of shape {shape:?} (NHWC with 3 channels)",
-                bytes.len()
+                "stage: {} bytes of {} for a batch of shape {shape:?} (NHWC with 3 channels)",
+                bytes.len(),
+                if u8_pixels { "u8" } else { "f32" }
             )));
         }
         let ctx = &self.ctx;
@@ -175,13 +155,12 @@ impl BatchUploader {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         slot.pending = Some(id);
         self.next = 1 - k;
-        Ok(StagedBatch { slot: k, id, shape, kind })
+        Ok(StagedBatch { slot: k, id, shape, u8_pixels })
     }
 
-    /// The staged batch as a device tensor of shape `[n, h, w, 3]`: u8 images normalized by input.cu to
-    /// `dtype` ((x / 255 - 0.5) / 0.5, as the CPU loader does), f32 values copied (`dtype` must be f32).
-    /// Queued on the compute stream after the batch's copy; returns without waiting for either.
-    pub fn take(&mut self, batch: StagedBatch, dtype: DType) -> Result<Tensor> {
+    /// u8 images are normalized by input.cu (as the CPU loader does), f32 values copied. Queued on the
+    /// compute stream after the batch's copy; returns without waiting for either.
+    fn take(&mut self, batch: StagedBatch, dtype: DType) -> Result<Tensor> {
         let ctx = &self.ctx;
         let slot = &mut self.slots[batch.slot];
         if slot.pending != Some(batch.id) {
@@ -190,16 +169,12 @@ impl BatchUploader {
                     .into(),
             ));
         }
-        match batch.kind {
-            Kind::U8 => {
-                train_ops::input_kernel(dtype)?;
-            }
-            Kind::F32 if dtype != DType::F32 => {
-                return Err(Error::Unsupported(format!(
-                    "take: an f32 batch as {dtype} (stage u8 images to convert)"
-                )))
-            }
-            Kind::F32 => {}
+        if batch.u8_pixels {
+            train_ops::input_kernel(dtype)?;
+        } else if dtype != DType::F32 {
+            return Err(Error::Unsupported(format!(
+                "take: an f32 batch as {dtype} (stage u8 images to convert)"
+            )));
         }
         slot.pending = None;
         // Compute stream: wait for this batch's copy before reading the device buffer.
@@ -207,9 +182,9 @@ impl BatchUploader {
         let [n, h, w, _] = batch.shape;
         let numel = n * h * w * 3;
         let dev = slot.dev.as_ref().expect("a staged slot holds a device buffer");
-        let out = match batch.kind {
-            Kind::U8 => train_ops::u8_to_nhwc(ctx, &dev.slice().slice(..numel), None, n, h, w, dtype)?,
-            Kind::F32 => {
+        let out = match batch.u8_pixels {
+            true => train_ops::u8_to_nhwc(ctx, &dev.slice().slice(..numel), None, n, h, w, dtype)?,
+            false => {
                 let mut out = ctx.alloc_storage(DType::F32, numel)?;
                 let src = dev.slice().slice(..numel * 4);
                 ctx.compute
@@ -286,7 +261,8 @@ mod tests {
             .iter()
             .map(|px| {
                 let n = px.len() / (8 * 6 * 3);
-                let x = train_ops::images_to_nhwc(ctx, px, n, 8, 6, &vec![false; n], DType::F32).unwrap();
+                let x =
+                    train_ops::images_to_nhwc(ctx, px, [n, 8, 6, 3], &vec![false; n], DType::F32).unwrap();
                 let y = step(ctx, &x);
                 (bits(&x), bits(&y))
             })
@@ -430,7 +406,7 @@ mod tests {
         let px = images(3, 5);
         let staged = up.stage(HostPixels::U8(&px), [5, 8, 6, 3]).unwrap();
         let got = up.take(staged, DType::BF16).unwrap();
-        let want = train_ops::images_to_nhwc(&ctx, &px, 5, 8, 6, &[false; 5], DType::BF16).unwrap();
+        let want = train_ops::images_to_nhwc(&ctx, &px, [5, 8, 6, 3], &[false; 5], DType::BF16).unwrap();
         assert_eq!(got.dtype(), DType::BF16);
         assert!(bits(&got) == bits(&want), "bf16 conversion");
 
@@ -441,8 +417,8 @@ mod tests {
         assert!(e.contains("discarded"), "{e}");
         for (h, i) in [(b, 1), (c, 2)] {
             let got = up.take(h, DType::F32).unwrap();
-            let want =
-                train_ops::images_to_nhwc(&ctx, &images(i, 2), 2, 8, 6, &[false; 2], DType::F32).unwrap();
+            let want = train_ops::images_to_nhwc(&ctx, &images(i, 2), [2, 8, 6, 3], &[false; 2], DType::F32)
+                .unwrap();
             assert!(bits(&got) == bits(&want), "batch {i} after a discarded one");
         }
         let f = up.stage(HostPixels::F32(&[0.0; 10]), [1, 2, 2, 3]).unwrap_err().to_string();

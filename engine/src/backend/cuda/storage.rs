@@ -73,7 +73,6 @@ impl CudaStorage {
         let src = self.buf.slice().slice(..bytes);
         let mut dst = out.buf.slice_mut().slice_mut(..bytes);
         self.context.compute.memcpy_dtod(&src, &mut dst).map_err(super::driver_err("device copy"))?;
-        drop(dst);
         Ok(out)
     }
 }

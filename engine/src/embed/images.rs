@@ -1,10 +1,10 @@
 //! Image lists for `embed` and identification: one `path [label]` per line, paths relative to the list.
 
+use super::embed_with;
+use crate::model::{IResNet, ParamStore};
+use crate::{Error, Result, Tensor};
 use datasets::image::{decode, Image};
 use datasets::loader::extend_normalized;
-use engine::model::{IResNet, ParamStore};
-use engine::train::trainer::embed_with;
-use engine::{Error, Result, Tensor};
 use std::path::{Path, PathBuf};
 
 const CHUNK: usize = 128;

@@ -1,4 +1,4 @@
-//! `engine-train gpu-check --step-parity DIR`: one whole training step (backbone forward, ArcFace head,
+//! `engine-train check --step-parity DIR`: one whole training step (backbone forward, ArcFace head,
 //! backward; no optimizer step) on the device, written out for `bench/step_parity.py`, which repeats it
 //! in PyTorch with the same weights and batch and compares. The GPU machine of `bench/gpu-check.sh` has
 //! PyTorch but no Rust, so the engine side only writes files and the comparison is Python's.
@@ -16,16 +16,17 @@
 //! `--device cpu` runs the same step on the CPU backend (the reference), which is how this path is
 //! exercised without a GPU.
 
-use super::{Args, CmdResult};
+use crate::device_parity;
+use crate::gpu_check::CommonArgs;
+use crate::CmdResult;
 use engine::heads::{self, HeadParams};
 use engine::io::safetensors::{self, SafeTensors};
 use engine::model::export::{export_pytorch, to_pytorch_layout};
 use engine::model::{IResNetConfig, ParamKind};
 use engine::rng::Rng;
-use engine::train::gpu_parity;
 use engine::train::precision::Precision;
 use engine::train::trainer::{OptimizerChoice, Trainer, TrainerConfig, CLASSIFIER};
-use engine::{Device, Tape, Tensor};
+use engine::{Device, Tensor};
 use std::path::Path;
 use std::time::Instant;
 
@@ -33,7 +34,7 @@ use std::time::Instant;
 const S: f64 = 64.0;
 const M: f64 = 0.5;
 
-pub fn run(dev: &Device, dir: &Path, a: &Args) -> CmdResult {
+pub fn run(dev: &Device, dir: &Path, a: &CommonArgs) -> CmdResult {
     let precision: Precision = a.precision.parse()?;
     if !matches!(precision, Precision::F32 | Precision::Bf16) {
         return Err(format!("--step-parity takes --precision f32 or bf16, not {}", a.precision).into());
@@ -56,7 +57,7 @@ pub fn run(dev: &Device, dir: &Path, a: &Args) -> CmdResult {
         grad_clip: None,
         seed: a.seed,
         precision,
-        ..gpu_parity::small_config(a.classes, OptimizerChoice::Sgd)
+        ..device_parity::small_config(a.classes, OptimizerChoice::Sgd)
     };
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut t = Trainer::new(cfg)?;
@@ -80,32 +81,19 @@ pub fn run(dev: &Device, dir: &Path, a: &Args) -> CmdResult {
 
     // One forward + backward on the device.
     t.to_device(dev)?;
-    let sync = |d: &Device| -> engine::Result<()> {
-        if let Device::Cuda(c) = d {
-            c.synchronize()?;
-        }
-        Ok(())
-    };
-    sync(dev)?;
+    let be = engine::backend::for_device(dev);
+    be.synchronize()?;
     let t0 = Instant::now();
-    t.head.set_training(true);
-    let mut tape = Tape::new();
-    tape.set_autocast(precision.half_dtype())?;
-    let vx = tape.constant(images.to_device(dev)?);
-    let mut fwd_rng = Rng::new(5); // dropout is 0: unused
-    let emb = t.model.forward(&mut tape, &mut t.params, vx, true, &mut fwd_rng)?;
-    let wv = t.classifier.var(&mut tape, CLASSIFIER)?;
-    let loss = heads::loss(&mut tape, emb, wv, &labels, t.head.as_mut())?;
-    let grads = tape.backward(loss)?;
-    sync(dev)?;
+    let step = t.forward_backward(&images, &labels, None)?;
+    be.synchronize()?;
     let secs = t0.elapsed().as_secs_f64();
-    let loss_value = tape.value(loss).scalar_value()?;
+    let loss_value = step.loss.scalar_value()?;
 
     let mut out = SafeTensors::default();
     out.push("loss", Tensor::from_vec(vec![loss_value], [1])?);
-    out.push("embedding", tape.value(emb).to_device(&Device::Cpu)?);
+    out.push("embedding", step.embeddings.to_device(&Device::Cpu)?);
     let mut n_grads = 0;
-    for (name, g) in grads.params() {
+    for (name, g) in &step.grads {
         let g = g.to_device(&Device::Cpu)?;
         let g = if name == CLASSIFIER { g } else { to_pytorch_layout(&backbone, name, &g)? };
         out.push(format!("grad.{name}"), g);
@@ -121,10 +109,7 @@ pub fn run(dev: &Device, dir: &Path, a: &Args) -> CmdResult {
     out.metadata.insert("layout".into(), "pytorch: OIHW conv weights, fc.weight columns CHW".into());
     safetensors::write(&dir.join("engine.safetensors"), &out)?;
 
-    let device_name = match dev {
-        Device::Cpu => "cpu".to_string(),
-        Device::Cuda(c) => format!("{} (sm_{})", c.device_name(), c.arch()),
-    };
+    let device_name = dev.describe();
     let config = serde_json::json!({
         "backbone": a.backbone,
         "layers": backbone.layers,

@@ -1,55 +1,83 @@
-//! The head on a CUDA device: the chunked classifier of kernels/cuda/margin_head.cu (cuBLAS cosines per
-//! block of classes, a running log-sum-exp per row, the backward recomputing or reusing each block).
+//! The host half of the chunked margin classifier (kernels/cuda/margin_head.cu): how a head's maps are
+//! encoded as the kernels' parameters, and the per-row scalars a head computes with its own code between
+//! the kernels. The block loop that launches them lives in the CUDA backend (`backend/cuda/head/`);
+//! what is planned here is tested on the CPU against the reference classifier for every head.
 //!
-//! Two ways through it, both with every `[B, classes]` element computed on the device:
-//! - fixed parameters (`step_on_device`): heads whose every row uses one logit map chosen from c_y alone
+//! Two ways through the kernels:
+//! - fixed parameters (`kernel_params`): heads whose every row uses one logit map chosen from c_y alone
 //!   and that need nothing else from the batch (softmax, cosface, arcface exact / easy margin / STE,
 //!   combined, sphereface). Which heads qualify is not a list of names: `kernel_params` reads the head's
-//!   own `row()` on a grid of cosines and accepts the encoding only when it reproduces every map. No host
-//!   round trip.
-//! - per-row plans (`step_with_row_plans`): every other head. The head's own code runs on the host on
-//!   the per-row scalars, exactly as in the CPU classifier (observe, quality, row plans, target logits,
-//!   sample weights, extra terms, MagFace's dm/da): c_y and the norms come down, z_y, z'_y and tau go up,
-//!   the running (max, sum, sum without target) come down, the weight factors go up. Four small copies
-//!   of B values per step; the non-target maps run in the kernel (`NonTarget` -> NT_* codes).
-//!
-//! Both paths clamp CE at CE_MAX in the loss value (p_y >= 1e-30, as insightface), not in the gradient.
-//!
-//! None of the device code has run on a GPU yet (written on a machine without one). On the CPU the
-//! host halves (`kernel_params`, `plan_rows`, `finish_rows`) are tested against the CPU classifier for
-//! every head; the opt-in GPU test `gpu_head_matches_the_cpu_reference` (engine::train::gpu_parity)
-//! compares the whole device path with it.
+//!   own `row()` on a grid of cosines and accepts the encoding only when it reproduces every map.
+//! - per-row plans (`plan_rows`, `finish_rows`): every other head. The head's own code runs on the host
+//!   on the per-row scalars, exactly as in the CPU classifier (observe, quality, row plans, target
+//!   logits, sample weights, extra terms, MagFace's dm/da); the non-target maps run in the kernels
+//!   (`NonTarget` -> NT_* codes).
 
 use super::maps::{target_logit, NonTarget, TargetMap};
 use super::{BatchView, Head, Needs, RowInput, SampleWeight, CE_MAX};
-use crate::backend::cuda::head::{
-    launch, HeadParams as KernelParams, F_EASY, F_FALLBACK, F_STE, NT_CURRICULAR, NT_MV_ADAPTIVE,
-    NT_MV_FIXED, NT_PLAIN, NT_QAM,
-};
-use crate::backend::cuda::{ops as cuda_ops, CudaContext};
-use crate::backend::{Backend, BinaryOp};
-use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 use std::f64::consts::PI;
-use std::sync::Arc;
 
-/// Denominator floor of both L2 normalizations (as the CPU classifier's `NORM_FLOOR`).
-const NORM_FLOOR: f64 = 1e-12;
+/// Target flags of margin_head.cu's `margin_target`.
+pub const F_FALLBACK: i32 = 1;
+pub const F_EASY: i32 = 2;
+pub const F_STE: i32 = 4;
+/// Non-target kinds (margin_head.cu's `nontarget`).
+pub const NT_PLAIN: i32 = 0;
+pub const NT_CURRICULAR: i32 = 1;
+pub const NT_MV_ADAPTIVE: i32 = 2;
+pub const NT_MV_FIXED: i32 = 3;
+pub const NT_QAM: i32 = 4;
 
-/// Largest cosine block (elements of `[B, nb]`): 2^26 f32 = 256 MiB for the block and as much for its G.
-pub const MAX_BLOCK_ELEMS: usize = 1 << 26;
+/// The parameters of margin_head.cu, laid out as its `MarginParams` struct (all fields 4 bytes, so the
+/// C and Rust layouts agree without padding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MarginParams {
+    pub s: f32,
+    pub m1: f32,
+    pub m2: f32,
+    pub m3: f32,
+    /// Cosines are clamped to [-1 + eps, 1 - eps]; gradient only strictly inside.
+    pub eps: f32,
+    /// CurricularFace's or MV-Softmax's t.
+    pub t: f32,
+    /// 1 / B of the batch mean.
+    pub inv_batch: f32,
+    pub flags: i32,
+    pub nontarget_kind: i32,
+}
 
-/// The kernel's choice of target map at cosine `c` for the encoding `hp` (mirrors `margin_target`).
-fn encoded_map(hp: &KernelParams, c: f64) -> TargetMap {
-    let (m1, m2, m3) = (hp.m1 as f64, hp.m2 as f64, hp.m3 as f64);
-    if hp.flags & F_EASY != 0 && c <= 0.0 {
-        TargetMap::Shift { m: 0.0 }
-    } else if hp.flags & F_STE != 0 {
-        TargetMap::Straight { m: m2 }
-    } else if hp.flags & F_FALLBACK != 0 && m1 * c.acos() + m2 >= PI {
-        TargetMap::Fallback { m: m2 }
-    } else {
-        TargetMap::Angular { m1, m2, m3 }
+impl MarginParams {
+    /// NormFace-like defaults (s·c everywhere, unit weights) for a batch of `batch` rows.
+    pub fn plain(s: f32, batch: usize) -> MarginParams {
+        MarginParams {
+            s,
+            m1: 1.0,
+            m2: 0.0,
+            m3: 0.0,
+            eps: 0.0,
+            t: 0.0,
+            inv_batch: 1.0 / batch.max(1) as f32,
+            flags: 0,
+            nontarget_kind: NT_PLAIN,
+        }
+    }
+
+    /// The target map `margin_target` applies at cosine `c` under these parameters: the definition of
+    /// the fixed-parameter encoding, which the kernel implements (its logits are `maps::target_logit` of
+    /// this map).
+    pub fn target_map(&self, c: f64) -> TargetMap {
+        let (m1, m2, m3) = (self.m1 as f64, self.m2 as f64, self.m3 as f64);
+        if self.flags & F_EASY != 0 && c <= 0.0 {
+            TargetMap::Shift { m: 0.0 }
+        } else if self.flags & F_STE != 0 {
+            TargetMap::Straight { m: m2 }
+        } else if self.flags & F_FALLBACK != 0 && m1 * c.acos() + m2 >= PI {
+            TargetMap::Fallback { m: m2 }
+        } else {
+            TargetMap::Angular { m1, m2, m3 }
+        }
     }
 }
 
@@ -73,7 +101,7 @@ fn same_map(cpu: &TargetMap, gpu: &TargetMap) -> bool {
 
 /// The fixed kernel parameters that reproduce `head` for a batch of `batch` rows, or `None` when the head
 /// needs more than margin_head.cu's fixed-parameter path gives (it then runs on the host).
-pub fn kernel_params(head: &dyn Head, batch: usize) -> Option<KernelParams> {
+pub fn kernel_params(head: &dyn Head, batch: usize) -> Option<MarginParams> {
     if head.needs() != Needs::default() || !matches!(head.non_target(), NonTarget::Plain) {
         return None;
     }
@@ -82,7 +110,7 @@ pub fn kernel_params(head: &dyn Head, batch: usize) -> Option<KernelParams> {
     }
     let (s, eps) = (head.scale(), head.clamp_eps());
     let row = |c: f64| head.row(&RowInput { c_y: c, norm: 1.0, quality: 0.0 });
-    let mut hp = KernelParams { eps: eps as f32, ..KernelParams::plain(s as f32, batch) };
+    let mut hp = MarginParams { eps: eps as f32, ..MarginParams::plain(s as f32, batch) };
     match row(0.5).target {
         TargetMap::Shift { m } => hp.m3 = m as f32,
         TargetMap::Angular { m1, m2, m3 } => {
@@ -107,207 +135,9 @@ pub fn kernel_params(head: &dyn Head, batch: usize) -> Option<KernelParams> {
     let ok = (0..=n).all(|k| {
         let c = (-1.0 + eps) + (2.0 - 2.0 * eps) * k as f64 / n as f64;
         let plan = row(c);
-        plan.margin_da == 0.0 && same_map(&plan.target, &encoded_map(&hp, c))
+        plan.margin_da == 0.0 && same_map(&plan.target, &hp.target_map(c))
     });
     ok.then_some(hp)
-}
-
-fn cuda_context(t: &Tensor) -> Result<Arc<CudaContext>> {
-    match t.device() {
-        Device::Cuda(ctx) => Ok(ctx),
-        Device::Cpu => Err(Error::Device("head on CUDA: tensor is on the CPU".into())),
-    }
-}
-
-/// Class blocks `[j0, j1)` so that each `[batch, nb]` cosine block stays under `max_elems`.
-pub fn class_blocks(batch: usize, classes: usize, max_elems: usize) -> Vec<(usize, usize)> {
-    let nb = (max_elems / batch.max(1)).clamp(1, classes.max(1));
-    (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect()
-}
-
-/// Loss (rank 0) and, when asked, (dL/dx, dL/dW) for f32 device tensors, through margin_head.cu.
-pub fn step_on_device(
-    x: &Tensor,
-    w: &Tensor,
-    labels: &[i64],
-    hp: &KernelParams,
-    grad: bool,
-    gemm: Option<DType>,
-) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    step_on_device_blocked(x, w, labels, hp, grad, MAX_BLOCK_ELEMS, gemm)
-}
-
-/// `step_on_device` with cosine blocks of at most `max_block_elems` (checks force several blocks).
-pub fn step_on_device_blocked(
-    x: &Tensor,
-    w: &Tensor,
-    labels: &[i64],
-    hp: &KernelParams,
-    grad: bool,
-    max_block_elems: usize,
-    gemm: Option<DType>,
-) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let p = Prepared::new(x, w, labels, gemm)?;
-    let be = p.be();
-    let terms = launch::target(
-        &p.ctx,
-        &launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?,
-        None,
-        None,
-        hp,
-    )?;
-    let blocks = p.blocks(max_block_elems);
-    let (state, kept) = p.forward(&blocks, &terms, hp)?;
-    let rows = launch::finish(&p.ctx, &p.lab, &state, &terms, 0.0, hp)?;
-    let loss = be.affine(&be.sum_all(&rows.loss)?, 1.0 / p.b as f64, 0.0)?;
-    if !grad {
-        return Ok((loss, None));
-    }
-    let (dxh, dwh) = p.backward(&blocks, kept, &terms, &rows, hp)?;
-    let dx = be.l2_normalize_rows_backward_eps(&dxh, &p.xh, &p.a, NORM_FLOOR)?;
-    let dw = be.l2_normalize_rows_backward_eps(&dwh, &p.wh, &p.wn, NORM_FLOOR)?;
-    Ok((loss, Some((dx, dw))))
-}
-
-/// What both device paths start from: labels on the device, the normalized rows with their norms, and
-/// the operands of the cosine GEMMs (the normalized rows, cast to bf16/fp16 under autocast: the cosines
-/// are then computed, kept and read in that type, halving their memory and traffic).
-struct Prepared {
-    ctx: Arc<CudaContext>,
-    dev: Device,
-    lab: Tensor,
-    b: usize,
-    classes: usize,
-    xh: Tensor,
-    a: Tensor,
-    wh: Tensor,
-    wn: Tensor,
-    xg: Tensor,
-    wg: Tensor,
-}
-
-impl Prepared {
-    fn new(x: &Tensor, w: &Tensor, labels: &[i64], gemm: Option<DType>) -> Result<Prepared> {
-        let ctx = cuda_context(x)?;
-        if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-            return Err(Error::DType(format!(
-                "head on CUDA runs in f32, got {} and {}",
-                x.dtype(),
-                w.dtype()
-            )));
-        }
-        let (b, _) = x.shape().matrix("head loss (embeddings)")?;
-        let (classes, _) = w.shape().matrix("head loss (weight)")?;
-        check_labels(labels, b, classes)?;
-        let dev = Device::Cuda(ctx.clone());
-        let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
-        let be: &dyn Backend = ctx.as_ref();
-        let (xh, a) = be.l2_normalize_rows(x, NORM_FLOOR)?;
-        let (wh, wn) = be.l2_normalize_rows(w, NORM_FLOOR)?;
-        let (xg, wg) = match gemm {
-            None | Some(DType::F32) => (xh.clone(), wh.clone()),
-            Some(d) => (cuda_ops::cast(&ctx, &xh, d)?, cuda_ops::cast(&ctx, &wh, d)?),
-        };
-        Ok(Prepared { ctx, dev, lab, b, classes, xh, a, wh, wn, xg, wg })
-    }
-
-    fn be(&self) -> &dyn Backend {
-        self.ctx.as_ref()
-    }
-
-    fn blocks(&self, max_block_elems: usize) -> Vec<(usize, usize)> {
-        class_blocks(self.b, self.classes, max_block_elems)
-    }
-
-    /// The GEMM operand of classes j0..j1.
-    fn block_w(&self, blocks: &[(usize, usize)], j0: usize, j1: usize) -> Result<Tensor> {
-        if blocks.len() == 1 {
-            Ok(self.wg.clone())
-        } else {
-            cuda_ops::slice_rows(&self.ctx, &self.wg, j0, j1)
-        }
-    }
-
-    /// A GEMM result in f32 (widened when the GEMMs run in half).
-    fn widen(&self, t: Tensor) -> Result<Tensor> {
-        if t.dtype() == DType::F32 {
-            Ok(t)
-        } else {
-            cuda_ops::cast(&self.ctx, &t, DType::F32)
-        }
-    }
-
-    /// The running log-sum-exp over every class block. With one block its cosines are returned for the
-    /// backward; with several they are recomputed there.
-    fn forward(
-        &self,
-        blocks: &[(usize, usize)],
-        terms: &launch::TargetTerms,
-        hp: &KernelParams,
-    ) -> Result<(launch::LseState, Option<Tensor>)> {
-        let mut state = launch::lse_init(&self.ctx, self.b)?;
-        let mut kept = None;
-        for &(j0, j1) in blocks {
-            let cos = self.be().matmul(&self.xg, &self.block_w(blocks, j0, j1)?, false, true)?;
-            state = launch::forward_block(&self.ctx, &cos, j0, &self.lab, terms, hp, &state)?;
-            if blocks.len() == 1 {
-                kept = Some(cos);
-            }
-        }
-        Ok((state, kept))
-    }
-
-    /// Gradients with respect to the normalized embeddings and classifier rows.
-    fn backward(
-        &self,
-        blocks: &[(usize, usize)],
-        mut kept: Option<Tensor>,
-        terms: &launch::TargetTerms,
-        rows: &launch::RowLoss,
-        hp: &KernelParams,
-    ) -> Result<(Tensor, Tensor)> {
-        let be = self.be();
-        let mut dxh: Option<Tensor> = None;
-        let mut dw_parts = Vec::with_capacity(blocks.len());
-        for &(j0, j1) in blocks {
-            let wb = self.block_w(blocks, j0, j1)?;
-            let cos = match kept.take() {
-                Some(c) => c,
-                None => be.matmul(&self.xg, &wb, false, true)?,
-            };
-            // G comes in the cosines' type; its products are widened before they are summed.
-            let g = launch::backward_block(&self.ctx, &cos, j0, &self.lab, terms, rows, hp)?;
-            let part = self.widen(be.matmul(&g, &wb, false, false)?)?;
-            dxh = Some(match dxh {
-                None => part,
-                Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
-            });
-            dw_parts.push(self.widen(be.matmul(&g, &self.xg, true, false)?)?);
-        }
-        let dwh = if dw_parts.len() == 1 {
-            dw_parts.pop().expect("one block")
-        } else {
-            cuda_ops::concat_rows(&self.ctx, &dw_parts)?
-        };
-        let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
-        Ok((dxh, dwh))
-    }
-}
-
-/// The kernels skip rows whose label is outside their block, so a bad label must be refused here.
-fn check_labels(labels: &[i64], b: usize, classes: usize) -> Result<()> {
-    if labels.len() != b {
-        return Err(Error::Shape(format!("head loss: {} labels for {b} embeddings", labels.len())));
-    }
-    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= classes) {
-        return Err(Error::Invalid(format!("label {y} of sample {i} is outside 0..{classes}")));
-    }
-    Ok(())
-}
-
-fn upload_rows(v: Vec<f32>, dev: &Device) -> Result<Tensor> {
-    let n = v.len();
-    Tensor::from_vec(v, [n])?.to_device(dev)
 }
 
 /// The kernel's code and parameter for a non-target map.
@@ -324,7 +154,7 @@ fn non_target_code(nt: &NonTarget) -> (i32, f32) {
 /// The host half of the row-plan path before the logits: from the raw target cosines and norms, the
 /// head's observe / quality / row plans, and the per-row target terms the kernels read.
 pub struct RowPlans {
-    pub hp: KernelParams,
+    pub hp: MarginParams,
     /// Clamped c_y and raw norms in f64, as the head saw them.
     pub c_y: Vec<f64>,
     pub norms: Vec<f64>,
@@ -372,7 +202,7 @@ pub fn plan_rows(head: &mut dyn Head, raw_cy: &[f32], norms_f32: &[f32]) -> Resu
     let non_target = head.non_target();
     let (nontarget_kind, t) = non_target_code(&non_target);
     Ok(RowPlans {
-        hp: KernelParams { eps: eps as f32, t, nontarget_kind, ..KernelParams::plain(s, b) },
+        hp: MarginParams { eps: eps as f32, t, nontarget_kind, ..MarginParams::plain(s, b) },
         c_y,
         norms,
         zy,
@@ -458,69 +288,12 @@ pub fn finish_rows(
     Ok(out)
 }
 
-/// Any head: its per-row scalars computed on the host by the head's own code (`plan_rows`,
-/// `finish_rows`), its per-element work in margin_head.cu.
-pub fn step_with_row_plans(
-    x: &Tensor,
-    w: &Tensor,
-    labels: &[i64],
-    head: &mut dyn Head,
-    grad: bool,
-    max_block_elems: usize,
-    gemm: Option<DType>,
-) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let p = Prepared::new(x, w, labels, gemm)?;
-    let (be, dev) = (p.be(), &p.dev);
-    let raw_cy = launch::gather_cy(&p.ctx, &p.xh, &p.wh, 0, &p.lab, &be.zeros(&[p.b].into(), DType::F32)?)?
-        .to_vec::<f32>()?;
-    let plans = plan_rows(head, &raw_cy, &p.a.to_vec::<f32>()?)?;
-    let hp = plans.hp;
-    let terms = launch::TargetTerms {
-        zy: upload_rows(plans.zy.clone(), dev)?,
-        zpy: upload_rows(plans.zpy.clone(), dev)?,
-        tau: upload_rows(plans.tau.clone(), dev)?,
-        dzy_dm: be.zeros(&[p.b].into(), DType::F32)?,
-    };
-    let blocks = p.blocks(max_block_elems);
-    let (state, kept) = p.forward(&blocks, &terms, &hp)?;
-    let res = finish_rows(head, &plans, &state.m.to_vec()?, &state.s.to_vec()?, &state.s_other.to_vec()?)?;
-    let loss = Tensor::scalar(res.loss as f32).to_device(dev)?;
-    if !grad {
-        return Ok((loss, None));
-    }
-    let lse = upload_rows(res.lse, dev)?;
-    // backward_block reads lse and st only.
-    let rows = launch::RowLoss {
-        lse: lse.clone(),
-        loss: lse.clone(),
-        py: lse.clone(),
-        st: upload_rows(res.st, dev)?,
-        dl_da: lse,
-    };
-    let (dxh, dwh) = p.backward(&blocks, kept, &terms, &rows, &hp)?;
-    let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &p.xh, &p.a, NORM_FLOOR)?;
-    if res.d_norm.iter().any(|&v| v != 0.0) {
-        // The radial part: dL/da_i along x̂_i.
-        let radial = be.scale_rows(&p.xh, &upload_rows(res.d_norm, dev)?)?;
-        dx = be.binary(BinaryOp::Add, &dx, &radial)?;
-    }
-    let dw = be.l2_normalize_rows_backward_eps(&dwh, &p.wh, &p.wn, NORM_FLOOR)?;
-    Ok((loss, Some((dx, dw))))
-}
-
-/// `t * g` for a rank-0 device tensor `g` without reading it on the host (a one-row `scale_rows`).
-pub fn scale_by_scalar(t: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let n = t.numel();
-    let y = t.backend().scale_rows(&t.reshape([1, n])?, &g.reshape([1])?)?;
-    y.reshape(t.shape().clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::heads::{from_name, run, HeadParams, Phase, RunOptions};
 
-    fn params(name: &str) -> Option<KernelParams> {
+    fn params(name: &str) -> Option<MarginParams> {
         let p = HeadParams::default();
         let h = from_name(name, &p).unwrap();
         kernel_params(h.as_ref(), 8)
@@ -578,7 +351,7 @@ mod tests {
             for k in 0..=200 {
                 let c = -0.999 + 1.998 * k as f64 / 200.0;
                 let cpu = target_logit(&h.row(&RowInput { c_y: c, norm: 1.0, quality: 0.0 }).target, 30.0, c);
-                let gpu = target_logit(&encoded_map(&hp, c), 30.0, c);
+                let gpu = target_logit(&hp.target_map(c), 30.0, c);
                 // cos(acos(c)) loses a few digits near c = -1 (the kernel writes s·(c - m) that way too).
                 let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (30.0 + b.abs());
                 assert!(close(gpu.0, cpu.0) && close(gpu.1, cpu.1), "{name} at {c}: {cpu:?} {gpu:?}");
@@ -698,12 +471,32 @@ mod tests {
     }
 
     #[test]
-    fn class_blocks_cover_every_class_once() {
-        assert_eq!(class_blocks(128, 600, MAX_BLOCK_ELEMS), vec![(0, 600)]);
-        let b = class_blocks(1 << 20, 200, MAX_BLOCK_ELEMS);
-        assert_eq!(b.len(), 4);
-        assert_eq!(b.first().unwrap().0, 0);
-        assert_eq!(b.last().unwrap().1, 200);
-        assert!(b.windows(2).all(|w| w[0].1 == w[1].0));
+    fn layout_matches_the_cuda_struct() {
+        // 7 floats then 2 ints, no padding: the order must follow margin_head.cu.
+        assert_eq!(std::mem::size_of::<MarginParams>(), 9 * 4);
+        let src = kernels::MARGIN_HEAD.source;
+        let start = src.find("struct MarginParams {").expect("struct in margin_head.cu");
+        let body = &src[start..start + src[start..].find("};").unwrap()];
+        let fields: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .flat_map(|l| l.split("//").next().unwrap().split([',', ';']))
+            .map(|f| f.trim().trim_start_matches("float ").trim_start_matches("int ").trim())
+            .filter(|f| !f.is_empty())
+            .collect();
+        assert_eq!(fields, ["s", "m1", "m2", "m3", "eps", "t", "inv_batch", "flags", "nontarget_kind"]);
+        // And the codes the kernel switches on.
+        for (name, v) in [
+            ("F_FALLBACK", F_FALLBACK),
+            ("F_EASY", F_EASY),
+            ("F_STE", F_STE),
+            ("NT_PLAIN", NT_PLAIN),
+            ("NT_CURRICULAR", NT_CURRICULAR),
+            ("NT_MV_ADAPTIVE", NT_MV_ADAPTIVE),
+            ("NT_MV_FIXED", NT_MV_FIXED),
+            ("NT_QAM", NT_QAM),
+        ] {
+            assert!(src.contains(&format!("#define {name} {v}")), "{name} is not {v} in margin_head.cu");
+        }
     }
 }

@@ -3,27 +3,20 @@
 //! both gradients and the running state over five steps, through `heads::loss` as training runs them).
 //!
 //! The CPU test suite runs these against fixtures PyTorch wrote on the CPU; the opt-in GPU tests and
-//! `engine-train gpu-check --torch-fixtures DIR` run them on a CUDA device, the latter against fixtures
+//! `engine-train check --torch-fixtures DIR` run them on a CUDA device, the latter against fixtures
 //! that the same scripts wrote with `--device cuda`, i.e. each op against torch on the GPU.
 
-use super::gpu_parity::{compare as compare_values, Compared};
-use crate::heads::{self, HeadParams};
-use crate::io::safetensors::{self, SafeTensors};
-use crate::model::{ParamKind, ParamStore};
-use crate::ops::{self, Conv2dParams};
-use crate::tape::{Tape, Var};
-use crate::tensor::{Device, Tensor};
-use crate::{Error, Result};
+use crate::compare::{compare, Compared};
+use engine::heads::{self, HeadParams};
+use engine::io::safetensors::{self, SafeTensors};
+use engine::model::{ParamKind, ParamStore};
+use engine::ops::{self, Conv2dParams};
+use engine::tape::{Tape, Var};
+use engine::{Device, Error, Result, Tensor};
 use std::path::Path;
 
-/// gpu_parity's comparison (norm-wise relative error; a non-finite value of ours never passes), and
-/// a shape or dtype other than torch's never passes either.
-fn compare(name: String, ours: &Tensor, want: &Tensor, tol: f64) -> Result<Compared> {
-    if ours.dims() != want.dims() || ours.dtype() != want.dtype() {
-        return Ok(Compared { name, err: f64::INFINITY, tol });
-    }
-    compare_values(name, ours, want, tol)
-}
+/// Every comparison here is against PyTorch.
+const TORCH: &str = "PyTorch fixture";
 
 struct CoreOps<'a> {
     st: SafeTensors,
@@ -40,7 +33,7 @@ impl CoreOps<'_> {
 
     fn close(&mut self, name: &str, ours: &Tensor) -> Result<()> {
         let c = compare(format!("torch {name}"), ours, &self.get(name)?, self.tol)?;
-        self.out.push(c);
+        self.out.push(c.against(TORCH));
         Ok(())
     }
 
@@ -115,7 +108,7 @@ pub fn core_ops(dev: &Device, path: &Path, tol: f64) -> Result<Vec<Compared>> {
 /// Three steps of the engine's SGD (momentum 0.9, weight decay 5e-4) and AdamW (weight decay 0.05) on
 /// the fixture's parameter with its gradients and learning rates, against torch.optim's.
 fn optimizer_steps(c: &mut CoreOps) -> Result<()> {
-    for (kind, make) in super::gpu_parity::checked_optimizers() {
+    for (kind, make) in crate::device_parity::checked_optimizers() {
         let mut store = ParamStore::new();
         store.insert("w", c.get(&format!("{kind}.p0"))?.to_device(c.dev)?, ParamKind::Trainable)?;
         let mut opt = make();
@@ -179,21 +172,18 @@ pub fn heads(dev: &Device, dir: &Path, dtype: &str) -> Result<(Vec<Compared>, Ve
             let g = tape.backward(l)?;
             let missing = || Error::Invalid(format!("{tag}: no gradient"));
             let want = |n: &str| st.require(&format!("{n}.{k}"), &path).cloned();
-            let loss = tape.value(l).to_dtype(crate::tensor::DType::F64)?;
-            let want_loss = want("loss")?.to_dtype(crate::tensor::DType::F64)?;
-            out.push(compare(format!("{tag} loss.{k}"), &loss, &want_loss, tol)?);
-            out.push(compare(
-                format!("{tag} grad_embeddings.{k}"),
-                g.get(vx).ok_or_else(missing)?,
-                &want("grad_embeddings")?,
-                tol,
-            )?);
-            out.push(compare(
-                format!("{tag} grad_weight.{k}"),
-                g.get(vw).ok_or_else(missing)?,
-                &want("grad_weight")?,
-                tol,
-            )?);
+            let loss = tape.value(l).to_dtype(engine::DType::F64)?;
+            let want_loss = want("loss")?.to_dtype(engine::DType::F64)?;
+            out.push(compare(format!("{tag} loss.{k}"), &loss, &want_loss, tol)?.against(TORCH));
+            let gx = g.get(vx).ok_or_else(missing)?;
+            out.push(
+                compare(format!("{tag} grad_embeddings.{k}"), gx, &want("grad_embeddings")?, tol)?
+                    .against(TORCH),
+            );
+            let gw = g.get(vw).ok_or_else(missing)?;
+            out.push(
+                compare(format!("{tag} grad_weight.{k}"), gw, &want("grad_weight")?, tol)?.against(TORCH),
+            );
             let state = head.state();
             for (sn, t) in &st.tensors {
                 let Some(var) = sn.strip_prefix("state.").and_then(|r| r.strip_suffix(&format!(".{k}")))
@@ -202,7 +192,9 @@ pub fn heads(dev: &Device, dir: &Path, dtype: &str) -> Result<(Vec<Compared>, Ve
                 };
                 let ours =
                     state.get(var).ok_or_else(|| Error::Invalid(format!("{name}: no state '{var}'")))?;
-                out.push(compare(format!("{tag} state.{var}.{k}"), &Tensor::scalar(ours), t, tol)?);
+                out.push(
+                    compare(format!("{tag} state.{var}.{k}"), &Tensor::scalar(ours), t, tol)?.against(TORCH),
+                );
             }
         }
         if !covered.contains(&name) {

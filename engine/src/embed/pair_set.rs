@@ -1,13 +1,13 @@
 //! Verification on a pair set during and after training: images decoded and normalized once, each pair
 //! image embedded with its horizontal flip and the two embeddings summed (insightface's protocol).
 
-use crate::images::{decode_for_model, embed_pixels};
+use super::{decode_for_model, embed_pixels};
+use crate::eval::quality::row_norms;
+use crate::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
+use crate::model::{IResNet, ParamStore};
+use crate::{Error, Result};
 use datasets::loader::extend_normalized;
 use datasets::verification::read_pair_set;
-use engine::eval::quality::row_norms;
-use engine::eval::verification::{sum_with_flipped, verify_embeddings, VerificationReport};
-use engine::model::{IResNet, ParamStore};
-use engine::{Error, Result};
 use std::path::Path;
 
 pub struct PairEval {
@@ -56,11 +56,11 @@ impl PairEval {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo_defaults;
+    use crate::model::IResNetConfig;
+    use crate::rng::Rng;
+    use crate::train::demo as demo_defaults;
+    use crate::DType;
     use datasets::demo::ensure_demo_set;
-    use engine::model::IResNetConfig;
-    use engine::rng::Rng;
-    use engine::DType;
 
     /// The demo's held-out pairs, written by the real demo path, must not be solved by an untrained
     /// small backbone: otherwise a high demo accuracy would say little about training.

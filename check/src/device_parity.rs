@@ -1,5 +1,6 @@
-//! A training step on a device against the same step on the CPU backend (same weights, same batch):
-//! the checks behind the opt-in GPU tests below and `engine-train gpu-check`'s training sections.
+//! A device against the CPU backend with the same inputs: the broadcasts, every head, the optimizers and
+//! whole training steps (same weights, same batch). The checks behind the opt-in GPU tests below and
+//! `engine-train check`'s training sections.
 //!
 //! Every function takes the device to check; given `Device::Cpu` it compares the CPU with itself, which
 //! is how the CPU test suite keeps this harness running (all errors must then be exactly 0). The
@@ -7,44 +8,17 @@
 //! tolerances below are estimates (f32 summation-order differences through BN at small batches), to be
 //! confirmed by the first GPU run.
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::Backend;
-use crate::heads::{self, HeadParams};
-use crate::model::{IResNetConfig, ParamKind, ParamStore};
-use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroups, Sgd, SgdConfig};
-use crate::rng::Rng;
-use crate::tape::gradcheck::rel_error;
-use crate::tape::Tape;
-use crate::tensor::{DType, Device, Tensor};
-use crate::train::trainer::{OptimizerChoice, Trainer, TrainerConfig, CLASSIFIER};
-use crate::Result;
-
-/// One comparison: norm-wise relative error of the device result against the CPU one.
-#[derive(Debug, Clone)]
-pub struct Compared {
-    pub name: String,
-    pub err: f64,
-    pub tol: f64,
-}
-
-impl Compared {
-    /// NaN never passes.
-    pub fn ok(&self) -> bool {
-        self.err <= self.tol
-    }
-}
-
-/// Norm-wise relative error of `dev` against the reference `cpu`; a length mismatch or a non-finite value
-/// in `dev` never passes.
-pub(crate) fn compare(name: impl Into<String>, dev: &Tensor, cpu: &Tensor, tol: f64) -> Result<Compared> {
-    let (a, b) = (dev.to_f64_vec()?, cpu.to_f64_vec()?);
-    let err = if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
-        f64::INFINITY
-    } else {
-        rel_error(&a, &b)
-    };
-    Ok(Compared { name: name.into(), err, tol })
-}
+use crate::compare::{compare, rel_error, Compared};
+use engine::backend::cpu::CpuBackend;
+use engine::backend::{Backend, MarginHeadCall};
+use engine::heads::{self, HeadParams};
+use engine::model::{ParamKind, ParamStore};
+use engine::optim::{AdamW, AdamWConfig, Optimizer, ParamGroups, Sgd, SgdConfig};
+use engine::rng::Rng;
+use engine::tape::Tape;
+use engine::train::startup::tiny_config;
+use engine::train::trainer::{OptimizerChoice, Trainer, TrainerConfig, CLASSIFIER};
+use engine::{Device, Result, Tensor};
 
 fn randn(rng: &mut Rng, shape: &[usize], scale: f64) -> Result<Tensor> {
     let n = shape.iter().product();
@@ -78,9 +52,9 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
     let grad_of_mean = |d: &Device| -> Result<Tensor> {
         let mut tape = Tape::new();
         let v = tape.leaf(x.to_device(d)?);
-        let m = crate::ops::mean_all(&mut tape, v)?;
+        let m = engine::ops::mean_all(&mut tape, v)?;
         let g = tape.backward(m)?;
-        g.get(v).cloned().ok_or_else(|| crate::Error::Invalid("mean_all: no gradient".into()))
+        g.get(v).cloned().ok_or_else(|| engine::Error::Invalid("mean_all: no gradient".into()))
     };
     out.push(compare(
         "mean_all backward (seed broadcast)",
@@ -88,12 +62,8 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
         &grad_of_mean(&Device::Cpu)?,
         1e-7,
     )?);
-    if let Device::Cuda(ctx) = dev {
-        use crate::backend::cuda::ops::{concat_rows, slice_rows};
-        let parts =
-            [slice_rows(ctx, &dx, 0, 10)?, slice_rows(ctx, &dx, 10, 11)?, slice_rows(ctx, &dx, 11, 37)?];
-        out.push(compare("slice_rows + concat_rows round trip", &concat_rows(ctx, &parts)?, &x, 0.0)?);
-    }
+    let parts = [be.slice_rows(&dx, 0, 10)?, be.slice_rows(&dx, 10, 11)?, be.slice_rows(&dx, 11, 37)?];
+    out.push(compare("slice_rows + concat_rows round trip", &be.concat_rows(&parts)?, &x, 0.0)?);
     Ok(out)
 }
 
@@ -116,7 +86,7 @@ fn head_step(
     let (vx, vw) = (tape.leaf(x.to_device(dev)?), tape.leaf(w.to_device(dev)?));
     let l = heads::loss(&mut tape, vx, vw, labels, head.as_mut())?;
     let g = tape.backward(l)?;
-    let missing = || crate::Error::Invalid(format!("{name}: no gradient"));
+    let missing = || engine::Error::Invalid(format!("{name}: no gradient"));
     Ok((
         tape.value(l).clone(),
         g.get(vx).ok_or_else(missing)?.clone(),
@@ -124,9 +94,35 @@ fn head_step(
     ))
 }
 
+/// One head step through the backend's classifier with the classes in blocks of at most `block`
+/// elements (several blocks on a chunked device) and the cosine GEMM in `autocast`.
+fn blocked_step(
+    dev: &Device,
+    name: &str,
+    (x, w, labels): (&Tensor, &Tensor, &[i64]),
+    block: usize,
+    autocast: Option<engine::DType>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut head = test_head(name)?;
+    head.set_training(true);
+    let (x, w) = (x.to_device(dev)?, w.to_device(dev)?);
+    let call = MarginHeadCall {
+        x: &x,
+        w: &w,
+        labels,
+        head: head.as_mut(),
+        grad: true,
+        autocast,
+        max_block_elems: block,
+    };
+    let out = x.backend().margin_head(call)?;
+    let (gx, gw) = out.grads.ok_or_else(|| engine::Error::Invalid(format!("{name}: no gradients")))?;
+    Ok((out.loss, gx, gw))
+}
+
 /// Heads run through `heads::loss` on the device (margin_head.cu with fixed parameters or with row plans)
-/// against the CPU: loss, dL/dx and dL/dW. On CUDA also ArcFace and MagFace with the classes split into
-/// several blocks.
+/// against the CPU: loss, dL/dx and dL/dW. Also ArcFace and MagFace with the classes split into several
+/// blocks, in f32 and with bf16 cosines.
 pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compared>> {
     let mut rng = Rng::new(seed);
     let (b, d, c) = (24, 32, 50);
@@ -135,7 +131,7 @@ pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compar
     let labels: Vec<i64> = (0..b).map(|_| rng.below(c as u64) as i64).collect();
     let mut out = Vec::new();
     for &name in names {
-        let fixed = heads::device::kernel_params(test_head(name)?.as_ref(), b).is_some();
+        let fixed = heads::kernel_plan::kernel_params(test_head(name)?.as_ref(), b).is_some();
         let path = if fixed { "fixed params" } else { "row plans" };
         let (l1, x1, w1) = head_step(dev, name, &x, &w, &labels)?;
         let (l0, x0, w0) = head_step(&Device::Cpu, name, &x, &w, &labels)?;
@@ -144,21 +140,14 @@ pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compar
         out.push(compare(format!("head {name} ({path}): dL/dW"), &w1, &w0, 1e-4)?);
     }
     if dev.is_cpu() {
+        // The CPU classifier has no blocks, and its bf16 is an emulation: nothing more to compare.
         return Ok(out);
     }
-    // Several class blocks (16 classes each): one head per path.
-    let (dx, dw) = (x.to_device(dev)?, w.to_device(dev)?);
-    let hp = heads::device::kernel_params(test_head("arcface")?.as_ref(), b)
-        .ok_or_else(|| crate::Error::Invalid("arcface not encodable".into()))?;
-    // And with the cosines in bf16 (autocast on the GPU), at bf16's tolerance (its 8-bit mantissa moves
-    // a cosine by up to 2^-9, a logit by s times that).
-    for (gemm, what, k) in [(None, "", 1.0), (Some(DType::BF16), " in bf16", 300.0)] {
-        let arc = heads::device::step_on_device_blocked(&dx, &dw, &labels, &hp, true, b * 16, gemm)?;
-        let mut mag = test_head("magface")?;
-        mag.set_training(true);
-        let magr = heads::device::step_with_row_plans(&dx, &dw, &labels, mag.as_mut(), true, b * 16, gemm)?;
-        for (name, (l1, g1)) in [("arcface", arc), ("magface", magr)] {
-            let (g1x, g1w) = g1.ok_or_else(|| crate::Error::Invalid("no gradients".into()))?;
+    // Several class blocks (16 classes each): one head per path. And with the cosines in bf16 (autocast),
+    // at bf16's tolerance (its 8-bit mantissa moves a cosine by up to 2^-9, a logit by s times that).
+    for (gemm, what, k) in [(None, "", 1.0), (Some(engine::DType::BF16), " in bf16", 300.0)] {
+        for name in ["arcface", "magface"] {
+            let (l1, g1x, g1w) = blocked_step(dev, name, (&x, &w, &labels), b * 16, gemm)?;
             let (l0, x0, w0) = head_step(&Device::Cpu, name, &x, &w, &labels)?;
             out.push(compare(format!("head {name}, 4 class blocks{what}: loss"), &l1, &l0, 1e-5 * k)?);
             out.push(compare(format!("head {name}, 4 class blocks{what}: dL/dx"), &g1x, &x0, 1e-4 * k)?);
@@ -168,9 +157,12 @@ pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compar
     Ok(out)
 }
 
+/// Makes a fresh optimizer.
+pub(crate) type MakeOptimizer = fn() -> Box<dyn Optimizer>;
+
 /// The optimizers the parity checks step: SGD (momentum 0.9, weight decay 5e-4) and AdamW (weight decay
 /// 0.05), as tests/parity/core_ops.py sets up torch.optim's.
-pub(crate) fn checked_optimizers() -> [(&'static str, fn() -> Box<dyn Optimizer>); 2] {
+pub(crate) fn checked_optimizers() -> [(&'static str, MakeOptimizer); 2] {
     [
         ("sgd", || Box::new(Sgd::new(SgdConfig::default(), ParamGroups::uniform(5e-4)))),
         ("adamw", || Box::new(AdamW::new(AdamWConfig::default(), ParamGroups::uniform(0.05)))),
@@ -208,68 +200,17 @@ pub fn optimizer_steps(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
 
 /// A small IResNet + CosFace trainer config (32x32 inputs) for the step checks.
 pub fn small_config(classes: usize, optimizer: OptimizerChoice) -> TrainerConfig {
-    let mut backbone = IResNetConfig::small();
-    backbone.input_hw = (32, 32);
-    TrainerConfig {
-        backbone,
-        backbone_name: "small".into(),
-        head: "cosface".into(),
-        head_params: HeadParams { s: Some(30.0), ..HeadParams::default() },
-        num_classes: classes,
-        optimizer,
-        lr: 0.05,
-        schedule: LrSchedule::Constant,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        no_bn_weight_decay: false,
-        grad_clip: Some(5.0),
-        seed: 11,
-        precision: crate::train::precision::Precision::F32,
-        loss_scale: Default::default(),
-    }
-}
-
-/// A tiny IResNet (16x16 inputs, widths 4/4/8/8, 16-d) for checks that must take a second at most.
-pub fn tiny_config(classes: usize) -> TrainerConfig {
-    let mut cfg = small_config(classes, OptimizerChoice::Sgd);
-    cfg.backbone.input_hw = (16, 16);
-    cfg.backbone.widths = [4, 4, 8, 8];
-    cfg.backbone.embedding_size = 16;
+    let mut cfg = tiny_config(classes);
+    cfg.backbone = engine::model::IResNetConfig::small();
+    cfg.backbone.input_hw = (32, 32);
+    cfg.optimizer = optimizer;
     cfg
-}
-
-/// The start-up check behind `--device auto`: one tiny IResNet step and one trainer step on `dev`
-/// against the CPU, in `precision`. Err names the comparisons that failed (or the error met), so a GPU
-/// that does not reproduce the CPU is never used silently.
-pub fn startup_check(
-    dev: &Device,
-    precision: crate::train::precision::Precision,
-) -> std::result::Result<(), String> {
-    let cfg = TrainerConfig { precision, ..tiny_config(5) };
-    let checks = backbone_step(dev, &cfg, 6, 1).map_err(|e| e.to_string())?;
-    let bad: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.ok())
-        .map(|c| format!("{} {:.1e} > {:.0e}", c.name, c.err, c.tol))
-        .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(bad.join("; "))
-    }
 }
 
 /// Loss and named gradients of one forward + backward (the stores' running statistics move).
 fn gradients(t: &mut Trainer, x: &Tensor, labels: &[i64]) -> Result<(Tensor, Vec<(String, Tensor)>)> {
-    let mut tape = Tape::new();
-    tape.set_autocast(t.config.precision.half_dtype())?;
-    let vx = tape.constant(x.to_device(t.device())?);
-    let mut rng = Rng::new(5);
-    let emb = t.model.forward(&mut tape, &mut t.params, vx, true, &mut rng)?;
-    let w = t.classifier.var(&mut tape, CLASSIFIER)?;
-    let loss = heads::loss(&mut tape, emb, w, labels, t.head.as_mut())?;
-    let g = tape.backward(loss)?;
-    Ok((tape.value(loss).clone(), g.params().to_vec()))
+    let fb = t.forward_backward(x, labels, None)?;
+    Ok((fb.loss, fb.grads))
 }
 
 /// One IResNet forward + backward on `dev` against the CPU with the same weights and batch (every
@@ -278,7 +219,7 @@ fn gradients(t: &mut Trainer, x: &Tensor, labels: &[i64]) -> Result<(Tensor, Vec
 /// emulation: values near a rounding boundary may round the other way, and the GPU head's GEMM stays
 /// f32, so the f32 tolerances are widened 300 times (1e-4 becomes 3e-2).
 pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usize) -> Result<Vec<Compared>> {
-    let k = if cfg.precision == crate::train::precision::Precision::F32 { 1.0 } else { 300.0 };
+    let k = if cfg.precision == engine::train::precision::Precision::F32 { 1.0 } else { 300.0 };
     let (h, w) = cfg.backbone.input_hw;
     let mut rng = Rng::new(cfg.seed ^ 0x5eed);
     let x = randn(&mut rng, &[batch, h, w, 3], 1.0)?;
@@ -294,8 +235,12 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
         let ((la, ga), (lb, gb)) = (gradients(&mut a, &x, &labels)?, gradients(&mut b, &x, &labels)?);
         out.push(compare("IResNet step: loss", &la, &lb, 1e-5 * k)?);
         let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
-        let mut worst =
-            Compared { name: "IResNet step: worst single gradient".into(), err: 0.0, tol: 1e-3 * k };
+        let mut worst = Compared {
+            name: "IResNet step: worst single gradient".into(),
+            err: 0.0,
+            tol: 1e-3 * k,
+            reference: "CPU backend",
+        };
         // A bias followed by a training-mode batch norm (fc.bias before `features`, the last block's
         // bn3.bias before the final bn2) has a gradient that is zero up to rounding: its own norm is
         // noise, so each gradient's error is taken against at least 1e-3 of the largest gradient norm.
@@ -325,6 +270,7 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
             name: format!("IResNet step: all {} gradients", ga.len()),
             err: all,
             tol: 1e-4 * k,
+            reference: "CPU backend",
         });
         out.push(worst);
         let stats = |t: &Trainer| -> Result<Vec<f64>> {
@@ -343,6 +289,7 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
             name: "IResNet step: BN running statistics".into(),
             err: rel_error(&stats(&a)?, &stats(&b)?),
             tol: 1e-5 * k,
+            reference: "CPU backend",
         });
     }
     for s in 0..steps {
@@ -352,7 +299,12 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
         // rounding (~s * 2^-9) moves it by several percent while the weights agree to 1e-3.
         let scale = lc.abs().max((cfg.num_classes as f64).ln());
         let err = if ld.is_finite() { (ld - lc).abs() / scale } else { f64::INFINITY };
-        out.push(Compared { name: format!("trainer step {}: loss", s + 1), err, tol: 1e-4 * k });
+        out.push(Compared {
+            name: format!("trainer step {}: loss", s + 1),
+            err,
+            tol: 1e-4 * k,
+            reference: "CPU backend",
+        });
     }
     let flat = |t: &Trainer| -> Result<Vec<f64>> {
         let mut v = Vec::new();
@@ -363,7 +315,12 @@ pub fn backbone_step(dev: &Device, cfg: &TrainerConfig, batch: usize, steps: usi
         Ok(v)
     };
     let err = rel_error(&flat(&on_dev)?, &flat(&on_cpu)?);
-    out.push(Compared { name: format!("trainer: all weights after {steps} steps"), err, tol: 1e-4 * k });
+    out.push(Compared {
+        name: format!("trainer: all weights after {steps} steps"),
+        err,
+        tol: 1e-4 * k,
+        reference: "CPU backend",
+    });
     Ok(out)
 }
 
@@ -414,29 +371,15 @@ mod tests {
     #[test]
     fn the_harness_compares_the_cpu_with_itself_exactly() {
         let mut all = broadcast_ops(&Device::Cpu, 1).unwrap();
-        all.extend(head_losses(&Device::Cpu, 2, &crate::heads::names()).unwrap());
+        all.extend(head_losses(&Device::Cpu, 2, &heads::names()).unwrap());
         all.extend(optimizer_steps(&Device::Cpu, 3).unwrap());
         all.extend(backbone_step(&Device::Cpu, &tiny_config(5), 6, 2).unwrap());
         let tiny_bf16 =
-            TrainerConfig { precision: crate::train::precision::Precision::Bf16, ..tiny_config(5) };
+            TrainerConfig { precision: engine::train::precision::Precision::Bf16, ..tiny_config(5) };
         all.extend(backbone_step(&Device::Cpu, &tiny_bf16, 6, 2).unwrap());
         assert!(all.len() >= 15);
         for c in &all {
             assert_eq!(c.err, 0.0, "{}", c.name);
-        }
-        // And it does see a difference when there is one.
-        let a = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap();
-        let b = Tensor::from_vec(vec![1.0f32, 2.1], [2]).unwrap();
-        assert!(!compare("x", &a, &b, 1e-3).unwrap().ok());
-        let nan = Tensor::from_vec(vec![f32::NAN, 2.0], [2]).unwrap();
-        assert!(!compare("nan", &nan, &b, 1.0).unwrap().ok());
-    }
-
-    #[test]
-    fn the_startup_check_passes_on_the_cpu_in_every_precision() {
-        use crate::train::precision::Precision;
-        for p in [Precision::F32, Precision::Bf16, Precision::Fp16] {
-            startup_check(&Device::Cpu, p).unwrap();
         }
     }
 
@@ -466,7 +409,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
     fn gpu_head_matches_the_cpu_reference() {
-        assert_all(&head_losses(&gpu(), 2, &crate::heads::names()).unwrap());
+        assert_all(&head_losses(&gpu(), 2, &heads::names()).unwrap());
     }
 
     #[test]
@@ -485,7 +428,7 @@ mod tests {
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
     fn gpu_bf16_iresnet_step_matches_the_cpu_emulation() {
         let cfg = TrainerConfig {
-            precision: crate::train::precision::Precision::Bf16,
+            precision: engine::train::precision::Precision::Bf16,
             ..small_config(20, OptimizerChoice::Sgd)
         };
         assert_all(&backbone_step(&gpu(), &cfg, 16, 3).unwrap());

@@ -1,0 +1,240 @@
+//! The margin head on a CUDA device: the chunked classifier of kernels/cuda/margin_head.cu. cuBLAS
+//! computes the cosines of one block of classes at a time, the kernels keep a running log-sum-exp per
+//! row, and the backward recomputes (or, with one block, reuses) each block's cosines, so the
+//! `[B, classes]` logits never exist at once. The head's host code (`heads::kernel_plan`) decides the
+//! kernels' parameters:
+//! - fixed parameters (`kernel_params` accepts the head): the target terms are computed on the device
+//!   (`margin_target`, `margin_finish`); no host round trip;
+//! - per-row plans (every other head): c_y and the norms come down, the head's own code computes z_y,
+//!   z'_y and tau (`plan_rows`), which go up; the merged (max, sum, sum without target) come down, the
+//!   head finishes its rows (`finish_rows`: loss, weights, extra terms, dL/da) and the weight factors go
+//!   up. Four small copies of B values per step.
+//!
+//! Both paths clamp CE at CE_MAX in the loss value (p_y >= 1e-30, as insightface), not in the gradient.
+
+mod launch;
+
+use super::CudaContext;
+use crate::backend::{Backend, BinaryOp, MarginHeadCall, MarginHeadOutput};
+use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MarginParams};
+use crate::heads::{Head, NORM_FLOOR};
+use crate::tensor::{DType, Device, Tensor};
+use crate::{Error, Result};
+use launch::{LseState, TargetTerms};
+use std::sync::Arc;
+
+/// Class blocks `[j0, j1)` so that each `[batch, nb]` cosine block stays under `max_elems`.
+fn class_blocks(batch: usize, classes: usize, max_elems: usize) -> Vec<(usize, usize)> {
+    let nb = (max_elems / batch.max(1)).clamp(1, classes.max(1));
+    (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect()
+}
+
+/// The head step on `ctx`: fixed kernel parameters when the head's maps fit them, else row plans.
+pub fn margin_head(ctx: &Arc<CudaContext>, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+    let p = Prepared::new(ctx, call.x, call.w, call.labels, call.autocast, call.max_block_elems)?;
+    let (loss, grads) = match kernel_params(call.head, p.b) {
+        Some(hp) => p.with_fixed_params(&hp, call.grad)?,
+        None => p.with_row_plans(call.head, call.grad)?,
+    };
+    Ok(MarginHeadOutput { loss, grads })
+}
+
+/// What both paths start from: labels on the device, the normalized rows with their norms, and the
+/// operands of the cosine GEMMs (the normalized rows, cast to bf16/fp16 under autocast: the cosines are
+/// then computed, kept and read in that type, halving their memory and traffic).
+struct Prepared {
+    ctx: Arc<CudaContext>,
+    dev: Device,
+    lab: Tensor,
+    b: usize,
+    xh: Tensor,
+    a: Tensor,
+    wh: Tensor,
+    wn: Tensor,
+    xg: Tensor,
+    wg: Tensor,
+    blocks: Vec<(usize, usize)>,
+}
+
+impl Prepared {
+    fn new(
+        ctx: &Arc<CudaContext>,
+        x: &Tensor,
+        w: &Tensor,
+        labels: &[i64],
+        gemm: Option<DType>,
+        max_block_elems: usize,
+    ) -> Result<Prepared> {
+        if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+            return Err(Error::DType(format!(
+                "head on CUDA runs in f32, got {} and {}",
+                x.dtype(),
+                w.dtype()
+            )));
+        }
+        let (b, _) = x.shape().matrix("head loss (embeddings)")?;
+        let (classes, _) = w.shape().matrix("head loss (weight)")?;
+        check_labels(labels, b, classes)?;
+        let dev = Device::Cuda(ctx.clone());
+        let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
+        let (xh, a) = ctx.l2_normalize_rows(x, NORM_FLOOR)?;
+        let (wh, wn) = ctx.l2_normalize_rows(w, NORM_FLOOR)?;
+        let (xg, wg) = match gemm {
+            None | Some(DType::F32) => (xh.clone(), wh.clone()),
+            Some(d) => (ctx.cast(&xh, d)?, ctx.cast(&wh, d)?),
+        };
+        let blocks = class_blocks(b, classes, max_block_elems);
+        Ok(Prepared { ctx: ctx.clone(), dev, lab, b, xh, a, wh, wn, xg, wg, blocks })
+    }
+
+    fn be(&self) -> &dyn Backend {
+        self.ctx.as_ref()
+    }
+
+    /// The GEMM operand of classes j0..j1.
+    fn block_w(&self, j0: usize, j1: usize) -> Result<Tensor> {
+        if self.blocks.len() == 1 {
+            Ok(self.wg.clone())
+        } else {
+            self.ctx.slice_rows(&self.wg, j0, j1)
+        }
+    }
+
+    /// c_y of every row from the normalized f32 rows.
+    fn target_cosines(&self) -> Result<Tensor> {
+        let zero = self.be().zeros(&[self.b].into(), DType::F32)?;
+        launch::gather_cy(&self.ctx, &self.xh, &self.wh, 0, &self.lab, &zero)
+    }
+
+    /// The running log-sum-exp over every class block. With one block its cosines are returned for the
+    /// backward; with several they are recomputed there.
+    fn forward(&self, terms: &TargetTerms, hp: &MarginParams) -> Result<(LseState, Option<Tensor>)> {
+        let mut state = launch::lse_init(&self.ctx, self.b)?;
+        let mut kept = None;
+        for &(j0, j1) in &self.blocks {
+            let cos = self.be().matmul(&self.xg, &self.block_w(j0, j1)?, false, true)?;
+            state = launch::forward_block(&self.ctx, &cos, j0, &self.lab, terms, hp, &state)?;
+            if self.blocks.len() == 1 {
+                kept = Some(cos);
+            }
+        }
+        Ok((state, kept))
+    }
+
+    /// Gradients with respect to the normalized embeddings and classifier rows.
+    fn backward(
+        &self,
+        mut kept: Option<Tensor>,
+        terms: &TargetTerms,
+        lse: &Tensor,
+        st: Option<&Tensor>,
+        hp: &MarginParams,
+    ) -> Result<(Tensor, Tensor)> {
+        let be = self.be();
+        let mut dxh: Option<Tensor> = None;
+        let mut dw_parts = Vec::with_capacity(self.blocks.len());
+        for &(j0, j1) in &self.blocks {
+            let wb = self.block_w(j0, j1)?;
+            let cos = match kept.take() {
+                Some(c) => c,
+                None => be.matmul(&self.xg, &wb, false, true)?,
+            };
+            // G comes in the cosines' type; its products are widened before they are summed.
+            let g = launch::backward_block(&self.ctx, &cos, j0, &self.lab, terms, lse, st, hp)?;
+            let part = be.widen(&be.matmul(&g, &wb, false, false)?)?;
+            dxh = Some(match dxh {
+                None => part,
+                Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
+            });
+            dw_parts.push(be.widen(&be.matmul(&g, &self.xg, true, false)?)?);
+        }
+        let dwh =
+            if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { be.concat_rows(&dw_parts)? };
+        let dxh = dxh.ok_or_else(|| Error::Shape("head on CUDA: no classes".into()))?;
+        Ok((dxh, dwh))
+    }
+
+    /// Through both normalizations back to the raw embeddings and weights.
+    fn unnormalize(&self, dxh: &Tensor, dwh: &Tensor) -> Result<(Tensor, Tensor)> {
+        let be = self.be();
+        let dx = be.l2_normalize_rows_backward_eps(dxh, &self.xh, &self.a, NORM_FLOOR)?;
+        let dw = be.l2_normalize_rows_backward_eps(dwh, &self.wh, &self.wn, NORM_FLOOR)?;
+        Ok((dx, dw))
+    }
+
+    /// Heads whose maps the kernels' fixed parameters express: everything on the device.
+    fn with_fixed_params(&self, hp: &MarginParams, grad: bool) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let be = self.be();
+        let terms = launch::target(&self.ctx, &self.target_cosines()?, hp)?;
+        let (state, kept) = self.forward(&terms, hp)?;
+        let (lse, rows) = launch::finish(&self.ctx, &self.lab, &state, &terms.zy)?;
+        let loss = be.affine(&be.sum_all(&rows)?, 1.0 / self.b as f64, 0.0)?;
+        if !grad {
+            return Ok((loss, None));
+        }
+        let (dxh, dwh) = self.backward(kept, &terms, &lse, None, hp)?;
+        Ok((loss, Some(self.unnormalize(&dxh, &dwh)?)))
+    }
+
+    /// Any head: its per-row scalars computed on the host by its own code, its per-element work here.
+    fn with_row_plans(&self, head: &mut dyn Head, grad: bool) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (be, dev) = (self.be(), &self.dev);
+        let raw_cy = self.target_cosines()?.to_vec::<f32>()?;
+        let plans = plan_rows(head, &raw_cy, &self.a.to_vec::<f32>()?)?;
+        let hp = plans.hp;
+        let terms = TargetTerms {
+            zy: upload_rows(plans.zy.clone(), dev)?,
+            zpy: upload_rows(plans.zpy.clone(), dev)?,
+            tau: upload_rows(plans.tau.clone(), dev)?,
+        };
+        let (state, kept) = self.forward(&terms, &hp)?;
+        let res =
+            finish_rows(head, &plans, &state.m.to_vec()?, &state.s.to_vec()?, &state.s_other.to_vec()?)?;
+        let loss = Tensor::scalar(res.loss as f32).to_device(dev)?;
+        if !grad {
+            return Ok((loss, None));
+        }
+        let lse = upload_rows(res.lse, dev)?;
+        let st = upload_rows(res.st, dev)?;
+        let (dxh, dwh) = self.backward(kept, &terms, &lse, Some(&st), &hp)?;
+        let (mut dx, dw) = self.unnormalize(&dxh, &dwh)?;
+        if res.d_norm.iter().any(|&v| v != 0.0) {
+            // The radial part: dL/da_i along x̂_i.
+            let radial = be.scale_rows(&self.xh, &upload_rows(res.d_norm, dev)?)?;
+            dx = be.binary(BinaryOp::Add, &dx, &radial)?;
+        }
+        Ok((loss, Some((dx, dw))))
+    }
+}
+
+/// The kernels skip rows whose label is outside their block, so a bad label must be refused here.
+fn check_labels(labels: &[i64], b: usize, classes: usize) -> Result<()> {
+    if labels.len() != b {
+        return Err(Error::Shape(format!("head loss: {} labels for {b} embeddings", labels.len())));
+    }
+    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= classes) {
+        return Err(Error::Invalid(format!("label {y} of sample {i} is outside 0..{classes}")));
+    }
+    Ok(())
+}
+
+fn upload_rows(v: Vec<f32>, dev: &Device) -> Result<Tensor> {
+    let n = v.len();
+    Tensor::from_vec(v, [n])?.to_device(dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_blocks_cover_every_class_once() {
+        let max = MarginHeadCall::DEFAULT_BLOCK_ELEMS;
+        assert_eq!(class_blocks(128, 600, max), vec![(0, 600)]);
+        let b = class_blocks(1 << 20, 200, max);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.first().unwrap().0, 0);
+        assert_eq!(b.last().unwrap().1, 200);
+        assert!(b.windows(2).all(|w| w[0].1 == w[1].0));
+    }
+}
