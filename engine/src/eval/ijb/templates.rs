@@ -245,8 +245,8 @@ mod tests {
     }
 
     #[test]
-    fn pooling_is_independent_of_input_order_within_a_media_only_by_file_order() {
-        // Same rows, different file order: the f32 mean is the same here (exact values).
+    fn templates_come_out_sorted_by_id_with_media_means() {
+        // Media 5 holds 1 and 2, media 6 holds 3 and 4: the template sum is 1.5 + 3.5.
         let f = [1.0, 2.0, 3.0, 4.0];
         let a = pool(&f, 1, &[1, 1, 1, 1], &[5, 5, 6, 6]).unwrap();
         assert_eq!(a.sums, vec![1.5 + 3.5]);
