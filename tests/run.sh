@@ -25,12 +25,19 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 py="$venv/bin/python"
-stamp="$venv/.deps-v2"
+stamp="$venv/.deps-v3"
 if [ ! -f "$stamp" ]; then
   "$py" -m pip install -q --upgrade pip
   # numpy<2 because MXNet 1.9.1 needs it; torch works with numpy 1.26. OpenCV because MXNet's pack_img
   # encodes with it (4.12+ wants numpy 2).
-  "$py" -m pip install -q "numpy<2" torch mxnet==1.9.1 "opencv-python-headless<4.12" safetensors nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-nvcc==13.0.88
+  # scikit-learn, scikit-image and scipy for the evaluation references (tests/parity/ijb_ref.py,
+  # tinyface_ref.py, align_ref.py): roc_curve/auc, SimilarityTransform, and scipy.io.savemat for .mat files.
+  "$py" -m pip install -q "numpy<2" torch mxnet==1.9.1 "opencv-python-headless<4.12" safetensors nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-nvcc==13.0.88 \
+    scikit-learn scikit-image scipy
+  # insightface only for its face_align.py (norm_crop), which needs just cv2, numpy and scikit-image and is
+  # loaded by file path. Its declared dependencies (onnxruntime, opencv-python for numpy 2) would clash
+  # with MXNet's numpy<2, so it comes without them; nothing imports the package itself.
+  "$py" -m pip install -q --no-deps insightface==2.1
   touch "$stamp"
 fi
 # Model import/export checks: onnx (its checker; PyTorch's TorchScript exporter writes model-zoo-style

@@ -2,6 +2,7 @@
 //! Each subcommand lives in `commands/<name>.rs` and returns a `Result`; errors print one sentence and
 //! exit with status 2, never a panic.
 
+mod aligned;
 mod backbone_io;
 mod commands;
 mod device_choice;

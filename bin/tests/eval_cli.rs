@@ -17,8 +17,14 @@ fn eval_embed_and_export_work_on_a_trained_checkpoint() {
     }
 
     let report = root.join("eval");
+    // QMagFace's constants are the model's own: without them (or --fit-qmagface) it is an error.
     let mut c = Command::new(exe());
-    c.args(["eval", "--score", "qmagface", "--checkpoint"])
+    c.args(["eval", "--score", "qmagface", "--checkpoint"]).arg(&ckpt).arg("--bin").arg(&pairs);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--fit-qmagface"));
+    let mut c = Command::new(exe());
+    c.args(["eval", "--score", "qmagface", "--qmag-alpha", "0.077", "--qmag-beta", "0.126", "--checkpoint"])
         .arg(&ckpt)
         .arg("--bin")
         .arg(&pairs)

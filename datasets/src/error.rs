@@ -34,6 +34,8 @@ pub enum DataError {
     Image { path: PathBuf, record: String, detail: String },
     /// A malformed or unsupported pickle in a `.bin` verification set.
     Pickle { path: PathBuf, offset: u64, detail: String },
+    /// A malformed or unsupported MAT file (MATLAB level 5).
+    Matlab { path: PathBuf, offset: u64, detail: String },
     /// Invalid arguments to a writer or loader.
     Invalid { what: String },
 }
@@ -93,6 +95,7 @@ impl fmt::Display for DataError {
             Image { path, record, detail } if record.is_empty() => write!(f, "{}: bad image: {detail}", path.display()),
             Image { path, record, detail } => write!(f, "{}: {record}: bad image: {detail}", path.display()),
             Pickle { path, offset, detail } => write!(f, "{}: pickle byte {offset}: {detail}", path.display()),
+            Matlab { path, offset, detail } => write!(f, "{}: MAT file byte {offset}: {detail}", path.display()),
             Invalid { what } => write!(f, "{what}"),
         }
     }

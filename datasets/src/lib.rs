@@ -40,11 +40,14 @@ pub mod demo;
 pub mod error;
 pub mod faceset;
 pub mod image;
+pub mod image_list;
 pub mod loader;
+pub mod matlab;
 pub mod pickle;
 pub mod recordio;
 pub mod rng;
 pub mod synth;
+pub mod tinyface;
 pub mod verification;
 
 pub use error::{DataError, Result};

@@ -97,6 +97,10 @@ struct PackArgs {
     /// Leave out images that do not decode or differ in size, and list them.
     #[arg(long)]
     skip_corrupt: bool,
+    /// The input is an image list of `path label x1 y1 ... x5 y5` lines: align each image to 112x112 from
+    /// its five landmarks (insightface's norm_crop) and pack the crops (JPEG, quality 95).
+    #[arg(long)]
+    landmarks: bool,
 }
 
 pub fn run(a: Args) -> CmdResult {
@@ -192,7 +196,9 @@ fn inspect(a: InspectArgs) -> CmdResult {
 
 fn pack(a: PackArgs) -> CmdResult {
     let opts = PackOptions { skip_corrupt: a.skip_corrupt };
-    let report = if a.input.is_dir() {
+    let report = if a.landmarks {
+        datasets::faceset::pack_aligned_list(&a.input, &a.out, &opts)?
+    } else if a.input.is_dir() {
         pack_folder(&a.input, &a.out, &opts)?
     } else {
         pack_list(&a.input, &a.out, &opts)?

@@ -1,17 +1,17 @@
 //! `engine-train eval`: verification on `.bin` sets with insightface's protocol (10-fold accuracy,
 //! flip-summed embeddings), plus ROC AUC, TAR at FAR, the best threshold, cosine or the QMagFace
-//! quality-aware score; identification (rank-1/5) on a gallery and probe list; quality plots.
+//! quality-aware score; identification (rank-1/5) on a gallery and probe list; quality plots. The papers'
+//! benchmarks (IJB-B/C, TinyFace), QMagFace fitting and the summary table live in the `eval_*` modules.
 
 use super::CmdResult;
 use crate::backbone_io::ModelSource;
 use engine::embed::{embed_pixels, load_normalized, read_list, PairEval};
 use engine::eval::identification::identify;
 use engine::eval::plots::{erc_plot, magnitude_histogram_plot, roc_plot};
-use engine::eval::qmagface::{pair_min, QualityWeight};
+use engine::eval::qmagface::pair_min;
 use engine::eval::quality::{error_versus_reject, histogram, reject_fractions};
 use engine::eval::svg::write_svg;
 use engine::eval::verification::{pair_cosines, verify_scores};
-use engine::train::metrics::write_summary;
 use engine::Error;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub struct Args {
     /// Folder for report.json and the SVG plots (ROC, magnitude histogram, error-versus-reject).
     #[arg(long)]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    bench: super::eval_flags::BenchmarkFlags,
 }
 
 fn embed_list(
@@ -61,29 +63,32 @@ fn embed_list(
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let (model, params) = a.model.load()?;
-    let mut params = params.to_device(&a.device.choose("evaluating")?)?;
-    if a.bins.is_empty() && a.gallery.is_none() {
-        return Err(
-            Error::Invalid("nothing to evaluate: give --bin SET and/or --gallery/--probes".into()).into()
-        );
-    }
-    let weight = match a.score.as_str() {
-        "cosine" => None,
-        "qmagface" => {
-            let d = QualityWeight::MAGFACE_IR100;
-            Some(QualityWeight {
-                alpha: a.qmag_alpha.unwrap_or(d.alpha),
-                beta: a.qmag_beta.unwrap_or(d.beta),
-            })
-        }
-        s => return Err(Error::Invalid(format!("--score {s}: expected cosine or qmagface")).into()),
-    };
+    a.bench.check()?;
     if let Some(out) = &a.output {
         std::fs::create_dir_all(out)
             .map_err(|e| Error::Io(format!("{}: cannot create: {e}", out.display())))?;
     }
     let mut report = serde_json::Map::new();
+    if a.bins.is_empty() && a.gallery.is_none() && !a.bench.needs_model() {
+        // Only --features runs and/or --summarize: no model.
+        if !a.bench.any() && a.bench.summarize.is_empty() {
+            return Err(Error::Invalid(
+                "nothing to evaluate: give --bin SET, --gallery/--probes, --ijb DIR, --tinyface DIR or --summarize"
+                    .into(),
+            )
+            .into());
+        }
+        super::eval_protocols::run(&a.bench, None, a.output.as_deref(), &mut report)?;
+        return Ok(super::eval_summary::finish(&a.bench, report, a.output.as_deref())?);
+    }
+    let (model, params) = a.model.load()?;
+    let mut params = params.to_device(&a.device.choose("evaluating")?)?;
+    let fitted = super::eval_quality::fit_if_asked(&a.bench, &model, &mut params, &mut report)?;
+    let weight = match a.score.as_str() {
+        "cosine" => None,
+        "qmagface" => Some(super::eval_quality::qmag_weight(fitted, a.qmag_alpha, a.qmag_beta)?),
+        s => return Err(Error::Invalid(format!("--score {s}: expected cosine or qmagface")).into()),
+    };
     for path in &a.bins {
         let set = PairEval::load(path, model.config.input_hw)?;
         let r = set.run(&model, &mut params)?;
@@ -114,7 +119,8 @@ pub fn run(a: Args) -> CmdResult {
                 None => cos.clone(),
                 Some(w) => w.scores(&cos, &qmin)?,
             };
-            let erc = error_versus_reject(&scores, &qmin, &set.same, 1e-2, &reject_fractions(0.05, 0.5))?;
+            let fractions = reject_fractions(a.bench.erc_step, a.bench.erc_max_reject);
+            let erc = error_versus_reject(&scores, &qmin, &set.same, a.bench.erc_fmr, &fractions)?;
             let plot = erc_plot(&format!("error versus reject: {}", set.name), &[("magnitude", &erc)]);
             write_svg(&out.join(format!("{}-erc.svg", set.name)), &plot.to_svg()?)?;
         }
@@ -133,10 +139,6 @@ pub fn run(a: Args) -> CmdResult {
             json!({"probes": r.n_probes, "rank1": r.rank1, "rank5": r.rank5}),
         );
     }
-    if let Some(out) = &a.output {
-        let fields: Vec<(&str, serde_json::Value)> =
-            report.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        write_summary(&out.join("report.json"), &fields)?;
-    }
-    Ok(())
+    super::eval_protocols::run(&a.bench, Some((&model, &mut params)), a.output.as_deref(), &mut report)?;
+    Ok(super::eval_summary::finish(&a.bench, report, a.output.as_deref())?)
 }

@@ -3,6 +3,12 @@
 pub mod data;
 pub mod embed;
 pub mod eval;
+pub mod eval_flags;
+pub mod eval_ijb;
+pub mod eval_protocols;
+pub mod eval_quality;
+pub mod eval_summary;
+pub mod eval_tinyface;
 pub mod export;
 pub mod head;
 pub mod head_flags;

@@ -5,7 +5,7 @@ mod property;
 mod reader;
 mod writer;
 
-pub use pack::{pack_folder, pack_list, PackOptions, PackReport};
+pub use pack::{pack_aligned_list, pack_folder, pack_list, PackOptions, PackReport};
 pub use property::Property;
 pub use reader::{FaceSet, Layout, Sample};
 pub use writer::{write_face_set, FaceSetSummary, FaceSetWriter};

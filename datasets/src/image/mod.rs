@@ -1,5 +1,6 @@
-//! Images as RGB u8, height x width x 3 (HWC), and their JPEG/PNG coding.
+//! Images as RGB u8, height x width x 3 (HWC), their JPEG/PNG coding, and face alignment.
 
+pub mod align;
 mod decode;
 mod encode;
 mod jpeg_check;
