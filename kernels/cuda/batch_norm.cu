@@ -329,3 +329,102 @@ BN_BWD_REDUCE(f16, f16_t)
 BN_BWD_DX(f32, float)
 BN_BWD_DX(bf16, bf16_t)
 BN_BWD_DX(f16, f16_t)
+
+// A batch norm upstream of this dx pass: the gradient at its output is exactly the dx written here (the
+// previous block's bn3 and its shortcut's batch norm, or the stem's batch norm + PReLU, whose output only
+// the next block's first batch norm reads after everything else). Its reduce is gathered from the values
+// as stored, in bn_bwd_reduce's geometry and order, so the sums are the bits bn_bwd_reduce would give.
+struct BnUp {
+    const void* x;  // the upstream batch norm's input, of this pass's element type
+    const float* mean;
+    const float* invstd;
+    const float* gamma;
+    const float* beta;
+    const float* alpha;  // its PReLU, or null
+    float* p_dz;
+    float* p_dzx;
+    float* p_da;
+    float* dbeta;
+    float* dgamma;
+    float* dalpha;  // null without PReLU
+};
+
+// bn_bwd_dx in bn_bwd_reduce's geometry, gathering the reduce of n_up (1 or 2) upstream batch norms.
+#define BN_BWD_DX_REDUCE(SUF, T)                                                                                \
+    extern "C" __global__ void bn_bwd_dx_reduce_##SUF(                                                          \
+        long long rows, int C, long long rows_per_chunk, const T* __restrict__ dy, const T* __restrict__ x,    \
+        const float* __restrict__ mean, const float* __restrict__ invstd, const float* __restrict__ gamma,      \
+        const float* __restrict__ sum_dz, const float* __restrict__ sum_dzx, const T* __restrict__ res,        \
+        T* __restrict__ dx, unsigned int* counters, int n_up, BnUp u0, BnUp u1) {                               \
+        __shared__ float acc[6][ROWS_Y][COLS_X + 1];                                                          \
+        int c = blockIdx.x * COLS_X + threadIdx.x;                                                            \
+        long long r0 = (long long)blockIdx.y * rows_per_chunk;                                                \
+        long long r1 = min(rows, r0 + rows_per_chunk);                                                        \
+        BnUp up[2] = {u0, u1};                                                                                \
+        float s[2][3] = {{0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f}};                                             \
+        if (c < C) {                                                                                          \
+            float inv_n = 1.0f / (float)rows;                                                                 \
+            float mu = mean[c], is = invstd[c], g = gamma ? gamma[c] : 1.0f;                                  \
+            float sdz = sum_dz[c], sdzx = sum_dzx[c];                                                         \
+            float umu[2], uis[2], usc[2] = {0.0f, 0.0f}, ush[2] = {0.0f, 0.0f};                               \
+            _Pragma("unroll") for (int u = 0; u < 2; u++) {                                                \
+                if (u >= n_up) break;                                                                         \
+                umu[u] = up[u].mean[c];                                                                       \
+                uis[u] = up[u].invstd[c];                                                                     \
+                if (up[u].alpha != nullptr)                                                                   \
+                    bn_fold_of(c, up[u].mean, up[u].invstd, up[u].gamma, up[u].beta, &usc[u], &ush[u]);       \
+            }                                                                                                 \
+            for (long long r = r0 + threadIdx.y; r < r1; r += ROWS_Y) {                                       \
+                long long i = r * C + c;                                                                      \
+                float xv = to_f32(x[i]);                                                                      \
+                float xhat = (xv - mu) * is;                                                                  \
+                float v = g * is * (to_f32(dy[i]) - sdz * inv_n - xhat * sdzx * inv_n);                       \
+                if (res != nullptr) v += to_f32(res[i]);                                                      \
+                T out = from_f32<T>(v);                                                                       \
+                dx[i] = out;                                                                                  \
+                float o = to_f32(out);                                                                        \
+                _Pragma("unroll") for (int u = 0; u < 2; u++) {                                            \
+                    if (u >= n_up) break;                                                                     \
+                    float xu = to_f32(((const T*)up[u].x)[i]), da;                                            \
+                    float dz = bn_dz(o, xu, usc[u], ush[u], up[u].alpha, c, &da);                             \
+                    s[u][0] += dz;                                                                            \
+                    s[u][1] += dz * (xu - umu[u]) * uis[u];                                                   \
+                    s[u][2] += da;                                                                            \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        _Pragma("unroll") for (int u = 0; u < 2; u++)                                                       \
+            _Pragma("unroll") for (int q = 0; q < 3; q++) acc[u * 3 + q][threadIdx.y][threadIdx.x] = s[u][q];                   \
+        __syncthreads();                                                                                      \
+        if (threadIdx.y == 0 && c < C) {                                                                      \
+            _Pragma("unroll") for (int u = 0; u < 2; u++) {                                                \
+                if (u >= n_up) break;                                                                         \
+                for (int k = 1; k < ROWS_Y; k++)                                                              \
+                    _Pragma("unroll") for (int q = 0; q < 3; q++) s[u][q] += acc[u * 3 + q][k][threadIdx.x];                    \
+                long long o = (long long)blockIdx.y * C + c;                                                  \
+                up[u].p_dz[o] = s[u][0];                                                                      \
+                up[u].p_dzx[o] = s[u][1];                                                                     \
+                up[u].p_da[o] = s[u][2];                                                                      \
+            }                                                                                                 \
+        }                                                                                                     \
+        if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return;                                  \
+        _Pragma("unroll") for (int u = 0; u < 2; u++) {                                                    \
+            if (u >= n_up) break;                                                                             \
+            const volatile float* va = up[u].p_dz;                                                            \
+            const volatile float* vb = up[u].p_dzx;                                                           \
+            const volatile float* vd = up[u].p_da;                                                            \
+            double a = 0.0, b = 0.0, d = 0.0;                                                                 \
+            for (int k = 0; k < (int)gridDim.y; k++) {                                                        \
+                long long o = (long long)k * C + c;                                                           \
+                a += va[o];                                                                                   \
+                b += vb[o];                                                                                   \
+                d += vd[o];                                                                                   \
+            }                                                                                                 \
+            up[u].dbeta[c] = (float)a;                                                                        \
+            up[u].dgamma[c] = (float)b;                                                                       \
+            if (up[u].dalpha != nullptr) up[u].dalpha[c] = (float)d;                                          \
+        }                                                                                                     \
+    }
+BN_BWD_DX_REDUCE(f32, float)
+BN_BWD_DX_REDUCE(bf16, bf16_t)
+BN_BWD_DX_REDUCE(f16, f16_t)

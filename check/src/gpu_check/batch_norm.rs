@@ -3,7 +3,7 @@
 
 use super::{cpu_or_none, vals, Run, R};
 use engine::backend::cpu::CpuBackend;
-use engine::backend::{Backend, RunningStats, ShortcutNorm, UnaryOp};
+use engine::backend::{Backend, BatchNormSaved, RunningStats, ShortcutNorm, UnaryOp, UpstreamBn};
 use engine::{DType, Tensor};
 
 /// f64 batch norm (train) over the last dim, optionally followed by PReLU: (out, dx, dgamma, dbeta, dalpha).
@@ -167,6 +167,8 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
     };
     r.compare("batch norm bwd dx + shortcut gradient f32", &dx, c_dx, Vec::new, 1e-4)?;
 
+    gathered_sums(r, &x, &s, [&gg, &gb, &gg2, &gb2, &ga], eps)?;
+
     // PReLU alone.
     let y = r.be().prelu_forward(&gx, &ga)?;
     let pre_ref = || (0..xv.len()).map(|i| if xv[i] > 0.0 { xv[i] } else { av[i % c] * xv[i] }).collect();
@@ -183,5 +185,105 @@ pub(super) fn batch_norm(r: &mut Run) -> R<()> {
     }
     r.compare("prelu bwd dx f32", &dx, cpu_pb.as_ref().map(|t| t.0.clone()), dx_ref, 1e-6)?;
     r.compare("prelu bwd dalpha f32", &da, cpu_pb.map(|t| t.1), || da_ref, 1e-5)?;
+    Ok(())
+}
+
+/// The backward of the batch norm that first reads a residual block's output (or the stem's BN + PReLU)
+/// gathers, in its dx pass, the sums of the batch norms that wrote that output: against each one's own
+/// reduce over the dx as stored, and the upstream dx from those sums against its plain backward.
+fn gathered_sums(r: &mut Run, x: &Tensor, s: &Tensor, p: [&Tensor; 5], eps: f64) -> R<()> {
+    // Its own random stream, so that the sections after it see the data they always saw.
+    let outer = std::mem::replace(&mut r.rng, engine::rng::Rng::new(0x9a7e));
+    let out = gathered_sums_on(r, x, s, p, eps);
+    r.rng = outer;
+    out
+}
+
+/// A batch norm that wrote the tensor: its input, its PReLU and its saved statistics.
+type Producer<'a> = (Tensor, Option<&'a Tensor>, BatchNormSaved);
+
+fn gathered_sums_on(r: &mut Run, x: &Tensor, s: &Tensor, p: [&Tensor; 5], eps: f64) -> R<()> {
+    let [g, b, g2, b2, alpha] = p;
+    let rows = x.shape().dims()[0];
+    let c = x.shape().dims()[1];
+    for dt in [DType::F32, DType::BF16] {
+        let (xd, sd) = (r.up(&x.to_dtype(dt)?)?, r.up(&s.to_dtype(dt)?)?);
+        let (dy, res) = (r.rand(&[rows, c], 1.0)?.to_dtype(dt)?, r.rand(&[rows, c], 0.5)?.to_dtype(dt)?);
+        let (dy, res) = (r.up(&dy)?, r.up(&res)?);
+        for kind in ["bn3 + shortcut bn", "bn + prelu"] {
+            let (y, ups): (Tensor, Vec<Producer>) = if kind == "bn + prelu" {
+                let (y, sv) =
+                    r.be().batch_norm_prelu_forward_train(&xd, Some(g), Some(b), alpha, eps, None)?;
+                (y, vec![(xd.clone(), Some(alpha), sv)])
+            } else {
+                let norm = ShortcutNorm { gamma: Some(g2), beta: Some(b2), running: None };
+                let (y, sv, svs) =
+                    r.be().batch_norm_add_forward_train(&xd, Some(g), Some(b), eps, None, &sd, Some(norm))?;
+                let svs = svs.ok_or("no shortcut statistics")?;
+                (y, vec![(xd.clone(), None, sv), (sd.clone(), None, svs)])
+            };
+            let (_, saved) = r.be().batch_norm_forward_train(&y, Some(g2), Some(b2), eps, None)?;
+            let (gammas, betas) = if ups.len() == 2 { ([g, g2], [b, b2]) } else { ([g, g], [b, b]) };
+            let upstream: Vec<UpstreamBn> = ups
+                .iter()
+                .enumerate()
+                .map(|(k, (ux, a, sv))| UpstreamBn {
+                    x: ux,
+                    gamma: Some(gammas[k]),
+                    beta: Some(betas[k]),
+                    alpha: *a,
+                    saved: sv,
+                })
+                .collect();
+            let ((dx, dg, db), sums) =
+                r.be().batch_norm_backward_gathering(&dy, &y, Some(g2), &saved, Some(&res), &upstream)?;
+            let (pdx, pdg, pdb) = r.be().batch_norm_backward(&dy, &y, Some(g2), &saved, Some(&res))?;
+            let tag = format!("gathered sums, {kind} {dt}");
+            r.record(format!("{tag}: dx"), &vals(&dx)?, &vals(&pdx)?, 1e-6, "plain backward");
+            r.record(
+                format!("{tag}: dgamma, dbeta"),
+                &[vals(&dg)?, vals(&db)?].concat(),
+                &[vals(&pdg)?, vals(&pdb)?].concat(),
+                1e-6,
+                "plain backward",
+            );
+            let sums = match sums {
+                Some(s) if s.len() == upstream.len() => s,
+                _ => return Err(format!("{tag}: the device gathered no sums").into()),
+            };
+            for (k, u) in upstream.iter().enumerate() {
+                let (own_dx, own, gathered) = match u.alpha {
+                    Some(a) => {
+                        let (udx, udg, udb, uda) =
+                            r.be().batch_norm_prelu_backward(&dx, u.x, u.gamma, u.beta, a, u.saved)?;
+                        let da = sums[k].dalpha.as_ref().ok_or("no dalpha gathered")?;
+                        (
+                            udx,
+                            [vals(&udg)?, vals(&udb)?, vals(&uda)?].concat(),
+                            [vals(&sums[k].dgamma)?, vals(&sums[k].dbeta)?, vals(da)?].concat(),
+                        )
+                    }
+                    None => {
+                        let (udx, udg, udb) = r.be().batch_norm_backward(&dx, u.x, u.gamma, u.saved, None)?;
+                        (
+                            udx,
+                            [vals(&udg)?, vals(&udb)?].concat(),
+                            [vals(&sums[k].dgamma)?, vals(&sums[k].dbeta)?].concat(),
+                        )
+                    }
+                };
+                r.record(format!("{tag}: upstream {k} sums"), &gathered, &own, 1e-6, "its own reduce");
+                let from_sums =
+                    r.be().batch_norm_dx_from_sums(&dx, u.x, u.gamma, u.beta, u.alpha, u.saved, &sums[k])?;
+                r.record(
+                    format!("{tag}: upstream {k} dx"),
+                    &vals(&from_sums)?,
+                    &vals(&own_dx)?,
+                    1e-6,
+                    "its plain backward",
+                );
+            }
+        }
+    }
     Ok(())
 }

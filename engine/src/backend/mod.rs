@@ -67,6 +67,7 @@ pub enum UnaryOp {
 }
 
 /// What training-mode batch norm saves for its backward.
+#[derive(Clone)]
 pub struct BatchNormSaved {
     /// Per-channel batch mean `[C]`.
     pub mean: Tensor,
@@ -94,6 +95,26 @@ pub struct ShortcutNorm<'a> {
     pub gamma: Option<&'a Tensor>,
     pub beta: Option<&'a Tensor>,
     pub running: Option<RunningStats<'a>>,
+}
+
+/// A batch norm (with the PReLU that follows it, when `alpha`) upstream of another batch norm's dx pass:
+/// the gradient at its output is exactly the dx that pass writes, so the pass can gather its sums
+/// (`Backend::batch_norm_backward_gathering`).
+pub struct UpstreamBn<'a> {
+    pub x: &'a Tensor,
+    pub gamma: Option<&'a Tensor>,
+    pub beta: Option<&'a Tensor>,
+    pub alpha: Option<&'a Tensor>,
+    pub saved: &'a BatchNormSaved,
+}
+
+/// The per-channel sums of a batch-norm backward: dgamma = Σ dz·x̂, dbeta = Σ dz (dz the gradient at the
+/// batch norm's output) and, with PReLU, dalpha = Σ dy·z over z ≤ 0.
+#[derive(Clone)]
+pub struct BnSums {
+    pub dgamma: Tensor,
+    pub dbeta: Tensor,
+    pub dalpha: Option<Tensor>,
 }
 
 /// Counters a device keeps about its own work (all zero on the CPU): what the throughput benchmark
@@ -308,6 +329,42 @@ pub trait Backend: Send + Sync {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let _ = (dy, x, gamma, saved, residual);
         unsupported(&self.name(), "batch_norm_backward")
+    }
+
+    /// `batch_norm_backward`, its dx pass also gathering the sums of the (one or two) batch norms
+    /// `upstream` whose output gradient is that dx (the previous residual block's bn3 and shortcut batch
+    /// norm, the stem's batch norm + PReLU); `None` for them where a backend does not fuse this, and each
+    /// then runs its own backward. The sums are those the upstream backward would compute from the dx as
+    /// stored.
+    #[allow(clippy::type_complexity)]
+    fn batch_norm_backward_gathering(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
+        upstream: &[UpstreamBn<'_>],
+    ) -> Result<((Tensor, Tensor, Tensor), Option<Vec<BnSums>>)> {
+        let _ = upstream;
+        Ok((self.batch_norm_backward(dy, x, gamma, saved, residual)?, None))
+    }
+
+    /// The dx of a (PReLU-fused, with `alpha`) batch-norm backward whose sums were gathered already
+    /// (`batch_norm_backward_gathering`).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_dx_from_sums(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: Option<&Tensor>,
+        saved: &BatchNormSaved,
+        sums: &BnSums,
+    ) -> Result<Tensor> {
+        let _ = (dy, x, gamma, beta, alpha, saved, sums);
+        unsupported(&self.name(), "batch_norm_dx_from_sums")
     }
 
     /// y = x if x > 0 else alpha[c] * x, per channel on the last dim.

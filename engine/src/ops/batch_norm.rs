@@ -2,10 +2,11 @@
 //! batch is normalized with the biased variance; the running variance is updated with the unbiased one.
 
 use super::{autocast_store, same_device_and_dtype};
-use crate::backend::{BinaryOp, UnaryOp};
+use crate::backend::{BatchNormSaved, BinaryOp, BnSums, UnaryOp, UpstreamBn};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
+use std::sync::{Arc, Mutex};
 
 /// A training batch norm's running statistics, which its forward updates (torch's momentum rule).
 pub use crate::backend::RunningStats as Running;
@@ -75,6 +76,61 @@ pub(super) fn train_grads(
     grads
 }
 
+/// One batch norm of an `Upstream` record: its input, affine parameters, PReLU and saved statistics.
+pub(super) struct UpstreamPart {
+    pub(super) x: Tensor,
+    pub(super) gamma: Option<Tensor>,
+    pub(super) beta: Option<Tensor>,
+    pub(super) alpha: Option<Tensor>,
+    pub(super) saved: BatchNormSaved,
+}
+
+/// A training batch norm's record of itself left on its output (`Tape::set_note`; with the shortcut's
+/// batch norm at the end of a residual block, or the PReLU that follows). The batch norm that reads that
+/// output first writes, in its backward's dx pass, exactly the gradient at it; a backend that fuses this
+/// (`Backend::batch_norm_backward_gathering`) gathers there the sums this backward needs, and this one
+/// then runs only its dx pass (`Backend::batch_norm_dx_from_sums`).
+pub(super) struct Upstream {
+    parts: Vec<UpstreamPart>,
+    sums: Mutex<Option<Vec<BnSums>>>,
+}
+
+impl Upstream {
+    /// The record of `parts`, for the producer's backward and (`leave`) its output.
+    pub(super) fn new(parts: Vec<UpstreamPart>) -> Arc<Upstream> {
+        Arc::new(Upstream { parts, sums: Mutex::new(None) })
+    }
+
+    /// Leaves the record on the producer's output `out`.
+    pub(super) fn leave(self: &Arc<Self>, tape: &mut Tape, out: Var) {
+        tape.set_note(out, self.clone());
+    }
+
+    fn as_backend(&self) -> Vec<UpstreamBn<'_>> {
+        self.parts
+            .iter()
+            .map(|p| UpstreamBn {
+                x: &p.x,
+                gamma: p.gamma.as_ref(),
+                beta: p.beta.as_ref(),
+                alpha: p.alpha.as_ref(),
+                saved: &p.saved,
+            })
+            .collect()
+    }
+
+    fn put(&self, sums: Option<Vec<BnSums>>) -> Result<()> {
+        *self.sums.lock().map_err(|_| Error::Invalid("batch norm: a poisoned lock".into()))? = sums;
+        Ok(())
+    }
+
+    /// The sums the reader's backward gathered, one per part, taken: `None` when it gathered none.
+    pub(super) fn take(&self) -> Result<Option<Vec<BnSums>>> {
+        let got = self.sums.lock().map_err(|_| Error::Invalid("batch norm: a poisoned lock".into()))?.take();
+        Ok(got.filter(|s| s.len() == self.parts.len()))
+    }
+}
+
 /// Training-mode batch norm (`gamma`/`beta` are `None` when affine is off, or one of them is absent);
 /// updates `running` when given. Under autocast its output and x's gradient are held in the 16-bit type
 /// (statistics and parameter gradients in f32). Its backward adds the gradient x already received from a
@@ -93,11 +149,28 @@ pub fn batch_norm_train(
     let (y, saved) = tx.backend().batch_norm_forward_train(&tx, tg.as_ref(), tb.as_ref(), eps, running)?;
     let y = autocast_store(y, half)?;
     let (has_g, has_b) = (gamma.is_some(), beta.is_some());
+    // x made by a batch norm that nothing has read yet: this backward's dx is the whole gradient at x.
+    let upstream = tape.note::<Upstream>(x).filter(|_| tape.unread(x));
     Ok(tape.push_accumulating(
         y,
         &inputs,
         Box::new(move |g: &Tensor, acc: Option<Tensor>| {
-            let (dx, dg, db) = g.backend().batch_norm_backward(g, &tx, tg.as_ref(), &saved, acc.as_ref())?;
+            let be = g.backend();
+            let (dx, dg, db) = match &upstream {
+                Some(up) => {
+                    let (own, sums) = be.batch_norm_backward_gathering(
+                        g,
+                        &tx,
+                        tg.as_ref(),
+                        &saved,
+                        acc.as_ref(),
+                        &up.as_backend(),
+                    )?;
+                    up.put(sums)?;
+                    own
+                }
+                None => be.batch_norm_backward(g, &tx, tg.as_ref(), &saved, acc.as_ref())?,
+            };
             Ok(train_grads(autocast_store(dx, half)?, dg, db, has_g, has_b))
         }),
     ))

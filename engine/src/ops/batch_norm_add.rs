@@ -4,7 +4,7 @@
 //! exactly the two batch norms and the add, so CPU results are those of the three ops.
 
 use super::autocast_store;
-use super::batch_norm::{train_grads, train_inputs, Running};
+use super::batch_norm::{train_grads, train_inputs, Running, Upstream, UpstreamPart};
 use crate::backend::ShortcutNorm;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -55,23 +55,54 @@ pub fn batch_norm_add_train(
         &ts,
         shortcut_norm,
     )?;
-    Ok(tape.push(
+    let mut parts = vec![UpstreamPart {
+        x: tx.clone(),
+        gamma: tg.clone(),
+        beta: tb.clone(),
+        alpha: None,
+        saved: saved.clone(),
+    }];
+    if let Some(s) = &saved_s {
+        parts.push(UpstreamPart {
+            x: ts.clone(),
+            gamma: sg.clone(),
+            beta: sb.clone(),
+            alpha: None,
+            saved: s.clone(),
+        });
+    }
+    let up = Upstream::new(parts);
+    let for_backward = up.clone();
+    let out = tape.push(
         autocast_store(y, half)?,
         &inputs,
         Box::new(move |g: &Tensor| {
             let be = g.backend();
-            let (dx, dg, db) = be.batch_norm_backward(g, &tx, tg.as_ref(), &saved, None)?;
+            // The sums the next batch norm's dx pass gathered for bn and bn_s (see `Upstream`), if any:
+            // then each runs only its dx pass.
+            let gathered = for_backward.take()?;
+            let backward = |x: &Tensor, gamma: Option<&Tensor>, saved, k: usize| match &gathered {
+                Some(sums) => {
+                    let s = &sums[k];
+                    let dx = be.batch_norm_dx_from_sums(g, x, gamma, None, None, saved, s)?;
+                    Ok((dx, s.dgamma.clone(), s.dbeta.clone()))
+                }
+                None => be.batch_norm_backward(g, x, gamma, saved, None),
+            };
+            let (dx, dg, db) = backward(&tx, tg.as_ref(), &saved, 0)?;
             let mut grads = train_grads(autocast_store(dx, half)?, dg, db, true, true);
             match &saved_s {
                 None => grads.push(Some(g.clone())),
                 Some(s) => {
-                    let (ds, dsg, dsb) = be.batch_norm_backward(g, &ts, sg.as_ref(), s, None)?;
+                    let (ds, dsg, dsb) = backward(&ts, sg.as_ref(), s, 1)?;
                     grads.extend(train_grads(autocast_store(ds, half)?, dsg, dsb, true, true));
                 }
             }
             Ok(grads)
         }),
-    ))
+    );
+    up.leave(tape, out);
+    Ok(out)
 }
 
 #[cfg(test)]

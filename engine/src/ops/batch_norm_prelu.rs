@@ -4,7 +4,7 @@
 //! on the CPU it is exactly batch norm then PReLU, so CPU results are those of the two ops.
 
 use super::autocast_store;
-use super::batch_norm::{train_inputs, Running};
+use super::batch_norm::{train_inputs, Running, Upstream, UpstreamPart};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -30,15 +30,37 @@ pub fn batch_norm_prelu_train(
     let half = tape.autocast();
     let be = tx.backend();
     let (y, saved) = be.batch_norm_prelu_forward_train(&tx, tg.as_ref(), tb.as_ref(), &ta, eps, running)?;
-    Ok(tape.push(
+    let part = UpstreamPart {
+        x: tx.clone(),
+        gamma: tg.clone(),
+        beta: tb.clone(),
+        alpha: Some(ta.clone()),
+        saved: saved.clone(),
+    };
+    let up = Upstream::new(vec![part]);
+    let for_backward = up.clone();
+    let out = tape.push(
         autocast_store(y, half)?,
         &inputs,
         Box::new(move |g: &Tensor| {
-            let (dx, dg, db, da) =
-                g.backend().batch_norm_prelu_backward(g, &tx, tg.as_ref(), tb.as_ref(), &ta, &saved)?;
+            let be = g.backend();
+            // The sums the next batch norm's dx pass gathered for this one (see `Upstream`), if any.
+            let (dx, dg, db, da) = match for_backward.take()? {
+                Some(mut sums) => {
+                    let s = sums.remove(0);
+                    let dx =
+                        be.batch_norm_dx_from_sums(g, &tx, tg.as_ref(), tb.as_ref(), Some(&ta), &saved, &s)?;
+                    let da =
+                        s.dalpha.ok_or_else(|| Error::Invalid(format!("{op}: no PReLU sums gathered")))?;
+                    (dx, s.dgamma, s.dbeta, da)
+                }
+                None => be.batch_norm_prelu_backward(g, &tx, tg.as_ref(), tb.as_ref(), &ta, &saved)?,
+            };
             Ok(vec![Some(autocast_store(dx, half)?), Some(dg), Some(db), Some(da)])
         }),
-    ))
+    );
+    up.leave(tape, out);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ pub mod gradcheck;
 use crate::backend::BinaryOp;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
+use std::any::Any;
+use std::sync::Arc;
 
 /// A value recorded on a tape (an index into it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +60,13 @@ pub struct Tape {
     half_operands: Vec<(Var, DType, Tensor)>,
     /// The parameters forwards read as 16-bit GEMM operands, in that type.
     half_reads: Vec<(String, DType)>,
+    /// What ops leave on a value for the ops that read it next (`set_note`).
+    notes: Vec<(Var, Note)>,
 }
+
+/// Data an op attaches to its output for a later op (a batch norm's record of itself, for the batch
+/// norm that reads its output: `ops::batch_norm`).
+pub type Note = Arc<dyn Any + Send + Sync>;
 
 impl Default for Tape {
     fn default() -> Self {
@@ -75,6 +83,7 @@ impl Tape {
             autocast: None,
             half_operands: Vec::new(),
             half_reads: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -86,6 +95,7 @@ impl Tape {
             autocast: None,
             half_operands: Vec::new(),
             half_reads: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -182,6 +192,23 @@ impl Tape {
     /// The parameters this tape converted to 16-bit GEMM operands, and to which type.
     pub fn half_reads(&self) -> impl Iterator<Item = (&str, DType)> {
         self.half_reads.iter().map(|(n, d)| (n.as_str(), *d))
+    }
+
+    /// Leaves `note` on `v` for the ops that read it later.
+    pub fn set_note(&mut self, v: Var, note: Note) {
+        self.notes.push((v, note));
+    }
+
+    /// The note of type `T` left on `v`, if any.
+    pub fn note<T: Any + Send + Sync>(&self, v: Var) -> Option<Arc<T>> {
+        self.notes.iter().rev().find(|(w, _)| *w == v).and_then(|(_, n)| n.clone().downcast::<T>().ok())
+    }
+
+    /// Whether no node recorded after `v` takes it as an input yet: an op recorded now is then `v`'s
+    /// first reader, and so, in the backward, the last to add to `v`'s gradient (its gradient is then
+    /// complete as that op's backward returns it).
+    pub fn unread(&self, v: Var) -> bool {
+        self.nodes[v.0 + 1..].iter().all(|n| !n.inputs.contains(&v))
     }
 
     /// Whether `v` is a named parameter's leaf.

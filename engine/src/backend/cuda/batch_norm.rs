@@ -6,10 +6,10 @@ use super::launch::Kernels;
 use super::ops::{last_dim, per_channel, wrap, NULL};
 use super::storage::ChannelMoments;
 use super::{driver_err, CudaContext, CudaStorage};
-use crate::backend::{BatchNormSaved, RunningStats, ShortcutNorm};
+use crate::backend::{BatchNormSaved, BnSums, RunningStats, ShortcutNorm, UpstreamBn};
 use crate::tensor::{DType, Storage, Tensor};
 use crate::{Error, Result};
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{DevicePtr, PushKernelArg};
 use std::sync::Arc;
 
 /// What `bn_stats` writes per channel.
@@ -281,20 +281,8 @@ pub fn batch_norm_eval(
     bn_apply(ctx, x, &scale, &shift, None, None, false)
 }
 
-/// Backward of (fused) training batch norm: (dx, dgamma, dbeta, dalpha when fused). With `alpha`, `dy` is
-/// the gradient at the PReLU output (its input is recomputed from x, gamma and beta); with `residual`, dx
-/// also carries the gradient x received from a shortcut.
-#[allow(clippy::type_complexity)]
-pub fn batch_norm_backward(
-    ctx: &Arc<CudaContext>,
-    dy: &Tensor,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    alpha: Option<&Tensor>,
-    saved: &BatchNormSaved,
-    residual: Option<&Tensor>,
-) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
+/// The per-channel sums of a (fused) batch-norm backward as `bn_bwd_reduce` writes them.
+fn check_backward_inputs(dy: &Tensor, x: &Tensor, residual: Option<&Tensor>) -> Result<(usize, usize)> {
     let (rows, c) = last_dim(x, "batch_norm_backward")?;
     for (t, what) in [(Some(dy), "dy"), (residual, "the shortcut's gradient")] {
         if let Some(t) = t {
@@ -309,6 +297,21 @@ pub fn batch_norm_backward(
             }
         }
     }
+    Ok((rows, c))
+}
+
+/// `bn_bwd_reduce`: (dbeta, dgamma, dalpha when fused) of a (fused PReLU) batch-norm backward.
+#[allow(clippy::too_many_arguments)]
+fn bwd_reduce(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+    saved: &BatchNormSaved,
+) -> Result<BnSums> {
+    let (rows, c) = check_backward_inputs(dy, x, None)?;
     check_affine(c, gamma, beta, alpha)?;
     let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
     let mut p: Vec<CudaStorage> =
@@ -316,11 +319,10 @@ pub fn batch_norm_backward(
     let mut dbeta = ctx.alloc_storage(DType::F32, c)?;
     let mut dgamma = ctx.alloc_storage(DType::F32, c)?;
     let mut dalpha = if alpha.is_some() { Some(ctx.alloc_storage(DType::F32, c)?) } else { None };
-    let (mean, invstd) = (ctx.storage(&saved.mean)?.bytes(), ctx.storage(&saved.invstd)?.bytes());
-    let (gv, bv, av) = (view_of(ctx, gamma)?, view_of(ctx, beta)?, view_of(ctx, alpha)?);
-    let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
-    let (r64, c32) = (rows as i64, c as i32);
     {
+        let (mean, invstd) = (ctx.storage(&saved.mean)?.bytes(), ctx.storage(&saved.invstd)?.bytes());
+        let (gv, bv, av) = (view_of(ctx, gamma)?, view_of(ctx, beta)?, view_of(ctx, alpha)?);
+        let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
         let name = kname!("bn_bwd_reduce", x.dtype(), "batch_norm_backward");
         let f = ctx.kernels.get("batch_norm", name)?;
         let counters = ctx.counters.slice().slice(..);
@@ -328,7 +330,7 @@ pub fn batch_norm_backward(
         let (mut pa, mut pb, mut pd) = (pa.bytes_mut(), pb.bytes_mut(), pd.bytes_mut());
         let (mut db, mut dg) = (dbeta.bytes_mut(), dgamma.bytes_mut());
         let mut da = dalpha.as_mut().map(|s| s.bytes_mut());
-        let rpc64 = rpc as i64;
+        let (r64, c32, rpc64) = (rows as i64, c as i32, rpc as i64);
         let mut l = ctx.compute.launch_builder(&f);
         l.arg(&r64).arg(&c32).arg(&rpc64).arg(&dyv).arg(&xv).arg(&mean).arg(&invstd);
         for o in [&gv, &bv, &av] {
@@ -344,15 +346,42 @@ pub fn batch_norm_backward(
         };
         unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
     }
+    Ok(BnSums {
+        dgamma: wrap([c], dgamma)?,
+        dbeta: wrap([c], dbeta)?,
+        dalpha: dalpha.map(|s| wrap([c], s)).transpose()?,
+    })
+}
+
+/// `bn_bwd_dx`: the dx of a (fused PReLU) batch-norm backward from its sums, plus `residual`.
+#[allow(clippy::too_many_arguments)]
+pub fn bwd_dx(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+    saved: &BatchNormSaved,
+    sums: &BnSums,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (rows, c) = check_backward_inputs(dy, x, residual)?;
+    check_affine(c, gamma, beta, alpha)?;
+    per_channel(&sums.dbeta, c, "batch_norm_backward", "dbeta")?;
+    per_channel(&sums.dgamma, c, "batch_norm_backward", "dgamma")?;
     let n = x.numel();
     let dx_name = kname!("bn_bwd_dx", x.dtype(), "batch_norm_backward");
     let mut dx = ctx.alloc_storage(x.dtype(), n)?;
     {
+        let (mean, invstd) = (ctx.storage(&saved.mean)?.bytes(), ctx.storage(&saved.invstd)?.bytes());
+        let (gv, bv, av) = (view_of(ctx, gamma)?, view_of(ctx, beta)?, view_of(ctx, alpha)?);
+        let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
         let f = ctx.kernels.get("batch_norm", dx_name)?;
         let resv = view_of(ctx, residual)?;
-        let (sdz, sdzx) = (dbeta.bytes(), dgamma.bytes());
+        let (sdz, sdzx) = (ctx.storage(&sums.dbeta)?.bytes(), ctx.storage(&sums.dgamma)?.bytes());
         let mut dxv = dx.bytes_mut();
-        let n64 = n as i64;
+        let (n64, c32, r64) = (n as i64, c as i32, rows as i64);
         let mut l = ctx.compute.launch_builder(&f);
         l.arg(&n64).arg(&c32).arg(&r64).arg(&dyv).arg(&xv).arg(&mean).arg(&invstd);
         for o in [&gv, &bv, &av] {
@@ -369,11 +398,157 @@ pub fn batch_norm_backward(
         l.arg(&mut dxv);
         unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(dx_name))?;
     }
-    let dalpha = dalpha.map(|s| wrap([c], s)).transpose()?;
-    Ok((
-        Tensor::from_storage(x.shape().clone(), Storage::Cuda(dx))?,
-        wrap([c], dgamma)?,
-        wrap([c], dbeta)?,
-        dalpha,
-    ))
+    Tensor::from_storage(x.shape().clone(), Storage::Cuda(dx))
+}
+
+/// `BnUp` of batch_norm.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct BnUp {
+    x: u64,
+    mean: u64,
+    invstd: u64,
+    gamma: u64,
+    beta: u64,
+    alpha: u64,
+    p_dz: u64,
+    p_dzx: u64,
+    p_da: u64,
+    dbeta: u64,
+    dgamma: u64,
+    dalpha: u64,
+}
+
+// SAFETY: plain old data laid out as the C struct.
+unsafe impl cudarc::driver::DeviceRepr for BnUp {}
+
+/// Backward of (fused) training batch norm: (dx, dgamma, dbeta, dalpha when fused). With `alpha`, `dy` is
+/// the gradient at the PReLU output (its input is recomputed from x, gamma and beta); with `residual`, dx
+/// also carries the gradient x received from a shortcut.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    alpha: Option<&Tensor>,
+    saved: &BatchNormSaved,
+    residual: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
+    let sums = bwd_reduce(ctx, dy, x, gamma, beta, alpha, saved)?;
+    let dx = bwd_dx(ctx, dy, x, gamma, beta, alpha, saved, &sums, residual)?;
+    Ok((dx, sums.dgamma, sums.dbeta, sums.dalpha))
+}
+
+/// As `batch_norm_backward` without PReLU, its dx pass (`bn_bwd_dx_reduce`) also gathering the sums of
+/// the (one or two) batch norms upstream whose output gradient is that dx.
+#[allow(clippy::type_complexity)]
+pub fn batch_norm_backward_gathering(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    saved: &BatchNormSaved,
+    residual: Option<&Tensor>,
+    upstream: &[UpstreamBn<'_>],
+) -> Result<((Tensor, Tensor, Tensor), Vec<BnSums>)> {
+    if upstream.is_empty() || upstream.len() > 2 {
+        return Err(Error::Invalid(format!(
+            "batch_norm_backward_gathering: {} upstream batch norms (1 or 2)",
+            upstream.len()
+        )));
+    }
+    let sums = bwd_reduce(ctx, dy, x, gamma, None, None, saved)?;
+    let (rows, c) = check_backward_inputs(dy, x, residual)?;
+    for u in upstream {
+        if u.x.shape() != x.shape() || u.x.dtype() != x.dtype() {
+            return Err(Error::Shape(format!(
+                "batch_norm_backward_gathering: upstream input {} {} vs x {} {}",
+                u.x.shape(),
+                u.x.dtype(),
+                x.shape(),
+                x.dtype()
+            )));
+        }
+        check_affine(c, u.gamma, u.beta, u.alpha)?;
+    }
+    let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
+    struct Out {
+        parts: [CudaStorage; 3],
+        dbeta: CudaStorage,
+        dgamma: CudaStorage,
+        dalpha: Option<CudaStorage>,
+    }
+    let mut outs: Vec<Out> = upstream
+        .iter()
+        .map(|u| {
+            let part = || ctx.alloc_storage(DType::F32, chunks * c);
+            Ok(Out {
+                parts: [part()?, part()?, part()?],
+                dbeta: ctx.alloc_storage(DType::F32, c)?,
+                dgamma: ctx.alloc_storage(DType::F32, c)?,
+                dalpha: if u.alpha.is_some() { Some(ctx.alloc_storage(DType::F32, c)?) } else { None },
+            })
+        })
+        .collect::<Result<_>>()?;
+    let n = x.numel();
+    let name = kname!("bn_bwd_dx_reduce", x.dtype(), "batch_norm_backward");
+    let mut dx = ctx.alloc_storage(x.dtype(), n)?;
+    {
+        let ptr = |t: &Tensor| -> Result<u64> { Ok(ctx.storage(t)?.buf.slice().device_ptr(&ctx.compute).0) };
+        let optr = |t: Option<&Tensor>| -> Result<u64> { t.map_or(Ok(0), ptr) };
+        let sptr = |s: &CudaStorage| s.buf.slice().device_ptr(&ctx.compute).0;
+        let mut ups = [BnUp::default(); 2];
+        for (k, (u, o)) in upstream.iter().zip(&outs).enumerate() {
+            ups[k] = BnUp {
+                x: ptr(u.x)?,
+                mean: ptr(&u.saved.mean)?,
+                invstd: ptr(&u.saved.invstd)?,
+                gamma: optr(u.gamma)?,
+                beta: optr(u.beta)?,
+                alpha: optr(u.alpha)?,
+                p_dz: sptr(&o.parts[0]),
+                p_dzx: sptr(&o.parts[1]),
+                p_da: sptr(&o.parts[2]),
+                dbeta: sptr(&o.dbeta),
+                dgamma: sptr(&o.dgamma),
+                dalpha: o.dalpha.as_ref().map_or(0, sptr),
+            };
+        }
+        let (mean, invstd) = (ctx.storage(&saved.mean)?.bytes(), ctx.storage(&saved.invstd)?.bytes());
+        let gv = view_of(ctx, gamma)?;
+        let (dyv, xv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes());
+        let resv = view_of(ctx, residual)?;
+        let (sdz, sdzx) = (ctx.storage(&sums.dbeta)?.bytes(), ctx.storage(&sums.dgamma)?.bytes());
+        let counters = ctx.counters.slice().slice(..);
+        let mut dxv = dx.bytes_mut();
+        let (r64, c32, rpc64, n_up) = (rows as i64, c as i32, rpc as i64, upstream.len() as i32);
+        let f = ctx.kernels.get("batch_norm", name)?;
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&r64).arg(&c32).arg(&rpc64).arg(&dyv).arg(&xv).arg(&mean).arg(&invstd);
+        match &gv {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        l.arg(&sdz).arg(&sdzx);
+        match &resv {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        l.arg(&mut dxv).arg(&counters).arg(&n_up).arg(&ups[0]).arg(&ups[1]);
+        unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
+    }
+    let gathered = outs
+        .drain(..)
+        .map(|o| {
+            Ok(BnSums {
+                dgamma: wrap([c], o.dgamma)?,
+                dbeta: wrap([c], o.dbeta)?,
+                dalpha: o.dalpha.map(|s| wrap([c], s)).transpose()?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let dx = Tensor::from_storage(x.shape().clone(), Storage::Cuda(dx))?;
+    Ok(((dx, sums.dgamma, sums.dbeta), gathered))
 }

@@ -36,8 +36,9 @@ mod storage;
 pub use storage::CudaStorage;
 
 use super::{
-    AdamWParam, AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, Conv2dParams, DeviceCounters,
-    MarginHeadCall, MarginHeadOutput, RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp, Updated,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, BatchStager, BinaryOp, BnSums, Conv2dParams,
+    DeviceCounters, MarginHeadCall, MarginHeadOutput, RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp,
+    Updated, UpstreamBn,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -332,6 +333,34 @@ impl Backend for CudaContext {
     ) -> Result<Tensor> {
         batch_norm::batch_norm_eval(&self.me(x)?, x, gamma, beta, running_mean, running_var, eps)
     }
+    fn batch_norm_backward_gathering(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
+        upstream: &[UpstreamBn<'_>],
+    ) -> Result<((Tensor, Tensor, Tensor), Option<Vec<BnSums>>)> {
+        let ctx = self.me(x)?;
+        let (own, sums) =
+            batch_norm::batch_norm_backward_gathering(&ctx, dy, x, gamma, saved, residual, upstream)?;
+        Ok((own, Some(sums)))
+    }
+
+    fn batch_norm_dx_from_sums(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        alpha: Option<&Tensor>,
+        saved: &BatchNormSaved,
+        sums: &BnSums,
+    ) -> Result<Tensor> {
+        batch_norm::bwd_dx(&self.me(x)?, dy, x, gamma, beta, alpha, saved, sums, None)
+    }
+
     fn batch_norm_backward(
         &self,
         dy: &Tensor,

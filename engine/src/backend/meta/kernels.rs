@@ -7,8 +7,8 @@ use super::{MetaContext, SMS};
 use crate::backend::ledger::{Launch, Math};
 use crate::backend::multi_tensor::{plan, CHECK_MAX, OPT_MAX};
 use crate::backend::{
-    AdamWParam, AdamWStep, Backend, BatchNormSaved, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdParam, SgdStep, Updated,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, BnSums, Conv2dParams, MarginHeadCall, MarginHeadOutput,
+    RunningStats, SgdParam, SgdStep, Updated, UpstreamBn,
 };
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
 use crate::tensor::{DType, Device, Storage, Tensor};
@@ -156,20 +156,59 @@ pub fn batch_norm_backward(
     prelu: bool,
     residual: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let (dg, db) = bwd_reduce(ctx, dy, x, prelu)?;
+    let dx = bwd_dx(ctx, x, prelu, residual)?;
+    let c = channels(x)?;
+    Ok((dx, dg, db, ctx.out([c], DType::F32)?))
+}
+
+/// `bn_bwd_reduce_<dt>` (cuda/batch_norm.rs `bwd_reduce`): (dgamma, dbeta).
+fn bwd_reduce(ctx: &MetaContext, dy: &Tensor, x: &Tensor, prelu: bool) -> Result<(Tensor, Tensor)> {
     let c = channels(x)?;
     let rows = x.numel() / c;
-    let dt = suffix(x.dtype())?;
     let part = 12.0 * (chunks(rows, c) * c) as f64;
     let per_channel = 4.0 * c as f64 * if prelu { 8.0 } else { 5.0 };
-    ctx.rec(Launch::memory(
-        format!("bn_bwd_reduce_{dt}"),
-        "batch norm",
-        bytes(dy) + bytes(x) + 2.0 * part + per_channel,
-    ));
+    let name = format!("bn_bwd_reduce_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", bytes(dy) + bytes(x) + 2.0 * part + per_channel));
+    Ok((ctx.out([c], DType::F32)?, ctx.out([c], DType::F32)?))
+}
+
+/// `bn_bwd_dx_<dt>` (cuda/batch_norm.rs `bwd_dx`).
+pub fn bwd_dx(ctx: &MetaContext, x: &Tensor, prelu: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+    let c = channels(x)?;
+    let per_channel = 4.0 * c as f64 * if prelu { 8.0 } else { 5.0 };
     let res = residual.map_or(0.0, bytes);
-    ctx.rec(Launch::memory(format!("bn_bwd_dx_{dt}"), "batch norm", 3.0 * bytes(x) + res + per_channel));
+    let name = format!("bn_bwd_dx_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", 3.0 * bytes(x) + res + per_channel));
+    ctx.out(x.shape().clone(), x.dtype())
+}
+
+/// cuda/batch_norm.rs `batch_norm_backward_gathering`: the reduce, then `bn_bwd_dx_reduce_<dt>`, which
+/// also reads each upstream input and writes its sums.
+#[allow(clippy::type_complexity)]
+pub fn batch_norm_backward_gathering(
+    ctx: &MetaContext,
+    dy: &Tensor,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    upstream: &[UpstreamBn<'_>],
+) -> Result<((Tensor, Tensor, Tensor), Vec<BnSums>)> {
+    let (dg, db) = bwd_reduce(ctx, dy, x, false)?;
+    let c = channels(x)?;
+    let rows = x.numel() / c;
+    let part = 12.0 * (chunks(rows, c) * c) as f64;
+    let mut moved = 3.0 * bytes(x) + residual.map_or(0.0, bytes) + 4.0 * 5.0 * c as f64;
+    for u in upstream {
+        moved += bytes(u.x) + 2.0 * part + 4.0 * c as f64 * if u.alpha.is_some() { 8.0 } else { 5.0 };
+    }
+    let name = format!("bn_bwd_dx_reduce_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", moved));
     let v = || ctx.out([c], DType::F32);
-    Ok((ctx.out(x.shape().clone(), x.dtype())?, v()?, v()?, v()?))
+    let sums = upstream
+        .iter()
+        .map(|u| Ok(BnSums { dgamma: v()?, dbeta: v()?, dalpha: u.alpha.map(|_| v()).transpose()? }))
+        .collect::<Result<_>>()?;
+    Ok(((ctx.out(x.shape().clone(), x.dtype())?, dg, db), sums))
 }
 
 /// One launch per table of cuda/multi_tensor.rs over tensors of `sizes` elements, each moving `bytes[i]`.

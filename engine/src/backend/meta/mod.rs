@@ -11,8 +11,8 @@ mod kernels;
 
 use super::ledger::{Launch, Ledger};
 use super::{
-    AdamWParam, AdamWStep, Backend, BatchNormSaved, BinaryOp, Conv2dParams, MarginHeadCall, MarginHeadOutput,
-    RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp, Updated,
+    AdamWParam, AdamWStep, Backend, BatchNormSaved, BinaryOp, BnSums, Conv2dParams, MarginHeadCall,
+    MarginHeadOutput, RunningStats, SgdParam, SgdStep, ShortcutNorm, UnaryOp, Updated, UpstreamBn,
 };
 use crate::tensor::{CpuStorage, DType, Shape, Storage, Tensor};
 use crate::{Error, Result};
@@ -289,6 +289,32 @@ impl Backend for MetaContext {
         let c = kernels::channels(x)?;
         self.rec(Launch::memory("bn_eval_fold", "batch norm", 24.0 * c as f64));
         kernels::bn_apply(self, x, false, None, false)
+    }
+
+    fn batch_norm_backward_gathering(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        _gamma: Option<&Tensor>,
+        _saved: &BatchNormSaved,
+        residual: Option<&Tensor>,
+        upstream: &[UpstreamBn<'_>],
+    ) -> Result<((Tensor, Tensor, Tensor), Option<Vec<BnSums>>)> {
+        let (own, sums) = kernels::batch_norm_backward_gathering(self, dy, x, residual, upstream)?;
+        Ok((own, Some(sums)))
+    }
+
+    fn batch_norm_dx_from_sums(
+        &self,
+        _dy: &Tensor,
+        x: &Tensor,
+        _gamma: Option<&Tensor>,
+        _beta: Option<&Tensor>,
+        alpha: Option<&Tensor>,
+        _saved: &BatchNormSaved,
+        _sums: &BnSums,
+    ) -> Result<Tensor> {
+        kernels::bwd_dx(self, x, alpha.is_some(), None)
     }
 
     fn batch_norm_backward(
