@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# No wheel cache: the venv alone is about 6 GB (PyPI's torch brings its CUDA libraries), and a cached copy
+# of every wheel would double that on a machine whose disk may be short.
+export PIP_NO_CACHE_DIR=1
+# Nor incremental-compilation caches: this run builds once.
+export CARGO_INCREMENTAL=0
 
 if ! command -v cargo >/dev/null; then
   echo "tests/run.sh: cargo not found; install Rust (rustup) first" >&2
