@@ -75,3 +75,37 @@ extern "C" __global__ void l2norm_bwd_f32(int rows, int D, float eps, const floa
         dx[o + k] = g * inv;
     }
 }
+
+// The same backward from the raw rows x (f32) and the forward's norms instead of y, with dy in the type
+// the classifier's weight-gradient GEMM wrote (bf16/fp16 widened here, or f32): y = x * inv is recomputed
+// exactly as l2norm_fwd computed it, so dx has the bits l2norm_bwd_f32 gives on the widened dy and the
+// stored y, without an f32 copy of y or of dy.
+#define L2NORM_BWD_RAW(SUF, TD)                                                                          \
+    extern "C" __global__ void l2norm_bwd_raw_##SUF(int rows, int D, float eps, const TD* __restrict__ dy, \
+                                                    const float* __restrict__ x,                         \
+                                                    const float* __restrict__ norms, float* __restrict__ dx) { \
+        __shared__ float scratch[32];                                                                   \
+        int r = blockIdx.x;                                                                             \
+        if (r >= rows) return;                                                                          \
+        long long o = (long long)r * D;                                                                 \
+        float nrm = norms[r];                                                                           \
+        float inv = 1.0f / fmaxf(nrm, eps);                                                             \
+        float dot = 0.0f;                                                                               \
+        for (int k = threadIdx.x; k < D; k += blockDim.x) {                                             \
+            float y = x[o + k] * inv;                                                                   \
+            dot += to_f32(dy[o + k]) * y;                                                               \
+        }                                                                                               \
+        dot = block_sum(dot, scratch);                                                                  \
+        bool through_norm = nrm > eps;                                                                  \
+        for (int k = threadIdx.x; k < D; k += blockDim.x) {                                             \
+            float g = to_f32(dy[o + k]);                                                                \
+            if (through_norm) {                                                                         \
+                float y = x[o + k] * inv;                                                               \
+                g -= y * dot;                                                                           \
+            }                                                                                           \
+            dx[o + k] = g * inv;                                                                        \
+        }                                                                                               \
+    }
+L2NORM_BWD_RAW(f32, float)
+L2NORM_BWD_RAW(bf16, bf16_t)
+L2NORM_BWD_RAW(f16, f16_t)

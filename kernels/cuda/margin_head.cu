@@ -219,6 +219,7 @@ MARGIN_BWD(f16, f16_t, f16_t)
 #define GATHER_DOT(SUF, T)                                                                                 \
     extern "C" __global__ void margin_gather_cy_##SUF(int B, int D, long long j0, long long nb,            \
                                                       const T* __restrict__ xhat, const T* __restrict__ what, \
+                                                      const float* __restrict__ wnorms, float eps,          \
                                                       const long long* __restrict__ labels, float* __restrict__ cy) { \
         int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);                                       \
         int lane = threadIdx.x & 31;                                                                       \
@@ -227,8 +228,13 @@ MARGIN_BWD(f16, f16_t, f16_t)
         if (labels[i] < 0 || y < 0 || y >= nb) return;                                                     \
         const T* xr = xhat + (long long)i * D;                                                             \
         const T* wr = what + y * D;                                                                        \
+        /* wnorms: `what` holds raw rows, normalized here as l2norm_fwd does (the same bits). */          \
+        float inv = wnorms != nullptr ? 1.0f / fmaxf(wnorms[y], eps) : 1.0f;                               \
         float s = 0.0f;                                                                                    \
-        for (int k = lane; k < D; k += 32) s += to_f32(xr[k]) * to_f32(wr[k]);                             \
+        for (int k = lane; k < D; k += 32) {                                                               \
+            float w = wnorms != nullptr ? to_f32(wr[k]) * inv : to_f32(wr[k]);                             \
+            s += to_f32(xr[k]) * w;                                                                        \
+        }                                                                                                  \
         s = warp_sum(s);                                                                                   \
         if (lane == 0) cy[i] = s;                                                                          \
     }

@@ -385,6 +385,45 @@ pub fn l2_normalize_rows_backward_eps(
     wrap(y.shape().clone(), dx)
 }
 
+/// `l2_normalize_rows_backward_eps` from the raw rows `x` (f32) and the forward's norms, with `dy` in
+/// f32, bf16 or f16 (`l2norm_bwd_raw`: y recomputed as the forward computed it, dy widened in the kernel).
+pub fn l2_normalize_rows_backward_raw(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    x: &Tensor,
+    norms: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let (rows, d) = last_dim(x, "l2_normalize_rows_backward")?;
+    need_f32(x, "l2_normalize_rows_backward", "x")?;
+    need_f32(norms, "l2_normalize_rows_backward", "norms")?;
+    if dy.shape() != x.shape() || norms.numel() != rows {
+        return Err(Error::Shape(format!(
+            "l2_normalize_rows_backward: dy {}, x {}, norms {}",
+            dy.shape(),
+            x.shape(),
+            norms.shape()
+        )));
+    }
+    let name = match dy.dtype() {
+        DType::F32 => "l2norm_bwd_raw_f32",
+        DType::BF16 => "l2norm_bwd_raw_bf16",
+        DType::F16 => "l2norm_bwd_raw_f16",
+        other => return Err(Error::Unsupported(format!("l2_normalize_rows_backward on CUDA from {other}"))),
+    };
+    let mut dx = ctx.alloc_storage(DType::F32, x.numel())?;
+    {
+        let f = ctx.kernels.get("l2norm", name)?;
+        let (dyv, xv, nv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes(), ctx.storage(norms)?.bytes());
+        let mut ov = dx.bytes_mut();
+        let (r32, d32, eps32) = (rows as i32, d as i32, eps as f32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&r32).arg(&d32).arg(&eps32).arg(&dyv).arg(&xv).arg(&nv).arg(&mut ov);
+        unsafe { l.launch(Kernels::per_row(rows, row_threads(d))) }.map_err(driver_err(name))?;
+    }
+    wrap(x.shape().clone(), dx)
+}
+
 /// x `[..., C]` combined with v `[C]` per channel: `mul` false adds (bias), true multiplies.
 pub fn per_channel_op(ctx: &Arc<CudaContext>, x: &Tensor, v: &Tensor, mul: bool) -> Result<Tensor> {
     let op_name = if mul { "mul_channels" } else { "add_channels" };

@@ -294,18 +294,34 @@ pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<Margin
     let dev = Device::Meta(ctx.arc());
     let _labels = Tensor::from_vec(call.labels.to_vec(), [b])?.to_device(&dev)?;
     let (xh, a) = ctx.l2_normalize_rows(x, 0.0)?;
-    let (wh, _) = ctx.l2_normalize_rows(w, 0.0)?;
-    let (xg, wg) = match call.autocast {
-        None | Some(DType::F32) => (xh.clone(), wh.clone()),
-        Some(h) => (ctx.cast(&xh, h)?, ctx.cast(&wh, h)?),
+    // Under autocast the classifier's rows are normalized straight into the GEMM's type (no f32 copy).
+    let n = w.numel();
+    let (wh, xg, wg) = match call.autocast {
+        None | Some(DType::F32) => {
+            let (wh, _) = ctx.l2_normalize_rows(w, 0.0)?;
+            (Some(wh.clone()), xh.clone(), wh)
+        }
+        Some(h) => {
+            let name = format!("l2norm_fwd_f32_{}", suffix(h)?);
+            ctx.rec(Launch::memory(
+                name,
+                "normalize",
+                bytes(w) + (n * h.size_in_bytes()) as f64 + 4.0 * classes as f64,
+            ));
+            let wg = ctx.out(w.shape().clone(), h)?;
+            ctx.out([classes], DType::F32)?;
+            (None, ctx.cast(&xh, h)?, wg)
+        }
     };
+    let raw = wh.is_none();
     let nb = (call.max_block_elems / b.max(1)).clamp(1, classes.max(1));
     let blocks: Vec<(usize, usize)> =
         (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect();
     let target_cosines = || -> Result<Tensor> {
         let cy = ctx.zeros(&[b].into(), DType::F32)?;
         ctx.rec(Launch::memory("memcpy_dtod", "copy", 8.0 * b as f64));
-        ctx.rec(Launch::memory("margin_gather_cy_f32", "head", 4.0 * (2 * b * d + 3 * b) as f64));
+        let norms = if raw { b } else { 0 };
+        ctx.rec(Launch::memory("margin_gather_cy_f32", "head", 4.0 * (2 * b * d + 3 * b + norms) as f64));
         Ok(cy)
     };
     let fixed = kernel_params(call.head, b);
@@ -381,19 +397,31 @@ pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<Margin
                 &ctx.out([b, d], DType::F32)?,
             )?;
         }
-        ctx.widen(&ctx.matmul(&g, &xg, true, false)?)?;
+        let dw = ctx.matmul(&g, &xg, true, false)?;
+        if !raw {
+            ctx.widen(&dw)?;
+        }
     }
+    let dw_type = if raw { wg.dtype() } else { DType::F32 };
     if blocks.len() > 1 {
         let dw: Vec<Tensor> =
-            blocks.iter().map(|&(j0, j1)| ctx.out([j1 - j0, d], DType::F32)).collect::<Result<_>>()?;
+            blocks.iter().map(|&(j0, j1)| ctx.out([j1 - j0, d], dw_type)).collect::<Result<_>>()?;
         ctx.concat_rows(&dw)?;
     }
     let dx = ctx.l2_normalize_rows_backward_eps(&ctx.out([b, d], DType::F32)?, &xh, &a, 0.0)?;
-    let dw = ctx.l2_normalize_rows_backward_eps(
-        &ctx.out([classes, d], DType::F32)?,
-        &wh,
-        &ctx.out([classes], DType::F32)?,
-        0.0,
-    )?;
+    let dw = match &wh {
+        Some(wh) => ctx.l2_normalize_rows_backward_eps(
+            &ctx.out([classes, d], DType::F32)?,
+            wh,
+            &ctx.out([classes], DType::F32)?,
+            0.0,
+        )?,
+        None => {
+            let name = format!("l2norm_bwd_raw_{}", suffix(dw_type)?);
+            let moved = (n * dw_type.size_in_bytes()) as f64 + 2.0 * bytes(w) + 4.0 * classes as f64;
+            ctx.rec(Launch::memory(name, "normalize", moved));
+            ctx.out([classes, d], DType::F32)?
+        }
+    };
     Ok(MarginHeadOutput { loss, grads: Some((dx, dw)) })
 }

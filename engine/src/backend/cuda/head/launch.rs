@@ -78,11 +78,14 @@ pub fn target(ctx: &Arc<CudaContext>, cy: &Tensor, hp: &MarginParams) -> Result<
 }
 
 /// c_y = xhat_i . what_{y_i} for the rows whose label falls in this class block (rows j0..j0+nb of
-/// the normalized weights `what`); the other rows keep their value from `cy`.
+/// the normalized weights `what`); the other rows keep their value from `cy`. With `raw_norms`
+/// (the forward's norms and floor), `what` holds the raw rows, normalized on the fly with the bits
+/// l2norm_fwd gives them.
 pub fn gather_cy(
     ctx: &Arc<CudaContext>,
     xhat: &Tensor,
     what: &Tensor,
+    raw_norms: Option<(&Tensor, f64)>,
     j0: usize,
     labels: &Tensor,
     cy: &Tensor,
@@ -111,10 +114,23 @@ pub fn gather_cy(
         let f = ctx.kernels.get("margin_head", name)?;
         let (xv, wv, lv) =
             (ctx.storage(xhat)?.bytes(), ctx.storage(what)?.bytes(), ctx.storage(labels)?.bytes());
+        let nv = match raw_norms {
+            Some((n, _)) => {
+                rows(n, nb, DType::F32, "the weights' norms")?;
+                Some(ctx.storage(n)?.bytes())
+            }
+            None => None,
+        };
+        let eps = raw_norms.map_or(0.0, |(_, e)| e as f32);
         let mut ov = out.bytes_mut();
         let (b32, d32, j64, nb64) = (b as i32, d as i32, j0 as i64, nb as i64);
         let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&b32).arg(&d32).arg(&j64).arg(&nb64).arg(&xv).arg(&wv).arg(&lv).arg(&mut ov);
+        l.arg(&b32).arg(&d32).arg(&j64).arg(&nb64).arg(&xv).arg(&wv);
+        match &nv {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        l.arg(&eps).arg(&lv).arg(&mut ov);
         // One warp per row, 8 rows per block of 256 threads.
         let cfg = LaunchConfig {
             grid_dim: (b.div_ceil(8).max(1) as u32, 1, 1),

@@ -14,7 +14,7 @@
 
 mod launch;
 
-use super::CudaContext;
+use super::{ops, CudaContext};
 use crate::backend::{Backend, BinaryOp, MarginHeadCall, MarginHeadOutput};
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MarginParams};
 use crate::heads::{Head, NORM_FLOOR};
@@ -40,8 +40,10 @@ pub fn margin_head(ctx: &Arc<CudaContext>, call: MarginHeadCall<'_>) -> Result<M
 }
 
 /// What both paths start from: labels on the device, the normalized rows with their norms, and the
-/// operands of the cosine GEMMs (the normalized rows, cast to bf16/fp16 under autocast: the cosines are
-/// then computed, kept and read in that type, halving their memory and traffic).
+/// operands of the cosine GEMMs (the normalized rows, in bf16/fp16 under autocast: the cosines are
+/// then computed, kept and read in that type, halving their memory and traffic). Under autocast the
+/// classifier's rows are normalized straight into the GEMM's type and never exist in f32: the target
+/// cosines and the backward recompute them from the raw rows and their norms, with the same bits.
 struct Prepared {
     ctx: Arc<CudaContext>,
     dev: Device,
@@ -49,7 +51,10 @@ struct Prepared {
     b: usize,
     xh: Tensor,
     a: Tensor,
-    wh: Tensor,
+    /// The raw classifier rows.
+    w: Tensor,
+    /// Their normalized f32 copy: only when the GEMMs run in f32 (where it is their operand).
+    wh: Option<Tensor>,
     wn: Tensor,
     xg: Tensor,
     wg: Tensor,
@@ -78,13 +83,18 @@ impl Prepared {
         let dev = Device::Cuda(ctx.clone());
         let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
         let (xh, a) = ctx.l2_normalize_rows(x, NORM_FLOOR)?;
-        let (wh, wn) = ctx.l2_normalize_rows(w, NORM_FLOOR)?;
-        let (xg, wg) = match gemm {
-            None | Some(DType::F32) => (xh.clone(), wh.clone()),
-            Some(d) => (ctx.cast(&xh, d)?, ctx.cast(&wh, d)?),
+        let (wh, wn, xg, wg) = match gemm {
+            None | Some(DType::F32) => {
+                let (wh, wn) = ctx.l2_normalize_rows(w, NORM_FLOOR)?;
+                (Some(wh.clone()), wn, xh.clone(), wh)
+            }
+            Some(d) => {
+                let (wg, wn) = ops::l2_normalize_rows_to(ctx, w, NORM_FLOOR, d)?;
+                (None, wn, ctx.cast(&xh, d)?, wg)
+            }
         };
         let blocks = class_blocks(b, classes, max_block_elems);
-        Ok(Prepared { ctx: ctx.clone(), dev, lab, b, xh, a, wh, wn, xg, wg, blocks })
+        Ok(Prepared { ctx: ctx.clone(), dev, lab, b, xh, a, w: w.clone(), wh, wn, xg, wg, blocks })
     }
 
     fn be(&self) -> &dyn Backend {
@@ -103,7 +113,18 @@ impl Prepared {
     /// c_y of every row from the normalized f32 rows.
     fn target_cosines(&self) -> Result<Tensor> {
         let zero = self.be().zeros(&[self.b].into(), DType::F32)?;
-        launch::gather_cy(&self.ctx, &self.xh, &self.wh, 0, &self.lab, &zero)
+        match &self.wh {
+            Some(wh) => launch::gather_cy(&self.ctx, &self.xh, wh, None, 0, &self.lab, &zero),
+            None => launch::gather_cy(
+                &self.ctx,
+                &self.xh,
+                &self.w,
+                Some((&self.wn, NORM_FLOOR)),
+                0,
+                &self.lab,
+                &zero,
+            ),
+        }
     }
 
     /// The running log-sum-exp over every class block. With one block its cosines are returned for the
@@ -146,7 +167,10 @@ impl Prepared {
                 None => part,
                 Some(acc) => be.binary(BinaryOp::Add, &acc, &part)?,
             });
-            dw_parts.push(be.widen(&be.matmul(&g, &self.xg, true, false)?)?);
+            // The classifier's part stays in the GEMM's type: its backward through the normalization
+            // widens it as it reads it.
+            let dw = be.matmul(&g, &self.xg, true, false)?;
+            dw_parts.push(if self.wh.is_some() { be.widen(&dw)? } else { dw });
         }
         let dwh =
             if dw_parts.len() == 1 { dw_parts.pop().expect("one block") } else { be.concat_rows(&dw_parts)? };
@@ -158,7 +182,10 @@ impl Prepared {
     fn unnormalize(&self, dxh: &Tensor, dwh: &Tensor) -> Result<(Tensor, Tensor)> {
         let be = self.be();
         let dx = be.l2_normalize_rows_backward_eps(dxh, &self.xh, &self.a, NORM_FLOOR)?;
-        let dw = be.l2_normalize_rows_backward_eps(dwh, &self.wh, &self.wn, NORM_FLOOR)?;
+        let dw = match &self.wh {
+            Some(wh) => be.l2_normalize_rows_backward_eps(dwh, wh, &self.wn, NORM_FLOOR)?,
+            None => ops::l2_normalize_rows_backward_raw(&self.ctx, dwh, &self.w, &self.wn, NORM_FLOOR)?,
+        };
         Ok((dx, dw))
     }
 
