@@ -254,6 +254,42 @@ fn upload_rows(v: Vec<f32>, dev: &Device) -> Result<Tensor> {
 mod tests {
     use super::*;
 
+    /// Under autocast the classifier's rows exist only in the GEMM's type; the target cosines and the
+    /// backward rebuild the f32 rows from the raw ones. Against the path through an f32 copy: same bits.
+    #[test]
+    #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+    fn gpu_the_classifier_without_an_f32_copy_gives_the_same_bits() {
+        let Device::Cuda(ctx) = Device::parse("cuda").expect("this test needs a GPU") else {
+            unreachable!("cuda opens a CUDA device")
+        };
+        let (b, c, d) = (8usize, 50usize, 40usize);
+        let val = |i: usize, k: usize, m: usize| ((i * k % m) as f32 - (m / 2) as f32) / m as f32;
+        let mut wv: Vec<f32> = (0..c * d).map(|i| val(i, 37, 101) * 3.0).collect();
+        wv[3 * d..4 * d].fill(0.0); // a row under the norm floor
+        let xv: Vec<f32> = (0..b * d).map(|i| val(i, 53, 97)).collect();
+        let dev = Device::Cuda(ctx.clone());
+        let w = Tensor::from_vec(wv, [c, d]).unwrap().to_device(&dev).unwrap();
+        let x = Tensor::from_vec(xv, [b, d]).unwrap().to_device(&dev).unwrap();
+        let labels: Vec<i64> = (0..b as i64).map(|i| (i * 7) % c as i64).collect();
+        let lab = Tensor::from_vec(labels, [b]).unwrap().to_device(&dev).unwrap();
+        let (xh, _) = ctx.l2_normalize_rows(&x, NORM_FLOOR).unwrap();
+        let (wh, wn) = ctx.l2_normalize_rows(&w, NORM_FLOOR).unwrap();
+        let bits = |t: &Tensor| t.to_f64_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
+        for dt in [DType::BF16, DType::F16] {
+            let (wg, wn2) = ops::l2_normalize_rows_to(&ctx, &w, NORM_FLOOR, dt).unwrap();
+            assert_eq!(bits(&wg), bits(&ctx.cast(&wh, dt).unwrap()), "{dt}: normalized into {dt}");
+            assert_eq!(bits(&wn2), bits(&wn), "{dt}: norms");
+            let dy16 = ctx.cast(&ctx.affine(&w, 0.7, 0.1).unwrap(), dt).unwrap();
+            let plain = ctx.l2_normalize_rows_backward_eps(&ctx.widen(&dy16).unwrap(), &wh, &wn, NORM_FLOOR);
+            let raw = ops::l2_normalize_rows_backward_raw(&ctx, &dy16, &w, &wn, NORM_FLOOR).unwrap();
+            assert_eq!(bits(&raw), bits(&plain.unwrap()), "{dt}: backward from the raw rows");
+        }
+        let zero = || ctx.zeros(&[b].into(), DType::F32).unwrap();
+        let plain = launch::gather_cy(&ctx, &xh, &wh, None, 0, &lab, &zero()).unwrap();
+        let raw = launch::gather_cy(&ctx, &xh, &w, Some((&wn, NORM_FLOOR)), 0, &lab, &zero()).unwrap();
+        assert_eq!(bits(&raw), bits(&plain), "target cosines from the raw rows");
+    }
+
     #[test]
     fn class_blocks_cover_every_class_once() {
         let max = MarginHeadCall::DEFAULT_BLOCK_ELEMS;
