@@ -11,6 +11,9 @@
 // Forward (eval):  bn_eval_fold -> bn_apply.
 // Backward:        bn_bwd_reduce (the last block finishes the sums) -> bn_bwd_dx (the PReLU input is
 //                  recomputed when fused; a shortcut's gradient is added in the same pass).
+//                  bn_bwd_dx_reduce also gathers the sums of the batch norms that wrote its input (the
+//                  previous block's bn3 and shortcut batch norm, or the stem's), which then need only their
+//                  dx pass: bn_bwd_dx, or bn_bwd_dx_pair for the two of a block that share one gradient.
 // Statistics merge per-thread Welford states with Chan's formula: sums of squares would cancel
 // catastrophically in f32 over millions of rows.
 //
@@ -304,8 +307,21 @@ BN_BWD_REDUCE(f32, float)
 BN_BWD_REDUCE(bf16, bf16_t)
 BN_BWD_REDUCE(f16, f16_t)
 
-// dx = gamma*invstd/N * (N*dz - sum dz - xhat * sum dz*xhat), plus res (the gradient the input already
-// has from a shortcut) when not null; f32, rounded once.
+// dx = gamma*invstd/N * (N*dz - sum dz - xhat * sum dz*xhat) of one element, in f32 (dz from dy as
+// bn_dz gives it); bn_bwd_dx and bn_bwd_dx_pair share it, so their values are the same bits.
+__device__ __forceinline__ float bn_dx_of(float dyv, float xv, int c, const float* mean, const float* invstd,
+                                          const float* gamma, const float* beta, const float* alpha,
+                                          const float* sum_dz, const float* sum_dzx, float inv_n) {
+    float sc = 0.0f, sh = 0.0f;
+    if (alpha != nullptr) bn_fold_of(c, mean, invstd, gamma, beta, &sc, &sh);
+    float da;
+    float dz = bn_dz(dyv, xv, sc, sh, alpha, c, &da);
+    float is = invstd[c], g = gamma ? gamma[c] : 1.0f;
+    float xhat = (xv - mean[c]) * is;
+    return g * is * (dz - sum_dz[c] * inv_n - xhat * sum_dzx[c] * inv_n);
+}
+
+// bn_dx_of plus res (the gradient the input already has from a shortcut) when not null; rounded once.
 #define BN_BWD_DX(SUF, T)                                                                                    \
     extern "C" __global__ void bn_bwd_dx_##SUF(                                                              \
         long long n, int C, long long rows, const T* __restrict__ dy, const T* __restrict__ x,               \
@@ -315,13 +331,8 @@ BN_BWD_REDUCE(f16, f16_t)
         float inv_n = 1.0f / (float)rows;                                                                    \
         GRID_STRIDE(i, n) {                                                                                  \
             int c = (int)(i % C);                                                                            \
-            float sc = 0.0f, sh = 0.0f;                                                                      \
-            if (alpha != nullptr) bn_fold_of(c, mean, invstd, gamma, beta, &sc, &sh);                        \
-            float xv = to_f32(x[i]), da;                                                                     \
-            float dz = bn_dz(to_f32(dy[i]), xv, sc, sh, alpha, c, &da);                                      \
-            float is = invstd[c], g = gamma ? gamma[c] : 1.0f;                                               \
-            float xhat = (xv - mean[c]) * is;                                                                \
-            float v = g * is * (dz - sum_dz[c] * inv_n - xhat * sum_dzx[c] * inv_n);                         \
+            float v = bn_dx_of(to_f32(dy[i]), to_f32(x[i]), c, mean, invstd, gamma, beta, alpha, sum_dz,    \
+                               sum_dzx, inv_n);                                                              \
             if (res != nullptr) v += to_f32(res[i]);                                                         \
             dx[i] = from_f32<T>(v);                                                                          \
         }                                                                                                    \
@@ -428,3 +439,38 @@ struct BnUp {
 BN_BWD_DX_REDUCE(f32, float)
 BN_BWD_DX_REDUCE(bf16, bf16_t)
 BN_BWD_DX_REDUCE(f16, f16_t)
+
+// One batch norm of a bn_bwd_dx_pair: its input, statistics, affine parameters, PReLU (or null), sums
+// and dx, all of the pass's element type.
+struct BnDx {
+    const void* x;
+    const float* mean;
+    const float* invstd;
+    const float* gamma;
+    const float* beta;
+    const float* alpha;
+    const float* sum_dz;
+    const float* sum_dzx;
+    void* dx;
+};
+
+// bn_bwd_dx of two batch norms whose outputs were summed (a residual block's bn3 and its shortcut's batch
+// norm): one read of the gradient they share, the same bits as two bn_bwd_dx.
+#define BN_BWD_DX_PAIR(SUF, T)                                                                               \
+    extern "C" __global__ void bn_bwd_dx_pair_##SUF(long long n, int C, long long rows,                      \
+                                                    const T* __restrict__ dy, BnDx a, BnDx b) {              \
+        float inv_n = 1.0f / (float)rows;                                                                    \
+        GRID_STRIDE(i, n) {                                                                                  \
+            int c = (int)(i % C);                                                                            \
+            float d = to_f32(dy[i]);                                                                         \
+            float va = bn_dx_of(d, to_f32(((const T*)a.x)[i]), c, a.mean, a.invstd, a.gamma, a.beta, a.alpha, \
+                                a.sum_dz, a.sum_dzx, inv_n);                                                 \
+            float vb = bn_dx_of(d, to_f32(((const T*)b.x)[i]), c, b.mean, b.invstd, b.gamma, b.beta, b.alpha, \
+                                b.sum_dz, b.sum_dzx, inv_n);                                                 \
+            ((T*)a.dx)[i] = from_f32<T>(va);                                                                 \
+            ((T*)b.dx)[i] = from_f32<T>(vb);                                                                 \
+        }                                                                                                    \
+    }
+BN_BWD_DX_PAIR(f32, float)
+BN_BWD_DX_PAIR(bf16, bf16_t)
+BN_BWD_DX_PAIR(f16, f16_t)

@@ -283,6 +283,16 @@ fn gathered_sums_on(r: &mut Run, x: &Tensor, s: &Tensor, p: [&Tensor; 5], eps: f
                     "its plain backward",
                 );
             }
+            if let [a, b] = &upstream[..] {
+                // The two dx passes of bn3 and the shortcut's batch norm in one: the bits of each alone.
+                let (da, db) = r.be().batch_norm_dx_from_sums_pair(&dx, (a, &sums[0]), (b, &sums[1]))?;
+                let one = |u: &UpstreamBn, s| {
+                    r.be().batch_norm_dx_from_sums(&dx, u.x, u.gamma, u.beta, u.alpha, u.saved, s)
+                };
+                let (oa, ob) = (one(a, &sums[0])?, one(b, &sums[1])?);
+                let (pair, alone) = ([vals(&da)?, vals(&db)?].concat(), [vals(&oa)?, vals(&ob)?].concat());
+                r.record(format!("{tag}: both dx in one pass"), &pair, &alone, 0.0, "one dx pass each");
+            }
         }
     }
     Ok(())

@@ -367,6 +367,20 @@ pub trait Backend: Send + Sync {
         unsupported(&self.name(), "batch_norm_dx_from_sums")
     }
 
+    /// `batch_norm_dx_from_sums` of two batch norms whose outputs were summed, so that they share `dy`
+    /// (a residual block's bn3 and its shortcut's batch norm): one pass where a backend fuses them.
+    fn batch_norm_dx_from_sums_pair(
+        &self,
+        dy: &Tensor,
+        a: (&UpstreamBn<'_>, &BnSums),
+        b: (&UpstreamBn<'_>, &BnSums),
+    ) -> Result<(Tensor, Tensor)> {
+        let dx = |(u, s): (&UpstreamBn<'_>, &BnSums)| {
+            self.batch_norm_dx_from_sums(dy, u.x, u.gamma, u.beta, u.alpha, u.saved, s)
+        };
+        Ok((dx(a)?, dx(b)?))
+    }
+
     /// y = x if x > 0 else alpha[c] * x, per channel on the last dim.
     fn prelu_forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
         let _ = (x, alpha);

@@ -1,6 +1,7 @@
 //! The head as one tape node: the forward runs the classifier on the embeddings' backend
 //! (`Backend::margin_head`) together with its analytic backward, eagerly, because running state must
-//! move exactly once per step; the node's backward scales the stored gradients by the seed.
+//! move exactly once per step; the node's backward scales the stored gradients by the seed (no pass
+//! when the head's loss is what `Tape::backward` seeds with one).
 
 use super::Head;
 use crate::backend::MarginHeadCall;
@@ -58,13 +59,19 @@ pub fn loss(
         max_block_elems: MarginHeadCall::DEFAULT_BLOCK_ELEMS,
     })?;
     let grads = out.grads;
-    Ok(tape.push(
+    Ok(tape.push_unit_seeded(
         out.loss,
         &[embeddings, weight],
-        Box::new(move |g: &Tensor| {
+        Box::new(move |g: Option<&Tensor>| {
             let Some((gx, gw)) = &grads else { return Ok(vec![None, None]) };
-            let be = g.backend();
-            Ok(vec![Some(be.scale_by_scalar(gx, g)?), Some(be.scale_by_scalar(gw, g)?)])
+            match g {
+                // The loss itself, seeded with one: the gradients as the head computed them.
+                None => Ok(vec![Some(gx.clone()), Some(gw.clone())]),
+                Some(g) => {
+                    let be = g.backend();
+                    Ok(vec![Some(be.scale_by_scalar(gx, g)?), Some(be.scale_by_scalar(gw, g)?)])
+                }
+            }
         }),
     ))
 }

@@ -5,7 +5,7 @@
 
 use super::autocast_store;
 use super::batch_norm::{train_grads, train_inputs, Running, Upstream, UpstreamPart};
-use crate::backend::ShortcutNorm;
+use crate::backend::{ShortcutNorm, UpstreamBn};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -81,21 +81,34 @@ pub fn batch_norm_add_train(
             // The sums the next batch norm's dx pass gathered for bn and bn_s (see `Upstream`), if any:
             // then each runs only its dx pass.
             let gathered = for_backward.take()?;
-            let backward = |x: &Tensor, gamma: Option<&Tensor>, saved, k: usize| match &gathered {
-                Some(sums) => {
-                    let s = &sums[k];
-                    let dx = be.batch_norm_dx_from_sums(g, x, gamma, None, None, saved, s)?;
-                    Ok((dx, s.dgamma.clone(), s.dbeta.clone()))
-                }
-                None => be.batch_norm_backward(g, x, gamma, saved, None),
+            let own = |k: usize, dx: Tensor| -> Result<(Tensor, Tensor, Tensor)> {
+                let sums = gathered.as_ref().ok_or_else(|| Error::Invalid("batch norm: no sums".into()))?;
+                Ok((dx, sums[k].dgamma.clone(), sums[k].dbeta.clone()))
             };
-            let (dx, dg, db) = backward(&tx, tg.as_ref(), &saved, 0)?;
+            // (dx, dgamma, dbeta) of bn, and of bn_s when the shortcut has one.
+            let (main, short) = match (&gathered, &saved_s) {
+                (Some(sums), Some(s)) => {
+                    // Both dx passes read the one gradient they share in a single pass.
+                    let a = UpstreamBn { x: &tx, gamma: tg.as_ref(), beta: None, alpha: None, saved: &saved };
+                    let b = UpstreamBn { x: &ts, gamma: sg.as_ref(), beta: None, alpha: None, saved: s };
+                    let (dx, ds) = be.batch_norm_dx_from_sums_pair(g, (&a, &sums[0]), (&b, &sums[1]))?;
+                    (own(0, dx)?, Some(own(1, ds)?))
+                }
+                (Some(sums), None) => {
+                    let dx = be.batch_norm_dx_from_sums(g, &tx, tg.as_ref(), None, None, &saved, &sums[0])?;
+                    (own(0, dx)?, None)
+                }
+                (None, s) => (
+                    be.batch_norm_backward(g, &tx, tg.as_ref(), &saved, None)?,
+                    s.as_ref().map(|s| be.batch_norm_backward(g, &ts, sg.as_ref(), s, None)).transpose()?,
+                ),
+            };
+            let (dx, dg, db) = main;
             let mut grads = train_grads(autocast_store(dx, half)?, dg, db, true, true);
-            match &saved_s {
+            match short {
                 None => grads.push(Some(g.clone())),
-                Some(s) => {
-                    let (ds, dsg, dsb) = backward(&ts, sg.as_ref(), s, 1)?;
-                    grads.extend(train_grads(autocast_store(ds, half)?, dsg, dsb, true, true));
+                Some((ds, dsg, dsb)) => {
+                    grads.extend(train_grads(autocast_store(ds, half)?, dsg, dsb, true, true))
                 }
             }
             Ok(grads)

@@ -35,9 +35,15 @@ pub type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send 
 pub type AccumulatingBackwardFn =
     Box<dyn Fn(&Tensor, Option<Tensor>) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
+/// As `BackwardFn`, for an op that computed its inputs' gradients in its forward for an output gradient
+/// of one: given `None` when its output is the loss that `Tape::backward` seeds with one (its gradients
+/// are then returned as they are, no pass to scale them by one), else the output's gradient.
+pub type UnitSeedBackwardFn = Box<dyn Fn(Option<&Tensor>) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
 enum Backward {
     Plain(BackwardFn),
     Accumulating(AccumulatingBackwardFn),
+    UnitSeed(UnitSeedBackwardFn),
 }
 
 struct Node {
@@ -242,6 +248,11 @@ impl Tape {
         self.push_node(value, inputs, Backward::Accumulating(backward))
     }
 
+    /// As `push`, for an op whose gradients are ready for a unit output gradient (`UnitSeedBackwardFn`).
+    pub fn push_unit_seeded(&mut self, value: Tensor, inputs: &[Var], backward: UnitSeedBackwardFn) -> Var {
+        self.push_node(value, inputs, Backward::UnitSeed(backward))
+    }
+
     fn push_node(&mut self, value: Tensor, inputs: &[Var], backward: Backward) -> Var {
         let requires_grad = self.grad_enabled && inputs.iter().any(|&i| self.nodes[i.0].requires_grad);
         let backward = requires_grad.then_some(backward);
@@ -256,6 +267,9 @@ impl Tape {
         let v = self.value(loss);
         if v.numel() != 1 {
             return Err(Error::Shape(format!("backward needs a scalar loss, got shape {}", v.shape())));
+        }
+        if self.grad_enabled && matches!(self.nodes[loss.0].backward, Some(Backward::UnitSeed(_))) {
+            return self.walk(loss, None);
         }
         let seed = Tensor::full(v.shape().clone(), 1.0, v.dtype(), &v.device())?;
         self.backward_with(loss, seed)
@@ -273,23 +287,38 @@ impl Tape {
                 self.value(out).shape()
             )));
         }
+        self.walk(out, Some(grad))
+    }
+
+    /// The reverse walk from `out`, its gradient `seed`; `None`: a unit seed its node's
+    /// `UnitSeedBackwardFn` needs not see.
+    fn walk(&self, out: Var, seed: Option<Tensor>) -> Result<Gradients> {
+        let unit_root = seed.is_none();
         let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
-        grads[out.0] = Some(grad);
+        grads[out.0] = seed;
         let mut leaves = Vec::new();
         for i in (0..=out.0).rev() {
-            let Some(g) = grads[i].take() else { continue };
+            let g = match grads[i].take() {
+                Some(g) => Some(g),
+                None if unit_root && i == out.0 => None,
+                None => continue,
+            };
             let node = &self.nodes[i];
             let Some(bw) = &node.backward else {
-                if node.requires_grad {
+                if let (Some(g), true) = (g, node.requires_grad) {
                     leaves.push((Var(i), g));
                 }
                 continue;
             };
-            let input_grads = match bw {
-                Backward::Plain(f) => f(&g)?,
-                Backward::Accumulating(f) => {
+            let input_grads = match (bw, &g) {
+                (Backward::UnitSeed(f), g) => f(g.as_ref())?,
+                (Backward::Plain(f), Some(g)) => f(g)?,
+                (Backward::Accumulating(f), Some(g)) => {
                     let acc = node.inputs.first().and_then(|&x| grads[x.0].take());
-                    f(&g, acc)?
+                    f(g, acc)?
+                }
+                (_, None) => {
+                    return Err(Error::Invalid(format!("node {i}: no output gradient to propagate")))
                 }
             };
             if input_grads.len() != node.inputs.len() {
@@ -357,5 +386,53 @@ impl Gradients {
 
     pub fn param(&self, name: &str) -> Option<&Tensor> {
         self.params.iter().find(|(n, _)| n == name).map(|(_, g)| g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A node whose gradient for its one input is `k` times the output's, ready for a unit seed: it
+    /// records what its backward was given.
+    fn unit_seeded(tape: &mut Tape, x: Var, k: f32, seen: &Arc<Mutex<Vec<Option<f32>>>>) -> Var {
+        let v = tape.value(x).clone();
+        let out = Tensor::scalar(k * v.to_vec::<f32>().unwrap().iter().sum::<f32>());
+        let ready = Tensor::full(v.shape().clone(), k as f64, DType::F32, &v.device()).unwrap();
+        let seen = seen.clone();
+        tape.push_unit_seeded(
+            out,
+            &[x],
+            Box::new(move |g: Option<&Tensor>| {
+                let gv = g.map(|g| g.to_vec::<f32>().unwrap()[0]);
+                seen.lock().unwrap().push(gv);
+                Ok(vec![Some(match g {
+                    None => ready.clone(),
+                    Some(g) => g.backend().scale_by_scalar(&ready, g)?,
+                })])
+            }),
+        )
+    }
+
+    #[test]
+    fn a_unit_seeded_loss_is_not_scaled_by_one_and_any_other_gradient_is_applied() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut tape = Tape::new();
+        let x = tape.leaf(Tensor::from_vec(vec![1f32, 2.0, 3.0], [3]).unwrap());
+        let loss = unit_seeded(&mut tape, x, 2.0, &seen);
+        let g = tape.backward(loss).unwrap();
+        assert_eq!(g.get(x).unwrap().to_vec::<f32>().unwrap(), vec![2.0; 3]);
+        let g = tape.backward_with(loss, Tensor::scalar(3f32)).unwrap();
+        assert_eq!(g.get(x).unwrap().to_vec::<f32>().unwrap(), vec![6.0; 3]);
+        // Below the root it sees the gradient that reached it.
+        let scaled = tape.push(
+            Tensor::scalar(0f32),
+            &[loss],
+            Box::new(|g: &Tensor| Ok(vec![Some(g.backend().affine(g, 5.0, 0.0)?)])),
+        );
+        let g = tape.backward(scaled).unwrap();
+        assert_eq!(g.get(x).unwrap().to_vec::<f32>().unwrap(), vec![10.0; 3]);
+        assert_eq!(*seen.lock().unwrap(), vec![None, Some(3.0), Some(5.0)]);
     }
 }

@@ -401,6 +401,79 @@ pub fn bwd_dx(
     Tensor::from_storage(x.shape().clone(), Storage::Cuda(dx))
 }
 
+/// `BnDx` of batch_norm.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct BnDx {
+    x: u64,
+    mean: u64,
+    invstd: u64,
+    gamma: u64,
+    beta: u64,
+    alpha: u64,
+    sum_dz: u64,
+    sum_dzx: u64,
+    dx: u64,
+}
+
+// SAFETY: plain old data laid out as the C struct.
+unsafe impl cudarc::driver::DeviceRepr for BnDx {}
+
+/// `bn_bwd_dx_pair`: the dx passes of two batch norms that share `dy`, from their sums, in one pass.
+pub fn bwd_dx_pair(
+    ctx: &Arc<CudaContext>,
+    dy: &Tensor,
+    parts: [(&UpstreamBn<'_>, &BnSums); 2],
+) -> Result<(Tensor, Tensor)> {
+    let (rows, c) = check_backward_inputs(dy, parts[0].0.x, None)?;
+    for (u, s) in parts {
+        if u.x.shape() != dy.shape() || u.x.dtype() != dy.dtype() {
+            return Err(Error::Shape(format!(
+                "batch_norm_backward: input {} {} vs gradient {} {}",
+                u.x.shape(),
+                u.x.dtype(),
+                dy.shape(),
+                dy.dtype()
+            )));
+        }
+        check_affine(c, u.gamma, u.beta, u.alpha)?;
+        per_channel(&s.dbeta, c, "batch_norm_backward", "dbeta")?;
+        per_channel(&s.dgamma, c, "batch_norm_backward", "dgamma")?;
+    }
+    let n = dy.numel();
+    let name = kname!("bn_bwd_dx_pair", dy.dtype(), "batch_norm_backward");
+    let outs = [ctx.alloc_storage(dy.dtype(), n)?, ctx.alloc_storage(dy.dtype(), n)?];
+    {
+        let ptr = |t: &Tensor| -> Result<u64> { Ok(ctx.storage(t)?.buf.slice().device_ptr(&ctx.compute).0) };
+        let optr = |t: Option<&Tensor>| -> Result<u64> { t.map_or(Ok(0), ptr) };
+        let mut args = [BnDx::default(); 2];
+        for (k, (u, s)) in parts.iter().enumerate() {
+            args[k] = BnDx {
+                x: ptr(u.x)?,
+                mean: ptr(&u.saved.mean)?,
+                invstd: ptr(&u.saved.invstd)?,
+                gamma: optr(u.gamma)?,
+                beta: optr(u.beta)?,
+                alpha: optr(u.alpha)?,
+                sum_dz: ptr(&s.dbeta)?,
+                sum_dzx: ptr(&s.dgamma)?,
+                dx: outs[k].buf.slice().device_ptr(&ctx.compute).0,
+            };
+        }
+        let dyv = ctx.storage(dy)?.bytes();
+        let (n64, c32, r64) = (n as i64, c as i32, rows as i64);
+        let f = ctx.kernels.get("batch_norm", name)?;
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&n64).arg(&c32).arg(&r64).arg(&dyv).arg(&args[0]).arg(&args[1]);
+        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(name))?;
+    }
+    let [o0, o1] = outs;
+    Ok((
+        Tensor::from_storage(dy.shape().clone(), Storage::Cuda(o0))?,
+        Tensor::from_storage(dy.shape().clone(), Storage::Cuda(o1))?,
+    ))
+}
+
 /// `BnUp` of batch_norm.cu, field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]

@@ -361,6 +361,15 @@ impl Backend for CudaContext {
         batch_norm::bwd_dx(&self.me(x)?, dy, x, gamma, beta, alpha, saved, sums, None)
     }
 
+    fn batch_norm_dx_from_sums_pair(
+        &self,
+        dy: &Tensor,
+        a: (&UpstreamBn<'_>, &BnSums),
+        b: (&UpstreamBn<'_>, &BnSums),
+    ) -> Result<(Tensor, Tensor)> {
+        batch_norm::bwd_dx_pair(&self.me(dy)?, dy, [a, b])
+    }
+
     fn batch_norm_backward(
         &self,
         dy: &Tensor,

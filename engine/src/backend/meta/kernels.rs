@@ -183,6 +183,18 @@ pub fn bwd_dx(ctx: &MetaContext, x: &Tensor, prelu: bool, residual: Option<&Tens
     ctx.out(x.shape().clone(), x.dtype())
 }
 
+/// `bn_bwd_dx_pair_<dt>` (cuda/batch_norm.rs `bwd_dx_pair`): one read of `dy`, each part's input read
+/// and its dx written.
+pub fn bwd_dx_pair(ctx: &MetaContext, dy: &Tensor, parts: [&UpstreamBn<'_>; 2]) -> Result<(Tensor, Tensor)> {
+    let c = channels(dy)?;
+    let mut moved = bytes(dy);
+    for u in parts {
+        moved += 2.0 * bytes(u.x) + 4.0 * c as f64 * if u.alpha.is_some() { 8.0 } else { 5.0 };
+    }
+    ctx.rec(Launch::memory(format!("bn_bwd_dx_pair_{}", suffix(dy.dtype())?), "batch norm", moved));
+    Ok((ctx.out(dy.shape().clone(), dy.dtype())?, ctx.out(dy.shape().clone(), dy.dtype())?))
+}
+
 /// cuda/batch_norm.rs `batch_norm_backward_gathering`: the reduce, then `bn_bwd_dx_reduce_<dt>`, which
 /// also reads each upstream input and writes its sums.
 #[allow(clippy::type_complexity)]

@@ -317,6 +317,15 @@ impl Backend for MetaContext {
         kernels::bwd_dx(self, x, alpha.is_some(), None)
     }
 
+    fn batch_norm_dx_from_sums_pair(
+        &self,
+        dy: &Tensor,
+        a: (&UpstreamBn<'_>, &BnSums),
+        b: (&UpstreamBn<'_>, &BnSums),
+    ) -> Result<(Tensor, Tensor)> {
+        kernels::bwd_dx_pair(self, dy, [a.0, b.0])
+    }
+
     fn batch_norm_backward(
         &self,
         dy: &Tensor,
