@@ -7,7 +7,8 @@
 //                  norm, optional). bn_stats merges its chunks in the block that finishes last, which also
 //                  updates the running statistics and folds gamma/beta: one launch per batch norm.
 //                  bn_apply_stats also gathers the statistics of its output, so the batch norm that reads
-//                  it next (the next block's first) starts from them (bn_stats_finish) without a pass.
+//                  it next (the next block's first) starts from them (bn_stats_finish) without a pass;
+//                  without PReLU that finish and the apply are one launch (bn_finish_apply).
 // Forward (eval):  bn_eval_fold -> bn_apply.
 // Backward:        bn_bwd_reduce (the last block finishes the sums) -> bn_bwd_dx (the PReLU input is
 //                  recomputed when fused; a shortcut's gradient is added in the same pass).
@@ -92,19 +93,30 @@ __device__ __forceinline__ bool welford_columns(Welford w, long long rows, int C
 // From channel c's count, mean and M2: mean, biased var, 1/sqrt(var+eps), scale = gamma*invstd and
 // shift = beta - mean*scale (gamma/beta null: affine off) and, when rm_in is not null, the running
 // statistics as torch updates them, (1-momentum)*r + momentum*stat with the unbiased variance.
+// Channel c's biased variance, 1/std and the fold of gamma/beta (y = x*sc + sh) from its count, mean and M2.
+struct BnFold { double v; float is, sc, sh; };
+__device__ __forceinline__ BnFold bn_fold_moments(int c, double n, double mu, double m2, float eps,
+                                                  const float* gamma, const float* beta) {
+    BnFold f;
+    f.v = m2 / n;
+    f.is = (float)(1.0 / sqrt(f.v + (double)eps));
+    float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
+    f.sc = g * f.is;
+    f.sh = b - (float)mu * f.sc;
+    return f;
+}
+
 __device__ __forceinline__ void bn_finish(int c, double n, double mu, double m2, float eps, float momentum,
                                           const float* gamma, const float* beta, const float* rm_in,
                                           const float* rv_in, float* mean, float* var, float* invstd,
                                           float* scale, float* shift, float* rm_out, float* rv_out) {
-    double v = m2 / n;
-    float is = (float)(1.0 / sqrt(v + (double)eps));
+    BnFold f = bn_fold_moments(c, n, mu, m2, eps, gamma, beta);
+    double v = f.v;
     mean[c] = (float)mu;
     var[c] = (float)v;
-    invstd[c] = is;
-    float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
-    float sc = g * is;
-    scale[c] = sc;
-    shift[c] = b - (float)mu * sc;
+    invstd[c] = f.is;
+    scale[c] = f.sc;
+    shift[c] = f.sh;
     if (rm_in != nullptr) {
         double unbiased = n > 1.0 ? m2 / (n - 1.0) : v;
         rm_out[c] = (float)((1.0 - momentum) * rm_in[c] + momentum * mu);
@@ -152,6 +164,37 @@ extern "C" __global__ void bn_stats_finish(int C, double n, const double* __rest
     bn_finish(c, n, smean[c], sm2[c], eps, momentum, gamma, beta, rm_in, rv_in, mean, var, invstd, scale, shift,
               rm_out, rv_out);
 }
+
+// bn_stats_finish and bn_apply (no PReLU, no shortcut) in one launch, for C <= BN_FINISH_APPLY_MAX: every
+// block folds every channel from the gathered moments into shared memory (the same bits each time), block 0
+// also stores what bn_stats_finish stores, and the elements are applied as bn_apply applies them.
+#define BN_FINISH_APPLY_MAX 1024
+#define BN_FINISH_APPLY(SUF, T)                                                                              \
+    extern "C" __global__ void bn_finish_apply_##SUF(                                                        \
+        long long n, int C, double rows, const double* __restrict__ smean, const double* __restrict__ sm2,    \
+        float eps, float momentum, const float* __restrict__ gamma, const float* __restrict__ beta,          \
+        const float* __restrict__ rm_in, const float* __restrict__ rv_in, float* __restrict__ mean,          \
+        float* __restrict__ var, float* __restrict__ invstd, float* __restrict__ scale,                      \
+        float* __restrict__ shift, float* __restrict__ rm_out, float* __restrict__ rv_out,                   \
+        const T* __restrict__ x, T* __restrict__ y) {                                                        \
+        __shared__ float ssc[BN_FINISH_APPLY_MAX], ssh[BN_FINISH_APPLY_MAX];                                 \
+        for (int c = threadIdx.x; c < C; c += blockDim.x) {                                                  \
+            if (blockIdx.x == 0)                                                                             \
+                bn_finish(c, rows, smean[c], sm2[c], eps, momentum, gamma, beta, rm_in, rv_in, mean, var,    \
+                          invstd, scale, shift, rm_out, rv_out);                                             \
+            BnFold f = bn_fold_moments(c, rows, smean[c], sm2[c], eps, gamma, beta);                         \
+            ssc[c] = f.sc;                                                                                   \
+            ssh[c] = f.sh;                                                                                   \
+        }                                                                                                    \
+        __syncthreads();                                                                                     \
+        GRID_STRIDE(i, n) {                                                                                  \
+            int c = (int)(i % C);                                                                            \
+            y[i] = from_f32<T>(fmaf(to_f32(x[i]), ssc[c], ssh[c]));                                          \
+        }                                                                                                    \
+    }
+BN_FINISH_APPLY(f32, float)
+BN_FINISH_APPLY(bf16, bf16_t)
+BN_FINISH_APPLY(f16, f16_t)
 
 // Eval mode: scale and shift from the running statistics.
 extern "C" __global__ void bn_eval_fold(int C, const float* __restrict__ rmean, const float* __restrict__ rvar,

@@ -187,6 +187,14 @@ impl Tensor {
         Tensor::from_cpu(self.shape.clone(), cast)?.to_device(&dev)
     }
 
+    /// The storage itself, to be written in place: copied (on its device) only when another tensor
+    /// shares it.
+    pub fn into_storage(mut self) -> Result<Storage> {
+        make_unique(&mut self.storage)?;
+        Arc::try_unwrap(self.storage)
+            .map_err(|_| Error::Invalid("a storage shared after copy on write".into()))
+    }
+
     /// True when both tensors share one storage (no copy happened).
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
@@ -222,6 +230,19 @@ mod tests {
         let r = t.reshape([3, 2]).unwrap();
         assert!(r.same_storage(&t));
         assert!(t.reshape([4, 2]).is_err());
+    }
+
+    #[test]
+    fn into_storage_copies_only_a_shared_storage() {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap();
+        let b = a.clone();
+        let Storage::Cpu(CpuStorage::F32(mut v)) = b.into_storage().unwrap() else {
+            panic!("f32 on the CPU")
+        };
+        v[0] = 9.0;
+        assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 2.0], "the shared original is untouched");
+        let Storage::Cpu(CpuStorage::F32(v)) = a.into_storage().unwrap() else { panic!("f32 on the CPU") };
+        assert_eq!(v, vec![1.0, 2.0]);
     }
 
     #[test]

@@ -218,11 +218,84 @@ pub fn batch_norm_train(
     eps: f64,
     running: Option<RunningStats<'_>>,
 ) -> Result<(Tensor, BatchNormSaved)> {
-    let (_, c) = last_dim(x, "batch_norm")?;
+    let (rows, c) = last_dim(x, "batch_norm")?;
     check_affine(c, None, None, alpha)?;
+    if alpha.is_none() && c <= FINISH_APPLY_MAX {
+        if let Some(m) = ctx.storage(x)?.moments.clone().filter(|m| m.rows == rows && m.channels == c) {
+            return finish_apply(ctx, x, gamma, beta, eps, running, &m);
+        }
+    }
     let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
     let y = bn_apply(ctx, x, &st.scale, &st.shift, alpha, None, false)?;
     Ok((y, saved(c, st)?))
+}
+
+/// BN_FINISH_APPLY_MAX of batch_norm.cu: the channels `bn_finish_apply` folds in shared memory.
+const FINISH_APPLY_MAX: usize = 1024;
+
+/// One launch (`bn_finish_apply`): the batch norm of x (no PReLU) from the moments x's writer gathered,
+/// what `bn_stats` from them and `bn_apply` would give.
+fn finish_apply(
+    ctx: &Arc<CudaContext>,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+    running: Option<RunningStats<'_>>,
+    m: &ChannelMoments,
+) -> Result<(Tensor, BatchNormSaved)> {
+    let (rows, c) = last_dim(x, "batch_norm")?;
+    check_affine(c, gamma, beta, None)?;
+    let name = kname!("bn_finish_apply", x.dtype(), "batch_norm");
+    let mut out: Vec<CudaStorage> =
+        (0..5).map(|_| ctx.alloc_storage(DType::F32, c)).collect::<Result<_>>()?;
+    let momentum = running.as_ref().map_or(0.0, |r| r.momentum) as f32;
+    let mut run_out = match &running {
+        Some(r) => {
+            per_channel(r.mean, c, "batch_norm", "running_mean")?;
+            per_channel(r.var, c, "batch_norm", "running_var")?;
+            Some((ctx.alloc_storage(DType::F32, c)?, ctx.alloc_storage(DType::F32, c)?))
+        }
+        None => None,
+    };
+    let n = x.numel();
+    let mut y = ctx.alloc_storage(x.dtype(), n)?;
+    {
+        let f = ctx.kernels.get("batch_norm", name)?;
+        let (gv, bv) = (view_of(ctx, gamma)?, view_of(ctx, beta)?);
+        let rmv = view_of(ctx, running.as_ref().map(|r| &*r.mean))?;
+        let rvv = view_of(ctx, running.as_ref().map(|r| &*r.var))?;
+        let [mo, v, is, sc, sh] = &mut out[..] else { unreachable!() };
+        let (mut mo, mut v, mut is, mut sc, mut sh) =
+            (mo.bytes_mut(), v.bytes_mut(), is.bytes_mut(), sc.bytes_mut(), sh.bytes_mut());
+        let mut ro = run_out.as_mut().map(|(a, b)| (a.bytes_mut(), b.bytes_mut()));
+        let (sm, s2) = (m.mean.bytes(), m.m2.bytes());
+        let (xv, mut yv) = (ctx.storage(x)?.bytes(), y.bytes_mut());
+        let (n64, c32, rows64, eps32) = (n as i64, c as i32, rows as f64, eps as f32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&n64).arg(&c32).arg(&rows64).arg(&sm).arg(&s2).arg(&eps32).arg(&momentum);
+        for o in [&gv, &bv, &rmv, &rvv] {
+            match o {
+                Some(v) => l.arg(v),
+                None => l.arg(&NULL),
+            };
+        }
+        l.arg(&mut mo).arg(&mut v).arg(&mut is).arg(&mut sc).arg(&mut sh);
+        match &mut ro {
+            Some((a, b)) => l.arg(a).arg(b),
+            None => l.arg(&NULL).arg(&NULL),
+        };
+        l.arg(&xv).arg(&mut yv);
+        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(name))?;
+    }
+    if let (Some(r), Some((a, b))) = (running, run_out) {
+        *r.mean = wrap([c], a)?;
+        *r.var = wrap([c], b)?;
+    }
+    let mut it = out.into_iter();
+    let mut next = || it.next().expect("five outputs");
+    let st = Stats { mean: next(), var: next(), invstd: next(), scale: next(), shift: next() };
+    Ok((wrap(x.shape().clone(), y)?, saved(c, st)?))
 }
 
 /// bn(x) + shortcut, or bn(x) + bn_s(shortcut): the statistics of each, then one apply for both.

@@ -138,6 +138,26 @@ pub fn bn_stats(ctx: &MetaContext, x: &Tensor, running: bool) -> Result<BatchNor
     Ok(BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None })
 }
 
+/// `bn_finish_apply_<dt>` (cuda/batch_norm.rs `finish_apply`) when x's writer gathered its statistics and
+/// its channels fit: (y, what the backward keeps); `None` otherwise.
+pub fn finish_apply(
+    ctx: &MetaContext,
+    x: &Tensor,
+    running: bool,
+) -> Result<Option<(Tensor, BatchNormSaved)>> {
+    let c = channels(x)?;
+    let rows = x.numel() / c;
+    if !gathered(x, rows, c) || c > 1024 {
+        return Ok(None);
+    }
+    let per_channel = 4.0 * c as f64 * if running { 11.0 } else { 7.0 };
+    let name = format!("bn_finish_apply_{}", suffix(x.dtype())?);
+    ctx.rec(Launch::memory(name, "batch norm", 2.0 * bytes(x) + 16.0 * c as f64 + per_channel));
+    let v = || ctx.out([c], DType::F32);
+    let saved = BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None };
+    Ok(Some((ctx.out(x.shape().clone(), x.dtype())?, saved)))
+}
+
 /// The running statistics replaced by the updated ones (out of place, as the CUDA kernel writes them).
 pub fn replace_running(ctx: &MetaContext, running: Option<RunningStats<'_>>) -> Result<()> {
     if let Some(r) = running {
@@ -331,7 +351,6 @@ pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<Margin
         (0..classes).step_by(nb).map(|j0| (j0, (j0 + nb).min(classes))).collect();
     let target_cosines = || -> Result<Tensor> {
         let cy = ctx.zeros(&[b].into(), DType::F32)?;
-        ctx.rec(Launch::memory("memcpy_dtod", "copy", 8.0 * b as f64));
         let norms = if raw { b } else { 0 };
         ctx.rec(Launch::memory("margin_gather_cy_f32", "head", 4.0 * (2 * b * d + 3 * b + norms) as f64));
         Ok(cy)
@@ -366,9 +385,6 @@ pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<Margin
             ctx.slice_rows(&wg, j0, j1)?;
         }
         ctx.matmul(&xg, &ctx.out([j1 - j0, d], wg.dtype())?, false, true)?;
-        for _ in 0..3 {
-            ctx.rec(Launch::memory("memcpy_dtod", "copy", 8.0 * b as f64));
-        }
         row_block(ctx, format!("margin_fwd_block_{gd}"), b * (j1 - j0), xg.dtype());
     }
     let loss = match &plans {

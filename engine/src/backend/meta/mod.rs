@@ -247,6 +247,10 @@ impl Backend for MetaContext {
         _eps: f64,
         running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
+        if let Some(done) = kernels::finish_apply(self, x, running.is_some())? {
+            kernels::replace_running(self, running)?;
+            return Ok(done);
+        }
         let saved = kernels::bn_stats(self, x, running.is_some())?;
         kernels::replace_running(self, running)?;
         Ok((kernels::bn_apply(self, x, false, None, false)?, saved))

@@ -27,6 +27,14 @@ pub struct LseState {
     pub s_other: Tensor,
 }
 
+/// `t`'s device storage, to write in place (copied only if another tensor shares it).
+fn cuda_storage(t: Tensor) -> Result<CudaStorage> {
+    match t.into_storage()? {
+        Storage::Cuda(s) => Ok(s),
+        _ => Err(Error::Device("margin head: a row array off the device".into())),
+    }
+}
+
 fn rows(t: &Tensor, b: usize, dtype: DType, what: &str) -> Result<()> {
     if t.numel() != b || t.dtype() != dtype {
         return Err(Error::Shape(format!(
@@ -78,7 +86,7 @@ pub fn target(ctx: &Arc<CudaContext>, cy: &Tensor, hp: &MarginParams) -> Result<
 }
 
 /// c_y = xhat_i . what_{y_i} for the rows whose label falls in this class block (rows j0..j0+nb of
-/// the normalized weights `what`); the other rows keep their value from `cy`. With `raw_norms`
+/// the normalized weights `what`), written into `cy`; the other rows keep their value. With `raw_norms`
 /// (the forward's norms and floor), `what` holds the raw rows, normalized on the fly with the bits
 /// l2norm_fwd gives them.
 pub fn gather_cy(
@@ -88,7 +96,7 @@ pub fn gather_cy(
     raw_norms: Option<(&Tensor, f64)>,
     j0: usize,
     labels: &Tensor,
-    cy: &Tensor,
+    cy: Tensor,
 ) -> Result<Tensor> {
     let (b, d) = xhat.shape().matrix("gather_cy x")?;
     let (nb, d2) = what.shape().matrix("gather_cy w")?;
@@ -102,14 +110,14 @@ pub fn gather_cy(
         )));
     }
     rows(labels, b, DType::I64, "labels")?;
-    rows(cy, b, DType::F32, "c_y")?;
+    rows(&cy, b, DType::F32, "c_y")?;
     let name = match xhat.dtype() {
         DType::F32 => "margin_gather_cy_f32",
         DType::BF16 => "margin_gather_cy_bf16",
         DType::F16 => "margin_gather_cy_f16",
         other => return Err(Error::Unsupported(format!("gather_cy on {other}"))),
     };
-    let mut out = ctx.storage(cy)?.try_clone()?;
+    let mut out = cuda_storage(cy)?;
     {
         let f = ctx.kernels.get("margin_head", name)?;
         let (xv, wv, lv) =
@@ -169,7 +177,7 @@ pub fn forward_block(
     labels: &Tensor,
     t: &TargetTerms,
     hp: &MarginParams,
-    state: &LseState,
+    state: LseState,
 ) -> Result<LseState> {
     let (b, nb, suf) = cos_geometry(cos)?;
     rows(labels, b, DType::I64, "labels")?;
@@ -178,9 +186,9 @@ pub fn forward_block(
         "bf16" => "margin_fwd_block_bf16",
         _ => "margin_fwd_block_f16",
     };
-    let mut m = ctx.storage(&state.m)?.try_clone()?;
-    let mut s = ctx.storage(&state.s)?.try_clone()?;
-    let mut so = ctx.storage(&state.s_other)?.try_clone()?;
+    // Updated in place (the state passes from block to block).
+    let (mut m, mut s, mut so) =
+        (cuda_storage(state.m)?, cuda_storage(state.s)?, cuda_storage(state.s_other)?);
     {
         let f = ctx.kernels.get("margin_head", name)?;
         let (cv, lv) = (ctx.storage(cos)?.bytes(), ctx.storage(labels)?.bytes());

@@ -114,7 +114,7 @@ impl Prepared {
     fn target_cosines(&self) -> Result<Tensor> {
         let zero = self.be().zeros(&[self.b].into(), DType::F32)?;
         match &self.wh {
-            Some(wh) => launch::gather_cy(&self.ctx, &self.xh, wh, None, 0, &self.lab, &zero),
+            Some(wh) => launch::gather_cy(&self.ctx, &self.xh, wh, None, 0, &self.lab, zero),
             None => launch::gather_cy(
                 &self.ctx,
                 &self.xh,
@@ -122,7 +122,7 @@ impl Prepared {
                 Some((&self.wn, NORM_FLOOR)),
                 0,
                 &self.lab,
-                &zero,
+                zero,
             ),
         }
     }
@@ -134,7 +134,7 @@ impl Prepared {
         let mut kept = None;
         for &(j0, j1) in &self.blocks {
             let cos = self.be().matmul(&self.xg, &self.block_w(j0, j1)?, false, true)?;
-            state = launch::forward_block(&self.ctx, &cos, j0, &self.lab, terms, hp, &state)?;
+            state = launch::forward_block(&self.ctx, &cos, j0, &self.lab, terms, hp, state)?;
             if self.blocks.len() == 1 {
                 kept = Some(cos);
             }
@@ -285,8 +285,8 @@ mod tests {
             assert_eq!(bits(&raw), bits(&plain.unwrap()), "{dt}: backward from the raw rows");
         }
         let zero = || ctx.zeros(&[b].into(), DType::F32).unwrap();
-        let plain = launch::gather_cy(&ctx, &xh, &wh, None, 0, &lab, &zero()).unwrap();
-        let raw = launch::gather_cy(&ctx, &xh, &w, Some((&wn, NORM_FLOOR)), 0, &lab, &zero()).unwrap();
+        let plain = launch::gather_cy(&ctx, &xh, &wh, None, 0, &lab, zero()).unwrap();
+        let raw = launch::gather_cy(&ctx, &xh, &w, Some((&wn, NORM_FLOOR)), 0, &lab, zero()).unwrap();
         assert_eq!(bits(&raw), bits(&plain), "target cosines from the raw rows");
     }
 
