@@ -165,17 +165,18 @@ extern "C" __global__ void bn_stats_finish(int C, double n, const double* __rest
               rm_out, rv_out);
 }
 
-// bn_stats_finish and bn_apply (no PReLU, no shortcut) in one launch, for C <= BN_FINISH_APPLY_MAX: every
-// block folds every channel from the gathered moments into shared memory (the same bits each time), block 0
-// also stores what bn_stats_finish stores, and the elements are applied as bn_apply applies them.
+// bn_stats_finish (the same parameters first) and bn_apply (no PReLU, no shortcut) in one launch, for
+// C <= BN_FINISH_APPLY_MAX: every block folds every channel from the gathered moments into shared memory
+// (the same bits each time), block 0 also stores what bn_stats_finish stores, and the elements are
+// applied as bn_apply applies them.
 #define BN_FINISH_APPLY_MAX 1024
 #define BN_FINISH_APPLY(SUF, T)                                                                              \
     extern "C" __global__ void bn_finish_apply_##SUF(                                                        \
-        long long n, int C, double rows, const double* __restrict__ smean, const double* __restrict__ sm2,    \
-        float eps, float momentum, const float* __restrict__ gamma, const float* __restrict__ beta,          \
+        int C, double rows, const double* __restrict__ smean, const double* __restrict__ sm2, float eps,      \
+        float momentum, const float* __restrict__ gamma, const float* __restrict__ beta,                     \
         const float* __restrict__ rm_in, const float* __restrict__ rv_in, float* __restrict__ mean,          \
         float* __restrict__ var, float* __restrict__ invstd, float* __restrict__ scale,                      \
-        float* __restrict__ shift, float* __restrict__ rm_out, float* __restrict__ rv_out,                   \
+        float* __restrict__ shift, float* __restrict__ rm_out, float* __restrict__ rv_out, long long n,      \
         const T* __restrict__ x, T* __restrict__ y) {                                                        \
         __shared__ float ssc[BN_FINISH_APPLY_MAX], ssh[BN_FINISH_APPLY_MAX];                                 \
         for (int c = threadIdx.x; c < C; c += blockDim.x) {                                                  \
@@ -291,6 +292,25 @@ __device__ __forceinline__ void bn_fold_of(int c, const float* mean, const float
     *sh = b - mean[c] * *sc;
 }
 
+// The last block of a column: the chunks' partial sums added in f64, in chunk order, into dbeta = sum dz,
+// dgamma = sum dz*xhat and (when not null) dalpha.
+__device__ __forceinline__ void bn_bwd_sums_finish(int c, int C, const float* p_dz, const float* p_dzx,
+                                                   const float* p_da, float* dbeta, float* dgamma, float* dalpha) {
+    const volatile float* va = p_dz;
+    const volatile float* vb = p_dzx;
+    const volatile float* vd = p_da;
+    double a = 0.0, b = 0.0, d = 0.0;
+    for (int k = 0; k < (int)gridDim.y; k++) {
+        long long o = (long long)k * C + c;
+        a += va[o];
+        b += vb[o];
+        d += vd[o];
+    }
+    dbeta[c] = (float)a;
+    dgamma[c] = (float)b;
+    if (dalpha != nullptr) dalpha[c] = (float)d;
+}
+
 // Per chunk: sum dz, sum dz*xhat and (fused) sum dalpha terms; the last block of a column adds the
 // chunks in f64 and writes dbeta = sum dz, dgamma = sum dz*xhat and dalpha (null when not fused).
 #define BN_BWD_REDUCE(SUF, T)                                                                                \
@@ -332,19 +352,7 @@ __device__ __forceinline__ void bn_fold_of(int c, const float* mean, const float
             p_da[o] = s_da;                                                                                \
         }                                                                                                  \
         if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return;                               \
-        const volatile float* va = p_dz;                                                                   \
-        const volatile float* vb = p_dzx;                                                                  \
-        const volatile float* vd = p_da;                                                                   \
-        double a = 0.0, b = 0.0, d = 0.0;                                                                  \
-        for (int k = 0; k < (int)gridDim.y; k++) {                                                         \
-            long long o = (long long)k * C + c;                                                            \
-            a += va[o];                                                                                    \
-            b += vb[o];                                                                                    \
-            d += vd[o];                                                                                    \
-        }                                                                                                  \
-        dbeta[c] = (float)a;                                                                               \
-        dgamma[c] = (float)b;                                                                              \
-        if (dalpha != nullptr) dalpha[c] = (float)d;                                                       \
+        bn_bwd_sums_finish(c, C, p_dz, p_dzx, p_da, dbeta, dgamma, dalpha);                                \
     }
 BN_BWD_REDUCE(f32, float)
 BN_BWD_REDUCE(bf16, bf16_t)
@@ -464,19 +472,8 @@ struct BnUp {
         if (!last_of_column(counters) || threadIdx.y != 0 || c >= C) return;                                  \
         _Pragma("unroll") for (int u = 0; u < 2; u++) {                                                    \
             if (u >= n_up) break;                                                                             \
-            const volatile float* va = up[u].p_dz;                                                            \
-            const volatile float* vb = up[u].p_dzx;                                                           \
-            const volatile float* vd = up[u].p_da;                                                            \
-            double a = 0.0, b = 0.0, d = 0.0;                                                                 \
-            for (int k = 0; k < (int)gridDim.y; k++) {                                                        \
-                long long o = (long long)k * C + c;                                                           \
-                a += va[o];                                                                                   \
-                b += vb[o];                                                                                   \
-                d += vd[o];                                                                                   \
-            }                                                                                                 \
-            up[u].dbeta[c] = (float)a;                                                                        \
-            up[u].dgamma[c] = (float)b;                                                                       \
-            if (up[u].dalpha != nullptr) up[u].dalpha[c] = (float)d;                                          \
+            bn_bwd_sums_finish(c, C, up[u].p_dz, up[u].p_dzx, up[u].p_da, up[u].dbeta, up[u].dgamma,          \
+                               up[u].dalpha);                                                                 \
         }                                                                                                     \
     }
 BN_BWD_DX_REDUCE(f32, float)

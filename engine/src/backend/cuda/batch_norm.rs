@@ -42,9 +42,44 @@ fn view_of<'a>(
     t.map(|t| ctx.storage(t).map(|s| s.bytes())).transpose()
 }
 
+/// What a statistics launch writes: mean, var, invstd, scale and shift (`[C]` each) and, with running
+/// statistics, their updated copies (out of place) with the momentum.
+struct StatsOutputs {
+    out: Vec<CudaStorage>,
+    momentum: f32,
+    run_out: Option<(CudaStorage, CudaStorage)>,
+}
+
+impl StatsOutputs {
+    fn new(ctx: &Arc<CudaContext>, c: usize, running: Option<&RunningStats<'_>>) -> Result<StatsOutputs> {
+        let out = (0..5).map(|_| ctx.alloc_storage(DType::F32, c)).collect::<Result<_>>()?;
+        let run_out = match running {
+            Some(r) => {
+                per_channel(r.mean, c, "batch_norm", "running_mean")?;
+                per_channel(r.var, c, "batch_norm", "running_var")?;
+                Some((ctx.alloc_storage(DType::F32, c)?, ctx.alloc_storage(DType::F32, c)?))
+            }
+            None => None,
+        };
+        Ok(StatsOutputs { out, momentum: running.map_or(0.0, |r| r.momentum) as f32, run_out })
+    }
+
+    /// After the launch: the running tensors replaced by the updated ones, and the statistics.
+    fn finish(self, c: usize, running: Option<RunningStats<'_>>) -> Result<Stats> {
+        if let (Some(r), Some((a, b))) = (running, self.run_out) {
+            *r.mean = wrap([c], a)?;
+            *r.var = wrap([c], b)?;
+        }
+        let [mean, var, invstd, scale, shift]: [CudaStorage; 5] =
+            self.out.try_into().map_err(|_| Error::Invalid("batch norm: five statistics".into()))?;
+        Ok(Stats { mean, var, invstd, scale, shift })
+    }
+}
+
 /// One launch: the batch statistics of `[rows, C]`, the fold with gamma/beta and, with `running`, its
 /// update (the running tensors are replaced by the updated ones). When x's producer gathered its
-/// statistics (`bn_apply_stats`), `bn_stats_finish` starts from them instead of reading x.
+/// statistics (`bn_apply_stats`), `bn_stats_finish` starts from them instead of reading x; with `apply`
+/// (a plain batch norm's), `bn_finish_apply` then also writes y = x·scale + shift, returned beside.
 fn bn_stats(
     ctx: &Arc<CudaContext>,
     x: &Tensor,
@@ -52,28 +87,27 @@ fn bn_stats(
     beta: Option<&Tensor>,
     eps: f64,
     running: Option<RunningStats<'_>>,
-) -> Result<Stats> {
+    apply: bool,
+) -> Result<(Stats, Option<Tensor>)> {
     let (rows, c) = last_dim(x, "batch_norm")?;
     check_affine(c, gamma, beta, None)?;
     let name = kname!("bn_stats", x.dtype(), "batch_norm");
     let gathered = ctx.storage(x)?.moments.clone().filter(|m| m.rows == rows && m.channels == c);
     let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
     let chunks = if gathered.is_some() { 0 } else { chunks };
+    let mut y = match apply && gathered.is_some() && c <= FINISH_APPLY_MAX {
+        true => Some(ctx.alloc_storage(x.dtype(), x.numel())?),
+        false => None,
+    };
     let mut pmean = ctx.alloc_storage(DType::F32, chunks * c)?;
     let mut pm2 = ctx.alloc_storage(DType::F32, chunks * c)?;
-    let mut out: Vec<CudaStorage> =
-        (0..5).map(|_| ctx.alloc_storage(DType::F32, c)).collect::<Result<_>>()?;
-    let momentum = running.as_ref().map_or(0.0, |r| r.momentum) as f32;
-    let mut run_out = match &running {
-        Some(r) => {
-            per_channel(r.mean, c, "batch_norm", "running_mean")?;
-            per_channel(r.var, c, "batch_norm", "running_var")?;
-            Some((ctx.alloc_storage(DType::F32, c)?, ctx.alloc_storage(DType::F32, c)?))
-        }
-        None => None,
-    };
+    let StatsOutputs { mut out, momentum, mut run_out } = StatsOutputs::new(ctx, c, running.as_ref())?;
     {
-        let name = if gathered.is_some() { "bn_stats_finish" } else { name };
+        let name = match (&gathered, &y) {
+            (Some(_), Some(_)) => kname!("bn_finish_apply", x.dtype(), "batch_norm"),
+            (Some(_), None) => "bn_stats_finish",
+            (None, _) => name,
+        };
         let f = ctx.kernels.get("batch_norm", name)?;
         let xv = ctx.storage(x)?.bytes();
         let (gv, bv) = (view_of(ctx, gamma)?, view_of(ctx, beta)?);
@@ -104,16 +138,20 @@ fn bn_stats(
             Some((a, b)) => l.arg(a).arg(b),
             None => l.arg(&NULL).arg(&NULL),
         };
-        let cfg = if gathered.is_some() { Kernels::per_channel(c) } else { cfg };
+        let (n64, applying) = (x.numel() as i64, y.is_some());
+        let mut yv = y.as_mut().map(|y| y.bytes_mut());
+        if let Some(yv) = &mut yv {
+            l.arg(&n64).arg(&xv).arg(yv);
+        }
+        let cfg = match (&gathered, applying) {
+            (Some(_), true) => ctx.kernels.elementwise(x.numel()),
+            (Some(_), false) => Kernels::per_channel(c),
+            (None, _) => cfg,
+        };
         unsafe { l.launch(cfg) }.map_err(driver_err(name))?;
     }
-    if let (Some(r), Some((a, b))) = (running, run_out) {
-        *r.mean = wrap([c], a)?;
-        *r.var = wrap([c], b)?;
-    }
-    let mut it = out.into_iter();
-    let mut next = || it.next().expect("five outputs");
-    Ok(Stats { mean: next(), var: next(), invstd: next(), scale: next(), shift: next() })
+    let st = StatsOutputs { out, momentum, run_out }.finish(c, running)?;
+    Ok((st, y.map(|y| wrap(x.shape().clone(), y)).transpose()?))
 }
 
 /// One launch: y = x·scale + shift per channel, then PReLU with `alpha`, then + the shortcut `res`
@@ -218,85 +256,18 @@ pub fn batch_norm_train(
     eps: f64,
     running: Option<RunningStats<'_>>,
 ) -> Result<(Tensor, BatchNormSaved)> {
-    let (rows, c) = last_dim(x, "batch_norm")?;
+    let (_, c) = last_dim(x, "batch_norm")?;
     check_affine(c, None, None, alpha)?;
-    if alpha.is_none() && c <= FINISH_APPLY_MAX {
-        if let Some(m) = ctx.storage(x)?.moments.clone().filter(|m| m.rows == rows && m.channels == c) {
-            return finish_apply(ctx, x, gamma, beta, eps, running, &m);
-        }
-    }
-    let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
-    let y = bn_apply(ctx, x, &st.scale, &st.shift, alpha, None, false)?;
+    let (st, applied) = bn_stats(ctx, x, gamma, beta, eps, running, alpha.is_none())?;
+    let y = match applied {
+        Some(y) => y,
+        None => bn_apply(ctx, x, &st.scale, &st.shift, alpha, None, false)?,
+    };
     Ok((y, saved(c, st)?))
 }
 
 /// BN_FINISH_APPLY_MAX of batch_norm.cu: the channels `bn_finish_apply` folds in shared memory.
 const FINISH_APPLY_MAX: usize = 1024;
-
-/// One launch (`bn_finish_apply`): the batch norm of x (no PReLU) from the moments x's writer gathered,
-/// what `bn_stats` from them and `bn_apply` would give.
-fn finish_apply(
-    ctx: &Arc<CudaContext>,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    eps: f64,
-    running: Option<RunningStats<'_>>,
-    m: &ChannelMoments,
-) -> Result<(Tensor, BatchNormSaved)> {
-    let (rows, c) = last_dim(x, "batch_norm")?;
-    check_affine(c, gamma, beta, None)?;
-    let name = kname!("bn_finish_apply", x.dtype(), "batch_norm");
-    let mut out: Vec<CudaStorage> =
-        (0..5).map(|_| ctx.alloc_storage(DType::F32, c)).collect::<Result<_>>()?;
-    let momentum = running.as_ref().map_or(0.0, |r| r.momentum) as f32;
-    let mut run_out = match &running {
-        Some(r) => {
-            per_channel(r.mean, c, "batch_norm", "running_mean")?;
-            per_channel(r.var, c, "batch_norm", "running_var")?;
-            Some((ctx.alloc_storage(DType::F32, c)?, ctx.alloc_storage(DType::F32, c)?))
-        }
-        None => None,
-    };
-    let n = x.numel();
-    let mut y = ctx.alloc_storage(x.dtype(), n)?;
-    {
-        let f = ctx.kernels.get("batch_norm", name)?;
-        let (gv, bv) = (view_of(ctx, gamma)?, view_of(ctx, beta)?);
-        let rmv = view_of(ctx, running.as_ref().map(|r| &*r.mean))?;
-        let rvv = view_of(ctx, running.as_ref().map(|r| &*r.var))?;
-        let [mo, v, is, sc, sh] = &mut out[..] else { unreachable!() };
-        let (mut mo, mut v, mut is, mut sc, mut sh) =
-            (mo.bytes_mut(), v.bytes_mut(), is.bytes_mut(), sc.bytes_mut(), sh.bytes_mut());
-        let mut ro = run_out.as_mut().map(|(a, b)| (a.bytes_mut(), b.bytes_mut()));
-        let (sm, s2) = (m.mean.bytes(), m.m2.bytes());
-        let (xv, mut yv) = (ctx.storage(x)?.bytes(), y.bytes_mut());
-        let (n64, c32, rows64, eps32) = (n as i64, c as i32, rows as f64, eps as f32);
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&n64).arg(&c32).arg(&rows64).arg(&sm).arg(&s2).arg(&eps32).arg(&momentum);
-        for o in [&gv, &bv, &rmv, &rvv] {
-            match o {
-                Some(v) => l.arg(v),
-                None => l.arg(&NULL),
-            };
-        }
-        l.arg(&mut mo).arg(&mut v).arg(&mut is).arg(&mut sc).arg(&mut sh);
-        match &mut ro {
-            Some((a, b)) => l.arg(a).arg(b),
-            None => l.arg(&NULL).arg(&NULL),
-        };
-        l.arg(&xv).arg(&mut yv);
-        unsafe { l.launch(ctx.kernels.elementwise(n)) }.map_err(driver_err(name))?;
-    }
-    if let (Some(r), Some((a, b))) = (running, run_out) {
-        *r.mean = wrap([c], a)?;
-        *r.var = wrap([c], b)?;
-    }
-    let mut it = out.into_iter();
-    let mut next = || it.next().expect("five outputs");
-    let st = Stats { mean: next(), var: next(), invstd: next(), scale: next(), shift: next() };
-    Ok((wrap(x.shape().clone(), y)?, saved(c, st)?))
-}
 
 /// bn(x) + shortcut, or bn(x) + bn_s(shortcut): the statistics of each, then one apply for both.
 #[allow(clippy::type_complexity)]
@@ -311,8 +282,10 @@ pub fn batch_norm_add_train(
     shortcut_norm: Option<ShortcutNorm<'_>>,
 ) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
     let (_, c) = last_dim(x, "batch_norm")?;
-    let st = bn_stats(ctx, x, gamma, beta, eps, running)?;
-    let st_s = shortcut_norm.map(|n| bn_stats(ctx, shortcut, n.gamma, n.beta, eps, n.running)).transpose()?;
+    let (st, _) = bn_stats(ctx, x, gamma, beta, eps, running, false)?;
+    let st_s = shortcut_norm
+        .map(|n| bn_stats(ctx, shortcut, n.gamma, n.beta, eps, n.running, false).map(|s| s.0))
+        .transpose()?;
     let res_norm = st_s.as_ref().map(|s| (&s.scale, &s.shift));
     // A block's output: the next block's first batch norm reads it, so its statistics are gathered here.
     let y = bn_apply(ctx, x, &st.scale, &st.shift, None, Some((shortcut, res_norm)), true)?;
@@ -474,6 +447,20 @@ pub fn bwd_dx(
     Tensor::from_storage(x.shape().clone(), Storage::Cuda(dx))
 }
 
+/// An upstream batch norm's input has `like`'s shape and type, and its parameters `c` channels.
+fn check_upstream(u: &UpstreamBn<'_>, like: &Tensor, c: usize, op: &str) -> Result<()> {
+    if u.x.shape() != like.shape() || u.x.dtype() != like.dtype() {
+        return Err(Error::Shape(format!(
+            "{op}: upstream input {} {} vs {} {}",
+            u.x.shape(),
+            u.x.dtype(),
+            like.shape(),
+            like.dtype()
+        )));
+    }
+    check_affine(c, u.gamma, u.beta, u.alpha)
+}
+
 /// `BnDx` of batch_norm.cu, field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -500,16 +487,7 @@ pub fn bwd_dx_pair(
 ) -> Result<(Tensor, Tensor)> {
     let (rows, c) = check_backward_inputs(dy, parts[0].0.x, None)?;
     for (u, s) in parts {
-        if u.x.shape() != dy.shape() || u.x.dtype() != dy.dtype() {
-            return Err(Error::Shape(format!(
-                "batch_norm_backward: input {} {} vs gradient {} {}",
-                u.x.shape(),
-                u.x.dtype(),
-                dy.shape(),
-                dy.dtype()
-            )));
-        }
-        check_affine(c, u.gamma, u.beta, u.alpha)?;
+        check_upstream(u, dy, c, "batch_norm_backward")?;
         per_channel(&s.dbeta, c, "batch_norm_backward", "dbeta")?;
         per_channel(&s.dgamma, c, "batch_norm_backward", "dgamma")?;
     }
@@ -608,16 +586,7 @@ pub fn batch_norm_backward_gathering(
     let sums = bwd_reduce(ctx, dy, x, gamma, None, None, saved)?;
     let (rows, c) = check_backward_inputs(dy, x, residual)?;
     for u in upstream {
-        if u.x.shape() != x.shape() || u.x.dtype() != x.dtype() {
-            return Err(Error::Shape(format!(
-                "batch_norm_backward_gathering: upstream input {} {} vs x {} {}",
-                u.x.shape(),
-                u.x.dtype(),
-                x.shape(),
-                x.dtype()
-            )));
-        }
-        check_affine(c, u.gamma, u.beta, u.alpha)?;
+        check_upstream(u, x, c, "batch_norm_backward_gathering")?;
     }
     let (cfg, rpc, chunks) = ctx.kernels.column_chunks(rows, c);
     struct Out {

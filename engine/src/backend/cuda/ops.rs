@@ -360,29 +360,8 @@ pub fn l2_normalize_rows_backward_eps(
     norms: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    let (rows, d) = last_dim(y, "l2_normalize_rows_backward")?;
     need_f32(dy, "l2_normalize_rows_backward", "dy")?;
-    need_f32(y, "l2_normalize_rows_backward", "y")?;
-    need_f32(norms, "l2_normalize_rows_backward", "norms")?;
-    if dy.shape() != y.shape() || norms.numel() != rows {
-        return Err(Error::Shape(format!(
-            "l2_normalize_rows_backward: dy {}, y {}, norms {}",
-            dy.shape(),
-            y.shape(),
-            norms.shape()
-        )));
-    }
-    let mut dx = ctx.alloc_storage(DType::F32, y.numel())?;
-    {
-        let f = ctx.kernels.get("l2norm", "l2norm_bwd_f32")?;
-        let (dyv, yv, nv) = (ctx.storage(dy)?.bytes(), ctx.storage(y)?.bytes(), ctx.storage(norms)?.bytes());
-        let mut ov = dx.bytes_mut();
-        let (r32, d32, eps32) = (rows as i32, d as i32, eps as f32);
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&r32).arg(&d32).arg(&eps32).arg(&dyv).arg(&yv).arg(&nv).arg(&mut ov);
-        unsafe { l.launch(Kernels::per_row(rows, row_threads(d))) }.map_err(driver_err("l2norm_bwd_f32"))?;
-    }
-    wrap(y.shape().clone(), dx)
+    l2norm_bwd(ctx, "l2norm_bwd_f32", dy, y, norms, eps)
 }
 
 /// `l2_normalize_rows_backward_eps` from the raw rows `x` (f32) and the forward's norms, with `dy` in
@@ -394,34 +373,47 @@ pub fn l2_normalize_rows_backward_raw(
     norms: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    let (rows, d) = last_dim(x, "l2_normalize_rows_backward")?;
-    need_f32(x, "l2_normalize_rows_backward", "x")?;
-    need_f32(norms, "l2_normalize_rows_backward", "norms")?;
-    if dy.shape() != x.shape() || norms.numel() != rows {
-        return Err(Error::Shape(format!(
-            "l2_normalize_rows_backward: dy {}, x {}, norms {}",
-            dy.shape(),
-            x.shape(),
-            norms.shape()
-        )));
-    }
     let name = match dy.dtype() {
         DType::F32 => "l2norm_bwd_raw_f32",
         DType::BF16 => "l2norm_bwd_raw_bf16",
         DType::F16 => "l2norm_bwd_raw_f16",
         other => return Err(Error::Unsupported(format!("l2_normalize_rows_backward on CUDA from {other}"))),
     };
-    let mut dx = ctx.alloc_storage(DType::F32, x.numel())?;
+    l2norm_bwd(ctx, name, dy, x, norms, eps)
+}
+
+/// One launch of an l2norm backward kernel `name`: (rows, D, eps, dy, rows (y or x), norms, dx f32).
+fn l2norm_bwd(
+    ctx: &Arc<CudaContext>,
+    name: &'static str,
+    dy: &Tensor,
+    rows_in: &Tensor,
+    norms: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let (rows, d) = last_dim(rows_in, "l2_normalize_rows_backward")?;
+    need_f32(rows_in, "l2_normalize_rows_backward", "rows")?;
+    need_f32(norms, "l2_normalize_rows_backward", "norms")?;
+    if dy.shape() != rows_in.shape() || norms.numel() != rows {
+        return Err(Error::Shape(format!(
+            "l2_normalize_rows_backward: dy {}, rows {}, norms {}",
+            dy.shape(),
+            rows_in.shape(),
+            norms.shape()
+        )));
+    }
+    let mut dx = ctx.alloc_storage(DType::F32, rows_in.numel())?;
     {
         let f = ctx.kernels.get("l2norm", name)?;
-        let (dyv, xv, nv) = (ctx.storage(dy)?.bytes(), ctx.storage(x)?.bytes(), ctx.storage(norms)?.bytes());
+        let (dyv, yv, nv) =
+            (ctx.storage(dy)?.bytes(), ctx.storage(rows_in)?.bytes(), ctx.storage(norms)?.bytes());
         let mut ov = dx.bytes_mut();
         let (r32, d32, eps32) = (rows as i32, d as i32, eps as f32);
         let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&r32).arg(&d32).arg(&eps32).arg(&dyv).arg(&xv).arg(&nv).arg(&mut ov);
+        l.arg(&r32).arg(&d32).arg(&eps32).arg(&dyv).arg(&yv).arg(&nv).arg(&mut ov);
         unsafe { l.launch(Kernels::per_row(rows, row_threads(d))) }.map_err(driver_err(name))?;
     }
-    wrap(x.shape().clone(), dx)
+    wrap(rows_in.shape().clone(), dx)
 }
 
 /// x `[..., C]` combined with v `[C]` per channel: `mul` false adds (bias), true multiplies.
