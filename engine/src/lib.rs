@@ -5,6 +5,7 @@
 //! everywhere, so a training step never converts layouts. Export converts to PyTorch's NCHW/OIHW.
 
 pub mod backend;
+pub mod dist;
 pub mod embed;
 pub mod error;
 pub mod eval;

@@ -4,11 +4,13 @@
 //! It is written as the sharded computation (partial FC): each shard holds some class rows and local
 //! labels (-1 where another shard owns the class); the per-row target cosine is gathered first, the
 //! per-shard (max, sum) pairs are merged, and each shard's gradient uses the merged LSE. `run` is the
-//! one-shard case.
+//! one-shard case; `run_sharded_over` does the same with shards on several ranks, the merges being the
+//! communicator's all-reduces (`heads::sharded`).
 
 use super::maps::{non_target_logit, target_logit, TargetMap};
 use super::{BatchView, Head, RowInput, RowPlan};
 use crate::backend::cpu::gemm::gemm;
+use crate::dist::{Communicator, ReduceOp, Single};
 use crate::tensor::Float;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -163,14 +165,42 @@ struct Merged<T> {
     sum_other: T,
 }
 
-/// The sharded step. The all-reduces of a multi-process run (gathered c_y, merged max/sum, summed
-/// embedding gradients) happen here in memory.
+/// The sharded step, every shard in this process: the merges (gathered c_y, max/sum, summed embedding
+/// gradients) happen in memory.
 pub fn run_sharded<T: Float>(
     x: &[T],
     dim: usize,
     shards: &[Shard<T>],
     head: &mut dyn Head,
     opts: &RunOptions,
+) -> Result<Output<T>> {
+    run_sharded_over(x, dim, shards, head, opts, &Single)
+}
+
+/// `x` as f64, all-reduced by `op` over `comm`'s ranks, back in T (the identity on one rank).
+fn all_reduce_as<T: Float>(comm: &dyn Communicator, x: &mut [T], op: ReduceOp) -> Result<()> {
+    if comm.world() == 1 {
+        return Ok(());
+    }
+    let mut v: Vec<f64> = x.iter().map(|t| t.to_f64()).collect();
+    comm.all_reduce(&mut v, op)?;
+    for (t, v) in x.iter_mut().zip(v) {
+        *t = T::from_f64(v);
+    }
+    Ok(())
+}
+
+/// The sharded step with this rank's `shards` of the classes, on the batch every rank holds (`x`, the
+/// labels local to each shard). With one rank it is `run_sharded`, bit for bit; with several, each rank
+/// returns the same loss, rows and dL/dx (the whole batch's), and dL/dW of its own shards. Every rank
+/// must call it with the same batch and its own classes, each class on exactly one rank.
+pub fn run_sharded_over<T: Float>(
+    x: &[T],
+    dim: usize,
+    shards: &[Shard<T>],
+    head: &mut dyn Head,
+    opts: &RunOptions,
+    comm: &dyn Communicator,
 ) -> Result<Output<T>> {
     if dim == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!("embeddings hold {} values, not a non-empty [B, {dim}]", x.len())));
@@ -200,10 +230,15 @@ pub fn run_sharded<T: Float>(
             }
         }
     }
-    if let Some(i) = owner.iter().position(|o| o.is_none()) {
+    // Each sample's class on exactly one shard of one rank.
+    let mut owners: Vec<f64> = owner.iter().map(|o| if o.is_some() { 1.0 } else { 0.0 }).collect();
+    comm.all_reduce(&mut owners, ReduceOp::Sum)?;
+    if let Some(i) = owners.iter().position(|&n| n == 0.0) {
         return Err(Error::Invalid(format!("sample {i} has label -1 on every shard")));
     }
-    let owner: Vec<(usize, usize)> = owner.into_iter().map(|o| o.expect("checked above")).collect();
+    if let Some(i) = owners.iter().position(|&n| n > 1.0) {
+        return Err(Error::Invalid(format!("sample {i} has its label on two ranks")));
+    }
     let needs = head.needs();
     let f = T::from_f64;
     let s = f(head.scale());
@@ -215,13 +250,15 @@ pub fn run_sharded<T: Float>(
     let (xh, a) = normalize_rows(x, dim);
     let normed: Vec<(Vec<T>, Vec<T>)> = shards.iter().map(|sh| normalize_rows(sh.weight, dim)).collect();
 
-    // Gather-dot of the target cosine (before the main pass, as a sharded run must).
-    let raw_cy: Vec<T> = (0..b)
-        .map(|i| {
-            let (k, y) = owner[i];
-            dot(&xh[i * dim..(i + 1) * dim], &normed[k].0[y * dim..(y + 1) * dim])
+    // Gather-dot of the target cosine (before the main pass, as a sharded run must): the rank owning the
+    // class computes it, the others add zero.
+    let mut raw_cy: Vec<T> = (0..b)
+        .map(|i| match owner[i] {
+            Some((k, y)) => dot(&xh[i * dim..(i + 1) * dim], &normed[k].0[y * dim..(y + 1) * dim]),
+            None => T::ZERO,
         })
         .collect();
+    all_reduce_as(comm, &mut raw_cy, ReduceOp::Sum)?;
     let c_y: Vec<f64> = raw_cy.iter().map(|&c| clamp(c).to_f64()).collect();
     let norms: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
     let view = BatchView { c_y: &c_y, norms: &norms };
@@ -318,6 +355,25 @@ pub fn run_sharded<T: Float>(
         slopes.push(dz);
     }
 
+    // The ranks' (max, sum, sum without y) merged: the largest max, the sums rescaled to it.
+    if comm.world() > 1 {
+        let local: Vec<Merged<T>> = merged.iter().map(|m| m.expect("at least one shard")).collect();
+        let mut max: Vec<f64> = local.iter().map(|m| m.max.to_f64()).collect();
+        comm.all_reduce(&mut max, ReduceOp::Max)?;
+        let mut sums: Vec<f64> = local
+            .iter()
+            .zip(&max)
+            .flat_map(|(m, &top)| {
+                let w = (m.max.to_f64() - top).exp();
+                [m.sum.to_f64() * w, m.sum_other.to_f64() * w]
+            })
+            .collect();
+        comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+        for (i, m) in merged.iter_mut().enumerate() {
+            *m = Some(Merged { max: f(max[i]), sum: f(sums[2 * i]), sum_other: f(sums[2 * i + 1]) });
+        }
+    }
+
     // Per-row loss, weights, p_d and the extra term.
     let inv_b = 1.0 / b as f64;
     let mut rows = Vec::with_capacity(b);
@@ -404,6 +460,8 @@ pub fn run_sharded<T: Float>(
         project_rows(&mut gw, &normed[k].0, &normed[k].1, None, dim);
         grad_w.extend_from_slice(&gw);
     }
+    // Every rank's classes contribute to every row's gradient.
+    all_reduce_as(comm, &mut gxh, ReduceOp::Sum)?;
     let radial: Vec<T> = rows.iter().map(|r| f(r.d_norm)).collect();
     project_rows(&mut gxh, &xh, &a, Some(&radial), dim);
     Ok(Output { loss, grad_x: gxh, grad_w, rows })

@@ -28,6 +28,7 @@ pub(crate) mod maps;
 mod params;
 mod quality;
 mod registry;
+mod sharded;
 mod state;
 mod tape_op;
 mod weighting;
@@ -51,10 +52,13 @@ pub mod sphereface;
 #[cfg(test)]
 mod tests;
 
-pub use classifier::{run, run_sharded, Frozen, Output, RowReport, RunOptions, Shard, CE_MAX, NORM_FLOOR};
+pub use classifier::{
+    run, run_sharded, run_sharded_over, Frozen, Output, RowReport, RunOptions, Shard, CE_MAX, NORM_FLOOR,
+};
 pub use maps::{NonTarget, RowPlan, TargetMap};
 pub use params::{GradMode, HeadParams, Phase, Variant};
 pub use registry::{from_name, names};
+pub use sharded::run_rank;
 pub use state::HeadState;
 pub use tape_op::loss;
 

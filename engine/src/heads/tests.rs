@@ -781,3 +781,117 @@ fn the_classifier_norm_does_not_overflow_and_keeps_ordinary_rows_bit_identical()
     assert!(classifier::robust_norm(&[f32::INFINITY, 1.0]).is_infinite());
     assert!(classifier::robust_norm(&[f32::NAN, 1e30]).is_nan());
 }
+
+/// `n` items over `world` ranks, the first ranks one more when it does not divide: (start, len) each.
+fn split(n: usize, world: usize) -> Vec<(usize, usize)> {
+    let mut at = 0;
+    (0..world)
+        .map(|r| {
+            let len = n / world + usize::from(r < n % world);
+            at += len;
+            (at - len, len)
+        })
+        .collect()
+}
+
+#[test]
+fn every_head_sharded_over_ranks_equals_one_rank_step_after_step() {
+    use crate::dist::{Communicator, InProcess};
+    use std::time::Duration;
+    let (b, c, dim, steps) = (13usize, 11usize, 6usize, 3u64);
+    let cases: Vec<Case> = (0..steps).map(|k| random_case(90 + k, b, c, dim, 5.0, 50.0)).collect();
+    for name in registry::names() {
+        let mut reference = head(name, &HeadParams::default());
+        reference.set_training(true);
+        let want: Vec<Output<f64>> = cases
+            .iter()
+            .map(|k| run(&k.x, &k.w, &k.labels, dim, reference.as_mut(), &RunOptions::default()).unwrap())
+            .collect();
+        for world in [1usize, 2, 4] {
+            let (rows, classes) = (split(b, world), split(c, world));
+            let group = InProcess::group(world, Duration::from_secs(30)).unwrap();
+            let got: Vec<Vec<Output<f64>>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = group
+                    .into_iter()
+                    .map(|comm| {
+                        let (cases, rows, classes) = (&cases, &rows, &classes);
+                        sc.spawn(move || {
+                            let mut h = head(name, &HeadParams::default());
+                            h.set_training(true);
+                            let ((r0, nr), (c0, nc)) = (rows[comm.rank()], classes[comm.rank()]);
+                            cases
+                                .iter()
+                                .map(|k| {
+                                    let x = &k.x[r0 * dim..(r0 + nr) * dim];
+                                    let w = &k.w[c0 * dim..(c0 + nc) * dim];
+                                    let y = &k.labels[r0..r0 + nr];
+                                    run_rank(&comm, x, y, w, c0, dim, h.as_mut(), &RunOptions::default())
+                                })
+                                .collect::<Result<Vec<_>>>()
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (step, want) in want.iter().enumerate() {
+                let tag = format!("{name}, {world} ranks, step {step}");
+                for out in &got {
+                    let l = out[step].loss;
+                    assert!(
+                        (l - want.loss).abs() <= 1e-12 * want.loss.abs().max(1.0),
+                        "{tag}: {l} vs {}",
+                        want.loss
+                    );
+                }
+                let gx: Vec<f64> = got.iter().flat_map(|o| o[step].grad_x.clone()).collect();
+                let gw: Vec<f64> = got.iter().flat_map(|o| o[step].grad_w.clone()).collect();
+                assert!(
+                    rel_error(&gx, &want.grad_x) < 1e-12,
+                    "{tag}: dL/dx {}",
+                    rel_error(&gx, &want.grad_x)
+                );
+                assert!(
+                    rel_error(&gw, &want.grad_w) < 1e-12,
+                    "{tag}: dL/dW {}",
+                    rel_error(&gw, &want.grad_w)
+                );
+                let ce: Vec<f64> = got.iter().flat_map(|o| o[step].rows.iter().map(|r| r.ce)).collect();
+                let want_ce: Vec<f64> = want.rows.iter().map(|r| r.ce).collect();
+                assert!(rel_error(&ce, &want_ce) < 1e-12, "{tag}: per-row CE");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_sample_whose_class_no_rank_holds_is_an_error_on_every_rank() {
+    use crate::dist::{Communicator, InProcess};
+    use std::time::Duration;
+    let case = random_case(5, 4, 6, 3, 1.0, 2.0);
+    let group = InProcess::group(2, Duration::from_secs(30)).unwrap();
+    let errors: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|comm| {
+                let case = &case;
+                sc.spawn(move || {
+                    // Rank 0 holds classes 0..2, rank 1 classes 2..4: classes 4 and 5 are nowhere.
+                    let (c0, w) = (2 * comm.rank(), &case.w[2 * comm.rank() * 3..(2 * comm.rank() + 2) * 3]);
+                    let labels = [0i64, 5, 1, 3];
+                    let mut h = head("arcface", &HeadParams::default());
+                    let r = comm.rank();
+                    let x = &case.x[r * 2 * 3..(r + 1) * 2 * 3];
+                    let y = &labels[r * 2..(r + 1) * 2];
+                    run_rank(&comm, x, y, w, c0, 3, h.as_mut(), &RunOptions::default())
+                        .unwrap_err()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for e in errors {
+        assert!(e.contains("sample 1 has label -1 on every shard"), "{e}");
+    }
+}
