@@ -241,6 +241,11 @@ if has_stage ir50; then
   else
     { echo "## ir50: engine"; echo; echo "Not run: this engine-train build has no gpu-check --bench-train."; echo; } >>"$report"
   fi
+  # What the step ledger predicts for the same bf16 step (and PyTorch eager's, from its committed trace),
+  # to set beside the times measured here: the model checked against the card.
+  if "$bin" bench --help 2>/dev/null | grep -q -- '--ledger'; then
+    run_stage "ir50: the ledger's prediction (bf16)" "$bin" bench --ledger --precision bf16 "${ir50_bf16[@]}"
+  fi
   if [ -n "$py" ]; then
     run_stage "ir50: PyTorch eager fp32" "$py" bench/torch_ir50.py ir50 --fp32 "${torch_f32[@]}" --device "$torch_device"
     run_stage "ir50: PyTorch eager" "$py" bench/torch_ir50.py ir50 "${torch_amp[@]}" --device "$torch_device"

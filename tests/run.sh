@@ -109,5 +109,5 @@ if [ $# -eq 0 ]; then
     GPU_CHECK_TOY=1 FACETRAIN_ST_FALLBACK=1 PYTHON="$py" bash bench/gpu-check.sh \
     --bin "$root/target/debug/engine-train" --stages tests,parity,ir50,head,large --results "$gcs" | tail -n 2
   grep -q "PyTorch fixture | pass" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh replayed no PyTorch fixture" >&2; exit 1; }
-  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 13 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
+  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 14 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
 fi

@@ -574,4 +574,55 @@ mod tests {
         assert_eq!(l[0].bytes, 48.0);
         assert!(y.as_slice::<f32>().is_err(), "a meta tensor has no host elements");
     }
+
+    /// The counting rules on one convolution, one GEMM and one batch norm, by hand: every tensor read
+    /// plus every tensor written, once each, at its stored type; FLOPs 2 x multiply-adds.
+    #[test]
+    fn a_convolution_a_gemm_and_a_batch_norm_count_what_hands_count() {
+        use crate::backend::{Conv2dParams, RunningStats};
+        let dev = Device::meta();
+        let be = crate::backend::for_device(&dev);
+        let meta = |dims: &[usize], dt: DType| {
+            let n: usize = dims.iter().product();
+            Tensor::from_vec(vec![0f32; n], dims.to_vec())
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap()
+                .to_device(&dev)
+                .unwrap()
+        };
+        // 3x3 stride 2 pad 1, bf16: x [2, 8, 8, 16], w [32, 3, 3, 16] -> y [2, 4, 4, 32]; f32 [5, 7] x [7, 3];
+        // bf16 [100, 8] with gamma, beta and running statistics. Uploads before the ledger starts.
+        let (x, w) = (meta(&[2, 8, 8, 16], DType::BF16), meta(&[32, 3, 3, 16], DType::BF16));
+        let (a, bm) = (meta(&[5, 7], DType::F32), meta(&[7, 3], DType::F32));
+        let (xb, g, b) = (meta(&[100, 8], DType::BF16), meta(&[8], DType::F32), meta(&[8], DType::F32));
+        let (mut rm, mut rv) = (meta(&[8], DType::F32), meta(&[8], DType::F32));
+        be.start_ledger();
+        let y = be.conv2d_forward(&x, &w, Conv2dParams { kernel: 3, stride: 2, padding: 1 }).unwrap();
+        assert_eq!(y.dims(), &[2, 4, 4, 32]);
+        be.matmul(&a, &bm, false, false).unwrap();
+        let running = Some(RunningStats { mean: &mut rm, var: &mut rv, momentum: 0.1 });
+        be.batch_norm_forward_train(&xb, Some(&g), Some(&b), 1e-5, running).unwrap();
+        let l = be.take_ledger();
+        let got: Vec<(&str, f64, f64)> = l.iter().map(|l| (l.kernel.as_str(), l.bytes, l.flops)).collect();
+        let conv_bytes = 2.0 * (2 * 8 * 8 * 16 + 32 * 3 * 3 * 16 + 2 * 4 * 4 * 32) as f64;
+        let conv_flops = 2.0 * (2 * 4 * 4 * 32) as f64 * (3 * 3 * 16) as f64;
+        let gemm_bytes = 4.0 * (5 * 7 + 7 * 3 + 5 * 3) as f64;
+        // Statistics: x once; the 2 chunks' partial mean and M2 written and read back; per channel gamma,
+        // beta, the running mean and variance read, mean, var, invstd, scale, shift and the two updated
+        // running statistics written.
+        let x = 2.0 * 100.0 * 8.0;
+        let stats = x + 2.0 * 2.0 * (2.0 * 8.0 * 4.0) + 11.0 * 8.0 * 4.0;
+        // Apply: x read, y written, scale and shift read.
+        let apply = 2.0 * x + 2.0 * 8.0 * 4.0;
+        assert_eq!(
+            got,
+            vec![
+                ("cudnn_conv_fwd", conv_bytes, conv_flops),
+                ("cublas_gemm", gemm_bytes, 2.0 * 5.0 * 3.0 * 7.0),
+                ("bn_stats_bf16", stats, 0.0),
+                ("bn_apply_bf16", apply, 0.0),
+            ]
+        );
+    }
 }
