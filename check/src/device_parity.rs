@@ -433,6 +433,13 @@ mod tests {
 
     #[test]
     #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+    fn gpu_steps_in_micro_batches_match_the_cpu() {
+        let cfg = TrainerConfig { grad_accum: 4, ..small_config(20, OptimizerChoice::Sgd) };
+        assert_all(&backbone_step(&gpu(), &cfg, 16, 2).unwrap());
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
     fn gpu_bf16_iresnet_step_matches_the_cpu_emulation() {
         let cfg = TrainerConfig {
             precision: engine::train::precision::Precision::Bf16,

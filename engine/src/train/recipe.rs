@@ -23,6 +23,8 @@ pub struct RecipeFlags {
     /// The head's hyper-parameter flags (unset ones fall to the preset, then to the head's defaults).
     pub head_params: HeadParams,
     pub batch_size: Option<usize>,
+    /// Micro-batches per step (`None`: 1).
+    pub grad_accum: Option<usize>,
     pub epochs: Option<f64>,
     pub lr: Option<f64>,
     pub schedule: Option<String>,
@@ -60,7 +62,10 @@ pub struct Recipe {
     pub backbone: IResNetConfig,
     pub head: String,
     pub head_params: HeadParams,
+    /// Images per step (the batch the learning rate and the schedule are defined on).
     pub batch_size: usize,
+    /// Micro-batches each step's batch is split into (`--grad-accum`), dividing `batch_size`.
+    pub grad_accum: usize,
     pub epochs: f64,
     pub lr: f64,
     pub schedule_name: String,
@@ -169,6 +174,12 @@ impl Recipe {
         }
         let batch_size =
             flags.batch_size.or(p.map(|p| p.batch_size)).unwrap_or(if demo { demo::BATCH_SIZE } else { 128 });
+        let grad_accum = flags.grad_accum.unwrap_or(1);
+        if grad_accum == 0 || !batch_size.is_multiple_of(grad_accum) {
+            return Err(Error::Invalid(format!(
+                "--grad-accum {grad_accum}: it must divide the batch of {batch_size} images into equal micro-batches"
+            )));
+        }
         let epochs = flags.epochs.or(p.map(|p| p.epochs)).unwrap_or(if demo { demo::EPOCHS } else { 20.0 });
         let optimizer_name =
             flags.optimizer.as_deref().unwrap_or(if demo_only { demo::OPTIMIZER } else { "sgd" });
@@ -201,6 +212,7 @@ impl Recipe {
             head,
             head_params,
             batch_size,
+            grad_accum,
             epochs,
             lr,
             schedule_name,
@@ -303,6 +315,7 @@ impl Recipe {
             seed: self.seed,
             precision: self.precision,
             loss_scale: Default::default(),
+            grad_accum: self.grad_accum,
         }
     }
 }
@@ -334,6 +347,24 @@ mod tests {
         let sgd = RecipeFlags { optimizer: Some("sgd".into()), ..RecipeFlags::default() };
         let g = Recipe::resolve(&sgd, &demo_data(), false).unwrap();
         assert_eq!((g.precision, g.lr), (Precision::Bf16, 0.1));
+    }
+
+    #[test]
+    fn grad_accum_splits_the_step_batch_and_leaves_its_learning_rate() {
+        let flags = |k| RecipeFlags {
+            preset: Some("ms1mv3-r50-arcface".into()),
+            batch_size: Some(512),
+            grad_accum: Some(k),
+            ..RecipeFlags::default()
+        };
+        let one = Recipe::resolve(&flags(1), &ms1m(), true).unwrap();
+        let four = Recipe::resolve(&flags(4), &ms1m(), true).unwrap();
+        assert_eq!((four.batch_size, four.grad_accum, four.lr), (512, 4, one.lr));
+        assert_eq!(four.trainer_config(LrSchedule::Constant).grad_accum, 4);
+        for bad in [0, 3] {
+            let e = Recipe::resolve(&flags(bad), &ms1m(), true).unwrap_err().to_string();
+            assert!(e.contains(&format!("--grad-accum {bad}")) && e.contains("512"), "{e}");
+        }
     }
 
     #[test]

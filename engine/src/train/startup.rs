@@ -58,6 +58,7 @@ pub fn tiny_config(classes: usize) -> TrainerConfig {
         seed: 11,
         precision: Precision::F32,
         loss_scale: Default::default(),
+        grad_accum: 1,
     }
 }
 

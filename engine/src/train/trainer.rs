@@ -14,6 +14,7 @@
 //! (`set_epoch_length`), `epoch` is `step / steps_per_epoch` after every step, so a checkpoint written at
 //! any moment records a step and an epoch that agree, and resume checks both.
 
+use crate::backend::BinaryOp;
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
 use crate::optim::{
@@ -58,6 +59,10 @@ pub struct TrainerConfig {
     pub precision: Precision,
     /// Used when `precision` is fp16.
     pub loss_scale: LossScaleConfig,
+    /// Micro-batches per step (`--grad-accum`): each step's batch is split into this many equal parts, run
+    /// forward and backward one after the other (batch norm per part, as with one part per GPU), and their
+    /// gradients summed for one update of the whole batch's mean loss. 1: the batch at once.
+    pub grad_accum: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -310,9 +315,68 @@ impl Trainer {
         })
     }
 
+    /// The step's mean loss and summed gradients over its `grad_accum` micro-batches (rows in order), each
+    /// backward seeded with the loss scale (1 without one) over their number: the gradients of the whole
+    /// batch's mean loss, summed in f32.
+    pub fn accumulated(
+        &mut self,
+        images: &Tensor,
+        labels: &[i64],
+        scale: Option<f64>,
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let k = self.config.grad_accum.max(1);
+        if k == 1 {
+            let fb = self.forward_backward(images, labels, scale)?;
+            return Ok((fb.loss, fb.grads));
+        }
+        let b = labels.len();
+        if !b.is_multiple_of(k) || images.dims().first() != Some(&b) {
+            return Err(Error::Invalid(format!(
+                "--grad-accum {k}: a batch of {b} images does not split into {k} equal micro-batches"
+            )));
+        }
+        let images = images.to_device(&self.device)?;
+        let part = b / k;
+        let seed = scale.unwrap_or(1.0) / k as f64;
+        let mut loss: Option<Tensor> = None;
+        let mut sums: Vec<(String, Tensor)> = Vec::new();
+        for j in 0..k {
+            let rows = images.backend().slice_rows(&images, j * part, (j + 1) * part)?;
+            let fb = self.forward_backward(&rows, &labels[j * part..(j + 1) * part], Some(seed))?;
+            let be = fb.loss.backend();
+            loss = Some(match loss {
+                None => fb.loss.clone(),
+                Some(l) => be.binary(BinaryOp::Add, &l, &fb.loss)?,
+            });
+            if sums.is_empty() {
+                sums = fb
+                    .grads
+                    .into_iter()
+                    .map(|(n, g)| Ok((n, g.backend().widen(&g)?)))
+                    .collect::<Result<_>>()?;
+                continue;
+            }
+            if fb.grads.len() != sums.len() {
+                return Err(Error::Invalid("micro-batches gave different sets of gradients".into()));
+            }
+            for ((name, acc), (n, g)) in sums.iter_mut().zip(fb.grads) {
+                if *name != n {
+                    return Err(Error::Invalid(format!(
+                        "micro-batch gradients out of order: {name} and {n}"
+                    )));
+                }
+                let be = g.backend();
+                *acc = be.binary(BinaryOp::Add, acc, &be.widen(&g)?)?;
+            }
+        }
+        let loss = loss.ok_or_else(|| Error::Invalid("no micro-batch".into()))?;
+        let mean = loss.backend().affine(&loss, 1.0 / k as f64, 0.0)?;
+        Ok((mean, sums))
+    }
+
     fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<Attempt> {
         let scale = self.scaler.as_ref().map(|s| s.scale() as f64);
-        let ForwardBackward { loss, grads, .. } = self.forward_backward(images, labels, scale)?;
+        let (loss, grads) = self.accumulated(images, labels, scale)?;
         let loss_value = loss.scalar_value()?;
         let lr = self.current_lr();
         let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
@@ -620,6 +684,7 @@ mod tests {
             seed: 3,
             precision,
             loss_scale,
+            grad_accum: 1,
         })
         .unwrap()
     }
@@ -634,6 +699,42 @@ mod tests {
         let mut v: Vec<Vec<f64>> = t.params.entries().iter().map(|e| e.value.to_f64_vec().unwrap()).collect();
         v.push(t.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap());
         v
+    }
+
+    #[test]
+    fn micro_batches_give_the_gradients_of_the_whole_batch_mean_loss() {
+        let labels = [0i64, 1, 2, 0];
+        let mut whole = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
+        whole.config.grad_accum = 2;
+        let mut parts = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
+        let x = batch(1.0);
+        let (loss, grads) = whole.accumulated(&x, &labels, None).unwrap();
+        // The same two halves one after the other (the second sees what the first moved), averaged.
+        let be = x.backend();
+        let a = parts.forward_backward(&be.slice_rows(&x, 0, 2).unwrap(), &labels[..2], None).unwrap();
+        let b = parts.forward_backward(&be.slice_rows(&x, 2, 4).unwrap(), &labels[2..], None).unwrap();
+        let mean = (a.loss.scalar_value().unwrap() + b.loss.scalar_value().unwrap()) / 2.0;
+        assert!((loss.scalar_value().unwrap() - mean).abs() < 1e-6 * mean.abs(), "loss");
+        assert_eq!(grads.len(), a.grads.len());
+        for (((n, g), (_, ga)), (_, gb)) in grads.iter().zip(&a.grads).zip(&b.grads) {
+            let want: Vec<f64> = ga
+                .to_f64_vec()
+                .unwrap()
+                .iter()
+                .zip(gb.to_f64_vec().unwrap())
+                .map(|(u, v)| (u + v) / 2.0)
+                .collect();
+            let e = crate::tape::gradcheck::rel_error(&g.to_f64_vec().unwrap(), &want);
+            assert!(e < 1e-6, "{n}: {e}");
+        }
+        // A whole step with two micro-batches, and a batch they do not split.
+        let before = snapshot(&whole);
+        let out = whole.train_step(&x, &labels).unwrap();
+        assert!(out.loss.is_finite() && !out.skipped && snapshot(&whole) != before);
+        let odd = whole.config.backbone.input_hw;
+        let three = Tensor::from_vec(vec![0.5f32; 3 * odd.0 * odd.1 * 3], [3, odd.0, odd.1, 3]).unwrap();
+        let e = whole.train_step(&three, &[0, 1, 2]).unwrap_err().to_string();
+        assert!(e.contains("--grad-accum 2") && e.contains("3 images"), "{e}");
     }
 
     #[test]

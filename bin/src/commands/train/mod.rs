@@ -51,6 +51,11 @@ pub struct Args {
     /// Images per step. Default: 128 (demo and otherwise).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Split each step's batch into K equal micro-batches, run one after the other with their gradients
+    /// summed: the same step (learning rate and schedule on the whole batch; batch norm per
+    /// micro-batch) in 1/K of the activation memory. Default: 1.
+    #[arg(long, value_name = "K")]
+    grad_accum: Option<usize>,
     /// Default: 18 for the demo (about 4 minutes on 2 cores), 20 otherwise.
     #[arg(long)]
     epochs: Option<f64>,
@@ -164,6 +169,7 @@ impl Args {
             head: self.head.clone(),
             head_params: self.head_flags.to_params()?,
             batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
             epochs: self.epochs,
             lr: self.lr,
             schedule: self.schedule.clone(),
@@ -314,13 +320,17 @@ pub fn run(a: Args) -> CmdResult {
     let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt)?;
     trainer.to_device(&device)?;
     eprintln!(
-        "{} | head {} | {} classes | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {} lr {} | {}{} | {}",
+        "{} | head {} | {} classes | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {}{} lr {} | {}{} | {}",
         trainer.model.config.describe(trainer.params.parameter_count()),
         recipe.head,
         recipe.classes,
         data.faceset.len(),
         recipe.epochs,
         recipe.batch_size,
+        match recipe.grad_accum {
+            1 => String::new(),
+            k => format!(" in {k} micro-batches of {}", recipe.batch_size / k),
+        },
         recipe.lr,
         recipe.precision,
         if recipe.precision == Precision::F32 || !emulated { "" } else { " (emulated on the CPU)" },

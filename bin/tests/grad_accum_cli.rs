@@ -1,0 +1,31 @@
+//! `engine-train train --grad-accum K`: each step's batch runs as K micro-batches (the banner says so and
+//! the run trains), and a K that does not divide the batch is a clear error before anything runs.
+
+mod common;
+
+use common::{scratch, train_cmd};
+
+#[test]
+fn micro_batches_train_and_a_k_that_does_not_divide_the_batch_is_refused() {
+    let root = scratch("grad-accum");
+    let cache = root.join("cache");
+    let out = root.join("k4");
+    let o = train_cmd(&cache, &out).args(["--grad-accum", "4"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("batch 16 in 4 micro-batches of 4"), "{err}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(steps.len(), 20);
+    assert!(steps.iter().all(|l| l.is_finite()));
+
+    let o = train_cmd(&cache, &root.join("k3")).args(["--grad-accum", "3"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--grad-accum 3") && err.contains("16 images"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
