@@ -15,6 +15,7 @@
 //! any moment records a step and an epoch that agree, and resume checks both.
 
 use crate::backend::BinaryOp;
+use crate::dist::{Communicator, ReduceOp};
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
 use crate::optim::{
@@ -29,6 +30,7 @@ use crate::train::precision::Precision;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Name of the classifier weight `[classes, embedding]` (insightface's partial_fc keeps it apart too).
 pub const CLASSIFIER: &str = "classifier.weight";
@@ -124,6 +126,8 @@ pub struct Trainer {
     epoch_length: Option<EpochLength>,
     /// Set when an update made the state non-finite: the reason, repeated by every later step or save.
     poisoned: Option<String>,
+    /// The data-parallel group this trainer is one rank of (`set_communicator`); `None`: training alone.
+    comm: Option<Arc<dyn Communicator>>,
 }
 
 impl Trainer {
@@ -172,7 +176,37 @@ impl Trainer {
             device: Device::Cpu,
             epoch_length: None,
             poisoned: None,
+            comm: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel group: every rank starts from the same weights
+    /// (the same config and seed), steps on its own batch, and applies the gradients averaged over the
+    /// ranks, so the weights stay equal; batch-norm running statistics stay each rank's own, as in
+    /// insightface's data-parallel training.
+    pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>) {
+        self.comm = Some(comm);
+    }
+
+    /// The loss and every gradient averaged over the data-parallel ranks (each rank's own when alone).
+    /// The values travel through the host; the loss too, so every rank takes the same decisions after.
+    fn averaged(
+        &self,
+        loss: Tensor,
+        grads: Vec<(String, Tensor)>,
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let Some(comm) = self.comm.as_ref().filter(|c| c.world() > 1) else { return Ok((loss, grads)) };
+        let w = comm.world() as f64;
+        let mean = |t: &Tensor| -> Result<Tensor> {
+            let mut v = t.to_f64_vec()?;
+            comm.all_reduce(&mut v, ReduceOp::Sum)?;
+            v.iter_mut().for_each(|x| *x /= w);
+            let host =
+                Tensor::from_vec(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), t.shape().clone())?;
+            host.to_device(&t.device())
+        };
+        let grads = grads.into_iter().map(|(n, g)| Ok((n, mean(&g)?))).collect::<Result<_>>()?;
+        Ok((mean(&loss)?, grads))
     }
 
     /// Tells the trainer how steps fall into epochs: from now on `epoch` follows `step`, checkpoints
@@ -377,6 +411,7 @@ impl Trainer {
     fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<Attempt> {
         let scale = self.scaler.as_ref().map(|s| s.scale() as f64);
         let (loss, grads) = self.accumulated(images, labels, scale)?;
+        let (loss, grads) = self.averaged(loss, grads)?;
         let loss_value = loss.scalar_value()?;
         let lr = self.current_lr();
         let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
@@ -699,6 +734,53 @@ mod tests {
         let mut v: Vec<Vec<f64>> = t.params.entries().iter().map(|e| e.value.to_f64_vec().unwrap()).collect();
         v.push(t.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap());
         v
+    }
+
+    #[test]
+    fn data_parallel_ranks_step_as_one_trainer_over_their_micro_batches() {
+        use crate::dist::InProcess;
+        let (x, labels) = (batch(1.0), [0i64, 1, 2, 0]);
+        let mut one = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
+        one.config.grad_accum = 2;
+        let want: Vec<f64> = (0..2).map(|_| one.train_step(&x, &labels).unwrap().loss).collect();
+        let group = InProcess::group(2, std::time::Duration::from_secs(60)).unwrap();
+        let ranks: Vec<(Vec<f64>, Vec<Vec<f64>>)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = group
+                .into_iter()
+                .enumerate()
+                .map(|(r, comm)| {
+                    let (x, labels) = (&x, &labels);
+                    sc.spawn(move || {
+                        let mut t = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
+                        t.set_communicator(Arc::new(comm));
+                        let mine = x.backend().slice_rows(x, 2 * r, 2 * r + 2).unwrap();
+                        let losses = (0..2)
+                            .map(|_| t.train_step(&mine, &labels[2 * r..2 * r + 2]).unwrap().loss)
+                            .collect();
+                        (losses, snapshot(&t))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (l, w) in ranks[0].0.iter().zip(&want) {
+            assert!((l - w).abs() < 1e-6 * w.abs(), "loss {l} vs {w}");
+        }
+        // Batch-norm running statistics are each rank's own (insightface's DDP); the weights (the
+        // classifier last in the snapshot) are the same on every rank and the one trainer's.
+        let trainable: Vec<bool> = one.params.entries().iter().map(|e| e.kind != ParamKind::Buffer).collect();
+        let weights = |s: &[Vec<f64>]| -> Vec<Vec<f64>> {
+            s.iter()
+                .enumerate()
+                .filter(|(k, _)| trainable.get(*k).copied().unwrap_or(true))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        assert_eq!(weights(&ranks[0].1), weights(&ranks[1].1), "the ranks' weights stay equal");
+        for (k, (got, want)) in weights(&ranks[0].1).iter().zip(weights(&snapshot(&one))).enumerate() {
+            let e = crate::tape::gradcheck::rel_error(got, &want);
+            assert!(e < 1e-5, "weight tensor {k}: {e}");
+        }
     }
 
     #[test]
