@@ -1,5 +1,6 @@
 //! `engine-train train --grad-accum K`: each step's batch runs as K micro-batches (the banner says so and
-//! the run trains), and a K that does not divide the batch is a clear error before anything runs.
+//! the run trains), and a K that does not divide the batch is a clear error before anything runs; a launch
+//! as one of several processes (torchrun, srun) is refused by name until training spans processes.
 
 mod common;
 
@@ -27,5 +28,29 @@ fn micro_batches_train_and_a_k_that_does_not_divide_the_batch_is_refused() {
     let o = train_cmd(&cache, &root.join("k3")).args(["--grad-accum", "3"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--grad-accum 3") && err.contains("16 images"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_multi_process_launch_is_refused_by_name_and_a_job_of_one_trains() {
+    let root = scratch("launch-env");
+    let cache = root.join("cache");
+    let o = train_cmd(&cache, &root.join("torchrun"))
+        .envs([("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("launched by torchrun as rank 1 of 2"), "{err}");
+    let o = train_cmd(&cache, &root.join("bad"))
+        .envs([("SLURM_PROCID", "0"), ("SLURM_NTASKS", "x")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("SLURM_NTASKS=\"x\""), "{err}");
+    let o = train_cmd(&cache, &root.join("one"))
+        .envs([("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&root);
 }

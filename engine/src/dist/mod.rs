@@ -8,6 +8,7 @@
 //! same bits.
 
 mod in_process;
+pub mod launch;
 
 pub use in_process::InProcess;
 

@@ -291,6 +291,18 @@ pub fn run(a: Args) -> CmdResult {
         }
         return Ok(());
     }
+    // One of several processes (torchrun, srun): each would train alone and write the same output folder.
+    // Until training spans processes, that is refused.
+    if let Some(job) = engine::dist::launch::from_env(|k| std::env::var(k).ok())? {
+        if job.world > 1 {
+            return Err(Error::Invalid(format!(
+                "launched by {} as rank {} of {}: training across processes is not built yet; run one \
+                 process (--grad-accum K splits a large batch on one device)",
+                job.launcher, job.rank, job.world
+            ))
+            .into());
+        }
+    }
     crate::signals::install().map_err(Error::Invalid)?;
     let flags = a.recipe_flags()?;
     limits::check_checkpoint_every(a.checkpoint_every)?;
