@@ -36,6 +36,9 @@ pub struct RecipeFlags {
     pub grad_clip: Option<f64>,
     pub precision: Option<String>,
     pub augment: Option<String>,
+    /// `--augment-prob`: P for AdaFace's three augmentations, or `crop=P,low-res=P,photometric=P` (any of
+    /// them; the others keep 0.2).
+    pub augment_prob: Option<String>,
     pub warmup_epochs: Option<f64>,
     pub eval_every: Option<u64>,
     pub seed: u64,
@@ -121,6 +124,41 @@ fn augment_config(name: &str) -> Result<AugmentConfig> {
         "adaface" => Ok(AugmentConfig::default()),
         other => Err(Error::Invalid(format!("--augment {other}: expected none, flip or adaface"))),
     }
+}
+
+/// `--augment-prob` applied to AdaFace's three augmentations (`adaface` only: the others have none).
+fn with_probabilities(mut a: AugmentConfig, name: &str, spec: Option<&str>) -> Result<AugmentConfig> {
+    let Some(spec) = spec else { return Ok(a) };
+    if name != "adaface" {
+        return Err(Error::Invalid(format!(
+            "--augment-prob {spec}: --augment {name} has none of AdaFace's augmentations (use --augment adaface)"
+        )));
+    }
+    let prob = |v: &str| -> Result<f64> {
+        v.trim().parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| {
+            Error::Invalid(format!("--augment-prob {spec}: {v:?} is not a probability in [0, 1]"))
+        })
+    };
+    if !spec.contains('=') {
+        let p = prob(spec)?;
+        (a.crop_prob, a.low_res_prob, a.photometric_prob) = (p, p, p);
+        return Ok(a);
+    }
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let slot = match k.trim() {
+            "crop" => &mut a.crop_prob,
+            "low-res" => &mut a.low_res_prob,
+            "photometric" => &mut a.photometric_prob,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "--augment-prob {spec}: unknown augmentation {other:?} (crop, low-res, photometric)"
+                )))
+            }
+        };
+        *slot = prob(v)?;
+    }
+    Ok(a)
 }
 
 fn preset_schedule_name(p: &Preset) -> &'static str {
@@ -224,7 +262,11 @@ impl Recipe {
             no_bn_weight_decay: p.is_some_and(|p| p.no_bn_weight_decay),
             grad_clip: flags.grad_clip.or(p.and_then(|p| p.grad_clip)),
             precision,
-            augment: augment_config(augment_name)?,
+            augment: with_probabilities(
+                augment_config(augment_name)?,
+                augment_name,
+                flags.augment_prob.as_deref(),
+            )?,
             eval_every: flags.eval_every,
             seed: flags.seed,
             classes: data.classes,
@@ -347,6 +389,33 @@ mod tests {
         let sgd = RecipeFlags { optimizer: Some("sgd".into()), ..RecipeFlags::default() };
         let g = Recipe::resolve(&sgd, &demo_data(), false).unwrap();
         assert_eq!((g.precision, g.lr), (Precision::Bf16, 0.1));
+    }
+
+    #[test]
+    fn augment_prob_sets_adafaces_three_probabilities() {
+        let flags = |aug: &str, p: &str| RecipeFlags {
+            augment: Some(aug.into()),
+            augment_prob: Some(p.into()),
+            ..RecipeFlags::default()
+        };
+        let probs = |r: Recipe| {
+            (r.augment.flip, r.augment.crop_prob, r.augment.low_res_prob, r.augment.photometric_prob)
+        };
+        let r = Recipe::resolve(&flags("adaface", "0.3"), &ms1m(), true).unwrap();
+        assert_eq!(probs(r), (true, 0.3, 0.3, 0.3));
+        let r = Recipe::resolve(&flags("adaface", "0"), &ms1m(), true).unwrap();
+        assert_eq!(probs(r), (true, 0.0, 0.0, 0.0));
+        let r = Recipe::resolve(&flags("adaface", "low-res=0.5,photometric=0"), &ms1m(), true).unwrap();
+        assert_eq!(probs(r), (true, 0.2, 0.5, 0.0));
+        for (aug, p, want) in [
+            ("flip", "0.3", "--augment flip has none"),
+            ("adaface", "1.5", "\"1.5\" is not a probability"),
+            ("adaface", "blur=0.1", "unknown augmentation \"blur\""),
+            ("adaface", "crop=", "\"\" is not a probability"),
+        ] {
+            let e = Recipe::resolve(&flags(aug, p), &ms1m(), true).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

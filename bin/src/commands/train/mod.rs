@@ -122,6 +122,10 @@ pub struct Args {
     /// none, flip or adaface (flip plus AdaFace's crop, low-resolution and photometric jitter at 0.2).
     #[arg(long)]
     augment: Option<String>,
+    /// With --augment adaface: the probability of each of its three augmentations (AdaFace's ablation
+    /// runs 0, 0.2 and 0.3), or some of them by name: crop=P,low-res=P,photometric=P (the rest stay 0.2).
+    #[arg(long, value_name = "P")]
+    augment_prob: Option<String>,
     /// QCFace: epochs of plain ArcFace before hypersphere planning (default: half the schedule).
     #[arg(long)]
     warmup_epochs: Option<f64>,
@@ -181,6 +185,7 @@ impl Args {
             grad_clip: self.grad_clip,
             precision: self.precision.clone(),
             augment: self.augment.clone(),
+            augment_prob: self.augment_prob.clone(),
             warmup_epochs: self.warmup_epochs,
             eval_every: self.eval_every,
             seed: self.seed,

@@ -1,6 +1,7 @@
-//! `engine-train train --grad-accum K`: each step's batch runs as K micro-batches (the banner says so and
-//! the run trains), and a K that does not divide the batch is a clear error before anything runs; a launch
-//! as one of several processes (torchrun, srun) is refused by name until training spans processes.
+//! `engine-train train` flags of issue 16 and 18: `--grad-accum K` runs each step's batch as K
+//! micro-batches (the banner says so and the run trains) and refuses a K that does not divide the batch; a
+//! launch as one of several processes (torchrun, srun) is refused by name until training spans
+//! processes; `--augment-prob` sets AdaFace's augmentation probabilities and refuses what is not one.
 
 mod common;
 
@@ -52,5 +53,23 @@ fn a_multi_process_launch_is_refused_by_name_and_a_job_of_one_trains() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn augment_prob_trains_and_refuses_what_is_not_a_probability() {
+    let root = scratch("augment-prob");
+    let cache = root.join("cache");
+    let o = train_cmd(&cache, &root.join("p03"))
+        .args(["--augment", "adaface", "--augment-prob", "0.3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train_cmd(&cache, &root.join("p2"))
+        .args(["--augment", "adaface", "--augment-prob", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--augment-prob 2"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
