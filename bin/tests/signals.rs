@@ -95,7 +95,9 @@ fn a_second_signal_ends_the_process_at_once_and_the_checkpoint_stays_whole() {
     send(&child, libc::SIGTERM);
     send(&child, libc::SIGINT);
     let (code, err) = finish(child);
-    assert_eq!(code, Some(130), "{err}");
+    // The exit status is the signal handled second's: SIGINT's 130, or SIGTERM's 143 when both were
+    // pending at once (Linux delivers the lower-numbered SIGINT first).
+    assert!(matches!(code, Some(130) | Some(143)), "{code:?}: {err}");
     assert!(err.contains("second signal, exiting now"), "{err}");
     assert!(!err.contains("stopped by SIGTERM"), "the first signal's checkpoint was written anyway: {err}");
     // Whatever checkpoint is on disk resumes (the periodic ones are written atomically).
