@@ -266,8 +266,9 @@ pub fn batch_norm_train(
     Ok((y, saved(c, st)?))
 }
 
-/// BN_FINISH_APPLY_MAX of batch_norm.cu: the channels `bn_finish_apply` folds in shared memory.
-const FINISH_APPLY_MAX: usize = 1024;
+/// BN_FINISH_APPLY_MAX of batch_norm.cu: the channels `bn_finish_apply` folds in shared memory (the meta
+/// backend's dry run follows the same bound).
+pub const FINISH_APPLY_MAX: usize = 1024;
 
 /// bn(x) + shortcut, or bn(x) + bn_s(shortcut): the statistics of each, then one apply for both.
 #[allow(clippy::type_complexity)]

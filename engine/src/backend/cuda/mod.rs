@@ -33,6 +33,7 @@ mod ops;
 mod prefetch;
 mod storage;
 
+pub use batch_norm::FINISH_APPLY_MAX;
 pub use storage::CudaStorage;
 
 use super::{

@@ -4,6 +4,7 @@
 //! counterpart in `backend/cuda` (named in its comment) kernel for kernel.
 
 use super::{MetaContext, SMS};
+use crate::backend::cuda::FINISH_APPLY_MAX;
 use crate::backend::ledger::{Launch, Math};
 use crate::backend::multi_tensor::{plan, CHECK_MAX, OPT_MAX};
 use crate::backend::{
@@ -121,13 +122,24 @@ fn gathered(x: &Tensor, rows: usize, c: usize) -> bool {
 }
 
 /// `bn_stats_<dt>`: the statistics, their merge, fold and running update in one launch, or
-/// `bn_stats_finish` from what x's writer gathered (cuda/batch_norm.rs `bn_stats`); returns what the
-/// backward keeps.
-pub fn bn_stats(ctx: &MetaContext, x: &Tensor, running: bool) -> Result<BatchNormSaved> {
+/// `bn_stats_finish` from what x's writer gathered, or with `apply` (a plain batch norm's) and few enough
+/// channels `bn_finish_apply_<dt>`, which also writes y (cuda/batch_norm.rs `bn_stats`); returns what
+/// the backward keeps, and y when applied.
+pub fn bn_stats(
+    ctx: &MetaContext,
+    x: &Tensor,
+    running: bool,
+    apply: bool,
+) -> Result<(BatchNormSaved, Option<Tensor>)> {
     let c = channels(x)?;
     let rows = x.numel() / c;
     let per_channel = 4.0 * c as f64 * if running { 11.0 } else { 7.0 };
-    if gathered(x, rows, c) {
+    let mut y = None;
+    if gathered(x, rows, c) && apply && c <= FINISH_APPLY_MAX {
+        let name = format!("bn_finish_apply_{}", suffix(x.dtype())?);
+        ctx.rec(Launch::memory(name, "batch norm", 2.0 * bytes(x) + 16.0 * c as f64 + per_channel));
+        y = Some(ctx.out(x.shape().clone(), x.dtype())?);
+    } else if gathered(x, rows, c) {
         ctx.rec(Launch::memory("bn_stats_finish", "batch norm", 16.0 * c as f64 + per_channel));
     } else {
         let part = 8.0 * (chunks(rows, c) * c) as f64;
@@ -135,27 +147,7 @@ pub fn bn_stats(ctx: &MetaContext, x: &Tensor, running: bool) -> Result<BatchNor
         ctx.rec(Launch::memory(name, "batch norm", bytes(x) + 2.0 * part + per_channel));
     }
     let v = || ctx.out([c], DType::F32);
-    Ok(BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None })
-}
-
-/// `bn_finish_apply_<dt>` (cuda/batch_norm.rs `finish_apply`) when x's writer gathered its statistics and
-/// its channels fit: (y, what the backward keeps); `None` otherwise.
-pub fn finish_apply(
-    ctx: &MetaContext,
-    x: &Tensor,
-    running: bool,
-) -> Result<Option<(Tensor, BatchNormSaved)>> {
-    let c = channels(x)?;
-    let rows = x.numel() / c;
-    if !gathered(x, rows, c) || c > 1024 {
-        return Ok(None);
-    }
-    let per_channel = 4.0 * c as f64 * if running { 11.0 } else { 7.0 };
-    let name = format!("bn_finish_apply_{}", suffix(x.dtype())?);
-    ctx.rec(Launch::memory(name, "batch norm", 2.0 * bytes(x) + 16.0 * c as f64 + per_channel));
-    let v = || ctx.out([c], DType::F32);
-    let saved = BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None };
-    Ok(Some((ctx.out(x.shape().clone(), x.dtype())?, saved)))
+    Ok((BatchNormSaved { mean: v()?, var: v()?, invstd: v()?, pre_activation: None }, y))
 }
 
 /// The running statistics replaced by the updated ones (out of place, as the CUDA kernel writes them).

@@ -247,13 +247,13 @@ impl Backend for MetaContext {
         _eps: f64,
         running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        if let Some(done) = kernels::finish_apply(self, x, running.is_some())? {
-            kernels::replace_running(self, running)?;
-            return Ok(done);
-        }
-        let saved = kernels::bn_stats(self, x, running.is_some())?;
+        let (saved, applied) = kernels::bn_stats(self, x, running.is_some(), true)?;
         kernels::replace_running(self, running)?;
-        Ok((kernels::bn_apply(self, x, false, None, false)?, saved))
+        let y = match applied {
+            Some(y) => y,
+            None => kernels::bn_apply(self, x, false, None, false)?,
+        };
+        Ok((y, saved))
     }
 
     fn batch_norm_add_forward_train(
@@ -267,12 +267,12 @@ impl Backend for MetaContext {
         shortcut_norm: Option<ShortcutNorm<'_>>,
     ) -> Result<(Tensor, BatchNormSaved, Option<BatchNormSaved>)> {
         same_shape("batch_norm_add", x, shortcut)?;
-        let saved = kernels::bn_stats(self, x, running.is_some())?;
+        let (saved, _) = kernels::bn_stats(self, x, running.is_some(), false)?;
         kernels::replace_running(self, running)?;
         let norm = shortcut_norm.is_some();
         let saved_s = match shortcut_norm {
             Some(n) => {
-                let s = kernels::bn_stats(self, shortcut, n.running.is_some())?;
+                let (s, _) = kernels::bn_stats(self, shortcut, n.running.is_some(), false)?;
                 kernels::replace_running(self, n.running)?;
                 Some(s)
             }
@@ -462,7 +462,7 @@ impl Backend for MetaContext {
         _eps: f64,
         running: Option<RunningStats<'_>>,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let saved = kernels::bn_stats(self, x, running.is_some())?;
+        let (saved, _) = kernels::bn_stats(self, x, running.is_some(), false)?;
         kernels::replace_running(self, running)?;
         Ok((kernels::bn_apply(self, x, true, None, false)?, saved))
     }
