@@ -1,7 +1,8 @@
 //! `engine-train train` flags of issue 16 and 18: `--grad-accum K` runs each step's batch as K
 //! micro-batches (the banner says so and the run trains) and refuses a K that does not divide the batch; a
-//! launch as one of several processes (torchrun, srun) is refused by name until training spans
-//! processes; `--augment-prob` sets AdaFace's augmentation probabilities and refuses what is not one.
+//! launcher's malformed or incomplete variables are errors naming them, and a job of one rank trains
+//! alone (several ranks: `multi_rank.rs`); `--augment-prob` sets AdaFace's augmentation probabilities
+//! and refuses what is not one.
 
 mod common;
 
@@ -33,7 +34,7 @@ fn micro_batches_train_and_a_k_that_does_not_divide_the_batch_is_refused() {
 }
 
 #[test]
-fn a_multi_process_launch_is_refused_by_name_and_a_job_of_one_trains() {
+fn a_launch_without_a_rendezvous_is_refused_by_name_and_a_job_of_one_trains() {
     let root = scratch("launch-env");
     let cache = root.join("cache");
     let o = train_cmd(&cache, &root.join("torchrun"))
@@ -41,7 +42,19 @@ fn a_multi_process_launch_is_refused_by_name_and_a_job_of_one_trains() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("launched by torchrun as rank 1 of 2"), "{err}");
+    assert!(!o.status.success() && err.contains("rank 1 of 2 has no MASTER_ADDR/MASTER_PORT"), "{err}");
+    let o = train_cmd(&cache, &root.join("gpus"))
+        .arg("--gpus")
+        .arg("3")
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--gpus 3, but torchrun started this process as rank 0 of 2"),
+        "{err}"
+    );
     let o = train_cmd(&cache, &root.join("bad"))
         .envs([("SLURM_PROCID", "0"), ("SLURM_NTASKS", "x")])
         .output()

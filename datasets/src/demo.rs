@@ -48,9 +48,15 @@ pub fn ensure_demo_set(cache: &Path, cfg: &SynthConfig) -> Result<DemoSet> {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(|e| DataError::io(&dir, e))?;
-        generated = true;
+        if dir.join("pairs.bin").is_file() {
+            // Another process (a rank of the same job) finished the same set meanwhile: it is in use,
+            // keep it.
+            let _ = std::fs::remove_dir_all(&tmp);
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&tmp, &dir).map_err(|e| DataError::io(&dir, e))?;
+            generated = true;
+        }
     }
     let deg_path = degradation_path(&dir);
     let text = std::fs::read_to_string(&deg_path).map_err(|e| DataError::io(&deg_path, e))?;

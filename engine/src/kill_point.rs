@@ -8,6 +8,9 @@
 //! last step, before its checkpoint), `last-step` (after the run's last step, before the final
 //! checkpoint), `evaluation` (between the embeddings of an evaluation and its report), and
 //! `before-rename:<file>` / `after-rename:<file>` inside an atomic write of `<file>`.
+//!
+//! In a job of several ranks, `FACETRAIN_TEST_KILL_RANK=<r>` arms the point in rank r alone (its `RANK`),
+//! and `FACETRAIN_TEST_KILL_SIGNAL=SIGSTOP` stops the process there instead (a hung rank).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -21,6 +24,11 @@ static PASSES: AtomicU64 = AtomicU64::new(0);
 fn target() -> &'static Option<(String, u64)> {
     TARGET.get_or_init(|| {
         let v = std::env::var(VAR).ok()?;
+        if let Ok(r) = std::env::var("FACETRAIN_TEST_KILL_RANK") {
+            if std::env::var("RANK").ok() != Some(r) {
+                return None;
+            }
+        }
         match v.rsplit_once('@') {
             Some((name, n)) => Some((name.to_string(), n.parse().ok().filter(|&n| n >= 1)?)),
             None => Some((v, 1)),
@@ -34,9 +42,14 @@ pub fn reached(point: &str) {
     if name != point || PASSES.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
         return;
     }
+    let stop = std::env::var("FACETRAIN_TEST_KILL_SIGNAL").is_ok_and(|s| s == "SIGSTOP");
     // SAFETY: kill(2) on our own pid with a constant signal; it has no memory-safety preconditions.
     unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
+        libc::kill(libc::getpid(), if stop { libc::SIGSTOP } else { libc::SIGKILL });
+    }
+    if stop {
+        // Continued (SIGCONT): carry on as if nothing happened.
+        return;
     }
     // SIGKILL to oneself is delivered before kill returns; abort is only a fallback.
     std::process::abort();

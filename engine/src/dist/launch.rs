@@ -31,6 +31,42 @@ pub struct RankEnv {
     pub local_world: Option<usize>,
     /// Rank 0's address for the rendezvous, when set.
     pub master: Option<(String, u16)>,
+    /// torchrun's agent hosts its own store on `MASTER_PORT` (`TORCHELASTIC_USE_AGENT_STORE=True`).
+    pub agent_store: bool,
+}
+
+impl RankEnv {
+    /// Where rank 0 listens for the other ranks: `MASTER_ADDR:MASTER_PORT`, or `MASTER_PORT + 1` when a
+    /// torchrun agent's store already holds `MASTER_PORT` on rank 0's machine.
+    ///
+    /// Decision: a port next to the agent's rather than speaking its store's protocol as a client. That
+    /// protocol is c10d's internal wire format (it changed with the libuv server of torch 2.4); a client
+    /// of it would tie each engine-train release to torch versions, for a few bytes of rendezvous. The
+    /// cost is that `MASTER_PORT + 1` must be free on rank 0's machine; when it is not, rank 0's error
+    /// names the port.
+    pub fn rendezvous(&self) -> Result<(String, u16)> {
+        let (host, port) = self.master.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: rank {} of {} has no MASTER_ADDR/MASTER_PORT to meet rank 0 at{}",
+                self.launcher,
+                self.rank,
+                self.world,
+                match self.launcher {
+                    Launcher::Slurm => " (export them in the job script, e.g. MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1))",
+                    Launcher::Torchrun => "",
+                }
+            ))
+        })?;
+        if !self.agent_store {
+            return Ok((host, port));
+        }
+        let next = port.checked_add(1).ok_or_else(|| {
+            Error::Invalid(format!(
+                "MASTER_PORT={port}: torchrun's store holds it and there is no port after it"
+            ))
+        })?;
+        Ok((host, next))
+    }
 }
 
 /// The job this process belongs to, from `var` (the environment: `|k| std::env::var(k).ok()`); `None`
@@ -78,6 +114,9 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<RankEnv>>
         local_rank: number(local_var)?,
         local_world: local_world_var.map(number).transpose()?.flatten(),
         master,
+        agent_store: launcher == Launcher::Torchrun
+            && var("TORCHELASTIC_USE_AGENT_STORE")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
     }))
 }
 
@@ -112,15 +151,23 @@ mod tests {
                 local_rank: Some(1),
                 local_world: Some(2),
                 master: Some(("node0".into(), 29500)),
+                agent_store: false,
             }
         );
+        assert_eq!(got.rendezvous().unwrap(), ("node0".into(), 29500));
+        // Under a torchrun agent that hosts its store on MASTER_PORT, rank 0 listens on the next port.
+        let agent = [&t[..], &[("TORCHELASTIC_USE_AGENT_STORE", "True")]].concat();
+        let got = from_env(env(&agent)).unwrap().unwrap();
+        assert_eq!(got.rendezvous().unwrap(), ("node0".into(), 29501));
         let s =
             from_env(env(&[("SLURM_PROCID", "5"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1")])).unwrap();
         let s = s.unwrap();
         assert_eq!(
-            (s.launcher, s.rank, s.world, s.local_rank, s.master),
+            (s.launcher, s.rank, s.world, s.local_rank, s.master.clone()),
             (Launcher::Slurm, 5, 16, Some(1), None)
         );
+        let e = s.rendezvous().unwrap_err().to_string();
+        assert!(e.contains("no MASTER_ADDR/MASTER_PORT") && e.contains("job script"), "{e}");
     }
 
     #[test]

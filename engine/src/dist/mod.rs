@@ -1,7 +1,8 @@
 //! Collectives between the ranks of a multi-GPU or multi-process run, behind one interface: the
-//! class-sharded head (`heads::sharded`) and, later, the data-parallel step call a `Communicator` and never
-//! name what carries the data. `InProcess` runs the ranks as threads of one process (tests, and the
-//! reference an NCCL communicator is checked against); a run on one device uses `Single`.
+//! class-sharded head (`heads::sharded`) and the data-parallel step call a `Communicator` and never name
+//! what carries the data. `InProcess` runs the ranks as threads of one process (tests, and the reference
+//! an NCCL communicator is checked against); `TcpGroup` joins processes over TCP (the rendezvous, and the
+//! host-side collectives); a run on one device uses `Single`.
 //!
 //! Every collective is called by every rank in the same order. Values travel as f64 (exact for the f32
 //! and f64 they carry), and reductions add the ranks' contributions in rank order, so every rank gets the
@@ -9,8 +10,10 @@
 
 mod in_process;
 pub mod launch;
+mod tcp;
 
 pub use in_process::InProcess;
+pub use tcp::{TcpGroup, TcpOptions};
 
 use crate::Result;
 
@@ -30,6 +33,18 @@ pub trait Communicator: Send + Sync {
     fn all_reduce(&self, v: &mut [f64], op: ReduceOp) -> Result<()>;
     /// Every rank's `v` (lengths may differ), in rank order, on every rank.
     fn all_gather(&self, v: &[f64]) -> Result<Vec<Vec<f64>>>;
+    /// Rank `root`'s `v` into `v` on every rank (lengths equal everywhere).
+    fn broadcast(&self, v: &mut [f64], root: usize) -> Result<()> {
+        let all = self.all_gather(v)?;
+        let theirs = all.get(root).filter(|p| p.len() == v.len()).ok_or_else(|| {
+            crate::Error::Shape(format!(
+                "broadcast of {} values from rank {root}: it gave another length",
+                v.len()
+            ))
+        })?;
+        v.copy_from_slice(theirs);
+        Ok(())
+    }
 }
 
 /// The one rank of a run on one device: every collective is the identity.

@@ -60,7 +60,7 @@ pub use params::{GradMode, HeadParams, Phase, Variant};
 pub use registry::{from_name, names};
 pub use sharded::run_rank;
 pub use state::HeadState;
-pub use tape_op::loss;
+pub use tape_op::{loss, sharded_loss};
 
 use crate::Result;
 

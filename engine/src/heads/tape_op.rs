@@ -3,10 +3,12 @@
 //! move exactly once per step; the node's backward scales the stored gradients by the seed (no pass
 //! when the head's loss is what `Tape::backward` seeds with one).
 
-use super::Head;
+use super::{run_rank, Head, RunOptions};
 use crate::backend::MarginHeadCall;
+use crate::dist::Communicator;
 use crate::tape::{Tape, Var};
-use crate::tensor::Tensor;
+use crate::tensor::half_round::round_tensor;
+use crate::tensor::{DType, Element, Float, Tensor};
 use crate::{Error, Result};
 
 /// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
@@ -58,9 +60,13 @@ pub fn loss(
         autocast: tape.autocast(),
         max_block_elems: MarginHeadCall::DEFAULT_BLOCK_ELEMS,
     })?;
-    let grads = out.grads;
-    Ok(tape.push_unit_seeded(
-        out.loss,
+    Ok(push(tape, embeddings, weight, out.loss, out.grads))
+}
+
+/// The head's node: its loss, and a backward that hands over the gradients computed with it.
+fn push(tape: &mut Tape, embeddings: Var, weight: Var, loss: Tensor, grads: Option<(Tensor, Tensor)>) -> Var {
+    tape.push_unit_seeded(
+        loss,
         &[embeddings, weight],
         Box::new(move |g: Option<&Tensor>| {
             let Some((gx, gw)) = &grads else { return Ok(vec![None, None]) };
@@ -73,5 +79,65 @@ pub fn loss(
                 }
             }
         }),
-    ))
+    )
+}
+
+/// As `loss`, for one rank of a class-sharded head (`heads::run_rank`): this rank's embeddings [b, D]
+/// with their global labels, and its classes `first_class..first_class + C_r` (`weight` [C_r, D]). The
+/// loss is the whole job's batch mean (the same on every rank); the node's gradients are dL/d(this rank's
+/// embeddings) and dL/d(its weight rows). Every rank calls it at the same point. The CPU's classifier
+/// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does).
+pub fn sharded_loss(
+    tape: &mut Tape,
+    embeddings: Var,
+    weight: Var,
+    labels: &[i64],
+    first_class: usize,
+    comm: &dyn Communicator,
+    head: &mut dyn Head,
+) -> Result<Var> {
+    let (x, w) = (tape.value(embeddings).clone(), tape.value(weight).clone());
+    let (b, d) = x.shape().matrix("sharded head loss (embeddings)")?;
+    if labels.len() != b || w.shape().matrix("sharded head loss (weight)")?.1 != d {
+        return Err(Error::Shape(format!(
+            "sharded head loss: [{b}, {d}] embeddings, {} labels, weight {}",
+            labels.len(),
+            w.shape()
+        )));
+    }
+    if !x.device().is_cpu() || !w.device().is_cpu() {
+        return Err(Error::Device("the class-sharded head runs on the CPU only for now".into()));
+    }
+    let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
+    let (xr, wr) = match tape.autocast() {
+        Some(h) => (round_tensor(&x, h)?, round_tensor(&w, h)?),
+        None => (x.clone(), w.clone()),
+    };
+    fn run_as<T: Float + Element>(
+        x: &Tensor,
+        w: &Tensor,
+        call: (&[i64], usize, &dyn Communicator, &mut dyn Head, bool),
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (labels, first_class, comm, head, grad) = call;
+        let (_, d) = x.shape().matrix("sharded head loss")?;
+        let opts = RunOptions { compute_grad: grad, frozen: None };
+        let out =
+            run_rank::<T>(comm, x.as_slice::<T>()?, labels, w.as_slice::<T>()?, first_class, d, head, &opts)?;
+        let grads = if grad {
+            Some((
+                Tensor::from_vec(out.grad_x, x.shape().clone())?,
+                Tensor::from_vec(out.grad_w, w.shape().clone())?,
+            ))
+        } else {
+            None
+        };
+        Ok((Tensor::scalar(T::from_f64(out.loss)), grads))
+    }
+    let call = (labels, first_class, comm, head, grad);
+    let (loss, grads) = match xr.dtype() {
+        DType::F32 => run_as::<f32>(&xr, &wr, call)?,
+        DType::F64 => run_as::<f64>(&xr, &wr, call)?,
+        other => return Err(Error::DType(format!("the sharded head runs in f32 or f64, got {other}"))),
+    };
+    Ok(push(tape, embeddings, weight, loss, grads))
 }

@@ -47,6 +47,8 @@ pub struct CheckpointRef<'a> {
     pub epoch: u64,
     pub model: &'a ParamStore,
     pub optimizer: &'a dyn Optimizer,
+    /// Written instead of `optimizer.state()` when given (a sharded head's state gathered from its ranks).
+    pub optimizer_state: Option<&'a [(String, Tensor)]>,
     pub head: &'a [(String, Tensor)],
     pub rngs: &'a [(&'a str, &'a Rng)],
     pub extra: &'a BTreeMap<String, String>,
@@ -62,7 +64,11 @@ pub fn save(path: &Path, c: &CheckpointRef) -> Result<()> {
     for e in c.model.entries() {
         st.push(e.name.clone(), e.value.clone());
     }
-    for (n, t) in c.optimizer.state() {
+    let state = match c.optimizer_state {
+        Some(s) => s.to_vec(),
+        None => c.optimizer.state(),
+    };
+    for (n, t) in state {
         st.push(format!("{OPTIM}{n}"), t);
     }
     for (n, t) in c.head {
@@ -294,6 +300,7 @@ mod tests {
                 epoch: 2,
                 model: &model,
                 optimizer: &opt,
+                optimizer_state: None,
                 head: &head,
                 rngs: &[("data", &rng)],
                 extra: &extra,
@@ -342,6 +349,7 @@ mod tests {
                 epoch: 0,
                 model: &model,
                 optimizer: &opt,
+                optimizer_state: None,
                 head: &[],
                 rngs: &[],
                 extra: &BTreeMap::new(),
@@ -374,6 +382,7 @@ mod tests {
                 epoch: 0,
                 model: &model,
                 optimizer: &opt,
+                optimizer_state: None,
                 head: &[],
                 rngs: &[],
                 extra: &BTreeMap::new(),

@@ -86,6 +86,22 @@ pub fn time_limit(minutes: Option<f64>) -> Result<Option<Duration>> {
     Duration::try_from_secs_f64(m * 60.0).map(Some).map_err(|_| bad("time-limit", show(m), "too large"))
 }
 
+/// `--collective-timeout` in seconds: finite, at least 1 s (rank 0's evaluations must fit in it).
+pub fn collective_timeout(seconds: f64) -> Result<Duration> {
+    if !seconds.is_finite() || seconds < 1.0 {
+        return Err(bad("collective-timeout", show(seconds), "must be a number of seconds >= 1"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad("collective-timeout", show(seconds), "too large"))
+}
+
+/// `--gpus`: at least one.
+pub fn check_gpus(n: Option<usize>) -> Result<()> {
+    if n == Some(0) {
+        return Err(bad("gpus", 0, "must be at least 1"));
+    }
+    Ok(())
+}
+
 /// `--threads`: at least one.
 pub fn check_threads(n: Option<usize>) -> Result<()> {
     if n == Some(0) {

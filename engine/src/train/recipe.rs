@@ -42,6 +42,9 @@ pub struct RecipeFlags {
     pub warmup_epochs: Option<f64>,
     pub eval_every: Option<u64>,
     pub seed: u64,
+    /// Data-parallel ranks the run spans (0 or 1: one). `batch_size` is each rank's; the learning rate
+    /// and a preset's batch are the global batch's.
+    pub world: usize,
 }
 
 /// What the training set tells the recipe.
@@ -65,8 +68,11 @@ pub struct Recipe {
     pub backbone: IResNetConfig,
     pub head: String,
     pub head_params: HeadParams,
-    /// Images per step (the batch the learning rate and the schedule are defined on).
+    /// Images per step on each rank; `batch_size * world` is the global batch the learning rate is
+    /// defined on (insightface's configs: per GPU).
     pub batch_size: usize,
+    /// Data-parallel ranks (1 alone).
+    pub world: usize,
     /// Micro-batches each step's batch is split into (`--grad-accum`), dividing `batch_size`.
     pub grad_accum: usize,
     pub epochs: f64,
@@ -210,8 +216,19 @@ impl Recipe {
         if demo_only && flags.head.is_none() && head_params.s.is_none() {
             head_params.s = Some(demo::HEAD_S);
         }
+        let world = flags.world.max(1);
+        // A preset's batch is the paper's global batch: each rank takes its share.
+        let preset_batch = match p {
+            Some(p) if flags.batch_size.is_none() && !p.batch_size.is_multiple_of(world) => {
+                return Err(Error::Invalid(format!(
+                    "preset {}: its global batch of {} does not split over {world} ranks; give --batch-size (per rank)",
+                    p.name, p.batch_size
+                )))
+            }
+            p => p.map(|p| p.batch_size / world),
+        };
         let batch_size =
-            flags.batch_size.or(p.map(|p| p.batch_size)).unwrap_or(if demo { demo::BATCH_SIZE } else { 128 });
+            flags.batch_size.or(preset_batch).unwrap_or(if demo { demo::BATCH_SIZE } else { 128 });
         let grad_accum = flags.grad_accum.unwrap_or(1);
         if grad_accum == 0 || !batch_size.is_multiple_of(grad_accum) {
             return Err(Error::Invalid(format!(
@@ -229,7 +246,7 @@ impl Recipe {
         // The demo's rate suits AdamW; with --optimizer sgd the demo falls back to SGD's 0.1.
         let lr = flags
             .lr
-            .or(p.map(|p| p.scaled_lr(batch_size)))
+            .or(p.map(|p| p.scaled_lr(batch_size * world)))
             .unwrap_or(if demo_only && optimizer == OptimizerChoice::AdamW { demo::LR } else { 0.1 });
         let augment_name =
             flags.augment.as_deref().unwrap_or(if p.is_some_and(|p| p.augment) { "adaface" } else { "flip" });
@@ -250,6 +267,7 @@ impl Recipe {
             head,
             head_params,
             batch_size,
+            world,
             grad_accum,
             epochs,
             lr,
@@ -434,6 +452,28 @@ mod tests {
             let e = Recipe::resolve(&flags(bad), &ms1m(), true).unwrap_err().to_string();
             assert!(e.contains(&format!("--grad-accum {bad}")) && e.contains("512"), "{e}");
         }
+    }
+
+    #[test]
+    fn over_several_ranks_the_batch_is_per_rank_and_the_rate_follows_the_global_batch() {
+        let flags = |batch, world| RecipeFlags {
+            preset: Some("ms1mv3-r50-arcface".into()),
+            batch_size: batch,
+            world,
+            ..RecipeFlags::default()
+        };
+        let alone = Recipe::resolve(&flags(None, 1), &ms1m(), true).unwrap();
+        // Unset, the preset's global batch is shared out: the same global batch and rate on 8 ranks.
+        let eight = Recipe::resolve(&flags(None, 8), &ms1m(), true).unwrap();
+        assert_eq!((eight.batch_size * 8, eight.world, eight.lr), (alone.batch_size, 8, alone.lr));
+        // Given, --batch-size is per rank: 128 on 4 ranks is a global 512, half the preset's rate.
+        let four = Recipe::resolve(&flags(Some(128), 4), &ms1m(), true).unwrap();
+        let one = Recipe::resolve(&flags(Some(512), 1), &ms1m(), true).unwrap();
+        assert_eq!((four.batch_size, four.lr), (128, one.lr));
+        let e = Recipe::resolve(&flags(None, 3), &ms1m(), true).unwrap_err().to_string();
+        assert!(e.contains("does not split over 3 ranks"), "{e}");
+        // world 0 (unset) is one rank.
+        assert_eq!(Recipe::resolve(&flags(None, 0), &ms1m(), true).unwrap().world, 1);
     }
 
     #[test]

@@ -15,16 +15,21 @@ use crate::Result;
 /// The device `name` (cpu, cuda, cuda:N or auto) for a run in `precision`, and a note for the user when
 /// `auto` chose the CPU although a GPU driver was there.
 pub fn choose_device(name: &str, precision: Precision) -> Result<(Device, Option<String>)> {
-    if name != "auto" {
-        return Ok((Device::parse(name)?, None));
-    }
-    match Device::gpu(0) {
+    // `auto:N` (one rank of a job on a node): GPU N instead of GPU 0.
+    let index = match name.strip_prefix("auto") {
+        Some("") => 0,
+        Some(n) => n.strip_prefix(':').and_then(|n| n.parse().ok()).ok_or_else(|| {
+            crate::Error::Invalid(format!("--device {name}: expected auto, cpu, cuda or cuda:N"))
+        })?,
+        None => return Ok((Device::parse(name)?, None)),
+    };
+    match Device::gpu(index) {
         Ok(gpu) => match startup_check(&gpu, precision) {
             Ok(()) => Ok((gpu, None)),
             Err(why) => Ok((
                 Device::Cpu,
                 Some(format!(
-                    "GPU 0 failed the start-up check against the CPU ({why}); using the CPU (--device cuda insists on the GPU)"
+                    "GPU {index} failed the start-up check against the CPU ({why}); using the CPU (--device cuda insists on the GPU)"
                 )),
             )),
         },

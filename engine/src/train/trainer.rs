@@ -128,6 +128,50 @@ pub struct Trainer {
     poisoned: Option<String>,
     /// The data-parallel group this trainer is one rank of (`set_communicator`); `None`: training alone.
     comm: Option<Arc<dyn Communicator>>,
+    /// How the head's running state is kept equal over the ranks.
+    running_state: RunningState,
+    /// This rank's own mean loss of the last step, before the ranks' were averaged (several ranks only).
+    rank_loss: Option<f64>,
+    /// The classes this rank holds when the head is sharded over the ranks (`shard_classes`).
+    shard: Option<ClassShard>,
+}
+
+/// A contiguous range of the classes: this rank's rows of the classifier and of its optimizer state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassShard {
+    pub first: usize,
+    pub count: usize,
+}
+
+impl ClassShard {
+    /// Rank `rank`'s share of `classes` over `world` ranks (sizes differ by one at most).
+    pub fn of(classes: usize, rank: usize, world: usize) -> ClassShard {
+        let first = classes * rank / world;
+        ClassShard { first, count: classes * (rank + 1) / world - first }
+    }
+}
+
+/// How the head's running state (CurricularFace t, AdaFace/SMAFace mean and std), which each rank moves
+/// from its own batch, is made equal over the ranks after every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunningState {
+    /// Rank 0's copy replaces every rank's: what the papers' code gets under PyTorch DDP, whose buffers
+    /// are broadcast from rank 0 before each forward (spec §0).
+    #[default]
+    Broadcast,
+    /// The mean of every rank's copy.
+    Reduce,
+}
+
+impl std::str::FromStr for RunningState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<RunningState> {
+        match s {
+            "broadcast" => Ok(RunningState::Broadcast),
+            "reduce" => Ok(RunningState::Reduce),
+            o => Err(Error::Invalid(format!("--running-state {o}: expected broadcast or reduce"))),
+        }
+    }
 }
 
 impl Trainer {
@@ -177,6 +221,9 @@ impl Trainer {
             epoch_length: None,
             poisoned: None,
             comm: None,
+            running_state: RunningState::default(),
+            rank_loss: None,
+            shard: None,
         })
     }
 
@@ -184,29 +231,180 @@ impl Trainer {
     /// (the same config and seed), steps on its own batch, and applies the gradients averaged over the
     /// ranks, so the weights stay equal; batch-norm running statistics stay each rank's own, as in
     /// insightface's data-parallel training.
-    pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>) {
+    pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>, running_state: RunningState) {
         self.comm = Some(comm);
+        self.running_state = running_state;
     }
 
-    /// The loss and every gradient averaged over the data-parallel ranks (each rank's own when alone).
-    /// The values travel through the host; the loss too, so every rank takes the same decisions after.
+    /// The group, when there is more than this rank.
+    fn group(&self) -> Option<Arc<dyn Communicator>> {
+        self.comm.clone().filter(|c| c.world() > 1)
+    }
+
+    /// This rank's own loss of the last step, before averaging; `None` alone.
+    pub fn rank_loss(&self) -> Option<f64> {
+        self.rank_loss
+    }
+
+    /// Checks, before the first step, that every rank starts from the same state: the same step (every
+    /// rank resumed the same checkpoint, or none did) and the same weights (the same seed, the same
+    /// `--init-weights`), compared by a fingerprint of each store.
+    pub fn check_ranks_agree(&self) -> Result<()> {
+        let Some(comm) = self.group() else { return Ok(()) };
+        let mut f = vec![self.step as f64];
+        for store in [&self.params, &self.classifier] {
+            let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+            for e in store.entries() {
+                for (i, v) in e.value.to_f64_vec()?.into_iter().enumerate() {
+                    sum += v;
+                    weighted += v * (1 + i % 7) as f64;
+                }
+            }
+            f.extend([sum, weighted]);
+        }
+        f.extend(self.head.state().values.iter().map(|(_, v)| *v));
+        let all = comm.all_gather(&f)?;
+        if let Some(r) = (1..all.len()).find(|&r| all[r] != all[0]) {
+            let why = if all[r].first() != all[0].first() {
+                format!("rank {r} starts at step {}, rank 0 at step {}", all[r][0], all[0][0])
+            } else {
+                format!("rank {r} starts from other weights or head state than rank 0")
+            };
+            return Err(Error::Invalid(format!(
+                "{why}: every rank must start alike (the same --seed and --init-weights, and with --resume the same checkpoint, so a shared --output folder)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The loss and every gradient averaged over the data-parallel ranks (each rank's own when alone),
+    /// in one all-reduce. The values travel through the host; the loss too, so every rank takes the same
+    /// decisions after (skip, clip, stop).
     fn averaged(
-        &self,
+        &mut self,
         loss: Tensor,
         grads: Vec<(String, Tensor)>,
     ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
-        let Some(comm) = self.comm.as_ref().filter(|c| c.world() > 1) else { return Ok((loss, grads)) };
-        let w = comm.world() as f64;
-        let mean = |t: &Tensor| -> Result<Tensor> {
-            let mut v = t.to_f64_vec()?;
-            comm.all_reduce(&mut v, ReduceOp::Sum)?;
-            v.iter_mut().for_each(|x| *x /= w);
-            let host =
-                Tensor::from_vec(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), t.shape().clone())?;
-            host.to_device(&t.device())
+        let Some(comm) = self.group() else { return Ok((loss, grads)) };
+        // A sharded head's loss is already the job's, its weight gradient already each rank's own rows,
+        // and its embedding gradients are of the job's mean loss: the backbone's gradients are summed.
+        let sharded = self.shard.is_some();
+        let w = if sharded { 1.0 } else { comm.world() as f64 };
+        let reduced = |n: &str| !(sharded && n == CLASSIFIER);
+        let mut flat = if sharded { Vec::new() } else { loss.to_f64_vec()? };
+        self.rank_loss = flat.first().copied();
+        for (_, g) in grads.iter().filter(|(n, _)| reduced(n)) {
+            flat.extend(g.to_f64_vec()?);
+        }
+        comm.all_reduce(&mut flat, ReduceOp::Sum)?;
+        let mut at = 0;
+        let mut mean = |t: &Tensor| -> Result<Tensor> {
+            let v: Vec<f32> = flat[at..at + t.numel()].iter().map(|&x| (x / w) as f32).collect();
+            at += t.numel();
+            Tensor::from_vec(v, t.shape().clone())?.to_device(&t.device())
         };
-        let grads = grads.into_iter().map(|(n, g)| Ok((n, mean(&g)?))).collect::<Result<_>>()?;
-        Ok((mean(&loss)?, grads))
+        let loss = if sharded { loss } else { mean(&loss)? };
+        let grads = grads
+            .into_iter()
+            .map(|(n, g)| Ok(if reduced(&n) { (n.clone(), mean(&g)?) } else { (n, g) }))
+            .collect::<Result<_>>()?;
+        Ok((loss, grads))
+    }
+
+    /// `found` on this rank, or on the first rank that found something: the same answer on every rank.
+    fn agreed(&self, found: Option<String>) -> Result<Option<String>> {
+        let Some(comm) = self.group() else { return Ok(found) };
+        let flags = comm.all_gather(&[f64::from(u8::from(found.is_some()))])?;
+        Ok(match flags.iter().position(|f| f.first() == Some(&1.0)) {
+            None => None,
+            Some(r) if r == comm.rank() => found,
+            Some(r) => Some(found.unwrap_or(format!("on rank {r}, a gradient or batch-norm statistic"))),
+        })
+    }
+
+    /// Shards the head over the group (after `set_communicator` and `check_ranks_agree`, from the whole
+    /// classifier): this rank keeps its classes' rows of the classifier and of the optimizer's state for
+    /// it, and each step runs the head as one rank of the class-sharded classifier
+    /// (`heads::sharded_loss`): embeddings and labels all-gathered, the log-sum-exp combined over ranks,
+    /// each rank's weight gradient for its own classes only. Checkpoints gather the rows back
+    /// (`save`), so a checkpoint is the whole classifier and resumes on any number of ranks.
+    pub fn shard_classes(&mut self) -> Result<()> {
+        let Some(comm) = self.group() else { return Ok(()) };
+        if !self.device.is_cpu() {
+            return Err(Error::Device("the class-sharded head runs on the CPU only for now".into()));
+        }
+        if self.shard.is_some() {
+            return Err(Error::Invalid("the head is already sharded".into()));
+        }
+        let classes = self.config.num_classes;
+        if classes < comm.world() {
+            return Err(Error::Invalid(format!(
+                "{classes} classes cannot be shared over {} ranks",
+                comm.world()
+            )));
+        }
+        let sh = ClassShard::of(classes, comm.rank(), comm.world());
+        let rows = |t: &Tensor| t.backend().slice_rows(t, sh.first, sh.first + sh.count);
+        let w = rows(self.classifier.get(CLASSIFIER)?)?;
+        // A store of its own shape: `set` keeps a tensor's shape.
+        let mut store = ParamStore::new();
+        store.insert(CLASSIFIER, w, ParamKind::Trainable)?;
+        self.classifier = store;
+        let state = self.optimizer.state();
+        let state = state
+            .into_iter()
+            .map(|(n, t)| Ok(if is_class_rows(&n, &t, classes) { (n, rows(&t)?) } else { (n, t) }))
+            .collect::<Result<Vec<_>>>()?;
+        self.optimizer.load_state(&state)?;
+        self.shard = Some(sh);
+        Ok(())
+    }
+
+    /// The classes this rank holds; `None` when it holds them all.
+    pub fn class_shard(&self) -> Option<ClassShard> {
+        self.shard
+    }
+
+    /// The whole classifier and optimizer state, gathered from the ranks' shards in rank order (this
+    /// rank's own when the head is not sharded). Every rank of a sharded head must call it together.
+    fn whole_head(&self) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let w = self.classifier.get(CLASSIFIER)?.clone();
+        let state = self.optimizer.state();
+        let (Some(sh), Some(comm)) = (self.shard, self.group()) else { return Ok((w, state)) };
+        let gather = |t: &Tensor| -> Result<Tensor> {
+            let parts = comm.all_gather(&t.to_f64_vec()?)?;
+            let mut dims = t.dims().to_vec();
+            dims[0] = self.config.num_classes;
+            let v: Vec<f64> = parts.into_iter().flatten().collect();
+            let whole = Tensor::from_vec(v, dims)?;
+            whole.to_dtype(t.dtype())
+        };
+        let w = gather(&w)?;
+        let state = state
+            .into_iter()
+            .map(|(n, t)| Ok(if is_class_rows(&n, &t, sh.count) { (n, gather(&t)?) } else { (n, t) }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((w, state))
+    }
+
+    /// After an applied step: the head's running state made equal over the ranks (`RunningState`).
+    fn share_running_state(&mut self) -> Result<()> {
+        let Some(comm) = self.group() else { return Ok(()) };
+        let state = self.head.state();
+        if state.values.is_empty() {
+            return Ok(());
+        }
+        let mut v: Vec<f64> = state.values.iter().map(|(_, x)| *x).collect();
+        match self.running_state {
+            RunningState::Broadcast => comm.broadcast(&mut v, 0)?,
+            RunningState::Reduce => {
+                comm.all_reduce(&mut v, ReduceOp::Sum)?;
+                let w = comm.world() as f64;
+                v.iter_mut().for_each(|x| *x /= w);
+            }
+        }
+        let values = state.values.into_iter().zip(v).map(|((n, _), x)| (n, x)).collect();
+        self.head.load_state(&HeadState { values })
     }
 
     /// Tells the trainer how steps fall into epochs: from now on `epoch` follows `step`, checkpoints
@@ -290,6 +488,7 @@ impl Trainer {
         }
         match attempt? {
             Attempt::Applied(mut o) => {
+                self.share_running_state()?;
                 if let Some(s) = &mut self.scaler {
                     s.update(false);
                     o.loss_scale = Some(s.scale() as f64);
@@ -330,7 +529,12 @@ impl Trainer {
         // The weights the forward read in 16 bits: the optimizer writes their 16-bit copies from now on.
         self.params.note_half_reads(tape.half_reads());
         let w = self.classifier.var(&mut tape, CLASSIFIER)?;
-        let loss = heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?;
+        let loss = match (self.shard, self.group()) {
+            (Some(sh), Some(comm)) => {
+                heads::sharded_loss(&mut tape, emb, w, labels, sh.first, comm.as_ref(), self.head.as_mut())?
+            }
+            _ => heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?,
+        };
         // The backward is queued before the loss is read: on a GPU, reading it first would leave the
         // device idle while the host queues the backward. A non-finite loss only costs a wasted backward.
         let grads = match loss_scale {
@@ -435,24 +639,28 @@ impl Trainer {
             .filter(|e| e.kind == ParamKind::Buffer)
             .map(|e| (format!("batch-norm running statistic '{}'", e.name), &e.value))
             .collect();
-        if let Some(s) = &self.scaler {
+        let found = if let Some(s) = &self.scaler {
             let bad_backbone = s.unscale(&mut backbone)?;
-            if let Some(n) = bad_backbone.or(s.unscale(&mut head_grads)?) {
-                return overflow(format!("gradient of '{n}' is not finite"));
-            }
-            if let Some(what) = self.first_nonfinite(&statistics)? {
-                return overflow(format!("{what} is not finite"));
+            match bad_backbone.or(s.unscale(&mut head_grads)?) {
+                Some(n) => Some(format!("gradient of '{n}'")),
+                None => self.first_nonfinite(&statistics)?,
             }
         } else {
             let mut all: Vec<(String, &Tensor)> =
                 backbone.iter().chain(&head_grads).map(|(n, g)| (format!("gradient of '{n}'"), g)).collect();
             all.extend(statistics);
-            if let Some(what) = self.first_nonfinite(&all)? {
-                return Err(Error::Invalid(format!(
-                    "{what} is not finite at step {}: the step was not applied (lower --lr, or check the data)",
-                    self.step
-                )));
+            self.first_nonfinite(&all)?
+        };
+        // Every rank takes the same decision, whichever rank's own tensors (its batch-norm statistics,
+        // its classifier shard) were not finite.
+        if let Some(what) = self.agreed(found)? {
+            if self.scaler.is_some() {
+                return overflow(format!("{what} is not finite"));
             }
+            return Err(Error::Invalid(format!(
+                "{what} is not finite at step {}: the step was not applied (lower --lr, or check the data)",
+                self.step
+            )));
         }
         crate::kill_point::reached("mid-step");
         let clip = match self.config.grad_clip {
@@ -508,10 +716,11 @@ impl Trainer {
         crate::embed::embed_with(&self.model, &mut self.params, images)
     }
 
-    fn head_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut v = vec![(CLASSIFIER.to_string(), self.classifier.get(CLASSIFIER)?.clone())];
+    /// The checkpoint's head entries: the whole classifier `w` and the head's running state.
+    fn head_tensors(&self, w: Tensor) -> Vec<(String, Tensor)> {
+        let mut v = vec![(CLASSIFIER.to_string(), w)];
         v.extend(self.head.state().to_tensors());
-        Ok(v)
+        v
     }
 
     fn run_metadata(&self) -> BTreeMap<String, String> {
@@ -534,6 +743,16 @@ impl Trainer {
     /// checkpoint on disk is always one that can be resumed and evaluated. On an error nothing is
     /// written and the previous checkpoint stays.
     pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.save_if(path, true)
+    }
+
+    /// As `save`, by every rank of a job at the same step: a sharded head's rows are gathered from all
+    /// of them, and the ranks with `write` (rank 0) write.
+    pub fn save_if(&mut self, path: &Path, write: bool) -> Result<()> {
+        let (whole_w, whole_state) = self.whole_head()?;
+        if !write {
+            return Ok(());
+        }
         let refuse =
             |why: String| Error::Invalid(format!("{why}: the checkpoint {} was not written", path.display()));
         if let Some(why) = &self.poisoned {
@@ -548,8 +767,8 @@ impl Trainer {
             extra.insert(KEY_BATCH.into(), e.batch_size.to_string());
             extra.insert(KEY_EPOCH_STEPS.into(), e.steps.to_string());
         }
-        let head = self.head_tensors()?;
-        let optimizer = self.optimizer.state();
+        let head = self.head_tensors(whole_w);
+        let optimizer = whole_state;
         let named: Vec<(String, &Tensor)> = (self.params.entries().iter())
             .map(|e| (format!("'{}'", e.name), &e.value))
             .chain(optimizer.iter().map(|(n, t)| (format!("optimizer state '{n}'"), t)))
@@ -578,6 +797,7 @@ impl Trainer {
                 epoch: self.epoch,
                 model: &self.params,
                 optimizer: self.optimizer.as_ref(),
+                optimizer_state: Some(&optimizer),
                 head: &head,
                 rngs: &[("train", &self.rng)],
                 extra: &extra,
@@ -632,7 +852,10 @@ impl Trainer {
             // A checkpoint of an f32 or bf16 run has no scaler state: fp16 then starts from the initial scale.
             s.load_metadata(&c.extra, &origin.to_string())?;
         }
-        let head = c.head_checked(&self.head_tensors()?)?.to_vec();
+        if self.shard.is_some() {
+            return Err(Error::Invalid("resume the whole head first, then shard it over the ranks".into()));
+        }
+        let head = c.head_checked(&self.head_tensors(self.classifier.get(CLASSIFIER)?.clone()))?.to_vec();
         c.restore(&mut self.params, self.optimizer.as_mut())?;
         let (w, state): (Vec<_>, Vec<_>) = head.into_iter().partition(|(n, _)| n == CLASSIFIER);
         self.classifier.set(CLASSIFIER, w[0].1.clone())?;
@@ -689,6 +912,12 @@ impl Trainer {
 /// Checkpoint metadata of v2: the batch size and the steps per epoch of the run that wrote it.
 const KEY_BATCH: &str = "batch_size";
 const KEY_EPOCH_STEPS: &str = "steps_per_epoch";
+
+/// An optimizer state entry of the classifier holding one row per class (`rows` of them): the rows a
+/// sharded head splits and gathers (step counts and other scalars are not).
+fn is_class_rows(name: &str, t: &Tensor, rows: usize) -> bool {
+    name.starts_with(CLASSIFIER) && t.dims().len() == 2 && t.dims()[0] == rows
+}
 
 #[cfg(test)]
 mod tests {
@@ -752,7 +981,7 @@ mod tests {
                     let (x, labels) = (&x, &labels);
                     sc.spawn(move || {
                         let mut t = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
-                        t.set_communicator(Arc::new(comm));
+                        t.set_communicator(Arc::new(comm), RunningState::Broadcast);
                         let mine = x.backend().slice_rows(x, 2 * r, 2 * r + 2).unwrap();
                         let losses = (0..2)
                             .map(|_| t.train_step(&mine, &labels[2 * r..2 * r + 2]).unwrap().loss)
@@ -781,6 +1010,203 @@ mod tests {
             let e = crate::tape::gradcheck::rel_error(got, &want);
             assert!(e < 1e-5, "weight tensor {k}: {e}");
         }
+    }
+
+    /// Each rank's trainer (CurricularFace, whose t moves with every batch) after one step on its half
+    /// of the batch in a group of 2 kept by `mode`; `seed1` is rank 1's seed.
+    fn two_ranks_one_step(mode: RunningState, seed1: u64) -> Vec<Result<Trainer>> {
+        use crate::dist::InProcess;
+        let (x, labels) = (batch(1.0), [0i64, 1, 2, 0]);
+        let group = InProcess::group(2, std::time::Duration::from_secs(60)).unwrap();
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = group
+                .into_iter()
+                .enumerate()
+                .map(|(r, comm)| {
+                    let (x, labels) = (&x, &labels);
+                    sc.spawn(move || -> Result<Trainer> {
+                        let mut t = curricular(if r == 1 { seed1 } else { 0 });
+                        t.set_communicator(Arc::new(comm), mode);
+                        t.check_ranks_agree()?;
+                        let mine = x.backend().slice_rows(x, 2 * r, 2 * r + 2)?;
+                        t.train_step(&mine, &labels[2 * r..2 * r + 2])?;
+                        Ok(t)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn curricular(seed: u64) -> Trainer {
+        let mut t = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
+        if seed != 0 {
+            t.config.seed = seed;
+            t = Trainer::new(t.config.clone()).unwrap();
+        }
+        t.config.head = "curricularface".into();
+        t.head = heads::from_name("curricularface", &t.config.head_params).unwrap();
+        t
+    }
+
+    #[test]
+    fn the_heads_running_state_is_rank_zeros_or_the_ranks_mean() {
+        let t_of = |t: &Trainer| t.head.state().values[0].1;
+        // Alone on each half: the values each rank's own batch moves t to.
+        let (x, labels) = (batch(1.0), [0i64, 1, 2, 0]);
+        let alone: Vec<f64> = (0..2)
+            .map(|r| {
+                let mut t = curricular(0);
+                t.train_step(
+                    &x.backend().slice_rows(&x, 2 * r, 2 * r + 2).unwrap(),
+                    &labels[2 * r..2 * r + 2],
+                )
+                .unwrap();
+                t_of(&t)
+            })
+            .collect();
+        assert_ne!(alone[0], alone[1], "the halves must move t differently for this test to mean anything");
+        let b: Vec<f64> = two_ranks_one_step(RunningState::Broadcast, 0)
+            .iter()
+            .map(|t| t_of(t.as_ref().unwrap()))
+            .collect();
+        assert_eq!(b, vec![alone[0], alone[0]]);
+        let m: Vec<f64> =
+            two_ranks_one_step(RunningState::Reduce, 0).iter().map(|t| t_of(t.as_ref().unwrap())).collect();
+        assert_eq!(m, vec![(alone[0] + alone[1]) / 2.0; 2]);
+    }
+
+    #[test]
+    fn ranks_that_start_from_different_weights_are_refused() {
+        for r in two_ranks_one_step(RunningState::Broadcast, 5) {
+            let e = r.err().unwrap().to_string();
+            assert!(e.contains("rank 1 starts from other weights"), "{e}");
+        }
+    }
+
+    /// A tiny trainer with `classes` classes, `grad_accum` micro-batches, SGD with momentum.
+    fn tiny_with(classes: usize, grad_accum: usize) -> Trainer {
+        let mut c = tiny_trainer_in(Precision::F32, LossScaleConfig::default()).config.clone();
+        c.num_classes = classes;
+        c.grad_accum = grad_accum;
+        Trainer::new(c).unwrap()
+    }
+
+    fn rows(x: &Tensor, lo: usize, hi: usize) -> Tensor {
+        x.backend().slice_rows(x, lo, hi).unwrap()
+    }
+
+    /// `world` ranks with the head sharded, each first running `prepare` (e.g. a resume), then `steps`
+    /// steps on its `x.rows / world` rows; returns rank 0's losses and every rank's (backbone weights,
+    /// whole classifier gathered).
+    fn sharded_job(
+        world: usize,
+        x: &Tensor,
+        labels: &[i64],
+        steps: usize,
+        prepare: impl Fn(&mut Trainer) + Sync,
+        after: impl Fn(&mut Trainer, usize) + Sync,
+    ) -> Vec<(Vec<f64>, Vec<Vec<f64>>)> {
+        use crate::dist::InProcess;
+        let group = InProcess::group(world, std::time::Duration::from_secs(60)).unwrap();
+        let per = labels.len() / world;
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = group
+                .into_iter()
+                .enumerate()
+                .map(|(r, comm)| {
+                    let (prepare, after) = (&prepare, &after);
+                    sc.spawn(move || {
+                        let mut t = tiny_with(8, 1);
+                        prepare(&mut t);
+                        t.set_communicator(Arc::new(comm), RunningState::Broadcast);
+                        t.check_ranks_agree().unwrap();
+                        t.shard_classes().unwrap();
+                        assert_eq!(t.class_shard(), Some(ClassShard::of(8, r, world)));
+                        let mine = rows(x, r * per, (r + 1) * per);
+                        let losses = (0..steps)
+                            .map(|_| t.train_step(&mine, &labels[r * per..(r + 1) * per]).unwrap().loss)
+                            .collect();
+                        let (w, _) = t.whole_head().unwrap();
+                        after(&mut t, r);
+                        let mut snap = weights_of(&t);
+                        snap.push(w.to_f64_vec().unwrap());
+                        (losses, snap)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// The trainable backbone tensors, in order.
+    fn weights_of(t: &Trainer) -> Vec<Vec<f64>> {
+        t.params
+            .entries()
+            .iter()
+            .filter(|e| e.kind != ParamKind::Buffer)
+            .map(|e| e.value.to_f64_vec().unwrap())
+            .collect()
+    }
+
+    fn eight() -> (Tensor, [i64; 8]) {
+        let mut rng = Rng::new(11);
+        let px: Vec<f32> = (0..8 * 16 * 16 * 3).map(|_| rng.normal() as f32).collect();
+        (Tensor::from_vec(px, [8, 16, 16, 3]).unwrap(), [0, 7, 3, 5, 1, 6, 2, 4])
+    }
+
+    /// The backbone (every tensor but the last, as one vector: a tensor that barely moved, like a bias
+    /// whose gradient is near zero, differs by f32 summation order alone) and the classifier (the last),
+    /// each by norm-wise relative error.
+    fn assert_close(got: &[Vec<f64>], want: &[Vec<f64>], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let n = got.len() - 1;
+        let e = crate::tape::gradcheck::rel_error(&got[..n].concat(), &want[..n].concat());
+        assert!(e < 1e-5, "{what}: backbone {e}");
+        let e = crate::tape::gradcheck::rel_error(&got[n], &want[n]);
+        assert!(e < 1e-5, "{what}: classifier {e}");
+    }
+
+    #[test]
+    fn a_class_sharded_head_steps_as_one_trainer_over_its_micro_batches() {
+        let (x, labels) = eight();
+        // Four ranks for one step only: from the second step on, this tiny network (batch norm over 2
+        // images per rank) magnifies f32 rounding about a thousandfold, replicated ranks included (the
+        // one trainer adds its micro-batches' gradients in f32, the ranks' are added in f64).
+        for (world, steps) in [(2, 3), (4, 1)] {
+            let mut one = tiny_with(8, world);
+            let want: Vec<f64> = (0..steps).map(|_| one.train_step(&x, &labels).unwrap().loss).collect();
+            let mut want_w = weights_of(&one);
+            want_w.push(one.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap());
+            let ranks = sharded_job(world, &x, &labels, steps, |_| {}, |_, _| {});
+            for (l, w) in ranks[0].0.iter().zip(&want) {
+                assert!((l - w).abs() < 1e-6 * w.abs(), "world {world}: loss {l} vs {w}");
+            }
+            for (r, (_, snap)) in ranks.iter().enumerate() {
+                assert_close(snap, &want_w, &format!("world {world}, rank {r}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_a_sharded_head_at_world_4_resumes_at_world_2_and_1() {
+        let (x, labels) = eight();
+        let dir = std::env::temp_dir().join(format!("facetrain-shard-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.safetensors");
+        sharded_job(4, &x, &labels, 2, |_| {}, |t, r| t.save_if(&path, r == 0).unwrap());
+        // One trainer: the whole classifier and its momentum, then one more step.
+        let mut one = tiny_with(8, 2);
+        one.resume(&path).unwrap();
+        assert_eq!(one.step, 2);
+        one.train_step(&x, &labels).unwrap();
+        let mut want = weights_of(&one);
+        want.push(one.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap());
+        let two = sharded_job(2, &x, &labels, 1, |t| t.resume(&path).unwrap(), |_, _| {});
+        for (_, snap) in &two {
+            assert_close(snap, &want, "world 2 after resuming world 4's checkpoint");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

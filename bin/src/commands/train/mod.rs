@@ -8,22 +8,30 @@
 //! The recipe (flags over the preset over the demo's and the general defaults) is resolved by
 //! `engine::train::recipe`; this command opens the data, builds the trainer and drives the epochs
 //! (`session`).
+//!
+//! Several ranks (data parallel): `--gpus N` starts N of this command on one node (`spawn`); under
+//! torchrun or srun each process is one rank (`ranks`). Each rank reads its slice of every epoch and the
+//! gradients are averaged over the ranks before every update.
 
 mod data;
+mod ranks;
 mod session;
+mod spawn;
 
 use super::head_flags::HeadFlags;
 use super::CmdResult;
 use crate::backbone_io::for_training;
 use datasets::loader::{Loader, LoaderConfig};
+use engine::dist::Communicator;
 use engine::train::demo;
 use engine::train::feed::Feed;
 use engine::train::limits;
 use engine::train::precision::Precision;
 use engine::train::presets;
 use engine::train::recipe::{requested_precision, Recipe, RecipeFlags, StepPlan};
-use engine::train::trainer::{EpochLength, Trainer};
+use engine::train::trainer::{EpochLength, RunningState, Trainer};
 use engine::{Error, Result};
+use ranks::Rank;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -48,9 +56,24 @@ pub struct Args {
     head: Option<String>,
     #[command(flatten)]
     head_flags: HeadFlags,
-    /// Images per step. Default: 128 (demo and otherwise).
+    /// Images per step on each GPU (rank); the global batch is this times the ranks. Default: 128, or a
+    /// preset's global batch shared over the ranks.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Train on N GPUs of this machine: starts N ranks of this command (one per GPU, data parallel) and
+    /// forwards signals to them. With --device cpu, N CPU processes. Under torchrun or srun, leave it
+    /// out (or give the launcher's world size).
+    #[arg(long, value_name = "N")]
+    gpus: Option<usize>,
+    /// Several ranks: seconds a collective waits for the slowest rank before the job stops naming it
+    /// (rank 0's evaluations must fit); a rank silent for min(60 s, this) is taken for dead.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    collective_timeout: f64,
+    /// Several ranks: how the head's running state (CurricularFace, AdaFace, SMAFace), moved by each rank
+    /// from its own batch, is made equal after each step: broadcast (rank 0's, as under PyTorch DDP) or
+    /// reduce (the ranks' mean).
+    #[arg(long, default_value = "broadcast")]
+    running_state: String,
     /// Split each step's batch into K equal micro-batches, run one after the other with their gradients
     /// summed: the same step (learning rate and schedule on the whole batch; batch norm per
     /// micro-batch) in 1/K of the activation memory. Default: 1.
@@ -189,6 +212,7 @@ impl Args {
             warmup_epochs: self.warmup_epochs,
             eval_every: self.eval_every,
             seed: self.seed,
+            world: 1,
         })
     }
 }
@@ -212,8 +236,7 @@ fn utc_stamp() -> String {
 
 /// The output folder, created and cleared of the temporary files of killed runs; a checkpoint already
 /// there needs --resume.
-fn output_folder(a: &Args) -> Result<(PathBuf, PathBuf)> {
-    let output = a.output.clone().unwrap_or_else(|| PathBuf::from("runs").join(utc_stamp()));
+fn output_folder(a: &Args, output: PathBuf) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(&output)
         .map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
     for f in engine::io::atomic::remove_stale_temporaries(&output)? {
@@ -230,49 +253,62 @@ fn output_folder(a: &Args) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// The trainer of `recipe`: initial weights, QCFace's phase, resumed state, then on `device`.
-fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path) -> Result<Trainer> {
+fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path, lead: bool) -> Result<Trainer> {
     let mut config = recipe.trainer_config(plan.schedule.clone());
     // --init-weights: the file's network (depth, variant, input convention) replaces the recipe's.
     let init =
         a.init_weights.as_deref().map(|w| for_training(w, a.backbone.as_deref(), &mut config)).transpose()?;
     let mut trainer = Trainer::new(config)?;
+    // The global batch: a job resumed on another number of ranks keeps its batches (see `loader`).
     trainer.set_epoch_length(EpochLength {
-        batch_size: recipe.batch_size as u64,
+        batch_size: (recipe.batch_size * recipe.world) as u64,
         steps: plan.steps_per_epoch,
     })?;
     if recipe.qcface_warmup.is_some_and(|w| w > 0.0) {
         trainer.set_head_phase("warmup")?;
     }
-    for w in trainer.head.warnings() {
+    for w in trainer.head.warnings().into_iter().filter(|_| lead) {
         eprintln!("warning: {w}");
     }
     if let (Some(w), Some(params)) = (&a.init_weights, init) {
         for e in params.entries() {
             trainer.params.set(&e.name, e.value.clone())?;
         }
-        eprintln!("initialized the backbone from {}", w.display());
+        if lead {
+            eprintln!("initialized the backbone from {}", w.display());
+        }
     }
     if a.resume {
         trainer.resume(ckpt)?;
-        eprintln!("resumed from {} at step {} (epoch {})", ckpt.display(), trainer.step, trainer.epoch);
+        if lead {
+            eprintln!("resumed from {} at step {} (epoch {})", ckpt.display(), trainer.step, trainer.epoch);
+        }
     }
     Ok(trainer)
 }
 
-/// The loader of the run and its steps per epoch (at least one).
-fn loader(a: &Args, data: &data::TrainingData, recipe: &Recipe, feed: &Feed) -> Result<(Loader, u64)> {
-    let threads =
-        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+/// The loader of the run and its steps per epoch (at least one). A rank's slice of an epoch is every
+/// world-th sample of its shuffled order (`datasets::loader::Sampler`), so the ranks' batches of a step
+/// together are the same global batch, as a set, whatever the number of ranks.
+fn loader(
+    data: &data::TrainingData,
+    recipe: &Recipe,
+    feed: &Feed,
+    (threads, seed, skip_corrupt): (usize, u64, bool),
+    rank: Option<&Rank>,
+) -> Result<(Loader, u64)> {
     let loader = Loader::new(
         data.faceset.clone(),
         LoaderConfig {
             batch_size: recipe.batch_size,
-            seed: a.seed,
+            seed,
             threads,
             prefetch: 2 * threads,
             augment: recipe.augment,
-            skip_corrupt: a.skip_corrupt,
+            skip_corrupt,
             format: feed.pixel_format(),
+            rank: rank.map_or(0, |r| r.job.rank),
+            world: recipe.world,
             ..LoaderConfig::default()
         },
     )
@@ -296,63 +332,114 @@ pub fn run(a: Args) -> CmdResult {
         }
         return Ok(());
     }
-    // One of several processes (torchrun, srun): each would train alone and write the same output folder.
-    // Until training spans processes, that is refused.
-    if let Some(job) = engine::dist::launch::from_env(|k| std::env::var(k).ok())? {
-        if job.world > 1 {
+    limits::check_gpus(a.gpus)?;
+    let collective = limits::collective_timeout(a.collective_timeout)?;
+    let running_state: RunningState = a.running_state.parse()?;
+    let job = engine::dist::launch::from_env(|k| std::env::var(k).ok())?.filter(|j| j.world > 1);
+    crate::signals::install().map_err(Error::Invalid)?;
+    match (&job, a.gpus) {
+        (None, Some(n)) if n > 1 => {
+            let output = a.output.clone().unwrap_or_else(|| PathBuf::from("runs").join(utc_stamp()));
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            let code = spawn::launch(n, args, &output)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            return Ok(());
+        }
+        (Some(j), Some(n)) if j.world != n => {
             return Err(Error::Invalid(format!(
-                "launched by {} as rank {} of {}: training across processes is not built yet; run one \
-                 process (--grad-accum K splits a large batch on one device)",
-                job.launcher, job.rank, job.world
+                "--gpus {n}, but {} started this process as rank {} of {}",
+                j.launcher, j.rank, j.world
             ))
             .into());
         }
+        _ => {}
     }
-    crate::signals::install().map_err(Error::Invalid)?;
-    let flags = a.recipe_flags()?;
+    let rank = job.map(|j| Rank::join(j, collective)).transpose()?;
+    let result = train(a, rank.as_ref(), running_state);
+    match (result, &rank) {
+        (Err(e), Some(r)) => {
+            let msg = e.to_string();
+            // The others stop with this rank's reason instead of waiting for it.
+            r.group.abort(&msg);
+            let me = format!("rank {}: ", r.job.rank);
+            let named = if msg.contains(&me) { msg } else { format!("{me}{msg}") };
+            Err(named.into())
+        }
+        (result, _) => result,
+    }
+}
+
+/// The run of this process: alone, or one rank of a job.
+fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult {
+    let mut flags = a.recipe_flags()?;
+    flags.world = rank.map_or(1, |r| r.job.world);
+    let lead = rank.is_none_or(|r| r.job.rank == 0);
     limits::check_checkpoint_every(a.checkpoint_every)?;
     limits::check_threads(a.threads)?;
     let limit = limits::time_limit(a.time_limit)?;
     // Unset, the precision is bf16 on a GPU (tensor cores; every device the engine opens, sm_80 and
     // newer, has them) and f32 where 16 bits are only emulated (the CPU).
+    let device_name = rank.map_or(a.device.clone(), |r| r.device_name(&a.device));
     let device = crate::device_choice::choose(
-        &a.device,
+        &device_name,
         requested_precision(&flags)?.unwrap_or(Precision::Bf16),
         "training",
     )?;
     let emulated = engine::backend::for_device(&device).emulates_half();
-    if let Some(t) = a.threads {
+    // Ranks on one node share its cores.
+    let threads = a.threads.or(rank.map(Rank::threads));
+    if let Some(t) = threads {
         // The global pool can only be set once per process; this is the first use.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
     }
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let data = data::TrainingData::open(&a)?;
     let recipe = Recipe::resolve(&flags, &data.shape, emulated)?;
     if !device.is_cpu() {
         eprintln!("training on {} in {}", device.describe(), recipe.precision);
     }
     let feed = Feed::new(&device)?;
-    let (loader, steps_per_epoch) = loader(&a, &data, &recipe, &feed)?;
+    let (loader, steps_per_epoch) = loader(&data, &recipe, &feed, (threads, a.seed, a.skip_corrupt), rank)?;
     let plan = recipe.schedule(steps_per_epoch)?;
-    let (output, ckpt) = output_folder(&a)?;
-    let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt)?;
+    let output = output_name(&a, rank)?;
+    let (output, ckpt) = if lead { output_folder(&a, output)? } else { rank_output(output)? };
+    let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt, lead)?;
     trainer.to_device(&device)?;
-    eprintln!(
-        "{} | head {} | {} classes | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {}{} lr {} | {}{} | {}",
-        trainer.model.config.describe(trainer.params.parameter_count()),
-        recipe.head,
-        recipe.classes,
-        data.faceset.len(),
-        recipe.epochs,
-        recipe.batch_size,
-        match recipe.grad_accum {
-            1 => String::new(),
-            k => format!(" in {k} micro-batches of {}", recipe.batch_size / k),
-        },
-        recipe.lr,
-        recipe.precision,
-        if recipe.precision == Precision::F32 || !emulated { "" } else { " (emulated on the CPU)" },
-        output.display()
-    );
+    if let Some(r) = rank {
+        trainer.set_communicator(r.group.clone(), running_state);
+        trainer.check_ranks_agree()?;
+        // On the CPU each rank holds its share of the classes (the class-sharded head); on GPUs the
+        // classifier stays whole on every rank until the sharded head runs there.
+        if device.is_cpu() {
+            trainer.shard_classes()?;
+        }
+    }
+    if lead {
+        eprintln!(
+            "{} | head {} | {} classes | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {}{}{} lr {} | {}{} | {}",
+            trainer.model.config.describe(trainer.params.parameter_count()),
+            recipe.head,
+            recipe.classes,
+            data.faceset.len(),
+            recipe.epochs,
+            recipe.batch_size,
+            match recipe.world {
+                1 => String::new(),
+                w => format!(" x {w} ranks = {}", recipe.batch_size * w),
+            },
+            match recipe.grad_accum {
+                1 => String::new(),
+                k => format!(" in {k} micro-batches of {}", recipe.batch_size / k),
+            },
+            recipe.lr,
+            recipe.precision,
+            if recipe.precision == Precision::F32 || !emulated { "" } else { " (emulated on the CPU)" },
+            output.display()
+        );
+    }
     let mut s = session::Session::new(
         trainer,
         &recipe,
@@ -363,9 +450,34 @@ pub fn run(a: Args) -> CmdResult {
         a.checkpoint_every,
         limit,
         a.resume,
+        rank.map(|r| r.group.clone()),
     )?;
     match s.train(&loader, feed)? {
         session::Ending::Finished => s.finish(&recipe),
         session::Ending::Signal(sig) => s.stop_on_signal(sig),
     }
+}
+
+/// `--output`, or `runs/<date-time>` as rank 0 names it (its name sent to the other ranks).
+fn output_name(a: &Args, rank: Option<&Rank>) -> Result<PathBuf> {
+    if let Some(o) = &a.output {
+        return Ok(o.clone());
+    }
+    let stamp = PathBuf::from("runs").join(utc_stamp());
+    let Some(r) = rank else { return Ok(stamp) };
+    let mine: Vec<f64> = match r.job.rank {
+        0 => stamp.to_string_lossy().bytes().map(f64::from).collect(),
+        _ => Vec::new(),
+    };
+    let all = r.group.all_gather(&mine)?;
+    let bytes: Vec<u8> = all.first().map(|v| v.iter().map(|&b| b as u8).collect()).unwrap_or_default();
+    Ok(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A rank other than 0: the job's output folder (rank 0 checks and clears it, and writes in it).
+fn rank_output(output: PathBuf) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(&output)
+        .map_err(|e| Error::Io(format!("{}: cannot create: {e}", output.display())))?;
+    let ckpt = output.join("checkpoint.safetensors");
+    Ok((output, ckpt))
 }

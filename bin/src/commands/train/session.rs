@@ -6,11 +6,17 @@
 //! epoch agree, so a kill at any moment leaves one that resumes. An error names the last checkpoint this
 //! run wrote or resumed from (or says there is none). A SIGTERM or SIGINT ends the run after the current
 //! step with a checkpoint (`stop_on_signal`).
+//!
+//! One rank of several (`group`): every rank steps; rank 0 alone prints the job's progress, writes the
+//! metrics log (with every rank's own figures every `RANK_LOG_EVERY` steps), checkpoints and evaluates.
+//! Whether to stop (a signal, the time limit) is agreed after every step, so that every rank stops after
+//! the same one.
 
 use super::data::TrainingData;
 use super::CmdResult;
 use crate::signals;
 use datasets::loader::Loader;
+use engine::dist::{Communicator, ReduceOp, TcpGroup};
 use engine::embed::PairEval;
 use engine::eval::quality::spearman;
 use engine::train::feed::{FedBatch, Feed};
@@ -20,7 +26,11 @@ use engine::train::trainer::Trainer;
 use engine::{Error, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Steps between the lines of every rank's own loss and speed in a job's metrics log.
+const RANK_LOG_EVERY: u64 = 10;
 
 pub struct Session {
     trainer: Trainer,
@@ -28,7 +38,12 @@ pub struct Session {
     qcface_warmup: Option<f64>,
     evals: Vec<PairEval>,
     degradation: Option<Vec<f32>>,
-    log: MetricsLog,
+    /// Rank 0's (or a lone run's); `None` on the other ranks.
+    log: Option<MetricsLog>,
+    /// The job this run is one rank of; `None` alone.
+    group: Option<Arc<TcpGroup>>,
+    /// This rank's images and the time at its last rank line.
+    rank_mark: (u64, Instant),
     progress: Progress,
     output: PathBuf,
     ckpt: PathBuf,
@@ -65,18 +80,22 @@ impl Session {
         checkpoint_every: u64,
         limit: Option<Duration>,
         resumed: bool,
+        group: Option<Arc<TcpGroup>>,
     ) -> Result<Session> {
         let hw = trainer.model.config.input_hw;
         let evals = data.evals.iter().map(|p| PairEval::load(p, hw)).collect::<Result<_>>()?;
         let progress = Progress::new(plan.total_steps, trainer.step, Duration::from_secs(10));
         let trainer_step = trainer.step;
+        let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
         Ok(Session {
             trainer,
             plan,
             qcface_warmup: recipe.qcface_warmup,
             evals,
             degradation: data.degradation.clone(),
-            log: MetricsLog::open(&output.join("metrics.jsonl"))?,
+            log: lead.then(|| MetricsLog::open(&output.join("metrics.jsonl"))).transpose()?,
+            group,
+            rank_mark: (0, Instant::now()),
             progress,
             output: output.to_path_buf(),
             ckpt,
@@ -116,7 +135,8 @@ impl Session {
         mut feed: Feed,
     ) -> std::result::Result<Ending, Box<dyn std::error::Error>> {
         while self.trainer.step < self.plan.total_steps {
-            if let Some(sig) = signals::received() {
+            // In a job, stopping is agreed after each step (`agreed_stop`) instead.
+            if let Some(sig) = signals::received().filter(|_| self.group.is_none()) {
                 return Ok(Ending::Signal(sig));
             }
             let epoch = self.trainer.epoch;
@@ -164,18 +184,67 @@ impl Session {
                 ahead = batches.next().map(|b| prepare(feed, b));
             }
             self.step(&batch.images, &batch.labels)?;
-            if let Some(sig) = signals::received() {
-                return Ok(Some(Ending::Signal(sig)));
-            }
-            if self.limit.is_some_and(|l| self.trained() >= l) {
-                eprintln!("time limit reached at step {}", self.trainer.step);
-                return Ok(Some(Ending::Finished));
+            if let Some(end) = self.agreed_stop()? {
+                return Ok(Some(end));
             }
             if self.trainer.step >= self.plan.total_steps {
                 break;
             }
         }
         Ok(None)
+    }
+
+    /// Whether the run stops after this step: a signal, or the time limit. In a job every rank's view is
+    /// combined (the largest signal number, any rank's limit), so every rank stops after the same step.
+    fn agreed_stop(&mut self) -> Result<Option<Ending>> {
+        let mut v = [
+            f64::from(signals::received().unwrap_or(0)),
+            f64::from(u8::from(self.limit.is_some_and(|l| self.trained() >= l))),
+        ];
+        if let Some(g) = &self.group {
+            g.all_reduce(&mut v, ReduceOp::Max)?;
+        }
+        if v[0] > 0.0 {
+            return Ok(Some(Ending::Signal(v[0] as i32)));
+        }
+        if v[1] > 0.0 {
+            if self.is_lead() {
+                eprintln!("time limit reached at step {}", self.trainer.step);
+            }
+            return Ok(Some(Ending::Finished));
+        }
+        Ok(None)
+    }
+
+    /// Rank 0 of a job, or a run alone: the one that prints, logs, checkpoints and evaluates.
+    fn is_lead(&self) -> bool {
+        self.log.is_some()
+    }
+
+    fn log(&mut self, event: &str, fields: &[(&str, f64)]) -> Result<()> {
+        log_to(&mut self.log, event, fields)
+    }
+
+    /// Every `RANK_LOG_EVERY` steps of a job: each rank's own loss and images per second, gathered into
+    /// rank 0's log.
+    fn log_ranks(&mut self, images: u64) -> Result<()> {
+        let Some(g) = self.group.clone() else { return Ok(()) };
+        let step = self.trainer.step;
+        if !step.is_multiple_of(RANK_LOG_EVERY) {
+            return Ok(());
+        }
+        let (before, since) = self.rank_mark;
+        let speed = (images - before) as f64 / since.elapsed().as_secs_f64().max(1e-9);
+        self.rank_mark = (images, Instant::now());
+        let all = g.all_gather(&[self.trainer.rank_loss().unwrap_or(f64::NAN), speed])?;
+        for (r, v) in all.iter().enumerate() {
+            let (loss, ips) = (v.first().copied().unwrap_or(f64::NAN), v.get(1).copied().unwrap_or(f64::NAN));
+            self.log(
+                "rank",
+                &[("step", step as f64), ("rank", r as f64), ("loss", loss), ("images_per_second", ips)],
+            )?;
+        }
+        Ok(())
     }
 
     /// Training time so far, evaluation excluded.
@@ -187,7 +256,9 @@ impl Session {
     fn step(&mut self, images: &engine::Tensor, labels: &[i64]) -> Result<()> {
         let t = &mut self.trainer;
         let out = t.train_step(images, labels)?;
-        self.images_seen += labels.len() as u64;
+        let world = self.group.as_ref().map_or(1, |g| g.world()) as u64;
+        // The job's images: every rank takes a batch of the same size.
+        self.images_seen += labels.len() as u64 * world;
         let mut fields = vec![("step", t.step as f64), ("loss", out.loss), ("lr", out.lr)];
         if let (Some(scale), Some(s)) = (out.loss_scale, t.loss_scaler()) {
             self.progress.set_loss_scale(scale, s.skipped_steps());
@@ -195,9 +266,12 @@ impl Session {
         }
         // The epoch this step belonged to (the trainer's has moved on after an epoch's last step).
         let epoch = (t.step - 1) / self.plan.steps_per_epoch;
-        self.progress.print(epoch as usize, t.step, out.loss, out.lr, self.images_seen);
-        self.log.log("step", &fields)?;
         let step = t.step;
+        if self.is_lead() {
+            self.progress.print(epoch as usize, step, out.loss, out.lr, self.images_seen);
+        }
+        self.log("step", &fields)?;
+        self.log_ranks(self.images_seen / world)?;
         let epoch_end = step.is_multiple_of(self.plan.steps_per_epoch);
         if step == self.plan.total_steps {
             engine::kill_point::reached("last-step");
@@ -209,17 +283,20 @@ impl Session {
             self.save()?;
         }
         // A pending signal ends the run before an evaluation that could take minutes.
-        if step.is_multiple_of(self.plan.eval_every) && signals::received().is_none() {
+        if self.is_lead() && step.is_multiple_of(self.plan.eval_every) && signals::received().is_none() {
             self.last_accuracy = self.evaluate()?.or(self.last_accuracy);
         }
         Ok(())
     }
 
-    /// Writes the checkpoint unless the one on disk already holds this step.
+    /// Writes the checkpoint unless the one on disk already holds this step (in a job, rank 0 writes it,
+    /// from the backbone every rank holds and the classifier gathered from their shards).
     fn save(&mut self) -> Result<()> {
         let step = self.trainer.step;
         if self.saved_step != Some(step) {
-            self.trainer.save(&self.ckpt)?;
+            // Every rank: a sharded head's rows are gathered to rank 0.
+            let lead = self.is_lead();
+            self.trainer.save_if(&self.ckpt, lead)?;
             self.saved_step = Some(step);
         }
         Ok(())
@@ -229,13 +306,18 @@ impl Session {
     /// checkpoint, and the shell's status for a process that signal ended (143, 130).
     pub fn stop_on_signal(mut self, sig: i32) -> CmdResult {
         self.save().map_err(|e| self.with_last_good(e.to_string()))?;
-        eprintln!(
-            "stopped by {} at step {} (epoch {}): checkpoint {}; continue with --resume",
-            signals::name(sig),
-            self.trainer.step,
-            self.trainer.epoch,
-            self.ckpt.display()
-        );
+        if let Some(g) = &self.group {
+            g.close();
+        }
+        if self.is_lead() {
+            eprintln!(
+                "stopped by {} at step {} (epoch {}): checkpoint {}; continue with --resume",
+                signals::name(sig),
+                self.trainer.step,
+                self.trainer.epoch,
+                self.ckpt.display()
+            );
+        }
         std::process::exit(128 + sig);
     }
 
@@ -250,7 +332,8 @@ impl Session {
             let r = ev.run(&t.model, &mut t.params)?;
             engine::kill_point::reached("evaluation");
             eprintln!("step {} {} ({:.1}s)", t.step, r.report.summary(&ev.name), t0.elapsed().as_secs_f64());
-            self.log.log(
+            log_to(
+                &mut self.log,
                 "eval",
                 &[
                     ("step", t.step as f64),
@@ -268,7 +351,11 @@ impl Session {
                 let d: Vec<f64> = deg.iter().map(|&v| v as f64).collect();
                 let rho = spearman(&r.norms, &d)?;
                 eprintln!("step {} magnitude vs degradation: Spearman {rho:.3}", t.step);
-                self.log.log("quality", &[("step", t.step as f64), ("spearman_norm_degradation", rho)])?;
+                log_to(
+                    &mut self.log,
+                    "quality",
+                    &[("step", t.step as f64), ("spearman_norm_degradation", rho)],
+                )?;
             }
             first.get_or_insert(r.report.accuracy_mean);
         }
@@ -279,6 +366,10 @@ impl Session {
     /// The final checkpoint and evaluation, the weights in PyTorch layout, the plots and the summary.
     pub fn finish(mut self, recipe: &Recipe) -> CmdResult {
         self.save().map_err(|e| self.with_last_good(e.to_string()))?;
+        if let Some(g) = self.group.as_ref().filter(|_| !self.is_lead()) {
+            g.close();
+            return Ok(());
+        }
         if !self.trainer.step.is_multiple_of(self.plan.eval_every) || self.last_accuracy.is_none() {
             self.last_accuracy = self.evaluate()?.or(self.last_accuracy);
         }
@@ -310,6 +401,17 @@ impl Session {
             model_path.display(),
             self.ckpt.display()
         );
+        if let Some(g) = &self.group {
+            g.close();
+        }
         Ok(())
+    }
+}
+
+/// Appends to the log when this rank keeps one.
+fn log_to(log: &mut Option<MetricsLog>, event: &str, fields: &[(&str, f64)]) -> Result<()> {
+    match log {
+        Some(l) => l.log(event, fields),
+        None => Ok(()),
     }
 }

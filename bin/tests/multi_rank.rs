@@ -1,0 +1,192 @@
+//! Data-parallel training over several processes on the CPU (issue 16): `train --gpus N` starts N ranks
+//! that meet over TCP; the same job under the real torchrun and under Slurm's variables; a killed rank, a
+//! hung rank and SIGTERM end the job naming the cause, and its checkpoint resumes on another number of
+//! ranks.
+
+mod common;
+
+use common::{exe, scratch};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tiny demo job: 20 identities x 8 images of 32 px, `batch` images per rank, `epochs` epochs.
+fn job(cache: &Path, out: &Path, batch: usize, epochs: usize) -> Command {
+    let mut c = Command::new(exe());
+    c.args(["train", "--device", "cpu", "--threads", "1", "--seed", "7"])
+        .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
+        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--checkpoint-every", "2"])
+        .args(["--eval-every", "1000", "--lr", "0.05"])
+        .args(["--batch-size", &batch.to_string(), "--epochs", &epochs.to_string()])
+        .arg("--cache")
+        .arg(cache)
+        .arg("--output")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn events(out: &Path, kind: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["event"] == kind).collect()
+}
+
+fn run(c: &mut Command) -> (bool, String) {
+    let o = c.output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn free_port_pair() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn two_ranks_train_as_one_job_and_its_checkpoint_resumes_alone_and_on_two_again() {
+    let root = scratch("mr-train");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let (ok, err) = run(job(&cache, &out, 8, 2).args(["--gpus", "2"]));
+    assert!(ok, "{err}");
+    assert!(err.contains("batch 8 x 2 ranks = 16"), "{err}");
+    // One progress banner and one ending: rank 1 is quiet.
+    assert_eq!(err.matches("done: 20 steps").count(), 1, "{err}");
+    let steps = events(&out, "step");
+    assert_eq!(steps.len(), 20, "rank 0 alone logs the job's steps");
+    // Every rank's own speed every 10 steps (on the CPU the head is sharded: the loss is the job's).
+    let ranks = events(&out, "rank");
+    assert_eq!(ranks.len(), 4);
+    let at10: Vec<(f64, f64)> = ranks
+        .iter()
+        .filter(|v| v["step"] == 10.0)
+        .map(|v| (v["rank"].as_f64().unwrap(), v["images_per_second"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(at10.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0.0, 1.0]);
+    assert!(at10.iter().all(|r| r.1 > 0.0), "{at10:?}");
+    assert!(steps.iter().all(|s| s["loss"].as_f64().unwrap().is_finite()));
+
+    // The checkpoint is the job's: one process with the same global batch continues it...
+    let (ok, err) = run(job(&cache, &out, 16, 3).arg("--resume"));
+    assert!(ok && err.contains("resumed from") && err.contains("done: 30 steps"), "{err}");
+    // ... and so do two ranks again.
+    let (ok, err) = run(job(&cache, &out, 8, 4).args(["--resume", "--gpus", "2"]));
+    assert!(ok && err.contains("at step 30") && err.contains("done: 40 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_naming_it_and_the_job_resumes() {
+    let root = scratch("mr-kill");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let t0 = Instant::now();
+    let (ok, err) = run(job(&cache, &out, 8, 2)
+        .args(["--gpus", "2"])
+        .envs([("FACETRAIN_TEST_KILL_AT", "mid-step@5"), ("FACETRAIN_TEST_KILL_RANK", "1")]));
+    assert!(!ok, "{err}");
+    assert!(err.contains("rank 1") && err.contains("killed"), "{err}");
+    assert!(err.contains("the last good checkpoint is"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    let (ok, err) = run(job(&cache, &out, 8, 2).args(["--gpus", "2", "--resume"]));
+    assert!(ok && err.contains("at step 4") && err.contains("done: 20 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_hung_rank_is_noticed_within_the_collective_timeout() {
+    let root = scratch("mr-hang");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let t0 = Instant::now();
+    let (ok, err) = run(job(&cache, &out, 8, 2).args(["--gpus", "2", "--collective-timeout", "3"]).envs([
+        ("FACETRAIN_TEST_KILL_AT", "mid-step@5"),
+        ("FACETRAIN_TEST_KILL_RANK", "1"),
+        ("FACETRAIN_TEST_KILL_SIGNAL", "SIGSTOP"),
+    ]));
+    assert!(!ok, "{err}");
+    // Rank 0 names the silent rank; the launcher then ends the stopped process.
+    assert!(err.contains("rank 0:") && err.contains("rank 1"), "{err}");
+    assert!(err.contains("no heartbeat") || err.contains("did not reach the collective"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
+    let root = scratch("mr-term");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let mut child = job(&cache, &out, 8, 200).args(["--gpus", "2"]).spawn().unwrap();
+    let t0 = Instant::now();
+    while events(&out, "step").len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert_eq!(err.matches("stopped by SIGTERM").count(), 1, "{err}");
+    let last = events(&out, "step").last().unwrap()["step"].as_f64().unwrap();
+    assert!(err.contains(&format!("stopped by SIGTERM at step {last} ")), "{err}");
+    assert!(out.join("checkpoint.safetensors").is_file());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_real_torchrun_launches_the_job() {
+    let py = std::env::var("FACETRAIN_PYTHON")
+        .expect("FACETRAIN_PYTHON (the venv of tests/run.sh, whose torch brings torchrun) must be set");
+    let torchrun = Path::new(&py).with_file_name("torchrun");
+    let root = scratch("mr-torchrun");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let port = free_port_pair();
+    let mut c = Command::new(&torchrun);
+    c.args(["--no-python", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"])
+        .arg(format!("--master_port={port}"))
+        .arg(exe());
+    let inner = job(&cache, &out, 8, 1);
+    c.args(inner.get_args()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let (ok, err) = run(&mut c);
+    assert!(ok, "{err}");
+    assert!(err.contains("batch 8 x 2 ranks = 16") && err.contains("done: 10 steps"), "{err}");
+    assert_eq!(events(&out, "step").len(), 10);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn slurm_variables_make_a_job_of_two_tasks() {
+    let root = scratch("mr-slurm");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let port = free_port_pair().to_string();
+    let tasks: Vec<_> = (0..2)
+        .map(|r| {
+            let rank = r.to_string();
+            job(&cache, &out, 8, 1)
+                .envs([
+                    ("SLURM_PROCID", rank.as_str()),
+                    ("SLURM_LOCALID", rank.as_str()),
+                    ("SLURM_NTASKS", "2"),
+                    ("MASTER_ADDR", "localhost"),
+                    ("MASTER_PORT", port.as_str()),
+                ])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = tasks.into_iter().map(|t| t.wait_with_output().unwrap()).collect();
+    for (r, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "task {r}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let err0 = String::from_utf8_lossy(&outs[0].stderr);
+    assert!(err0.contains("batch 8 x 2 ranks = 16") && err0.contains("done: 10 steps"), "{err0}");
+    assert!(!String::from_utf8_lossy(&outs[1].stderr).contains("done:"), "rank 1 is quiet");
+    let _ = std::fs::remove_dir_all(&root);
+}
