@@ -3,16 +3,8 @@
 
 mod common;
 
-use common::{exe, scratch, train_cmd};
+use common::{exe, scratch, step_events, train_cmd};
 use std::process::Command;
-
-fn step_events(out: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == "step")
-        .collect()
-}
 
 #[test]
 fn fp16_logs_the_loss_scale_and_skipped_steps_and_bf16_does_not() {

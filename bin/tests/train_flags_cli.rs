@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{scratch, train_cmd};
+use common::{scratch, step_events, train_cmd};
 
 #[test]
 fn micro_batches_train_and_a_k_that_does_not_divide_the_batch_is_refused() {
@@ -17,13 +17,7 @@ fn micro_batches_train_and_a_k_that_does_not_divide_the_batch_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("batch 16 in 4 micro-batches of 4"), "{err}");
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let steps: Vec<f64> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == "step")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect();
+    let steps: Vec<f64> = step_events(&out).iter().map(|v| v["loss"].as_f64().unwrap()).collect();
     assert_eq!(steps.len(), 20);
     assert!(steps.iter().all(|l| l.is_finite()));
 

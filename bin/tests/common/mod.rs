@@ -15,13 +15,13 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A tiny demo run: 20 identities x 8 images of 32 px, batch 16 (10 steps per epoch), 2 epochs.
-pub fn train_cmd(cache: &Path, out: &Path) -> Command {
+/// Training on the tiny demo set: 20 identities x 8 images of 32 px, batch 16 (10 steps per epoch), on
+/// the CPU; the recipe is left to the caller.
+pub fn tiny_train_cmd(cache: &Path, out: &Path) -> Command {
     let mut c = Command::new(exe());
     c.args(["train", "--device", "cpu", "--threads", "2", "--seed", "7"])
         .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
-        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--batch-size", "16", "--epochs", "2"])
-        .args(["--checkpoint-every", "2", "--eval-every", "1000", "--lr", "0.05"])
+        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--batch-size", "16", "--eval-every", "1000"])
         .arg("--cache")
         .arg(cache)
         .arg("--output")
@@ -29,6 +29,22 @@ pub fn train_cmd(cache: &Path, out: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
+}
+
+/// A tiny demo run: `tiny_train_cmd` for 2 epochs at lr 0.05, a checkpoint every 2 steps.
+pub fn train_cmd(cache: &Path, out: &Path) -> Command {
+    let mut c = tiny_train_cmd(cache, out);
+    c.args(["--epochs", "2", "--checkpoint-every", "2", "--lr", "0.05"]);
+    c
+}
+
+/// The `step` events of the run's metrics log, in order.
+pub fn step_events(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "step")
+        .collect()
 }
 
 pub fn run_ok(mut c: Command) {

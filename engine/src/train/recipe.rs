@@ -9,7 +9,7 @@ use crate::model::IResNetConfig;
 use crate::optim::LrSchedule;
 use crate::train::demo;
 use crate::train::precision::Precision;
-use crate::train::presets::{self, Preset, Schedule};
+use crate::train::presets::{self, IterationSteps, Preset, Schedule};
 use crate::train::trainer::{OptimizerChoice, TrainerConfig};
 use crate::{Error, Result};
 use datasets::augment::AugmentConfig;
@@ -55,6 +55,8 @@ pub struct DataShape {
     /// The set, for messages (its path).
     pub name: String,
     pub classes: usize,
+    /// Images in the set (an iteration-counted preset's length in epochs depends on it).
+    pub images: usize,
     /// Image height and width, when the set records them.
     pub image_hw: Option<(usize, usize)>,
 }
@@ -76,8 +78,12 @@ pub struct Recipe {
     /// Micro-batches each step's batch is split into (`--grad-accum`), dividing `batch_size`.
     pub grad_accum: usize,
     pub epochs: f64,
+    /// An iteration-counted preset (QAMFace) without `--epochs`: its length and milestones in steps of
+    /// this batch (`epochs` is then their equivalent on this set, for messages and QCFace's default).
+    pub iteration_steps: Option<IterationSteps>,
     pub lr: f64,
     pub schedule_name: String,
+    /// The step schedule's milestones in epochs: `--milestones`, else the preset's.
     pub milestones: Option<Vec<f64>>,
     pub lr_warmup_epochs: Option<f64>,
     pub optimizer: OptimizerChoice,
@@ -210,7 +216,8 @@ impl Recipe {
             p.map(|p| p.head.to_string()).unwrap_or(if demo { demo::HEAD } else { "arcface" }.into())
         });
         let mut head_params = flags.head_params.clone();
-        if let Some(p) = p {
+        // The preset's hyper-parameters are its head's: another `--head` starts from its own defaults.
+        if let Some(p) = p.filter(|p| p.head == head) {
             head_params.fill_unset(p.head_args)?;
         }
         if demo_only && flags.head.is_none() && head_params.s.is_none() {
@@ -235,7 +242,17 @@ impl Recipe {
                 "--grad-accum {grad_accum}: it must divide the batch of {batch_size} images into equal micro-batches"
             )));
         }
-        let epochs = flags.epochs.or(p.map(|p| p.epochs)).unwrap_or(if demo { demo::EPOCHS } else { 20.0 });
+        let epochs = flags.epochs.or(p.map(|p| p.epochs_on(data.images))).unwrap_or(if demo {
+            demo::EPOCHS
+        } else {
+            20.0
+        });
+        let iteration_steps = p.filter(|_| flags.epochs.is_none()).and_then(|p| p.steps_at(batch_size));
+        // The preset's milestones in epochs, unless they are counted in steps above.
+        let milestones = flags.milestones.clone().or_else(|| match (p?, &iteration_steps) {
+            (p, Some(_)) if matches!(p.schedule, Schedule::StepsIter { .. }) => None,
+            (p, _) => p.milestones_on(data.images),
+        });
         let optimizer_name =
             flags.optimizer.as_deref().unwrap_or(if demo_only { demo::OPTIMIZER } else { "sgd" });
         let optimizer = match optimizer_name {
@@ -263,16 +280,18 @@ impl Recipe {
             demo,
             backbone: backbone(&backbone_name, data)?,
             backbone_name,
-            qcface_warmup: (head == "qcface").then(|| flags.warmup_epochs.unwrap_or(epochs / 2.0)),
+            qcface_warmup: (head == "qcface")
+                .then(|| flags.warmup_epochs.or(p.and_then(|p| p.warmup_epochs)).unwrap_or(epochs / 2.0)),
             head,
             head_params,
             batch_size,
             world,
             grad_accum,
             epochs,
+            iteration_steps,
             lr,
             schedule_name,
-            milestones: flags.milestones.clone(),
+            milestones,
             lr_warmup_epochs: flags.lr_warmup_epochs,
             optimizer,
             momentum: flags.momentum.or(p.map(|p| p.momentum)).unwrap_or(0.9),
@@ -294,10 +313,12 @@ impl Recipe {
 
     /// The learning-rate schedule, total steps and evaluation cadence for epochs of `steps_per_epoch`.
     pub fn schedule(&self, steps_per_epoch: u64) -> Result<StepPlan> {
-        let total_steps = (self.epochs * steps_per_epoch as f64).round() as u64;
+        let total_steps = match &self.iteration_steps {
+            Some(it) => it.total,
+            None => (self.epochs * steps_per_epoch as f64).round() as u64,
+        };
         let ep = |e: f64| (e * steps_per_epoch as f64).round() as usize;
-        let preset_schedule = self.preset.as_ref().map(|p| &p.schedule);
-        let warm = self.lr_warmup_epochs.or(match preset_schedule {
+        let warm = self.lr_warmup_epochs.or(match self.preset.as_ref().map(|p| &p.schedule) {
             Some(Schedule::Poly { warmup_epochs }) | Some(Schedule::Cosine { warmup_epochs }) => {
                 Some(*warmup_epochs)
             }
@@ -328,14 +349,9 @@ impl Recipe {
                 min_lr: 0.0,
             },
             "steps" => {
-                let milestones: Vec<usize> = match (&self.milestones, preset_schedule) {
+                let milestones = match (&self.milestones, &self.iteration_steps) {
                     (Some(m), _) => m.iter().map(|&e| ep(e)).collect(),
-                    (None, Some(Schedule::Steps { milestones })) => {
-                        milestones.iter().map(|&e| ep(e)).collect()
-                    }
-                    (None, Some(Schedule::StepsIter { milestones })) => {
-                        milestones.iter().map(|&i| i as usize).collect()
-                    }
+                    (None, Some(it)) if !it.milestones.is_empty() => it.milestones.clone(),
                     _ => return Err(Error::Invalid("--schedule steps needs --milestones".into())),
                 };
                 LrSchedule::Steps { milestones, gamma: 0.1 }
@@ -355,6 +371,12 @@ impl Recipe {
             total_epochs: self.epochs.ceil() as u64,
             eval_every,
         })
+    }
+
+    /// QCFace: the steps of ArcFace warm-up at `steps_per_epoch` (the warm-up epochs rounded to the nearest
+    /// step, as the milestones are); hypersphere planning from the next step on. `None` for other heads.
+    pub fn warmup_steps(&self, steps_per_epoch: u64) -> Option<u64> {
+        self.qcface_warmup.map(|w| (w * steps_per_epoch as f64).round() as u64)
     }
 
     /// The trainer's configuration under `schedule`.
@@ -385,11 +407,12 @@ mod tests {
     use super::*;
 
     fn demo_data() -> DataShape {
-        DataShape { demo: true, name: "demo".into(), classes: 600, image_hw: Some((32, 32)) }
+        DataShape { demo: true, name: "demo".into(), classes: 600, images: 12_000, image_hw: Some((32, 32)) }
     }
 
     fn ms1m() -> DataShape {
-        DataShape { demo: false, name: "/data/ms1m".into(), classes: 93_431, image_hw: Some((112, 112)) }
+        let hw = Some((112, 112));
+        DataShape { demo: false, name: "/data/ms1m".into(), classes: 93_431, images: 5_179_510, image_hw: hw }
     }
 
     #[test]
@@ -503,6 +526,20 @@ mod tests {
             true,
         );
         assert!(on_demo.unwrap_err().to_string().contains("images are 32x32 but r50 takes 112x112"));
+    }
+
+    #[test]
+    fn another_head_than_the_presets_keeps_the_recipe_but_not_its_hyper_parameters() {
+        // AdaFace's Table 2 compares CurricularFace trained by AdaFace's recipe.
+        let flags = RecipeFlags {
+            preset: Some("adaface-ms1mv2-r100".into()),
+            head: Some("curricularface".into()),
+            ..RecipeFlags::default()
+        };
+        let r = Recipe::resolve(&flags, &ms1m(), true).unwrap();
+        assert_eq!((r.head.as_str(), &r.head_params), ("curricularface", &HeadParams::default()));
+        assert_eq!((r.batch_size, r.no_bn_weight_decay, r.augment), (512, true, AugmentConfig::default()));
+        crate::heads::from_name(&r.head, &r.head_params).unwrap();
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl TrainingData {
             demo: a.data.is_none(),
             name: path.display().to_string(),
             classes: classes as usize,
+            images: faceset.len(),
             image_hw,
         };
         Ok(TrainingData { faceset, shape, evals, degradation })

@@ -115,7 +115,7 @@ pub struct Args {
     /// good steps, x0.5 and the step skipped on an inf/NaN gradient; training stops once the scale is
     /// below 2^-24 or after 50 skips in a row). On a GPU the same layers run in the 16-bit type on the
     /// tensor cores (cuDNN, cuBLAS; the margin head's cosines too). A preset's
-    /// precision (bf16 for most) applies unless this flag is given.
+    /// precision (its paper's: fp16 for most, f32 for MagFace and QAMFace) applies unless this flag is given.
     #[arg(long)]
     precision: Option<String>,
     /// auto, cpu, cuda or cuda:N. auto takes GPU 0 when it opens and a tiny training step on it reproduces

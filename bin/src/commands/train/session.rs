@@ -19,6 +19,7 @@ use datasets::loader::Loader;
 use engine::dist::{Communicator, ReduceOp, TcpGroup};
 use engine::embed::PairEval;
 use engine::eval::quality::spearman;
+use engine::heads::Phase;
 use engine::train::feed::{FedBatch, Feed};
 use engine::train::metrics::{write_summary, MetricsLog, Progress};
 use engine::train::recipe::{Recipe, StepPlan};
@@ -35,7 +36,8 @@ const RANK_LOG_EVERY: u64 = 10;
 pub struct Session {
     trainer: Trainer,
     plan: StepPlan,
-    qcface_warmup: Option<f64>,
+    /// QCFace: the steps of ArcFace warm-up before hypersphere planning.
+    warmup_steps: Option<u64>,
     evals: Vec<PairEval>,
     degradation: Option<Vec<f32>>,
     /// Rank 0's (or a lone run's); `None` on the other ranks.
@@ -89,8 +91,8 @@ impl Session {
         let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
         Ok(Session {
             trainer,
+            warmup_steps: recipe.warmup_steps(plan.steps_per_epoch),
             plan,
-            qcface_warmup: recipe.qcface_warmup,
             evals,
             degradation: data.degradation.clone(),
             log: lead.then(|| MetricsLog::open(&output.join("metrics.jsonl"))).transpose()?,
@@ -140,9 +142,6 @@ impl Session {
                 return Ok(Ending::Signal(sig));
             }
             let epoch = self.trainer.epoch;
-            if self.qcface_warmup.is_some_and(|w| epoch as f64 >= w) {
-                self.trainer.set_head_phase("planning")?;
-            }
             let skip = self.trainer.step - epoch * self.plan.steps_per_epoch;
             if let Some(end) = self.epoch(loader, &mut feed, skip as usize)? {
                 return Ok(end);
@@ -254,12 +253,27 @@ impl Session {
 
     /// One training step with its logging, checkpoint and evaluation cadence.
     fn step(&mut self, images: &engine::Tensor, labels: &[i64]) -> Result<()> {
+        let lead = self.is_lead();
         let t = &mut self.trainer;
+        // QCFace: hypersphere planning from the first step after the warm-up (a resumed run included).
+        if let Some(w) = self.warmup_steps {
+            if t.step >= w && t.config.head_params.phase == Some(Phase::Warmup) {
+                t.set_head_phase("planning")?;
+                if lead {
+                    eprintln!("step {}: QCFace in hypersphere planning (warm-up: {w} steps)", t.step + 1);
+                }
+            }
+        }
         let out = t.train_step(images, labels)?;
         let world = self.group.as_ref().map_or(1, |g| g.world()) as u64;
         // The job's images: every rank takes a batch of the same size.
         self.images_seen += labels.len() as u64 * world;
         let mut fields = vec![("step", t.step as f64), ("loss", out.loss), ("lr", out.lr)];
+        if self.warmup_steps.is_some() {
+            // 1 when this step trained in QCFace's planning phase, 0 in its ArcFace warm-up.
+            let planning = t.config.head_params.phase != Some(Phase::Warmup);
+            fields.push(("planning", f64::from(u8::from(planning))));
+        }
         if let (Some(scale), Some(s)) = (out.loss_scale, t.loss_scaler()) {
             self.progress.set_loss_scale(scale, s.skipped_steps());
             fields.extend([("loss_scale", scale), ("skipped", f64::from(u8::from(out.skipped)))]);
