@@ -282,7 +282,7 @@ pub fn finish_rows(head: &dyn Head, r: &RowPlans, m: &MergedRows) -> Result<RowR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::{from_name, run, HeadParams, Phase, RunOptions};
+    use crate::heads::{from_name, has_phases, run, HeadParams, Phase, RunOptions};
 
     fn params(name: &str) -> Option<MarginParams> {
         let p = HeadParams::default();
@@ -409,7 +409,7 @@ mod tests {
         let close = |a: f64, r: f64| (a - r).abs() <= 1e-5 * (1.0 + r.abs());
         for name in crate::heads::names() {
             let p =
-                HeadParams { phase: (name == "qcface").then_some(Phase::Planning), ..HeadParams::default() };
+                HeadParams { phase: has_phases(name).then_some(Phase::Planning), ..HeadParams::default() };
             let (mut cpu, mut gpu) = (from_name(name, &p).unwrap(), from_name(name, &p).unwrap());
             cpu.set_training(true);
             gpu.set_training(true);

@@ -58,7 +58,7 @@ pub use classifier::{
 };
 pub use maps::{NonTarget, RowPlan, TargetMap};
 pub use params::{GradMode, HeadParams, Phase, Variant};
-pub use registry::{from_name, names};
+pub use registry::{from_name, has_phases, names};
 pub use sharded::run_rank;
 pub use state::HeadState;
 pub use tape_op::loss;
