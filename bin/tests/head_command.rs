@@ -35,10 +35,8 @@ fn engine_train(args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-#[test]
-fn head_command_writes_the_library_results() {
-    let dir = tmp_dir("ok");
-    let (b, c, d) = (5, 7, 6);
+/// A random batch of `b` rows of dimension `d` over `c` classes, written as the command's input in `dir`.
+fn input_batch(dir: &Path, b: usize, c: usize, d: usize) -> (PathBuf, Vec<f32>, Vec<f32>, Vec<i64>) {
     let (x, w, y) = batch(b, c, d);
     let input = dir.join("in.safetensors");
     write_input(
@@ -47,6 +45,42 @@ fn head_command_writes_the_library_results() {
         Tensor::from_vec(w.clone(), [c, d]).unwrap(),
         Tensor::from_vec(y.clone(), [b]).unwrap(),
     );
+    (input, x, w, y)
+}
+
+/// `steps` library steps of head `name` on the batch: the head after them and the last step's results.
+fn library_steps(
+    name: &str,
+    params: &HeadParams,
+    steps: usize,
+    (x, w, y, d): (&[f32], &[f32], &[i64], usize),
+) -> (Box<dyn heads::Head>, heads::Output<f32>) {
+    let mut head = heads::from_name(name, params).unwrap();
+    let mut last = None;
+    for _ in 0..steps {
+        last = Some(heads::run(x, w, y, d, head.as_mut(), &RunOptions::default()).unwrap());
+    }
+    (head, last.unwrap())
+}
+
+/// The command's output holds the library's loss (a scalar) and both gradients, bit for bit.
+fn assert_library_results(output: &Path, expect: &heads::Output<f32>, what: &str) -> SafeTensors {
+    let out = safetensors::read(output).unwrap();
+    let loss = out.require("loss", output).unwrap();
+    assert_eq!(loss.dims(), &[] as &[usize], "{what}");
+    assert_eq!(loss.as_slice::<f32>().unwrap()[0], expect.loss as f32, "{what}");
+    let gx = out.require("grad_embeddings", output).unwrap();
+    assert_eq!(gx.as_slice::<f32>().unwrap(), &expect.grad_x[..], "{what}");
+    let gw = out.require("grad_weight", output).unwrap();
+    assert_eq!(gw.as_slice::<f32>().unwrap(), &expect.grad_w[..], "{what}");
+    out
+}
+
+#[test]
+fn head_command_writes_the_library_results() {
+    let dir = tmp_dir("ok");
+    let (b, c, d) = (5, 7, 6);
+    let (input, x, w, y) = input_batch(&dir, b, c, d);
     let output = dir.join("out.safetensors");
     let (ok, err) = engine_train(&[
         "head",
@@ -62,24 +96,45 @@ fn head_command_writes_the_library_results() {
         output.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    let out = safetensors::read(&output).unwrap();
-    let mut head = heads::from_name("adaface", &HeadParams { m: Some(0.3), ..Default::default() }).unwrap();
-    let mut expect = None;
-    for _ in 0..3 {
-        expect = Some(heads::run(&x, &w, &y, d, head.as_mut(), &RunOptions::default()).unwrap());
-    }
-    let expect = expect.unwrap();
-    let loss = out.require("loss", &output).unwrap();
-    assert_eq!(loss.dims(), &[] as &[usize]);
-    assert_eq!(loss.as_slice::<f32>().unwrap()[0], expect.loss as f32);
-    assert_eq!(
-        out.require("grad_embeddings", &output).unwrap().as_slice::<f32>().unwrap(),
-        &expect.grad_x[..]
-    );
-    assert_eq!(out.require("grad_weight", &output).unwrap().as_slice::<f32>().unwrap(), &expect.grad_w[..]);
+    let params = HeadParams { m: Some(0.3), ..Default::default() };
+    let (head, expect) = library_steps("adaface", &params, 3, (&x, &w, &y, d));
+    let out = assert_library_results(&output, &expect, "adaface");
     let mu = out.require("state.mu", &output).unwrap().scalar_value().unwrap();
     assert_eq!(mu, head.state().get("mu").unwrap());
     assert!(mu != 20.0, "three steps move the running mean");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The heads of issue 18's missing variants through the command: loss, gradients and every running
+/// state value (QCFace-Cur's t beside its phase) as the library gives them, flags passed on.
+#[test]
+fn head_command_runs_the_mining_and_qcface_variants() {
+    let dir = tmp_dir("variants");
+    let (b, c, d) = (6, 9, 5);
+    let (input, x, w, y) = input_batch(&dir, b, c, d);
+    let cases: [(&str, &[&str], HeadParams); 5] = [
+        ("nsm-cosface-star", &["--alpha", "-3"], HeadParams { alpha: Some(-3.0), ..Default::default() }),
+        ("hm-adaface", &["--s", "8"], HeadParams { s: Some(8.0), ..Default::default() }),
+        ("focal-adaface", &["--gamma", "1"], HeadParams { gamma: Some(1.0), ..Default::default() }),
+        ("qcface-cur", &["--k", "5"], HeadParams { k: Some(5.0), ..Default::default() }),
+        ("qcface-mvs", &["--t", "0.1"], HeadParams { t: Some(0.1), ..Default::default() }),
+    ];
+    for (name, flags, params) in cases {
+        let output = dir.join(format!("{name}.safetensors"));
+        let mut args = vec!["head", "--head", name, "--steps", "2"];
+        args.extend_from_slice(flags);
+        args.extend(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+        let (ok, err) = engine_train(&args);
+        assert!(ok, "{name}: {err}");
+        let (head, expect) = library_steps(name, &params, 2, (&x, &w, &y, d));
+        let out = assert_library_results(&output, &expect, name);
+        let state = head.state();
+        assert!(!state.values.is_empty(), "{name} has running state");
+        for (n, v) in &state.values {
+            let got = out.require(&format!("state.{n}"), &output).unwrap().scalar_value().unwrap();
+            assert_eq!(got, *v, "{name}: state {n}");
+        }
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -76,7 +76,7 @@ pub fn broadcast_ops(dev: &Device, seed: u64) -> Result<Vec<Compared>> {
 
 /// s = 30 for every head (64 saturates the small random problem); QCFace in its planning phase.
 fn test_head(name: &str) -> Result<Box<dyn heads::Head>> {
-    let phase = (name == "qcface").then_some(heads::Phase::Planning);
+    let phase = heads::has_phases(name).then_some(heads::Phase::Planning);
     heads::from_name(name, &HeadParams { s: Some(30.0), phase, ..HeadParams::default() })
 }
 
@@ -128,8 +128,9 @@ fn blocked_step(
 }
 
 /// Heads run through `heads::loss` on the device (margin_head.cu with fixed parameters or with row plans)
-/// against the CPU: loss, dL/dx and dL/dW. Also ArcFace and MagFace with the classes split into several
-/// blocks, in f32 and with bf16 cosines.
+/// against the CPU: loss, dL/dx and dL/dW. Also ArcFace, MagFace and QCFace-Cur (its margin-free sum
+/// beside CurricularFace's negatives) with the classes split into several blocks, in f32 and with bf16
+/// cosines.
 pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compared>> {
     let mut rng = Rng::new(seed);
     let (b, d, c) = (24, 32, 50);
@@ -153,7 +154,7 @@ pub fn head_losses(dev: &Device, seed: u64, names: &[&str]) -> Result<Vec<Compar
     // Several class blocks (16 classes each): one head per path. And with the cosines in bf16 (autocast),
     // at bf16's tolerance (its 8-bit mantissa moves a cosine by up to 2^-9, a logit by s times that).
     for (gemm, what, k) in [(None, "", 1.0), (Some(engine::DType::BF16), " in bf16", 300.0)] {
-        for name in ["arcface", "magface"] {
+        for name in ["arcface", "magface", "qcface-cur"] {
             let (l1, g1x, g1w) = blocked_step(dev, name, (&x, &w, &labels), b * 16, gemm)?;
             let (l0, x0, w0) = head_step(&Device::Cpu, name, &x, &w, &labels)?;
             out.push(compare(format!("head {name}, 4 class blocks{what}: loss"), &l1, &l0, 1e-5 * k)?);

@@ -6,7 +6,8 @@
 // f32), then
 //   margin_target      once per step (fixed parameters): z_y, z'_y and tau_i from the pre-gathered c_y
 //                      (per-row plans compute these on the host with the head's own code);
-//   margin_fwd_block   per block: running (M, S, S_other) per row (online log-sum-exp);
+//   margin_fwd_block   per block: running (M, S) per row (online log-sum-exp), and with F_PLAIN_SUM the
+//                      running (M_d, S_d) of the margin-free non-target logits s*c_j (QCFace's p_d);
 //   margin_finish      once (fixed parameters): LSE and loss_i (per-row plans finish on the host);
 //   margin_bwd_block   per block (cosines recomputed): G_ij = (1/B)*st_i*(P_ij - d_jy)*z'_ij.
 // Rows with label < 0 (a shard that does not own the class) contribute nothing here.
@@ -15,6 +16,7 @@
 #define F_FALLBACK 1  // ArcFace: m1*theta + m2 >= pi -> s*(c - m2*sin m2 - m3), slope s
 #define F_EASY 2      // easy margin: c <= 0 -> s*c
 #define F_STE 4       // arcface_torch: slope s on the target, no fallback
+#define F_PLAIN_SUM 8 // margin_fwd_block also sums the margin-free non-target logits s*c_j
 // Non-target kinds.
 #define NT_PLAIN 0
 #define NT_CURRICULAR 1  // c > tau: s*c*(t + c), slope s*(t + 2c)
@@ -111,58 +113,64 @@ __device__ __forceinline__ void lse_push(float z, float& m, float& sum) {
     else sum += __expf(z - m);
 }
 
-// (m, s) merged with (m2, s2): the result keeps the larger max.
-__device__ __forceinline__ void lse_merge(float& m, float& s, float& so, float m2, float s2, float so2) {
+// (m, s) merged with (m2, s2): the result keeps the larger max; an empty pair (-inf, 0) changes nothing.
+__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
     if (m2 == -FT_INF) return;
-    if (m == -FT_INF) { m = m2; s = s2; so = so2; return; }
+    if (m == -FT_INF) { m = m2; s = s2; return; }
     float mx = fmaxf(m, m2);
-    float a = __expf(m - mx), b = __expf(m2 - mx);
-    s = s * a + s2 * b;
-    so = so * a + so2 * b;
+    s = s * __expf(m - mx) + s2 * __expf(m2 - mx);
     m = mx;
 }
 
 // One block per row; the block's threads stride over the nb columns of this class block and merge their
-// (max, sum, sum without the target) into M, S, S_other (initialised to -inf, 0, 0 by the host).
+// (max, sum) into M, S and, with F_PLAIN_SUM, the (max, sum) of s*c_j over the non-targets into M_d, S_d
+// (all initialised to -inf, 0 by the host).
 #define MARGIN_FWD(SUF, T)                                                                                \
     extern "C" __global__ void margin_fwd_block_##SUF(                                                    \
         int B, int nb, long long j0, long long ldc, const T* __restrict__ cosv, const long long* __restrict__ labels, \
         const float* __restrict__ tau, const float* __restrict__ zy, MarginParams hp, float* __restrict__ M, \
-        float* __restrict__ S, float* __restrict__ S_other) {                                              \
-        __shared__ float sm[32], ss[32], so[32];                                                          \
+        float* __restrict__ S, float* __restrict__ M_d, float* __restrict__ S_d) {                          \
+        __shared__ float sm[32], ss[32], smd[32], ssd[32];                                                \
         int i = blockIdx.x;                                                                               \
         if (i >= B) return;                                                                               \
         long long y = labels[i];                                                                          \
         if (y < 0) return;                                                                                \
         const T* row = cosv + (long long)i * ldc;                                                         \
         float ti = tau[i];                                                                                \
-        float m = -FT_INF, s = 0.0f, s_oth = 0.0f;                                                        \
+        bool plain_sum = (hp.flags & F_PLAIN_SUM) != 0;                                                   \
+        float m = -FT_INF, s = 0.0f, md = -FT_INF, sd = 0.0f;                                             \
         for (int jj = threadIdx.x; jj < nb; jj += blockDim.x) {                                           \
             float z, zp;                                                                                  \
-            bool is_target = (j0 + jj == y);                                                              \
-            if (is_target) z = zy[i];                                                                     \
-            else nontarget(hp, to_f32(row[jj]), ti, &z, &zp);                                             \
-            float m_old = m;                                                                              \
+            if (j0 + jj == y) z = zy[i];                                                                  \
+            else {                                                                                        \
+                float c = to_f32(row[jj]);                                                                \
+                nontarget(hp, c, ti, &z, &zp);                                                            \
+                if (plain_sum) lse_push(hp.s * clamp_c(c, hp.eps).c, md, sd);                             \
+            }                                                                                             \
             lse_push(z, m, s);                                                                            \
-            if (m != m_old) s_oth *= __expf(m_old - m);                                                   \
-            if (!is_target) s_oth += __expf(z - m);                                                       \
         }                                                                                                 \
         /* warp merge, then across warps through shared memory */                                         \
         for (int o = 16; o > 0; o >>= 1) {                                                                \
             float m2 = __shfl_xor_sync(0xffffffffu, m, o);                                                \
             float s2 = __shfl_xor_sync(0xffffffffu, s, o);                                                \
-            float so2 = __shfl_xor_sync(0xffffffffu, s_oth, o);                                           \
-            lse_merge(m, s, s_oth, m2, s2, so2);                                                          \
+            float md2 = __shfl_xor_sync(0xffffffffu, md, o);                                              \
+            float sd2 = __shfl_xor_sync(0xffffffffu, sd, o);                                              \
+            lse_merge(m, s, m2, s2);                                                                      \
+            lse_merge(md, sd, md2, sd2);                                                                  \
         }                                                                                                 \
         int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;                                             \
-        if (lane == 0) { sm[warp] = m; ss[warp] = s; so[warp] = s_oth; }                                  \
+        if (lane == 0) { sm[warp] = m; ss[warp] = s; smd[warp] = md; ssd[warp] = sd; }                    \
         __syncthreads();                                                                                  \
         if (threadIdx.x == 0) {                                                                           \
             int nw = (blockDim.x + 31) >> 5;                                                              \
-            for (int w = 1; w < nw; w++) lse_merge(m, s, s_oth, sm[w], ss[w], so[w]);                     \
-            float Mi = M[i], Si = S[i], Soi = S_other[i];                                                 \
-            lse_merge(Mi, Si, Soi, m, s, s_oth);                                                          \
-            M[i] = Mi; S[i] = Si; S_other[i] = Soi;                                                       \
+            for (int w = 1; w < nw; w++) {                                                                \
+                lse_merge(m, s, sm[w], ss[w]);                                                            \
+                lse_merge(md, sd, smd[w], ssd[w]);                                                        \
+            }                                                                                             \
+            float Mi = M[i], Si = S[i], Mdi = M_d[i], Sdi = S_d[i];                                       \
+            lse_merge(Mi, Si, m, s);                                                                      \
+            lse_merge(Mdi, Sdi, md, sd);                                                                  \
+            M[i] = Mi; S[i] = Si; M_d[i] = Mdi; S_d[i] = Sdi;                                             \
         }                                                                                                 \
     }
 MARGIN_FWD(f32, float)

@@ -39,22 +39,28 @@ DEFAULTS = {
     "adaface": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01},
     "qamface": {"s": 6.0, "m": 0.5},
     "sm-cosface": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01, "alpha": 1.0, "p0": 0.6, "variant": "base", "beta": 2.0},
+    "nsm-cosface-star": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01, "alpha": -2.0, "p0": 0.6, "variant": "base", "beta": 2.0},
     "smaface": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01, "alpha": 1.0, "p0": 0.6, "variant": "base", "beta": 2.0},
     "smaface-star": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01, "alpha": 2.0, "p0": 0.6, "variant": "base", "beta": 2.0},
     "nsmaface-star": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01, "alpha": -2.0, "p0": 0.6, "variant": "base", "beta": 2.0},
     "hm-softmax": {"s": 64.0},
     "focal": {"s": 64.0, "gamma": 2.0},
+    "hm-adaface": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01},
+    "focal-adaface": {"s": 64.0, "m": 0.4, "h": 0.333, "t-alpha": 0.01, "gamma": 2.0},
     "qcface": {"s": 64.0, "m": 0.5, "l-a": 10.0, "u-a": 110.0, "k": 1.0, "b": 0.0, "lambda": 35.0, "phase": "planning"},
+    "qcface-cur": {"s": 64.0, "m": 0.5, "l-a": 10.0, "u-a": 110.0, "k": 1.0, "b": 0.0, "lambda": 35.0, "phase": "planning"},
+    "qcface-mvs": {"s": 32.0, "m": 0.5, "t": 0.2, "easy-margin": True, "l-a": 10.0, "u-a": 110.0, "k": 1.0, "b": 0.0,
+                   "lambda": 35.0, "phase": "planning"},
 }
 
-INITIAL_STATE = {
-    "curricularface": {"t": 0.0},
-    "adaface": {"mu": 20.0, "sigma": 100.0},
-    "sm-cosface": {"mu": 20.0, "sigma": 100.0},
-    "smaface": {"mu": 20.0, "sigma": 100.0},
-    "smaface-star": {"mu": 20.0, "sigma": 100.0},
-    "nsmaface-star": {"mu": 20.0, "sigma": 100.0},
-}
+# QCFace-X: the regularizer on top of the softmax loss X (the slides' Arc, Cur and MVS).
+QCFACE_PARTS = {"qcface": "arcface", "qcface-cur": "curricularface", "qcface-mvs": "mv-arc"}
+# Heads on AdaFace's norm-adaptive margin (its indicator, EMA and clip).
+ADA_MARGIN = ("adaface", "sm-cosface", "nsm-cosface-star", "smaface", "smaface-star", "nsmaface-star", "hm-adaface",
+              "focal-adaface")
+
+INITIAL_STATE = {"curricularface": {"t": 0.0}, "qcface-cur": {"t": 0.0}}
+INITIAL_STATE.update({name: {"mu": 20.0, "sigma": 100.0} for name in ADA_MARGIN})
 
 
 def clamp_eps(name, p):
@@ -64,7 +70,7 @@ def clamp_eps(name, p):
         return 0.0
     if name == "qamface":
         return 1e-7
-    if name in ("adaface", "sm-cosface", "smaface", "smaface-star", "nsmaface-star"):
+    if name in ADA_MARGIN:
         return ADA_EPS
     return ANGULAR_EPS
 
@@ -111,6 +117,13 @@ def sma_weight(p, starred, prob):
     return c * (1.0 + alpha * (torch.sigmoid(u) - 0.5))
 
 
+def mining_weight(name, p, x):
+    """I(p) of the appendix-G baselines: HM-Softmax's 1[p < 0.5] (the text's reading), F-Softmax's (1-p)^gamma."""
+    if name in ("hm-softmax", "hm-adaface"):
+        return lambda prob: (prob < 0.5).to(x.dtype).detach()
+    return lambda prob: (1.0 - prob) ** p["gamma"]
+
+
 def head_loss(name, p, state, x, w, y, training):
     """Loss of one step (autograd graph to x and w); mutates `state`."""
     a = x.norm(dim=1)
@@ -123,29 +136,28 @@ def head_loss(name, p, state, x, w, y, training):
     non_target = s * cos
     weight = None
     extra = torch.zeros((), dtype=x.dtype, device=x.device)
+    part = QCFACE_PARTS.get(name, name)  # QCFace-X's softmax loss is X's
 
-    if name in ("softmax", "hm-softmax", "focal"):
+    if part in ("softmax", "hm-softmax", "focal"):
         zt = s * cy
-        if name == "hm-softmax":
-            weight = lambda prob: (prob < 0.5).to(x.dtype).detach()
-        elif name == "focal":
-            weight = lambda prob: (1.0 - prob) ** p["gamma"]
-    elif name == "sphereface":
+        if part != "softmax":
+            weight = mining_weight(part, p, x)
+    elif part == "sphereface":
         zt = s * torch.cos(p["m1"] * torch.acos(cy))
-    elif name == "cosface":
+    elif part == "cosface":
         zt = s * (cy - p["m"])
-    elif name == "arcface":
-        if p["grad-mode"] == "ste":
+    elif part == "arcface":
+        if p.get("grad-mode") == "ste":
             with torch.no_grad():
                 t = torch.cos(torch.acos(cy) + p["m"])
                 if p["easy-margin"]:
                     t = torch.where(cy > 0, t, cy)
             zt = s * (cy + (t - cy).detach())
         else:
-            zt = s * arc_target(cy, p["m"], p["easy-margin"])
-    elif name == "combined":
+            zt = s * arc_target(cy, p["m"], p.get("easy-margin", False))
+    elif part == "combined":
         zt = s * (torch.cos(p["m1"] * torch.acos(cy) + p["m2"]) - p["m3"])
-    elif name == "curricularface":
+    elif part == "curricularface":
         if training:
             state["t"] = 0.01 * cy.detach().mean().item() + 0.99 * state["t"]
         t = state["t"]
@@ -153,9 +165,9 @@ def head_loss(name, p, state, x, w, y, training):
         hard = cos > tau[:, None]
         non_target = torch.where(hard, s * cos * (t + cos), s * cos)
         zt = s * arc_target(cy, p["m"], False)
-    elif name in ("mv-am", "mv-arc"):
+    elif part in ("mv-am", "mv-arc"):
         m, t = p["m"], p["t"]
-        if name == "mv-am":
+        if part == "mv-am":
             fy = cy - m
             zt = s * (torch.where(cy > 0, cy - m, cy) if p["easy-margin"] else cy - m)
         else:
@@ -163,36 +175,38 @@ def head_loss(name, p, state, x, w, y, training):
             zt = s * arc_target(cy, m, p["easy-margin"])
         hard = cos > fy.detach()[:, None]
         non_target = torch.where(hard, s * ((1.0 + t) * cos + t), s * cos)
-    elif name == "magface":
+    elif part == "magface":
         la, ua, lm, um = p["l-a"], p["u-a"], p["l-m"], p["u-m"]
         ac = a.clamp(la, ua)
         mg = lm + (um - lm) / (ua - la) * (ac - la)
         zt = s * arc_target(cy, mg, p["easy-margin"])
         extra = p["lambda-g"] * (1.0 / ac + ac / (ua * ua))
-    elif name in ("adaface", "sm-cosface", "smaface", "smaface-star", "nsmaface-star"):
+    elif part in ADA_MARGIN:
         z = norm_indicator(name, p, state, a, training)
         g_ang, g_add = -p["m"] * z, p["m"] + p["m"] * z
-        if name == "sm-cosface":
+        if name in ("sm-cosface", "nsm-cosface-star"):
             zt = s * (cy - g_add)
         else:
             phi = torch.clip(torch.acos(cy) + g_ang, ADA_EPS, PI - ADA_EPS)
             zt = s * (torch.cos(phi) - g_add)
-        if name != "adaface":
-            starred = name in ("smaface-star", "nsmaface-star")
+        if name in ("hm-adaface", "focal-adaface"):
+            weight = mining_weight(name, p, x)
+        elif name != "adaface":
+            starred = name in ("smaface-star", "nsmaface-star", "nsm-cosface-star")
             weight = lambda prob: sma_weight(p, starred, prob)
-    elif name == "qamface":
+    elif part == "qamface":
         non_target = s * (2 * PI - torch.acos(cos)) ** 2
         zt = s * (2 * PI - torch.acos(cy) - p["m"]) ** 2
-    elif name == "qcface":
-        zt = s * arc_target(cy, p["m"], False)
-        if p["phase"] == "planning":
-            pd = torch.softmax(s * cos, dim=1).gather(1, y[:, None]).squeeze(1).detach()
-            la, ua, k = p["l-a"], p["u-a"], p["k"]
-            ab = a.clamp_min(1e-3)
-            r = k * pd * (1 / ab + ab / ua**2) + (1 - pd) * (1 / ab + ab / la**2) - p["b"]
-            extra = p["lambda"] * r
     else:
         raise ValueError(name)
+
+    if name in QCFACE_PARTS and p["phase"] == "planning":
+        # Guidance p_d: softmax of s*cos over every column, no margin and no modulated negatives, detached.
+        pd = torch.softmax(s * cos, dim=1).gather(1, y[:, None]).squeeze(1).detach()
+        la, ua, k = p["l-a"], p["u-a"], p["k"]
+        ab = a.clamp_min(1e-3)
+        r = k * pd * (1 / ab + ab / ua**2) + (1 - pd) * (1 / ab + ab / la**2) - p["b"]
+        extra = p["lambda"] * r
 
     onehot = F.one_hot(y, cos.shape[1]).bool()
     z = torch.where(onehot, zt[:, None].expand_as(cos), non_target)
@@ -207,7 +221,7 @@ def run_case(name, params, x0, w0, y, dtype, steps, device):
     p = dict(DEFAULTS[name])
     p.update(params)
     state = dict(INITIAL_STATE.get(name, {}))
-    if name == "qcface":
+    if name in QCFACE_PARTS:
         state["phase"] = 1.0 if p["phase"] == "planning" else 0.0
     out = {
         "embeddings": x0.to(dtype).contiguous(),
@@ -294,6 +308,15 @@ CONFIGS = [
     ("focal", {}),
     ("qcface", {}),
     ("qcface", {"phase": "warmup"}),
+    # Appended so that the fixtures above keep their file names and seeds.
+    ("hm-adaface", {}),
+    ("focal-adaface", {}),
+    ("nsm-cosface-star", {}),
+    ("nsm-cosface-star", {"variant": "weak"}),
+    ("qcface-cur", {}),
+    ("qcface-cur", {"phase": "warmup"}),
+    ("qcface-mvs", {}),
+    ("qcface-mvs", {"easy-margin": False}),
 ]
 
 
@@ -307,7 +330,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for idx, (name, params) in enumerate(CONFIGS):
-        norm_range = (5.0, 120.0) if name in ("magface", "qcface", "adaface") or "sma" in name or name == "sm-cosface" else (0.5, 3.0)
+        norm_range = (5.0, 120.0) if name in ("magface",) + ADA_MARGIN or name in QCFACE_PARTS else (0.5, 3.0)
         for dtype in (torch.float64, torch.float32):
             tag = "f64" if dtype == torch.float64 else "f32"
             gen = torch.Generator().manual_seed(1000 + idx)

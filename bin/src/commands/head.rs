@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct Args {
     /// Head name: softmax, sphereface, cosface, arcface, combined, curricularface, mv-am, mv-arc, magface,
-    /// adaface, qamface, sm-cosface, smaface, smaface-star, nsmaface-star, hm-softmax, focal, qcface.
+    /// adaface, qamface, sm-cosface, nsm-cosface-star, smaface, smaface-star, nsmaface-star, hm-softmax,
+    /// focal, hm-adaface, focal-adaface, qcface, qcface-cur, qcface-mvs.
     #[arg(long)]
     head: String,
     /// Input safetensors with embeddings [B, D], weight [C, D] and labels [B] (i64).

@@ -21,7 +21,7 @@ pub struct HeadFlags {
     /// Combined margin m3 (additive cosine).
     #[arg(long)]
     pub m3: Option<f64>,
-    /// MV-Softmax t.
+    /// MV-Softmax t (mv-am, mv-arc, qcface-mvs).
     #[arg(long)]
     pub t: Option<f64>,
     /// AdaFace/SMAFace norm concentration h.
@@ -54,7 +54,7 @@ pub struct HeadFlags {
     /// SMAFace beta variant's beta.
     #[arg(long)]
     pub beta: Option<f64>,
-    /// Focal gamma.
+    /// F-Softmax gamma (focal, focal-adaface).
     #[arg(long)]
     pub gamma: Option<f64>,
     /// QCFace k.
@@ -75,7 +75,7 @@ pub struct HeadFlags {
     /// base, weak, strong or beta (SMAFace family).
     #[arg(long)]
     pub variant: Option<String>,
-    /// planning or warmup (qcface).
+    /// planning or warmup (qcface, qcface-cur, qcface-mvs).
     #[arg(long)]
     pub phase: Option<String>,
 }

@@ -7,8 +7,10 @@ use engine::heads::{self, HeadParams, RunOptions};
 use engine::{DType, Tensor};
 
 /// The three kinds of non-target map the kernels implement beside the plain one, through the fixed
-/// parameters (ArcFace) and the row plans (CurricularFace, QAMFace), with the classes in 3 blocks, the
-/// cosines in f32 and in bf16: loss, dL/dx and dL/dW against `heads::run` in f64 on the same inputs.
+/// parameters (ArcFace) and the row plans (CurricularFace, QAMFace), and QCFace's margin-free sum beside
+/// modulated negatives (QCFace-Cur, QCFace-MVS: p_d from a second log-sum-exp merged across the blocks),
+/// with the classes in 3 blocks, the cosines in f32 and in bf16: loss, dL/dx and dL/dW against
+/// `heads::run` in f64 on the same inputs.
 /// bf16 cosines are held at 300 times the f32 tolerances (a cosine moves by up to 2^-9, a logit by s
 /// times that).
 pub(super) fn margin_head(r: &mut Run) -> R<()> {
@@ -28,7 +30,14 @@ pub(super) fn margin_head(r: &mut Run) -> R<()> {
     let x = Tensor::from_vec(xv.iter().map(|&v| v as f32).collect::<Vec<f32>>(), [b, d])?;
     let (x64, w64) = (x.to_dtype(DType::F64)?, w.to_dtype(DType::F64)?);
     let (gx, gw) = (r.up(&x)?, r.up(&w)?);
-    for (name, s) in [("arcface", 64.0), ("curricularface", 64.0), ("qamface", 6.0)] {
+    let heads = [
+        ("arcface", 64.0),
+        ("curricularface", 64.0),
+        ("qamface", 6.0),
+        ("qcface-cur", 64.0),
+        ("qcface-mvs", 32.0),
+    ];
+    for (name, s) in heads {
         let params = HeadParams { s: Some(s), ..HeadParams::default() };
         let mut reference = heads::from_name(name, &params)?;
         reference.set_training(true);

@@ -157,12 +157,45 @@ struct Target<T> {
     dz_dm: T,
 }
 
-/// Per-row results of the forward merge.
+/// Per-row results of the forward merge: the log-sum-exp of the head's logits as (max, sum), and that of
+/// the margin-free non-target logits s·c_j, j ≠ y (QCFace's p_d; (-inf, 0) when the head does not need it).
 #[derive(Clone, Copy)]
 struct Merged<T> {
     max: T,
     sum: T,
-    sum_other: T,
+    max_d: T,
+    sum_d: T,
+}
+
+/// Adds e^(z - m) to a running (m, sum), moving m up when z exceeds it.
+#[inline]
+fn lse_push<T: Float>(z: T, m: &mut T, sum: &mut T) {
+    if z > *m {
+        *sum = *sum * (*m - z).exp() + T::ONE;
+        *m = z;
+    } else {
+        *sum += (z - *m).exp();
+    }
+}
+
+/// Two running (max, sum) pairs as one: the larger max, both sums rescaled to it. An empty pair
+/// (-inf, 0) leaves the other unchanged.
+fn lse_merge<T: Float>(a: (T, T), b: (T, T)) -> (T, T) {
+    let max = a.0.max(b.0);
+    let part = |(m, s): (T, T)| if s == T::ZERO { T::ZERO } else { s * (m - max).exp() };
+    (max, part(a) + part(b))
+}
+
+/// p_d = softmax(s·c)_y from the margin-free target logit s·c_y and the margin-free non-target sum
+/// (max_d, sum_d): log p_d = s·c_y - LSE2(max_d + log sum_d, s·c_y).
+pub(crate) fn margin_free_p<T: Float>(zd: T, max_d: T, sum_d: T) -> f64 {
+    if sum_d == T::ZERO {
+        return 1.0;
+    }
+    let other = max_d + sum_d.ln();
+    let top = zd.max(other);
+    let lse2 = top + ((zd - top).exp() + (other - top).exp()).ln();
+    (zd - lse2).exp().to_f64()
 }
 
 /// The sharded step, every shard in this process: the merges (gathered c_y, max/sum, summed embedding
@@ -286,7 +319,8 @@ pub fn run_sharded_over<T: Float>(
         .collect();
     let non_target = head.non_target();
 
-    // Forward per shard: logits and z' (masked) per element, then the row's (max, sum, sum without y).
+    // Forward per shard: logits and z' (masked) per element, then the row's (max, sum) and, for p_d, the
+    // (max, sum) of the margin-free non-target logits.
     let mut logits: Vec<Vec<T>> = Vec::with_capacity(shards.len());
     let mut slopes: Vec<Vec<T>> = Vec::with_capacity(shards.len());
     let mut merged: Vec<Option<Merged<T>>> = vec![None; b];
@@ -302,24 +336,21 @@ pub fn run_sharded_over<T: Float>(
             .map(|(i, zi)| {
                 let y = sh.labels[i];
                 let tau = f(plans[i].tau);
+                let (mut max_d, mut sum_d) = (f(f64::NEG_INFINITY), T::ZERO);
                 for (j, zij) in zi.iter_mut().enumerate() {
                     if j as i64 == y {
                         *zij = targets[i].z;
                     } else {
-                        *zij = non_target_logit(&non_target, s, clamp(*zij), tau).0;
+                        let c = clamp(*zij);
+                        if needs.p_d {
+                            lse_push(s * c, &mut max_d, &mut sum_d);
+                        }
+                        *zij = non_target_logit(&non_target, s, c, tau).0;
                     }
                 }
                 let max = zi.iter().copied().fold(f(f64::NEG_INFINITY), T::max);
-                let mut sum = T::ZERO;
-                let mut sum_other = T::ZERO;
-                for (j, &zij) in zi.iter().enumerate() {
-                    let e = (zij - max).exp();
-                    sum += e;
-                    if j as i64 != y {
-                        sum_other += e;
-                    }
-                }
-                Merged { max, sum, sum_other }
+                let sum = zi.iter().map(|&zij| (zij - max).exp()).sum();
+                Merged { max, sum, max_d, sum_d }
             })
             .collect();
         if opts.compute_grad {
@@ -341,13 +372,9 @@ pub fn run_sharded_over<T: Float>(
             *m = Some(match *m {
                 None => st,
                 Some(prev) => {
-                    let max = prev.max.max(st.max);
-                    let (wa, wb) = ((prev.max - max).exp(), (st.max - max).exp());
-                    Merged {
-                        max,
-                        sum: prev.sum * wa + st.sum * wb,
-                        sum_other: prev.sum_other * wa + st.sum_other * wb,
-                    }
+                    let (max, sum) = lse_merge((prev.max, prev.sum), (st.max, st.sum));
+                    let (max_d, sum_d) = lse_merge((prev.max_d, prev.sum_d), (st.max_d, st.sum_d));
+                    Merged { max, sum, max_d, sum_d }
                 }
             });
         }
@@ -355,22 +382,23 @@ pub fn run_sharded_over<T: Float>(
         slopes.push(dz);
     }
 
-    // The ranks' (max, sum, sum without y) merged: the largest max, the sums rescaled to it.
+    // The ranks' two (max, sum) pairs merged: the largest max, the sums rescaled to it (a rank whose
+    // margin-free pair is empty adds zero).
     if comm.world() > 1 {
         let local: Vec<Merged<T>> = merged.iter().map(|m| m.expect("at least one shard")).collect();
-        let mut max: Vec<f64> = local.iter().map(|m| m.max.to_f64()).collect();
+        let mut max: Vec<f64> = local.iter().flat_map(|m| [m.max.to_f64(), m.max_d.to_f64()]).collect();
         comm.all_reduce(&mut max, ReduceOp::Max)?;
+        let rescale =
+            |m: T, s: T, top: f64| if s == T::ZERO { 0.0 } else { s.to_f64() * (m.to_f64() - top).exp() };
         let mut sums: Vec<f64> = local
             .iter()
-            .zip(&max)
-            .flat_map(|(m, &top)| {
-                let w = (m.max.to_f64() - top).exp();
-                [m.sum.to_f64() * w, m.sum_other.to_f64() * w]
-            })
+            .zip(max.chunks(2))
+            .flat_map(|(m, top)| [rescale(m.max, m.sum, top[0]), rescale(m.max_d, m.sum_d, top[1])])
             .collect();
         comm.all_reduce(&mut sums, ReduceOp::Sum)?;
         for (i, m) in merged.iter_mut().enumerate() {
-            *m = Some(Merged { max: f(max[i]), sum: f(sums[2 * i]), sum_other: f(sums[2 * i + 1]) });
+            let (max, sum, max_d, sum_d) = (max[2 * i], sums[2 * i], max[2 * i + 1], sums[2 * i + 1]);
+            *m = Some(Merged { max: f(max), sum: f(sum), max_d: f(max_d), sum_d: f(sum_d) });
         }
     }
 
@@ -389,20 +417,7 @@ pub fn run_sharded_over<T: Float>(
         let p_d = if needs.p_d {
             match frozen {
                 Some(fr) if !fr.p_d.is_empty() => fr.p_d[i],
-                _ => {
-                    if !matches!(non_target, super::NonTarget::Plain) {
-                        return Err(Error::Unsupported(format!(
-                            "{}: p_d from the non-target sum needs plain non-target logits",
-                            head.name()
-                        )));
-                    }
-                    // log p_d = s·c_y - LSE2(M + log S_other, s·c_y).
-                    let zd = s * f(c_y[i]);
-                    let other = m.max + m.sum_other.ln();
-                    let top = zd.max(other);
-                    let lse2 = top + ((zd - top).exp() + (other - top).exp()).ln();
-                    (zd - lse2).exp().to_f64()
-                }
+                _ => margin_free_p(s * f(c_y[i]), m.max_d, m.sum_d),
             }
         } else {
             f64::NAN

@@ -4,6 +4,7 @@
 //! t and the mask are detached. Decision: clamp ε = 1e-6 (the reference clamps to [-1, 1]).
 
 use super::classifier::arc_target;
+use super::params::Reader;
 use super::sphereface::ANGULAR_EPS;
 use super::{BatchView, Head, HeadParams, HeadState, NonTarget, RowInput, RowPlan};
 use crate::Result;
@@ -19,8 +20,14 @@ pub struct CurricularFace {
 impl CurricularFace {
     pub fn new(p: &HeadParams) -> Result<CurricularFace> {
         let r = p.reader("curricularface");
-        let (s, m) = (r.positive("s", 64.0)?, r.angular_margin("m", 0.5)?);
+        let h = CurricularFace::read(&r)?;
         r.finish()?;
+        Ok(h)
+    }
+
+    /// Its values from `r` (with their defaults), also as the softmax part of QCFace-Cur.
+    pub(crate) fn read(r: &Reader) -> Result<CurricularFace> {
+        let (s, m) = (r.positive("s", 64.0)?, r.angular_margin("m", 0.5)?);
         Ok(CurricularFace { s, m, t: 0.0, training: true })
     }
 }

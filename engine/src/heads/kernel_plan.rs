@@ -11,8 +11,10 @@
 //! - per-row plans (`plan_rows`, `finish_rows`): every other head. The head's own code runs on the host
 //!   on the per-row scalars, exactly as in the CPU classifier (observe, quality, row plans, target
 //!   logits, sample weights, extra terms, MagFace's dm/da); the non-target maps run in the kernels
-//!   (`NonTarget` -> NT_* codes).
+//!   (`NonTarget` -> NT_* codes), and so does the margin-free non-target sum of QCFace's p_d
+//!   (`F_PLAIN_SUM`), whatever the head's non-target map.
 
+use super::classifier::margin_free_p;
 use super::maps::{target_logit, NonTarget, TargetMap};
 use super::{BatchView, Head, Needs, RowInput, SampleWeight, CE_MAX};
 use crate::{Error, Result};
@@ -22,6 +24,8 @@ use std::f64::consts::PI;
 pub const F_FALLBACK: i32 = 1;
 pub const F_EASY: i32 = 2;
 pub const F_STE: i32 = 4;
+/// Also keep the log-sum-exp of the margin-free non-target logits s·c_j (QCFace's p_d).
+pub const F_PLAIN_SUM: i32 = 8;
 /// Non-target kinds (margin_head.cu's `nontarget`).
 pub const NT_PLAIN: i32 = 0;
 pub const NT_CURRICULAR: i32 = 1;
@@ -201,8 +205,9 @@ pub fn plan_rows(head: &mut dyn Head, raw_cy: &[f32], norms_f32: &[f32]) -> Resu
     }
     let non_target = head.non_target();
     let (nontarget_kind, t) = non_target_code(&non_target);
+    let flags = if head.needs().p_d { F_PLAIN_SUM } else { 0 };
     Ok(RowPlans {
-        hp: MarginParams { eps: eps as f32, t, nontarget_kind, ..MarginParams::plain(s, b) },
+        hp: MarginParams { eps: eps as f32, t, flags, nontarget_kind, ..MarginParams::plain(s, b) },
         c_y,
         norms,
         zy,
@@ -225,22 +230,22 @@ pub struct RowResults {
     pub d_norm: Vec<f32>,
 }
 
+/// The merged forward of every row, as the kernels leave it: the (max, sum) of the head's logits, and
+/// the (max, sum) of the margin-free non-target logits (-inf and 0 without `F_PLAIN_SUM`).
+pub struct MergedRows<'a> {
+    pub max: &'a [f32],
+    pub sum: &'a [f32],
+    pub max_d: &'a [f32],
+    pub sum_d: &'a [f32],
+}
+
 /// Loss, weights, p_d, the extra term and dL/da per row, as the CPU classifier computes them.
-pub fn finish_rows(
-    head: &dyn Head,
-    r: &RowPlans,
-    mx: &[f32],
-    sum: &[f32],
-    sum_other: &[f32],
-) -> Result<RowResults> {
+pub fn finish_rows(head: &dyn Head, r: &RowPlans, m: &MergedRows) -> Result<RowResults> {
     let b = r.zy.len();
-    if mx.len() != b || sum.len() != b || sum_other.len() != b {
-        return Err(Error::Shape(format!(
-            "head rows: {b} rows but {}/{}/{} merged values",
-            mx.len(),
-            sum.len(),
-            sum_other.len()
-        )));
+    let (mx, sum) = (m.max, m.sum);
+    let lens = [mx.len(), sum.len(), m.max_d.len(), m.sum_d.len()];
+    if lens.iter().any(|&n| n != b) {
+        return Err(Error::Shape(format!("head rows: {b} rows but {lens:?} merged values")));
     }
     let needs = head.needs();
     let s = head.scale() as f32;
@@ -256,22 +261,8 @@ pub fn finish_rows(
         let log_p_t = r.zy[i] - l;
         let log_p = log_p_t as f64;
         let wgt = head.weight(log_p);
-        let p_d = if needs.p_d {
-            if !matches!(r.non_target, NonTarget::Plain) {
-                return Err(Error::Unsupported(format!(
-                    "{}: p_d from the non-target sum needs plain non-target logits",
-                    head.name()
-                )));
-            }
-            // log p_d = s·c_y - LSE2(M + log S_other, s·c_y).
-            let zd = s * r.c_y[i] as f32;
-            let other = mx[i] + sum_other[i].ln();
-            let top = zd.max(other);
-            let lse2 = top + ((zd - top).exp() + (other - top).exp()).ln();
-            (zd - lse2).exp() as f64
-        } else {
-            f64::NAN
-        };
+        let p_d =
+            if needs.p_d { margin_free_p(s * r.c_y[i] as f32, m.max_d[i], m.sum_d[i]) } else { f64::NAN };
         let (extra, d_extra) = head.extra(r.norms[i], p_d);
         let p_y = log_p_t.exp() as f64;
         out.d_norm
@@ -291,7 +282,7 @@ pub fn finish_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::{from_name, run, HeadParams, Phase, RunOptions};
+    use crate::heads::{from_name, has_phases, run, HeadParams, Phase, RunOptions};
 
     fn params(name: &str) -> Option<MarginParams> {
         let p = HeadParams::default();
@@ -359,38 +350,40 @@ mod tests {
         }
     }
 
-    /// CPU mirror of margin_fwd_block over all classes: per row (max, sum, sum without the target).
-    fn merged_rows(
-        xh: &[f32],
-        wh: &[f32],
-        labels: &[i64],
-        d: usize,
-        r: &RowPlans,
-        s: f32,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// CPU mirror of margin_fwd_block over all classes: per row the (max, sum) of the logits and, with
+    /// `F_PLAIN_SUM`, of the margin-free non-target logits s·c_j.
+    fn merged_rows(xh: &[f32], wh: &[f32], labels: &[i64], d: usize, r: &RowPlans, s: f32) -> [Vec<f32>; 4] {
         let (b, c) = (labels.len(), wh.len() / d);
         let (lo, hi) = (-1.0 + r.hp.eps, 1.0 - r.hp.eps);
-        let (mut mx, mut sm, mut so) = (vec![0f32; b], vec![0f32; b], vec![0f32; b]);
+        let lse = |z: &[f32]| {
+            let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            (m, z.iter().map(|v| (v - m).exp()).sum::<f32>())
+        };
+        let mut out: [Vec<f32>; 4] = Default::default();
         for i in 0..b {
-            let z: Vec<f32> = (0..c)
-                .map(|j| {
-                    if j as i64 == labels[i] {
-                        return r.zy[i];
-                    }
-                    let cos: f32 = (0..d).map(|k| xh[i * d + k] * wh[j * d + k]).sum();
-                    crate::heads::maps::non_target_logit(&r.non_target, s, cos.max(lo).min(hi), r.tau[i]).0
-                })
-                .collect();
-            mx[i] = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            sm[i] = z.iter().map(|v| (v - mx[i]).exp()).sum();
-            so[i] = z
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j as i64 != labels[i])
-                .map(|(_, v)| (v - mx[i]).exp())
-                .sum();
+            let (mut z, mut plain) = (Vec::new(), Vec::new());
+            for j in 0..c {
+                if j as i64 == labels[i] {
+                    z.push(r.zy[i]);
+                    continue;
+                }
+                let cos: f32 = (0..d).map(|k| xh[i * d + k] * wh[j * d + k]).sum();
+                let cos = cos.max(lo).min(hi);
+                z.push(crate::heads::maps::non_target_logit(&r.non_target, s, cos, r.tau[i]).0);
+                plain.push(s * cos);
+            }
+            let ((m, sm), (md, sd)) = (lse(&z), lse(&plain));
+            let pd = r.hp.flags & F_PLAIN_SUM != 0;
+            for (v, x) in out.iter_mut().zip([
+                m,
+                sm,
+                if pd { md } else { f32::NEG_INFINITY },
+                if pd { sd } else { 0.0 },
+            ]) {
+                v.push(x);
+            }
         }
-        (mx, sm, so)
+        out
     }
 
     fn unit_rows(m: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
@@ -406,7 +399,7 @@ mod tests {
     }
 
     /// The row-plan path's host half (what the GPU path runs between its kernels) against the CPU
-    /// classifier, for all 18 heads: loss, z_y, LSE, weight factors, dL/da, and the running state after.
+    /// classifier, for every head: loss, z_y, LSE, weight factors, dL/da, and the running state after.
     #[test]
     fn row_plans_reproduce_the_cpu_classifier_for_every_head() {
         let (b, d, c) = (12, 16, 9);
@@ -416,7 +409,7 @@ mod tests {
         let close = |a: f64, r: f64| (a - r).abs() <= 1e-5 * (1.0 + r.abs());
         for name in crate::heads::names() {
             let p =
-                HeadParams { phase: (name == "qcface").then_some(Phase::Planning), ..HeadParams::default() };
+                HeadParams { phase: has_phases(name).then_some(Phase::Planning), ..HeadParams::default() };
             let (mut cpu, mut gpu) = (from_name(name, &p).unwrap(), from_name(name, &p).unwrap());
             cpu.set_training(true);
             gpu.set_training(true);
@@ -430,8 +423,9 @@ mod tests {
                 })
                 .collect();
             let plans = plan_rows(gpu.as_mut(), &raw_cy, &norms).unwrap();
-            let (mx, sm, so) = merged_rows(&xh, &wh, &case.labels, d, &plans, gpu.scale() as f32);
-            let got = finish_rows(gpu.as_ref(), &plans, &mx, &sm, &so).unwrap();
+            let [max, sum, max_d, sum_d] = merged_rows(&xh, &wh, &case.labels, d, &plans, gpu.scale() as f32);
+            let merged = MergedRows { max: &max, sum: &sum, max_d: &max_d, sum_d: &sum_d };
+            let got = finish_rows(gpu.as_ref(), &plans, &merged).unwrap();
             assert!(close(got.loss, want.loss), "{name}: loss {} vs {}", got.loss, want.loss);
             for (i, row) in want.rows.iter().enumerate() {
                 assert!(
@@ -464,6 +458,8 @@ mod tests {
                 NonTarget::Quadratic => NT_QAM,
             };
             assert_eq!(plans.hp.nontarget_kind, want_kind, "{name}");
+            // The margin-free sum is kept exactly when the head needs p_d.
+            assert_eq!(plans.hp.flags & F_PLAIN_SUM != 0, gpu.needs().p_d, "{name}: F_PLAIN_SUM");
             if name.starts_with("mv-") {
                 assert!(plans.hp.t != 0.0, "{name}: t {}", plans.hp.t);
             }
@@ -490,6 +486,7 @@ mod tests {
             ("F_FALLBACK", F_FALLBACK),
             ("F_EASY", F_EASY),
             ("F_STE", F_STE),
+            ("F_PLAIN_SUM", F_PLAIN_SUM),
             ("NT_PLAIN", NT_PLAIN),
             ("NT_CURRICULAR", NT_CURRICULAR),
             ("NT_MV_ADAPTIVE", NT_MV_ADAPTIVE),

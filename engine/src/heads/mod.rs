@@ -5,7 +5,8 @@
 //! 2. Logits: the target column through the row's [`TargetMap`], the other columns through the head's
 //!    [`NonTarget`] map (which may compare c_ij with the row's threshold τ_i).
 //! 3. Cross entropy through LSE (log p_y = z_y - LSE), per-sample weight I(p_y) with its gradient factor
-//!    st_i, plus an optional extra term of the raw norm a_i (MagFace g, QCFace R).
+//!    st_i, plus an optional extra term of the raw norm a_i (MagFace g, QCFace R). QCFace's p_d comes
+//!    from a second log-sum-exp, of the margin-free non-target logits s·c_j, kept only when needed.
 //! 4. Analytic backward: G = dL/dc, then through both normalizations, plus dL/da_i·x̂_i.
 //!
 //! # The contract a head declares (what the fused CUDA classifier must implement)
@@ -57,7 +58,7 @@ pub use classifier::{
 };
 pub use maps::{NonTarget, RowPlan, TargetMap};
 pub use params::{GradMode, HeadParams, Phase, Variant};
-pub use registry::{from_name, names};
+pub use registry::{from_name, has_phases, names};
 pub use sharded::run_rank;
 pub use state::HeadState;
 pub use tape_op::{loss, sharded_loss};

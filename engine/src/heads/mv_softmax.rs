@@ -6,6 +6,7 @@
 
 use super::classifier::arc_target;
 use super::curricularface::cos_plus;
+use super::params::Reader;
 use super::sphereface::ANGULAR_EPS;
 use super::{Head, HeadParams, NonTarget, RowInput, RowPlan, TargetMap};
 use crate::Result;
@@ -23,11 +24,17 @@ pub struct MvSoftmax {
 impl MvSoftmax {
     pub fn new(p: &HeadParams, arc: bool) -> Result<MvSoftmax> {
         let r = p.reader(if arc { "mv-arc" } else { "mv-am" });
+        let h = MvSoftmax::read(&r, arc)?;
+        r.finish()?;
+        Ok(h)
+    }
+
+    /// Its values from `r` (with their defaults), also as the softmax part of QCFace-MVS.
+    pub(crate) fn read(r: &Reader, arc: bool) -> Result<MvSoftmax> {
         let s = r.positive("s", 32.0)?;
         let m = if arc { r.angular_margin("m", 0.5)? } else { r.cosine_margin("m", 0.35)? };
         let t = r.non_negative("t", 0.2)?;
         let easy_margin = r.easy_margin(true);
-        r.finish()?;
         Ok(MvSoftmax { arc, s, m, t, adaptive: true, easy_margin })
     }
 }

@@ -108,6 +108,8 @@ fn gradcheck_configs() -> Vec<(&'static str, HeadParams, f64, f64)> {
         ("adaface", HeadParams { h: Some(1.0), ..d() }, 1.0, 60.0),
         ("qamface", HeadParams { s: Some(1.0), ..Default::default() }, 1.0, 5.0),
         ("sm-cosface", d(), 1.0, 60.0),
+        ("nsm-cosface-star", d(), 1.0, 60.0),
+        ("nsm-cosface-star", HeadParams { variant: Some(Variant::Weak), ..d() }, 1.0, 60.0),
         ("smaface", d(), 1.0, 60.0),
         ("smaface-star", d(), 1.0, 60.0),
         ("nsmaface-star", d(), 1.0, 60.0),
@@ -116,8 +118,15 @@ fn gradcheck_configs() -> Vec<(&'static str, HeadParams, f64, f64)> {
         ("smaface", HeadParams { variant: Some(Variant::Beta), ..d() }, 1.0, 60.0),
         ("hm-softmax", HeadParams { s: Some(4.0), ..Default::default() }, 1.0, 5.0),
         ("focal", d(), 1.0, 5.0),
+        ("hm-adaface", HeadParams { s: Some(4.0), ..Default::default() }, 1.0, 60.0),
+        ("focal-adaface", d(), 1.0, 60.0),
+        ("focal-adaface", HeadParams { gamma: Some(0.5), ..d() }, 1.0, 60.0),
         ("qcface", d(), 2.0, 40.0),
         ("qcface", HeadParams { phase: Some(Phase::Warmup), ..d() }, 2.0, 40.0),
+        ("qcface-cur", d(), 2.0, 40.0),
+        ("qcface-cur", HeadParams { phase: Some(Phase::Warmup), ..d() }, 2.0, 40.0),
+        ("qcface-mvs", d(), 2.0, 40.0),
+        ("qcface-mvs", HeadParams { easy_margin: Some(false), ..d() }, 2.0, 40.0),
     ]
 }
 
@@ -184,7 +193,7 @@ fn tape_node_gives_the_classifier_gradients_and_scales_them() {
 
 #[test]
 fn f32_agrees_with_f64() {
-    for name in ["arcface", "qamface", "adaface", "magface", "smaface-star", "curricularface"] {
+    for name in ["arcface", "qamface", "adaface", "magface", "smaface-star", "curricularface", "qcface-cur"] {
         let case = random_case(9, 8, 50, 16, 5.0, 60.0);
         let x32: Vec<f32> = case.x.iter().map(|&v| v as f32).collect();
         let w32: Vec<f32> = case.w.iter().map(|&v| v as f32).collect();
@@ -440,7 +449,18 @@ fn loss_value_is_clamped_like_insightface_but_gradient_is_not() {
 
 #[test]
 fn sharded_classes_with_minus_one_labels_equal_unsharded() {
-    for name in ["arcface", "curricularface", "qcface", "smaface", "qamface", "magface"] {
+    // A split at 1 leaves shard 0 a single class: for the rows it owns, no non-target column there.
+    for (name, split) in [
+        ("arcface", 4),
+        ("curricularface", 4),
+        ("qcface", 4),
+        ("qcface-cur", 4),
+        ("qcface-cur", 1),
+        ("qcface-mvs", 1),
+        ("smaface", 4),
+        ("qamface", 4),
+        ("magface", 4),
+    ] {
         let case = random_case(21, 6, 9, 4, 5.0, 50.0);
         let full = run(
             &case.x,
@@ -451,7 +471,6 @@ fn sharded_classes_with_minus_one_labels_equal_unsharded() {
             &RunOptions::default(),
         )
         .unwrap();
-        let split = 4;
         let local = |lo: i64, hi: i64| -> Vec<i64> {
             case.labels.iter().map(|&y| if y >= lo && y < hi { y - lo } else { -1 }).collect()
         };
@@ -468,9 +487,13 @@ fn sharded_classes_with_minus_one_labels_equal_unsharded() {
             &RunOptions::default(),
         )
         .unwrap();
-        assert!((sh.loss - full.loss).abs() < 1e-12 * full.loss.abs(), "{name}");
-        assert!(rel_error(&sh.grad_x, &full.grad_x) < 1e-12, "{name}");
-        assert!(rel_error(&sh.grad_w, &full.grad_w) < 1e-12, "{name}");
+        assert!((sh.loss - full.loss).abs() < 1e-12 * full.loss.abs(), "{name} split {split}");
+        assert!(rel_error(&sh.grad_x, &full.grad_x) < 1e-12, "{name} split {split}");
+        assert!(rel_error(&sh.grad_w, &full.grad_w) < 1e-12, "{name} split {split}");
+        let p_d = |o: &Output<f64>| o.rows.iter().map(|r| r.p_d).collect::<Vec<_>>();
+        if name.starts_with("qcface") {
+            assert!(rel_error(&p_d(&sh), &p_d(&full)) < 1e-12, "{name} split {split}: p_d");
+        }
     }
     // -1 everywhere is an error; so is -1 in the unsharded call.
     let case = random_case(1, 2, 3, 2, 1.0, 2.0);
@@ -565,7 +588,9 @@ fn magface_optimal_norm_rises_as_the_loss_falls() {
 #[test]
 fn qcface_optimal_norm_rises_with_p_d() {
     for k in [0.5, 1.0, 5.0, 50.0] {
-        let q = qcface::QcFace::new(&HeadParams { k: Some(k), ..Default::default() }).unwrap();
+        let q =
+            qcface::QcFace::new(&HeadParams { k: Some(k), ..Default::default() }, qcface::SoftmaxPart::Arc)
+                .unwrap();
         let mut prev = 0.0;
         for g in 0..=100 {
             let p = g as f64 / 100.0;
@@ -576,47 +601,84 @@ fn qcface_optimal_norm_rises_with_p_d() {
         }
         assert!((q.optimal_norm(0.0) - 10.0).abs() < 1e-9 && (q.optimal_norm(1.0) - 110.0).abs() < 1e-9);
     }
-    let q1 = qcface::QcFace::new(&HeadParams::default()).unwrap();
+    let q1 = qcface::QcFace::new(&HeadParams::default(), qcface::SoftmaxPart::Arc).unwrap();
     assert!((q1.optimal_norm(0.5) - 14.1).abs() < 0.05 && (q1.optimal_norm(0.99) - 74.2).abs() < 0.05);
     // a → 0 guard.
     let (r, d) = q1.regularizer(0.0, 0.5);
     assert!(r.is_finite() && d == 0.0);
 }
 
+/// p_d of each softmax part against softmax(s·c)_y computed directly (no margin, no modulation of the
+/// hard negatives), and the warm-up phase equal to the softmax part's own head.
 #[test]
-fn qcface_p_d_matches_a_direct_softmax_and_warmup_has_no_norm_gradient() {
+fn qcface_p_d_matches_a_direct_softmax_and_warmup_is_the_softmax_part() {
     let case = random_case(51, 5, 8, 4, 5.0, 40.0);
-    let mut h = head("qcface", &HeadParams { s: Some(8.0), ..Default::default() });
-    let out = run(&case.x, &case.w, &case.labels, 4, h.as_mut(), &RunOptions::default()).unwrap();
-    for (i, r) in out.rows.iter().enumerate() {
-        let xi = &case.x[i * 4..(i + 1) * 4];
-        let a: f64 = xi.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let logits: Vec<f64> = (0..8)
-            .map(|j| {
-                let wj = &case.w[j * 4..(j + 1) * 4];
-                let n: f64 = wj.iter().map(|v| v * v).sum::<f64>().sqrt();
-                8.0 * xi.iter().zip(wj).map(|(p, q)| p * q).sum::<f64>() / (a * n)
-            })
-            .collect();
-        let denom: f64 = logits.iter().map(|z| z.exp()).sum();
-        let direct = logits[case.labels[i] as usize].exp() / denom;
-        assert!((r.p_d - direct).abs() < 1e-12, "{} vs {direct}", r.p_d);
+    for (name, part, s) in
+        [("qcface", "arcface", 8.0), ("qcface-cur", "curricularface", 8.0), ("qcface-mvs", "mv-arc", 6.0)]
+    {
+        let p = HeadParams { s: Some(s), ..Default::default() };
+        let mut h = head(name, &p);
+        let out = run(&case.x, &case.w, &case.labels, 4, h.as_mut(), &RunOptions::default()).unwrap();
+        for (i, r) in out.rows.iter().enumerate() {
+            let xi = &case.x[i * 4..(i + 1) * 4];
+            let a: f64 = xi.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let logits: Vec<f64> = (0..8)
+                .map(|j| {
+                    let wj = &case.w[j * 4..(j + 1) * 4];
+                    let n: f64 = wj.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    s * xi.iter().zip(wj).map(|(p, q)| p * q).sum::<f64>() / (a * n)
+                })
+                .collect();
+            let denom: f64 = logits.iter().map(|z| z.exp()).sum();
+            let direct = logits[case.labels[i] as usize].exp() / denom;
+            assert!((r.p_d - direct).abs() < 1e-12, "{name} row {i}: {} vs {direct}", r.p_d);
+        }
+        assert!(out.rows.iter().any(|r| r.d_norm != 0.0), "{name}");
+        let warm = HeadParams { phase: Some(Phase::Warmup), ..p.clone() };
+        let mut wh = head(name, &warm);
+        let wo = run(&case.x, &case.w, &case.labels, 4, wh.as_mut(), &RunOptions::default()).unwrap();
+        assert!(wo.rows.iter().all(|r| r.d_norm == 0.0 && r.extra == 0.0), "{name}");
+        let mut plain = head(part, &p);
+        let po = run(&case.x, &case.w, &case.labels, 4, plain.as_mut(), &RunOptions::default()).unwrap();
+        assert_eq!(wo.loss, po.loss, "{name} warm-up vs {part}");
+        assert_eq!((wo.grad_x, wo.grad_w), (po.grad_x, po.grad_w), "{name} warm-up vs {part}");
+        // The same running state as the part's, with the phase.
+        let mut want = HeadState::new(&[("phase", 0.0)]);
+        want.values.extend(plain.state().values);
+        assert_eq!(wh.state(), want, "{name}");
+        // Planning adds λ·R: a larger loss than the part's, and the same per-row CE.
+        assert!(out.loss > po.loss, "{name}");
+        for (q, r) in out.rows.iter().zip(&po.rows) {
+            assert_eq!(q.ce, r.ce, "{name}");
+        }
     }
-    let mut warm =
-        head("qcface", &HeadParams { s: Some(8.0), phase: Some(Phase::Warmup), ..Default::default() });
-    let wo = run(&case.x, &case.w, &case.labels, 4, warm.as_mut(), &RunOptions::default()).unwrap();
-    assert!(wo.rows.iter().all(|r| r.d_norm == 0.0));
-    let arc = run(
-        &case.x,
-        &case.w,
-        &case.labels,
-        4,
-        head("arcface", &HeadParams { s: Some(8.0), ..Default::default() }).as_mut(),
-        &RunOptions::default(),
-    )
-    .unwrap();
-    assert!((wo.loss - arc.loss).abs() < 1e-12);
-    assert!(out.rows.iter().any(|r| r.d_norm != 0.0));
+}
+
+/// QCFace-Cur keeps CurricularFace's t: it moves by its EMA, checkpoints with the phase and loads back.
+#[test]
+fn qcface_cur_carries_the_curricular_t() {
+    let mut h = head("qcface-cur", &HeadParams::default());
+    let mut cur = head("curricularface", &HeadParams::default());
+    for step in 0..3u64 {
+        let case = random_case(60 + step, 6, 7, 5, 5.0, 30.0);
+        run(&case.x, &case.w, &case.labels, 5, h.as_mut(), &RunOptions::default()).unwrap();
+        run(&case.x, &case.w, &case.labels, 5, cur.as_mut(), &RunOptions::default()).unwrap();
+    }
+    let t = cur.state().get("t").unwrap();
+    assert!(t != 0.0);
+    assert_eq!(h.state(), HeadState::new(&[("phase", 1.0), ("t", t)]));
+    assert_eq!(h.non_target(), NonTarget::Curricular { t });
+    let mut g = head("qcface-cur", &HeadParams { phase: Some(Phase::Warmup), ..Default::default() });
+    g.load_state(&h.state()).unwrap();
+    assert_eq!(g.state(), h.state());
+    let e = g.load_state(&HeadState::new(&[("phase", 1.0)])).unwrap_err().to_string();
+    assert!(e.contains("qcface-cur") && e.contains("'t'"), "{e}");
+    // Flags of the softmax part are the head's flags; foreign ones are refused, naming the head.
+    let mvs = HeadParams { t: Some(0.3), easy_margin: Some(false), ..Default::default() };
+    assert!(from_name("qcface-mvs", &mvs).is_ok());
+    let e = from_name("qcface-cur", &mvs).unwrap_err().to_string();
+    assert!(e.contains("qcface-cur") && e.contains("--t"), "{e}");
+    assert!(from_name("qcface", &HeadParams { t: Some(0.3), ..Default::default() }).is_err());
 }
 
 #[test]
@@ -638,6 +700,87 @@ fn smaface_weighs_hard_samples_up_and_easy_down() {
         .unwrap()
         .warnings()
         .is_empty());
+}
+
+/// NSM-CosFace*: the SM-CosFace margin with NSMAFace*'s weight. At ẑ = 0 both margins are CosFace(m),
+/// so it equals nsmaface-star there; at ẑ = -1 its target has no margin at all (s·c_y) while
+/// nsmaface-star's is ArcFace(m). Its weight is c_α·I with α = -2: easy samples up, hard ones down.
+#[test]
+fn nsm_cosface_star_is_the_cosface_margin_with_the_negative_starred_weight() {
+    let case = random_case(71, 6, 7, 5, 1.0, 3.0);
+    let frozen = |name: &str, q: f64| {
+        let mut h = head(name, &HeadParams::default());
+        h.set_training(false);
+        let fr = Frozen { quality: vec![q; 6], p_d: vec![] };
+        run(&case.x, &case.w, &case.labels, 5, h.as_mut(), &eval_opts(Some(fr))).unwrap()
+    };
+    let (a, b) = (frozen("nsm-cosface-star", 0.0), frozen("nsmaface-star", 0.0));
+    assert!((a.loss - b.loss).abs() < 1e-10 * b.loss, "{} vs {}", a.loss, b.loss);
+    assert!(rel_error(&a.grad_x, &b.grad_x) < 1e-8 && rel_error(&a.grad_w, &b.grad_w) < 1e-8);
+    let low = frozen("nsm-cosface-star", -1.0);
+    for r in &low.rows {
+        assert!((r.z_y - 64.0 * r.c_y).abs() < 1e-9, "{r:?}");
+    }
+    assert!((frozen("nsmaface-star", -1.0).loss - low.loss).abs() > 1e-3);
+    // The weight: I* = |7/5|·(1 - 2·(σ(0.6 - p) - ½)) of each row's own p.
+    for r in &low.rows {
+        let sg = 1.0 / (1.0 + (-(0.6 - r.log_p.exp())).exp());
+        assert!((r.weight - 1.4 * (1.0 - 2.0 * (sg - 0.5))).abs() < 1e-12, "{r:?}");
+    }
+    let pair = case_with_target_cos(&[-0.5, 0.95], 10.0, 4, 3, 13);
+    let mut h = head("nsm-cosface-star", &HeadParams::default());
+    let out = run(&pair.x, &pair.w, &pair.labels, 3, h.as_mut(), &RunOptions::default()).unwrap();
+    assert!(out.rows[0].weight < out.rows[1].weight, "{:?}", out.rows);
+    // sm-cosface has c_α = 1: the same α gives a weight 7/5 times smaller.
+    let p = HeadParams { alpha: Some(-2.0), ..Default::default() };
+    let mut plain = head("sm-cosface", &p);
+    let po = run(&pair.x, &pair.w, &pair.labels, 3, plain.as_mut(), &RunOptions::default()).unwrap();
+    for (a, b) in out.rows.iter().zip(&po.rows) {
+        assert!((a.weight - 1.4 * b.weight).abs() < 1e-12, "{} vs {}", a.weight, b.weight);
+    }
+    assert!(from_name("nsm-cosface-star", &HeadParams { alpha: Some(-7.0), ..Default::default() }).is_err());
+    assert!(!head("nsm-cosface-star", &HeadParams { alpha: Some(-6.9), ..Default::default() })
+        .warnings()
+        .is_empty());
+}
+
+/// The appendix-G baselines on AdaFace's margin: with m = 0 they are the plain-logit heads (the clamp
+/// ε aside, which no random cosine reaches); with the margin each row's weight is HM's or F's of the
+/// row's own margin probability, and the target logit is AdaFace's.
+#[test]
+fn mining_baselines_with_the_adaface_margin() {
+    let case = random_case(73, 8, 9, 6, 1.0, 60.0);
+    for (name, plain, s) in [("hm-adaface", "hm-softmax", 4.0), ("focal-adaface", "focal", 8.0)] {
+        let no_margin = HeadParams { s: Some(s), m: Some(0.0), ..Default::default() };
+        let a =
+            run(&case.x, &case.w, &case.labels, 6, head(name, &no_margin).as_mut(), &RunOptions::default())
+                .unwrap();
+        let p = HeadParams { s: Some(s), ..Default::default() };
+        let b =
+            run(&case.x, &case.w, &case.labels, 6, head(plain, &p).as_mut(), &RunOptions::default()).unwrap();
+        assert!((a.loss - b.loss).abs() < 1e-12 * b.loss.abs().max(1.0), "{name}: {} vs {}", a.loss, b.loss);
+        assert!(rel_error(&a.grad_x, &b.grad_x) < 1e-10 && rel_error(&a.grad_w, &b.grad_w) < 1e-10, "{name}");
+        // With the margin: AdaFace's target logit, and the weight of the margin logits' p.
+        let mut h = head(name, &p);
+        let mut ada = head("adaface", &p);
+        let out = run(&case.x, &case.w, &case.labels, 6, h.as_mut(), &RunOptions::default()).unwrap();
+        let ao = run(&case.x, &case.w, &case.labels, 6, ada.as_mut(), &RunOptions::default()).unwrap();
+        assert_eq!(h.state(), ada.state(), "{name}: the same running statistics");
+        for (r, q) in out.rows.iter().zip(&ao.rows) {
+            assert_eq!((r.z_y, r.ce), (q.z_y, q.ce), "{name}");
+            let pr = r.log_p.exp();
+            let want = if name == "hm-adaface" { f64::from(u8::from(pr < 0.5)) } else { (1.0 - pr).powi(2) };
+            assert!((r.weight - want).abs() < 1e-12, "{name}: weight {} at p {pr}", r.weight);
+        }
+        assert!(out.rows.iter().any(|r| r.quality != 0.0), "{name}: the margin is adaptive");
+        // SMAFace's flags are not theirs.
+        let e =
+            from_name(name, &HeadParams { alpha: Some(1.0), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("--alpha"), "{e}");
+    }
+    let g = head("focal-adaface", &HeadParams { gamma: Some(0.0), ..Default::default() });
+    assert_eq!(g.weight(0.3f64.ln()), SampleWeight::ONE);
+    assert!(from_name("hm-adaface", &HeadParams { gamma: Some(2.0), ..Default::default() }).is_err());
 }
 
 #[test]
@@ -687,6 +830,17 @@ fn declared_needs_follow_the_spec_table() {
     assert!(n("focal").p_y_before_weighting && n("hm-softmax").p_y_before_weighting);
     let qc = n("qcface");
     assert!(qc.p_d && qc.extra_term && qc.norm_with_grad && qc.running_state);
+    assert!(!qc.modulates_non_target);
+    for name in ["qcface-cur", "qcface-mvs"] {
+        let q = n(name);
+        assert!(
+            q.p_d && q.extra_term && q.norm_with_grad && q.running_state && q.modulates_non_target,
+            "{name}"
+        );
+    }
+    for name in ["nsm-cosface-star", "hm-adaface", "focal-adaface"] {
+        assert_eq!(n(name), sma, "{name}");
+    }
 }
 
 #[test]

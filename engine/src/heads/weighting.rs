@@ -83,6 +83,25 @@ impl SmaWeight {
     }
 }
 
+/// The weight function of a head that mines samples by p_y (spec §11): SMAFace's, HM-Softmax's or
+/// F-Softmax's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mining {
+    Sma(SmaWeight),
+    Hard,
+    Focal { gamma: f64 },
+}
+
+impl Mining {
+    pub fn eval(&self, log_p: f64) -> SampleWeight {
+        match self {
+            Mining::Sma(w) => w.eval(log_p),
+            Mining::Hard => hard_mining(log_p),
+            Mining::Focal { gamma } => focal(log_p, *gamma),
+        }
+    }
+}
+
 /// HM-Softmax: I = 1[p < 0.5] (hard samples weighted 1, as the text says), st = I.
 pub fn hard_mining(log_p: f64) -> SampleWeight {
     let i = if log_p.exp() < 0.5 { 1.0 } else { 0.0 };

@@ -4,7 +4,7 @@
 //! known before the loader exists (`Recipe::resolve`), then the schedule in steps once the epoch length is
 //! known (`Recipe::schedule`).
 
-use crate::heads::HeadParams;
+use crate::heads::{self, HeadParams};
 use crate::model::IResNetConfig;
 use crate::optim::LrSchedule;
 use crate::train::demo;
@@ -93,7 +93,8 @@ pub struct Recipe {
     pub grad_clip: Option<f64>,
     pub precision: Precision,
     pub augment: AugmentConfig,
-    /// QCFace: epochs of ArcFace warm-up before hypersphere planning; `None` for every other head.
+    /// QCFace (any softmax part): epochs of warm-up on the softmax loss alone before hypersphere
+    /// planning; `None` for every other head.
     pub qcface_warmup: Option<f64>,
     pub eval_every: Option<u64>,
     pub seed: u64,
@@ -280,7 +281,7 @@ impl Recipe {
             demo,
             backbone: backbone(&backbone_name, data)?,
             backbone_name,
-            qcface_warmup: (head == "qcface")
+            qcface_warmup: heads::has_phases(&head)
                 .then(|| flags.warmup_epochs.or(p.and_then(|p| p.warmup_epochs)).unwrap_or(epochs / 2.0)),
             head,
             head_params,
@@ -567,6 +568,12 @@ mod tests {
         let q = RecipeFlags { warmup_epochs: Some(1.0), ..q };
         assert_eq!(Recipe::resolve(&q, &ms1m(), true).unwrap().qcface_warmup, Some(1.0));
         assert_eq!(Recipe::resolve(&RecipeFlags::default(), &ms1m(), true).unwrap().qcface_warmup, None);
+        for head in ["qcface-cur", "qcface-mvs"] {
+            let q = RecipeFlags { head: Some(head.into()), epochs: Some(6.0), ..RecipeFlags::default() };
+            assert_eq!(Recipe::resolve(&q, &ms1m(), true).unwrap().qcface_warmup, Some(3.0), "{head}");
+        }
+        let cur = RecipeFlags { head: Some("curricularface".into()), ..RecipeFlags::default() };
+        assert_eq!(Recipe::resolve(&cur, &ms1m(), true).unwrap().qcface_warmup, None);
     }
 
     #[test]

@@ -435,8 +435,16 @@ impl Trainer {
         let mut p = self.config.head_params.clone();
         p.phase = Some(phase.parse()?);
         if p.phase != self.config.head_params.phase {
-            // QCFace's only running state is its phase, which the new head holds.
-            self.head = heads::from_name(&self.config.head, &p)?;
+            let mut head = heads::from_name(&self.config.head, &p)?;
+            // The softmax part's running state (qcface-cur's t) carries over; the phase is the new head's.
+            let mut state = self.head.state();
+            if let (Some(phase), Some(slot)) =
+                (head.state().get("phase"), state.values.iter_mut().find(|(n, _)| n == "phase"))
+            {
+                slot.1 = phase;
+                head.load_state(&state)?;
+            }
+            self.head = head;
             self.config.head_params = p;
         }
         Ok(())
@@ -1047,6 +1055,23 @@ mod tests {
         t.config.head = "curricularface".into();
         t.head = heads::from_name("curricularface", &t.config.head_params).unwrap();
         t
+    }
+
+    #[test]
+    fn the_qcface_phase_switch_keeps_the_softmax_parts_running_state() {
+        let mut t = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
+        t.config.head = "qcface-cur".into();
+        t.head = heads::from_name("qcface-cur", &t.config.head_params).unwrap();
+        t.set_head_phase("warmup").unwrap();
+        t.train_step(&batch(1.0), &[0, 1, 2, 0]).unwrap();
+        let before = t.head.state();
+        let moved =
+            before.values.iter().find(|(n, _)| n != "phase").expect("qcface-cur keeps CurricularFace's t");
+        assert_ne!(moved.1, 0.0, "a step moves t");
+        t.set_head_phase("planning").unwrap();
+        let after = t.head.state();
+        assert_eq!(after.get("phase"), Some(1.0));
+        assert_eq!(after.get(&moved.0), Some(moved.1));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::backend::{
     AdamWParam, AdamWStep, Backend, BatchNormSaved, BnSums, Conv2dParams, MarginHeadCall, MarginHeadOutput,
     RunningStats, SgdParam, SgdStep, Updated, UpstreamBn,
 };
-use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows};
+use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MergedRows};
 use crate::tensor::{DType, Device, Storage, Tensor};
 use crate::{Error, Result};
 
@@ -363,10 +363,12 @@ pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<Margin
             Some(plans)
         }
     };
-    // The running log-sum-exp (head/launch.rs lse_init, forward_block).
-    ctx.rec(Launch::memory("fill_f32", "head", 4.0 * b as f64));
-    ctx.zeros(&[b].into(), DType::F32)?;
-    ctx.zeros(&[b].into(), DType::F32)?;
+    // The running log-sum-exps, of the logits and of the margin-free non-targets (head/launch.rs
+    // lse_init, forward_block).
+    for _ in 0..2 {
+        ctx.rec(Launch::memory("fill_f32", "head", 4.0 * b as f64));
+        ctx.zeros(&[b].into(), DType::F32)?;
+    }
     let row_block = |ctx: &MetaContext, kernel: String, cos_elems: usize, cos: DType| {
         let rows = 4.0 * (6 * b) as f64;
         ctx.rec(Launch::memory(kernel, "head", (cos_elems * cos.size_in_bytes()) as f64 + rows));
@@ -386,11 +388,12 @@ pub fn margin_head(ctx: &MetaContext, call: MarginHeadCall<'_>) -> Result<Margin
             ctx.affine(&l, 1.0 / b as f64, 0.0)?
         }
         Some(p) => {
-            let zeros = vec![0f32; b];
-            for _ in 0..3 {
+            let (zeros, ones, minus_inf) = (vec![0f32; b], vec![1f32; b], vec![f32::NEG_INFINITY; b]);
+            for _ in 0..4 {
                 ctx.download(&ctx.out([b], DType::F32)?)?;
             }
-            let res = finish_rows(call.head, p, &zeros, &vec![1f32; b], &zeros)?;
+            let merged = MergedRows { max: &zeros, sum: &ones, max_d: &minus_inf, sum_d: &zeros };
+            let res = finish_rows(call.head, p, &merged)?;
             let _ = res;
             ctx.upload(&Tensor::scalar(0f32))?
         }

@@ -20,11 +20,13 @@ pub struct TargetTerms {
     pub tau: Tensor,
 }
 
-/// The running log-sum-exp of every row: max, sum, and sum without the target column.
+/// The running log-sum-exp of every row as (max, sum), and that of the margin-free non-target logits
+/// (kept only under `F_PLAIN_SUM`; otherwise it stays at -inf, 0).
 pub struct LseState {
     pub m: Tensor,
     pub s: Tensor,
-    pub s_other: Tensor,
+    pub m_d: Tensor,
+    pub s_d: Tensor,
 }
 
 /// `t`'s device storage, to write in place (copied only if another tensor shares it).
@@ -150,22 +152,26 @@ pub fn gather_cy(
     wrap(b, out)
 }
 
-/// M = -inf, S = S_other = 0 for `b` rows.
+/// M = M_d = -inf, S = S_d = 0 for `b` rows.
 pub fn lse_init(ctx: &Arc<CudaContext>, b: usize) -> Result<LseState> {
     use crate::backend::Backend;
-    let mut m = ctx.alloc_storage(DType::F32, b)?;
-    {
-        let f = ctx.kernels.get("elementwise", "fill_f32")?;
-        let mut mv = m.bytes_mut();
-        let (n64, v) = (b as i64, f32::NEG_INFINITY);
-        let mut l = ctx.compute.launch_builder(&f);
-        l.arg(&n64).arg(&v).arg(&mut mv);
-        unsafe { l.launch(ctx.kernels.elementwise(b)) }.map_err(driver_err("fill_f32"))?;
-    }
+    let minus_inf = || -> Result<Tensor> {
+        let mut m = ctx.alloc_storage(DType::F32, b)?;
+        {
+            let f = ctx.kernels.get("elementwise", "fill_f32")?;
+            let mut mv = m.bytes_mut();
+            let (n64, v) = (b as i64, f32::NEG_INFINITY);
+            let mut l = ctx.compute.launch_builder(&f);
+            l.arg(&n64).arg(&v).arg(&mut mv);
+            unsafe { l.launch(ctx.kernels.elementwise(b)) }.map_err(driver_err("fill_f32"))?;
+        }
+        wrap(b, m)
+    };
     Ok(LseState {
-        m: wrap(b, m)?,
+        m: minus_inf()?,
         s: ctx.zeros(&[b].into(), DType::F32)?,
-        s_other: ctx.zeros(&[b].into(), DType::F32)?,
+        m_d: minus_inf()?,
+        s_d: ctx.zeros(&[b].into(), DType::F32)?,
     })
 }
 
@@ -187,20 +193,21 @@ pub fn forward_block(
         _ => "margin_fwd_block_f16",
     };
     // Updated in place (the state passes from block to block).
-    let (mut m, mut s, mut so) =
-        (cuda_storage(state.m)?, cuda_storage(state.s)?, cuda_storage(state.s_other)?);
+    let (mut m, mut s) = (cuda_storage(state.m)?, cuda_storage(state.s)?);
+    let (mut md, mut sd) = (cuda_storage(state.m_d)?, cuda_storage(state.s_d)?);
     {
         let f = ctx.kernels.get("margin_head", name)?;
         let (cv, lv) = (ctx.storage(cos)?.bytes(), ctx.storage(labels)?.bytes());
         let (tv, zv) = (ctx.storage(&t.tau)?.bytes(), ctx.storage(&t.zy)?.bytes());
-        let (mut mv, mut sv, mut sov) = (m.bytes_mut(), s.bytes_mut(), so.bytes_mut());
+        let (mut mv, mut sv) = (m.bytes_mut(), s.bytes_mut());
+        let (mut mdv, mut sdv) = (md.bytes_mut(), sd.bytes_mut());
         let (b32, nb32, j64, ldc) = (b as i32, nb as i32, j0 as i64, nb as i64);
         let mut l = ctx.compute.launch_builder(&f);
         l.arg(&b32).arg(&nb32).arg(&j64).arg(&ldc).arg(&cv).arg(&lv).arg(&tv).arg(&zv).arg(hp);
-        l.arg(&mut mv).arg(&mut sv).arg(&mut sov);
+        l.arg(&mut mv).arg(&mut sv).arg(&mut mdv).arg(&mut sdv);
         unsafe { l.launch(Kernels::per_row(b, 256)) }.map_err(driver_err(name))?;
     }
-    Ok(LseState { m: wrap(b, m)?, s: wrap(b, s)?, s_other: wrap(b, so)? })
+    Ok(LseState { m: wrap(b, m)?, s: wrap(b, s)?, m_d: wrap(b, md)?, s_d: wrap(b, sd)? })
 }
 
 /// (lse, loss) per row of a fixed-parameter head.

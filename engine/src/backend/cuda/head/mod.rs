@@ -6,9 +6,9 @@
 //! - fixed parameters (`kernel_params` accepts the head): the target terms are computed on the device
 //!   (`margin_target`, `margin_finish`); no host round trip;
 //! - per-row plans (every other head): c_y and the norms come down, the head's own code computes z_y,
-//!   z'_y and tau (`plan_rows`), which go up; the merged (max, sum, sum without target) come down, the
-//!   head finishes its rows (`finish_rows`: loss, weights, extra terms, dL/da) and the weight factors go
-//!   up. Four small copies of B values per step.
+//!   z'_y and tau (`plan_rows`), which go up; the merged (max, sum) of the logits and of the margin-free
+//!   non-target logits (QCFace's p_d) come down, the head finishes its rows (`finish_rows`: loss,
+//!   weights, extra terms, dL/da) and the weight factors go up. Small copies of B values per step.
 //!
 //! Both paths clamp CE at CE_MAX in the loss value (p_y >= 1e-30, as insightface), not in the gradient.
 
@@ -16,7 +16,7 @@ mod launch;
 
 use super::{ops, CudaContext};
 use crate::backend::{Backend, BinaryOp, MarginHeadCall, MarginHeadOutput};
-use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MarginParams};
+use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MarginParams, MergedRows};
 use crate::heads::{Head, NORM_FLOOR};
 use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
@@ -215,8 +215,11 @@ impl Prepared {
             tau: upload_rows(plans.tau.clone(), dev)?,
         };
         let (state, kept) = self.forward(&terms, &hp)?;
+        let [max, sum, max_d, sum_d] =
+            [&state.m, &state.s, &state.m_d, &state.s_d].map(|t| t.to_vec::<f32>());
+        let (max, sum, max_d, sum_d) = (max?, sum?, max_d?, sum_d?);
         let res =
-            finish_rows(head, &plans, &state.m.to_vec()?, &state.s.to_vec()?, &state.s_other.to_vec()?)?;
+            finish_rows(head, &plans, &MergedRows { max: &max, sum: &sum, max_d: &max_d, sum_d: &sum_d })?;
         let loss = Tensor::scalar(res.loss as f32).to_device(dev)?;
         if !grad {
             return Ok((loss, None));
