@@ -190,3 +190,29 @@ fn slurm_variables_make_a_job_of_two_tasks() {
     assert!(!String::from_utf8_lossy(&outs[1].stderr).contains("done:"), "rank 1 is quiet");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+#[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
+fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
+    let root = scratch("mr-gpu");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let on_cuda = |c: &mut Command| {
+        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+        let mut d = Command::new(exe());
+        for a in args {
+            d.arg(if a == "cpu" { "cuda".into() } else { a });
+        }
+        d.env("FACETRAIN_EMU_DEVICES", "2").stdout(Stdio::null()).stderr(Stdio::piped());
+        d
+    };
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2"])));
+    assert!(ok, "{err}");
+    assert!(err.contains("training on cuda:0") && err.contains("batch 8 x 2 ranks = 16"), "{err}");
+    assert!(err.contains("done: 10 steps"), "{err}");
+    let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // The job's checkpoint continues on one device with the same global batch.
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).arg("--resume")));
+    assert!(ok && err.contains("at step 10") && err.contains("done: 20 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

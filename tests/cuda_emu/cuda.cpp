@@ -496,13 +496,33 @@ static CUresult stream_sync(Stream* h) {
 extern "C" {
 
 // ---- Initialisation, devices, contexts.
-// CUDA_VISIBLE_DEVICES as the driver reads it: the one device is visible only when the list's first
-// entry is 0 (an empty list, or one starting elsewhere, hides it: cuInit then reports no device).
+// The devices: FACETRAIN_EMU_DEVICES (1 to 16, default 1) of them, all the same host emulation. Each
+// process should use one of them: they share this process's memory and context (a job's ranks, one
+// process per device, are what several are for).
+static int emu_devices() {
+    const char* v = getenv("FACETRAIN_EMU_DEVICES");
+    int n = v ? atoi(v) : 1;
+    return n < 1 ? 1 : (n > 16 ? 16 : n);
+}
+
+// CUDA_VISIBLE_DEVICES as the driver reads it: a comma-separated list of ordinals, read up to the first
+// entry that names no device (an empty list hides them all: cuInit then reports no device). The
+// emulation takes the list's length as the count; entries keep their own ordinals' identity only in
+// name, which one device per process never sees.
 static int visible_devices() {
     const char* v = getenv("CUDA_VISIBLE_DEVICES");
-    if (!v) return 1;
-    while (*v == ' ') v++;
-    return (v[0] == '0' && (v[1] == 0 || v[1] == ',' || v[1] == ' ')) ? 1 : 0;
+    int all = emu_devices();
+    if (!v) return all;
+    int count = 0;
+    while (*v) {
+        while (*v == ' ' || *v == ',') v++;
+        if (*v < '0' || *v > '9') break;
+        int ordinal = 0;
+        while (*v >= '0' && *v <= '9') ordinal = ordinal * 10 + (*v++ - '0');
+        if (ordinal >= all || count >= all) break;
+        count++;
+    }
+    return count;
 }
 
 CUresult cuInit(unsigned flags) {
@@ -520,8 +540,8 @@ CUresult cuDeviceGetCount(int* n) {
 }
 CUresult cuDeviceGet(CUdevice* d, int ordinal) {
     if (!g_init) return ERR_NOT_INITIALIZED;
-    if (ordinal != 0) return ERR_INVALID_DEVICE;
-    *d = 0;
+    if (ordinal < 0 || ordinal >= visible_devices()) return ERR_INVALID_DEVICE;
+    *d = ordinal;
     return OK;
 }
 CUresult cuDeviceGetName(char* name, int len, CUdevice d) {
@@ -538,7 +558,7 @@ CUresult cuDeviceGetUuid(unsigned char* uuid, CUdevice d) {
 }
 CUresult cuDeviceGetUuid_v2(unsigned char* uuid, CUdevice d) { return cuDeviceGetUuid(uuid, d); }
 CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
-    if (d != 0) return ERR_INVALID_DEVICE;
+    if (d < 0 || d >= visible_devices()) return ERR_INVALID_DEVICE;
     switch (attr) {
         case 1: *v = 1024; break;                // max threads per block
         case 2: case 3: *v = 1024; break;        // max block dim x, y
@@ -555,8 +575,11 @@ CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
     }
     return OK;
 }
+// The device whose primary context this process took last (what cuCtxGetDevice reports).
+static int g_ctx_device = 0;
 CUresult cuDevicePrimaryCtxRetain(Ctx** ctx, CUdevice d) {
-    if (d != 0) return ERR_INVALID_DEVICE;
+    if (d < 0 || d >= visible_devices()) return ERR_INVALID_DEVICE;
+    g_ctx_device = d;
     *ctx = &g_ctx;
     return OK;
 }
@@ -582,7 +605,7 @@ CUresult cuCtxPopCurrent_v2(Ctx** c) {
     return OK;
 }
 CUresult cuCtxGetDevice(CUdevice* d) {
-    *d = 0;
+    *d = g_ctx_device;
     return OK;
 }
 CUresult cuCtxSynchronize() {

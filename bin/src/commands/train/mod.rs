@@ -398,7 +398,7 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
         threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let data = data::TrainingData::open(&a)?;
     let recipe = Recipe::resolve(&flags, &data.shape, emulated)?;
-    if !device.is_cpu() {
+    if !device.is_cpu() && lead {
         eprintln!("training on {} in {}", device.describe(), recipe.precision);
     }
     let feed = Feed::new(&device)?;
