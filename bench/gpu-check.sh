@@ -17,7 +17,11 @@
 #   head     the chunked margin head against PyTorch linear + margin + CE: time and peak memory
 #   compile  (optional) the torch.compile IR-50 baseline
 #   large    (optional) head benchmarks with 1M classes
-# Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,parity,train,ir50,head[,compile,large]]
+#   multi    (optional) data-parallel scaling: engine-train train --gpus N (N = 1, 2, 4, 8 up to the
+#            machine's GPUs), IR-50 at 128 images per GPU on a generated set (GPU_CHECK_MULTI_DATA=DIR: a
+#            RecordIO set instead, e.g. MS1MV3's 93,431 or WebFace42M's 2,059,906 classes), the job's
+#            images/s from its summary.json; insightface's 8x A100 figure is about 5,400 images/s
+# Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,parity,train,ir50,head[,compile,large,multi]]
 #                           [--results DIR]
 # The binary defaults to target/release/engine-train, else bench/bin/engine-train (carry one stripped
 # release binary built on an x86-64 machine: cargo build --release -p engine-train). Reports go to
@@ -39,7 +43,7 @@ while [ $# -gt 0 ]; do
     --bin) bin="$2"; shift 2 ;;
     --stages) stages="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -140,6 +144,8 @@ if [ "${GPU_CHECK_TOY:-0}" = 1 ]; then
   head_engine=(--batch 8 --classes 1000 --block 256 --steps 1)
   head_torch=(--batch 8 --classes 1000 --steps 1 --warmup 1)
   large_classes=2000
+  multi_args=(--backbone small --batch-size 8 --synth-identities 20 --synth-images 8 --synth-size 32 --epochs 1
+    --synth-heldout 4 --synth-pairs 20)
 else
   parity_args=(--backbone r50 --batch 64 --classes 93431)
   demo_steps=300
@@ -150,6 +156,8 @@ else
   head_engine=(--batch 512 --classes 93431)
   head_torch=(--batch 512 --classes 93431)
   large_classes=1000000
+  multi_args=(--backbone r50 --batch-size 128 --synth-identities 2000 --synth-images 8 --synth-size 112
+    --epochs 100 --time-limit 2)
 fi
 
 status=0
@@ -264,6 +272,20 @@ fi
 if has_stage large; then
   run_stage "head (1M classes): engine" "$bin" gpu-check --bench-head --classes "$large_classes" --report "$results/head-large-$stamp.md"
   [ -n "$py" ] && run_stage "head (1M classes): PyTorch" "$py" bench/torch_ir50.py head --batch 512 --classes "$large_classes" --device "$torch_device"
+fi
+
+if has_stage multi; then
+  gpus=$(nvidia-smi -L | grep -c '^GPU ')
+  data=()
+  [ -n "${GPU_CHECK_MULTI_DATA:-}" ] && data=(--data "$GPU_CHECK_MULTI_DATA")
+  for n in 1 2 4 8; do
+    [ "$n" -gt "$gpus" ] && break
+    out="$results/multi-$stamp/gpus-$n"
+    run_stage "multi: train --gpus $n (IR-50, 128 images per GPU, bf16)" "$bin" train --gpus "$n" --device cuda \
+      --precision bf16 "${multi_args[@]}" "${data[@]}" --eval-every 1000000 --checkpoint-every 1000000 \
+      --cache "$root/.cache/multi" --output "$out"
+    [ -f "$out/summary.json" ] && grep -o '"images_per_second":[^,}]*' "$out/summary.json" | sed "s/^/gpus $n: /" >>"$report"
+  done
 fi
 
 echo "report written: $report"

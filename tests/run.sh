@@ -106,8 +106,9 @@ if [ $# -eq 0 ]; then
   gcs="$emu/gpu-check-sh"
   rm -rf "$gcs"
   "${emu_env[@]}" PATH="$root/tests/cuda_emu/bin:$PATH" GPU_CHECK_LIBDIRS="$emu" GPU_CHECK_TORCH_DEVICE=cpu \
-    GPU_CHECK_TOY=1 FACETRAIN_ST_FALLBACK=1 PYTHON="$py" bash bench/gpu-check.sh \
-    --bin "$root/target/debug/engine-train" --stages tests,parity,ir50,head,large --results "$gcs" | tail -n 2
+    GPU_CHECK_TOY=1 FACETRAIN_ST_FALLBACK=1 FACETRAIN_EMU_DEVICES=2 PYTHON="$py" bash bench/gpu-check.sh \
+    --bin "$root/target/debug/engine-train" --stages tests,parity,ir50,head,large,multi --results "$gcs" | tail -n 2
   grep -q "PyTorch fixture | pass" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh replayed no PyTorch fixture" >&2; exit 1; }
-  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 14 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
+  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 16 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
+  grep -q "^gpus 2: \"images_per_second\"" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh: the 2-GPU job wrote no summary" >&2; exit 1; }
 fi
