@@ -81,6 +81,25 @@ fn two_ranks_train_as_one_job_and_its_checkpoint_resumes_alone_and_on_two_again(
 }
 
 #[test]
+fn partial_fc_trains_alone_and_over_two_ranks_and_refuses_a_rate_out_of_range() {
+    let root = scratch("mr-pfc");
+    let cache = root.join("cache");
+    let one = root.join("one");
+    let (ok, err) = run(job(&cache, &one, 16, 1).args(["--sample-rate", "0.3"]));
+    assert!(ok && err.contains("(Partial FC: 0.3 of each rank's per step)"), "{err}");
+    let two = root.join("two");
+    let (ok, err) = run(job(&cache, &two, 8, 1).args(["--sample-rate", "0.3", "--gpus", "2"]));
+    assert!(ok && err.contains("done: 10 steps"), "{err}");
+    for out in [&one, &two] {
+        let losses: Vec<f64> = events(out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+        assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    }
+    let (ok, err) = run(job(&cache, &root.join("bad"), 16, 1).args(["--sample-rate", "1.5"]));
+    assert!(!ok && err.contains("--sample-rate 1.5"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn a_killed_rank_ends_the_job_naming_it_and_the_job_resumes() {
     let root = scratch("mr-kill");
     let (cache, out) = (root.join("cache"), root.join("out"));

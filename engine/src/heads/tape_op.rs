@@ -3,7 +3,7 @@
 //! move exactly once per step; the node's backward scales the stored gradients by the seed (no pass
 //! when the head's loss is what `Tape::backward` seeds with one).
 
-use super::{run_rank, Head, RunOptions};
+use super::{run_rank_sampled, Head, Pick, RunOptions};
 use crate::backend::MarginHeadCall;
 use crate::dist::Communicator;
 use crate::tape::{Tape, Var};
@@ -86,7 +86,9 @@ fn push(tape: &mut Tape, embeddings: Var, weight: Var, loss: Tensor, grads: Opti
 /// with their global labels, and its classes `first_class..first_class + C_r` (`weight` [C_r, D]). The
 /// loss is the whole job's batch mean (the same on every rank); the node's gradients are dL/d(this rank's
 /// embeddings) and dL/d(its weight rows). Every rank calls it at the same point. The CPU's classifier
-/// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does).
+/// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does). `pick`: Partial FC's choice of
+/// this rank's classes (`heads::run_rank_sampled`); `None`: all of them.
+#[allow(clippy::too_many_arguments)]
 pub fn sharded_loss(
     tape: &mut Tape,
     embeddings: Var,
@@ -95,6 +97,7 @@ pub fn sharded_loss(
     first_class: usize,
     comm: &dyn Communicator,
     head: &mut dyn Head,
+    pick: Option<Pick<'_>>,
 ) -> Result<Var> {
     let (x, w) = (tape.value(embeddings).clone(), tape.value(weight).clone());
     let (b, d) = x.shape().matrix("sharded head loss (embeddings)")?;
@@ -116,13 +119,13 @@ pub fn sharded_loss(
     fn run_as<T: Float + Element>(
         x: &Tensor,
         w: &Tensor,
-        call: (&[i64], usize, &dyn Communicator, &mut dyn Head, bool),
+        call: (&[i64], usize, &dyn Communicator, &mut dyn Head, bool, Option<Pick<'_>>),
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-        let (labels, first_class, comm, head, grad) = call;
+        let (labels, first_class, comm, head, grad, pick) = call;
         let (_, d) = x.shape().matrix("sharded head loss")?;
         let opts = RunOptions { compute_grad: grad, frozen: None };
-        let out =
-            run_rank::<T>(comm, x.as_slice::<T>()?, labels, w.as_slice::<T>()?, first_class, d, head, &opts)?;
+        let (xs, ws) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
+        let out = run_rank_sampled::<T>(comm, xs, labels, ws, first_class, d, head, &opts, pick)?;
         let grads = if grad {
             Some((
                 Tensor::from_vec(out.grad_x, x.shape().clone())?,
@@ -133,7 +136,7 @@ pub fn sharded_loss(
         };
         Ok((Tensor::scalar(T::from_f64(out.loss)), grads))
     }
-    let call = (labels, first_class, comm, head, grad);
+    let call = (labels, first_class, comm, head, grad, pick);
     let (loss, grads) = match xr.dtype() {
         DType::F32 => run_as::<f32>(&xr, &wr, call)?,
         DType::F64 => run_as::<f64>(&xr, &wr, call)?,

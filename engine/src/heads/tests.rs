@@ -1049,3 +1049,94 @@ fn a_sample_whose_class_no_rank_holds_is_an_error_on_every_rank() {
         assert!(e.contains("sample 1 has label -1 on every shard"), "{e}");
     }
 }
+
+#[test]
+fn partial_fc_keeps_every_positive_and_draws_the_rest_at_random() {
+    // Shard of classes 10..30; labels 12, 12, 29 are its positives, 3 and 40 are other shards'.
+    let labels = [12i64, 3, 29, 12, 40];
+    let rows = partial_fc_rows(&labels, 10, 20, 0.5, &mut Rng::new(1));
+    assert_eq!(rows.len(), 10);
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}");
+    assert!(rows.contains(&2) && rows.contains(&19), "{rows:?}");
+    assert_eq!(
+        rows,
+        partial_fc_rows(&labels, 10, 20, 0.5, &mut Rng::new(1)),
+        "the same draw from the same seed"
+    );
+    assert_ne!(rows, partial_fc_rows(&labels, 10, 20, 0.5, &mut Rng::new(2)), "another seed, another draw");
+    assert_eq!(partial_fc_rows(&labels, 10, 20, 1.0, &mut Rng::new(1)), (0..20).collect::<Vec<_>>());
+    // Fewer draws than positives: the positives alone.
+    assert_eq!(partial_fc_rows(&labels, 10, 20, 0.05, &mut Rng::new(1)), vec![2, 19]);
+}
+
+#[test]
+fn a_partial_fc_step_over_ranks_equals_the_head_on_the_chosen_classes() {
+    use crate::dist::{Communicator, InProcess};
+    use std::time::Duration;
+    let (b, c, dim) = (8usize, 14usize, 5usize);
+    let case = random_case(77, b, c, dim, 5.0, 50.0);
+    let (rows, classes) = (split(b, 2), split(c, 2));
+    let pick_of = |rank: usize, all: &[i64]| {
+        let (c0, nc) = classes[rank];
+        partial_fc_rows(all, c0, nc, 0.5, &mut Rng::derive(&[9, rank as u64]))
+    };
+    for name in ["arcface", "adaface", "curricularface"] {
+        // The reference: one head on the union of the chosen classes, labels renumbered into it.
+        let chosen: Vec<usize> = (0..2)
+            .flat_map(|r| {
+                let c0 = classes[r].0;
+                pick_of(r, &case.labels).into_iter().map(move |i| c0 + i)
+            })
+            .collect();
+        assert!(chosen.len() < c, "some classes must be left out for the test to mean anything");
+        let w: Vec<f64> = chosen.iter().flat_map(|&k| case.w[k * dim..(k + 1) * dim].to_vec()).collect();
+        let y: Vec<i64> =
+            case.labels.iter().map(|&l| chosen.iter().position(|&k| k as i64 == l).unwrap() as i64).collect();
+        let mut reference = head(name, &HeadParams::default());
+        reference.set_training(true);
+        let want = run(&case.x, &w, &y, dim, reference.as_mut(), &RunOptions::default()).unwrap();
+        let group = InProcess::group(2, Duration::from_secs(30)).unwrap();
+        let got: Vec<Output<f64>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = group
+                .into_iter()
+                .map(|comm| {
+                    let (case, rows, classes, pick_of) = (&case, &rows, &classes, &pick_of);
+                    sc.spawn(move || {
+                        let r = comm.rank();
+                        let ((r0, nr), (c0, nc)) = (rows[r], classes[r]);
+                        let mut h = head(name, &HeadParams::default());
+                        h.set_training(true);
+                        let pick = |all: &[i64]| pick_of(r, all);
+                        let x = &case.x[r0 * dim..(r0 + nr) * dim];
+                        let wr = &case.w[c0 * dim..(c0 + nc) * dim];
+                        let opts = RunOptions::default();
+                        let l = &case.labels[r0..r0 + nr];
+                        run_rank_sampled(&comm, x, l, wr, c0, dim, h.as_mut(), &opts, Some(&pick)).unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for o in &got {
+            assert!(
+                (o.loss - want.loss).abs() <= 1e-12 * want.loss.abs(),
+                "{name}: {} vs {}",
+                o.loss,
+                want.loss
+            );
+        }
+        let gx: Vec<f64> = got.iter().flat_map(|o| o.grad_x.clone()).collect();
+        assert!(rel_error(&gx, &want.grad_x) < 1e-12, "{name}: dL/dx");
+        // dL/dW: the chosen rows are the reference's, the others zero.
+        let gw: Vec<f64> = got.iter().flat_map(|o| o.grad_w.clone()).collect();
+        assert_eq!(gw.len(), c * dim);
+        let mut expect = vec![0.0; c * dim];
+        for (i, &k) in chosen.iter().enumerate() {
+            expect[k * dim..(k + 1) * dim].copy_from_slice(&want.grad_w[i * dim..(i + 1) * dim]);
+        }
+        assert!(rel_error(&gw, &expect) < 1e-12, "{name}: dL/dW");
+        assert!((0..c)
+            .filter(|k| !chosen.contains(k))
+            .all(|k| gw[k * dim..(k + 1) * dim].iter().all(|&v| v == 0.0)));
+    }
+}

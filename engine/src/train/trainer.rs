@@ -134,6 +134,8 @@ pub struct Trainer {
     rank_loss: Option<f64>,
     /// The classes this rank holds when the head is sharded over the ranks (`shard_classes`).
     shard: Option<ClassShard>,
+    /// Partial FC (`set_sample_rate`): the share of each rank's classes a step uses; 1: all.
+    sample_rate: f64,
 }
 
 /// A contiguous range of the classes: this rank's rows of the classifier and of its optimizer state.
@@ -224,6 +226,7 @@ impl Trainer {
             running_state: RunningState::default(),
             rank_loss: None,
             shard: None,
+            sample_rate: 1.0,
         })
     }
 
@@ -329,7 +332,8 @@ impl Trainer {
     /// each rank's weight gradient for its own classes only. Checkpoints gather the rows back
     /// (`save`), so a checkpoint is the whole classifier and resumes on any number of ranks.
     pub fn shard_classes(&mut self) -> Result<()> {
-        let Some(comm) = self.group() else { return Ok(()) };
+        // One rank (with `dist::Single`) holds every class: the sharded path alone, for Partial FC.
+        let Some(comm) = self.comm.clone() else { return Ok(()) };
         if !self.device.is_cpu() {
             return Err(Error::Device("the class-sharded head runs on the CPU only for now".into()));
         }
@@ -360,9 +364,32 @@ impl Trainer {
         Ok(())
     }
 
-    /// The classes this rank holds; `None` when it holds them all.
+    /// The classes this rank holds; `None` when the head is not sharded.
     pub fn class_shard(&self) -> Option<ClassShard> {
         self.shard
+    }
+
+    /// insightface's Partial FC on the sharded head (`shard_classes` first): each step, each rank uses its
+    /// classes that are labels of the job's batch and random others, `rate` of its classes in all
+    /// (`heads::partial_fc_rows`; drawn from the seed, the step and the rank). 1: every class.
+    pub fn set_sample_rate(&mut self, rate: f64) -> Result<()> {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(Error::Invalid(format!(
+                "--sample-rate {rate}: expected a share of the classes in (0, 1]"
+            )));
+        }
+        if rate < 1.0 && self.shard.is_none() {
+            return Err(Error::Invalid(
+                "Partial FC sampling runs on the class-sharded head (the CPU device)".into(),
+            ));
+        }
+        self.sample_rate = rate;
+        Ok(())
+    }
+
+    /// The generator of Partial FC's draw at `step` on `rank`.
+    pub fn partial_fc_rng(seed: u64, step: u64, rank: usize) -> crate::rng::Rng {
+        crate::rng::Rng::derive(&[seed, step, rank as u64, 0x5041_5254_4941_4c46])
     }
 
     /// The whole classifier and optimizer state, gathered from the ranks' shards in rank order (this
@@ -537,9 +564,21 @@ impl Trainer {
         // The weights the forward read in 16 bits: the optimizer writes their 16-bit copies from now on.
         self.params.note_half_reads(tape.half_reads());
         let w = self.classifier.var(&mut tape, CLASSIFIER)?;
-        let loss = match (self.shard, self.group()) {
+        let loss = match (self.shard, self.comm.clone()) {
             (Some(sh), Some(comm)) => {
-                heads::sharded_loss(&mut tape, emb, w, labels, sh.first, comm.as_ref(), self.head.as_mut())?
+                let (rate, seed, step, rank) = (self.sample_rate, self.config.seed, self.step, comm.rank());
+                let pick = move |all: &[i64]| {
+                    heads::partial_fc_rows(
+                        all,
+                        sh.first,
+                        sh.count,
+                        rate,
+                        &mut Self::partial_fc_rng(seed, step, rank),
+                    )
+                };
+                let pick: Option<heads::Pick<'_>> = (rate < 1.0).then_some(&pick);
+                let head = self.head.as_mut();
+                heads::sharded_loss(&mut tape, emb, w, labels, sh.first, comm.as_ref(), head, pick)?
             }
             _ => heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?,
         };
@@ -1211,6 +1250,46 @@ mod tests {
                 assert_close(snap, &want_w, &format!("world {world}, rank {r}"));
             }
         }
+    }
+
+    #[test]
+    fn partial_fc_on_one_rank_moves_only_the_chosen_classes_by_their_gradient() {
+        let (x, labels) = eight();
+        let mut c = tiny_with(16, 1).config.clone();
+        c.weight_decay = 0.0;
+        let mut plain = Trainer::new(c.clone()).unwrap();
+        let mut sampled = Trainer::new(c).unwrap();
+        sampled.set_communicator(Arc::new(crate::dist::Single), RunningState::Broadcast);
+        sampled.shard_classes().unwrap();
+        assert_eq!(sampled.class_shard(), Some(ClassShard { first: 0, count: 16 }));
+        assert!(plain.set_sample_rate(0.5).is_err(), "sampling needs the sharded head");
+        // All the classes: the sharded path on one rank is the plain head.
+        let w0 = plain.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap();
+        let (a, b) =
+            (plain.train_step(&x, &labels).unwrap().loss, sampled.train_step(&x, &labels).unwrap().loss);
+        assert!((a - b).abs() < 1e-6 * a.abs(), "{a} vs {b}");
+        // Half of them: the labels' rows and random others move; the rest keep their values.
+        sampled.set_sample_rate(0.5).unwrap();
+        let before = sampled.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap();
+        let rows = heads::partial_fc_rows(&labels, 0, 16, 0.5, &mut Trainer::partial_fc_rng(3, 1, 0));
+        assert_eq!(rows.len(), 8);
+        sampled.train_step(&x, &labels).unwrap();
+        let after = sampled.classifier.get(CLASSIFIER).unwrap().to_f64_vec().unwrap();
+        let dim = after.len() / 16;
+        for k in 0..16 {
+            let moved = (0..dim).any(|j| after[k * dim + j] != before[k * dim + j]);
+            // Rows left out still follow their momentum from the first step (SGD, momentum 0.9).
+            let momentum_only = (0..dim).all(|j| {
+                let v = before[k * dim + j] + 0.9 * (before[k * dim + j] - w0[k * dim + j]);
+                (after[k * dim + j] - v).abs() <= 1e-6 * v.abs().max(1e-3)
+            });
+            if rows.contains(&k) {
+                assert!(moved && !momentum_only, "class {k} was chosen: its gradient moves it");
+            } else {
+                assert!(momentum_only, "class {k} was left out: momentum alone moves it");
+            }
+        }
+        assert!(sampled.set_sample_rate(0.0).is_err() && sampled.set_sample_rate(1.5).is_err());
     }
 
     #[test]

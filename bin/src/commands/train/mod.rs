@@ -74,6 +74,12 @@ pub struct Args {
     /// reduce (the ranks' mean).
     #[arg(long, default_value = "broadcast")]
     running_state: String,
+    /// Partial FC (insightface's sample_rate): each step, each rank's classifier uses its classes that are
+    /// labels of the batch plus random others, this share of its classes in all (e.g. 0.2 or 0.3 for
+    /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head:
+    /// the CPU device for now. Default: 1 (the whole softmax).
+    #[arg(long, value_name = "R")]
+    sample_rate: Option<f64>,
     /// Split each step's batch into K equal micro-batches, run one after the other with their gradients
     /// summed: the same step (learning rate and schedule on the whole batch; batch norm per
     /// micro-batch) in 1/K of the activation memory. Default: 1.
@@ -408,21 +414,40 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
     let (output, ckpt) = if lead { output_folder(&a, output)? } else { rank_output(output)? };
     let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt, lead)?;
     trainer.to_device(&device)?;
-    if let Some(r) = rank {
-        trainer.set_communicator(r.group.clone(), running_state);
-        trainer.check_ranks_agree()?;
-        // On the CPU each rank holds its share of the classes (the class-sharded head); on GPUs the
-        // classifier stays whole on every rank until the sharded head runs there.
-        if device.is_cpu() {
-            trainer.shard_classes()?;
+    let sampled = a.sample_rate.is_some_and(|r| r != 1.0);
+    if sampled && !device.is_cpu() {
+        return Err(Error::Invalid(
+            "--sample-rate: Partial FC runs on the class-sharded head, on the CPU device for now".into(),
+        )
+        .into());
+    }
+    match rank {
+        Some(r) => {
+            trainer.set_communicator(r.group.clone(), running_state);
+            trainer.check_ranks_agree()?;
         }
+        // One process samples on the sharded head's path, alone.
+        None if sampled => trainer.set_communicator(std::sync::Arc::new(engine::dist::Single), running_state),
+        None => {}
+    }
+    // On the CPU each rank holds its share of the classes (the class-sharded head); on GPUs the
+    // classifier stays whole on every rank until the sharded head runs there.
+    if device.is_cpu() && (rank.is_some() || sampled) {
+        trainer.shard_classes()?;
+    }
+    if let Some(r) = a.sample_rate {
+        trainer.set_sample_rate(r)?;
     }
     if lead {
         eprintln!(
-            "{} | head {} | {} classes | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {}{}{} lr {} | {}{} | {}",
+            "{} | head {} | {} classes{} | {} images, {steps_per_epoch} steps/epoch x {} epochs | batch {}{}{} lr {} | {}{} | {}",
             trainer.model.config.describe(trainer.params.parameter_count()),
             recipe.head,
             recipe.classes,
+            match a.sample_rate.filter(|&r| r < 1.0) {
+                Some(r) => format!(" (Partial FC: {r} of each rank's per step)"),
+                None => String::new(),
+            },
             data.faceset.len(),
             recipe.epochs,
             recipe.batch_size,
