@@ -5,26 +5,17 @@
 
 mod common;
 
-use common::{exe, scratch};
+use common::{exe, scratch, tiny_train_cmd_with};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A tiny demo job: 20 identities x 8 images of 32 px, `batch` images per rank, `epochs` epochs.
+/// A tiny demo job: 20 identities x 8 images of 32 px, `batch` images per rank, `epochs` epochs, one
+/// thread per rank.
 fn job(cache: &Path, out: &Path, batch: usize, epochs: usize) -> Command {
-    let mut c = Command::new(exe());
-    c.args(["train", "--device", "cpu", "--threads", "1", "--seed", "7"])
-        .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
-        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--checkpoint-every", "2"])
-        .args(["--eval-every", "1000", "--lr", "0.05"])
-        .args(["--batch-size", &batch.to_string(), "--epochs", &epochs.to_string()])
-        .arg("--cache")
-        .arg(cache)
-        .arg("--output")
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut c = tiny_train_cmd_with(cache, out, batch, 1);
+    c.args(["--epochs", &epochs.to_string(), "--checkpoint-every", "2", "--lr", "0.05"]);
     c
 }
 

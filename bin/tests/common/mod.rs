@@ -18,10 +18,16 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Training on the tiny demo set: 20 identities x 8 images of 32 px, batch 16 (10 steps per epoch), on
 /// the CPU; the recipe is left to the caller.
 pub fn tiny_train_cmd(cache: &Path, out: &Path) -> Command {
+    tiny_train_cmd_with(cache, out, 16, 2)
+}
+
+/// `tiny_train_cmd` with `batch` images per step (per rank) and `threads` threads.
+pub fn tiny_train_cmd_with(cache: &Path, out: &Path, batch: usize, threads: usize) -> Command {
     let mut c = Command::new(exe());
-    c.args(["train", "--device", "cpu", "--threads", "2", "--seed", "7"])
+    c.args(["train", "--device", "cpu", "--threads", &threads.to_string(), "--seed", "7"])
         .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
-        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--batch-size", "16", "--eval-every", "1000"])
+        .args(["--synth-heldout", "4", "--synth-pairs", "20", "--batch-size", &batch.to_string()])
+        .args(["--eval-every", "1000"])
         .arg("--cache")
         .arg(cache)
         .arg("--output")
