@@ -151,6 +151,45 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
 }
 
 #[test]
+fn the_ranks_of_a_launcher_killed_without_a_word_stop_with_a_checkpoint() {
+    let root = scratch("mr-orphan");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let mut launcher = job(&cache, &out, 8, 200).args(["--gpus", "2"]).spawn().unwrap();
+    let t0 = Instant::now();
+    while events(&out, "step").len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The ranks are the processes whose command line names this job's output folder.
+    let ranks = || -> usize {
+        let key = out.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&key))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    while ranks() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the ranks outlived their launcher");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // They stopped as after a SIGTERM: rank 0's checkpoint of the last step it logged.
+    let last = events(&out, "step").last().unwrap()["step"].as_f64().unwrap() as u64;
+    let ck = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(ck[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&ck[8..8 + header_len]).unwrap();
+    assert_eq!(header["__metadata__"]["step"], Value::from(last.to_string()));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn the_real_torchrun_launches_the_job() {
     let py = std::env::var("FACETRAIN_PYTHON")
         .expect("FACETRAIN_PYTHON (the venv of tests/run.sh, whose torch brings torchrun) must be set");

@@ -6,6 +6,8 @@
 //! - When a rank fails, the others learn it from their collectives or heartbeats and stop on their own;
 //!   any still running `GRACE` later (hung, stopped) is killed.
 //! - The exit status is the first failed rank's, or 0.
+//! - Should this process die without a word (SIGKILL), every rank gets SIGTERM from the kernel
+//!   (`PR_SET_PDEATHSIG`) and stops as after a Ctrl-C: no rank trains on unsupervised.
 
 use engine::{Error, Result};
 use std::ffi::OsString;
@@ -40,6 +42,21 @@ pub fn launch(gpus: usize, args: Vec<OsString>, output: &Path) -> Result<i32> {
             .env("MASTER_PORT", port.to_string())
             .env_remove("TORCHELASTIC_USE_AGENT_STORE")
             .process_group(0);
+        let parent = std::process::id() as i32;
+        // SAFETY: between fork and exec the closure only makes async-signal-safe system calls (prctl,
+        // getppid, kill) and touches no memory of the parent.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the call: then no signal would come.
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                Ok(())
+            });
+        }
         match c.spawn() {
             Ok(child) => children.push(Some(child)),
             Err(e) => {
