@@ -79,8 +79,11 @@ fn partial_fc_trains_alone_and_over_two_ranks_and_refuses_a_rate_out_of_range() 
     let (ok, err) = run(job(&cache, &one, 16, 1).args(["--sample-rate", "0.3"]));
     assert!(ok && err.contains("(Partial FC: 0.3 of each rank's per step)"), "{err}");
     let two = root.join("two");
-    let (ok, err) = run(job(&cache, &two, 8, 1).args(["--sample-rate", "0.3", "--gpus", "2"]));
-    assert!(ok && err.contains("done: 10 steps"), "{err}");
+    // Two ranks, each step in two micro-batches: the sharded head's collectives run per micro-batch.
+    let (ok, err) =
+        run(job(&cache, &two, 8, 1).args(["--sample-rate", "0.3", "--gpus", "2", "--grad-accum", "2"]));
+    assert!(ok && err.contains("batch 8 x 2 ranks = 16 in 2 micro-batches of 4"), "{err}");
+    assert!(err.contains("done: 10 steps"), "{err}");
     for out in [&one, &two] {
         let losses: Vec<f64> = events(out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
         assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
