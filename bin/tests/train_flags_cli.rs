@@ -80,3 +80,22 @@ fn augment_prob_trains_and_refuses_what_is_not_a_probability() {
     assert!(!o.status.success() && err.contains("--augment-prob 2"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_two_dimensional_embedding_trains_and_one_dimension_is_refused() {
+    let root = scratch("embedding-size");
+    let cache = root.join("cache");
+    let out = root.join("d2");
+    let o = train_cmd(&cache, &out).args(["--embedding-size", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // The checkpoint records the network: 2-d embeddings, which `embed` then writes.
+    let ck = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let n = u64::from_le_bytes(ck[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&ck[8..8 + n]).unwrap();
+    assert_eq!(header["__metadata__"]["embedding_size"], "2");
+    let o = train_cmd(&cache, &root.join("d1")).args(["--embedding-size", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--embedding-size 1"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -65,6 +65,9 @@ pub fn check_recipe_flags(f: &RecipeFlags) -> Result<()> {
     if f.eval_every == Some(0) {
         return Err(bad("eval-every", 0, "must be at least 1 step"));
     }
+    if let Some(d @ (0 | 1)) = f.embedding_size {
+        return Err(bad("embedding-size", d, "must be at least 2 (a direction needs two coordinates)"));
+    }
     Ok(())
 }
 

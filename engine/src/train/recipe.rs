@@ -19,6 +19,8 @@ use datasets::augment::AugmentConfig;
 pub struct RecipeFlags {
     pub preset: Option<String>,
     pub backbone: Option<String>,
+    /// The embedding's dimension (`None`: the backbone's, 512; 2 or 3 for the papers' toy hyperspheres).
+    pub embedding_size: Option<usize>,
     pub head: Option<String>,
     /// The head's hyper-parameter flags (unset ones fall to the preset, then to the head's defaults).
     pub head_params: HeadParams,
@@ -279,7 +281,11 @@ impl Recipe {
         });
         Ok(Recipe {
             demo,
-            backbone: backbone(&backbone_name, data)?,
+            backbone: {
+                let mut b = backbone(&backbone_name, data)?;
+                b.embedding_size = flags.embedding_size.unwrap_or(b.embedding_size);
+                b
+            },
             backbone_name,
             qcface_warmup: heads::has_phases(&head)
                 .then(|| flags.warmup_epochs.or(p.and_then(|p| p.warmup_epochs)).unwrap_or(epochs / 2.0)),

@@ -50,6 +50,10 @@ pub struct Args {
     /// otherwise.
     #[arg(long)]
     backbone: Option<String>,
+    /// The embedding's dimension (default 512; the demo's small backbone 128). 2 or 3 trains the papers'
+    /// toy hyperspheres (MagFace's and QCFace's figures of embeddings on a circle).
+    #[arg(long, value_name = "D")]
+    embedding_size: Option<usize>,
     /// Head name (see `engine-train head --help`). Default: cosface with s 30 for the demo, arcface
     /// otherwise.
     #[arg(long)]
@@ -199,6 +203,7 @@ impl Args {
         Ok(RecipeFlags {
             preset: self.preset.clone(),
             backbone: self.backbone.clone(),
+            embedding_size: self.embedding_size,
             head: self.head.clone(),
             head_params: self.head_flags.to_params()?,
             batch_size: self.batch_size,
