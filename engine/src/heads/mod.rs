@@ -27,6 +27,7 @@ mod classifier;
 pub mod kernel_plan;
 pub(crate) mod maps;
 mod params;
+pub mod probe;
 mod quality;
 mod registry;
 mod sharded;
