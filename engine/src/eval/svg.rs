@@ -103,15 +103,20 @@ fn num(v: f64) -> Result<String> {
 }
 
 fn header(out: &mut String, title: &str, x_label: &str, y_label: &str) {
+    sized_header(out, WIDTH, title, x_label, y_label)
+}
+
+/// The document head for a picture `width` wide: its plot area is the standard one, at the left.
+fn sized_header(out: &mut String, width: f64, title: &str, x_label: &str, y_label: &str) {
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {width} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
          <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{}</text>\n",
-        WIDTH / 2.0,
+        width / 2.0,
         escape(title),
         (LEFT + WIDTH - RIGHT) / 2.0,
         HEIGHT - 12.0,
@@ -265,6 +270,123 @@ impl HistogramPlot {
                 COLORS[0]
             );
         }
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+}
+
+/// A value over a rectangle as coloured cells, with a colour bar: the head maps over (cos θ, norm).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeatMap {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// What the colours stand for (the colour bar's label).
+    pub value_label: String,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    pub cols: usize,
+    /// `rows × cols` values, row-major, row 0 at the bottom (`y_range.0`), column 0 at `x_range.0`; a
+    /// non-finite value is drawn grey and left out of the colour range.
+    pub values: Vec<f64>,
+}
+
+/// Viridis at five stops, interpolated linearly: dark purple (low) to yellow (high).
+const RAMP: [(f64, f64, f64); 5] =
+    [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+const BAR_SPACE: f64 = 110.0;
+
+/// The colour of `t` in [0, 1] on [`RAMP`], as #rrggbb.
+pub fn ramp_color(t: f64) -> String {
+    let u = t.clamp(0.0, 1.0) * (RAMP.len() - 1) as f64;
+    let k = (u.floor() as usize).min(RAMP.len() - 2);
+    let (a, b, f) = (RAMP[k], RAMP[k + 1], u - k as f64);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+impl HeatMap {
+    /// The finite values' (min, max), widened when they are all equal.
+    pub fn value_range(&self) -> Option<(f64, f64)> {
+        let fin = self.values.iter().filter(|v| v.is_finite());
+        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        (lo <= hi).then(|| widen(lo, hi))
+    }
+
+    pub fn to_svg(&self) -> Result<String> {
+        if self.cols == 0 || self.values.is_empty() || !self.values.len().is_multiple_of(self.cols) {
+            return Err(Error::Shape(format!(
+                "heat map '{}': {} values in rows of {}",
+                self.title,
+                self.values.len(),
+                self.cols
+            )));
+        }
+        let ((x0, x1), (y0, y1)) = (self.x_range, self.y_range);
+        if !(x0.is_finite() && x1.is_finite() && y0.is_finite() && y1.is_finite() && x1 > x0 && y1 > y0) {
+            return Err(Error::Invalid(format!("heat map '{}': empty or non-finite axes", self.title)));
+        }
+        let (v0, v1) = self
+            .value_range()
+            .ok_or_else(|| Error::Invalid(format!("heat map '{}': no finite value", self.title)))?;
+        let rows = self.values.len() / self.cols;
+        let f = Frame { x0, x1, y0, y1, log_x: false };
+        let mut out = String::new();
+        sized_header(&mut out, WIDTH + BAR_SPACE, &self.title, &self.x_label, &self.y_label);
+        let (cw, ch) = ((x1 - x0) / self.cols as f64, (y1 - y0) / rows as f64);
+        for (k, &v) in self.values.iter().enumerate() {
+            let (r, c) = (k / self.cols, k % self.cols);
+            let (xa, xb) = (f.tx(x0 + c as f64 * cw), f.tx(x0 + (c + 1) as f64 * cw));
+            let (ya, yb) = (f.ty(y0 + (r + 1) as f64 * ch), f.ty(y0 + r as f64 * ch));
+            let fill = if v.is_finite() { ramp_color((v - v0) / (v1 - v0)) } else { "#bbbbbb".into() };
+            // Cells overlap by a hair so no seam shows between them.
+            let _ = writeln!(
+                out,
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\"/>",
+                num(xa)?,
+                num(ya)?,
+                num(xb - xa + 0.3)?,
+                num(yb - ya + 0.3)?
+            );
+        }
+        let (xt, xd) = linear_ticks(x0, x1);
+        let (yt, yd) = linear_ticks(y0, y1);
+        axes(&mut out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
+        // The colour bar: 64 bands from v0 (bottom) to v1, with the value axis's ticks beside it.
+        let (bx, top, bottom) = (WIDTH + 5.0, TOP, HEIGHT - BOTTOM);
+        let band = (bottom - top) / 64.0;
+        for k in 0..64 {
+            let _ = writeln!(
+                out,
+                "<rect x=\"{bx}\" y=\"{}\" width=\"18\" height=\"{}\" fill=\"{}\"/>",
+                num(bottom - (k + 1) as f64 * band)?,
+                num(band + 0.3)?,
+                ramp_color((k as f64 + 0.5) / 64.0)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<rect x=\"{bx}\" y=\"{top}\" width=\"18\" height=\"{}\" fill=\"none\" stroke=\"black\"/>",
+            bottom - top
+        );
+        let (vt, vd) = linear_ticks(v0, v1);
+        for v in vt {
+            let y = num(bottom - (v - v0) / (v1 - v0) * (bottom - top))?;
+            let _ = writeln!(
+                out,
+                "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"black\"/>",
+                bx + 18.0,
+                bx + 22.0
+            );
+            let _ = writeln!(out, "<text x=\"{}\" y=\"{y}\" dy=\"4\">{v:.vd$}</text>", bx + 25.0);
+        }
+        let lx = WIDTH + BAR_SPACE - 10.0;
+        let ly = (top + bottom) / 2.0;
+        let _ = writeln!(
+            out,
+            "<text x=\"{lx}\" y=\"{ly}\" text-anchor=\"middle\" transform=\"rotate(-90 {lx} {ly})\">{}</text>",
+            escape(&self.value_label)
+        );
         out.push_str("</svg>\n");
         Ok(out)
     }
@@ -471,6 +593,38 @@ pub(crate) mod tests {
         let (t, _) = linear_ticks(3.0, 97.0);
         assert!(t.iter().all(|v| (3.0..=97.0).contains(v)) && t.len() >= 4);
         assert_eq!(log_ticks(1e-6, 1.0).len(), 7);
+    }
+
+    #[test]
+    fn heat_map_colours_each_cell_by_its_value() {
+        let map = HeatMap {
+            title: "p_y".into(),
+            x_label: "cos".into(),
+            y_label: "norm".into(),
+            value_label: "p & q".into(),
+            x_range: (-1.0, 1.0),
+            y_range: (10.0, 110.0),
+            cols: 3,
+            values: vec![0.0, 0.5, 1.0, f64::NAN, 0.25, 0.75],
+        };
+        let svg = map.to_svg().unwrap();
+        check_well_formed(&svg).unwrap();
+        assert_eq!(map.value_range(), Some((0.0, 1.0)));
+        let cells: Vec<&str> =
+            svg.lines().filter(|l| l.starts_with("<rect") && !l.contains("stroke")).collect();
+        // Background, six cells, 64 colour-bar bands.
+        assert_eq!(cells.len(), 1 + 6 + 64);
+        assert!(cells[1].contains(&ramp_color(0.0)) && cells[3].contains(&ramp_color(1.0)));
+        assert!(cells[4].contains("#bbbbbb"), "a NaN cell is grey");
+        assert!(cells[5].contains(&ramp_color(0.25)));
+        // The bottom row (row 0) is drawn lower than the top row.
+        let y = |l: &str| l.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap();
+        assert!(y(cells[1]) > y(cells[4]));
+        assert_eq!(ramp_color(0.0), "#440154");
+        assert_eq!(ramp_color(1.0), "#fde725");
+        assert!(svg.contains("p &amp; q"));
+        assert!(HeatMap { values: vec![f64::NAN], cols: 1, ..map.clone() }.to_svg().is_err());
+        assert!(HeatMap { cols: 4, ..map }.to_svg().is_err());
     }
 
     #[test]
