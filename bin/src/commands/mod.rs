@@ -12,6 +12,7 @@ pub mod eval_tinyface;
 pub mod export;
 pub mod head;
 pub mod head_flags;
+pub mod head_plots;
 pub mod info;
 pub mod train;
 

@@ -204,6 +204,14 @@ impl LinePlot {
         };
         let (t, d) = linear_ticks(y0, y1);
         axes(&mut out, &f, &xt, &labelled(&t, d))?;
+        // A white box under the legend, so curves behind it do not run through the labels.
+        let _ = writeln!(
+            out,
+            "<rect x=\"{}\" y=\"{}\" width=\"146\" height=\"{}\" fill=\"white\" fill-opacity=\"0.85\"/>",
+            WIDTH - RIGHT - 154.0,
+            TOP + 4.0,
+            16.0 * self.series.len() as f64 + 4.0
+        );
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let mut pts = String::new();
@@ -342,7 +350,7 @@ impl HeatMap {
             // Cells overlap by a hair so no seam shows between them.
             let _ = writeln!(
                 out,
-                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\"/>",
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" shape-rendering=\"crispEdges\"/>",
                 num(xa)?,
                 num(ya)?,
                 num(xb - xa + 0.3)?,
