@@ -1,0 +1,296 @@
+//! `engine-train analyze`: statistics of a trained model's embeddings on a set (from `engine-train embed`),
+//! with their figures.
+//!
+//! - MagFace margins (MagFace supplement Table A1): m(a) = l_m + k_m·(ã - l_a), ã = clamp(a, l_a, u_a),
+//!   k_m = (u_m - l_m)/(u_a - l_a), over the embeddings' norms a: their mean, min and max, and a
+//!   histogram (`margins.json`, `margins.svg`); the bounds are the magface head's (`--l-a`, `--u-a`,
+//!   `--l-m`, `--u-m`).
+//! - Angles to the class centres (QAMFace Figs. 1, 3, 4; with `--centres`): each sample's angle to its own
+//!   class row of the classifier (positive) and to every other row (negative), as histograms in degrees
+//!   (`angles.json`, `angles.csv`, `angles.svg`).
+
+use super::head_flags::HeadFlags;
+use super::CmdResult;
+use engine::eval::svg::{write_svg, HistogramPlot, LinePlot, Series};
+use engine::heads::magface::MagFace;
+use engine::io::safetensors;
+use engine::{Error, Result};
+use rayon::prelude::*;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Embeddings from `engine-train embed`: `embeddings` [N, D] and `labels` [N].
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// The class centres: a training checkpoint (its classifier, `head.classifier.weight`) or a
+    /// safetensors file with `weight` [C, D]; labels index its rows. Without it, no angle statistics.
+    #[arg(long)]
+    centres: Option<PathBuf>,
+    /// Output folder for the statistics (JSON, CSV) and figures (SVG).
+    #[arg(long)]
+    output: PathBuf,
+    /// MagFace's bounds for the margins (`--l-a`, `--u-a`, `--l-m`, `--u-m`; its defaults otherwise).
+    #[command(flatten)]
+    flags: HeadFlags,
+}
+
+/// Summary of MagFace's margins m(a) over a set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarginStats {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Samples whose norm lies below l_a / above u_a (their margin is l_m / u_m).
+    pub below: usize,
+    pub above: usize,
+    pub margins: Vec<f64>,
+}
+
+pub fn margin_stats(head: &MagFace, norms: &[f64]) -> Result<MarginStats> {
+    if norms.is_empty() {
+        return Err(Error::Invalid("no embeddings to take margins of".into()));
+    }
+    let margins: Vec<f64> = norms.iter().map(|&a| head.margin(a)).collect();
+    let (min, max) =
+        margins.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &m| (a.min(m), b.max(m)));
+    Ok(MarginStats {
+        mean: margins.iter().sum::<f64>() / margins.len() as f64,
+        min,
+        max,
+        below: norms.iter().filter(|&&a| a < head.l_a).count(),
+        above: norms.iter().filter(|&&a| a > head.u_a).count(),
+        margins,
+    })
+}
+
+/// Positive and negative angle counts per degree (bin k holds [k, k + 1) degrees; 180 in the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AngleStats {
+    pub positive: Vec<u64>,
+    pub negative: Vec<u64>,
+    pub mean_positive: f64,
+    pub mean_negative: f64,
+    /// Mean over samples of the smallest angle to another class (the hardest negative).
+    pub mean_nearest_negative: f64,
+}
+
+fn unit_rows(m: &[f64], dim: usize) -> Vec<f64> {
+    m.chunks(dim)
+        .flat_map(|r| {
+            let n = r.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            r.iter().map(move |v| v / n)
+        })
+        .collect()
+}
+
+/// The degree bin of an angle; 1e-9° of slack so that exact angles computed through acos land in their
+/// own bin.
+fn degree_bin(deg: f64) -> usize {
+    ((deg + 1e-9).floor().max(0.0) as usize).min(179)
+}
+
+/// Angles between each embedding and every class row; `labels` index the rows.
+pub fn angle_stats(x: &[f64], w: &[f64], labels: &[i64], dim: usize) -> Result<AngleStats> {
+    let classes = w.len() / dim;
+    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= classes) {
+        return Err(Error::Invalid(format!(
+            "label {y} of embedding {i} has no class centre (the centres hold {classes} rows)"
+        )));
+    }
+    if classes < 2 {
+        return Err(Error::Invalid("angle statistics need at least 2 class centres".into()));
+    }
+    let (xh, wh) = (unit_rows(x, dim), unit_rows(w, dim));
+    // Per sample: (positive angle, its negative histogram, sum of negative angles, nearest negative).
+    let per: Vec<(f64, Vec<u64>, f64, f64)> = xh
+        .par_chunks(dim)
+        .zip(labels.par_iter())
+        .map(|(xi, &y)| {
+            let mut hist = vec![0u64; 180];
+            let (mut pos, mut sum, mut nearest) = (0.0, 0.0, f64::INFINITY);
+            for (j, wj) in wh.chunks(dim).enumerate() {
+                let c: f64 = xi.iter().zip(wj).map(|(a, b)| a * b).sum();
+                let deg = c.clamp(-1.0, 1.0).acos().to_degrees();
+                if j == y as usize {
+                    pos = deg;
+                } else {
+                    hist[degree_bin(deg)] += 1;
+                    sum += deg;
+                    nearest = nearest.min(deg);
+                }
+            }
+            (pos, hist, sum, nearest)
+        })
+        .collect();
+    let n = per.len() as f64;
+    let mut positive = vec![0u64; 180];
+    let mut negative = vec![0u64; 180];
+    for (pos, hist, _, _) in &per {
+        positive[degree_bin(*pos)] += 1;
+        negative.iter_mut().zip(hist).for_each(|(a, b)| *a += b);
+    }
+    Ok(AngleStats {
+        positive,
+        negative,
+        mean_positive: per.iter().map(|p| p.0).sum::<f64>() / n,
+        mean_negative: per.iter().map(|p| p.2).sum::<f64>() / (n * (classes - 1) as f64),
+        mean_nearest_negative: per.iter().map(|p| p.3).sum::<f64>() / n,
+    })
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
+}
+
+/// The class centres of a checkpoint's classifier or of a plain `weight` tensor, as f64 rows.
+fn read_centres(path: &Path) -> Result<(Vec<f64>, usize)> {
+    let st = safetensors::read(path)?;
+    let t = ["head.classifier.weight", "weight"].iter().find_map(|n| st.get(n)).ok_or_else(|| {
+        Error::Invalid(format!("{}: holds neither 'head.classifier.weight' nor 'weight'", path.display()))
+    })?;
+    if t.dims().len() != 2 {
+        return Err(Error::Shape(format!(
+            "{}: the class centres must be [C, D], got {}",
+            path.display(),
+            t.shape()
+        )));
+    }
+    Ok((t.to_f64_vec()?, t.dims()[1]))
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let st = safetensors::read(&a.embeddings)?;
+    let e = st.require("embeddings", &a.embeddings)?;
+    if e.dims().len() != 2 || e.dims()[0] == 0 {
+        return Err(format!(
+            "{}: embeddings must be [N, D] with N > 0, got {}",
+            a.embeddings.display(),
+            e.shape()
+        )
+        .into());
+    }
+    let (n, dim) = (e.dims()[0], e.dims()[1]);
+    let x = e.to_f64_vec()?;
+    let labels = st.require("labels", &a.embeddings)?.to_vec::<i64>()?;
+    if labels.len() != n {
+        return Err(format!("{}: {} labels for {n} embeddings", a.embeddings.display(), labels.len()).into());
+    }
+    std::fs::create_dir_all(&a.output).map_err(|e| format!("creating {}: {e}", a.output.display()))?;
+
+    let head = MagFace::new(&a.flags.to_params()?)?;
+    let norms: Vec<f64> = x.chunks(dim).map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
+    let m = margin_stats(&head, &norms)?;
+    let summary = json!({
+        "samples": n, "mean": m.mean, "min": m.min, "max": m.max,
+        "below_l_a": m.below, "above_u_a": m.above,
+        "l_a": head.l_a, "u_a": head.u_a, "l_m": head.l_m, "u_m": head.u_m,
+    });
+    write_text(&a.output.join("margins.json"), &serde_json::to_string_pretty(&summary)?)?;
+    let bins = 40;
+    let (lo, hi) = (head.l_m, if head.u_m > head.l_m { head.u_m } else { head.l_m + 0.01 });
+    let edges: Vec<f64> = (0..=bins).map(|k| lo + (hi - lo) * k as f64 / bins as f64).collect();
+    let mut counts = vec![0usize; bins];
+    for &v in &m.margins {
+        counts[(((v - lo) / (hi - lo) * bins as f64).floor().max(0.0) as usize).min(bins - 1)] += 1;
+    }
+    let plot = HistogramPlot {
+        title: format!("MagFace margin m(‖x‖): mean {:.3}, min {:.3}, max {:.3} (rad)", m.mean, m.min, m.max),
+        x_label: "margin m(‖x‖) (radians)".into(),
+        y_label: "samples".into(),
+        edges,
+        counts,
+    };
+    write_svg(&a.output.join("margins.svg"), &plot.to_svg()?)?;
+    println!(
+        "MagFace margins over {n} samples: mean {:.4}, min {:.4}, max {:.4} ({} below l_a, {} above u_a)",
+        m.mean, m.min, m.max, m.below, m.above
+    );
+
+    if let Some(path) = &a.centres {
+        let (w, wdim) = read_centres(path)?;
+        if wdim != dim {
+            return Err(
+                format!("{}: centres of size {wdim}, embeddings of size {dim}", path.display()).into()
+            );
+        }
+        let s = angle_stats(&x, &w, &labels, dim)?;
+        let mut csv = String::from("degree_lo,degree_hi,positive,negative\n");
+        for k in 0..180 {
+            let _ = writeln!(csv, "{k},{},{},{}", k + 1, s.positive[k], s.negative[k]);
+        }
+        write_text(&a.output.join("angles.csv"), &csv)?;
+        let summary = json!({
+            "samples": n, "classes": w.len() / dim,
+            "mean_positive_deg": s.mean_positive, "mean_negative_deg": s.mean_negative,
+            "mean_nearest_negative_deg": s.mean_nearest_negative,
+        });
+        write_text(&a.output.join("angles.json"), &serde_json::to_string_pretty(&summary)?)?;
+        // Each histogram as a fraction of its own pairs per degree, so both show on one axis.
+        let density = |h: &[u64]| {
+            let total = h.iter().sum::<u64>().max(1) as f64;
+            h.iter().enumerate().map(|(k, &c)| (k as f64 + 0.5, c as f64 / total)).collect()
+        };
+        let plot = LinePlot {
+            title: "angles between embeddings and class centres".into(),
+            x_label: "angle (degrees)".into(),
+            y_label: "fraction of pairs per degree".into(),
+            log_x: false,
+            y_range: None,
+            series: vec![
+                Series {
+                    label: format!("positive (mean {:.1}°)", s.mean_positive),
+                    points: density(&s.positive),
+                },
+                Series {
+                    label: format!("negative (mean {:.1}°)", s.mean_negative),
+                    points: density(&s.negative),
+                },
+            ],
+        };
+        write_svg(&a.output.join("angles.svg"), &plot.to_svg()?)?;
+        println!(
+            "angles to {} class centres: positive mean {:.2}°, negative mean {:.2}°, nearest negative mean {:.2}°",
+            w.len() / dim,
+            s.mean_positive,
+            s.mean_negative,
+            s.mean_nearest_negative
+        );
+    }
+    println!("{}", a.output.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::heads::HeadParams;
+
+    #[test]
+    fn margins_follow_the_clamped_linear_map() {
+        let head = MagFace::new(&HeadParams::default()).unwrap();
+        // l_a 10, u_a 110, l_m 0.45, u_m 0.8.
+        let m = margin_stats(&head, &[5.0, 10.0, 60.0, 110.0, 200.0]).unwrap();
+        assert_eq!(m.margins, vec![0.45, 0.45, 0.45 + 0.35 * 0.5, 0.8, 0.8]);
+        assert!((m.mean - (0.45 * 2.0 + 0.625 + 0.8 * 2.0) / 5.0).abs() < 1e-12);
+        assert_eq!((m.min, m.max, m.below, m.above), (0.45, 0.8, 1, 1));
+        assert!(margin_stats(&head, &[]).is_err());
+    }
+
+    #[test]
+    fn angles_to_own_and_other_centres() {
+        // Two centres on the axes; sample 0 at 30° from centre 0, sample 1 at 45° between them, label 1.
+        let w = [1.0, 0.0, 0.0, 2.0];
+        let t = 30f64.to_radians();
+        let x = [3.0 * t.cos(), 3.0 * t.sin(), 1.0, 1.0];
+        let s = angle_stats(&x, &w, &[0, 1], 2).unwrap();
+        assert_eq!((s.positive[30], s.positive[45], s.positive.iter().sum::<u64>()), (1, 1, 2));
+        // Sample 0 is 60° from centre 1, sample 1 45° from centre 0.
+        assert_eq!(s.negative[60], 1);
+        assert_eq!((s.negative[45], s.negative.iter().sum::<u64>()), (1, 2));
+        assert!((s.mean_positive - 37.5).abs() < 1e-9 && (s.mean_negative - 52.5).abs() < 1e-9);
+        assert!(angle_stats(&x, &w, &[0, 2], 2).unwrap_err().to_string().contains("label 2"));
+    }
+}
