@@ -313,6 +313,46 @@ pub fn ramp_color(t: f64) -> String {
     format!("#{:02x}{:02x}{:02x}", mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// The colour bar right of the plot area: 64 bands from v0 (bottom) to v1, ticks and the value's label.
+fn colour_bar(out: &mut String, v0: f64, v1: f64, value_label: &str) -> Result<()> {
+    // The colour bar: 64 bands from v0 (bottom) to v1, with the value axis's ticks beside it.
+    let (bx, top, bottom) = (WIDTH + 5.0, TOP, HEIGHT - BOTTOM);
+    let band = (bottom - top) / 64.0;
+    for k in 0..64 {
+        let _ = writeln!(
+            out,
+            "<rect x=\"{bx}\" y=\"{}\" width=\"18\" height=\"{}\" fill=\"{}\"/>",
+            num(bottom - (k + 1) as f64 * band)?,
+            num(band + 0.3)?,
+            ramp_color((k as f64 + 0.5) / 64.0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<rect x=\"{bx}\" y=\"{top}\" width=\"18\" height=\"{}\" fill=\"none\" stroke=\"black\"/>",
+        bottom - top
+    );
+    let (vt, vd) = linear_ticks(v0, v1);
+    for v in vt {
+        let y = num(bottom - (v - v0) / (v1 - v0) * (bottom - top))?;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"black\"/>",
+            bx + 18.0,
+            bx + 22.0
+        );
+        let _ = writeln!(out, "<text x=\"{}\" y=\"{y}\" dy=\"4\">{v:.vd$}</text>", bx + 25.0);
+    }
+    let lx = WIDTH + BAR_SPACE - 10.0;
+    let ly = (top + bottom) / 2.0;
+    let _ = writeln!(
+        out,
+        "<text x=\"{lx}\" y=\"{ly}\" text-anchor=\"middle\" transform=\"rotate(-90 {lx} {ly})\">{}</text>",
+        escape(value_label)
+    );
+    Ok(())
+}
+
 impl HeatMap {
     /// The finite values' (min, max), widened when they are all equal.
     pub fn value_range(&self) -> Option<(f64, f64)> {
@@ -360,41 +400,91 @@ impl HeatMap {
         let (xt, xd) = linear_ticks(x0, x1);
         let (yt, yd) = linear_ticks(y0, y1);
         axes(&mut out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
-        // The colour bar: 64 bands from v0 (bottom) to v1, with the value axis's ticks beside it.
-        let (bx, top, bottom) = (WIDTH + 5.0, TOP, HEIGHT - BOTTOM);
-        let band = (bottom - top) / 64.0;
-        for k in 0..64 {
+        colour_bar(&mut out, v0, v1, &self.value_label)?;
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+}
+
+/// Points in a plane about the origin at equal scale on both axes (circles stay round): embeddings of
+/// a 2-D (or projected 3-D) head, coloured by a value, with circles of given radii and rays to given
+/// points (class centres).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScatterPlot {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub points: Vec<(f64, f64)>,
+    /// One value per point, coloured on the ramp with a colour bar; empty: every point one colour.
+    pub values: Vec<f64>,
+    pub value_label: String,
+    /// Dashed circles about the origin: (radius, value coloured on the same ramp, or NaN for black).
+    pub circles: Vec<(f64, f64)>,
+    /// Thin lines from the origin to these points.
+    pub rays: Vec<(f64, f64)>,
+}
+
+impl ScatterPlot {
+    /// Half the height of the square the plot shows: the farthest point, circle or ray end, plus 5%.
+    pub fn reach(&self) -> f64 {
+        let far = |&(x, y): &(f64, f64)| x.hypot(y);
+        let r = self.points.iter().chain(&self.rays).map(far).chain(self.circles.iter().map(|c| c.0));
+        r.filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-12) * 1.05
+    }
+
+    pub fn to_svg(&self) -> Result<String> {
+        if self.points.is_empty() || (!self.values.is_empty() && self.values.len() != self.points.len()) {
+            return Err(Error::Shape(format!(
+                "scatter '{}': {} points, {} values",
+                self.title,
+                self.points.len(),
+                self.values.len()
+            )));
+        }
+        let r = self.reach();
+        let aspect = (WIDTH - LEFT - RIGHT) / (HEIGHT - TOP - BOTTOM);
+        let f = Frame { x0: -r * aspect, x1: r * aspect, y0: -r, y1: r, log_x: false };
+        let scale = (HEIGHT - TOP - BOTTOM) / (2.0 * r);
+        let coloured = !self.values.is_empty();
+        let fin = self.values.iter().chain(self.circles.iter().map(|c| &c.1)).filter(|v| v.is_finite());
+        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (v0, v1) = if lo <= hi { widen(lo, hi) } else { (0.0, 1.0) };
+        let colour = |v: f64| if v.is_finite() { ramp_color((v - v0) / (v1 - v0)) } else { "#000000".into() };
+        let mut out = String::new();
+        let width = if coloured { WIDTH + BAR_SPACE } else { WIDTH };
+        sized_header(&mut out, width, &self.title, &self.x_label, &self.y_label);
+        let (xt, xd) = linear_ticks(f.x0, f.x1);
+        let (yt, yd) = linear_ticks(f.y0, f.y1);
+        axes(&mut out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
+        let (ox, oy) = (num(f.tx(0.0))?, num(f.ty(0.0))?);
+        for &(x, y) in &self.rays {
             let _ = writeln!(
                 out,
-                "<rect x=\"{bx}\" y=\"{}\" width=\"18\" height=\"{}\" fill=\"{}\"/>",
-                num(bottom - (k + 1) as f64 * band)?,
-                num(band + 0.3)?,
-                ramp_color((k as f64 + 0.5) / 64.0)
+                "<line x1=\"{ox}\" y1=\"{oy}\" x2=\"{}\" y2=\"{}\" stroke=\"#444444\" stroke-width=\"1\"/>",
+                num(f.tx(x))?,
+                num(f.ty(y))?
             );
         }
-        let _ = writeln!(
-            out,
-            "<rect x=\"{bx}\" y=\"{top}\" width=\"18\" height=\"{}\" fill=\"none\" stroke=\"black\"/>",
-            bottom - top
-        );
-        let (vt, vd) = linear_ticks(v0, v1);
-        for v in vt {
-            let y = num(bottom - (v - v0) / (v1 - v0) * (bottom - top))?;
+        for (k, &(x, y)) in self.points.iter().enumerate() {
+            let fill = if coloured { colour(self.values[k]) } else { COLORS[0].to_string() };
             let _ = writeln!(
                 out,
-                "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"black\"/>",
-                bx + 18.0,
-                bx + 22.0
+                "<circle cx=\"{}\" cy=\"{}\" r=\"2.5\" fill=\"{fill}\" fill-opacity=\"0.8\"/>",
+                num(f.tx(x))?,
+                num(f.ty(y))?
             );
-            let _ = writeln!(out, "<text x=\"{}\" y=\"{y}\" dy=\"4\">{v:.vd$}</text>", bx + 25.0);
         }
-        let lx = WIDTH + BAR_SPACE - 10.0;
-        let ly = (top + bottom) / 2.0;
-        let _ = writeln!(
-            out,
-            "<text x=\"{lx}\" y=\"{ly}\" text-anchor=\"middle\" transform=\"rotate(-90 {lx} {ly})\">{}</text>",
-            escape(&self.value_label)
-        );
+        for &(radius, v) in &self.circles {
+            let _ = writeln!(
+                out,
+                "<circle cx=\"{ox}\" cy=\"{oy}\" r=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/>",
+                num(radius * scale)?,
+                colour(v)
+            );
+        }
+        if coloured {
+            colour_bar(&mut out, v0, v1, &self.value_label)?;
+        }
         out.push_str("</svg>\n");
         Ok(out)
     }
@@ -633,6 +723,39 @@ pub(crate) mod tests {
         assert!(svg.contains("p &amp; q"));
         assert!(HeatMap { values: vec![f64::NAN], cols: 1, ..map.clone() }.to_svg().is_err());
         assert!(HeatMap { cols: 4, ..map }.to_svg().is_err());
+    }
+
+    #[test]
+    fn scatter_keeps_circles_round_and_points_in_place() {
+        let plot = ScatterPlot {
+            title: "2-D embeddings".into(),
+            x_label: "x1".into(),
+            y_label: "x2".into(),
+            points: vec![(3.0, 0.0), (0.0, -2.0), (-1.0, 1.0)],
+            values: vec![0.0, 1.0, 0.5],
+            value_label: "degradation".into(),
+            circles: vec![(2.5, 0.0), (1.0, f64::NAN)],
+            rays: vec![(3.0, 3.0)],
+        };
+        let svg = plot.to_svg().unwrap();
+        check_well_formed(&svg).unwrap();
+        let attr = |l: &str, k: &str| -> f64 {
+            l.split(&format!(" {k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap()
+        };
+        let dots: Vec<&str> = svg.lines().filter(|l| l.contains("r=\"2.5\"")).collect();
+        assert_eq!(dots.len(), 3);
+        // Equal scale: pixels per unit the same along x and y, measured from the origin.
+        let rings: Vec<&str> = svg.lines().filter(|l| l.contains("stroke-dasharray")).collect();
+        let (ox, oy) = (attr(rings[0], "cx"), attr(rings[0], "cy"));
+        let px = (attr(dots[0], "cx") - ox) / 3.0;
+        let py = (attr(dots[1], "cy") - oy) / 2.0;
+        assert!((px - py).abs() < 0.01, "{px} vs {py}");
+        assert!((attr(rings[0], "r") - 2.5 * px).abs() < 0.01);
+        assert!(dots[1].contains(&ramp_color(1.0)) && dots[2].contains(&ramp_color(0.5)));
+        assert!(rings[0].contains(&ramp_color(0.0)) && rings[1].contains("#000000"));
+        // The farthest thing is the ray's end at 3·√2.
+        assert!((plot.reach() - 3.0 * 2f64.sqrt() * 1.05).abs() < 1e-12);
+        assert!(ScatterPlot { values: vec![1.0], ..plot }.to_svg().is_err());
     }
 
     #[test]
