@@ -4,7 +4,9 @@
 
 mod common;
 use common::{exe, run_ok, scratch, tiny_train_cmd};
-use engine::io::safetensors;
+use datasets::faceset::FaceSet;
+use engine::io::safetensors::{self, SafeTensors};
+use engine::Tensor;
 use std::process::Command;
 
 fn json(path: &std::path::Path) -> serde_json::Value {
@@ -31,6 +33,12 @@ fn margins_and_angles_of_a_trained_magface_model() {
     let x = st.get("embeddings").unwrap().to_f64_vec().unwrap();
     let labels = st.get("labels").unwrap().to_vec::<i64>().unwrap();
     let dim = st.get("embeddings").unwrap().dims()[1];
+    // The demo records carry their degradation level as a second header label; embed writes it.
+    let set =
+        FaceSet::open(&cache.read_dir().unwrap().next().unwrap().unwrap().path().join("train")).unwrap();
+    let levels: Vec<f32> = (0..set.len()).map(|i| set.sample(i).unwrap().header.labels[1]).collect();
+    assert_eq!(st.get("degradation").unwrap().to_vec::<f32>().unwrap(), levels);
+    assert!(levels.iter().any(|&v| v != levels[0]));
     let norms: Vec<f64> = x.chunks(dim).map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
     let mut sorted = norms.clone();
     sorted.sort_by(f64::total_cmp);
@@ -98,5 +106,57 @@ fn margins_and_angles_of_a_trained_magface_model() {
     let o = c.output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("neither"), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn hypersphere_of_two_dimensional_embeddings() {
+    let root = scratch("hypersphere");
+    // 30 samples of 3 classes on rays at 0°, 120° and 240°; norm 10 - 8·degradation, so the circles of
+    // the three degradation thirds are ordered.
+    let (mut x, mut labels, mut deg) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..30 {
+        let (class, d) = (i % 3, (i as f64) / 29.0);
+        let t = (120.0 * class as f64).to_radians();
+        let a = 10.0 - 8.0 * d;
+        x.extend([(a * t.cos()) as f32, (a * t.sin()) as f32]);
+        labels.push(class as i64);
+        deg.push(d as f32);
+    }
+    let mut st = SafeTensors::default();
+    st.push("embeddings", Tensor::from_vec(x.clone(), [30, 2]).unwrap());
+    st.push("labels", Tensor::from_vec(labels, [30]).unwrap());
+    st.push("degradation", Tensor::from_vec(deg.clone(), [30]).unwrap());
+    let emb = root.join("emb.safetensors");
+    safetensors::write(&emb, &st).unwrap();
+    let mut centres = SafeTensors::default();
+    let w: Vec<f32> = (0..3)
+        .flat_map(|k| [(120.0f32 * k as f32).to_radians().cos(), (120.0f32 * k as f32).to_radians().sin()])
+        .collect();
+    centres.push("weight", Tensor::from_vec(w, [3, 2]).unwrap());
+    let cpath = root.join("centres.safetensors");
+    safetensors::write(&cpath, &centres).unwrap();
+
+    let out = root.join("out");
+    let mut c = Command::new(exe());
+    c.args(["analyze", "--embeddings"]).arg(&emb).arg("--centres").arg(&cpath).arg("--output").arg(&out);
+    run_ok(c);
+    let h = json(&out.join("hypersphere.json"));
+    let circles = h["circles"].as_array().unwrap();
+    assert_eq!(circles.len(), 3);
+    // Direct: samples 0-9, 10-19, 20-29 are the thirds (degradation rises with the index).
+    for (k, c) in circles.iter().enumerate() {
+        let norms: Vec<f64> =
+            (10 * k..10 * k + 10).map(|i| (x[2 * i] as f64).hypot(x[2 * i + 1] as f64)).collect();
+        let want = norms.iter().sum::<f64>() / 10.0;
+        assert!((c["mean_norm"].as_f64().unwrap() - want).abs() < 1e-5, "{c} vs {want}");
+        let d = (10 * k..10 * k + 10).map(|i| deg[i] as f64).sum::<f64>() / 10.0;
+        assert!((c["mean_degradation"].as_f64().unwrap() - d).abs() < 1e-6);
+    }
+    let svg = std::fs::read_to_string(out.join("hypersphere.svg")).unwrap();
+    assert_eq!(svg.matches("r=\"2.5\"").count(), 30, "one dot per embedding");
+    assert_eq!(svg.matches("stroke-dasharray").count(), 3);
+    assert_eq!(svg.matches("stroke=\"#444444\"").count(), 3, "one ray per class centre");
+    assert!(svg.contains(">degradation level</text>"));
     let _ = std::fs::remove_dir_all(&root);
 }

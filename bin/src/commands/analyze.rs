@@ -8,10 +8,15 @@
 //! - Angles to the class centres (QAMFace Figs. 1, 3, 4; with `--centres`): each sample's angle to its own
 //!   class row of the classifier (positive) and to every other row (negative), as histograms in degrees
 //!   (`angles.json`, `angles.csv`, `angles.svg`).
+//! - The hypersphere (QCFace's and MagFace's toy figures), for embeddings of size 2 or 3: every embedding
+//!   as a point (3-D seen along (1, 1, 1)), coloured by its degradation level when `embed` wrote one
+//!   (else its class), the class centres as rays, and a dashed circle at the mean norm of each third of
+//!   the samples ordered by degradation, coloured by that third's mean degradation: where magnitude
+//!   encodes quality, the circles are ordered (`hypersphere.svg`, `hypersphere.json`).
 
 use super::head_flags::HeadFlags;
 use super::CmdResult;
-use engine::eval::svg::{write_svg, HistogramPlot, LinePlot, Series};
+use engine::eval::svg::{write_svg, HistogramPlot, LinePlot, ScatterPlot, Series};
 use engine::heads::magface::MagFace;
 use engine::io::safetensors;
 use engine::{Error, Result};
@@ -141,6 +146,64 @@ pub fn angle_stats(x: &[f64], w: &[f64], labels: &[i64], dim: usize) -> Result<A
     })
 }
 
+/// An embedding of size 2 as it is; of size 3 seen along (1, 1, 1): onto (1, -1, 0)/√2 and (1, 1, -2)/√6.
+pub fn project(v: &[f64]) -> (f64, f64) {
+    match *v {
+        [a, b] => (a, b),
+        [a, b, c] => ((a - b) / 2f64.sqrt(), (a + b - 2.0 * c) / 6f64.sqrt()),
+        _ => (f64::NAN, f64::NAN),
+    }
+}
+
+/// Mean norm and mean level of each third of the samples ordered by `level` (ties by index).
+pub fn norm_by_level_thirds(norms: &[f64], level: &[f64]) -> Vec<(f64, f64)> {
+    let mut order: Vec<usize> = (0..norms.len()).collect();
+    order.sort_by(|&i, &j| level[i].total_cmp(&level[j]).then(i.cmp(&j)));
+    let n = order.len();
+    (0..3)
+        .map(|k| &order[k * n / 3..(k + 1) * n / 3])
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let m = part.len() as f64;
+            (part.iter().map(|&i| norms[i]).sum::<f64>() / m, part.iter().map(|&i| level[i]).sum::<f64>() / m)
+        })
+        .collect()
+}
+
+/// The hypersphere figure of embeddings of size 2 or 3 (see the module's comment).
+pub fn hypersphere(
+    x: &[f64],
+    dim: usize,
+    labels: &[i64],
+    degradation: Option<&[f64]>,
+    centres: Option<&[f64]>,
+) -> ScatterPlot {
+    let norms: Vec<f64> = x.chunks(dim).map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
+    let far = norms.iter().cloned().fold(0.0, f64::max);
+    let ray = |u: &[f64]| project(&u.iter().map(|v| v * far).collect::<Vec<_>>());
+    let rays = centres.map(|w| unit_rows(w, dim).chunks(dim).map(ray).collect()).unwrap_or_default();
+    let (values, value_label, circles, what) = match degradation {
+        Some(d) => {
+            (d.to_vec(), "degradation level", norm_by_level_thirds(&norms, d), " per degradation third")
+        }
+        None => {
+            let mean = norms.iter().sum::<f64>() / norms.len() as f64;
+            (labels.iter().map(|&y| y as f64).collect(), "class", vec![(mean, f64::NAN)], "")
+        }
+    };
+    let view = if dim == 3 { "3-D seen along (1,1,1)" } else { "2-D" };
+    ScatterPlot {
+        title: format!("embeddings ({view}); rings: mean norm{what}"),
+        x_label: if dim == 3 { "(x1 - x2)/√2" } else { "x1" }.into(),
+        y_label: if dim == 3 { "(x1 + x2 - 2·x3)/√6" } else { "x2" }.into(),
+        points: x.chunks(dim).map(project).collect(),
+        values,
+        value_label: value_label.into(),
+        circles,
+        rays,
+    }
+}
+
 fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
 }
@@ -209,13 +272,31 @@ pub fn run(a: Args) -> CmdResult {
         m.mean, m.min, m.max, m.below, m.above
     );
 
-    if let Some(path) = &a.centres {
-        let (w, wdim) = read_centres(path)?;
-        if wdim != dim {
-            return Err(
-                format!("{}: centres of size {wdim}, embeddings of size {dim}", path.display()).into()
-            );
+    let centres = match &a.centres {
+        Some(path) => {
+            let (w, wdim) = read_centres(path)?;
+            if wdim != dim {
+                let what = format!("{}: centres of size {wdim}, embeddings of size {dim}", path.display());
+                return Err(what.into());
+            }
+            Some(w)
         }
+        None => None,
+    };
+    if dim == 2 || dim == 3 {
+        let degradation = st.get("degradation").map(|t| t.to_f64_vec()).transpose()?;
+        let plot = hypersphere(&x, dim, &labels, degradation.as_deref(), centres.as_deref());
+        let level = |v: f64| if v.is_finite() { json!(v) } else { json!(null) };
+        let circles: Vec<_> = plot
+            .circles
+            .iter()
+            .map(|&(r, v)| json!({ "mean_norm": r, "mean_degradation": level(v) }))
+            .collect();
+        let summary = serde_json::to_string_pretty(&json!({ "circles": circles }))?;
+        write_text(&a.output.join("hypersphere.json"), &summary)?;
+        write_svg(&a.output.join("hypersphere.svg"), &plot.to_svg()?)?;
+    }
+    if let Some(w) = centres {
         let s = angle_stats(&x, &w, &labels, dim)?;
         let mut csv = String::from("degree_lo,degree_hi,positive,negative\n");
         for k in 0..180 {
@@ -292,5 +373,31 @@ mod tests {
         assert_eq!((s.negative[45], s.negative.iter().sum::<u64>()), (1, 2));
         assert!((s.mean_positive - 37.5).abs() < 1e-9 && (s.mean_negative - 52.5).abs() < 1e-9);
         assert!(angle_stats(&x, &w, &[0, 2], 2).unwrap_err().to_string().contains("label 2"));
+    }
+
+    #[test]
+    fn hypersphere_projects_and_rings_by_degradation() {
+        // (1, 1, 1) is seen end on: it lands on the origin; (1, -1, 0) along the first axis at √2.
+        let (a, b) = project(&[1.0, 1.0, 1.0]);
+        assert!(a.abs() < 1e-12 && b.abs() < 1e-12);
+        let (a, b) = project(&[1.0, -1.0, 0.0]);
+        assert!((a - 2f64.sqrt()).abs() < 1e-12 && b.abs() < 1e-12);
+        // Six samples: norms 1..6, degradation falling with norm; thirds by degradation.
+        let x: Vec<f64> = (1..=6).flat_map(|k| [k as f64, 0.0]).collect();
+        let d = [0.9, 0.8, 0.5, 0.4, 0.1, 0.0];
+        let plot = hypersphere(&x, 2, &[0, 0, 0, 1, 1, 1], Some(&d), Some(&[0.0, 2.0, 3.0, 0.0]));
+        let want = [(5.5, 0.05), (3.5, 0.45), (1.5, 0.85)];
+        for (got, want) in plot.circles.iter().zip(want) {
+            assert!((got.0 - want.0).abs() < 1e-12 && (got.1 - want.1).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+        assert_eq!(plot.circles.len(), 3);
+        assert_eq!(plot.points[2], (3.0, 0.0));
+        assert_eq!(plot.values, d.to_vec());
+        // Rays: the centres' directions at the largest norm.
+        assert_eq!(plot.rays, vec![(0.0, 6.0), (6.0, 0.0)]);
+        let plain = hypersphere(&x, 2, &[0, 0, 0, 1, 1, 1], None, None);
+        assert_eq!(plain.circles.len(), 1);
+        assert_eq!(plain.circles[0].0, 3.5);
+        assert_eq!(plain.values[4], 1.0);
     }
 }
