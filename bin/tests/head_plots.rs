@@ -2,7 +2,9 @@
 //! (its CSV files and the SVGs' own polylines and cells) are the head's functions at those points.
 
 use engine::heads::probe::{probe, Others};
-use engine::heads::{self, HeadParams, HeadState};
+use engine::heads::{self, HeadParams, HeadState, RunOptions};
+use engine::io::safetensors::{self, SafeTensors};
+use engine::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -166,4 +168,55 @@ fn plot_flags_are_checked() {
     let (ok, err) = engine_train(&["head", "--head", "arcface"]);
     assert!(!ok && err.contains("--input"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_batch_with_plot_writes_its_rows_as_the_classifier_reports_them() {
+    let dir = tmp_dir("rows");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (b, c, d) = (40, 7, 5);
+    let x: Vec<f32> = (0..b * d).map(|k| ((k * 37 % 101) as f32 / 10.0) - 5.0).collect();
+    let w: Vec<f32> = (0..c * d).map(|k| ((k * 53 % 89) as f32 / 44.0) - 1.0).collect();
+    let y: Vec<i64> = (0..b).map(|i| (i % c) as i64).collect();
+    let mut st = SafeTensors::default();
+    st.push("embeddings", Tensor::from_vec(x.clone(), [b, d]).unwrap());
+    st.push("weight", Tensor::from_vec(w.clone(), [c, d]).unwrap());
+    st.push("labels", Tensor::from_vec(y.clone(), [b]).unwrap());
+    let input = dir.join("in.safetensors");
+    safetensors::write(&input, &st).unwrap();
+    let plots = dir.join("plots");
+    let (ok, err) = engine_train(&[
+        "head",
+        "--head",
+        "smaface",
+        "--input",
+        input.to_str().unwrap(),
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    for f in
+        ["rows_norm.svg", "rows_p_y.svg", "rows_quality.svg", "rows_weight.svg", "rows_st.svg", "map_st.svg"]
+    {
+        assert!(plots.join(f).exists(), "{f}");
+    }
+    assert!(!plots.join("rows_p_d.svg").exists(), "smaface has no p_d");
+    let mut head = heads::from_name("smaface", &HeadParams::default()).unwrap();
+    let o = heads::run::<f32>(&x, &w, &y, d, head.as_mut(), &RunOptions::default()).unwrap();
+    let rows = csv(&plots.join("rows.csv"));
+    assert_eq!(rows.len(), b);
+    for (r, want) in rows.iter().zip(&o.rows) {
+        close(num(r, "norm"), want.norm, "norm");
+        close(num(r, "p_y"), want.log_p.exp(), "p_y");
+        close(num(r, "quality"), want.quality, "quality");
+        close(num(r, "weight"), want.weight, "I");
+        close(num(r, "st"), want.st, "st");
+    }
+    let svg = std::fs::read_to_string(plots.join("rows_st.svg")).unwrap();
+    assert!(svg.contains("gradient factor st over the batch (40 samples)"));
+    // With --input, --output is optional; without --input it is refused.
+    let (ok, _) =
+        engine_train(&["head", "--head", "arcface", "--plot", plots.to_str().unwrap(), "--output", "o.st"]);
+    assert!(!ok);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,10 +5,11 @@
 //! Output: `loss` (scalar), `grad_embeddings` [B, D], `grad_weight` [C, D] in the input's float type,
 //! plus the head's running state as `state.<name>` f64 scalars after the last step.
 //!
-//! With `--plot DIR` it draws the head's figures instead (`head_plots.rs`).
+//! With `--plot DIR` it draws the head's figures (`head_plots.rs`); with `--input` too, also histograms of
+//! the last step's per-row terms over the batch (`--output` is then optional).
 
 use super::head_flags::HeadFlags;
-use super::head_plots::{parse_norm_range, write_head_plots, PlotSpec};
+use super::head_plots::{parse_norm_range, write_head_plots, write_row_histograms, PlotSpec};
 use super::CmdResult;
 use engine::heads::probe::Others;
 use engine::heads::{self, RunOptions};
@@ -28,15 +29,16 @@ pub struct Args {
     #[arg(long, required_unless_present = "plot")]
     input: Option<PathBuf>,
     /// Output safetensors (written to a temporary name, then renamed).
-    #[arg(long, required_unless_present = "plot")]
+    #[arg(long, required_unless_present = "plot", requires = "input")]
     output: Option<PathBuf>,
     /// Steps on the same batch; the head's running state moves each step, the inputs do not.
     #[arg(long, default_value_t = 1)]
     steps: usize,
     /// Draw the head's figures into this folder instead of running a batch: target logit and its slope
     /// against θ, heat maps over (cos θ_y, norm) of p_y, the gradient scaling term and the head's own
-    /// terms (I, st, p_d, dL/d‖x‖), with their data as CSV.
-    #[arg(long, conflicts_with_all = ["input", "output"])]
+    /// terms (I, st, p_d, dL/d‖x‖), with their data as CSV; with --input also histograms of the last
+    /// step's per-row terms over the batch (rows_*.svg, rows.csv).
+    #[arg(long)]
     plot: Option<PathBuf>,
     /// Another head, with its default hyper-parameters, drawn beside --head in the curves (repeatable).
     #[arg(long, requires = "plot")]
@@ -116,7 +118,7 @@ fn steps<T: Float + engine::tensor::Element>(
     labels: &[i64],
     head: &mut dyn heads::Head,
     n: usize,
-) -> Result<(f64, Tensor, Tensor), Error> {
+) -> Result<(f64, Tensor, Tensor, Vec<heads::RowReport>), Error> {
     let d = x.dims()[1];
     let mut last = None;
     for _ in 0..n {
@@ -127,6 +129,7 @@ fn steps<T: Float + engine::tensor::Element>(
         o.loss,
         Tensor::from_vec(o.grad_x, x.shape().clone())?,
         Tensor::from_vec(o.grad_w, w.shape().clone())?,
+        o.rows,
     ))
 }
 
@@ -138,12 +141,11 @@ pub fn run(a: Args) -> CmdResult {
     for w in head.warnings() {
         eprintln!("engine-train: warning: {w}");
     }
-    if let Some(dir) = &a.plot {
-        return plot(&a, dir);
-    }
-    let (input, output) = (a.input.as_deref().expect("clap"), a.output.as_deref().expect("clap"));
+    let Some(input) = a.input.as_deref() else {
+        return plot(&a, a.plot.as_deref().expect("clap: --plot without --input"));
+    };
     let (x, w, labels) = load(input)?;
-    let (loss, gx, gw) = match x.dtype() {
+    let (loss, gx, gw, rows) = match x.dtype() {
         DType::F32 => steps::<f32>(&x, &w, &labels, head.as_mut(), a.steps)?,
         _ => steps::<f64>(&x, &w, &labels, head.as_mut(), a.steps)?,
     };
@@ -156,6 +158,13 @@ pub fn run(a: Args) -> CmdResult {
     }
     out.metadata.insert("head".into(), a.head.clone());
     out.metadata.insert("steps".into(), a.steps.to_string());
+    if let Some(dir) = &a.plot {
+        plot(&a, dir)?;
+        for path in write_row_histograms(dir, &rows, head.needs())? {
+            println!("{}", path.display());
+        }
+    }
+    let Some(output) = a.output.as_deref() else { return Ok(()) };
     safetensors::write(output, &out)?;
     println!(
         "{}: loss {loss:.6} (B {}, C {}, D {}, {} step{}) -> {}",

@@ -8,15 +8,17 @@
 //! - `map_*.svg`: heat maps over (cos θ_y, norm) of p_y, the gradient scaling term dL/dcos θ_y, and where
 //!   the head has them the sample weight I(p_y), its gradient factor st, the margin-free p_d and dL/d‖x‖
 //!   (AdaFace Fig. 3, SMAFace's weight figures). Data: `head_maps.csv`.
+//! - `rows_*.svg` (with `--input`): histograms over the batch of the last step's per-row terms as the
+//!   classifier reported them: norm, p_y, and where the head has them ẑ, I, st and p_d. Data: `rows.csv`.
 //!
 //! The other classes: `--classes` - 1 columns, all at cosine `--other-cos` to the sample. Heads with a
 //! norm-based quality (AdaFace, the SMAFace family) get running statistics μ = the middle of
 //! `--norm-range` and σ = a sixth of its width, so with h = 0.333 their indicator runs from -1 to 1 across
 //! it.
 
-use engine::eval::svg::{write_svg, HeatMap, LinePlot, Series};
+use engine::eval::svg::{write_svg, HeatMap, HistogramPlot, LinePlot, Series};
 use engine::heads::probe::{probe, Others, Probe};
-use engine::heads::{self, Head, HeadParams, HeadState, NonTarget};
+use engine::heads::{self, Head, HeadParams, HeadState, Needs, NonTarget, RowReport};
 use engine::{Error, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -219,4 +221,79 @@ pub fn write_head_plots(name: &str, params: &HeadParams, spec: &PlotSpec) -> Res
     write_text(&path, &csv)?;
     written.push(path);
     Ok(written)
+}
+
+/// `bins` equal bins over the values' range (widened when they are all equal): (edges, counts).
+pub fn histogram(values: &[f64], bins: usize) -> (Vec<f64>, Vec<usize>) {
+    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        if hi > lo { (lo, hi) } else { (lo - 0.5 * lo.abs().max(1e-3), lo + 0.5 * lo.abs().max(1e-3)) };
+    let edges: Vec<f64> = (0..=bins).map(|k| lo + (hi - lo) * k as f64 / bins as f64).collect();
+    let mut counts = vec![0; bins];
+    for &v in values {
+        counts[(((v - lo) / (hi - lo) * bins as f64).floor() as usize).min(bins - 1)] += 1;
+    }
+    (edges, counts)
+}
+
+/// Histograms of a step's per-row terms over its batch, and the rows as CSV; returns the files written.
+pub fn write_row_histograms(dir: &Path, rows: &[RowReport], needs: Needs) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+    let mut csv = String::from("norm,c_y,quality,p_y,weight,st,p_d,extra,d_norm\n");
+    for r in rows {
+        let (a, c, q, p, w, st, pd, e, dn) =
+            (r.norm, r.c_y, r.quality, r.log_p.exp(), r.weight, r.st, r.p_d, r.extra, r.d_norm);
+        let _ = writeln!(csv, "{a},{c},{q},{p},{w},{st},{pd},{e},{dn}");
+    }
+    type Field = fn(&RowReport) -> f64;
+    let mut terms: Vec<(&str, &str, Field)> = vec![
+        ("rows_norm.svg", "feature norm ‖x‖", |r| r.norm),
+        ("rows_p_y.svg", "target probability p_y", |r| r.log_p.exp()),
+    ];
+    if needs.norm_detached {
+        terms.push(("rows_quality.svg", "norm indicator ẑ", |r| r.quality));
+    }
+    if needs.p_y_before_weighting {
+        terms.push(("rows_weight.svg", "sample weight I(p_y)", |r| r.weight));
+        terms.push(("rows_st.svg", "gradient factor st", |r| r.st));
+    }
+    if needs.p_d {
+        terms.push(("rows_p_d.svg", "margin-free target probability p_d", |r| r.p_d));
+    }
+    let mut written = Vec::new();
+    for (file, what, field) in terms {
+        let values: Vec<f64> = rows.iter().map(field).filter(|v| v.is_finite()).collect();
+        if values.is_empty() {
+            continue;
+        }
+        let (edges, counts) = histogram(&values, 20);
+        let plot = HistogramPlot {
+            title: format!("{what} over the batch ({} samples)", values.len()),
+            x_label: what.into(),
+            y_label: "samples".into(),
+            edges,
+            counts,
+        };
+        let path = dir.join(file);
+        write_svg(&path, &plot.to_svg()?)?;
+        written.push(path);
+    }
+    let path = dir.join("rows.csv");
+    write_text(&path, &csv)?;
+    written.push(path);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bins_cover_the_values() {
+        let (edges, counts) = histogram(&[0.0, 0.1, 0.5, 0.99, 1.0], 4);
+        assert_eq!(edges, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(counts, vec![2, 0, 1, 2], "the maximum falls in the last bin");
+        let (edges, counts) = histogram(&[3.0, 3.0], 2);
+        assert_eq!((edges[0], edges[2], counts), (1.5, 4.5, vec![0, 2]));
+    }
 }
