@@ -14,10 +14,10 @@
 //!   the samples ordered by degradation, coloured by that third's mean degradation: where magnitude
 //!   encodes quality, the circles are ordered (`hypersphere.svg`, `hypersphere.json`).
 
-use super::head_flags::HeadFlags;
 use super::CmdResult;
 use engine::eval::svg::{write_svg, HistogramPlot, LinePlot, ScatterPlot, Series};
 use engine::heads::magface::MagFace;
+use engine::heads::HeadParams;
 use engine::io::safetensors;
 use engine::{Error, Result};
 use rayon::prelude::*;
@@ -37,9 +37,18 @@ pub struct Args {
     /// Output folder for the statistics (JSON, CSV) and figures (SVG).
     #[arg(long)]
     output: PathBuf,
-    /// MagFace's bounds for the margins (`--l-a`, `--u-a`, `--l-m`, `--u-m`; its defaults otherwise).
-    #[command(flatten)]
-    flags: HeadFlags,
+    /// MagFace's lower feature norm l_a for the margins (its default otherwise).
+    #[arg(long)]
+    l_a: Option<f64>,
+    /// MagFace's upper feature norm u_a.
+    #[arg(long)]
+    u_a: Option<f64>,
+    /// MagFace's lower margin l_m.
+    #[arg(long)]
+    l_m: Option<f64>,
+    /// MagFace's upper margin u_m.
+    #[arg(long)]
+    u_m: Option<f64>,
 }
 
 /// Summary of MagFace's margins m(a) over a set.
@@ -272,7 +281,8 @@ pub fn run(a: Args) -> CmdResult {
     }
     std::fs::create_dir_all(&a.output).map_err(|e| format!("creating {}: {e}", a.output.display()))?;
 
-    let head = MagFace::new(&a.flags.to_params()?)?;
+    let bounds = HeadParams { l_a: a.l_a, u_a: a.u_a, l_m: a.l_m, u_m: a.u_m, ..Default::default() };
+    let head = MagFace::new(&bounds)?;
     let norms: Vec<f64> = x.chunks(dim).map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
     let m = margin_stats(&head, &norms)?;
     let summary = json!({
@@ -376,7 +386,6 @@ pub fn run(a: Args) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::heads::HeadParams;
 
     #[test]
     fn margins_follow_the_clamped_linear_map() {

@@ -34,10 +34,10 @@ pub struct Args {
     /// Steps on the same batch; the head's running state moves each step, the inputs do not.
     #[arg(long, default_value_t = 1)]
     steps: usize,
-    /// Draw the head's figures into this folder instead of running a batch: target logit and its slope
-    /// against θ, heat maps over (cos θ_y, norm) of p_y, the gradient scaling term and the head's own
-    /// terms (I, st, p_d, dL/d‖x‖), with their data as CSV; with --input also histograms of the last
-    /// step's per-row terms over the batch (rows_*.svg, rows.csv).
+    /// Draw the head's figures into this folder (no batch needed): target logit and its slope against
+    /// θ, heat maps over (cos θ_y, norm) of p_y, the gradient scaling term and the head's own terms
+    /// (I, st, p_d, dL/d‖x‖), with their data as CSV; with --input also histograms of the last step's
+    /// per-row terms over the batch (rows_*.svg, rows.csv).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Another head, with its default hyper-parameters, drawn beside --head in the curves (repeatable).
