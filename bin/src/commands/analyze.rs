@@ -242,6 +242,31 @@ pub fn hypersphere(
     }
 }
 
+/// Writes `hypersphere.svg` and `hypersphere.json` (each ring's mean norm and mean degradation) into
+/// `dir` for embeddings of size 2 or 3; a training run with such embeddings can call it at each evaluation.
+pub fn write_hypersphere(
+    dir: &Path,
+    x: &[f64],
+    dim: usize,
+    labels: &[i64],
+    degradation: Option<&[f64]>,
+    centres: Option<&[f64]>,
+) -> Result<()> {
+    if !(dim == 2 || dim == 3) {
+        return Err(Error::Invalid(format!(
+            "the hypersphere figure needs embeddings of size 2 or 3, not {dim}"
+        )));
+    }
+    let plot = hypersphere(x, dim, labels, degradation, centres);
+    let level = |v: f64| if v.is_finite() { json!(v) } else { json!(null) };
+    let circles: Vec<_> =
+        plot.circles.iter().map(|&(r, v)| json!({ "mean_norm": r, "mean_degradation": level(v) })).collect();
+    let summary = serde_json::to_string_pretty(&json!({ "circles": circles }))
+        .map_err(|e| Error::Invalid(format!("hypersphere summary: {e}")))?;
+    write_text(&dir.join("hypersphere.json"), &summary)?;
+    write_svg(&dir.join("hypersphere.svg"), &plot.to_svg()?)
+}
+
 fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
 }
@@ -324,16 +349,7 @@ pub fn run(a: Args) -> CmdResult {
     };
     if dim == 2 || dim == 3 {
         let degradation = st.get("degradation").map(|t| t.to_f64_vec()).transpose()?;
-        let plot = hypersphere(&x, dim, &labels, degradation.as_deref(), centres.as_deref());
-        let level = |v: f64| if v.is_finite() { json!(v) } else { json!(null) };
-        let circles: Vec<_> = plot
-            .circles
-            .iter()
-            .map(|&(r, v)| json!({ "mean_norm": r, "mean_degradation": level(v) }))
-            .collect();
-        let summary = serde_json::to_string_pretty(&json!({ "circles": circles }))?;
-        write_text(&a.output.join("hypersphere.json"), &summary)?;
-        write_svg(&a.output.join("hypersphere.svg"), &plot.to_svg()?)?;
+        write_hypersphere(&a.output, &x, dim, &labels, degradation.as_deref(), centres.as_deref())?;
     }
     if let Some(w) = centres {
         let s = angle_stats(&x, &w, &labels, dim)?;
