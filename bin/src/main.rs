@@ -30,6 +30,8 @@ enum Command {
     Eval(Box<commands::eval::Args>),
     /// Write embeddings and norms of a RecordIO set or image list.
     Embed(commands::embed::Args),
+    /// Statistics and figures of embeddings from `embed`: MagFace margins, angles to the class centres.
+    Analyze(Box<commands::analyze::Args>),
     /// Write a checkpoint's or a model file's backbone as safetensors (PyTorch layout, insightface names)
     /// or ONNX.
     Export(commands::export::Args),
@@ -53,6 +55,7 @@ fn main() {
         Command::Train(a) => commands::train::run(*a),
         Command::Eval(a) => commands::eval::run(*a),
         Command::Embed(a) => commands::embed::run(a),
+        Command::Analyze(a) => commands::analyze::run(*a),
         Command::Export(a) => commands::export::run(a),
         Command::Data(a) => commands::data::run(a),
         Command::Check(a) => check::gpu_check::run(&a),

@@ -1,5 +1,6 @@
 //! `engine-train embed`: embeddings and their norms for a RecordIO set or an image list, as safetensors
-//! (`embeddings` [N, D] f32, `norms` [N] f32, `labels` [N] i64).
+//! (`embeddings` [N, D] f32, `norms` [N] f32, `labels` [N] i64; `degradation` [N] f32 when every record
+//! of a face set carries a second header label, as the demo set's degradation level).
 
 use super::CmdResult;
 use crate::aligned::{check_aligned_input, embed_items, Item};
@@ -35,6 +36,7 @@ pub fn run(a: Args) -> CmdResult {
     let hw = model.config.input_hw;
     let mut px = Vec::new();
     let mut labels = Vec::new();
+    let mut degradation = Vec::new();
     let face_set = a.data.is_dir() || a.data.extension().is_some_and(|e| e == "rec");
     if face_set {
         let set = FaceSet::open(&a.data)?;
@@ -43,6 +45,7 @@ pub fn run(a: Args) -> CmdResult {
             let img = decode_for_model(&s.image, hw, &format!("{}: record {i}", a.data.display()))?;
             extend_normalized(&mut px, &img.data, hw.1 * 3, false);
             labels.push(s.label as i64);
+            degradation.extend(s.header.labels.get(1).copied());
         }
     }
     let (emb, dim) = if !face_set {
@@ -70,6 +73,9 @@ pub fn run(a: Args) -> CmdResult {
     st.push("embeddings", Tensor::from_vec(emb, [n, dim])?);
     st.push("norms", Tensor::from_vec(norms, [n])?);
     st.push("labels", Tensor::from_vec(labels, [n])?);
+    if face_set && degradation.len() == n {
+        st.push("degradation", Tensor::from_vec(degradation, [n])?);
+    }
     safetensors::write(&a.output, &st)?;
     eprintln!("wrote {n} embeddings of size {dim} to {}", a.output.display());
     Ok(())

@@ -4,9 +4,14 @@
 //! Input: `embeddings` [B, D], `weight` [C, D] (both f32, or both f64), `labels` [B] i64 in 0..C.
 //! Output: `loss` (scalar), `grad_embeddings` [B, D], `grad_weight` [C, D] in the input's float type,
 //! plus the head's running state as `state.<name>` f64 scalars after the last step.
+//!
+//! With `--plot DIR` it draws the head's figures (`head_plots.rs`); with `--input` too, also histograms of
+//! the last step's per-row terms over the batch (`--output` is then optional).
 
 use super::head_flags::HeadFlags;
+use super::head_plots::{parse_norm_range, write_head_plots, write_row_histograms, PlotSpec};
 use super::CmdResult;
+use engine::heads::probe::Others;
 use engine::heads::{self, RunOptions};
 use engine::io::safetensors::{self, SafeTensors};
 use engine::tensor::Float;
@@ -21,14 +26,33 @@ pub struct Args {
     #[arg(long)]
     head: String,
     /// Input safetensors with embeddings [B, D], weight [C, D] and labels [B] (i64).
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "plot")]
+    input: Option<PathBuf>,
     /// Output safetensors (written to a temporary name, then renamed).
-    #[arg(long)]
-    output: PathBuf,
+    #[arg(long, required_unless_present = "plot", requires = "input")]
+    output: Option<PathBuf>,
     /// Steps on the same batch; the head's running state moves each step, the inputs do not.
     #[arg(long, default_value_t = 1)]
     steps: usize,
+    /// Draw the head's figures into this folder (no batch needed): target logit and its slope against
+    /// θ, heat maps over (cos θ_y, norm) of p_y, the gradient scaling term and the head's own terms
+    /// (I, st, p_d, dL/d‖x‖), with their data as CSV; with --input also histograms of the last step's
+    /// per-row terms over the batch (rows_*.svg, rows.csv).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Another head, with its default hyper-parameters, drawn beside --head in the curves (repeatable).
+    #[arg(long, requires = "plot")]
+    compare: Vec<String>,
+    /// Classes in the figures' softmax: the target and classes - 1 others.
+    #[arg(long, default_value_t = 1000, requires = "plot")]
+    classes: usize,
+    /// Cosine of every other class to the sample in the figures.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, requires = "plot")]
+    other_cos: f64,
+    /// The figures' norms LO,HI: the maps' norm axis; norm-dependent curves at LO, the middle and HI;
+    /// AdaFace-style running statistics set to span it (μ its middle, σ a sixth of its width).
+    #[arg(long, default_value = "10,110", requires = "plot")]
+    norm_range: String,
     #[command(flatten)]
     flags: HeadFlags,
 }
@@ -94,7 +118,7 @@ fn steps<T: Float + engine::tensor::Element>(
     labels: &[i64],
     head: &mut dyn heads::Head,
     n: usize,
-) -> Result<(f64, Tensor, Tensor), Error> {
+) -> Result<(f64, Tensor, Tensor, Vec<heads::RowReport>), Error> {
     let d = x.dims()[1];
     let mut last = None;
     for _ in 0..n {
@@ -105,6 +129,7 @@ fn steps<T: Float + engine::tensor::Element>(
         o.loss,
         Tensor::from_vec(o.grad_x, x.shape().clone())?,
         Tensor::from_vec(o.grad_w, w.shape().clone())?,
+        o.rows,
     ))
 }
 
@@ -116,8 +141,11 @@ pub fn run(a: Args) -> CmdResult {
     for w in head.warnings() {
         eprintln!("engine-train: warning: {w}");
     }
-    let (x, w, labels) = load(&a.input)?;
-    let (loss, gx, gw) = match x.dtype() {
+    let Some(input) = a.input.as_deref() else {
+        return plot(&a, a.plot.as_deref().expect("clap: --plot without --input"));
+    };
+    let (x, w, labels) = load(input)?;
+    let (loss, gx, gw, rows) = match x.dtype() {
         DType::F32 => steps::<f32>(&x, &w, &labels, head.as_mut(), a.steps)?,
         _ => steps::<f64>(&x, &w, &labels, head.as_mut(), a.steps)?,
     };
@@ -130,7 +158,14 @@ pub fn run(a: Args) -> CmdResult {
     }
     out.metadata.insert("head".into(), a.head.clone());
     out.metadata.insert("steps".into(), a.steps.to_string());
-    safetensors::write(&a.output, &out)?;
+    if let Some(dir) = &a.plot {
+        plot(&a, dir)?;
+        for path in write_row_histograms(dir, &rows, head.needs())? {
+            println!("{}", path.display());
+        }
+    }
+    let Some(output) = a.output.as_deref() else { return Ok(()) };
+    safetensors::write(output, &out)?;
     println!(
         "{}: loss {loss:.6} (B {}, C {}, D {}, {} step{}) -> {}",
         a.head,
@@ -139,7 +174,26 @@ pub fn run(a: Args) -> CmdResult {
         x.dims()[1],
         a.steps,
         if a.steps == 1 { "" } else { "s" },
-        a.output.display()
+        output.display()
     );
+    Ok(())
+}
+
+fn plot(a: &Args, dir: &Path) -> CmdResult {
+    if a.classes == 0 {
+        return Err("--classes must be at least 1".into());
+    }
+    if !(-1.0..=1.0).contains(&a.other_cos) {
+        return Err(format!("--other-cos {} must lie in [-1, 1]", a.other_cos).into());
+    }
+    let spec = PlotSpec {
+        dir: dir.to_path_buf(),
+        compare: a.compare.clone(),
+        others: Others { classes: a.classes, cos: a.other_cos },
+        norm_range: parse_norm_range(&a.norm_range)?,
+    };
+    for path in write_head_plots(&a.head, &a.flags.to_params()?, &spec)? {
+        println!("{}", path.display());
+    }
     Ok(())
 }

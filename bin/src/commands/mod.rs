@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod analyze;
 pub mod data;
 pub mod embed;
 pub mod eval;
@@ -12,6 +13,7 @@ pub mod eval_tinyface;
 pub mod export;
 pub mod head;
 pub mod head_flags;
+pub mod head_plots;
 pub mod info;
 pub mod train;
 

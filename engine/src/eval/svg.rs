@@ -103,15 +103,20 @@ fn num(v: f64) -> Result<String> {
 }
 
 fn header(out: &mut String, title: &str, x_label: &str, y_label: &str) {
+    sized_header(out, WIDTH, title, x_label, y_label)
+}
+
+/// The document head for a picture `width` wide: its plot area is the standard one, at the left.
+fn sized_header(out: &mut String, width: f64, title: &str, x_label: &str, y_label: &str) {
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {width} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
          <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{}</text>\n",
-        WIDTH / 2.0,
+        width / 2.0,
         escape(title),
         (LEFT + WIDTH - RIGHT) / 2.0,
         HEIGHT - 12.0,
@@ -199,6 +204,14 @@ impl LinePlot {
         };
         let (t, d) = linear_ticks(y0, y1);
         axes(&mut out, &f, &xt, &labelled(&t, d))?;
+        // A white box under the legend, so curves behind it do not run through the labels.
+        let _ = writeln!(
+            out,
+            "<rect x=\"{}\" y=\"{}\" width=\"146\" height=\"{}\" fill=\"white\" fill-opacity=\"0.85\"/>",
+            WIDTH - RIGHT - 154.0,
+            TOP + 4.0,
+            16.0 * self.series.len() as f64 + 4.0
+        );
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let mut pts = String::new();
@@ -264,6 +277,213 @@ impl HistogramPlot {
                 num(yb - ya)?,
                 COLORS[0]
             );
+        }
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+}
+
+/// A value over a rectangle as coloured cells, with a colour bar: the head maps over (cos θ, norm).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeatMap {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// What the colours stand for (the colour bar's label).
+    pub value_label: String,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    pub cols: usize,
+    /// `rows × cols` values, row-major, row 0 at the bottom (`y_range.0`), column 0 at `x_range.0`; a
+    /// non-finite value is drawn grey and left out of the colour range.
+    pub values: Vec<f64>,
+}
+
+/// Viridis at five stops, interpolated linearly: dark purple (low) to yellow (high).
+const RAMP: [(f64, f64, f64); 5] =
+    [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+const BAR_SPACE: f64 = 110.0;
+
+/// The colour of `t` in [0, 1] on [`RAMP`], as #rrggbb.
+pub fn ramp_color(t: f64) -> String {
+    let u = t.clamp(0.0, 1.0) * (RAMP.len() - 1) as f64;
+    let k = (u.floor() as usize).min(RAMP.len() - 2);
+    let (a, b, f) = (RAMP[k], RAMP[k + 1], u - k as f64);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The colour bar right of the plot area: 64 bands from v0 (bottom) to v1, ticks and the value's label.
+fn colour_bar(out: &mut String, v0: f64, v1: f64, value_label: &str) -> Result<()> {
+    // The colour bar: 64 bands from v0 (bottom) to v1, with the value axis's ticks beside it.
+    let (bx, top, bottom) = (WIDTH + 5.0, TOP, HEIGHT - BOTTOM);
+    let band = (bottom - top) / 64.0;
+    for k in 0..64 {
+        let _ = writeln!(
+            out,
+            "<rect x=\"{bx}\" y=\"{}\" width=\"18\" height=\"{}\" fill=\"{}\"/>",
+            num(bottom - (k + 1) as f64 * band)?,
+            num(band + 0.3)?,
+            ramp_color((k as f64 + 0.5) / 64.0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<rect x=\"{bx}\" y=\"{top}\" width=\"18\" height=\"{}\" fill=\"none\" stroke=\"black\"/>",
+        bottom - top
+    );
+    let (vt, vd) = linear_ticks(v0, v1);
+    for v in vt {
+        let y = num(bottom - (v - v0) / (v1 - v0) * (bottom - top))?;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"black\"/>",
+            bx + 18.0,
+            bx + 22.0
+        );
+        let _ = writeln!(out, "<text x=\"{}\" y=\"{y}\" dy=\"4\">{v:.vd$}</text>", bx + 25.0);
+    }
+    let lx = WIDTH + BAR_SPACE - 10.0;
+    let ly = (top + bottom) / 2.0;
+    let _ = writeln!(
+        out,
+        "<text x=\"{lx}\" y=\"{ly}\" text-anchor=\"middle\" transform=\"rotate(-90 {lx} {ly})\">{}</text>",
+        escape(value_label)
+    );
+    Ok(())
+}
+
+impl HeatMap {
+    /// The finite values' (min, max), widened when they are all equal.
+    pub fn value_range(&self) -> Option<(f64, f64)> {
+        let fin = self.values.iter().filter(|v| v.is_finite());
+        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        (lo <= hi).then(|| widen(lo, hi))
+    }
+
+    pub fn to_svg(&self) -> Result<String> {
+        if self.cols == 0 || self.values.is_empty() || !self.values.len().is_multiple_of(self.cols) {
+            return Err(Error::Shape(format!(
+                "heat map '{}': {} values in rows of {}",
+                self.title,
+                self.values.len(),
+                self.cols
+            )));
+        }
+        let ((x0, x1), (y0, y1)) = (self.x_range, self.y_range);
+        if !(x0.is_finite() && x1.is_finite() && y0.is_finite() && y1.is_finite() && x1 > x0 && y1 > y0) {
+            return Err(Error::Invalid(format!("heat map '{}': empty or non-finite axes", self.title)));
+        }
+        let (v0, v1) = self
+            .value_range()
+            .ok_or_else(|| Error::Invalid(format!("heat map '{}': no finite value", self.title)))?;
+        let rows = self.values.len() / self.cols;
+        let f = Frame { x0, x1, y0, y1, log_x: false };
+        let mut out = String::new();
+        sized_header(&mut out, WIDTH + BAR_SPACE, &self.title, &self.x_label, &self.y_label);
+        let (cw, ch) = ((x1 - x0) / self.cols as f64, (y1 - y0) / rows as f64);
+        for (k, &v) in self.values.iter().enumerate() {
+            let (r, c) = (k / self.cols, k % self.cols);
+            let (xa, xb) = (f.tx(x0 + c as f64 * cw), f.tx(x0 + (c + 1) as f64 * cw));
+            let (ya, yb) = (f.ty(y0 + (r + 1) as f64 * ch), f.ty(y0 + r as f64 * ch));
+            let fill = if v.is_finite() { ramp_color((v - v0) / (v1 - v0)) } else { "#bbbbbb".into() };
+            // Cells overlap by a hair so no seam shows between them.
+            let _ = writeln!(
+                out,
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" shape-rendering=\"crispEdges\"/>",
+                num(xa)?,
+                num(ya)?,
+                num(xb - xa + 0.3)?,
+                num(yb - ya + 0.3)?
+            );
+        }
+        let (xt, xd) = linear_ticks(x0, x1);
+        let (yt, yd) = linear_ticks(y0, y1);
+        axes(&mut out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
+        colour_bar(&mut out, v0, v1, &self.value_label)?;
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+}
+
+/// Points in a plane about the origin at equal scale on both axes (circles stay round): embeddings of
+/// a 2-D (or projected 3-D) head, coloured by a value, with circles of given radii and rays to given
+/// points (class centres).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScatterPlot {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub points: Vec<(f64, f64)>,
+    /// One value per point, coloured on the ramp with a colour bar; empty: every point one colour.
+    pub values: Vec<f64>,
+    pub value_label: String,
+    /// Dashed circles about the origin: (radius, value coloured on the same ramp, or NaN for black).
+    pub circles: Vec<(f64, f64)>,
+    /// Thin lines from the origin to these points.
+    pub rays: Vec<(f64, f64)>,
+}
+
+impl ScatterPlot {
+    /// Half the height of the square the plot shows: the farthest point, circle or ray end, plus 5%.
+    pub fn reach(&self) -> f64 {
+        let far = |&(x, y): &(f64, f64)| x.hypot(y);
+        let r = self.points.iter().chain(&self.rays).map(far).chain(self.circles.iter().map(|c| c.0));
+        r.filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-12) * 1.05
+    }
+
+    pub fn to_svg(&self) -> Result<String> {
+        if self.points.is_empty() || (!self.values.is_empty() && self.values.len() != self.points.len()) {
+            return Err(Error::Shape(format!(
+                "scatter '{}': {} points, {} values",
+                self.title,
+                self.points.len(),
+                self.values.len()
+            )));
+        }
+        let r = self.reach();
+        let aspect = (WIDTH - LEFT - RIGHT) / (HEIGHT - TOP - BOTTOM);
+        let f = Frame { x0: -r * aspect, x1: r * aspect, y0: -r, y1: r, log_x: false };
+        let scale = (HEIGHT - TOP - BOTTOM) / (2.0 * r);
+        let coloured = !self.values.is_empty();
+        let fin = self.values.iter().chain(self.circles.iter().map(|c| &c.1)).filter(|v| v.is_finite());
+        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (v0, v1) = if lo <= hi { widen(lo, hi) } else { (0.0, 1.0) };
+        let colour = |v: f64| if v.is_finite() { ramp_color((v - v0) / (v1 - v0)) } else { "#000000".into() };
+        let mut out = String::new();
+        let width = if coloured { WIDTH + BAR_SPACE } else { WIDTH };
+        sized_header(&mut out, width, &self.title, &self.x_label, &self.y_label);
+        let (xt, xd) = linear_ticks(f.x0, f.x1);
+        let (yt, yd) = linear_ticks(f.y0, f.y1);
+        axes(&mut out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
+        let (ox, oy) = (num(f.tx(0.0))?, num(f.ty(0.0))?);
+        for &(x, y) in &self.rays {
+            let _ = writeln!(
+                out,
+                "<line x1=\"{ox}\" y1=\"{oy}\" x2=\"{}\" y2=\"{}\" stroke=\"#444444\" stroke-width=\"1\"/>",
+                num(f.tx(x))?,
+                num(f.ty(y))?
+            );
+        }
+        for (k, &(x, y)) in self.points.iter().enumerate() {
+            let fill = if coloured { colour(self.values[k]) } else { COLORS[0].to_string() };
+            let _ = writeln!(
+                out,
+                "<circle cx=\"{}\" cy=\"{}\" r=\"2.5\" fill=\"{fill}\" fill-opacity=\"0.8\"/>",
+                num(f.tx(x))?,
+                num(f.ty(y))?
+            );
+        }
+        for &(radius, v) in &self.circles {
+            let _ = writeln!(
+                out,
+                "<circle cx=\"{ox}\" cy=\"{oy}\" r=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/>",
+                num(radius * scale)?,
+                colour(v)
+            );
+        }
+        if coloured {
+            colour_bar(&mut out, v0, v1, &self.value_label)?;
         }
         out.push_str("</svg>\n");
         Ok(out)
@@ -471,6 +691,71 @@ pub(crate) mod tests {
         let (t, _) = linear_ticks(3.0, 97.0);
         assert!(t.iter().all(|v| (3.0..=97.0).contains(v)) && t.len() >= 4);
         assert_eq!(log_ticks(1e-6, 1.0).len(), 7);
+    }
+
+    #[test]
+    fn heat_map_colours_each_cell_by_its_value() {
+        let map = HeatMap {
+            title: "p_y".into(),
+            x_label: "cos".into(),
+            y_label: "norm".into(),
+            value_label: "p & q".into(),
+            x_range: (-1.0, 1.0),
+            y_range: (10.0, 110.0),
+            cols: 3,
+            values: vec![0.0, 0.5, 1.0, f64::NAN, 0.25, 0.75],
+        };
+        let svg = map.to_svg().unwrap();
+        check_well_formed(&svg).unwrap();
+        assert_eq!(map.value_range(), Some((0.0, 1.0)));
+        let cells: Vec<&str> =
+            svg.lines().filter(|l| l.starts_with("<rect") && !l.contains("stroke")).collect();
+        // Background, six cells, 64 colour-bar bands.
+        assert_eq!(cells.len(), 1 + 6 + 64);
+        assert!(cells[1].contains(&ramp_color(0.0)) && cells[3].contains(&ramp_color(1.0)));
+        assert!(cells[4].contains("#bbbbbb"), "a NaN cell is grey");
+        assert!(cells[5].contains(&ramp_color(0.25)));
+        // The bottom row (row 0) is drawn lower than the top row.
+        let y = |l: &str| l.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap();
+        assert!(y(cells[1]) > y(cells[4]));
+        assert_eq!(ramp_color(0.0), "#440154");
+        assert_eq!(ramp_color(1.0), "#fde725");
+        assert!(svg.contains("p &amp; q"));
+        assert!(HeatMap { values: vec![f64::NAN], cols: 1, ..map.clone() }.to_svg().is_err());
+        assert!(HeatMap { cols: 4, ..map }.to_svg().is_err());
+    }
+
+    #[test]
+    fn scatter_keeps_circles_round_and_points_in_place() {
+        let plot = ScatterPlot {
+            title: "2-D embeddings".into(),
+            x_label: "x1".into(),
+            y_label: "x2".into(),
+            points: vec![(3.0, 0.0), (0.0, -2.0), (-1.0, 1.0)],
+            values: vec![0.0, 1.0, 0.5],
+            value_label: "degradation".into(),
+            circles: vec![(2.5, 0.0), (1.0, f64::NAN)],
+            rays: vec![(3.0, 3.0)],
+        };
+        let svg = plot.to_svg().unwrap();
+        check_well_formed(&svg).unwrap();
+        let attr = |l: &str, k: &str| -> f64 {
+            l.split(&format!(" {k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap()
+        };
+        let dots: Vec<&str> = svg.lines().filter(|l| l.contains("r=\"2.5\"")).collect();
+        assert_eq!(dots.len(), 3);
+        // Equal scale: pixels per unit the same along x and y, measured from the origin.
+        let rings: Vec<&str> = svg.lines().filter(|l| l.contains("stroke-dasharray")).collect();
+        let (ox, oy) = (attr(rings[0], "cx"), attr(rings[0], "cy"));
+        let px = (attr(dots[0], "cx") - ox) / 3.0;
+        let py = (attr(dots[1], "cy") - oy) / 2.0;
+        assert!((px - py).abs() < 0.01, "{px} vs {py}");
+        assert!((attr(rings[0], "r") - 2.5 * px).abs() < 0.01);
+        assert!(dots[1].contains(&ramp_color(1.0)) && dots[2].contains(&ramp_color(0.5)));
+        assert!(rings[0].contains(&ramp_color(0.0)) && rings[1].contains("#000000"));
+        // The farthest thing is the ray's end at 3·√2.
+        assert!((plot.reach() - 3.0 * 2f64.sqrt() * 1.05).abs() < 1e-12);
+        assert!(ScatterPlot { values: vec![1.0], ..plot }.to_svg().is_err());
     }
 
     #[test]

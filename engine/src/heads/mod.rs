@@ -27,6 +27,7 @@ mod classifier;
 pub mod kernel_plan;
 pub(crate) mod maps;
 mod params;
+pub mod probe;
 mod quality;
 mod registry;
 mod sharded;
@@ -56,7 +57,7 @@ mod tests;
 pub use classifier::{
     run, run_sharded, run_sharded_over, Frozen, Output, RowReport, RunOptions, Shard, CE_MAX, NORM_FLOOR,
 };
-pub use maps::{NonTarget, RowPlan, TargetMap};
+pub use maps::{non_target_logit, NonTarget, RowPlan, TargetMap};
 pub use params::{GradMode, HeadParams, Phase, Variant};
 pub use registry::{from_name, has_phases, names};
 pub use sharded::{partial_fc_rows, run_rank, run_rank_sampled, Pick};
