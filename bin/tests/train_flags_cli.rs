@@ -94,6 +94,17 @@ fn a_two_dimensional_embedding_trains_and_one_dimension_is_refused() {
     let n = u64::from_le_bytes(ck[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&ck[8..8 + n]).unwrap();
     assert_eq!(header["__metadata__"]["embedding_size"], "2");
+    // The evaluation drew the demo pairs' embeddings on the circle: one ring per degradation third, the
+    // rings' levels in rising order.
+    let fig = out.join("hypersphere/step-20");
+    assert!(std::fs::read_to_string(fig.join("hypersphere.svg")).unwrap().contains("<svg"));
+    let rings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fig.join("hypersphere.json")).unwrap()).unwrap();
+    let rings = rings["circles"].as_array().unwrap();
+    assert_eq!(rings.len(), 3, "{rings:?}");
+    let level = |i: usize| rings[i]["mean_degradation"].as_f64().unwrap();
+    assert!(level(0) < level(1) && level(1) < level(2), "{rings:?}");
+    assert!(rings.iter().all(|r| r["mean_norm"].as_f64().unwrap() > 0.0), "{rings:?}");
     let o = train_cmd(&cache, &root.join("d1")).args(["--embedding-size", "1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--embedding-size 1"), "{err}");

@@ -359,6 +359,28 @@ impl Session {
                     ("auc", r.report.auc),
                 ],
             )?;
+            // Embeddings of 2 or 3 dimensions (the papers' toy hyperspheres): the first set's, drawn with
+            // the class centres (when this process holds them all) into hypersphere/step-N/.
+            if k == 0 && (r.dim == 2 || r.dim == 3) {
+                let dir = self.output.join("hypersphere").join(format!("step-{}", t.step));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Io(format!("{}: cannot create: {e}", dir.display())))?;
+                let centres = match t.class_shard() {
+                    None => Some(t.classifier.get(engine::train::trainer::CLASSIFIER)?.to_f64_vec()?),
+                    Some(_) => None,
+                };
+                let deg: Option<Vec<f64>> =
+                    self.degradation.as_ref().map(|d| d.iter().map(|&v| v as f64).collect());
+                let labels = vec![0i64; r.embeddings.len() / r.dim];
+                crate::commands::analyze::write_hypersphere(
+                    &dir,
+                    &r.embeddings,
+                    r.dim,
+                    &labels,
+                    deg.as_deref(),
+                    centres.as_deref(),
+                )?;
+            }
             // On the demo pairs the degradation of each image is known: a quality-aware embedding's
             // magnitude should fall as degradation rises (negative rank correlation).
             if let (0, Some(deg)) = (k, &self.degradation) {
