@@ -12,32 +12,19 @@ use crate::rng::Rng;
 use crate::tensor::Float;
 use crate::{Error, Result};
 
-/// One rank's step: its embeddings `x` `[b, dim]` with their global labels, and its classes
-/// `first_class..first_class + C_r` (`weight` `[C_r, dim]`). Returns the loss of the whole batch (the
-/// same on every rank), dL/dx and the row reports of this rank's samples, and dL/dW of its classes.
-#[allow(clippy::too_many_arguments)]
-pub fn run_rank<T: Float>(
-    comm: &dyn Communicator,
-    x: &[T],
-    labels: &[i64],
-    weight: &[T],
-    first_class: usize,
-    dim: usize,
-    head: &mut dyn Head,
-    opts: &RunOptions,
-) -> Result<Output<T>> {
-    run_rank_sampled(comm, x, labels, weight, first_class, dim, head, opts, None)
-}
-
 /// Which of a rank's class rows take part in a step, from the whole job's labels: sorted row indices
 /// into its shard, every row whose class is some sample's label among them.
 pub type Pick<'a> = &'a dyn Fn(&[i64]) -> Vec<usize>;
 
-/// As `run_rank`, with this rank's classes cut to the rows `pick` chooses from the job's labels (all of
-/// them when `None`): insightface's Partial FC. The softmax runs over the chosen classes of every rank;
-/// dL/dW is zero on the rows left out, so an optimizer still decays them and moves their momentum.
+/// One rank's step: its embeddings `x` `[b, dim]` with their global labels, and its classes
+/// `first_class..first_class + C_r` (`weight` `[C_r, dim]`). Returns the loss of the whole batch (the
+/// same on every rank), dL/dx and the row reports of this rank's samples, and dL/dW of its classes.
+///
+/// `pick` (insightface's Partial FC): this rank's classes cut to the rows it chooses from the job's labels
+/// (`None`: all of them). The softmax then runs over the chosen classes of every rank; dL/dW is zero on
+/// the rows left out, so an optimizer still decays them and moves their momentum.
 #[allow(clippy::too_many_arguments)]
-pub fn run_rank_sampled<T: Float>(
+pub fn run_rank<T: Float>(
     comm: &dyn Communicator,
     x: &[T],
     labels: &[i64],

@@ -3,7 +3,7 @@
 //! move exactly once per step; the node's backward scales the stored gradients by the seed (no pass
 //! when the head's loss is what `Tape::backward` seeds with one).
 
-use super::{run_rank_sampled, Head, Pick, RunOptions};
+use super::{run_rank, Head, Pick, RunOptions};
 use crate::backend::MarginHeadCall;
 use crate::dist::Communicator;
 use crate::tape::{Tape, Var};
@@ -87,7 +87,7 @@ fn push(tape: &mut Tape, embeddings: Var, weight: Var, loss: Tensor, grads: Opti
 /// loss is the whole job's batch mean (the same on every rank); the node's gradients are dL/d(this rank's
 /// embeddings) and dL/d(its weight rows). Every rank calls it at the same point. The CPU's classifier
 /// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does). `pick`: Partial FC's choice of
-/// this rank's classes (`heads::run_rank_sampled`); `None`: all of them.
+/// this rank's classes (`heads::run_rank`); `None`: all of them.
 #[allow(clippy::too_many_arguments)]
 pub fn sharded_loss(
     tape: &mut Tape,
@@ -125,7 +125,7 @@ pub fn sharded_loss(
         let (_, d) = x.shape().matrix("sharded head loss")?;
         let opts = RunOptions { compute_grad: grad, frozen: None };
         let (xs, ws) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
-        let out = run_rank_sampled::<T>(comm, xs, labels, ws, first_class, d, head, &opts, pick)?;
+        let out = run_rank::<T>(comm, xs, labels, ws, first_class, d, head, &opts, pick)?;
         let grads = if grad {
             Some((
                 Tensor::from_vec(out.grad_x, x.shape().clone())?,

@@ -979,7 +979,17 @@ fn every_head_sharded_over_ranks_equals_one_rank_step_after_step() {
                                     let x = &k.x[r0 * dim..(r0 + nr) * dim];
                                     let w = &k.w[c0 * dim..(c0 + nc) * dim];
                                     let y = &k.labels[r0..r0 + nr];
-                                    run_rank(&comm, x, y, w, c0, dim, h.as_mut(), &RunOptions::default())
+                                    run_rank(
+                                        &comm,
+                                        x,
+                                        y,
+                                        w,
+                                        c0,
+                                        dim,
+                                        h.as_mut(),
+                                        &RunOptions::default(),
+                                        None,
+                                    )
                                 })
                                 .collect::<Result<Vec<_>>>()
                                 .unwrap()
@@ -1037,7 +1047,7 @@ fn a_sample_whose_class_no_rank_holds_is_an_error_on_every_rank() {
                     let r = comm.rank();
                     let x = &case.x[r * 2 * 3..(r + 1) * 2 * 3];
                     let y = &labels[r * 2..(r + 1) * 2];
-                    run_rank(&comm, x, y, w, c0, 3, h.as_mut(), &RunOptions::default())
+                    run_rank(&comm, x, y, w, c0, 3, h.as_mut(), &RunOptions::default(), None)
                         .unwrap_err()
                         .to_string()
                 })
@@ -1111,7 +1121,7 @@ fn a_partial_fc_step_over_ranks_equals_the_head_on_the_chosen_classes() {
                         let wr = &case.w[c0 * dim..(c0 + nc) * dim];
                         let opts = RunOptions::default();
                         let l = &case.labels[r0..r0 + nr];
-                        run_rank_sampled(&comm, x, l, wr, c0, dim, h.as_mut(), &opts, Some(&pick)).unwrap()
+                        run_rank(&comm, x, l, wr, c0, dim, h.as_mut(), &opts, Some(&pick)).unwrap()
                     })
                 })
                 .collect();
