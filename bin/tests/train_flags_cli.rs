@@ -105,6 +105,26 @@ fn a_two_dimensional_embedding_trains_and_one_dimension_is_refused() {
     let level = |i: usize| rings[i]["mean_degradation"].as_f64().unwrap();
     assert!(level(0) < level(1) && level(1) < level(2), "{rings:?}");
     assert!(rings.iter().all(|r| r["mean_norm"].as_f64().unwrap() > 0.0), "{rings:?}");
+    // Starting from that network, another dimension is refused by name, the same one trains.
+    let weights = out.join("model.safetensors");
+    let o = train_cmd(&cache, &root.join("d3"))
+        .args(["--embedding-size", "3"])
+        .arg("--init-weights")
+        .arg(&weights)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--embedding-size 3, but") && err.contains("2-d embeddings"),
+        "{err}"
+    );
+    let o = train_cmd(&cache, &root.join("d2b"))
+        .args(["--embedding-size", "2"])
+        .arg("--init-weights")
+        .arg(&weights)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = train_cmd(&cache, &root.join("d1")).args(["--embedding-size", "1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--embedding-size 1"), "{err}");

@@ -269,6 +269,15 @@ fn build_trainer(a: &Args, recipe: &Recipe, plan: &StepPlan, ckpt: &Path, lead: 
     // --init-weights: the file's network (depth, variant, input convention) replaces the recipe's.
     let init =
         a.init_weights.as_deref().map(|w| for_training(w, a.backbone.as_deref(), &mut config)).transpose()?;
+    if let (Some(w), Some(d)) = (&a.init_weights, a.embedding_size) {
+        let theirs = config.backbone.embedding_size;
+        if theirs != d {
+            return Err(Error::Invalid(format!(
+                "--embedding-size {d}, but {} holds a network with {theirs}-d embeddings",
+                w.display()
+            )));
+        }
+    }
     let mut trainer = Trainer::new(config)?;
     // The global batch: a job resumed on another number of ranks keeps its batches (see `loader`).
     trainer.set_epoch_length(EpochLength {
@@ -454,7 +463,8 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
                 None => String::new(),
             },
             data.faceset.len(),
-            recipe.epochs,
+            // Derived from iterations (QAMFace's preset), the count is rarely whole.
+            (recipe.epochs * 100.0).round() / 100.0,
             recipe.batch_size,
             match recipe.world {
                 1 => String::new(),
