@@ -14,6 +14,7 @@
 //!   the samples ordered by degradation, coloured by that third's mean degradation: where magnitude
 //!   encodes quality, the circles are ordered (`hypersphere.svg`, `hypersphere.json`).
 
+use super::head_plots::{histogram_in, write_text};
 use super::CmdResult;
 use engine::eval::svg::{write_svg, HistogramPlot, LinePlot, ScatterPlot, Series};
 use engine::heads::magface::MagFace;
@@ -267,10 +268,6 @@ pub fn write_hypersphere(
     write_svg(&dir.join("hypersphere.svg"), &plot.to_svg()?)
 }
 
-fn write_text(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
-}
-
 /// The class centres of a checkpoint's classifier or of a plain `weight` tensor, as f64 rows.
 fn read_centres(path: &Path) -> Result<(Vec<f64>, usize)> {
     let st = safetensors::read(path)?;
@@ -316,13 +313,8 @@ pub fn run(a: Args) -> CmdResult {
         "l_a": head.l_a, "u_a": head.u_a, "l_m": head.l_m, "u_m": head.u_m,
     });
     write_text(&a.output.join("margins.json"), &serde_json::to_string_pretty(&summary)?)?;
-    let bins = 40;
-    let (lo, hi) = (head.l_m, if head.u_m > head.l_m { head.u_m } else { head.l_m + 0.01 });
-    let edges: Vec<f64> = (0..=bins).map(|k| lo + (hi - lo) * k as f64 / bins as f64).collect();
-    let mut counts = vec![0usize; bins];
-    for &v in &m.margins {
-        counts[(((v - lo) / (hi - lo) * bins as f64).floor().max(0.0) as usize).min(bins - 1)] += 1;
-    }
+    let range = (head.l_m, if head.u_m > head.l_m { head.u_m } else { head.l_m + 0.01 });
+    let (edges, counts) = histogram_in(&m.margins, 40, range);
     let plot = HistogramPlot {
         title: format!("MagFace margin m(‖x‖): mean {:.3}, min {:.3}, max {:.3} (rad)", m.mean, m.min, m.max),
         x_label: "margin m(‖x‖) (radians)".into(),

@@ -96,8 +96,9 @@ fn line(title: &str, y_label: &str, series: Vec<Series>) -> LinePlot {
     }
 }
 
-fn write_text(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
+/// A text file written whole or not at all (the project's atomic write).
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    engine::io::atomic::write_atomic(path, text.as_bytes())
 }
 
 /// Writes the curves and maps of `head` (built from `params`) into `spec.dir`; returns the files written.
@@ -228,10 +229,15 @@ pub fn histogram(values: &[f64], bins: usize) -> (Vec<f64>, Vec<usize>) {
     let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let (lo, hi) =
         if hi > lo { (lo, hi) } else { (lo - 0.5 * lo.abs().max(1e-3), lo + 0.5 * lo.abs().max(1e-3)) };
+    histogram_in(values, bins, (lo, hi))
+}
+
+/// `bins` equal bins over `lo..hi` (values outside counted in the first or last): (edges, counts).
+pub fn histogram_in(values: &[f64], bins: usize, (lo, hi): (f64, f64)) -> (Vec<f64>, Vec<usize>) {
     let edges: Vec<f64> = (0..=bins).map(|k| lo + (hi - lo) * k as f64 / bins as f64).collect();
     let mut counts = vec![0; bins];
     for &v in values {
-        counts[(((v - lo) / (hi - lo) * bins as f64).floor() as usize).min(bins - 1)] += 1;
+        counts[(((v - lo) / (hi - lo) * bins as f64).floor().max(0.0) as usize).min(bins - 1)] += 1;
     }
     (edges, counts)
 }

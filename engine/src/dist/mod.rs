@@ -35,16 +35,31 @@ pub trait Communicator: Send + Sync {
     fn all_gather(&self, v: &[f64]) -> Result<Vec<Vec<f64>>>;
     /// Rank `root`'s `v` into `v` on every rank (lengths equal everywhere).
     fn broadcast(&self, v: &mut [f64], root: usize) -> Result<()> {
-        let all = self.all_gather(v)?;
-        let theirs = all.get(root).filter(|p| p.len() == v.len()).ok_or_else(|| {
-            crate::Error::Shape(format!(
-                "broadcast of {} values from rank {root}: it gave another length",
-                v.len()
-            ))
-        })?;
-        v.copy_from_slice(theirs);
-        Ok(())
+        broadcast_by_gather(self, v, root)
     }
+}
+
+/// `broadcast` through `all_gather`: every rank sends its values and keeps `root`'s.
+pub(crate) fn broadcast_by_gather<C: Communicator + ?Sized>(c: &C, v: &mut [f64], root: usize) -> Result<()> {
+    let all = c.all_gather(v)?;
+    let theirs = all.get(root).filter(|p| p.len() == v.len()).ok_or_else(|| {
+        crate::Error::Shape(format!(
+            "broadcast of {} values from rank {root}: it gave another length",
+            v.len()
+        ))
+    })?;
+    v.copy_from_slice(theirs);
+    Ok(())
+}
+
+/// Text as values for a collective, one byte each (a path, a reason), and back.
+pub fn text_values(s: &str) -> Vec<f64> {
+    s.bytes().map(f64::from).collect()
+}
+
+/// The text `text_values` made (bytes that are not UTF-8 are replaced).
+pub fn values_text(v: &[f64]) -> String {
+    String::from_utf8_lossy(&v.iter().map(|&b| b as u8).collect::<Vec<u8>>()).into_owned()
 }
 
 /// The one rank of a run on one device: every collective is the identity.

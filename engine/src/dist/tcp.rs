@@ -15,7 +15,7 @@
 //! - a rank that fails (a collective, or its own error through [`TcpGroup::abort`]) tells rank 0, which
 //!   tells every other rank, so each one exits with the same reason naming the rank at fault.
 
-use super::{reduce_in_order, Communicator, ReduceOp};
+use super::{broadcast_by_gather, reduce_in_order, text_values, values_text, Communicator, ReduceOp};
 use crate::{Error, Result};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
@@ -161,15 +161,10 @@ impl TcpGroup {
         })
     }
 
-    /// The end of a job that went well: peers that see this rank's connections close from now on take
-    /// it for a goodbye. Call it after the last collective.
+    /// This rank leaves on purpose (the end of a job that went well, or after `abort` said why on the
+    /// data link): peers that see its connections close from now on take it for a goodbye, not a death.
+    /// Call it after the last collective.
     pub fn close(&self) {
-        self.goodbye();
-    }
-
-    /// Tells the peers' heartbeats that this rank leaves on purpose: anything it has to say is on the
-    /// data link.
-    fn goodbye(&self) {
         self.health.closing.store(true, Ordering::SeqCst);
         for b in &self.beats {
             if let Ok(mut s) = b.lock() {
@@ -183,12 +178,9 @@ impl TcpGroup {
     pub fn abort(&self, why: &str) {
         let msg = format!("rank {} failed: {why}", self.rank);
         if let Ok(mut links) = self.links.lock() {
-            for l in links.iter_mut() {
-                let _ = l.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = write_abort(l, &msg);
-            }
+            tell_all(&mut links, &msg);
         }
-        self.goodbye();
+        self.close();
         self.health.fail(msg);
     }
 
@@ -208,10 +200,7 @@ impl TcpGroup {
         if let Err(why) = &r {
             if self.rank == 0 {
                 // Everyone else is waiting on rank 0: tell them why the job stops.
-                for l in links.iter_mut() {
-                    let _ = l.set_write_timeout(Some(Duration::from_secs(1)));
-                    let _ = write_abort(l, why);
-                }
+                tell_all(&mut links, why);
             }
             self.health.fail(why.clone());
         }
@@ -235,7 +224,7 @@ impl TcpGroup {
             let _ = l.set_read_timeout(Some(left));
             let (t, s, data) = read_frame(l).map_err(|e| self.link_error(e, peer))?;
             if t == TAG_ABORT {
-                return Err(text(&data));
+                return Err(values_text(&data));
             }
             if t != tag || s != seq {
                 return Err(format!(
@@ -281,7 +270,7 @@ impl TcpGroup {
         let _ = l.set_read_timeout(Some(2 * self.opts.collective_timeout + Duration::from_secs(1)));
         let (t, s, data) = read_frame(l).map_err(|e| self.link_error(e, 0))?;
         if t == TAG_ABORT {
-            return Err(format!("rank 0 stopped the job: {}", text(&data)));
+            return Err(format!("rank 0 stopped the job: {}", values_text(&data)));
         }
         if t != tag || s != seq {
             return Err(format!(
@@ -301,6 +290,20 @@ impl TcpGroup {
             at += 1 + len;
         }
         Ok(parts)
+    }
+
+    /// A collective whose answer is one vector of `v`'s length (all-reduce, broadcast), copied into `v`.
+    fn combined(&self, tag: u8, v: &mut [f64]) -> Result<()> {
+        let out = self.collective(tag, v)?;
+        let out = out.first().filter(|o| o.len() == v.len()).ok_or_else(|| {
+            self.health.error(format!(
+                "the {} of {} values came back with another length",
+                tag_name(tag),
+                v.len()
+            ))
+        })?;
+        v.copy_from_slice(out);
+        Ok(())
     }
 
     /// What a failed read or write on the link to `peer` means, preferring what the heartbeat saw.
@@ -348,28 +351,17 @@ impl Communicator for TcpGroup {
             ReduceOp::Sum => TAG_SUM,
             ReduceOp::Max => TAG_MAX,
         };
-        let out = self.collective(tag, v)?;
-        let out = out.first().filter(|o| o.len() == v.len()).ok_or_else(|| {
-            self.health.error(format!("an all-reduce of {} values came back with another length", v.len()))
-        })?;
-        v.copy_from_slice(out);
-        Ok(())
+        self.combined(tag, v)
     }
     fn all_gather(&self, v: &[f64]) -> Result<Vec<Vec<f64>>> {
         self.collective(TAG_GATHER, v)
     }
     fn broadcast(&self, v: &mut [f64], root: usize) -> Result<()> {
-        if root != 0 {
-            let all = self.all_gather(v)?;
-            v.copy_from_slice(&all[root]);
-            return Ok(());
+        // Rank 0 is the hub: its values go out in one pass; another root's go through a gather.
+        match root {
+            0 => self.combined(TAG_BROADCAST, v),
+            _ => broadcast_by_gather(self, v, root),
         }
-        let out = self.collective(TAG_BROADCAST, v)?;
-        let out = out.first().filter(|o| o.len() == v.len()).ok_or_else(|| {
-            self.health.error(format!("a broadcast of {} values came back with another length", v.len()))
-        })?;
-        v.copy_from_slice(out);
-        Ok(())
     }
 }
 
@@ -593,12 +585,15 @@ fn write_answer(s: &mut TcpStream, tag: u8, seq: u64, parts: &[Vec<f64>]) -> std
 
 /// An abort carries its reason as bytes, one per value.
 fn write_abort(s: &mut TcpStream, why: &str) -> std::io::Result<()> {
-    let v: Vec<f64> = why.bytes().map(f64::from).collect();
-    write_frame(s, TAG_ABORT, u64::MAX, &v)
+    write_frame(s, TAG_ABORT, u64::MAX, &text_values(why))
 }
 
-fn text(v: &[f64]) -> String {
-    String::from_utf8_lossy(&v.iter().map(|&b| b as u8).collect::<Vec<u8>>()).into_owned()
+/// An abort with `why` on every link, each write given a second at most (a peer may be gone).
+fn tell_all(links: &mut [TcpStream], why: &str) {
+    for l in links.iter_mut() {
+        let _ = l.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = write_abort(l, why);
+    }
 }
 
 fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, u64, Vec<f64>)> {

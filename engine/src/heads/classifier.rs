@@ -11,7 +11,7 @@ use super::maps::{non_target_logit, target_logit, TargetMap};
 use super::{BatchView, Head, RowInput, RowPlan};
 use crate::backend::cpu::gemm::gemm;
 use crate::dist::{Communicator, ReduceOp, Single};
-use crate::tensor::Float;
+use crate::tensor::{Element, Float, Shape, Tensor};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -74,6 +74,24 @@ pub struct Output<T> {
     /// dL/dW: the shards' rows concatenated in shard order [C, D].
     pub grad_w: Vec<T>,
     pub rows: Vec<RowReport>,
+}
+
+impl<T: Float + Element> Output<T> {
+    /// The loss as a scalar tensor and, with `grad` (they were computed), dL/dx and dL/dW shaped as the
+    /// embeddings `x` and the weight `w` they belong to: what a head's tape node hands on.
+    pub fn into_tensors(
+        self,
+        x: &Shape,
+        w: &Shape,
+        grad: bool,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let grads = if grad {
+            Some((Tensor::from_vec(self.grad_x, x.clone())?, Tensor::from_vec(self.grad_w, w.clone())?))
+        } else {
+            None
+        };
+        Ok((Tensor::scalar(T::from_f64(self.loss)), grads))
+    }
 }
 
 /// One shard of the class rows: weight [C_k, D] and labels local to it (-1: owned by another shard).

@@ -125,16 +125,11 @@ pub fn sharded_loss(
         let (_, d) = x.shape().matrix("sharded head loss")?;
         let opts = RunOptions { compute_grad: grad, frozen: None };
         let (xs, ws) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
-        let out = run_rank::<T>(comm, xs, labels, ws, first_class, d, head, &opts, pick)?;
-        let grads = if grad {
-            Some((
-                Tensor::from_vec(out.grad_x, x.shape().clone())?,
-                Tensor::from_vec(out.grad_w, w.shape().clone())?,
-            ))
-        } else {
-            None
-        };
-        Ok((Tensor::scalar(T::from_f64(out.loss)), grads))
+        run_rank::<T>(comm, xs, labels, ws, first_class, d, head, &opts, pick)?.into_tensors(
+            x.shape(),
+            w.shape(),
+            grad,
+        )
     }
     let call = (labels, first_class, comm, head, grad, pick);
     let (loss, grads) = match xr.dtype() {

@@ -309,7 +309,7 @@ impl Trainer {
         let loss = if sharded { loss } else { mean(&loss)? };
         let grads = grads
             .into_iter()
-            .map(|(n, g)| Ok(if reduced(&n) { (n.clone(), mean(&g)?) } else { (n, g) }))
+            .map(|(n, g)| Ok(if reduced(&n) { (n, mean(&g)?) } else { (n, g) }))
             .collect::<Result<_>>()?;
         Ok((loss, grads))
     }
@@ -354,11 +354,7 @@ impl Trainer {
         let mut store = ParamStore::new();
         store.insert(CLASSIFIER, w, ParamKind::Trainable)?;
         self.classifier = store;
-        let state = self.optimizer.state();
-        let state = state
-            .into_iter()
-            .map(|(n, t)| Ok(if is_class_rows(&n, &t, classes) { (n, rows(&t)?) } else { (n, t) }))
-            .collect::<Result<Vec<_>>>()?;
+        let state = map_class_rows(self.optimizer.state(), classes, rows)?;
         self.optimizer.load_state(&state)?;
         self.shard = Some(sh);
         Ok(())
@@ -406,17 +402,13 @@ impl Trainer {
             let whole = Tensor::from_vec(v, dims)?;
             whole.to_dtype(t.dtype())
         };
-        let w = gather(&w)?;
-        let state = state
-            .into_iter()
-            .map(|(n, t)| Ok(if is_class_rows(&n, &t, sh.count) { (n, gather(&t)?) } else { (n, t) }))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((w, state))
+        Ok((gather(&w)?, map_class_rows(state, sh.count, gather)?))
     }
 
-    /// After an applied step: the head's running state made equal over the ranks (`RunningState`).
+    /// After an applied step: the head's running state made equal over the ranks (`RunningState`). A
+    /// sharded head needs nothing: it moved its state from the job's whole batch, alike on every rank.
     fn share_running_state(&mut self) -> Result<()> {
-        let Some(comm) = self.group() else { return Ok(()) };
+        let Some(comm) = self.group().filter(|_| self.shard.is_none()) else { return Ok(()) };
         let state = self.head.state();
         if state.values.is_empty() {
             return Ok(());
@@ -960,10 +952,20 @@ impl Trainer {
 const KEY_BATCH: &str = "batch_size";
 const KEY_EPOCH_STEPS: &str = "steps_per_epoch";
 
-/// An optimizer state entry of the classifier holding one row per class (`rows` of them): the rows a
-/// sharded head splits and gathers (step counts and other scalars are not).
-fn is_class_rows(name: &str, t: &Tensor, rows: usize) -> bool {
-    name.starts_with(CLASSIFIER) && t.dims().len() == 2 && t.dims()[0] == rows
+/// The optimizer's state with `f` applied to each classifier entry holding one row per class (`rows`
+/// of them): the rows a sharded head splits and gathers (step counts and other scalars stay).
+fn map_class_rows(
+    state: Vec<(String, Tensor)>,
+    rows: usize,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    state
+        .into_iter()
+        .map(|(n, t)| {
+            let per_class = n.starts_with(CLASSIFIER) && t.dims().len() == 2 && t.dims()[0] == rows;
+            Ok(if per_class { (n, f(&t)?) } else { (n, t) })
+        })
+        .collect()
 }
 
 #[cfg(test)]

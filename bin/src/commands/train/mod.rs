@@ -506,12 +506,11 @@ fn output_name(a: &Args, rank: Option<&Rank>) -> Result<PathBuf> {
     let stamp = PathBuf::from("runs").join(utc_stamp());
     let Some(r) = rank else { return Ok(stamp) };
     let mine: Vec<f64> = match r.job.rank {
-        0 => stamp.to_string_lossy().bytes().map(f64::from).collect(),
+        0 => engine::dist::text_values(&stamp.to_string_lossy()),
         _ => Vec::new(),
     };
     let all = r.group.all_gather(&mine)?;
-    let bytes: Vec<u8> = all.first().map(|v| v.iter().map(|&b| b as u8).collect()).unwrap_or_default();
-    Ok(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+    Ok(PathBuf::from(all.first().map(|v| engine::dist::values_text(v)).unwrap_or_default()))
 }
 
 /// A rank other than 0: the job's output folder (rank 0 checks and clears it, and writes in it).

@@ -39,7 +39,8 @@ pub struct Session {
     /// QCFace: the steps of ArcFace warm-up before hypersphere planning.
     warmup_steps: Option<u64>,
     evals: Vec<PairEval>,
-    degradation: Option<Vec<f32>>,
+    /// The first evaluation set's degradation level per image (the demo pairs').
+    degradation: Option<Vec<f64>>,
     /// Rank 0's (or a lone run's); `None` on the other ranks.
     log: Option<MetricsLog>,
     /// The job this run is one rank of; `None` alone.
@@ -94,7 +95,7 @@ impl Session {
             warmup_steps: recipe.warmup_steps(plan.steps_per_epoch),
             plan,
             evals,
-            degradation: data.degradation.clone(),
+            degradation: data.degradation.as_ref().map(|d| d.iter().map(|&v| f64::from(v)).collect()),
             log: lead.then(|| MetricsLog::open(&output.join("metrics.jsonl"))).transpose()?,
             group,
             rank_mark: (0, Instant::now()),
@@ -281,7 +282,7 @@ impl Session {
         // The epoch this step belonged to (the trainer's has moved on after an epoch's last step).
         let epoch = (t.step - 1) / self.plan.steps_per_epoch;
         let step = t.step;
-        if self.is_lead() {
+        if lead {
             self.progress.print(epoch as usize, step, out.loss, out.lr, self.images_seen);
         }
         self.log("step", &fields)?;
@@ -297,7 +298,7 @@ impl Session {
             self.save()?;
         }
         // A pending signal ends the run before an evaluation that could take minutes.
-        if self.is_lead() && step.is_multiple_of(self.plan.eval_every) && signals::received().is_none() {
+        if lead && step.is_multiple_of(self.plan.eval_every) && signals::received().is_none() {
             self.last_accuracy = self.evaluate()?.or(self.last_accuracy);
         }
         Ok(())
@@ -369,23 +370,20 @@ impl Session {
                     None => Some(t.classifier.get(engine::train::trainer::CLASSIFIER)?.to_f64_vec()?),
                     Some(_) => None,
                 };
-                let deg: Option<Vec<f64>> =
-                    self.degradation.as_ref().map(|d| d.iter().map(|&v| v as f64).collect());
                 let labels = vec![0i64; r.embeddings.len() / r.dim];
                 crate::commands::analyze::write_hypersphere(
                     &dir,
                     &r.embeddings,
                     r.dim,
                     &labels,
-                    deg.as_deref(),
+                    self.degradation.as_deref(),
                     centres.as_deref(),
                 )?;
             }
             // On the demo pairs the degradation of each image is known: a quality-aware embedding's
             // magnitude should fall as degradation rises (negative rank correlation).
             if let (0, Some(deg)) = (k, &self.degradation) {
-                let d: Vec<f64> = deg.iter().map(|&v| v as f64).collect();
-                let rho = spearman(&r.norms, &d)?;
+                let rho = spearman(&r.norms, deg)?;
                 eprintln!("step {} magnitude vs degradation: Spearman {rho:.3}", t.step);
                 log_to(
                     &mut self.log,

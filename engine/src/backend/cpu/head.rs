@@ -12,15 +12,7 @@ fn step<T: Float + Element>(x: &Tensor, w: &Tensor, call: MarginHeadCall<'_>) ->
     let (_, dim) = x.shape().matrix("head loss (embeddings)")?;
     let opts = RunOptions { compute_grad: call.grad, frozen: None };
     let out = run::<T>(x.as_slice::<T>()?, w.as_slice::<T>()?, call.labels, dim, call.head, &opts)?;
-    let loss = Tensor::scalar(T::from_f64(out.loss));
-    let grads = if call.grad {
-        Some((
-            Tensor::from_vec(out.grad_x, x.shape().clone())?,
-            Tensor::from_vec(out.grad_w, w.shape().clone())?,
-        ))
-    } else {
-        None
-    };
+    let (loss, grads) = out.into_tensors(x.shape(), w.shape(), call.grad)?;
     Ok(MarginHeadOutput { loss, grads })
 }
 
