@@ -105,7 +105,10 @@ if [ $# -eq 0 ]; then
   # benchmark and large-head stages at toy sizes. The script exits non-zero when any stage fails.
   gcs="$emu/gpu-check-sh"
   rm -rf "$gcs"
-  "${emu_env[@]}" PATH="$root/tests/cuda_emu/bin:$PATH" GPU_CHECK_LIBDIRS="$emu" GPU_CHECK_TORCH_DEVICE=cpu \
+  # The stand-in is installed with its mode set here: a checkout that rewrites changed files may drop
+  # the executable bit, and then `command -v nvidia-smi` finds nothing.
+  mkdir -p "$emu/bin" && install -m 755 tests/cuda_emu/bin/nvidia-smi "$emu/bin/nvidia-smi"
+  "${emu_env[@]}" PATH="$emu/bin:$PATH" GPU_CHECK_LIBDIRS="$emu" GPU_CHECK_TORCH_DEVICE=cpu \
     GPU_CHECK_TOY=1 FACETRAIN_ST_FALLBACK=1 FACETRAIN_EMU_DEVICES=2 PYTHON="$py" bash bench/gpu-check.sh \
     --bin "$root/target/debug/engine-train" --stages tests,parity,ir50,head,large,multi --results "$gcs" | tail -n 2
   grep -q "PyTorch fixture | pass" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh replayed no PyTorch fixture" >&2; exit 1; }
