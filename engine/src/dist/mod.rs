@@ -10,10 +10,11 @@
 
 mod in_process;
 pub mod launch;
+pub mod nccl;
 mod tcp;
 
 pub use in_process::InProcess;
-pub use tcp::{TcpGroup, TcpOptions};
+pub use tcp::{FailureHook, TcpGroup, TcpOptions};
 
 use crate::Result;
 

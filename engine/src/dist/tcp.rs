@@ -13,7 +13,10 @@
 //!   closes without a goodbye (its process killed) is declared dead, and the blocked collective is woken
 //!   by shutting its link down;
 //! - a rank that fails (a collective, or its own error through [`TcpGroup::abort`]) tells rank 0, which
-//!   tells every other rank, so each one exits with the same reason naming the rank at fault.
+//!   tells every other rank, so each one exits with the same reason naming the rank at fault. The news
+//!   also travels on the heartbeat links (a DOWN frame with the reason), so a rank that is not in a
+//!   collective (one waiting for its GPU, say) hears it at once and can act ([`TcpGroup::on_failure`]:
+//!   the NCCL communicator's watchdog aborts the communicator).
 
 use super::{broadcast_by_gather, reduce_in_order, text_values, values_text, Communicator, ReduceOp};
 use crate::{Error, Result};
@@ -36,6 +39,10 @@ const TAG_ABORT: u8 = 9;
 
 const BEAT: u8 = b'h';
 const BYE: u8 = b'b';
+/// A failure's reason follows: a u32 length and that many bytes of text.
+const DOWN: u8 = b'd';
+/// The longest reason a DOWN frame carries.
+const MAX_REASON: usize = 1 << 16;
 
 /// The most values one frame may announce (a garbled header must not allocate the machine away).
 const MAX_VALUES: u64 = 1 << 32;
@@ -73,18 +80,48 @@ struct Health {
     dropped: AtomicBool,
     /// Clones of the data links, shut down to wake a collective blocked on a dead peer.
     wake: Vec<TcpStream>,
+    /// The heartbeat links' write halves, on which a failure is announced.
+    beats: Vec<Arc<Mutex<TcpStream>>>,
+    /// Called once with the reason when this rank learns of the job's failure.
+    hooks: Mutex<Vec<FailureHook>>,
 }
 
+/// What a rank runs when the job fails (on whichever thread learned it first).
+pub type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
+
 impl Health {
-    /// Records `why` (unless something failed first) and wakes any blocked collective.
+    /// Records `why` (unless something failed first), wakes any blocked collective and, the first time,
+    /// announces it on the heartbeat links and runs the failure hooks.
     fn fail(&self, why: String) {
-        if let Ok(mut f) = self.failed.lock() {
-            if f.is_none() {
-                *f = Some(why);
+        // The lock is held while the reason is announced, so that no `fail` returns (and no rank goes
+        // away) before the first reason is on the wire.
+        let first = match self.failed.lock() {
+            Ok(mut f) if f.is_none() => {
+                *f = Some(why.clone());
+                // Before the links are shut: a peer reads the reason before it sees this side go away.
+                let text = &why.as_bytes()[..why.len().min(MAX_REASON)];
+                let mut frame = vec![DOWN];
+                frame.extend((text.len() as u32).to_le_bytes());
+                frame.extend(text);
+                for b in &self.beats {
+                    if let Ok(mut s) = b.lock() {
+                        let _ = s.write_all(&frame);
+                    }
+                }
+                true
             }
-        }
+            _ => false,
+        };
         for s in &self.wake {
             let _ = s.shutdown(Shutdown::Both);
+        }
+        if !first {
+            return;
+        }
+        if let Ok(hooks) = self.hooks.lock() {
+            for h in hooks.iter() {
+                h(&why);
+            }
         }
     }
 
@@ -129,14 +166,8 @@ impl TcpGroup {
             l.set_nodelay(true).map_err(|e| Error::Io(format!("rank {rank}: TCP_NODELAY: {e}")))?;
             wake.push(l.try_clone().map_err(|e| Error::Io(format!("rank {rank}: a link's handle: {e}")))?);
         }
-        let health = Arc::new(Health {
-            rank,
-            failed: Mutex::new(None),
-            closing: AtomicBool::new(false),
-            dropped: AtomicBool::new(false),
-            wake,
-        });
         let mut writers = Vec::with_capacity(beats.len());
+        let mut readers = Vec::with_capacity(beats.len());
         for (i, b) in beats.into_iter().enumerate() {
             let peer = if rank == 0 { i + 1 } else { 0 };
             let _ = b.set_write_timeout(Some(Duration::from_secs(1)));
@@ -144,6 +175,20 @@ impl TcpGroup {
                 b.try_clone().map_err(|e| Error::Io(format!("rank {rank}: a link's handle: {e}")))?,
             ));
             writers.push(w.clone());
+            readers.push((b, w, peer));
+        }
+        // Every writer is known before any heartbeat thread runs: a failure one of them hears is
+        // announced on every link.
+        let health = Arc::new(Health {
+            rank,
+            failed: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+            wake,
+            beats: writers.clone(),
+            hooks: Mutex::new(Vec::new()),
+        });
+        for (b, w, peer) in readers {
             let (h, timeout) = (health.clone(), opts.heartbeat_timeout);
             std::thread::Builder::new()
                 .name(format!("heartbeat-{peer}"))
@@ -180,8 +225,22 @@ impl TcpGroup {
         if let Ok(mut links) = self.links.lock() {
             tell_all(&mut links, &msg);
         }
-        self.close();
+        // Before the goodbye, while the peers' heartbeat threads still listen: the DOWN frame reaches
+        // ranks that are not in a collective.
         self.health.fail(msg);
+        self.close();
+    }
+
+    /// Runs `hook` with the reason when this rank learns that the job failed (a dead, silent or late
+    /// peer, a peer's own failure, or this rank's `abort`); at once if it already has.
+    pub fn on_failure(&self, hook: FailureHook) {
+        // Under the hooks' lock, which `fail` takes after recording the failure: the hook runs once,
+        // here or there.
+        let Ok(mut hooks) = self.health.hooks.lock() else { return };
+        match self.health.failure() {
+            Some(why) => hook(&why),
+            None => hooks.push(hook),
+        }
     }
 
     /// Sends `v` under `tag` and returns rank 0's answer: the combined values (`TAG_SUM`, `TAG_MAX`,
@@ -308,8 +367,18 @@ impl TcpGroup {
 
     /// What a failed read or write on the link to `peer` means, preferring what the heartbeat saw.
     fn link_error(&self, e: std::io::Error, peer: usize) -> String {
-        if let Some(why) = self.health.failure() {
-            return why;
+        // A link that ends may be a failed peer shutting it after announcing why on the heartbeat link,
+        // which this rank's heartbeat thread may not have read yet: give it a moment.
+        let ended = !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+        let patience = Instant::now() + if ended { Duration::from_secs(2) } else { Duration::ZERO };
+        loop {
+            if let Some(why) = self.health.failure() {
+                return why;
+            }
+            if Instant::now() >= patience {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
@@ -532,6 +601,11 @@ fn heartbeat(mut s: TcpStream, out: Arc<Mutex<TcpStream>>, peer: usize, timeout:
                 return;
             }
             Ok(n) => {
+                if let Some(i) = buf[..n].iter().position(|&b| b == DOWN) {
+                    let why = read_reason(&mut s, &buf[i + 1..n], peer);
+                    h.fail(why);
+                    return;
+                }
                 if buf[..n].contains(&BYE) {
                     return;
                 }
@@ -558,6 +632,32 @@ fn heartbeat(mut s: TcpStream, out: Arc<Mutex<TcpStream>>, peer: usize, timeout:
             ));
             return;
         }
+    }
+}
+
+/// The reason of a DOWN frame whose first bytes after the tag are `got` (the rest is read from `s`).
+fn read_reason(s: &mut TcpStream, got: &[u8], peer: usize) -> String {
+    let mut b = got.to_vec();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut chunk = [0u8; 4096];
+    let want = |b: &[u8]| {
+        b.get(..4).map(|l| 4 + (u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize).min(MAX_REASON))
+    };
+    while want(&b).is_none_or(|w| b.len() < w) && Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => b.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    match want(&b) {
+        Some(w) if b.len() >= w => String::from_utf8_lossy(&b[4..w]).into_owned(),
+        _ => format!("rank {peer} reported a failure (its reason was cut short)"),
     }
 }
 
@@ -744,6 +844,42 @@ mod tests {
         let (_d, _b) = (silent(KIND_DATA), silent(KIND_HEARTBEAT));
         let e = zero.join().unwrap();
         assert!(e.contains("rank 1 sent no heartbeat"), "{e}");
+    }
+
+    #[test]
+    fn a_failure_reaches_ranks_outside_a_collective_through_their_hooks() {
+        // Rank 2 fails on its own; ranks 0 and 1 are not in a collective (waiting for a GPU, say) and
+        // learn it from the heartbeat links within a second, with rank 2's reason, exactly once.
+        let t0 = Instant::now();
+        let out = job(3, opts(30_000), move |g| {
+            if g.rank() == 2 {
+                std::thread::sleep(Duration::from_millis(200));
+                g.abort("out of memory on its GPU");
+                return (Vec::new(), Duration::ZERO);
+            }
+            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            let tx = Mutex::new(tx);
+            g.on_failure(Box::new(move |why| {
+                let _ = tx.lock().unwrap().send(why.to_string());
+            }));
+            let first = rx.recv_timeout(Duration::from_secs(10)).expect("no failure heard");
+            let heard = t0.elapsed();
+            // A hook added after the failure runs at once, with the same reason.
+            let (tx2, rx2) = std::sync::mpsc::channel::<String>();
+            let tx2 = Mutex::new(tx2);
+            g.on_failure(Box::new(move |why| {
+                let _ = tx2.lock().unwrap().send(why.to_string());
+            }));
+            let late = rx2.try_recv().expect("a late hook did not run");
+            assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "a hook ran twice");
+            (vec![first, late], heard)
+        });
+        for (r, (whys, heard)) in out.iter().take(2).enumerate() {
+            for why in whys {
+                assert!(why.contains("rank 2 failed: out of memory on its GPU"), "rank {r}: {why}");
+            }
+            assert!(*heard < Duration::from_secs(3), "rank {r} heard after {heard:?}");
+        }
     }
 
     #[test]

@@ -130,8 +130,12 @@ pub struct Trainer {
     comm: Option<Arc<dyn Communicator>>,
     /// How the head's running state is kept equal over the ranks.
     running_state: RunningState,
-    /// This rank's own mean loss of the last step, before the ranks' were averaged (several ranks only).
-    rank_loss: Option<f64>,
+    /// This rank's own mean loss of the last step, before the ranks' were averaged (several ranks only;
+    /// read back only when asked).
+    rank_loss: Option<Tensor>,
+    /// The GPUs' own collectives (NCCL), which average the gradients on the device instead of through
+    /// the host (`set_device_group`).
+    device_group: Option<Arc<crate::dist::nccl::DeviceGroup>>,
     /// The classes this rank holds when the head is sharded over the ranks (`shard_classes`).
     shard: Option<ClassShard>,
     /// Partial FC (`set_sample_rate`): the share of each rank's classes a step uses; 1: all.
@@ -225,6 +229,7 @@ impl Trainer {
             comm: None,
             running_state: RunningState::default(),
             rank_loss: None,
+            device_group: None,
             shard: None,
             sample_rate: 1.0,
         })
@@ -239,6 +244,12 @@ impl Trainer {
         self.running_state = running_state;
     }
 
+    /// Averages the gradients with `g` (NCCL on this rank's GPU) instead of through the host
+    /// communicator, which keeps every other collective (decisions, running state, checkpoints).
+    pub fn set_device_group(&mut self, g: Arc<crate::dist::nccl::DeviceGroup>) {
+        self.device_group = Some(g);
+    }
+
     /// The group, when there is more than this rank.
     fn group(&self) -> Option<Arc<dyn Communicator>> {
         self.comm.clone().filter(|c| c.world() > 1)
@@ -246,7 +257,7 @@ impl Trainer {
 
     /// This rank's own loss of the last step, before averaging; `None` alone.
     pub fn rank_loss(&self) -> Option<f64> {
-        self.rank_loss
+        self.rank_loss.as_ref().and_then(|l| l.scalar_value().ok())
     }
 
     /// Checks, before the first step, that every rank starts from the same state: the same step (every
@@ -281,8 +292,8 @@ impl Trainer {
     }
 
     /// The loss and every gradient averaged over the data-parallel ranks (each rank's own when alone),
-    /// in one all-reduce. The values travel through the host; the loss too, so every rank takes the same
-    /// decisions after (skip, clip, stop).
+    /// in one all-reduce, so every rank takes the same decisions after (skip, clip, stop). With a device
+    /// group the all-reduce runs on the GPUs (NCCL); otherwise the values travel through the host.
     fn averaged(
         &mut self,
         loss: Tensor,
@@ -292,10 +303,19 @@ impl Trainer {
         // A sharded head's loss is already the job's, its weight gradient already each rank's own rows,
         // and its embedding gradients are of the job's mean loss: the backbone's gradients are summed.
         let sharded = self.shard.is_some();
+        self.rank_loss = (!sharded).then(|| loss.clone());
+        if let Some(g) = self.device_group.as_ref().filter(|_| !sharded) {
+            // On the device: the loss and gradients in one group of NCCL all-reduces (the mean in the
+            // gradients' own dtype), queued behind the backward pass.
+            let (names, mut ts): (Vec<String>, Vec<Tensor>) = grads.into_iter().unzip();
+            ts.insert(0, loss);
+            let mut out = g.all_reduce_mean(ts)?;
+            let loss = out.remove(0);
+            return Ok((loss, names.into_iter().zip(out).collect()));
+        }
         let w = if sharded { 1.0 } else { comm.world() as f64 };
         let reduced = |n: &str| !(sharded && n == CLASSIFIER);
         let mut flat = if sharded { Vec::new() } else { loss.to_f64_vec()? };
-        self.rank_loss = flat.first().copied();
         for (_, g) in grads.iter().filter(|(n, _)| reduced(n)) {
             flat.extend(g.to_f64_vec()?);
         }

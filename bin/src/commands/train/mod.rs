@@ -78,6 +78,11 @@ pub struct Args {
     /// reduce (the ranks' mean).
     #[arg(long, default_value = "broadcast")]
     running_state: String,
+    /// Several ranks on GPUs: how the gradients are averaged: nccl (on the GPUs; libnccl.so.2 on the
+    /// loader's path or in FACETRAIN_NCCL_DIR) or host (through the rendezvous connection, slow; for
+    /// machines without NCCL). Every other collective (decisions, checkpoints) goes through the host.
+    #[arg(long, default_value = "nccl", value_parser = ["nccl", "host"])]
+    collectives: String,
     /// Partial FC (insightface's sample_rate): each step, each rank's classifier uses its classes that are
     /// labels of the batch plus random others, this share of its classes in all (e.g. 0.2 or 0.3 for
     /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head:
@@ -439,6 +444,13 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
         Some(r) => {
             trainer.set_communicator(r.group.clone(), running_state);
             trainer.check_ranks_agree()?;
+            if let (engine::tensor::Device::Cuda(ctx), "nccl") = (&device, a.collectives.as_str()) {
+                let g = engine::dist::nccl::DeviceGroup::open(ctx, r.group.clone(), r.collective_timeout)?;
+                if lead {
+                    eprintln!("gradients averaged on the GPUs by NCCL {}", g.version());
+                }
+                trainer.set_device_group(std::sync::Arc::new(g));
+            }
         }
         // One process samples on the sharded head's path, alone.
         None if sampled => trainer.set_communicator(std::sync::Arc::new(engine::dist::Single), running_state),

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Rank {
     pub job: RankEnv,
     pub group: Arc<TcpGroup>,
+    /// How long a collective may wait for the slowest rank (`--collective-timeout`).
+    pub collective_timeout: Duration,
 }
 
 impl Rank {
@@ -17,7 +19,7 @@ impl Rank {
     pub fn join(job: RankEnv, timeout: Duration) -> Result<Rank> {
         let (host, port) = job.rendezvous()?;
         let group = TcpGroup::join(job.rank, job.world, &host, port, TcpOptions::new(timeout, timeout))?;
-        Ok(Rank { job, group: Arc::new(group) })
+        Ok(Rank { job, group: Arc::new(group), collective_timeout: timeout })
     }
 
     /// `--device` for this rank: `cuda` and `auto` mean its node-local GPU (`LOCAL_RANK`, else the

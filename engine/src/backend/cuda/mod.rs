@@ -29,6 +29,7 @@ mod input;
 mod launch;
 pub mod libs;
 mod multi_tensor;
+pub mod nccl;
 mod ops;
 mod prefetch;
 mod storage;

@@ -1,0 +1,145 @@
+//! Data-parallel collectives on the GPUs: one NCCL communicator per rank, made over the job's TCP
+//! rendezvous (rank 0's unique id travels on it), and a watchdog that turns a collective that never
+//! finishes into a job failure instead of a hang.
+//!
+//! NCCL's collectives are queued on the compute stream and return at once; a peer that never arrives
+//! (dead, stopped, out of memory) leaves them waiting on the device forever, and the host thread blocks
+//! at its next synchronisation. Two things end such a wait: the TCP group hearing of the failure (its
+//! heartbeats; [`TcpGroup::on_failure`] runs `abort` here), and the watchdog seeing a collective still
+//! unfinished after the collective timeout (it fails the job through the TCP group, which tells every
+//! rank). Either way the communicator is aborted, the stream drains, and the rank's next host-side
+//! collective returns the failure naming the rank at fault.
+
+use super::{Communicator, TcpGroup};
+use crate::backend::cuda::nccl::{self, Fence, NcclComm, NcclOp};
+use crate::backend::cuda::CudaContext;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the watchdog looks at the oldest unfinished collective.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+pub struct DeviceGroup {
+    comm: Arc<NcclComm>,
+    version: String,
+    /// Fences of queued collectives, to the watchdog; dropping it ends the watchdog.
+    watch: Mutex<mpsc::Sender<Pending>>,
+}
+
+struct Pending {
+    fence: Fence,
+    since: Instant,
+    what: &'static str,
+}
+
+impl DeviceGroup {
+    /// Every rank of `control` joins one NCCL communicator on its device `ctx`; a collective still
+    /// unfinished after `timeout` fails the job.
+    pub fn open(ctx: &Arc<CudaContext>, control: Arc<TcpGroup>, timeout: Duration) -> Result<DeviceGroup> {
+        let (rank, world) = (control.rank(), control.world());
+        // Every rank learns whether every rank has NCCL before any waits for the others in it.
+        let loaded = nccl::version();
+        let flags = control.all_gather(&[f64::from(u8::from(loaded.is_ok()))])?;
+        let version = match (loaded, flags.iter().position(|f| f.first() != Some(&1.0))) {
+            (Err(e), _) => return Err(e),
+            (Ok(_), Some(r)) => return Err(Error::Device(format!("rank {r} could not load NCCL"))),
+            (Ok(v), None) => v,
+        };
+        let mut id = vec![0.0; nccl::ID_BYTES];
+        if rank == 0 {
+            for (v, b) in id.iter_mut().zip(nccl::unique_id()?) {
+                *v = f64::from(b);
+            }
+        }
+        control.broadcast(&mut id, 0)?;
+        let mut bytes = [0u8; nccl::ID_BYTES];
+        for (b, v) in bytes.iter_mut().zip(&id) {
+            *b = *v as u8;
+        }
+        let comm = Arc::new(NcclComm::init(ctx, rank, world, bytes)?);
+        let weak = Arc::downgrade(&comm);
+        control.on_failure(Box::new(move |_| {
+            if let Some(c) = weak.upgrade() {
+                c.abort();
+            }
+        }));
+        let (tx, rx) = mpsc::channel();
+        let (c, ctl) = (comm.clone(), control.clone());
+        std::thread::Builder::new()
+            .name("nccl-watchdog".into())
+            .spawn(move || watchdog(c, ctl, rx, timeout))
+            .map_err(|e| Error::Io(format!("rank {rank}: cannot start the NCCL watchdog: {e}")))?;
+        Ok(DeviceGroup { comm, version, watch: Mutex::new(tx) })
+    }
+
+    /// The NCCL version in use ("2.28.3").
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The ranks' mean of each tensor, element by element, in place (one group of all-reduces on the
+    /// compute stream; returns once they are queued).
+    pub fn all_reduce_mean(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let out = self.comm.all_reduce(tensors, NcclOp::Avg)?;
+        self.watch("gradient all-reduce")?;
+        Ok(out)
+    }
+
+    /// Hands the collectives queued so far to the watchdog.
+    fn watch(&self, what: &'static str) -> Result<()> {
+        let fence = self.comm.fence()?;
+        let tx =
+            self.watch.lock().map_err(|_| Error::Device("the NCCL watchdog's channel is poisoned".into()))?;
+        // A watchdog that ended has already failed the job: the next host collective says why.
+        let _ = tx.send(Pending { fence, since: Instant::now(), what });
+        Ok(())
+    }
+}
+
+/// Watches queued collectives in order: one unfinished after `timeout`, or an error NCCL reports,
+/// fails the job through `control` (whose failure hooks abort `comm`).
+fn watchdog(comm: Arc<NcclComm>, control: Arc<TcpGroup>, rx: mpsc::Receiver<Pending>, timeout: Duration) {
+    if let Err(e) = comm.bind_thread() {
+        control.abort(&e.to_string());
+        return;
+    }
+    let mut queue = std::collections::VecDeque::new();
+    loop {
+        match rx.recv_timeout(WATCH_EVERY) {
+            Ok(p) => queue.push_back(p),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if comm.is_aborted() {
+            return;
+        }
+        if let Some(e) = comm.async_error() {
+            control.abort(&format!("NCCL reported an error: {e}"));
+            return;
+        }
+        while let Some(p) = queue.front() {
+            match p.fence.done() {
+                Ok(true) => {
+                    queue.pop_front();
+                }
+                Ok(false) if p.since.elapsed() > timeout => {
+                    control.abort(&format!(
+                        "its {} did not finish within {:.0} s (--collective-timeout): a rank is hung, out of \
+                         memory, or far slower than the others",
+                        p.what,
+                        timeout.as_secs_f64()
+                    ));
+                    return;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    control.abort(&e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+}
