@@ -148,6 +148,21 @@ fn figure_flags_that_cannot_work_are_refused_by_name() {
         assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let o = tiny_train_cmd(&cache, &root.join("d"))
+        .args([
+            "--data",
+            "faces.rec",
+            "--head",
+            "magface",
+            "--compare-head",
+            "arcface",
+            "--embedding-size",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--compare-head draws the first evaluation set"), "{err}");
     let o = tiny_train_cmd(&cache, &root.join("g"))
         .args(["--track-samples", "2", "--gpus", "2"])
         .output()

@@ -89,6 +89,13 @@ pub fn run(a: &Args, train: impl Fn(Args) -> CmdResult) -> CmdResult {
         )
         .into());
     }
+    if a.data.is_some() && a.eval.is_empty() {
+        return Err(Error::Invalid(
+            "--compare-head draws the first evaluation set's embeddings: give --eval (the demo set has its own pairs)"
+                .into(),
+        )
+        .into());
+    }
     if a.resume {
         return Err(Error::Invalid(
             "--compare-head cannot --resume: its two runs start together (start it again into a new --output)"
