@@ -13,6 +13,8 @@
 //!   (else its class), the class centres as rays, and a dashed circle at the mean norm of each third of
 //!   the samples ordered by degradation, coloured by that third's mean degradation: where magnitude
 //!   encodes quality, the circles are ordered (`hypersphere.svg`, `hypersphere.json`).
+//! - With `--trajectories RUN/metrics.jsonl` instead: the samples `train --track-samples` followed, their
+//!   norm and target-class probability against the step (AdaFace Fig. 6; `trajectories.rs`).
 
 use super::head_plots::{histogram_in, write_text};
 use super::CmdResult;
@@ -29,8 +31,13 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct Args {
     /// Embeddings from `engine-train embed`: `embeddings` [N, D] and `labels` [N].
-    #[arg(long)]
-    embeddings: PathBuf,
+    #[arg(long, required_unless_present = "trajectories")]
+    embeddings: Option<PathBuf>,
+    /// Instead of embeddings: a training run's metrics.jsonl with the "sample" lines of `train
+    /// --track-samples`; draws each tracked sample's feature norm and target-class probability against
+    /// the step (trajectory_norm.svg, trajectory_p.svg, trajectories.csv).
+    #[arg(long, value_name = "METRICS_JSONL", conflicts_with_all = ["embeddings", "centres"])]
+    trajectories: Option<PathBuf>,
     /// The class centres: a training checkpoint (its classifier, `head.classifier.weight`) or a
     /// safetensors file with `weight` [C, D]; labels index its rows. Without it, no angle statistics.
     #[arg(long)]
@@ -244,7 +251,8 @@ pub fn hypersphere(
 }
 
 /// Writes `hypersphere.svg` and `hypersphere.json` (each ring's mean norm and mean degradation) into
-/// `dir` for embeddings of size 2 or 3; a training run with such embeddings can call it at each evaluation.
+/// `dir` for embeddings of size 2 or 3, and returns the plot drawn; a training run with such embeddings
+/// calls it at each evaluation.
 pub fn write_hypersphere(
     dir: &Path,
     x: &[f64],
@@ -252,7 +260,7 @@ pub fn write_hypersphere(
     labels: &[i64],
     degradation: Option<&[f64]>,
     centres: Option<&[f64]>,
-) -> Result<()> {
+) -> Result<ScatterPlot> {
     if !(dim == 2 || dim == 3) {
         return Err(Error::Invalid(format!(
             "the hypersphere figure needs embeddings of size 2 or 3, not {dim}"
@@ -265,7 +273,8 @@ pub fn write_hypersphere(
     let summary = serde_json::to_string_pretty(&json!({ "circles": circles }))
         .map_err(|e| Error::Invalid(format!("hypersphere summary: {e}")))?;
     write_text(&dir.join("hypersphere.json"), &summary)?;
-    write_svg(&dir.join("hypersphere.svg"), &plot.to_svg()?)
+    write_svg(&dir.join("hypersphere.svg"), &plot.to_svg()?)?;
+    Ok(plot)
 }
 
 /// The class centres of a checkpoint's classifier or of a plain `weight` tensor, as f64 rows.
@@ -285,21 +294,28 @@ fn read_centres(path: &Path) -> Result<(Vec<f64>, usize)> {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let st = safetensors::read(&a.embeddings)?;
-    let e = st.require("embeddings", &a.embeddings)?;
+    if let Some(log) = &a.trajectories {
+        for path in super::trajectories::write_trajectories(log, &a.output)? {
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
+    let embeddings = a.embeddings.clone().ok_or("--embeddings (or --trajectories) is required")?;
+    let st = safetensors::read(&embeddings)?;
+    let e = st.require("embeddings", &embeddings)?;
     if e.dims().len() != 2 || e.dims()[0] == 0 {
         return Err(format!(
             "{}: embeddings must be [N, D] with N > 0, got {}",
-            a.embeddings.display(),
+            embeddings.display(),
             e.shape()
         )
         .into());
     }
     let (n, dim) = (e.dims()[0], e.dims()[1]);
     let x = e.to_f64_vec()?;
-    let labels = st.require("labels", &a.embeddings)?.to_vec::<i64>()?;
+    let labels = st.require("labels", &embeddings)?.to_vec::<i64>()?;
     if labels.len() != n {
-        return Err(format!("{}: {} labels for {n} embeddings", a.embeddings.display(), labels.len()).into());
+        return Err(format!("{}: {} labels for {n} embeddings", embeddings.display(), labels.len()).into());
     }
     std::fs::create_dir_all(&a.output).map_err(|e| format!("creating {}: {e}", a.output.display()))?;
 

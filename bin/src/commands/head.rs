@@ -37,7 +37,7 @@ pub struct Args {
     /// Draw the head's figures into this folder (no batch needed): target logit and its slope against
     /// θ, heat maps over (cos θ_y, norm) of p_y, the gradient scaling term and the head's own terms
     /// (I, st, p_d, dL/d‖x‖), with their data as CSV; with --input also histograms of the last step's
-    /// per-row terms over the batch (rows_*.svg, rows.csv).
+    /// per-row terms over the batch (rows_*.svg, rows.csv, rows_histograms.csv).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Another head, with its default hyper-parameters, drawn beside --head in the curves (repeatable).

@@ -9,7 +9,8 @@
 //!   the head has them the sample weight I(p_y), its gradient factor st, the margin-free p_d and dL/d‖x‖
 //!   (AdaFace Fig. 3, SMAFace's weight figures). Data: `head_maps.csv`.
 //! - `rows_*.svg` (with `--input`): histograms over the batch of the last step's per-row terms as the
-//!   classifier reported them: norm, p_y, and where the head has them ẑ, I, st and p_d. Data: `rows.csv`.
+//!   classifier reported them: norm, p_y, and where the head has them ẑ, I, st and p_d. Data: `rows.csv`,
+//!   the bins `rows_histograms.csv`. Training draws the same at each evaluation (`train --plot-terms`).
 //!
 //! The other classes: `--classes` - 1 columns, all at cosine `--other-cos` to the sample. Heads with a
 //! norm-based quality (AdaFace, the SMAFace family) get running statistics μ = the middle of
@@ -242,7 +243,8 @@ pub fn histogram_in(values: &[f64], bins: usize, (lo, hi): (f64, f64)) -> (Vec<f
     (edges, counts)
 }
 
-/// Histograms of a step's per-row terms over its batch, and the rows as CSV; returns the files written.
+/// Histograms of a step's per-row terms over its batch, with the rows (`rows.csv`) and each histogram's
+/// bins (`rows_histograms.csv`: term, lo, hi, count) as CSV; returns the files written.
 pub fn write_row_histograms(dir: &Path, rows: &[RowReport], needs: Needs) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
     let mut csv = String::from("norm,c_y,quality,p_y,weight,st,p_d,extra,d_norm\n");
@@ -267,12 +269,17 @@ pub fn write_row_histograms(dir: &Path, rows: &[RowReport], needs: Needs) -> Res
         terms.push(("rows_p_d.svg", "margin-free target probability p_d", |r| r.p_d));
     }
     let mut written = Vec::new();
+    let mut bins = String::from("term,lo,hi,count\n");
     for (file, what, field) in terms {
         let values: Vec<f64> = rows.iter().map(field).filter(|v| v.is_finite()).collect();
         if values.is_empty() {
             continue;
         }
         let (edges, counts) = histogram(&values, 20);
+        let term = file.trim_start_matches("rows_").trim_end_matches(".svg");
+        for (k, c) in counts.iter().enumerate() {
+            let _ = writeln!(bins, "{term},{},{},{c}", edges[k], edges[k + 1]);
+        }
         let plot = HistogramPlot {
             title: format!("{what} over the batch ({} samples)", values.len()),
             x_label: what.into(),
@@ -284,9 +291,11 @@ pub fn write_row_histograms(dir: &Path, rows: &[RowReport], needs: Needs) -> Res
         write_svg(&path, &plot.to_svg()?)?;
         written.push(path);
     }
-    let path = dir.join("rows.csv");
-    write_text(&path, &csv)?;
-    written.push(path);
+    for (file, text) in [("rows.csv", &csv), ("rows_histograms.csv", &bins)] {
+        let path = dir.join(file);
+        write_text(&path, text)?;
+        written.push(path);
+    }
     Ok(written)
 }
 

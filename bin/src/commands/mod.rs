@@ -16,6 +16,7 @@ pub mod head_flags;
 pub mod head_plots;
 pub mod info;
 pub mod train;
+pub mod trajectories;
 
 /// The error every subcommand returns: a sentence for the user.
 pub type CmdResult = Result<(), Box<dyn std::error::Error>>;

@@ -23,11 +23,22 @@ pub fn tiny_train_cmd(cache: &Path, out: &Path) -> Command {
 
 /// `tiny_train_cmd` with `batch` images per step (per rank) and `threads` threads.
 pub fn tiny_train_cmd_with(cache: &Path, out: &Path, batch: usize, threads: usize) -> Command {
+    tiny_train_cmd_evaluating(cache, out, batch, threads, 1000)
+}
+
+/// `tiny_train_cmd_with`, evaluating every `eval_every` steps.
+pub fn tiny_train_cmd_evaluating(
+    cache: &Path,
+    out: &Path,
+    batch: usize,
+    threads: usize,
+    eval_every: u64,
+) -> Command {
     let mut c = Command::new(exe());
     c.args(["train", "--device", "cpu", "--threads", &threads.to_string(), "--seed", "7"])
         .args(["--synth-identities", "20", "--synth-images", "8", "--synth-size", "32"])
         .args(["--synth-heldout", "4", "--synth-pairs", "20", "--batch-size", &batch.to_string()])
-        .args(["--eval-every", "1000"])
+        .args(["--eval-every", &eval_every.to_string()])
         .arg("--cache")
         .arg(cache)
         .arg("--output")

@@ -108,12 +108,25 @@ fn header(out: &mut String, title: &str, x_label: &str, y_label: &str) {
 
 /// The document head for a picture `width` wide: its plot area is the standard one, at the left.
 fn sized_header(out: &mut String, width: f64, title: &str, x_label: &str, y_label: &str) {
+    open_svg(out, width);
+    labels(out, width, title, x_label, y_label);
+}
+
+/// The root element and a white background, `width` wide.
+fn open_svg(out: &mut String, width: f64) {
     let _ = write!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{HEIGHT}\" \
          viewBox=\"0 0 {width} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
+         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{HEIGHT}\" fill=\"white\"/>\n"
+    );
+}
+
+/// The title centred over `width`, and the axis labels of the standard plot area.
+fn labels(out: &mut String, width: f64, title: &str, x_label: &str, y_label: &str) {
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
          <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{}</text>\n",
         width / 2.0,
@@ -433,6 +446,55 @@ impl ScatterPlot {
     }
 
     pub fn to_svg(&self) -> Result<String> {
+        self.check()?;
+        let coloured = !self.values.is_empty();
+        let (v0, v1) = self.value_range();
+        let mut out = String::new();
+        let width = if coloured { WIDTH + BAR_SPACE } else { WIDTH };
+        open_svg(&mut out, width);
+        self.panel(&mut out, width, self.reach(), (v0, v1))?;
+        if coloured {
+            colour_bar(&mut out, v0, v1, &self.value_label)?;
+        }
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+
+    /// Several plots side by side in one picture, each titled by its own title, on the same axes (the
+    /// largest reach of them all) and the same colour scale (the union of their values), with one colour
+    /// bar at the right (the first plot's label): two heads' hyperspheres compared at a glance.
+    pub fn side_by_side(panels: &[ScatterPlot]) -> Result<String> {
+        if panels.is_empty() {
+            return Err(Error::Invalid("side by side: no plot".into()));
+        }
+        for p in panels {
+            p.check()?;
+        }
+        let reach = panels.iter().map(ScatterPlot::reach).fold(0.0, f64::max);
+        let ranges: Vec<(f64, f64)> = panels.iter().filter_map(ScatterPlot::finite_range).collect();
+        let (lo, hi) =
+            ranges.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| (a.min(r.0), b.max(r.1)));
+        let (v0, v1) = if lo <= hi { widen(lo, hi) } else { (0.0, 1.0) };
+        let coloured = panels.iter().any(|p| !p.values.is_empty());
+        let n = panels.len() as f64;
+        let mut out = String::new();
+        open_svg(&mut out, n * WIDTH + if coloured { BAR_SPACE } else { 0.0 });
+        for (k, p) in panels.iter().enumerate() {
+            // Each panel is drawn in the standard frame, moved right by a picture's width.
+            let _ = writeln!(out, "<g transform=\"translate({},0)\">", k as f64 * WIDTH);
+            p.panel(&mut out, WIDTH, reach, (v0, v1))?;
+            out.push_str("</g>\n");
+        }
+        if coloured {
+            let _ = writeln!(out, "<g transform=\"translate({},0)\">", (n - 1.0) * WIDTH);
+            colour_bar(&mut out, v0, v1, &panels[0].value_label)?;
+            out.push_str("</g>\n");
+        }
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+
+    fn check(&self) -> Result<()> {
         if self.points.is_empty() || (!self.values.is_empty() && self.values.len() != self.points.len()) {
             return Err(Error::Shape(format!(
                 "scatter '{}': {} points, {} values",
@@ -441,21 +503,33 @@ impl ScatterPlot {
                 self.values.len()
             )));
         }
-        let r = self.reach();
+        Ok(())
+    }
+
+    /// The (min, max) of the finite values and circle levels, if any.
+    fn finite_range(&self) -> Option<(f64, f64)> {
+        let fin = self.values.iter().chain(self.circles.iter().map(|c| &c.1)).filter(|v| v.is_finite());
+        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        (lo <= hi).then_some((lo, hi))
+    }
+
+    /// The colour scale's range: the finite values', widened when they are all equal.
+    fn value_range(&self) -> (f64, f64) {
+        self.finite_range().map_or((0.0, 1.0), |(lo, hi)| widen(lo, hi))
+    }
+
+    /// Title (centred over `width`), axes, rays, points and circles in the standard plot area, `r` from
+    /// the origin to the top, coloured on `v0..v1`.
+    fn panel(&self, out: &mut String, width: f64, r: f64, (v0, v1): (f64, f64)) -> Result<()> {
         let aspect = (WIDTH - LEFT - RIGHT) / (HEIGHT - TOP - BOTTOM);
         let f = Frame { x0: -r * aspect, x1: r * aspect, y0: -r, y1: r, log_x: false };
         let scale = (HEIGHT - TOP - BOTTOM) / (2.0 * r);
         let coloured = !self.values.is_empty();
-        let fin = self.values.iter().chain(self.circles.iter().map(|c| &c.1)).filter(|v| v.is_finite());
-        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let (v0, v1) = if lo <= hi { widen(lo, hi) } else { (0.0, 1.0) };
         let colour = |v: f64| if v.is_finite() { ramp_color((v - v0) / (v1 - v0)) } else { "#000000".into() };
-        let mut out = String::new();
-        let width = if coloured { WIDTH + BAR_SPACE } else { WIDTH };
-        sized_header(&mut out, width, &self.title, &self.x_label, &self.y_label);
+        labels(out, width, &self.title, &self.x_label, &self.y_label);
         let (xt, xd) = linear_ticks(f.x0, f.x1);
         let (yt, yd) = linear_ticks(f.y0, f.y1);
-        axes(&mut out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
+        axes(out, &f, &labelled(&xt, xd), &labelled(&yt, yd))?;
         let (ox, oy) = (num(f.tx(0.0))?, num(f.ty(0.0))?);
         for &(x, y) in &self.rays {
             let _ = writeln!(
@@ -482,11 +556,7 @@ impl ScatterPlot {
                 colour(v)
             );
         }
-        if coloured {
-            colour_bar(&mut out, v0, v1, &self.value_label)?;
-        }
-        out.push_str("</svg>\n");
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -756,6 +826,46 @@ pub(crate) mod tests {
         // The farthest thing is the ray's end at 3·√2.
         assert!((plot.reach() - 3.0 * 2f64.sqrt() * 1.05).abs() < 1e-12);
         assert!(ScatterPlot { values: vec![1.0], ..plot }.to_svg().is_err());
+    }
+
+    #[test]
+    fn side_by_side_shares_axes_and_colours() {
+        let a = ScatterPlot {
+            title: "magface".into(),
+            points: vec![(1.0, 0.0), (0.0, 1.0)],
+            values: vec![0.0, 0.5],
+            value_label: "degradation".into(),
+            ..Default::default()
+        };
+        let b = ScatterPlot {
+            title: "arcface".into(),
+            points: vec![(4.0, 0.0), (0.0, -2.0)],
+            values: vec![0.5, 1.0],
+            circles: vec![(3.0, f64::NAN)],
+            ..a.clone()
+        };
+        let svg = ScatterPlot::side_by_side(&[a.clone(), b.clone()]).unwrap();
+        check_well_formed(&svg).unwrap();
+        assert!(svg.contains(">magface</text>") && svg.contains(">arcface</text>"));
+        assert_eq!(svg.matches("<g transform=\"translate(").count(), 3, "two panels and the colour bar");
+        let attr = |l: &str, k: &str| -> f64 {
+            l.split(&format!(" {k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap()
+        };
+        let dots: Vec<&str> = svg.lines().filter(|l| l.contains("r=\"2.5\"")).collect();
+        assert_eq!(dots.len(), 4);
+        // One scale for both panels (the second's reach, 4): a point at x = 1 in the first panel sits a
+        // quarter as far from the centre as the point at x = 4 in the second.
+        let centre = (WIDTH - RIGHT + LEFT) / 2.0;
+        let (d1, d4) = (attr(dots[0], "cx") - centre, attr(dots[2], "cx") - centre);
+        assert!((4.0 * d1 - d4).abs() < 0.05, "{d1} vs {d4}");
+        // One colour range, 0..1 over both: the first panel's 0.5 and the second's 0.5 share a colour.
+        assert!(dots[0].contains(&ramp_color(0.0)) && dots[1].contains(&ramp_color(0.5)));
+        assert!(dots[2].contains(&ramp_color(0.5)) && dots[3].contains(&ramp_color(1.0)));
+        assert_eq!(svg.matches("width=\"18\"").count(), 65, "one colour bar: 64 bands and a frame");
+        assert!(ScatterPlot::side_by_side(&[]).is_err());
+        // Alone, a plot is drawn exactly as before: its own reach and colours.
+        let alone = a.to_svg().unwrap();
+        assert!(alone.lines().filter(|l| l.contains("r=\"2.5\"")).any(|l| l.contains(&ramp_color(1.0))));
     }
 
     #[test]

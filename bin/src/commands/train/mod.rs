@@ -13,7 +13,9 @@
 //! torchrun or srun each process is one rank (`ranks`). Each rank reads its slice of every epoch and the
 //! gradients are averaged over the ranks before every update.
 
+mod compare;
 mod data;
+mod figures;
 mod ranks;
 mod session;
 mod spawn;
@@ -34,7 +36,7 @@ use engine::{Error, Result};
 use ranks::Rank;
 use std::path::{Path, PathBuf};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// RecordIO face set: a folder with train.rec/train.idx/property, or a .rec file. Without it, the
     /// generated demo set is used (built once under --cache).
@@ -200,6 +202,8 @@ pub struct Args {
     /// Demo set: verification pairs (half same, half different).
     #[arg(long, default_value_t = demo::PAIRS)]
     synth_pairs: usize,
+    #[command(flatten)]
+    figures: figures::FigureFlags,
 }
 
 impl Args {
@@ -361,6 +365,7 @@ pub fn run(a: Args) -> CmdResult {
     let collective = limits::collective_timeout(a.collective_timeout)?;
     let running_state: RunningState = a.running_state.parse()?;
     let job = engine::dist::launch::from_env(|k| std::env::var(k).ok())?.filter(|j| j.world > 1);
+    figures::check(&a.figures, a.gpus, a.sample_rate, job.is_some())?;
     crate::signals::install().map_err(Error::Invalid)?;
     match (&job, a.gpus) {
         (None, Some(n)) if n > 1 => {
@@ -382,7 +387,7 @@ pub fn run(a: Args) -> CmdResult {
         _ => {}
     }
     let rank = job.map(|j| Rank::join(j, collective)).transpose()?;
-    let result = train(a, rank.as_ref(), running_state);
+    let result = compare::run(&a, |a| train(a, rank.as_ref(), running_state));
     match (result, &rank) {
         (Err(e), Some(r)) => {
             let msg = e.to_string();
@@ -504,6 +509,7 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
         a.resume,
         rank.map(|r| r.group.clone()),
     )?;
+    s.set_figures(figures::Figures::new(&a.figures, &data, s.input_hw())?);
     match s.train(&loader, feed)? {
         session::Ending::Finished => s.finish(&recipe),
         session::Ending::Signal(sig) => s.stop_on_signal(sig),

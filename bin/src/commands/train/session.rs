@@ -13,6 +13,7 @@
 //! the same one.
 
 use super::data::TrainingData;
+use super::figures::Figures;
 use super::CmdResult;
 use crate::signals;
 use datasets::loader::Loader;
@@ -59,6 +60,8 @@ pub struct Session {
     last_accuracy: Option<f64>,
     /// The step of the checkpoint on disk that this run wrote or resumed from: the last good one.
     saved_step: Option<u64>,
+    /// The opt-in training figures (`figures.rs`); `None`: none asked for.
+    figures: Option<Figures>,
 }
 
 /// How the epochs ended.
@@ -109,7 +112,17 @@ impl Session {
             images_seen: 0,
             last_accuracy: None,
             saved_step: resumed.then_some(trainer_step),
+            figures: None,
         })
+    }
+
+    pub fn set_figures(&mut self, figures: Option<Figures>) {
+        self.figures = figures;
+    }
+
+    /// The network's input (height, width).
+    pub fn input_hw(&self) -> (usize, usize) {
+        self.trainer.model.config.input_hw
     }
 
     /// Every remaining epoch; an error names the last good checkpoint.
@@ -297,6 +310,11 @@ impl Session {
         if epoch_end || step.is_multiple_of(self.checkpoint_every) {
             self.save()?;
         }
+        // The figures at each evaluation and after the last step (which `finish` evaluates).
+        let evaluates = step.is_multiple_of(self.plan.eval_every) || step == self.plan.total_steps;
+        if let (true, Some(f)) = (lead && evaluates, &self.figures) {
+            f.after_step(&mut self.trainer, (images, labels), self.log.as_mut(), &self.output)?;
+        }
         // A pending signal ends the run before an evaluation that could take minutes.
         if lead && step.is_multiple_of(self.plan.eval_every) && signals::received().is_none() {
             self.last_accuracy = self.evaluate()?.or(self.last_accuracy);
@@ -371,7 +389,7 @@ impl Session {
                     Some(_) => None,
                 };
                 let labels = vec![0i64; r.embeddings.len() / r.dim];
-                crate::commands::analyze::write_hypersphere(
+                let plot = crate::commands::analyze::write_hypersphere(
                     &dir,
                     &r.embeddings,
                     r.dim,
@@ -379,6 +397,9 @@ impl Session {
                     self.degradation.as_deref(),
                     centres.as_deref(),
                 )?;
+                if let Some(f) = &self.figures {
+                    f.hypersphere(t.step, &plot)?;
+                }
             }
             // On the demo pairs the degradation of each image is known: a quality-aware embedding's
             // magnitude should fall as degradation rises (negative rank correlation).
