@@ -30,6 +30,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 P, I, SZ = ct.c_void_p, ct.c_int, ct.c_size_t
 NOT_READY = 600
+NON_BLOCKING = 1
 SUCCESS, INVALID_ARGUMENT, INVALID_USAGE = 0, 4, 5
 SUM, PROD, MAX, MIN, AVG = range(5)
 OPS = ["sum", "prod", "max", "min", "avg"]
@@ -176,9 +177,9 @@ class Rank:
         assert self.cu.cuMemAlloc_v2(ct.byref(p), max(nbytes, 1)) == 0
         return p.value
 
-    def stream(self):
+    def stream(self, flags=0):
         s = P()
-        assert self.cu.cuStreamCreate(ct.byref(s), 0) == 0
+        assert self.cu.cuStreamCreate(ct.byref(s), flags) == 0
         return s
 
     def put(self, dev, arr):
@@ -416,6 +417,20 @@ class Rank:
         self.report("the other communicator has no async error", ok_err.value == 0)
         self.report("ncclCommAbort of the failed communicator", nc.ncclCommAbort(comm_b) == 0)
 
+        # A different collective on one rank (Broadcast against AllReduce): the same, on a third comm.
+        comm_c = self.init(ids[2])
+        self.cu.cuMemsetD8_v2(self.RB, 0xFF, 64)
+        if me == n - 1:
+            r = nc.ncclBroadcast(self.SB, self.RB, 10, 7, 0, comm_c, s)
+        else:
+            r = nc.ncclAllReduce(self.SB, self.RB, 10, 7, SUM, comm_c, s)
+        rs = self.sync(s)
+        nc.ncclCommGetAsyncError(comm_c, ct.byref(err))
+        untouched = self.get(self.RB, np.uint8, 64).tobytes() == b"\xff" * 64
+        self.report("a different collective on one rank: nothing done, ncclInvalidArgument as the async error",
+                    r == 0 and rs == 0 and err.value == INVALID_ARGUMENT and untouched, f"({r}, {err.value}, {untouched})")
+        nc.ncclCommDestroy(comm_c)
+
         # Abort: the last rank never calls the collective; the others queue two, abort, and their
         # streams drain at once. Then the last rank arrives late, waits, aborts and drains too.
         flag = os.path.join(self.tmp, "aborted.%d")
@@ -460,7 +475,10 @@ class Rank:
                         f"(call {r1}, query {q}, abort {ra}, drained after {drained:.3f} s)")
 
     def job_threads(self, ids):
-        """Several ranks in one process: threads, ncclCommInitAll, init errors, a 1-rank config comm."""
+        """Several ranks in one process: threads, ncclCommInitAll, init errors, a 1-rank config comm.
+        The ranks' streams are non-blocking: the process has one legacy default stream, which the
+        synchronous copies use and which waits for every blocking stream, so a copy for one rank would
+        wait for another rank's collective (as it would in one CUDA context)."""
         nc = self.nc
         # Two ranks on two threads, each with its own device context and stream.
         results = {}
@@ -470,7 +488,7 @@ class Rank:
                 self.context(r)
                 comm = P()
                 rc = nc.ncclCommInitRank(ct.byref(comm), 2, id_from_hex(ids[0]), r)
-                s = self.stream()
+                s = self.stream(NON_BLOCKING)
                 buf = self.alloc(40)
                 self.put(buf, gen(7, SUM, 10, r, 300))
                 ra = nc.ncclAllReduce(buf, buf, 10, 7, SUM, comm, s)
@@ -497,7 +515,7 @@ class Rank:
         comms = (P * 3)()
         devs = (I * 3)(2, 0, 1)
         r = nc.ncclCommInitAll(comms, 3, devs)
-        streams = [self.stream() for _ in range(3)]
+        streams = [self.stream(NON_BLOCKING) for _ in range(3)]
         bufs = [self.alloc(6 * 8) for _ in range(3)]
         data = [gen(5, PROD, 6, q, 310) for q in range(3)]
         for q in range(3):
@@ -611,7 +629,7 @@ def parent(libdir):
     shm_before = {f for f in os.listdir("/dev/shm") if f.startswith("ftemu-nccl-")}
     passed = failed = 0
     jobs = [("main-2", 2, 1, None, None), ("main-3", 3, 1, {"FACETRAIN_EMU_NCCL_SLOT": "192"}, None),
-            ("main-4", 4, 1, None, None), ("faults-3", 3, 2, None, None), ("threads-1", 3, 5, None, 1)]
+            ("main-4", 4, 1, None, None), ("faults-3", 3, 3, None, None), ("threads-1", 3, 5, None, 1)]
     with tempfile.TemporaryDirectory() as tmp:
         for name, world, n_ids, env, procs in jobs:
             t0 = time.monotonic()

@@ -382,16 +382,18 @@ static A mul(A a, A b) {
 }
 
 // out[i] = op over ranks 0..n-1 of in[r][i], in rank order, rounded to the type after every step.
+// `out` (the user's buffer) is the accumulator: rank by rank, so the inner loop vectorizes.
 template <typename K>
 static void reduce_typed(int op, int n, const char* const* in, char* out, size_t count) {
     typedef typename K::S S;
     typedef decltype(K::load(S())) A;
-    for (size_t i = 0; i < count; i++) {
-        S acc_s;
-        memcpy(&acc_s, in[0] + i * sizeof(S), sizeof(S));
-        for (int r = 1; r < n; r++) {
-            S v_s;
-            memcpy(&v_s, in[r] + i * sizeof(S), sizeof(S));
+    memcpy(out, in[0], count * sizeof(S));
+    for (int r = 1; r < n; r++) {
+        const char* src = in[r];
+        for (size_t i = 0; i < count; i++) {
+            S acc_s, v_s;
+            memcpy(&acc_s, out + i * sizeof(S), sizeof(S));
+            memcpy(&v_s, src + i * sizeof(S), sizeof(S));
             A a = K::load(acc_s), v = K::load(v_s), res;
             switch (op) {
                 case ncclProd: res = mul<A>(a, v); break;
@@ -400,10 +402,16 @@ static void reduce_typed(int op, int n, const char* const* in, char* out, size_t
                 default: res = add<A>(a, v); break;  // sum, and avg's sum
             }
             acc_s = K::store(res);
+            memcpy(out + i * sizeof(S), &acc_s, sizeof(S));
         }
-        if (op == ncclAvg) acc_s = K::store((A)(K::load(acc_s) / (A)n));
-        memcpy(out + i * sizeof(S), &acc_s, sizeof(S));
     }
+    if (op == ncclAvg)
+        for (size_t i = 0; i < count; i++) {
+            S acc_s;
+            memcpy(&acc_s, out + i * sizeof(S), sizeof(S));
+            acc_s = K::store((A)(K::load(acc_s) / (A)n));
+            memcpy(out + i * sizeof(S), &acc_s, sizeof(S));
+        }
 }
 static void reduce(int dtype, int op, int n, const char* const* in, char* out, size_t count) {
     switch (dtype) {
@@ -779,6 +787,17 @@ ncclResult_t ncclSend(const void*, size_t, ncclDataType_t, int, Comm*, cudaStrea
 }
 ncclResult_t ncclRecv(void*, size_t, ncclDataType_t, int, Comm*, cudaStream_t) {
     return FAIL(ncclInvalidUsage, "ncclRecv: point-to-point operations are not emulated");
+}
+
+// Not emulated: fail cleanly instead of a missing symbol.
+ncclResult_t ncclCommSplit(Comm*, int, int, Comm**, void*) {
+    return FAIL(ncclInvalidUsage, "ncclCommSplit is not emulated");
+}
+ncclResult_t ncclRedOpCreatePreMulSum(ncclRedOp_t*, void*, ncclDataType_t, int, Comm*) {
+    return FAIL(ncclInvalidUsage, "ncclRedOpCreatePreMulSum: user-defined reduction ops are not emulated");
+}
+ncclResult_t ncclRedOpDestroy(ncclRedOp_t, Comm*) {
+    return FAIL(ncclInvalidArgument, "ncclRedOpDestroy: no user-defined reduction op exists in the emulation");
 }
 
 ncclResult_t ncclGroupStart() {
