@@ -203,6 +203,21 @@ class Rank:
     def sync(self, s):
         return self.cu.cuStreamSynchronize(s)
 
+    def bounded_sync(self, s, limit=5.0):
+        """cuStreamSynchronize with a time limit: (result or None if it never returned, seconds)."""
+        res = {}
+        t0 = time.monotonic()
+        th = threading.Thread(target=lambda: res.update(r=self.sync(s)), daemon=True)
+        th.start()
+        th.join(limit)
+        return res.get("r"), time.monotonic() - t0
+
+    def hung(self, what):
+        """A stream that never drains: report, and leave at once (the driver would wait at exit)."""
+        self.report(what, False, "(the stream never drained)")
+        sys.stdout.flush()
+        os._exit(1)
+
     # -- one collective, checked against its reference --------------------------------------------
     def collective(self, comm, s, kind, dt, op, count, root, inplace, tag):
         n, me, t = self.world, self.rank, TYPES[dt][1]
@@ -448,11 +463,11 @@ class Rank:
                 res["t"] = time.monotonic() - t0
 
             th = threading.Thread(target=abort)
-            t0 = time.monotonic()
             th.start()
-            rs = self.sync(s2)
-            drained = time.monotonic() - t0
-            th.join()
+            rs, drained = self.bounded_sync(s2)
+            th.join(5)
+            if rs is None:
+                self.hung("ncclCommAbort lets the blocked stream drain")
             open(flag % me, "w").close()
             self.report("a collective whose peer never comes blocks its stream",
                         r1 == 0 and r2 == 0 and q == NOT_READY, f"(query {q})")
@@ -460,7 +475,7 @@ class Rank:
                         res.get("r") == 0 and rs == 0 and drained < 0.5 and res["t"] < 0.5,
                         f"(abort {res.get('r')} in {res.get('t', -1):.3f} s, stream drained after {drained:.3f} s)")
         else:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 10
             while not all(os.path.exists(flag % q) for q in range(n - 1)) and time.monotonic() < deadline:
                 time.sleep(0.02)
             r1 = nc.ncclAllReduce(self.SB, self.RB, 100, 7, SUM, comm, s2)
@@ -468,8 +483,10 @@ class Rank:
             q = self.cu.cuStreamQuery(s2)
             t0 = time.monotonic()
             ra = nc.ncclCommAbort(comm)
-            rs = self.sync(s2)
+            rs, drained = self.bounded_sync(s2)
             drained = time.monotonic() - t0
+            if rs is None:
+                self.hung("a late peer's ncclCommAbort lets its stream drain")
             self.report("a peer arriving after the others aborted waits (no crash), then aborts and drains",
                         r1 == 0 and q == NOT_READY and ra == 0 and rs == 0 and drained < 0.5,
                         f"(call {r1}, query {q}, abort {ra}, drained after {drained:.3f} s)")
@@ -614,7 +631,7 @@ def run_job(libdir, nc, name, world, n_ids, tmp, extra_env=None, procs=None):
     outs = []
     for p in ps:
         try:
-            o, e = p.communicate(timeout=180)
+            o, e = p.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             p.kill()
             o, e = p.communicate()
