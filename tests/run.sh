@@ -83,7 +83,7 @@ fi
 cargo test --workspace "$@"
 
 # The CUDA backend once more, on the host emulation of the CUDA libraries (tests/cuda_emu: no GPU is
-# involved; kernels run as host code with GPU thread semantics, cuBLAS/cuDNN are reference stand-ins
+# involved; kernels run as host code with GPU thread semantics, cuBLAS/cuDNN/NCCL are reference stand-ins
 # checked against NumPy/PyTorch first). This runs the opt-in GPU tests' code paths end to end; it does
 # not stand for a GPU run (bench/gpu-check.sh on a real card does). The 300-step demo runs here too: the
 # emulation trains it at ~300 images/s on a 2-core host (about 2 minutes).
@@ -94,6 +94,7 @@ if [ $# -eq 0 ]; then
   "$py" tests/cuda_emu/check_cublas.py "$emu" | tail -n 1
   "$py" tests/cuda_emu/check_cudnn.py "$emu" | tail -n 1
   "$py" tests/cuda_emu/check_streams.py "$emu" | tail -n 1
+  "$py" tests/cuda_emu/check_nccl.py "$emu" | tail -n 1
   emu_env=(env -u FACETRAIN_NVRTC_DIR LD_LIBRARY_PATH="$emu" FACETRAIN_KERNEL_CACHE="$emu/ptx" FACETRAIN_EMU_CACHE="$emu/kernels")
   # A driver that loads but shows no device (CUDA_VISIBLE_DEVICES=""): still a clear error, auto on the CPU.
   "${emu_env[@]}" cargo test --workspace --test device_cli
