@@ -104,6 +104,7 @@ fi
 fi
 find_lib() { for d in "${libdirs[@]}"; do ls "$d"/$1 >/dev/null 2>&1 && { echo "$d"; return; }; done; }
 nvrtc_dir=$(find_lib 'libnvrtc.so.13*')
+nccl_dir=$(find_lib 'libnccl.so*')
 ldp=""
 for d in "${libdirs[@]}"; do ldp="$ldp${ldp:+:}$d"; done
 export LD_LIBRARY_PATH="$ldp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -126,7 +127,7 @@ report="$results/gpu-check-$stamp.md"
   echo "- card: $card"
   echo "- driver: $driver, CUDA (driver) $cuda"
   echo "- $torchinfo"
-  echo "- libnvrtc: ${nvrtc_dir:-not found}; libcublas: $(find_lib 'libcublas.so.13*'); libcudnn: $(find_lib 'libcudnn.so.9*')"
+  echo "- libnvrtc: ${nvrtc_dir:-not found}; libcublas: $(find_lib 'libcublas.so.13*'); libcudnn: $(find_lib 'libcudnn.so.9*'); libnccl: ${nccl_dir:-not found (the multi stage averages through the host)}"
   echo "- binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
   [ "${GPU_CHECK_TOY:-0}" = 1 ] && echo "- **toy sizes (GPU_CHECK_TOY=1): stage titles name the real problems, the runs are tiny; no number here means anything**"
   echo
@@ -278,11 +279,14 @@ if has_stage multi; then
   gpus=$(nvidia-smi -L | grep -c '^GPU ')
   data=()
   [ -n "${GPU_CHECK_MULTI_DATA:-}" ] && data=(--data "$GPU_CHECK_MULTI_DATA")
+  # The gradients go through NCCL where the machine has it (found on the paths above), else the host.
+  collectives=host
+  [ -n "$nccl_dir" ] && collectives=nccl
   for n in 1 2 4 8; do
     [ "$n" -gt "$gpus" ] && break
     out="$results/multi-$stamp/gpus-$n"
-    run_stage "multi: train --gpus $n (IR-50, 128 images per GPU, bf16)" "$bin" train --gpus "$n" --device cuda \
-      --precision bf16 "${multi_args[@]}" "${data[@]}" --eval-every 1000000 --checkpoint-every 1000000 \
+    run_stage "multi: train --gpus $n (IR-50, 128 images per GPU, bf16, $collectives)" "$bin" train --gpus "$n" \
+      --device cuda --collectives "$collectives" --precision bf16 "${multi_args[@]}" "${data[@]}" --eval-every 1000000 --checkpoint-every 1000000 \
       --cache "$root/.cache/multi" --output "$out"
     [ -f "$out/summary.json" ] && grep -o '"images_per_second":[^,}]*' "$out/summary.json" | sed "s/^/gpus $n: /" >>"$report"
   done

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{exe, scratch, tiny_train_cmd_with};
+use engine::io::safetensors;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -243,28 +244,162 @@ fn slurm_variables_make_a_job_of_two_tasks() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// `c` on two CUDA devices: its `--device cpu` made `cuda`, two emulated devices presented (a real
+/// machine ignores the variable), stdout dropped and stderr kept.
+fn on_cuda(c: &Command) -> Command {
+    let mut d = Command::new(c.get_program());
+    for a in c.get_args() {
+        d.arg(if a == "cpu" { "cuda".into() } else { a.to_owned() });
+    }
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            d.env(k, v);
+        }
+    }
+    d.env("FACETRAIN_EMU_DEVICES", "2").stdout(Stdio::null()).stderr(Stdio::piped());
+    d
+}
+
+/// Every tensor of two safetensors files, as (name, norm-wise relative difference).
+fn differences(a: &Path, b: &Path) -> Vec<(String, f64)> {
+    let (a, b) = (safetensors::read(a).unwrap(), safetensors::read(b).unwrap());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    a.tensors
+        .iter()
+        .map(|(n, t)| {
+            let (x, y) = (t.to_f64_vec().unwrap(), b.get(n).unwrap().to_f64_vec().unwrap());
+            let d: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>().sqrt();
+            let norm: f64 = y.iter().map(|q| q * q).sum::<f64>().sqrt();
+            (n.clone(), d / norm.max(1e-30))
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
 fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
     let root = scratch("mr-gpu");
     let (cache, out) = (root.join("cache"), root.join("out"));
-    let on_cuda = |c: &mut Command| {
-        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
-        let mut d = Command::new(exe());
-        for a in args {
-            d.arg(if a == "cpu" { "cuda".into() } else { a });
-        }
-        d.env("FACETRAIN_EMU_DEVICES", "2").stdout(Stdio::null()).stderr(Stdio::piped());
-        d
-    };
-    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2"])));
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2", "--precision", "f32"])));
     assert!(ok, "{err}");
     assert!(err.contains("training on cuda:0") && err.contains("batch 8 x 2 ranks = 16"), "{err}");
+    assert!(err.contains("gradients averaged on the GPUs by NCCL 2."), "{err}");
     assert!(err.contains("done: 10 steps"), "{err}");
     let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
     assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // Every rank's own loss is logged (the head is whole on GPUs), and the job's is their mean.
+    let ranks = events(&out, "rank");
+    let own: Vec<f64> = ranks.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert_eq!(own.len(), 2, "{ranks:?}");
+    assert!((0.5 * (own[0] + own[1]) - losses[9]).abs() < 1e-5 * losses[9].abs(), "{own:?} {losses:?}");
+
+    // The same job with the gradients averaged through the host: the same weights, to rounding (f32
+    // sums in rank order on the device, f64 on the host).
+    let host = root.join("host");
+    let (ok, err) = run(&mut on_cuda(job(&cache, &host, 8, 1).args([
+        "--gpus",
+        "2",
+        "--precision",
+        "f32",
+        "--collectives",
+        "host",
+    ])));
+    assert!(ok && !err.contains("NCCL"), "{err}");
+    for (name, d) in differences(&out.join("checkpoint.safetensors"), &host.join("checkpoint.safetensors")) {
+        assert!(d < 1e-4, "{name}: NCCL and host collectives differ by {d:e}");
+    }
+
     // The job's checkpoint continues on one device with the same global batch.
-    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).arg("--resume")));
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).args(["--resume", "--precision", "f32"])));
     assert!(ok && err.contains("at step 10") && err.contains("done: 20 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+#[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
+fn gpu_torchrun_launches_an_nccl_job() {
+    let py = std::env::var("FACETRAIN_PYTHON")
+        .expect("FACETRAIN_PYTHON (the venv of tests/run.sh, whose torch brings torchrun) must be set");
+    let root = scratch("mr-gpu-torchrun");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let port = free_port_pair();
+    let mut c = Command::new(Path::new(&py).with_file_name("torchrun"));
+    c.args(["--no-python", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"])
+        .arg(format!("--master_port={port}"))
+        .arg(exe())
+        .args(job(&cache, &out, 8, 1).get_args());
+    let (ok, err) = run(&mut on_cuda(&c));
+    assert!(ok, "{err}");
+    assert!(err.contains("by NCCL 2.") && err.contains("done: 10 steps"), "{err}");
+    assert_eq!(events(&out, "step").len(), 10);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+#[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
+fn gpu_a_killed_or_stopped_rank_ends_an_nccl_job_naming_it_and_the_job_resumes() {
+    let root = scratch("mr-gpu-kill");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    // Killed after step 5's all-reduce: rank 0 waits in step 6's on its GPU until the heartbeat hears of
+    // the death and aborts the communicator.
+    let t0 = Instant::now();
+    let (ok, err) = run(&mut on_cuda(
+        job(&cache, &out, 8, 2)
+            .args(["--gpus", "2"])
+            .envs([("FACETRAIN_TEST_KILL_AT", "mid-step@5"), ("FACETRAIN_TEST_KILL_RANK", "1")]),
+    ));
+    assert!(!ok, "{err}");
+    assert!(err.contains("rank 0: rank 1's process ended") && err.contains("killed"), "{err}");
+    assert!(err.contains("the last good checkpoint is"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    // Stopped (SIGSTOP): silent on the heartbeat link, so taken for hung within the collective timeout.
+    let t0 = Instant::now();
+    let (ok, err) = run(&mut on_cuda(
+        job(&cache, &root.join("stop"), 8, 2).args(["--gpus", "2", "--collective-timeout", "3"]).envs([
+            ("FACETRAIN_TEST_KILL_AT", "mid-step@5"),
+            ("FACETRAIN_TEST_KILL_RANK", "1"),
+            ("FACETRAIN_TEST_KILL_SIGNAL", "SIGSTOP"),
+        ]),
+    ));
+    assert!(!ok, "{err}");
+    assert!(err.contains("rank 0:") && err.contains("rank 1 sent no heartbeat"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
+    // The killed job's checkpoint resumes on two GPUs.
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 2).args(["--gpus", "2", "--resume"])));
+    assert!(ok && err.contains("at step 4") && err.contains("done: 20 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+#[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
+fn gpu_without_nccl_a_job_is_a_clear_error_or_runs_on_host_collectives() {
+    // The CUDA libraries of this machine without libnccl: every loader path but through a folder of
+    // links that leaves NCCL out.
+    let root = scratch("mr-gpu-nonccl");
+    let libs = root.join("libs");
+    std::fs::create_dir_all(&libs).unwrap();
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Everything else of the folder: the emulation's NVRTC finds its headers beside itself.
+            if !name.starts_with("libnccl") && !libs.join(&name).exists() {
+                std::os::unix::fs::symlink(e.path(), libs.join(&name)).unwrap();
+            }
+        }
+    }
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let mut c = on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2"]));
+    c.env("LD_LIBRARY_PATH", &libs).env_remove("FACETRAIN_NCCL_DIR");
+    let t0 = Instant::now();
+    let (ok, err) = run(&mut c);
+    assert!(!ok, "{err}");
+    assert!(err.contains("NCCL not found") && err.contains("--collectives host"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    let mut c = on_cuda(job(&cache, &root.join("host"), 8, 1).args(["--gpus", "2", "--collectives", "host"]));
+    c.env("LD_LIBRARY_PATH", &libs);
+    let (ok, err) = run(&mut c);
+    assert!(ok && err.contains("done: 10 steps"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -27,6 +27,8 @@ pub struct DeviceGroup {
     version: String,
     /// Fences of queued collectives, to the watchdog; dropping it ends the watchdog.
     watch: Mutex<mpsc::Sender<Pending>>,
+    /// Why the communicator was aborted (the job's failure), once it was.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 struct Pending {
@@ -61,7 +63,12 @@ impl DeviceGroup {
         }
         let comm = Arc::new(NcclComm::init(ctx, rank, world, bytes)?);
         let weak = Arc::downgrade(&comm);
-        control.on_failure(Box::new(move |_| {
+        let failed = Arc::new(Mutex::new(None));
+        let record = failed.clone();
+        control.on_failure(Box::new(move |why| {
+            if let Ok(mut f) = record.lock() {
+                f.get_or_insert_with(|| why.to_string());
+            }
             if let Some(c) = weak.upgrade() {
                 c.abort();
             }
@@ -72,7 +79,7 @@ impl DeviceGroup {
             .name("nccl-watchdog".into())
             .spawn(move || watchdog(c, ctl, rx, timeout))
             .map_err(|e| Error::Io(format!("rank {rank}: cannot start the NCCL watchdog: {e}")))?;
-        Ok(DeviceGroup { comm, version, watch: Mutex::new(tx) })
+        Ok(DeviceGroup { comm, version, watch: Mutex::new(tx), failed })
     }
 
     /// The NCCL version in use ("2.28.3").
@@ -86,6 +93,13 @@ impl DeviceGroup {
         let out = self.comm.all_reduce(tensors, NcclOp::Avg)?;
         self.watch("gradient all-reduce")?;
         Ok(out)
+    }
+
+    /// The job's failure, once it aborted the communicator: what the device computed since is not to be
+    /// trusted (an aborted collective leaves its output unspecified), so a rank checks this after it
+    /// reads results back and stops with the reason.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
     }
 
     /// Hands the collectives queued so far to the watchdog.

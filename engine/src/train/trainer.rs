@@ -676,6 +676,11 @@ impl Trainer {
         let (loss, grads) = self.accumulated(images, labels, scale)?;
         let (loss, grads) = self.averaged(loss, grads)?;
         let loss_value = loss.scalar_value()?;
+        // Read back after the device's all-reduce: when the job failed meanwhile, the collective was
+        // aborted and its output is garbage; stop with the failure instead of judging it.
+        if let Some(why) = self.device_group.as_ref().and_then(|g| g.failure()) {
+            return Err(Error::Invalid(why));
+        }
         let lr = self.current_lr();
         let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
         if !loss_value.is_finite() {
