@@ -48,14 +48,25 @@ pub fn ensure_demo_set(cache: &Path, cfg: &SynthConfig) -> Result<DemoSet> {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        if dir.join("pairs.bin").is_file() {
-            // Another process (a rank of the same job) finished the same set meanwhile: it is in use,
-            // keep it.
-            let _ = std::fs::remove_dir_all(&tmp);
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir).map_err(|e| DataError::io(&dir, e))?;
-            generated = true;
+        // A rename onto a folder that holds files fails: then another process (a rank of the same job)
+        // finished the same set meanwhile, and it is in use: keep it. Only a leftover without its
+        // pairs.bin (an older, broken cache) is removed for ours.
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => generated = true,
+            Err(_) if dir.join("pairs.bin").is_file() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                if let Err(e) = std::fs::rename(&tmp, &dir) {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    if !dir.join("pairs.bin").is_file() {
+                        return Err(DataError::io(&dir, e));
+                    }
+                } else {
+                    generated = true;
+                }
+            }
         }
     }
     let deg_path = degradation_path(&dir);

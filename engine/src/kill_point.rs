@@ -4,13 +4,16 @@
 //! the next step, during evaluation) instead of hoping a timer lands there. Without the variable a point
 //! costs one load of a once-initialized value.
 //!
-//! Points: `mid-step` (after the forward and backward, before the update), `epoch-end` (after an epoch's
+//! Points: `step-start` (before a step's forward), `mid-step` (after the forward and backward, before the
+//! update), `epoch-end` (after an epoch's
 //! last step, before its checkpoint), `last-step` (after the run's last step, before the final
 //! checkpoint), `evaluation` (between the embeddings of an evaluation and its report), and
 //! `before-rename:<file>` / `after-rename:<file>` inside an atomic write of `<file>`.
 //!
 //! In a job of several ranks, `FACETRAIN_TEST_KILL_RANK=<r>` arms the point in rank r alone (its `RANK`),
-//! and `FACETRAIN_TEST_KILL_SIGNAL=SIGSTOP` stops the process there instead (a hung rank).
+//! and `FACETRAIN_TEST_KILL_SIGNAL=SIGSTOP` stops the process there instead (a hung rank, silent on its
+//! heartbeat links too), `FACETRAIN_TEST_KILL_SIGNAL=HANG` blocks the thread that reached it forever (a
+//! rank stuck in its own work whose other threads still answer: only a collective's timeout sees it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -42,7 +45,13 @@ pub fn reached(point: &str) {
     if name != point || PASSES.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
         return;
     }
-    let stop = std::env::var("FACETRAIN_TEST_KILL_SIGNAL").is_ok_and(|s| s == "SIGSTOP");
+    let how = std::env::var("FACETRAIN_TEST_KILL_SIGNAL").unwrap_or_default();
+    if how == "HANG" {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    let stop = how == "SIGSTOP";
     // SAFETY: kill(2) on our own pid with a constant signal; it has no memory-safety preconditions.
     unsafe {
         libc::kill(libc::getpid(), if stop { libc::SIGSTOP } else { libc::SIGKILL });

@@ -95,6 +95,13 @@ impl DeviceGroup {
         Ok(out)
     }
 
+    /// Buckets of gradients all-reduced (the ranks' mean) on the communication stream as the backward
+    /// pass makes them, each bucket once it holds `bytes` (PyTorch DDP's 25 MiB by default); `finish`
+    /// sends the last one and makes the compute stream wait for them all.
+    pub fn buckets(&self, bytes: usize) -> Buckets<'_> {
+        Buckets { group: self, pending: Vec::new(), bytes: 0, limit: bytes.max(1) }
+    }
+
     /// The job's failure, once it aborted the communicator: what the device computed since is not to be
     /// trusted (an aborted collective leaves its output unspecified), so a rank checks this after it
     /// reads results back and stops with the reason.
@@ -102,9 +109,12 @@ impl DeviceGroup {
         self.failed.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Hands the collectives queued so far to the watchdog.
+    /// Hands the collectives queued so far (on the compute stream) to the watchdog.
     fn watch(&self, what: &'static str) -> Result<()> {
-        let fence = self.comm.fence()?;
+        self.watch_fence(self.comm.fence()?, what)
+    }
+
+    fn watch_fence(&self, fence: Fence, what: &'static str) -> Result<()> {
         let tx =
             self.watch.lock().map_err(|_| Error::Device("the NCCL watchdog's channel is poisoned".into()))?;
         // A watchdog that ended has already failed the job: the next host collective says why.
@@ -155,5 +165,49 @@ fn watchdog(comm: Arc<NcclComm>, control: Arc<TcpGroup>, rx: mpsc::Receiver<Pend
                 }
             }
         }
+    }
+}
+
+/// See [`DeviceGroup::buckets`].
+pub struct Buckets<'a> {
+    group: &'a DeviceGroup,
+    pending: Vec<Tensor>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Buckets<'_> {
+    /// Takes a finished gradient: returns it (its storage made its own), to be read only after `finish`;
+    /// its all-reduce starts once its bucket is full.
+    pub fn push(&mut self, grad: Tensor) -> Result<Tensor> {
+        let shape = grad.shape().clone();
+        let own = Tensor::from_storage(shape, grad.into_storage()?)?;
+        self.bytes += own.numel() * own.dtype().size_in_bytes();
+        self.pending.push(own.clone());
+        if self.bytes >= self.limit {
+            self.flush()?;
+        }
+        Ok(own)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: each storage was made the gradient's own in `push`; the only other holder is the
+        // tensor `push` returned, which the trainer reads after `finish` (the compute stream then waits
+        // for this collective) and keeps until the update.
+        unsafe { self.group.comm.all_reduce_on_side(&self.pending, NcclOp::Avg)? };
+        self.pending.clear();
+        self.bytes = 0;
+        Ok(())
+    }
+
+    /// Sends the last bucket; the compute stream waits for every bucket's all-reduce from here on.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush()?;
+        let fence = self.group.comm.side_fence()?;
+        self.group.comm.rejoin()?;
+        self.group.watch_fence(fence, "gradient all-reduce")
     }
 }

@@ -269,10 +269,34 @@ impl Tape {
             return Err(Error::Shape(format!("backward needs a scalar loss, got shape {}", v.shape())));
         }
         if self.grad_enabled && matches!(self.nodes[loss.0].backward, Some(Backward::UnitSeed(_))) {
-            return self.walk(loss, None);
+            return self.walk(loss, None, None);
         }
         let seed = Tensor::full(v.shape().clone(), 1.0, v.dtype(), &v.device())?;
         self.backward_with(loss, seed)
+    }
+
+    /// `backward` (`scale`: `None`) or `backward_with` a seed of `scale`, handing each parameter's
+    /// gradient to `on_param` the moment it is final (every later node has been walked) and keeping
+    /// what it returns: a data-parallel step starts averaging the last layers' gradients while the
+    /// backward pass is still in the first ones.
+    pub fn backward_streaming(
+        &self,
+        loss: Var,
+        scale: Option<f64>,
+        on_param: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+    ) -> Result<Gradients> {
+        let v = self.value(loss);
+        if v.numel() != 1 {
+            return Err(Error::Shape(format!("backward needs a scalar loss, got shape {}", v.shape())));
+        }
+        if !self.grad_enabled {
+            return Err(Error::Invalid("backward on a no-grad tape".into()));
+        }
+        let seed = match scale {
+            None if matches!(self.nodes[loss.0].backward, Some(Backward::UnitSeed(_))) => None,
+            s => Some(Tensor::full(v.shape().clone(), s.unwrap_or(1.0), v.dtype(), &v.device())?),
+        };
+        self.walk(loss, seed, Some(on_param))
     }
 
     /// Backward from `out` with an explicit output gradient of the same shape.
@@ -287,12 +311,17 @@ impl Tape {
                 self.value(out).shape()
             )));
         }
-        self.walk(out, Some(grad))
+        self.walk(out, Some(grad), None)
     }
 
     /// The reverse walk from `out`, its gradient `seed`; `None`: a unit seed its node's
     /// `UnitSeedBackwardFn` needs not see.
-    fn walk(&self, out: Var, seed: Option<Tensor>) -> Result<Gradients> {
+    fn walk(
+        &self,
+        out: Var,
+        seed: Option<Tensor>,
+        mut on_param: Option<&mut dyn FnMut(Tensor) -> Result<Tensor>>,
+    ) -> Result<Gradients> {
         let unit_root = seed.is_none();
         let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
         grads[out.0] = seed;
@@ -306,6 +335,11 @@ impl Tape {
             let node = &self.nodes[i];
             let Some(bw) = &node.backward else {
                 if let (Some(g), true) = (g, node.requires_grad) {
+                    // Every consumer of a leaf comes later on the tape: its gradient is final here.
+                    let g = match (&mut on_param, node.param.is_some()) {
+                        (Some(f), true) => f(g)?,
+                        _ => g,
+                    };
                     leaves.push((Var(i), g));
                 }
                 continue;
@@ -434,5 +468,39 @@ mod tests {
         let g = tape.backward(scaled).unwrap();
         assert_eq!(g.get(x).unwrap().to_vec::<f32>().unwrap(), vec![10.0; 3]);
         assert_eq!(*seen.lock().unwrap(), vec![None, Some(3.0), Some(5.0)]);
+    }
+
+    #[test]
+    fn streaming_hands_each_parameter_its_final_gradient_last_layer_first() {
+        use crate::ops::{add, mul, sum_all};
+        // loss = sum(a * b + a * c), with a used twice (its gradient accumulates from two consumers)
+        // and c a plain leaf (no parameter: not handed over).
+        let mut tape = Tape::new();
+        let a = tape.param("a", Tensor::from_vec(vec![1f32, 2.0, 3.0], [3]).unwrap(), true);
+        let b = tape.param("b", Tensor::from_vec(vec![4f32, 5.0, 6.0], [3]).unwrap(), true);
+        let c = tape.leaf(Tensor::from_vec(vec![-1f32, 0.5, 2.0], [3]).unwrap());
+        let ab = mul(&mut tape, a, b).unwrap();
+        let ac = mul(&mut tape, a, c).unwrap();
+        let s = add(&mut tape, ab, ac).unwrap();
+        let loss = sum_all(&mut tape, s).unwrap();
+        let plain = tape.backward_with(loss, Tensor::scalar(2f32)).unwrap();
+        let mut handed = Vec::new();
+        let mut hook = |g: Tensor| -> Result<Tensor> {
+            handed.push(g.to_vec::<f32>()?);
+            // What the hook returns is what the gradients hold.
+            g.backend().affine(&g, 10.0, 0.0)
+        };
+        let streamed = tape.backward_streaming(loss, Some(2.0), &mut hook).unwrap();
+        // b (put on the tape last) first, 2a; then a once, with both consumers' terms: 2(b + c).
+        assert_eq!(handed, vec![vec![2.0, 4.0, 6.0], vec![6.0, 11.0, 16.0]]);
+        for name in ["a", "b"] {
+            let p = plain.param(name).unwrap().to_vec::<f32>().unwrap();
+            let q = streamed.param(name).unwrap().to_vec::<f32>().unwrap();
+            assert_eq!(q, p.iter().map(|v| v * 10.0).collect::<Vec<_>>(), "{name}");
+        }
+        assert_eq!(
+            streamed.get(c).unwrap().to_vec::<f32>().unwrap(),
+            plain.get(c).unwrap().to_vec::<f32>().unwrap()
+        );
     }
 }

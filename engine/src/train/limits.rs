@@ -97,6 +97,14 @@ pub fn collective_timeout(seconds: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(seconds).map_err(|_| bad("collective-timeout", show(seconds), "too large"))
 }
 
+/// `--bucket-mb` in bytes: finite, 0 (no buckets) to 4096 MiB.
+pub fn bucket_bytes(mib: f64) -> Result<usize> {
+    if !mib.is_finite() || !(0.0..=4096.0).contains(&mib) {
+        return Err(bad("bucket-mb", show(mib), "must be a number of MiB from 0 to 4096"));
+    }
+    Ok((mib * (1u64 << 20) as f64) as usize)
+}
+
 /// `--gpus`: at least one.
 pub fn check_gpus(n: Option<usize>) -> Result<()> {
     if n == Some(0) {
@@ -177,5 +185,11 @@ mod tests {
         }
         assert_eq!(time_limit(Some(0.5)).unwrap(), Some(Duration::from_secs(30)));
         assert_eq!(time_limit(None).unwrap(), None);
+        for m in [-0.5, f64::NAN, f64::INFINITY, 5000.0] {
+            let e = bucket_bytes(m).unwrap_err().to_string();
+            assert!(e.contains("--bucket-mb"), "{e}");
+        }
+        assert_eq!(bucket_bytes(25.0).unwrap(), 25 << 20);
+        assert_eq!(bucket_bytes(0.0).unwrap(), 0);
     }
 }

@@ -136,6 +136,9 @@ pub struct Trainer {
     /// The GPUs' own collectives (NCCL), which average the gradients on the device instead of through
     /// the host (`set_device_group`).
     device_group: Option<Arc<crate::dist::nccl::DeviceGroup>>,
+    /// The gradient buckets' size with a device group: each bucket's all-reduce starts during the
+    /// backward once it is full; 0: one all-reduce after the backward.
+    bucket_bytes: usize,
     /// The classes this rank holds when the head is sharded over the ranks (`shard_classes`).
     shard: Option<ClassShard>,
     /// Partial FC (`set_sample_rate`): the share of each rank's classes a step uses; 1: all.
@@ -230,6 +233,7 @@ impl Trainer {
             running_state: RunningState::default(),
             rank_loss: None,
             device_group: None,
+            bucket_bytes: 0,
             shard: None,
             sample_rate: 1.0,
         })
@@ -246,8 +250,11 @@ impl Trainer {
 
     /// Averages the gradients with `g` (NCCL on this rank's GPU) instead of through the host
     /// communicator, which keeps every other collective (decisions, running state, checkpoints).
-    pub fn set_device_group(&mut self, g: Arc<crate::dist::nccl::DeviceGroup>) {
+    /// `bucket_bytes`: the gradients go out in buckets of this size during the backward (0: in one
+    /// group after it).
+    pub fn set_device_group(&mut self, g: Arc<crate::dist::nccl::DeviceGroup>, bucket_bytes: usize) {
         self.device_group = Some(g);
+        self.bucket_bytes = bucket_bytes;
     }
 
     /// The group, when there is more than this rank.
@@ -294,10 +301,13 @@ impl Trainer {
     /// The loss and every gradient averaged over the data-parallel ranks (each rank's own when alone),
     /// in one all-reduce, so every rank takes the same decisions after (skip, clip, stop). With a device
     /// group the all-reduce runs on the GPUs (NCCL); otherwise the values travel through the host.
+    /// `bucketed`: the gradients were already averaged during the backward (`accumulated`); the loss
+    /// alone is left.
     fn averaged(
         &mut self,
         loss: Tensor,
         grads: Vec<(String, Tensor)>,
+        bucketed: bool,
     ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
         let Some(comm) = self.group() else { return Ok((loss, grads)) };
         // A sharded head's loss is already the job's, its weight gradient already each rank's own rows,
@@ -305,6 +315,10 @@ impl Trainer {
         let sharded = self.shard.is_some();
         self.rank_loss = (!sharded).then(|| loss.clone());
         if let Some(g) = self.device_group.as_ref().filter(|_| !sharded) {
+            if bucketed {
+                let loss = g.all_reduce_mean(vec![loss])?.remove(0);
+                return Ok((loss, grads));
+            }
             // On the device: the loss and gradients in one group of NCCL all-reduces (the mean in the
             // gradients' own dtype), queued behind the backward pass.
             let (names, mut ts): (Vec<String>, Vec<Tensor>) = grads.into_iter().unzip();
@@ -568,6 +582,17 @@ impl Trainer {
         labels: &[i64],
         loss_scale: Option<f64>,
     ) -> Result<ForwardBackward> {
+        self.forward_backward_into(images, labels, loss_scale, None)
+    }
+
+    /// `forward_backward`, each parameter's gradient going into `buckets` as soon as it is final.
+    fn forward_backward_into(
+        &mut self,
+        images: &Tensor,
+        labels: &[i64],
+        loss_scale: Option<f64>,
+        buckets: Option<&mut crate::dist::nccl::Buckets<'_>>,
+    ) -> Result<ForwardBackward> {
         self.head.set_training(true);
         let mut tape = Tape::new();
         tape.set_autocast(self.config.precision.half_dtype())?;
@@ -596,9 +621,10 @@ impl Trainer {
         };
         // The backward is queued before the loss is read: on a GPU, reading it first would leave the
         // device idle while the host queues the backward. A non-finite loss only costs a wasted backward.
-        let grads = match loss_scale {
-            None => tape.backward(loss)?,
-            Some(scale) => {
+        let grads = match (buckets, loss_scale) {
+            (Some(b), scale) => tape.backward_streaming(loss, scale, &mut |g| b.push(g))?,
+            (None, None) => tape.backward(loss)?,
+            (None, Some(scale)) => {
                 // Scaling the loss is scaling the gradient it seeds.
                 let v = tape.value(loss);
                 let seed = Tensor::full(v.shape().clone(), scale, v.dtype(), &v.device())?;
@@ -614,17 +640,25 @@ impl Trainer {
 
     /// The step's mean loss and summed gradients over its `grad_accum` micro-batches (rows in order), each
     /// backward seeded with the loss scale (1 without one) over their number: the gradients of the whole
-    /// batch's mean loss, summed in f32.
+    /// batch's mean loss, summed in f32. The flag: the gradients are already the ranks' mean (one batch,
+    /// a device group with buckets: averaged during the backward).
     pub fn accumulated(
         &mut self,
         images: &Tensor,
         labels: &[i64],
         scale: Option<f64>,
-    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+    ) -> Result<(Tensor, Vec<(String, Tensor)>, bool)> {
         let k = self.config.grad_accum.max(1);
         if k == 1 {
+            let group = self.device_group.clone().filter(|_| self.shard.is_none() && self.bucket_bytes > 0);
+            if let Some(g) = group {
+                let mut buckets = g.buckets(self.bucket_bytes);
+                let fb = self.forward_backward_into(images, labels, scale, Some(&mut buckets))?;
+                buckets.finish()?;
+                return Ok((fb.loss, fb.grads, true));
+            }
             let fb = self.forward_backward(images, labels, scale)?;
-            return Ok((fb.loss, fb.grads));
+            return Ok((fb.loss, fb.grads, false));
         }
         let b = labels.len();
         if !b.is_multiple_of(k) || images.dims().first() != Some(&b) {
@@ -668,13 +702,14 @@ impl Trainer {
         }
         let loss = loss.ok_or_else(|| Error::Invalid("no micro-batch".into()))?;
         let mean = loss.backend().affine(&loss, 1.0 / k as f64, 0.0)?;
-        Ok((mean, sums))
+        Ok((mean, sums, false))
     }
 
     fn try_step(&mut self, images: &Tensor, labels: &[i64]) -> Result<Attempt> {
+        crate::kill_point::reached("step-start");
         let scale = self.scaler.as_ref().map(|s| s.scale() as f64);
-        let (loss, grads) = self.accumulated(images, labels, scale)?;
-        let (loss, grads) = self.averaged(loss, grads)?;
+        let (loss, grads, bucketed) = self.accumulated(images, labels, scale)?;
+        let (loss, grads) = self.averaged(loss, grads, bucketed)?;
         let loss_value = loss.scalar_value()?;
         // Read back after the device's all-reduce: when the job failed meanwhile, the collective was
         // aborted and its output is garbage; stop with the failure instead of judging it.
@@ -1347,7 +1382,7 @@ mod tests {
         whole.config.grad_accum = 2;
         let mut parts = tiny_trainer_in(Precision::F32, LossScaleConfig::default());
         let x = batch(1.0);
-        let (loss, grads) = whole.accumulated(&x, &labels, None).unwrap();
+        let (loss, grads, _) = whole.accumulated(&x, &labels, None).unwrap();
         // The same two halves one after the other (the second sees what the first moved), averaged.
         let be = x.backend();
         let a = parts.forward_backward(&be.slice_rows(&x, 0, 2).unwrap(), &labels[..2], None).unwrap();

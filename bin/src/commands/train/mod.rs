@@ -85,6 +85,11 @@ pub struct Args {
     /// machines without NCCL). Every other collective (decisions, checkpoints) goes through the host.
     #[arg(long, default_value = "nccl", value_parser = ["nccl", "host"])]
     collectives: String,
+    /// Several ranks with NCCL: gradients are averaged in buckets of this many MiB, each sent as soon as
+    /// the backward pass has made it, so communication overlaps the rest of the backward (PyTorch DDP's
+    /// bucket_cap_mb, 25). 0: one all-reduce after the backward.
+    #[arg(long, default_value_t = 25.0, value_name = "MIB")]
+    bucket_mb: f64,
     /// Partial FC (insightface's sample_rate): each step, each rank's classifier uses its classes that are
     /// labels of the batch plus random others, this share of its classes in all (e.g. 0.2 or 0.3 for
     /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head:
@@ -394,7 +399,8 @@ pub fn run(a: Args) -> CmdResult {
             // The others stop with this rank's reason instead of waiting for it.
             r.group.abort(&msg);
             let me = format!("rank {}: ", r.job.rank);
-            let named = if msg.contains(&me) { msg } else { format!("{me}{msg}") };
+            let said = msg.contains(&me) || msg.starts_with(&format!("rank {} failed: ", r.job.rank));
+            let named = if said { msg } else { format!("{me}{msg}") };
             Err(named.into())
         }
         (result, _) => result,
@@ -454,7 +460,7 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
                 if lead {
                     eprintln!("gradients averaged on the GPUs by NCCL {}", g.version());
                 }
-                trainer.set_device_group(std::sync::Arc::new(g));
+                trainer.set_device_group(std::sync::Arc::new(g), limits::bucket_bytes(a.bucket_mb)?);
             }
         }
         // One process samples on the sharded head's path, alone.

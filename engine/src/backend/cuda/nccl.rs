@@ -167,6 +167,9 @@ pub fn unique_id() -> Result<[u8; ID_BYTES]> {
 /// return at once; `abort` (from any thread) makes queued and blocked ones finish so the stream drains.
 pub struct NcclComm {
     ctx: Arc<CudaContext>,
+    /// The communication stream: collectives queued here overlap the compute stream's work (the
+    /// gradient buckets during the backward), ordered by events both ways.
+    side: Arc<cudarc::driver::CudaStream>,
     /// None once aborted: every later call is an error instead of a use of a freed communicator.
     comm: Mutex<Option<CommHandle>>,
     rank: usize,
@@ -190,8 +193,9 @@ impl NcclComm {
             return Err(Error::Invalid(format!("rank {rank} of {world} does not fit NCCL's int")));
         };
         // SAFETY: `comm` receives the handle; the id is passed by value as nccl.h declares.
+        let side = ctx.ctx.new_stream().map_err(super::driver_err("creating the NCCL stream"))?;
         check(l, unsafe { (l.comm_init_rank)(&mut comm, w, id, r) }, "communicator init", None)?;
-        Ok(NcclComm { ctx: ctx.clone(), comm: Mutex::new(Some(CommHandle(comm))), rank, world })
+        Ok(NcclComm { ctx: ctx.clone(), side, comm: Mutex::new(Some(CommHandle(comm))), rank, world })
     }
 
     pub fn rank(&self) -> usize {
@@ -203,13 +207,24 @@ impl NcclComm {
 
     /// Runs `f` with the live handle, or fails when the communicator was aborted.
     fn with<T>(&self, what: &str, f: impl FnOnce(&Lib, Comm, Stream) -> Result<T>) -> Result<T> {
+        self.with_on(what, false, f)
+    }
+
+    /// `with` on the compute stream, or on the communication stream (`side`).
+    fn with_on<T>(
+        &self,
+        what: &str,
+        side: bool,
+        f: impl FnOnce(&Lib, Comm, Stream) -> Result<T>,
+    ) -> Result<T> {
         let l = lib()?;
         let guard =
             self.comm.lock().map_err(|_| Error::Device("the NCCL communicator's lock is poisoned".into()))?;
         let Some(CommHandle(c)) = guard.as_ref() else {
             return Err(Error::Device(format!("NCCL {what}: the communicator was aborted")));
         };
-        f(l, *c, self.ctx.compute.cu_stream() as Stream)
+        let stream = if side { &self.side } else { &self.ctx.compute };
+        f(l, *c, stream.cu_stream() as Stream)
     }
 
     /// Every rank's tensors combined by `op` element by element, in place, in one group (one launch
@@ -221,16 +236,57 @@ impl NcclComm {
         for t in tensors {
             shapes.push(t.shape().clone());
             match t.into_storage()? {
-                Storage::Cuda(s) if Arc::ptr_eq(s.context(), &self.ctx) => storages.push(s),
+                Storage::Cuda(s) => storages.push(s),
                 _ => return Err(Error::Device("NCCL all-reduce of a tensor not on this rank's GPU".into())),
             }
         }
-        self.with("all-reduce", |l, comm, stream| {
+        self.group_all_reduce(&storages.iter().collect::<Vec<_>>(), op, false)?;
+        storages
+            .into_iter()
+            .zip(shapes)
+            .map(|(s, shape)| Tensor::from_storage(shape, Storage::Cuda(s)))
+            .collect()
+    }
+
+    /// `all_reduce` of `tensors` in their own storage, on the communication stream after everything
+    /// queued on the compute stream so far; the compute stream does not wait for it until `rejoin`.
+    ///
+    /// # Safety
+    /// Every holder of these storages must expect them to change: the caller makes each storage its
+    /// own (the gradients of one backward pass), and reads them only on the compute stream after
+    /// `rejoin`, keeping them alive until then.
+    pub unsafe fn all_reduce_on_side(&self, tensors: &[Tensor], op: NcclOp) -> Result<()> {
+        let mut storages = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            match t.storage() {
+                Storage::Cuda(s) => storages.push(s),
+                _ => return Err(Error::Device("NCCL all-reduce of a tensor not on this rank's GPU".into())),
+            }
+        }
+        self.side.join(&self.ctx.compute).map_err(super::driver_err("ordering an NCCL bucket"))?;
+        self.group_all_reduce(&storages, op, true)
+    }
+
+    /// The compute stream waits for the communication stream's collectives queued so far.
+    pub fn rejoin(&self) -> Result<()> {
+        self.ctx.compute.join(&self.side).map_err(super::driver_err("waiting for the NCCL stream"))
+    }
+
+    /// One group of in-place all-reduces, on the compute stream or the communication stream.
+    fn group_all_reduce(&self, storages: &[&super::CudaStorage], op: NcclOp, side: bool) -> Result<()> {
+        if let Some(s) = storages.iter().find(|s| !Arc::ptr_eq(s.context(), &self.ctx)) {
+            return Err(Error::Device(format!(
+                "NCCL all-reduce of a tensor on cuda:{}, not this rank's cuda:{}",
+                s.context().ordinal,
+                self.ctx.ordinal
+            )));
+        }
+        self.with_on("all-reduce", side, |l, comm, stream| {
             // SAFETY: a group brackets calls on one communicator; every pointer below is a live device
             // buffer of `len` elements of the dtype passed, used in place (sendbuff == recvbuff).
             check(l, unsafe { (l.group_start)() }, "group start", Some(comm))?;
             let mut queued = Ok(());
-            for s in &storages {
+            for s in storages {
                 let dt = nccl_dtype(s.dtype());
                 let len = s.len();
                 self.ctx.kernels.note("nccl_all_reduce");
@@ -244,12 +300,7 @@ impl NcclComm {
             // The group is closed whatever happened inside it.
             let end = check(l, unsafe { (l.group_end)() }, "group end", Some(comm));
             queued.and(end)
-        })?;
-        storages
-            .into_iter()
-            .zip(shapes)
-            .map(|(s, shape)| Tensor::from_storage(shape, Storage::Cuda(s)))
-            .collect()
+        })
     }
 
     /// Rank `root`'s tensor into `t` on every rank (in place).
@@ -315,8 +366,17 @@ impl NcclComm {
     /// A mark on the compute stream after everything queued so far (the collectives just queued), for
     /// a watchdog to see whether they finished.
     pub fn fence(&self) -> Result<Fence> {
+        self.fence_on(&self.ctx.compute)
+    }
+
+    /// `fence` on the communication stream.
+    pub fn side_fence(&self) -> Result<Fence> {
+        self.fence_on(&self.side)
+    }
+
+    fn fence_on(&self, stream: &cudarc::driver::CudaStream) -> Result<Fence> {
         let event = self.ctx.ctx.new_event(None).map_err(super::driver_err("creating an NCCL fence"))?;
-        event.record(&self.ctx.compute).map_err(super::driver_err("recording an NCCL fence"))?;
+        event.record(stream).map_err(super::driver_err("recording an NCCL fence"))?;
         Ok(Fence(event))
     }
 
