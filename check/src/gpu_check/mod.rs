@@ -7,6 +7,7 @@
 mod batch_norm;
 mod conv;
 mod head;
+mod nccl;
 mod ops;
 mod training;
 
@@ -154,7 +155,7 @@ fn step_config(precision: Precision) -> TrainerConfig {
 
 type Section = (&'static str, fn(&mut Run) -> R<()>);
 
-const SECTIONS: [Section; 14] = [
+const SECTIONS: [Section; 15] = [
     ("elementwise", ops::elementwise),
     ("reductions", ops::reductions),
     ("matmul", ops::matmul),
@@ -164,6 +165,7 @@ const SECTIONS: [Section; 14] = [
     ("optimizers / amp / input", training::training),
     ("margin head", head::margin_head),
     ("allocator", head::allocator),
+    ("nccl (one rank)", nccl::one_rank),
     ("broadcasts / l2 backward (training ops)", |r| {
         r.extend(device_parity::broadcast_ops(&r.dev.clone(), 41)?)
     }),
