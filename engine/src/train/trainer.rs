@@ -77,6 +77,9 @@ pub struct StepOutcome {
     pub loss_scale: Option<f64>,
 }
 
+/// Gradients by parameter name, in tape order.
+pub type NamedGrads = Vec<(String, Tensor)>;
+
 /// What `Trainer::forward_backward` computed.
 pub struct ForwardBackward {
     /// The batch-mean loss (rank 0, on the trainer's device).
@@ -647,7 +650,7 @@ impl Trainer {
         images: &Tensor,
         labels: &[i64],
         scale: Option<f64>,
-    ) -> Result<(Tensor, Vec<(String, Tensor)>, bool)> {
+    ) -> Result<(Tensor, NamedGrads, bool)> {
         let k = self.config.grad_accum.max(1);
         if k == 1 {
             let group = self.device_group.clone().filter(|_| self.shard.is_none() && self.bucket_bytes > 0);
