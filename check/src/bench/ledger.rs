@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The launches of one steady-state training step (the second: the first creates the optimizer's state)
-/// of `a`'s backbone with ArcFace over `a.classes` at `a.batch` in `a.precision`, SGD, on the meta device.
-pub fn engine_step(a: &CommonArgs) -> Result<Vec<Launch>> {
+/// of `a`'s backbone with ArcFace over `a.classes` at `a.batch` in `a.precision`, SGD, on the meta device;
+/// with the trainable parameters of the backbone and of the classifier.
+pub fn engine_step(a: &CommonArgs) -> Result<(Vec<Launch>, usize, usize)> {
     let mut backbone = IResNetConfig::by_name(&a.backbone)?;
     if let Some(n) = a.input_size {
         backbone.input_hw = (n, n);
@@ -37,13 +38,18 @@ pub fn engine_step(a: &CommonArgs) -> Result<Vec<Launch>> {
         ..device_parity::small_config(a.classes, OptimizerChoice::Sgd)
     };
     let _ = (h, w);
-    step_launches(&Device::meta(), cfg, a.batch)
+    step_ledger(&Device::meta(), cfg, a.batch)
 }
 
 /// The launches `dev` records for one steady-state training step of `cfg` at `batch` (the second step:
 /// the first creates the optimizer's state and, on a GPU, lets cuDNN choose its algorithms). The batch is
 /// on the device before recording starts, as the feed hands it over.
 pub fn step_launches(dev: &Device, cfg: TrainerConfig, batch: usize) -> Result<Vec<Launch>> {
+    Ok(step_ledger(dev, cfg, batch)?.0)
+}
+
+/// `step_launches` with the trainer's backbone and classifier parameter counts.
+fn step_ledger(dev: &Device, cfg: TrainerConfig, batch: usize) -> Result<(Vec<Launch>, usize, usize)> {
     let (h, w) = cfg.backbone.input_hw;
     let classes = cfg.num_classes as i64;
     let mut t = Trainer::new(cfg)?;
@@ -58,7 +64,7 @@ pub fn step_launches(dev: &Device, cfg: TrainerConfig, batch: usize) -> Result<V
     be.synchronize()?;
     be.start_ledger();
     t.train_step(&x, &labels)?;
-    Ok(be.take_ledger())
+    Ok((be.take_ledger(), t.params.parameter_count(), t.classifier.parameter_count()))
 }
 
 /// The peer's launches from a trace `torch_peer.py` wrote.
@@ -200,9 +206,52 @@ fn table(ours: &[Launch], peer: Option<&[Launch]>, batch: usize) -> String {
     s
 }
 
+/// NVLink 4's bandwidth in one direction per GPU (H100/H200 SXM: 18 links x 25 GB/s), the ceiling of
+/// NCCL's all-reduce bus bandwidth within one node.
+const NVLINK_BUS: f64 = 450e9;
+
+/// What data parallelism over `gpus` adds to the step of `ours`: each rank's f32 gradients (the
+/// backbone's, and the whole classifier's when every rank holds it) through a ring all-reduce, whose
+/// every GPU sends and receives 2 (n - 1) / n of them, at NVLink's bus bandwidth; beside the step, since
+/// the buckets overlap the backward.
+fn data_parallel(ours: &[Launch], batch: usize, gpus: usize, backbone: usize, classifier: usize) -> String {
+    let ring = 2.0 * (gpus as f64 - 1.0) / gpus as f64;
+    let mut s = format!(
+        "\n## Data parallel over {gpus} GPUs of one node (NVLink 4, {:.0} GB/s bus bandwidth at best)\n\n\
+         | classifier | gradient MB per rank | buckets of 25 MiB | ring traffic MB per GPU | all-reduce ms | card | step ms | job images/s, overlapped | not overlapped |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        NVLINK_BUS / 1e9
+    );
+    for (what, params) in [("whole on every rank", backbone + classifier), ("class-sharded", backbone)] {
+        let bytes = 4.0 * params as f64;
+        let comm = ring * bytes / NVLINK_BUS;
+        for card in [Peaks::H100, Peaks::H200] {
+            let step = totals(ours, &card).seconds;
+            s.push_str(&format!(
+                "| {what} | {:.0} | {} | {:.0} | {:.2} | {} | {:.1} | {:.0} | {:.0} |\n",
+                bytes / 1e6,
+                (bytes / (25u64 << 20) as f64).ceil(),
+                ring * bytes / 1e6,
+                comm * 1e3,
+                card.name,
+                step * 1e3,
+                (gpus * batch) as f64 / step,
+                (gpus * batch) as f64 / (step + comm)
+            ));
+        }
+    }
+    s.push_str(
+        "\nThe class-sharded head's own traffic (the batch's embeddings gathered, their gradients reduced: \
+         a few MB) is left out. Overlapped: every bucket's all-reduce hides under the rest of the backward, \
+         which the first bucket (the classifier's, ready after the head) makes likely when the all-reduce \
+         is under about half the step.\n",
+    );
+    s
+}
+
 /// `bench --ledger`.
 pub fn run(a: &CommonArgs, o: &BenchOptions, as_json: bool) -> CmdResult {
-    let ours = engine_step(a)?;
+    let (ours, backbone_params, classifier_params) = engine_step(a)?;
     let peer_path = o.peer.clone().unwrap_or_else(|| {
         Path::new("bench/ledger").join(format!("pytorch_{}_{}_b{}.json", a.backbone, a.precision, a.batch))
     });
@@ -228,6 +277,9 @@ pub fn run(a: &CommonArgs, o: &BenchOptions, as_json: bool) -> CmdResult {
         if peer.is_some() { peer_path.display().to_string() } else { "no trace found".into() }
     );
     print!("{}", table(&ours, peer.as_ref().map(|p| p.0.as_slice()), a.batch));
+    if let Some(n) = o.gpus.filter(|&n| n > 1) {
+        print!("{}", data_parallel(&ours, a.batch, n, backbone_params, classifier_params));
+    }
     Ok(())
 }
 
@@ -259,7 +311,7 @@ mod tests {
             precision: "bf16".into(),
             input_size: None,
         };
-        let l = engine_step(&a).unwrap();
+        let l = engine_step(&a).unwrap().0;
         let sum = |f: &str| l.iter().filter(|l| l.family == f).map(|l| l.flops).sum::<f64>() / 4.0;
         // The head's three GEMMs (cosines, dL/dx, dL/dW) over 1000 classes of 512-d are not in the model.
         let head = 3.0 * 2.0 * 4.0 * 1000.0 * 512.0 / 4.0;

@@ -30,6 +30,9 @@ pub struct BenchOptions {
     /// The peer's trace for --ledger (default: bench/ledger/pytorch_<backbone>_<precision>_b<batch>.json).
     #[arg(long)]
     pub peer: Option<PathBuf>,
+    /// With --ledger: what data parallelism over N GPUs of one node adds (the gradients' all-reduce).
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
 }
 
 #[derive(clap::Args, Clone)]
