@@ -359,46 +359,37 @@ fn gpu_torchrun_launches_an_nccl_job() {
 fn gpu_a_killed_or_stopped_rank_ends_an_nccl_job_naming_it_and_the_job_resumes() {
     let root = scratch("mr-gpu-kill");
     let (cache, out) = (root.join("cache"), root.join("out"));
+    // A two-GPU job whose rank 1 meets `point` (`how` there: SIGKILL when None); its stderr and time.
+    let broken = |dir: &Path, timeout: &str, point: &str, how: Option<&str>| {
+        let mut c = job(&cache, dir, 8, 2);
+        c.args(["--gpus", "2", "--collective-timeout", timeout])
+            .envs([("FACETRAIN_TEST_KILL_AT", point), ("FACETRAIN_TEST_KILL_RANK", "1")]);
+        if let Some(h) = how {
+            c.env("FACETRAIN_TEST_KILL_SIGNAL", h);
+        }
+        let t0 = Instant::now();
+        let (ok, err) = run(&mut on_cuda(&c));
+        assert!(!ok, "{err}");
+        (err, t0.elapsed())
+    };
     // Killed after step 5's all-reduce: rank 0 waits in step 6's on its GPU until the heartbeat hears of
     // the death and aborts the communicator.
-    let t0 = Instant::now();
-    let (ok, err) = run(&mut on_cuda(
-        job(&cache, &out, 8, 2)
-            .args(["--gpus", "2"])
-            .envs([("FACETRAIN_TEST_KILL_AT", "mid-step@5"), ("FACETRAIN_TEST_KILL_RANK", "1")]),
-    ));
-    assert!(!ok, "{err}");
+    let (err, took) = broken(&out, "600", "mid-step@5", None);
     assert!(err.contains("rank 0: rank 1's process ended") && err.contains("killed"), "{err}");
     assert!(err.contains("the last good checkpoint is"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(60), "{took:?}");
     // Stopped (SIGSTOP): silent on the heartbeat link, so taken for hung within the collective timeout.
-    let t0 = Instant::now();
-    let (ok, err) = run(&mut on_cuda(
-        job(&cache, &root.join("stop"), 8, 2).args(["--gpus", "2", "--collective-timeout", "3"]).envs([
-            ("FACETRAIN_TEST_KILL_AT", "mid-step@5"),
-            ("FACETRAIN_TEST_KILL_RANK", "1"),
-            ("FACETRAIN_TEST_KILL_SIGNAL", "SIGSTOP"),
-        ]),
-    ));
-    assert!(!ok, "{err}");
     // Rank 0 waits for it in the step's end (a host collective) or in the next step's all-reduce on its
     // GPU (then the heartbeat's silence aborts the communicator): either names rank 1.
+    let (err, took) = broken(&root.join("stop"), "3", "mid-step@5", Some("SIGSTOP"));
     assert!(err.contains("rank 0:") && err.contains("rank 1"), "{err}");
     assert!(err.contains("no heartbeat") || err.contains("did not reach the collective"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(45), "{took:?}");
     // Stuck before its step's all-reduce but alive (its heartbeats go on): rank 0 waits on its GPU, and
     // only its NCCL watchdog's timeout ends the wait.
-    let t0 = Instant::now();
-    let (ok, err) = run(&mut on_cuda(
-        job(&cache, &root.join("hang"), 8, 2).args(["--gpus", "2", "--collective-timeout", "3"]).envs([
-            ("FACETRAIN_TEST_KILL_AT", "step-start@6"),
-            ("FACETRAIN_TEST_KILL_RANK", "1"),
-            ("FACETRAIN_TEST_KILL_SIGNAL", "HANG"),
-        ]),
-    ));
-    assert!(!ok, "{err}");
+    let (err, took) = broken(&root.join("hang"), "3", "step-start@6", Some("HANG"));
     assert!(err.contains("rank 0 failed: its gradient all-reduce did not finish within 3 s"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(45), "{took:?}");
     // The killed job's checkpoint resumes on two GPUs.
     let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 2).args(["--gpus", "2", "--resume"])));
     assert!(ok && err.contains("at step 4") && err.contains("done: 20 steps"), "{err}");
