@@ -354,8 +354,8 @@ impl Trainer {
     pub fn shard_classes(&mut self) -> Result<()> {
         // One rank (with `dist::Single`) holds every class: the sharded path alone, for Partial FC.
         let Some(comm) = self.comm.clone() else { return Ok(()) };
-        if !self.device.is_cpu() {
-            return Err(Error::Device("the class-sharded head runs on the CPU only for now".into()));
+        if !matches!(self.device, Device::Cpu | Device::Cuda(_)) {
+            return Err(Error::Device(format!("the class-sharded head does not run on {:?}", self.device)));
         }
         if self.shard.is_some() {
             return Err(Error::Invalid("the head is already sharded".into()));
@@ -396,7 +396,7 @@ impl Trainer {
         }
         if rate < 1.0 && self.shard.is_none() {
             return Err(Error::Invalid(
-                "Partial FC sampling runs on the class-sharded head (the CPU device)".into(),
+                "Partial FC sampling runs on the class-sharded head (shard_classes first)".into(),
             ));
         }
         self.sample_rate = rate;

@@ -25,6 +25,8 @@ mod blas;
 pub mod compile;
 mod conv;
 mod head;
+/// The class-sharded head's rank step (`heads::sharded`).
+pub(crate) use head::sharded_margin_head;
 mod input;
 mod launch;
 pub mod libs;

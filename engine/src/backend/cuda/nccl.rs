@@ -122,9 +122,11 @@ fn lib() -> Result<&'static Lib> {
 fn describe(l: &Lib, r: NcclResult, comm: Option<Comm>) -> String {
     // SAFETY: both return static or library-owned NUL-terminated strings (or null).
     let text = |p: *const c_char| {
-        (!p.is_null())
-            .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        if p.is_null() {
+            String::new()
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
     };
     let what = text(unsafe { (l.get_error_string)(r) });
     let last = comm.map(|c| text(unsafe { (l.get_last_error)(c) })).unwrap_or_default();
