@@ -284,14 +284,21 @@ fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
     assert!(ok, "{err}");
     assert!(err.contains("training on cuda:0") && err.contains("batch 8 x 2 ranks = 16"), "{err}");
     assert!(err.contains("gradients averaged on the GPUs by NCCL 2."), "{err}");
+    // The head is class-sharded over the GPUs as over CPU ranks: 10 of the 20 classes each.
+    assert!(
+        err.contains("head class-sharded over 2 ranks on cuda:0 (") && err.contains(": 10 of its 20 classes"),
+        "{err}"
+    );
     assert!(err.contains("done: 10 steps"), "{err}");
     let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
     assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    // Every rank's own loss is logged (the head is whole on GPUs), and the job's is their mean.
+    // Every rank's speed is logged, but no loss of its own: a sharded head's loss is the job's.
     let ranks = events(&out, "rank");
-    let own: Vec<f64> = ranks.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
-    assert_eq!(own.len(), 2, "{ranks:?}");
-    assert!((0.5 * (own[0] + own[1]) - losses[9]).abs() < 1e-5 * losses[9].abs(), "{own:?} {losses:?}");
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    assert!(
+        ranks.iter().all(|v| v["images_per_second"].as_f64().unwrap() > 0.0 && v["loss"].as_f64().is_none()),
+        "{ranks:?}"
+    );
 
     // The same job with the gradients averaged through the host: the same weights, to rounding (f32
     // sums in rank order on the device, f64 on the host).
@@ -312,6 +319,35 @@ fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
     // The job's checkpoint continues on one device with the same global batch.
     let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).args(["--resume", "--precision", "f32"])));
     assert!(ok && err.contains("at step 10") && err.contains("done: 20 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Partial FC on two GPUs (the class-sharded head, in the default precision: its cosine GEMMs under
+/// autocast), its checkpoint continued on one GPU, sampling alone there.
+#[test]
+#[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
+fn gpu_partial_fc_trains_on_two_devices_and_resumes_on_one() {
+    let root = scratch("mr-gpu-pfc");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2", "--sample-rate", "0.5"])));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("training on cuda:0") && err.contains("head class-sharded over 2 ranks on cuda:0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(Partial FC: 0.5 of each rank's per step)") && err.contains("done: 10 steps"),
+        "{err}"
+    );
+    let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // The whole classifier is in the checkpoint (gathered from both GPUs' shards).
+    let ckpt = safetensors::read(&out.join("checkpoint.safetensors")).unwrap();
+    let w = ckpt.get("head.classifier.weight").map(|t| t.dims().to_vec());
+    assert_eq!(w.as_ref().map(|d| d[0]), Some(20), "{w:?}");
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).args(["--resume", "--sample-rate", "0.5"])));
+    assert!(ok && err.contains("at step 10") && err.contains("done: 20 steps"), "{err}");
+    assert!(!err.contains("head class-sharded over"), "one process samples alone: {err}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

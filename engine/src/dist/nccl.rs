@@ -95,6 +95,14 @@ impl DeviceGroup {
         Ok(out)
     }
 
+    /// The ranks' sum of each tensor, as `all_reduce_mean` (a class-sharded head's backbone gradients,
+    /// which are each rank's part of the job's loss).
+    pub fn all_reduce_sum(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let out = self.comm.all_reduce(tensors, NcclOp::Sum)?;
+        self.watch("gradient all-reduce")?;
+        Ok(out)
+    }
+
     /// The job's failure, once it aborted the communicator: what the device computed since is not to be
     /// trusted (an aborted collective leaves its output unspecified), so a rank checks this after it
     /// reads results back and stops with the reason.

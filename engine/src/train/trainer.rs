@@ -304,7 +304,14 @@ impl Trainer {
         // and its embedding gradients are of the job's mean loss: the backbone's gradients are summed.
         let sharded = self.shard.is_some();
         self.rank_loss = (!sharded).then(|| loss.clone());
-        if let Some(g) = self.device_group.as_ref().filter(|_| !sharded) {
+        if let (Some(g), true) = (self.device_group.as_ref(), sharded) {
+            // On the device, the backbone's gradients summed; the classifier's rows stay this rank's.
+            let (own, rest): (Vec<_>, Vec<_>) = grads.into_iter().partition(|(n, _)| n == CLASSIFIER);
+            let (names, ts): (Vec<String>, Vec<Tensor>) = rest.into_iter().unzip();
+            let summed = names.into_iter().zip(g.all_reduce_sum(ts)?);
+            return Ok((loss, summed.chain(own).collect()));
+        }
+        if let Some(g) = self.device_group.as_ref() {
             // On the device: the loss and gradients in one group of NCCL all-reduces (the mean in the
             // gradients' own dtype), queued behind the backward pass.
             let (names, mut ts): (Vec<String>, Vec<Tensor>) = grads.into_iter().unzip();

@@ -87,8 +87,8 @@ pub struct Args {
     collectives: String,
     /// Partial FC (insightface's sample_rate): each step, each rank's classifier uses its classes that are
     /// labels of the batch plus random others, this share of its classes in all (e.g. 0.2 or 0.3 for
-    /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head:
-    /// the CPU device for now. Default: 1 (the whole softmax).
+    /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head
+    /// (CPU or CUDA). Default: 1 (the whole softmax).
     #[arg(long, value_name = "R")]
     sample_rate: Option<f64>,
     /// Split each step's batch into K equal micro-batches, run one after the other with their gradients
@@ -439,12 +439,6 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
     let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt, lead)?;
     trainer.to_device(&device)?;
     let sampled = a.sample_rate.is_some_and(|r| r != 1.0);
-    if sampled && !device.is_cpu() {
-        return Err(Error::Invalid(
-            "--sample-rate: Partial FC runs on the class-sharded head, on the CPU device for now".into(),
-        )
-        .into());
-    }
     match rank {
         Some(r) => {
             trainer.set_communicator(r.group.clone(), running_state);
@@ -461,10 +455,18 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
         None if sampled => trainer.set_communicator(std::sync::Arc::new(engine::dist::Single), running_state),
         None => {}
     }
-    // On the CPU each rank holds its share of the classes (the class-sharded head); on GPUs the
-    // classifier stays whole on every rank until the sharded head runs there.
-    if device.is_cpu() && (rank.is_some() || sampled) {
+    // Each rank holds its share of the classes (the class-sharded head, on the CPU as on GPUs).
+    if rank.is_some() || sampled {
         trainer.shard_classes()?;
+        if let (Some(sh), Some(r), true) = (trainer.class_shard(), rank, lead) {
+            eprintln!(
+                "head class-sharded over {} ranks on {}: {} of its {} classes on rank 0",
+                r.group.world(),
+                device.describe(),
+                sh.count,
+                recipe.classes
+            );
+        }
     }
     if let Some(r) = a.sample_rate {
         trainer.set_sample_rate(r)?;
