@@ -1173,7 +1173,7 @@ type Step = (f64, Vec<f64>, Vec<f64>);
 #[ignore = "needs a CUDA GPU (or tests/cuda_emu); run with --ignored"]
 fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
     use crate::backend::MarginHeadCall;
-    use crate::tensor::{Device, Tensor};
+    use crate::tensor::{DType, Device, Tensor};
     let (b, c, dim, steps, world) = (12usize, 10usize, 16usize, 2u64, 2usize);
     // f32 values, so that the CPU's f64 run sees the inputs the GPU sees.
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -1196,7 +1196,11 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
         h
     };
     // Every step of one rank, sharded, on the CPU (f64) or on CUDA (f32).
-    let rank_steps = |comm: &dyn crate::dist::Communicator, name: &str, cuda: bool, sampled: bool| {
+    let rank_steps = |comm: &dyn crate::dist::Communicator,
+                      name: &str,
+                      cuda: bool,
+                      sampled: bool,
+                      ac: Option<DType>| {
         let r = comm.rank();
         let ((r0, nr), (c0, nc)) = (rows[r], classes[r]);
         let dev = cuda.then(|| Device::parse("cuda").expect("this test needs a GPU"));
@@ -1219,7 +1223,7 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
                     };
                     let (xt, wt) = (up(x, nr), up(w, nc));
                     let (loss, g) =
-                        sharded::run_rank_cuda(comm, &xt, y, &wt, c0, h.as_mut(), true, None, pick).unwrap();
+                        sharded::run_rank_cuda(comm, &xt, y, &wt, c0, h.as_mut(), true, ac, pick).unwrap();
                     let (gx, gw) = g.expect("gradients were asked for");
                     (loss.to_f64_vec().unwrap()[0], gx.to_f64_vec().unwrap(), gw.to_f64_vec().unwrap())
                 }
@@ -1249,14 +1253,11 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
             assert!(ex < 1e-4 && ew < 1e-4, "{tag}: dL/dx off by {ex:e}, dL/dW by {ew:e}");
         }
     };
-    for name in names() {
-        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, false)), name);
-        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false)), name);
-        close(&gpu, &cpu, &format!("{name}: CUDA sharded vs CPU sharded"));
-        // The whole head on one CUDA rank, on the job's batch.
+    // The whole head on one CUDA rank, on the job's batch.
+    let one_rank = |name: &str, ac: Option<DType>, block: usize| -> Vec<Step> {
         let dev = Device::parse("cuda").unwrap();
         let mut h = fresh(name);
-        let one: Vec<Step> = cases
+        cases
             .iter()
             .map(|k| {
                 let x = Tensor::from_vec(f32s(&k.x), [b, dim]).unwrap().to_device(&dev).unwrap();
@@ -1268,19 +1269,39 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
                         labels: &k.labels,
                         head: h.as_mut(),
                         grad: true,
-                        autocast: None,
-                        max_block_elems: MarginHeadCall::DEFAULT_BLOCK_ELEMS,
+                        autocast: ac,
+                        max_block_elems: block,
                     })
                     .unwrap();
                 let (gx, gw) = out.grads.unwrap();
                 (out.loss.to_f64_vec().unwrap()[0], gx.to_f64_vec().unwrap(), gw.to_f64_vec().unwrap())
             })
-            .collect();
-        close(&gpu, &one, &format!("{name}: CUDA sharded vs one CUDA rank"));
+            .collect()
+    };
+    for name in names() {
+        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, false, None)), name);
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, None)), name);
+        close(&gpu, &cpu, &format!("{name}: CUDA sharded vs CPU sharded"));
+        close(
+            &gpu,
+            &one_rank(name, None, MarginHeadCall::DEFAULT_BLOCK_ELEMS),
+            &format!("{name}: CUDA sharded vs one CUDA rank"),
+        );
+    }
+    // Under autocast the sharded ranks' cosine GEMMs run in bf16 as the whole head's. Each rank's part
+    // of dL/dx leaves its GEMM in bf16 before the ranks' parts are summed, as each class block's does
+    // in the whole head: against the whole head in blocks of the ranks' classes (c / 2 per block).
+    for name in ["cosface", "curricularface"] {
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, Some(DType::BF16))), name);
+        let one = one_rank(name, Some(DType::BF16), b * c / world);
+        close(&gpu, &one, &format!("{name} in bf16: CUDA sharded vs one CUDA rank"));
+        let exact = one_rank(name, None, MarginHeadCall::DEFAULT_BLOCK_ELEMS);
+        let e = rel_error(&one[0].1, &exact[0].1);
+        assert!(e > 1e-4, "{name}: the bf16 GEMMs must show in dL/dx for the check to mean anything ({e:e})");
     }
     for name in ["arcface", "adaface", "curricularface"] {
-        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, true)), name);
-        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, true)), name);
+        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, true, None)), name);
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, true, None)), name);
         close(&gpu, &cpu, &format!("{name} with Partial FC: CUDA sharded vs CPU sharded"));
         // Some classes were left out: their rows' gradient is exactly zero.
         assert!(

@@ -1286,6 +1286,26 @@ mod tests {
         }
     }
 
+    /// The sharded trainer with every rank on CUDA (threads, each opening device 0): its steps (the
+    /// sharded head on the device, the host's gradient sums) and its gathered classifier (`whole_head`
+    /// reading device tensors) as the same job's on the CPU, to f32 rounding.
+    #[test]
+    #[ignore = "needs a CUDA GPU (or tests/cuda_emu); run with --ignored"]
+    fn gpu_a_class_sharded_head_on_cuda_steps_as_on_the_cpu() {
+        let (x, labels) = eight();
+        let steps = 2;
+        let cpu = sharded_job(2, &x, &labels, steps, |_| {}, |_, _| {});
+        let on_cuda = |t: &mut Trainer| t.to_device(&Device::parse("cuda").expect("needs a GPU")).unwrap();
+        let gpu = sharded_job(2, &x, &labels, steps, on_cuda, |t, _| assert!(!t.device.is_cpu()));
+        for ((gl, gs), (cl, cs)) in gpu.iter().zip(&cpu) {
+            for (g, c) in gl.iter().zip(cl) {
+                assert!((g - c).abs() < 1e-5 * c.abs(), "loss on CUDA {g} vs the CPU's {c}");
+            }
+            assert_eq!(gs.last().unwrap().len(), 8 * 8, "the whole classifier, gathered");
+            assert_close(gs, cs, "sharded on CUDA vs on the CPU");
+        }
+    }
+
     #[test]
     fn partial_fc_on_one_rank_moves_only_the_chosen_classes_by_their_gradient() {
         let (x, labels) = eight();
