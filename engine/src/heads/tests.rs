@@ -1310,3 +1310,22 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
         );
     }
 }
+
+/// A device the sharded head has no classifier for (the shapes-only meta device) is a clear error, and
+/// so are embeddings and weight on two devices.
+#[test]
+fn the_sharded_head_refuses_a_device_it_does_not_run_on() {
+    use crate::dist::Single;
+    use crate::tape::Tape;
+    use crate::tensor::{Device, Tensor};
+    let meta = Device::meta();
+    let t = |n: usize| Tensor::from_vec(vec![0.5f32; n * 4], [n, 4]).unwrap();
+    let mut h = head("arcface", &HeadParams::default());
+    let mut tape = Tape::new();
+    let (x, w) = (tape.leaf(t(2).to_device(&meta).unwrap()), tape.leaf(t(3).to_device(&meta).unwrap()));
+    let e = sharded_loss(&mut tape, x, w, &[0, 1], 0, &Single, h.as_mut(), None).unwrap_err().to_string();
+    assert!(e.contains("does not run on meta"), "{e}");
+    let w = tape.leaf(t(3));
+    let e = sharded_loss(&mut tape, x, w, &[0, 1], 0, &Single, h.as_mut(), None).unwrap_err().to_string();
+    assert!(e.contains("embeddings on meta but weight on cpu"), "{e}");
+}
