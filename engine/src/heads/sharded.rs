@@ -7,7 +7,7 @@
 
 use super::classifier::{run_sharded_over, Output, RunOptions, Shard};
 use super::Head;
-use crate::backend::{Backend, MarginHeadCall};
+use crate::backend::{cuda, MarginHeadCall};
 use crate::dist::Communicator;
 use crate::rng::Rng;
 use crate::tensor::{DType, Device, Float, Tensor};
@@ -140,8 +140,7 @@ impl<T: Float> RankBatch<T> {
 /// this rank's embeddings and dL/dW of its classes, all on the device). The batch is gathered as on the
 /// CPU (`RankBatch`, host collectives); the chunked classifier runs this rank's chosen classes, merging
 /// its per-row values over the ranks in its host round trip (`backend::cuda::sharded_margin_head`).
-/// Partial FC's chosen rows are taken, and their gradient put back among zeros, as runs of contiguous
-/// rows on the device.
+/// Partial FC's chosen rows are taken, and their gradients put back among zeros, on the device.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_rank_cuda(
     comm: &dyn Communicator,
@@ -162,14 +161,9 @@ pub(crate) fn run_rank_cuda(
     let be = x.backend();
     let n = job.local.len();
     let x_all = Tensor::from_vec(job.x_all, [n, dim])?.to_device(&x.device())?;
-    let runs = job.rows.as_deref().map(row_runs);
-    let w = match &runs {
+    let w = match &job.rows {
         None => weight.clone(),
-        Some(runs) => {
-            let parts: Vec<Tensor> =
-                runs.iter().map(|&(r0, r1, _)| be.slice_rows(weight, r0, r1)).collect::<Result<_>>()?;
-            concat(be, parts)?
-        }
+        Some(rows) => cuda::take_rows(&ctx, weight, rows)?,
     };
     let call = MarginHeadCall {
         x: &x_all,
@@ -180,49 +174,14 @@ pub(crate) fn run_rank_cuda(
         autocast,
         max_block_elems: MarginHeadCall::DEFAULT_BLOCK_ELEMS,
     };
-    let out = crate::backend::cuda::sharded_margin_head(&ctx, call, comm)?;
+    let out = cuda::sharded_margin_head(&ctx, call, comm)?;
     let Some((dx, dw)) = out.grads else { return Ok((out.loss, None)) };
     let dx = be.slice_rows(&dx, job.first_row, job.first_row + b)?;
-    let dw = match &runs {
+    let dw = match &job.rows {
         None => dw,
-        Some(runs) => {
-            // The chosen rows' gradients in place, zeros between them.
-            let mut parts = Vec::with_capacity(2 * runs.len() + 1);
-            let mut at = 0;
-            for &(r0, r1, k) in runs {
-                if r0 > at {
-                    parts.push(be.zeros(&[r0 - at, dim].into(), dw.dtype())?);
-                }
-                parts.push(be.slice_rows(&dw, k, k + (r1 - r0))?);
-                at = r1;
-            }
-            if at < job.count {
-                parts.push(be.zeros(&[job.count - at, dim].into(), dw.dtype())?);
-            }
-            concat(be, parts)?
-        }
+        Some(rows) => cuda::put_rows(&ctx, &dw, rows, job.count)?,
     };
     Ok((out.loss, Some((dx, dw))))
-}
-
-/// Sorted distinct rows as runs `(first, end, index of first among rows)` of consecutive rows.
-fn row_runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
-    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
-    for (k, &r) in rows.iter().enumerate() {
-        match runs.last_mut() {
-            Some(last) if last.1 == r => last.1 += 1,
-            _ => runs.push((r, r + 1, k)),
-        }
-    }
-    runs
-}
-
-/// `parts` stacked by rows (no copy for one part).
-fn concat(be: &dyn Backend, mut parts: Vec<Tensor>) -> Result<Tensor> {
-    match parts.len() {
-        1 => Ok(parts.pop().expect("one part")),
-        _ => be.concat_rows(&parts),
-    }
 }
 
 /// insightface's Partial FC choice for a shard of `count` classes from `first`: every class that is one

@@ -282,6 +282,24 @@ impl Prepared {
     }
 }
 
+/// Rows `rows` (sorted, distinct) of `w` `[C, D]` as `[rows.len(), D]`: Partial FC's chosen classes.
+pub fn take_rows(ctx: &Arc<CudaContext>, w: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let (_, d) = w.shape().matrix("chosen class rows")?;
+    let out = ctx.zeros(&[rows.len(), d].into(), DType::F32)?;
+    launch::copy_rows(ctx, w, Some(&row_index(rows, &w.device())?), None, rows.len(), out)
+}
+
+/// `g` `[rows.len(), D]` at rows `rows` of a zero `[count, D]`: the chosen classes' gradients in place.
+pub fn put_rows(ctx: &Arc<CudaContext>, g: &Tensor, rows: &[usize], count: usize) -> Result<Tensor> {
+    let (_, d) = g.shape().matrix("chosen class gradients")?;
+    let out = ctx.zeros(&[count, d].into(), DType::F32)?;
+    launch::copy_rows(ctx, g, None, Some(&row_index(rows, &g.device())?), rows.len(), out)
+}
+
+fn row_index(rows: &[usize], dev: &Device) -> Result<Tensor> {
+    Tensor::from_vec(rows.iter().map(|&r| r as i64).collect(), [rows.len()])?.to_device(dev)
+}
+
 /// The kernels skip rows whose label is outside their block, so a bad label must be refused here.
 /// `elsewhere`: a rank of a sharded head, where -1 marks another rank's class.
 fn check_labels(labels: &[i64], b: usize, classes: usize, elsewhere: bool) -> Result<()> {
