@@ -284,53 +284,93 @@ fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
     assert!(ok, "{err}");
     assert!(err.contains("training on cuda:0") && err.contains("batch 8 x 2 ranks = 16"), "{err}");
     assert!(err.contains("gradients averaged on the GPUs by NCCL 2."), "{err}");
+    assert!(!err.contains("class-sharded"), "on GPUs the head is whole unless asked: {err}");
     assert!(err.contains("done: 10 steps"), "{err}");
     let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
     assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    // Every rank's own loss is logged (the head is whole on GPUs), and the job's is their mean.
-    let ranks = events(&out, "rank");
-    let own: Vec<f64> = ranks.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
-    assert_eq!(own.len(), 2, "{ranks:?}");
+    // Every rank's own loss is logged (the head is whole on each GPU), and the job's is their mean.
+    let own: Vec<f64> = events(&out, "rank").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert_eq!(own.len(), 2);
     assert!((0.5 * (own[0] + own[1]) - losses[9]).abs() < 1e-5 * losses[9].abs(), "{own:?} {losses:?}");
+    let f32_job = |dir: &Path, more: &[&str]| {
+        let (ok, err) =
+            run(&mut on_cuda(job(&cache, dir, 8, 1).args(["--gpus", "2", "--precision", "f32"]).args(more)));
+        assert!(ok, "{err}");
+        err
+    };
+    let ckpt = |dir: &Path| dir.join("checkpoint.safetensors");
 
     // The same job with the gradients averaged through the host: the same weights, to rounding (f32
     // sums in rank order on the device, f64 on the host).
     let host = root.join("host");
-    let (ok, err) = run(&mut on_cuda(job(&cache, &host, 8, 1).args([
-        "--gpus",
-        "2",
-        "--precision",
-        "f32",
-        "--collectives",
-        "host",
-    ])));
-    assert!(ok && !err.contains("NCCL"), "{err}");
-    for (name, d) in differences(&out.join("checkpoint.safetensors"), &host.join("checkpoint.safetensors")) {
+    assert!(!f32_job(&host, &["--collectives", "host"]).contains("NCCL"));
+    for (name, d) in differences(&ckpt(&out), &ckpt(&host)) {
         assert!(d < 1e-4, "{name}: NCCL and host collectives differ by {d:e}");
     }
 
     // Buckets change when the gradients travel, not what they add up to: tiny buckets (many
     // all-reduces during the backward, on the communication stream) and none (one after it) give the
     // default's bits.
-    for (mib, name) in [("0.01", "tiny-buckets"), ("0", "after-backward")] {
-        let dir = root.join(name);
-        let (ok, err) = run(&mut on_cuda(job(&cache, &dir, 8, 1).args([
-            "--gpus",
-            "2",
-            "--precision",
-            "f32",
-            "--bucket-mb",
-            mib,
-        ])));
-        assert!(ok, "{err}");
-        for (n, d) in differences(&dir.join("checkpoint.safetensors"), &out.join("checkpoint.safetensors")) {
+    for mib in ["0.01", "0"] {
+        let dir = root.join(format!("buckets-{mib}"));
+        f32_job(&dir, &["--bucket-mb", mib]);
+        for (n, d) in differences(&ckpt(&dir), &ckpt(&out)) {
             assert_eq!(d, 0.0, "{n}: --bucket-mb {mib} differs from the default by {d:e}");
         }
+    }
+
+    // --shard-head: 10 of the 20 classes on each GPU, the backbone's gradients summed by NCCL in buckets
+    // (the same bits as after the backward), every rank's classifier rows its own; the weights those of
+    // the whole head to rounding. The ranks log their speed but no loss of their own: it is the job's.
+    let sharded = root.join("sharded");
+    let err = f32_job(&sharded, &["--shard-head"]);
+    assert!(
+        err.contains("head class-sharded over 2 ranks on cuda:0 (") && err.contains(": 10 of its 20 classes"),
+        "{err}"
+    );
+    let ranks = events(&sharded, "rank");
+    assert!(ranks.len() == 2 && ranks.iter().all(|v| v["loss"].as_f64().is_none()), "{ranks:?}");
+    let after = root.join("sharded-after");
+    f32_job(&after, &["--shard-head", "--bucket-mb", "0"]);
+    for (n, d) in differences(&ckpt(&sharded), &ckpt(&after)) {
+        assert_eq!(d, 0.0, "{n}: the sharded head's buckets differ from one all-reduce by {d:e}");
+    }
+    for (n, d) in differences(&ckpt(&sharded), &ckpt(&out)) {
+        assert!(d < 1e-4, "{n}: the sharded and the whole head differ by {d:e}");
     }
 
     // The job's checkpoint continues on one device with the same global batch.
     let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).args(["--resume", "--precision", "f32"])));
     assert!(ok && err.contains("at step 10") && err.contains("done: 20 steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Partial FC on two GPUs (the class-sharded head, in the default precision: its cosine GEMMs under
+/// autocast), its checkpoint continued on one GPU, sampling alone there.
+#[test]
+#[ignore = "needs two CUDA GPUs (or tests/cuda_emu with FACETRAIN_EMU_DEVICES=2); run with --ignored"]
+fn gpu_partial_fc_trains_on_two_devices_and_resumes_on_one() {
+    let root = scratch("mr-gpu-pfc");
+    let (cache, out) = (root.join("cache"), root.join("out"));
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2", "--sample-rate", "0.5"])));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("training on cuda:0") && err.contains("head class-sharded over 2 ranks on cuda:0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(Partial FC: 0.5 of each rank's per step)") && err.contains("done: 10 steps"),
+        "{err}"
+    );
+    let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // The whole classifier is in the checkpoint (gathered from both GPUs' shards).
+    let ckpt = safetensors::read(&out.join("checkpoint.safetensors")).unwrap();
+    let w = ckpt.get("head.classifier.weight").map(|t| t.dims().to_vec());
+    assert_eq!(w.as_ref().map(|d| d[0]), Some(20), "{w:?}");
+    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).args(["--resume", "--sample-rate", "0.5"])));
+    assert!(ok && err.contains("at step 10") && err.contains("done: 20 steps"), "{err}");
+    assert!(!err.contains("head class-sharded over"), "one process samples alone: {err}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -249,3 +249,16 @@ MARGIN_BWD(f16, f16_t, f16_t)
 GATHER_DOT(f32, float)
 GATHER_DOT(bf16, bf16_t)
 GATHER_DOT(f16, f16_t)
+
+// Partial FC's rows of a class shard (engine::heads::sharded::run_rank_cuda; the CPU's run_rank copies
+// the same rows): dst[to[k]] = src[from[k]] for k < n, rows of D floats; a null index is the
+// identity (the chosen rows gathered: to null; their gradients put among zeros: from null).
+extern "C" __global__ void margin_copy_rows(long long n, int D, const long long* __restrict__ from,
+                                            const long long* __restrict__ to, const float* __restrict__ src,
+                                            float* __restrict__ dst) {
+    GRID_STRIDE(i, n * D) {
+        long long k = i / D, j = i - k * D;
+        long long a = from ? from[k] : k, b = to ? to[k] : k;
+        dst[b * D + j] = src[a * D + j];
+    }
+}

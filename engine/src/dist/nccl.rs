@@ -95,11 +95,20 @@ impl DeviceGroup {
         Ok(out)
     }
 
-    /// Buckets of gradients all-reduced (the ranks' mean) on the communication stream as the backward
-    /// pass makes them, each bucket once it holds `bytes` (PyTorch DDP's 25 MiB by default); `finish`
-    /// sends the last one and makes the compute stream wait for them all.
-    pub fn buckets(&self, bytes: usize) -> Buckets<'_> {
-        Buckets { group: self, pending: Vec::new(), bytes: 0, limit: bytes.max(1) }
+    /// The ranks' sum of each tensor, as `all_reduce_mean` (a class-sharded head's backbone gradients,
+    /// which are each rank's part of the job's loss).
+    pub fn all_reduce_sum(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let out = self.comm.all_reduce(tensors, NcclOp::Sum)?;
+        self.watch("gradient all-reduce")?;
+        Ok(out)
+    }
+
+    /// Buckets of gradients all-reduced (the ranks' mean, or their sum with `sum`) on the communication
+    /// stream as the backward pass makes them, each bucket once it holds `bytes` (PyTorch DDP's 25 MiB by
+    /// default); `finish` sends the last one and makes the compute stream wait for them all.
+    pub fn buckets(&self, bytes: usize, sum: bool) -> Buckets<'_> {
+        let op = if sum { NcclOp::Sum } else { NcclOp::Avg };
+        Buckets { group: self, pending: Vec::new(), bytes: 0, limit: bytes.max(1), op }
     }
 
     /// The job's failure, once it aborted the communicator: what the device computed since is not to be
@@ -174,6 +183,7 @@ pub struct Buckets<'a> {
     pending: Vec<Tensor>,
     bytes: usize,
     limit: usize,
+    op: NcclOp,
 }
 
 impl Buckets<'_> {
@@ -197,7 +207,7 @@ impl Buckets<'_> {
         // SAFETY: each storage was made the gradient's own in `push`; the only other holder is the
         // tensor `push` returned, which the trainer reads after `finish` (the compute stream then waits
         // for this collective) and keeps until the update.
-        unsafe { self.group.comm.all_reduce_on_side(&self.pending, NcclOp::Avg)? };
+        unsafe { self.group.comm.all_reduce_on_side(&self.pending, self.op)? };
         self.pending.clear();
         self.bytes = 0;
         Ok(())

@@ -228,8 +228,53 @@ pub fn run_sharded<T: Float>(
     run_sharded_over(x, dim, shards, head, opts, &Single)
 }
 
+/// Each sample's class on exactly one shard of one rank: `owned[i]`, whether one of this rank's shards
+/// holds sample i's label, counted over the ranks. (The CUDA head's sharded rows check the same.)
+pub(crate) fn check_owners(comm: &dyn Communicator, owned: &[bool]) -> Result<()> {
+    let mut owners: Vec<f64> = owned.iter().map(|&o| if o { 1.0 } else { 0.0 }).collect();
+    comm.all_reduce(&mut owners, ReduceOp::Sum)?;
+    if let Some(i) = owners.iter().position(|&n| n == 0.0) {
+        return Err(Error::Invalid(format!("sample {i} has label -1 on every shard")));
+    }
+    if let Some(i) = owners.iter().position(|&n| n > 1.0) {
+        return Err(Error::Invalid(format!("sample {i} has its label on two ranks")));
+    }
+    Ok(())
+}
+
+/// The ranks' per-row log-sum-exp pairs merged in place, every rank ending with the same: for the
+/// head's logits (max, sum) and the margin-free non-target ones (max_d, sum_d), the largest max over
+/// the ranks and the sums rescaled to it (a rank whose pair is empty, sum 0, adds zero). The CPU's
+/// `run_sharded_over` and the CUDA head's per-row plans both merge through it. Every rank must call it.
+pub(crate) fn all_reduce_lse<T: Float>(
+    comm: &dyn Communicator,
+    max: &mut [T],
+    sum: &mut [T],
+    max_d: &mut [T],
+    sum_d: &mut [T],
+) -> Result<()> {
+    let b = max.len();
+    if [sum.len(), max_d.len(), sum_d.len()].iter().any(|&n| n != b) {
+        return Err(Error::Shape(format!("log-sum-exp merge: {b} maxima but other lengths")));
+    }
+    let mut top: Vec<f64> = (0..b).flat_map(|i| [max[i].to_f64(), max_d[i].to_f64()]).collect();
+    comm.all_reduce(&mut top, ReduceOp::Max)?;
+    let rescale =
+        |m: T, s: T, top: f64| if s == T::ZERO { 0.0 } else { s.to_f64() * (m.to_f64() - top).exp() };
+    let mut sums: Vec<f64> = (0..b)
+        .flat_map(|i| [rescale(max[i], sum[i], top[2 * i]), rescale(max_d[i], sum_d[i], top[2 * i + 1])])
+        .collect();
+    comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+    for i in 0..b {
+        let f = T::from_f64;
+        (max[i], sum[i], max_d[i], sum_d[i]) =
+            (f(top[2 * i]), f(sums[2 * i]), f(top[2 * i + 1]), f(sums[2 * i + 1]));
+    }
+    Ok(())
+}
+
 /// `x` as f64, all-reduced by `op` over `comm`'s ranks, back in T (the identity on one rank).
-fn all_reduce_as<T: Float>(comm: &dyn Communicator, x: &mut [T], op: ReduceOp) -> Result<()> {
+pub(crate) fn all_reduce_as<T: Float>(comm: &dyn Communicator, x: &mut [T], op: ReduceOp) -> Result<()> {
     if comm.world() == 1 {
         return Ok(());
     }
@@ -281,15 +326,7 @@ pub fn run_sharded_over<T: Float>(
             }
         }
     }
-    // Each sample's class on exactly one shard of one rank.
-    let mut owners: Vec<f64> = owner.iter().map(|o| if o.is_some() { 1.0 } else { 0.0 }).collect();
-    comm.all_reduce(&mut owners, ReduceOp::Sum)?;
-    if let Some(i) = owners.iter().position(|&n| n == 0.0) {
-        return Err(Error::Invalid(format!("sample {i} has label -1 on every shard")));
-    }
-    if let Some(i) = owners.iter().position(|&n| n > 1.0) {
-        return Err(Error::Invalid(format!("sample {i} has its label on two ranks")));
-    }
+    check_owners(comm, &owner.iter().map(Option::is_some).collect::<Vec<_>>())?;
     let needs = head.needs();
     let f = T::from_f64;
     let s = f(head.scale());
@@ -400,23 +437,18 @@ pub fn run_sharded_over<T: Float>(
         slopes.push(dz);
     }
 
-    // The ranks' two (max, sum) pairs merged: the largest max, the sums rescaled to it (a rank whose
-    // margin-free pair is empty adds zero).
+    // The ranks' (max, sum) pairs merged.
     if comm.world() > 1 {
-        let local: Vec<Merged<T>> = merged.iter().map(|m| m.expect("at least one shard")).collect();
-        let mut max: Vec<f64> = local.iter().flat_map(|m| [m.max.to_f64(), m.max_d.to_f64()]).collect();
-        comm.all_reduce(&mut max, ReduceOp::Max)?;
-        let rescale =
-            |m: T, s: T, top: f64| if s == T::ZERO { 0.0 } else { s.to_f64() * (m.to_f64() - top).exp() };
-        let mut sums: Vec<f64> = local
-            .iter()
-            .zip(max.chunks(2))
-            .flat_map(|(m, top)| [rescale(m.max, m.sum, top[0]), rescale(m.max_d, m.sum_d, top[1])])
-            .collect();
-        comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+        let mut rows: [Vec<T>; 4] = Default::default();
+        for m in merged.iter().map(|m| m.expect("at least one shard")) {
+            for (v, x) in rows.iter_mut().zip([m.max, m.sum, m.max_d, m.sum_d]) {
+                v.push(x);
+            }
+        }
+        let [max, sum, max_d, sum_d] = &mut rows;
+        all_reduce_lse(comm, max, sum, max_d, sum_d)?;
         for (i, m) in merged.iter_mut().enumerate() {
-            let (max, sum, max_d, sum_d) = (max[2 * i], sums[2 * i], max[2 * i + 1], sums[2 * i + 1]);
-            *m = Some(Merged { max: f(max), sum: f(sum), max_d: f(max_d), sum_d: f(sum_d) });
+            *m = Some(Merged { max: max[i], sum: sum[i], max_d: max_d[i], sum_d: sum_d[i] });
         }
     }
 

@@ -23,7 +23,7 @@
 //!
 //! Per-row scalars are f64 (they are few); everything per element runs in the tensor's float type.
 
-mod classifier;
+pub(crate) mod classifier;
 pub mod kernel_plan;
 pub(crate) mod maps;
 mod params;

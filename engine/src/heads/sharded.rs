@@ -7,9 +7,10 @@
 
 use super::classifier::{run_sharded_over, Output, RunOptions, Shard};
 use super::Head;
+use crate::backend::{cuda, MarginHeadCall};
 use crate::dist::Communicator;
 use crate::rng::Rng;
-use crate::tensor::Float;
+use crate::tensor::{DType, Device, Float, Tensor};
 use crate::{Error, Result};
 
 /// Which of a rank's class rows take part in a step, from the whole job's labels: sorted row indices
@@ -35,66 +36,23 @@ pub fn run_rank<T: Float>(
     opts: &RunOptions,
     pick: Option<Pick<'_>>,
 ) -> Result<Output<T>> {
-    let rank = comm.rank();
-    if dim == 0 || !x.len().is_multiple_of(dim) || x.len() / dim != labels.len() {
-        return Err(Error::Shape(format!(
-            "rank {rank}: {} embedding values and {} labels for rows of {dim}",
-            x.len(),
-            labels.len()
-        )));
-    }
-    if weight.is_empty() || !weight.len().is_multiple_of(dim) {
-        return Err(Error::Shape(format!(
-            "rank {rank}: class weight holds {} values, not [C, {dim}]",
-            weight.len()
-        )));
-    }
-    let xs = comm.all_gather(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>())?;
-    let ys = comm.all_gather(&labels.iter().map(|&y| y as f64).collect::<Vec<_>>())?;
-    let first_row: usize = ys[..rank].iter().map(Vec::len).sum();
-    let x_all: Vec<T> = xs.iter().flatten().map(|&v| T::from_f64(v)).collect();
-    let all_labels: Vec<i64> = ys.iter().flatten().map(|&y| y as i64).collect();
-    let count = weight.len() / dim;
-    let (lo, hi) = (first_class as i64, (first_class + count) as i64);
-    let rows: Option<Vec<usize>> = pick.map(|p| p(&all_labels));
-    if let Some(r) = &rows {
-        if r.windows(2).any(|w| w[0] >= w[1]) || r.last().is_some_and(|&l| l >= count) {
-            return Err(Error::Invalid(format!(
-                "rank {rank}: the chosen class rows are not sorted rows of its {count}"
-            )));
-        }
-    }
-    // A label's row among the chosen ones (-1: another rank's class).
-    let local = |y: i64| -> Result<i64> {
-        if !(lo..hi).contains(&y) {
-            return Ok(-1);
-        }
-        let row = (y - lo) as usize;
-        match &rows {
-            None => Ok(row as i64),
-            Some(r) => r.binary_search(&row).map(|i| i as i64).map_err(|_| {
-                Error::Invalid(format!(
-                    "rank {rank}: class {y}, a sample's label, was left out of the sampled classes"
-                ))
-            }),
-        }
-    };
-    let local: Vec<i64> = all_labels.iter().map(|&y| local(y)).collect::<Result<_>>()?;
+    let job = RankBatch::gather(comm, x, labels, weight.len(), first_class, dim, pick)?;
     let chosen: Vec<T>;
-    let w = match &rows {
+    let w = match &job.rows {
         None => weight,
         Some(r) => {
             chosen = r.iter().flat_map(|&i| weight[i * dim..(i + 1) * dim].iter().copied()).collect();
             &chosen
         }
     };
-    let mut out = run_sharded_over(&x_all, dim, &[Shard { weight: w, labels: &local }], head, opts, comm)?;
-    let b = labels.len();
+    let shard = Shard { weight: w, labels: &job.local };
+    let mut out = run_sharded_over(&job.x_all, dim, &[shard], head, opts, comm)?;
+    let (first_row, b) = (job.first_row, labels.len());
     if !out.grad_x.is_empty() {
         out.grad_x = out.grad_x[first_row * dim..(first_row + b) * dim].to_vec();
     }
-    if let (Some(r), false) = (&rows, out.grad_w.is_empty()) {
-        let mut full = vec![T::ZERO; count * dim];
+    if let (Some(r), false) = (&job.rows, out.grad_w.is_empty()) {
+        let mut full = vec![T::ZERO; job.count * dim];
         for (k, &i) in r.iter().enumerate() {
             full[i * dim..(i + 1) * dim].copy_from_slice(&out.grad_w[k * dim..(k + 1) * dim]);
         }
@@ -102,6 +60,128 @@ pub fn run_rank<T: Float>(
     }
     out.rows = out.rows[first_row..first_row + b].to_vec();
     Ok(out)
+}
+
+/// The job's batch as one rank of a sharded head sees it, whatever device runs its classifier: the
+/// embeddings and labels of every rank gathered (through the host communicator: B·world·dim values),
+/// each label mapped to its row among this rank's chosen classes.
+struct RankBatch<T> {
+    /// Every rank's embeddings `[B_job, dim]`, in rank order.
+    x_all: Vec<T>,
+    /// Each job row's label as a row of this rank's chosen classes; -1 where another rank owns it.
+    local: Vec<i64>,
+    /// Partial FC's chosen rows of this rank's classes (sorted); `None`: all of them.
+    rows: Option<Vec<usize>>,
+    /// This rank's first row in the job's batch.
+    first_row: usize,
+    /// This rank's classes (C_r).
+    count: usize,
+}
+
+impl<T: Float> RankBatch<T> {
+    fn gather(
+        comm: &dyn Communicator,
+        x: &[T],
+        labels: &[i64],
+        weight_len: usize,
+        first_class: usize,
+        dim: usize,
+        pick: Option<Pick<'_>>,
+    ) -> Result<RankBatch<T>> {
+        let rank = comm.rank();
+        if dim == 0 || !x.len().is_multiple_of(dim) || x.len() / dim != labels.len() {
+            return Err(Error::Shape(format!(
+                "rank {rank}: {} embedding values and {} labels for rows of {dim}",
+                x.len(),
+                labels.len()
+            )));
+        }
+        if weight_len == 0 || !weight_len.is_multiple_of(dim) {
+            return Err(Error::Shape(format!(
+                "rank {rank}: class weight holds {weight_len} values, not [C, {dim}]"
+            )));
+        }
+        let xs = comm.all_gather(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>())?;
+        let ys = comm.all_gather(&labels.iter().map(|&y| y as f64).collect::<Vec<_>>())?;
+        let first_row: usize = ys[..rank].iter().map(Vec::len).sum();
+        let x_all: Vec<T> = xs.iter().flatten().map(|&v| T::from_f64(v)).collect();
+        let all_labels: Vec<i64> = ys.iter().flatten().map(|&y| y as i64).collect();
+        let count = weight_len / dim;
+        let (lo, hi) = (first_class as i64, (first_class + count) as i64);
+        let rows: Option<Vec<usize>> = pick.map(|p| p(&all_labels));
+        if let Some(r) = &rows {
+            if r.windows(2).any(|w| w[0] >= w[1]) || r.last().is_some_and(|&l| l >= count) {
+                return Err(Error::Invalid(format!(
+                    "rank {rank}: the chosen class rows are not sorted rows of its {count}"
+                )));
+            }
+        }
+        // A label's row among the chosen ones (-1: another rank's class).
+        let local = |y: i64| -> Result<i64> {
+            if !(lo..hi).contains(&y) {
+                return Ok(-1);
+            }
+            let row = (y - lo) as usize;
+            match &rows {
+                None => Ok(row as i64),
+                Some(r) => r.binary_search(&row).map(|i| i as i64).map_err(|_| {
+                    Error::Invalid(format!(
+                        "rank {rank}: class {y}, a sample's label, was left out of the sampled classes"
+                    ))
+                }),
+            }
+        };
+        let local: Vec<i64> = all_labels.iter().map(|&y| local(y)).collect::<Result<_>>()?;
+        Ok(RankBatch { x_all, local, rows, first_row, count })
+    }
+}
+
+/// `run_rank` with the classifier on a CUDA device (f32 tensors there; the whole job's loss, dL/dx of
+/// this rank's embeddings and dL/dW of its classes, all on the device). The batch is gathered as on the
+/// CPU (`RankBatch`, host collectives); the chunked classifier runs this rank's chosen classes, merging
+/// its per-row values over the ranks in its host round trip (`backend::cuda::sharded_margin_head`).
+/// Partial FC's chosen rows are taken, and their gradients put back among zeros, on the device.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_rank_cuda(
+    comm: &dyn Communicator,
+    x: &Tensor,
+    labels: &[i64],
+    weight: &Tensor,
+    first_class: usize,
+    head: &mut dyn Head,
+    grad: bool,
+    autocast: Option<DType>,
+    pick: Option<Pick<'_>>,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    let Device::Cuda(ctx) = x.device() else {
+        return Err(Error::Device(format!("the sharded head on CUDA got embeddings on {:?}", x.device())));
+    };
+    let (b, dim) = x.shape().matrix("sharded head (embeddings)")?;
+    let job = RankBatch::gather(comm, &x.to_vec::<f32>()?, labels, weight.numel(), first_class, dim, pick)?;
+    let be = x.backend();
+    let n = job.local.len();
+    let x_all = Tensor::from_vec(job.x_all, [n, dim])?.to_device(&x.device())?;
+    let w = match &job.rows {
+        None => weight.clone(),
+        Some(rows) => cuda::take_rows(&ctx, weight, rows)?,
+    };
+    let call = MarginHeadCall {
+        x: &x_all,
+        w: &w,
+        labels: &job.local,
+        head,
+        grad,
+        autocast,
+        max_block_elems: MarginHeadCall::DEFAULT_BLOCK_ELEMS,
+    };
+    let out = cuda::sharded_margin_head(&ctx, call, comm)?;
+    let Some((dx, dw)) = out.grads else { return Ok((out.loss, None)) };
+    let dx = be.slice_rows(&dx, job.first_row, job.first_row + b)?;
+    let dw = match &job.rows {
+        None => dw,
+        Some(rows) => cuda::put_rows(&ctx, &dw, rows, job.count)?,
+    };
+    Ok((out.loss, Some((dx, dw))))
 }
 
 /// insightface's Partial FC choice for a shard of `count` classes from `first`: every class that is one

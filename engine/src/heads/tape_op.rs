@@ -3,12 +3,13 @@
 //! move exactly once per step; the node's backward scales the stored gradients by the seed (no pass
 //! when the head's loss is what `Tape::backward` seeds with one).
 
+use super::sharded::run_rank_cuda;
 use super::{run_rank, Head, Pick, RunOptions};
 use crate::backend::MarginHeadCall;
 use crate::dist::Communicator;
 use crate::tape::{Tape, Var};
 use crate::tensor::half_round::round_tensor;
-use crate::tensor::{DType, Element, Float, Tensor};
+use crate::tensor::{DType, Device, Element, Float, Tensor};
 use crate::{Error, Result};
 
 /// Batch-mean loss of `head` for embeddings [B, D], class weights [C, D] and labels in 0..C; one node on
@@ -86,7 +87,8 @@ fn push(tape: &mut Tape, embeddings: Var, weight: Var, loss: Tensor, grads: Opti
 /// with their global labels, and its classes `first_class..first_class + C_r` (`weight` [C_r, D]). The
 /// loss is the whole job's batch mean (the same on every rank); the node's gradients are dL/d(this rank's
 /// embeddings) and dL/d(its weight rows). Every rank calls it at the same point. The CPU's classifier
-/// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does). `pick`: Partial FC's choice of
+/// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does), or on a CUDA device the
+/// chunked one (f32; 16-bit autocast runs its GEMMs in that type, as `loss` does). `pick`: Partial FC's choice of
 /// this rank's classes (`heads::run_rank`); `None`: all of them.
 #[allow(clippy::too_many_arguments)]
 pub fn sharded_loss(
@@ -108,10 +110,24 @@ pub fn sharded_loss(
             w.shape()
         )));
     }
-    if !x.device().is_cpu() || !w.device().is_cpu() {
-        return Err(Error::Device("the class-sharded head runs on the CPU only for now".into()));
+    if !x.device().same(&w.device()) {
+        return Err(Error::Device(format!(
+            "sharded head loss: embeddings on {:?} but weight on {:?}",
+            x.device(),
+            w.device()
+        )));
     }
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
+    match x.device() {
+        Device::Cpu => {}
+        Device::Cuda(_) => {
+            // The chunked classifier, its GEMMs in the autocast type as the whole head's.
+            let ac = tape.autocast();
+            let (loss, grads) = run_rank_cuda(comm, &x, labels, &w, first_class, head, grad, ac, pick)?;
+            return Ok(push(tape, embeddings, weight, loss, grads));
+        }
+        other => return Err(Error::Device(format!("the class-sharded head does not run on {other:?}"))),
+    }
     let (xr, wr) = match tape.autocast() {
         Some(h) => (round_tensor(&x, h)?, round_tensor(&w, h)?),
         None => (x.clone(), w.clone()),

@@ -1150,3 +1150,182 @@ fn a_partial_fc_step_over_ranks_equals_the_head_on_the_chosen_classes() {
             .all(|k| gw[k * dim..(k + 1) * dim].iter().all(|&v| v == 0.0)));
     }
 }
+
+/// `f` on each of `world` ranks, threads joined by an `InProcess` group: the ranks' results in order.
+fn on_ranks<R: Send>(world: usize, f: impl Fn(&dyn crate::dist::Communicator) -> R + Sync) -> Vec<R> {
+    let group = crate::dist::InProcess::group(world, std::time::Duration::from_secs(120)).unwrap();
+    std::thread::scope(|sc| {
+        let f = &f;
+        let hs: Vec<_> = group.into_iter().map(|comm| sc.spawn(move || f(&comm))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// One step's result as plain values: the loss, dL/dx and dL/dW.
+type Step = (f64, Vec<f64>, Vec<f64>);
+
+/// The sharded head over two ranks on CUDA (each thread opening device 0 for itself, as a rank's process
+/// would) against the CPU's sharded path over two ranks (f64) and the whole head on one CUDA rank, step
+/// after step so that running state moves alike, for every head: the fixed-parameter heads go through
+/// the per-row plans when sharded, the others merge their plans' values over the ranks. With Partial FC
+/// (a pick on each rank), against the CPU's sharded path with the same pick.
+#[test]
+#[ignore = "needs a CUDA GPU (or tests/cuda_emu); run with --ignored"]
+fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
+    use crate::backend::MarginHeadCall;
+    use crate::tensor::{DType, Device, Tensor};
+    let (b, c, dim, steps, world) = (12usize, 10usize, 16usize, 2u64, 2usize);
+    // f32 values, so that the CPU's f64 run sees the inputs the GPU sees.
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let cases: Vec<Case> = (0..steps)
+        .map(|k| {
+            let mut k = random_case(300 + k, b, c, dim, 5.0, 50.0);
+            k.x = f32s(&k.x).iter().map(|&v| v as f64).collect();
+            k.w = f32s(&k.w).iter().map(|&v| v as f64).collect();
+            k
+        })
+        .collect();
+    let (rows, classes) = (split(b, world), split(c, world));
+    let pick_of = |rank: usize, step: usize, all: &[i64]| {
+        let (c0, nc) = classes[rank];
+        partial_fc_rows(all, c0, nc, 0.6, &mut Rng::derive(&[11, step as u64, rank as u64]))
+    };
+    let fresh = |name: &str| {
+        let mut h = head(name, &HeadParams::default());
+        h.set_training(true);
+        h
+    };
+    // Every step of one rank, sharded, on the CPU (f64) or on CUDA (f32).
+    let rank_steps = |comm: &dyn crate::dist::Communicator,
+                      name: &str,
+                      cuda: bool,
+                      sampled: bool,
+                      ac: Option<DType>| {
+        let r = comm.rank();
+        let ((r0, nr), (c0, nc)) = (rows[r], classes[r]);
+        let dev = cuda.then(|| Device::parse("cuda").expect("this test needs a GPU"));
+        let mut h = fresh(name);
+        let mut out: Vec<Step> = Vec::new();
+        for (step, k) in cases.iter().enumerate() {
+            let (x, w, y) =
+                (&k.x[r0 * dim..(r0 + nr) * dim], &k.w[c0 * dim..(c0 + nc) * dim], &k.labels[r0..r0 + nr]);
+            let pick = |all: &[i64]| pick_of(r, step, all);
+            let pick: Option<Pick<'_>> = sampled.then_some(&pick);
+            out.push(match &dev {
+                None => {
+                    let o =
+                        run_rank(comm, x, y, w, c0, dim, h.as_mut(), &RunOptions::default(), pick).unwrap();
+                    (o.loss, o.grad_x, o.grad_w)
+                }
+                Some(dev) => {
+                    let up = |v: &[f64], n: usize| {
+                        Tensor::from_vec(f32s(v), [n, dim]).unwrap().to_device(dev).unwrap()
+                    };
+                    let (xt, wt) = (up(x, nr), up(w, nc));
+                    let (loss, g) =
+                        sharded::run_rank_cuda(comm, &xt, y, &wt, c0, h.as_mut(), true, ac, pick).unwrap();
+                    let (gx, gw) = g.expect("gradients were asked for");
+                    (loss.to_f64_vec().unwrap()[0], gx.to_f64_vec().unwrap(), gw.to_f64_vec().unwrap())
+                }
+            });
+        }
+        out
+    };
+    // The ranks' steps as the job's: one loss (every rank's must agree), dL/dx and dL/dW in rank order.
+    let job = |ranks: Vec<Vec<Step>>, tag: &str| -> Vec<Step> {
+        (0..steps as usize)
+            .map(|s| {
+                let loss = ranks[0][s].0;
+                for r in &ranks {
+                    assert_eq!(r[s].0.to_bits(), loss.to_bits(), "{tag}, step {s}: the ranks' losses differ");
+                }
+                let cat = |f: fn(&Step) -> &Vec<f64>| ranks.iter().flat_map(|r| f(&r[s]).clone()).collect();
+                (loss, cat(|o| &o.1), cat(|o| &o.2))
+            })
+            .collect()
+    };
+    let close = |got: &[Step], want: &[Step], tag: &str| {
+        for (s, (g, w)) in got.iter().zip(want).enumerate() {
+            let tag = format!("{tag}, step {s}");
+            assert!((g.0 - w.0).abs() <= 1e-5 * w.0.abs().max(1.0), "{tag}: loss {} vs {}", g.0, w.0);
+            assert_eq!((g.1.len(), g.2.len()), (w.1.len(), w.2.len()), "{tag}: gradient sizes");
+            let (ex, ew) = (rel_error(&g.1, &w.1), rel_error(&g.2, &w.2));
+            assert!(ex < 1e-4 && ew < 1e-4, "{tag}: dL/dx off by {ex:e}, dL/dW by {ew:e}");
+        }
+    };
+    // The whole head on one CUDA rank, on the job's batch.
+    let one_rank = |name: &str, ac: Option<DType>, block: usize| -> Vec<Step> {
+        let dev = Device::parse("cuda").unwrap();
+        let mut h = fresh(name);
+        cases
+            .iter()
+            .map(|k| {
+                let x = Tensor::from_vec(f32s(&k.x), [b, dim]).unwrap().to_device(&dev).unwrap();
+                let w = Tensor::from_vec(f32s(&k.w), [c, dim]).unwrap().to_device(&dev).unwrap();
+                let out = crate::backend::for_device(&dev)
+                    .margin_head(MarginHeadCall {
+                        x: &x,
+                        w: &w,
+                        labels: &k.labels,
+                        head: h.as_mut(),
+                        grad: true,
+                        autocast: ac,
+                        max_block_elems: block,
+                    })
+                    .unwrap();
+                let (gx, gw) = out.grads.unwrap();
+                (out.loss.to_f64_vec().unwrap()[0], gx.to_f64_vec().unwrap(), gw.to_f64_vec().unwrap())
+            })
+            .collect()
+    };
+    for name in names() {
+        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, false, None)), name);
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, None)), name);
+        close(&gpu, &cpu, &format!("{name}: CUDA sharded vs CPU sharded"));
+        close(
+            &gpu,
+            &one_rank(name, None, MarginHeadCall::DEFAULT_BLOCK_ELEMS),
+            &format!("{name}: CUDA sharded vs one CUDA rank"),
+        );
+    }
+    // Under autocast the sharded ranks' cosine GEMMs run in bf16 as the whole head's. Each rank's part
+    // of dL/dx leaves its GEMM in bf16 before the ranks' parts are summed, as each class block's does
+    // in the whole head: against the whole head in blocks of the ranks' classes (c / 2 per block).
+    for name in ["cosface", "curricularface"] {
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, Some(DType::BF16))), name);
+        let one = one_rank(name, Some(DType::BF16), b * c / world);
+        close(&gpu, &one, &format!("{name} in bf16: CUDA sharded vs one CUDA rank"));
+        let exact = one_rank(name, None, MarginHeadCall::DEFAULT_BLOCK_ELEMS);
+        let e = rel_error(&one[0].1, &exact[0].1);
+        assert!(e > 1e-4, "{name}: the bf16 GEMMs must show in dL/dx for the check to mean anything ({e:e})");
+    }
+    for name in ["arcface", "adaface", "curricularface"] {
+        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, true, None)), name);
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, true, None)), name);
+        close(&gpu, &cpu, &format!("{name} with Partial FC: CUDA sharded vs CPU sharded"));
+        // Some classes were left out: their rows' gradient is exactly zero.
+        assert!(
+            gpu.iter().all(|s| s.2.chunks(dim).any(|r| r.iter().all(|&v| v == 0.0))),
+            "{name}: no row left out"
+        );
+    }
+}
+
+/// A device the sharded head has no classifier for (the shapes-only meta device) is a clear error, and
+/// so are embeddings and weight on two devices.
+#[test]
+fn the_sharded_head_refuses_a_device_it_does_not_run_on() {
+    use crate::dist::Single;
+    use crate::tape::Tape;
+    use crate::tensor::{Device, Tensor};
+    let meta = Device::meta();
+    let t = |n: usize| Tensor::from_vec(vec![0.5f32; n * 4], [n, 4]).unwrap();
+    let mut h = head("arcface", &HeadParams::default());
+    let mut tape = Tape::new();
+    let (x, w) = (tape.leaf(t(2).to_device(&meta).unwrap()), tape.leaf(t(3).to_device(&meta).unwrap()));
+    let e = sharded_loss(&mut tape, x, w, &[0, 1], 0, &Single, h.as_mut(), None).unwrap_err().to_string();
+    assert!(e.contains("does not run on meta"), "{e}");
+    let w = tape.leaf(t(3));
+    let e = sharded_loss(&mut tape, x, w, &[0, 1], 0, &Single, h.as_mut(), None).unwrap_err().to_string();
+    assert!(e.contains("embeddings on meta but weight on cpu"), "{e}");
+}

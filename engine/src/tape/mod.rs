@@ -276,14 +276,14 @@ impl Tape {
     }
 
     /// `backward` (`scale`: `None`) or `backward_with` a seed of `scale`, handing each parameter's
-    /// gradient to `on_param` the moment it is final (every later node has been walked) and keeping
+    /// gradient (with its name) to `on_param` the moment it is final (every later node has been walked) and keeping
     /// what it returns: a data-parallel step starts averaging the last layers' gradients while the
     /// backward pass is still in the first ones.
     pub fn backward_streaming(
         &self,
         loss: Var,
         scale: Option<f64>,
-        on_param: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+        on_param: &mut dyn FnMut(&str, Tensor) -> Result<Tensor>,
     ) -> Result<Gradients> {
         let v = self.value(loss);
         if v.numel() != 1 {
@@ -320,7 +320,7 @@ impl Tape {
         &self,
         out: Var,
         seed: Option<Tensor>,
-        mut on_param: Option<&mut dyn FnMut(Tensor) -> Result<Tensor>>,
+        mut on_param: Option<&mut dyn FnMut(&str, Tensor) -> Result<Tensor>>,
     ) -> Result<Gradients> {
         let unit_root = seed.is_none();
         let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
@@ -336,8 +336,8 @@ impl Tape {
             let Some(bw) = &node.backward else {
                 if let (Some(g), true) = (g, node.requires_grad) {
                     // Every consumer of a leaf comes later on the tape: its gradient is final here.
-                    let g = match (&mut on_param, node.param.is_some()) {
-                        (Some(f), true) => f(g)?,
+                    let g = match (&mut on_param, &node.param) {
+                        (Some(f), Some(name)) => f(name, g)?,
                         _ => g,
                     };
                     leaves.push((Var(i), g));
@@ -485,14 +485,14 @@ mod tests {
         let loss = sum_all(&mut tape, s).unwrap();
         let plain = tape.backward_with(loss, Tensor::scalar(2f32)).unwrap();
         let mut handed = Vec::new();
-        let mut hook = |g: Tensor| -> Result<Tensor> {
-            handed.push(g.to_vec::<f32>()?);
+        let mut hook = |name: &str, g: Tensor| -> Result<Tensor> {
+            handed.push((name.to_string(), g.to_vec::<f32>()?));
             // What the hook returns is what the gradients hold.
             g.backend().affine(&g, 10.0, 0.0)
         };
         let streamed = tape.backward_streaming(loss, Some(2.0), &mut hook).unwrap();
         // b (put on the tape last) first, 2a; then a once, with both consumers' terms: 2(b + c).
-        assert_eq!(handed, vec![vec![2.0, 4.0, 6.0], vec![6.0, 11.0, 16.0]]);
+        assert_eq!(handed, vec![("b".into(), vec![2.0, 4.0, 6.0]), ("a".into(), vec![6.0, 11.0, 16.0])]);
         for name in ["a", "b"] {
             let p = plain.param(name).unwrap().to_vec::<f32>().unwrap();
             let q = streamed.param(name).unwrap().to_vec::<f32>().unwrap();

@@ -317,7 +317,17 @@ impl Trainer {
         // and its embedding gradients are of the job's mean loss: the backbone's gradients are summed.
         let sharded = self.shard.is_some();
         self.rank_loss = (!sharded).then(|| loss.clone());
-        if let Some(g) = self.device_group.as_ref().filter(|_| !sharded) {
+        if let (Some(g), true) = (self.device_group.as_ref(), sharded) {
+            if bucketed {
+                return Ok((loss, grads));
+            }
+            // On the device, the backbone's gradients summed; the classifier's rows stay this rank's.
+            let (own, rest): (Vec<_>, Vec<_>) = grads.into_iter().partition(|(n, _)| n == CLASSIFIER);
+            let (names, ts): (Vec<String>, Vec<Tensor>) = rest.into_iter().unzip();
+            let summed = names.into_iter().zip(g.all_reduce_sum(ts)?);
+            return Ok((loss, summed.chain(own).collect()));
+        }
+        if let Some(g) = self.device_group.as_ref() {
             if bucketed {
                 let loss = g.all_reduce_mean(vec![loss])?.remove(0);
                 return Ok((loss, grads));
@@ -371,8 +381,8 @@ impl Trainer {
     pub fn shard_classes(&mut self) -> Result<()> {
         // One rank (with `dist::Single`) holds every class: the sharded path alone, for Partial FC.
         let Some(comm) = self.comm.clone() else { return Ok(()) };
-        if !self.device.is_cpu() {
-            return Err(Error::Device("the class-sharded head runs on the CPU only for now".into()));
+        if !matches!(self.device, Device::Cpu | Device::Cuda(_)) {
+            return Err(Error::Device(format!("the class-sharded head does not run on {:?}", self.device)));
         }
         if self.shard.is_some() {
             return Err(Error::Invalid("the head is already sharded".into()));
@@ -413,7 +423,7 @@ impl Trainer {
         }
         if rate < 1.0 && self.shard.is_none() {
             return Err(Error::Invalid(
-                "Partial FC sampling runs on the class-sharded head (the CPU device)".into(),
+                "Partial FC sampling runs on the class-sharded head (shard_classes first)".into(),
             ));
         }
         self.sample_rate = rate;
@@ -625,7 +635,13 @@ impl Trainer {
         // The backward is queued before the loss is read: on a GPU, reading it first would leave the
         // device idle while the host queues the backward. A non-finite loss only costs a wasted backward.
         let grads = match (buckets, loss_scale) {
-            (Some(b), scale) => tape.backward_streaming(loss, scale, &mut |g| b.push(g))?,
+            (Some(b), scale) => {
+                // A sharded head's classifier rows are this rank's own: not reduced.
+                let sharded = self.shard.is_some();
+                let mut hand =
+                    |name: &str, g: Tensor| if sharded && name == CLASSIFIER { Ok(g) } else { b.push(g) };
+                tape.backward_streaming(loss, scale, &mut hand)?
+            }
             (None, None) => tape.backward(loss)?,
             (None, Some(scale)) => {
                 // Scaling the loss is scaling the gradient it seeds.
@@ -653,9 +669,10 @@ impl Trainer {
     ) -> Result<(Tensor, NamedGrads, bool)> {
         let k = self.config.grad_accum.max(1);
         if k == 1 {
-            let group = self.device_group.clone().filter(|_| self.shard.is_none() && self.bucket_bytes > 0);
+            let group = self.device_group.clone().filter(|_| self.bucket_bytes > 0);
             if let Some(g) = group {
-                let mut buckets = g.buckets(self.bucket_bytes);
+                // A sharded head's backbone gradients are each rank's part of the job's loss: summed.
+                let mut buckets = g.buckets(self.bucket_bytes, self.shard.is_some());
                 let fb = self.forward_backward_into(images, labels, scale, Some(&mut buckets))?;
                 buckets.finish()?;
                 return Ok((fb.loss, fb.grads, true));
@@ -1314,6 +1331,26 @@ mod tests {
             for (r, (_, snap)) in ranks.iter().enumerate() {
                 assert_close(snap, &want_w, &format!("world {world}, rank {r}"));
             }
+        }
+    }
+
+    /// The sharded trainer with every rank on CUDA (threads, each opening device 0): its steps (the
+    /// sharded head on the device, the host's gradient sums) and its gathered classifier (`whole_head`
+    /// reading device tensors) as the same job's on the CPU, to f32 rounding.
+    #[test]
+    #[ignore = "needs a CUDA GPU (or tests/cuda_emu); run with --ignored"]
+    fn gpu_a_class_sharded_head_on_cuda_steps_as_on_the_cpu() {
+        let (x, labels) = eight();
+        let steps = 2;
+        let cpu = sharded_job(2, &x, &labels, steps, |_| {}, |_, _| {});
+        let on_cuda = |t: &mut Trainer| t.to_device(&Device::parse("cuda").expect("needs a GPU")).unwrap();
+        let gpu = sharded_job(2, &x, &labels, steps, on_cuda, |t, _| assert!(!t.device.is_cpu()));
+        for ((gl, gs), (cl, cs)) in gpu.iter().zip(&cpu) {
+            for (g, c) in gl.iter().zip(cl) {
+                assert!((g - c).abs() < 1e-5 * c.abs(), "loss on CUDA {g} vs the CPU's {c}");
+            }
+            assert_eq!(gs.last().unwrap().len(), 8 * 8, "the whole classifier, gathered");
+            assert_close(gs, cs, "sharded on CUDA vs on the CPU");
         }
     }
 

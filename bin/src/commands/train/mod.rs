@@ -92,10 +92,17 @@ pub struct Args {
     bucket_mb: f64,
     /// Partial FC (insightface's sample_rate): each step, each rank's classifier uses its classes that are
     /// labels of the batch plus random others, this share of its classes in all (e.g. 0.2 or 0.3 for
-    /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head:
-    /// the CPU device for now. Default: 1 (the whole softmax).
+    /// Glint360K and WebFace42M); the classes left out get no gradient. Runs on the class-sharded head
+    /// (CPU or CUDA). Default: 1 (the whole softmax).
     #[arg(long, value_name = "R")]
     sample_rate: Option<f64>,
+    /// Several ranks on GPUs: shard the classifier over the ranks (each holds C / ranks classes and their
+    /// optimizer state; the job's embeddings gathered, the softmax merged over the ranks) instead of a
+    /// whole copy per GPU averaged with the gradients. For class counts whose classifier does not fit
+    /// each GPU (WebFace42M's 2 M); its merges go through the host connection for now, so at smaller
+    /// counts the whole head is faster. Implied by --sample-rate; always on with --device cpu.
+    #[arg(long)]
+    shard_head: bool,
     /// Split each step's batch into K equal micro-batches, run one after the other with their gradients
     /// summed: the same step (learning rate and schedule on the whole batch; batch norm per
     /// micro-batch) in 1/K of the activation memory. Default: 1.
@@ -445,12 +452,6 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
     let mut trainer = build_trainer(&a, &recipe, &plan, &ckpt, lead)?;
     trainer.to_device(&device)?;
     let sampled = a.sample_rate.is_some_and(|r| r != 1.0);
-    if sampled && !device.is_cpu() {
-        return Err(Error::Invalid(
-            "--sample-rate: Partial FC runs on the class-sharded head, on the CPU device for now".into(),
-        )
-        .into());
-    }
     match rank {
         Some(r) => {
             trainer.set_communicator(r.group.clone(), running_state);
@@ -467,10 +468,20 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
         None if sampled => trainer.set_communicator(std::sync::Arc::new(engine::dist::Single), running_state),
         None => {}
     }
-    // On the CPU each rank holds its share of the classes (the class-sharded head); on GPUs the
-    // classifier stays whole on every rank until the sharded head runs there.
-    if device.is_cpu() && (rank.is_some() || sampled) {
+    // The class-sharded head: always on the CPU (which has no other collective than the host's), on GPUs
+    // when asked for or needed by Partial FC; else each GPU holds the whole classifier, its gradient
+    // averaged with the backbone's by NCCL during the backward.
+    if (rank.is_some() && (device.is_cpu() || a.shard_head)) || sampled {
         trainer.shard_classes()?;
+        if let (Some(sh), Some(r), true) = (trainer.class_shard(), rank, lead) {
+            eprintln!(
+                "head class-sharded over {} ranks on {}: {} of its {} classes on rank 0",
+                r.group.world(),
+                device.describe(),
+                sh.count,
+                recipe.classes
+            );
+        }
     }
     if let Some(r) = a.sample_rate {
         trainer.set_sample_rate(r)?;

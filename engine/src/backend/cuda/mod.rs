@@ -25,6 +25,8 @@ mod blas;
 pub mod compile;
 mod conv;
 mod head;
+/// The class-sharded head's rank step (`heads::sharded`).
+pub(crate) use head::{put_rows, sharded_margin_head, take_rows};
 mod input;
 mod launch;
 pub mod libs;

@@ -279,3 +279,58 @@ pub fn backward_block(
     }
     Tensor::from_storage([b, nb], Storage::Cuda(g))
 }
+
+/// Rows of `d` f32 copied from `src` into `dst`: row `to[k]` of dst = row `from[k]` of src for k < n
+/// (`None`: k), through i64 index tensors (margin_copy_rows). The rows of dst not written keep theirs.
+pub fn copy_rows(
+    ctx: &Arc<CudaContext>,
+    src: &Tensor,
+    from: Option<&Tensor>,
+    to: Option<&Tensor>,
+    n: usize,
+    dst: Tensor,
+) -> Result<Tensor> {
+    let (rs, d) = src.shape().matrix("copy_rows source")?;
+    let (rd, dd) = dst.shape().matrix("copy_rows destination")?;
+    if d != dd || src.dtype() != DType::F32 || dst.dtype() != DType::F32 {
+        return Err(Error::Shape(format!(
+            "copy_rows: {} {} into {} {}",
+            src.shape(),
+            src.dtype(),
+            dst.shape(),
+            dst.dtype()
+        )));
+    }
+    for (idx, rows_of, what) in [(from, rs, "source rows"), (to, rd, "destination rows")] {
+        match idx {
+            Some(t) => rows(t, n, DType::I64, what)?,
+            None if n > rows_of => {
+                return Err(Error::Shape(format!("copy_rows: {n} {what} of {rows_of}")));
+            }
+            None => {}
+        }
+    }
+    let shape = dst.shape().clone();
+    let mut out = cuda_storage(dst)?;
+    {
+        let f = ctx.kernels.get("margin_head", "margin_copy_rows")?;
+        let sv = ctx.storage(src)?.bytes();
+        let fv = from.map(|t| ctx.storage(t).map(|s| s.bytes())).transpose()?;
+        let tv = to.map(|t| ctx.storage(t).map(|s| s.bytes())).transpose()?;
+        let mut ov = out.bytes_mut();
+        let (n64, d32) = (n as i64, d as i32);
+        let mut l = ctx.compute.launch_builder(&f);
+        l.arg(&n64).arg(&d32);
+        match &fv {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        match &tv {
+            Some(v) => l.arg(v),
+            None => l.arg(&NULL),
+        };
+        l.arg(&sv).arg(&mut ov);
+        unsafe { l.launch(ctx.kernels.elementwise(n * d)) }.map_err(driver_err("margin_copy_rows"))?;
+    }
+    Tensor::from_storage(shape, Storage::Cuda(out))
+}

@@ -16,6 +16,8 @@ mod launch;
 
 use super::{ops, CudaContext};
 use crate::backend::{Backend, BinaryOp, MarginHeadCall, MarginHeadOutput};
+use crate::dist::{Communicator, ReduceOp, Single};
+use crate::heads::classifier::{all_reduce_as, all_reduce_lse, check_owners};
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MarginParams, MergedRows};
 use crate::heads::{Head, NORM_FLOOR};
 use crate::tensor::{DType, Device, Tensor};
@@ -31,11 +33,36 @@ fn class_blocks(batch: usize, classes: usize, max_elems: usize) -> Vec<(usize, u
 
 /// The head step on `ctx`: fixed kernel parameters when the head's maps fit them, else row plans.
 pub fn margin_head(ctx: &Arc<CudaContext>, call: MarginHeadCall<'_>) -> Result<MarginHeadOutput> {
+    let classes = call.w.shape().matrix("head loss (weight)")?.0;
+    check_labels(call.labels, call.x.shape().matrix("head loss (embeddings)")?.0, classes, false)?;
     let p = Prepared::new(ctx, call.x, call.w, call.labels, call.autocast, call.max_block_elems)?;
     let (loss, grads) = match kernel_params(call.head, p.b) {
         Some(hp) => p.with_fixed_params(&hp, call.grad)?,
-        None => p.with_row_plans(call.head, call.grad)?,
+        None => p.with_row_plans(call.head, call.grad, &Single)?,
     };
+    Ok(MarginHeadOutput { loss, grads })
+}
+
+/// One rank of the class-sharded head (`heads::sharded`): `call.x` is the job's whole batch, `call.w`
+/// this rank's classes, `call.labels` each row's class among them or -1 where another rank holds it.
+/// Always the per-row plans, whatever the head: their host round trip is where the ranks' target
+/// cosines, log-sum-exp pairs and embedding gradients are merged over `comm`, as the CPU's
+/// `run_sharded_over` merges them. Every rank gets the job's loss and dL/dx of the whole batch, and
+/// dL/dW of its classes.
+pub fn sharded_margin_head(
+    ctx: &Arc<CudaContext>,
+    call: MarginHeadCall<'_>,
+    comm: &dyn Communicator,
+) -> Result<MarginHeadOutput> {
+    let classes = call.w.shape().matrix("sharded head (weight)")?.0;
+    let b = call.x.shape().matrix("sharded head (embeddings)")?.0;
+    check_labels(call.labels, b, classes, true)?;
+    check_owners(comm, &call.labels.iter().map(|&y| y >= 0).collect::<Vec<_>>())?;
+    // Another rank's class as one past this rank's last: no column of any block matches it, so the row
+    // takes every class here as a non-target (the kernels' -1 would drop the row instead).
+    let labels: Vec<i64> = call.labels.iter().map(|&y| if y < 0 { classes as i64 } else { y }).collect();
+    let p = Prepared::new(ctx, call.x, call.w, &labels, call.autocast, call.max_block_elems)?;
+    let (loss, grads) = p.with_row_plans(call.head, call.grad, comm)?;
     Ok(MarginHeadOutput { loss, grads })
 }
 
@@ -79,7 +106,6 @@ impl Prepared {
         }
         let (b, _) = x.shape().matrix("head loss (embeddings)")?;
         let (classes, _) = w.shape().matrix("head loss (weight)")?;
-        check_labels(labels, b, classes)?;
         let dev = Device::Cuda(ctx.clone());
         let lab = Tensor::from_vec(labels.to_vec(), [b])?.to_device(&dev)?;
         let (xh, a) = ctx.l2_normalize_rows(x, NORM_FLOOR)?;
@@ -204,9 +230,18 @@ impl Prepared {
     }
 
     /// Any head: its per-row scalars computed on the host by its own code, its per-element work here.
-    fn with_row_plans(&self, head: &mut dyn Head, grad: bool) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    /// On a rank of a sharded head (`comm` of several ranks) the per-row values are merged over the
+    /// ranks on the host as they pass (the identity on one rank: the whole head is unchanged).
+    fn with_row_plans(
+        &self,
+        head: &mut dyn Head,
+        grad: bool,
+        comm: &dyn Communicator,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (be, dev) = (self.be(), &self.dev);
-        let raw_cy = self.target_cosines()?.to_vec::<f32>()?;
+        let mut raw_cy = self.target_cosines()?.to_vec::<f32>()?;
+        // The rank holding a row's class gathered its c_y; the others hold zero there.
+        all_reduce_as(comm, &mut raw_cy, ReduceOp::Sum)?;
         let plans = plan_rows(head, &raw_cy, &self.a.to_vec::<f32>()?)?;
         let hp = plans.hp;
         let terms = TargetTerms {
@@ -217,7 +252,10 @@ impl Prepared {
         let (state, kept) = self.forward(&terms, &hp)?;
         let [max, sum, max_d, sum_d] =
             [&state.m, &state.s, &state.m_d, &state.s_d].map(|t| t.to_vec::<f32>());
-        let (max, sum, max_d, sum_d) = (max?, sum?, max_d?, sum_d?);
+        let (mut max, mut sum, mut max_d, mut sum_d) = (max?, sum?, max_d?, sum_d?);
+        if comm.world() > 1 {
+            all_reduce_lse(comm, &mut max, &mut sum, &mut max_d, &mut sum_d)?;
+        }
         let res =
             finish_rows(head, &plans, &MergedRows { max: &max, sum: &sum, max_d: &max_d, sum_d: &sum_d })?;
         let loss = Tensor::scalar(res.loss as f32).to_device(dev)?;
@@ -226,7 +264,14 @@ impl Prepared {
         }
         let lse = upload_rows(res.lse, dev)?;
         let st = upload_rows(res.st, dev)?;
-        let (dxh, dwh) = self.backward(kept, &terms, &lse, Some(&st), &hp)?;
+        let (mut dxh, dwh) = self.backward(kept, &terms, &lse, Some(&st), &hp)?;
+        if comm.world() > 1 {
+            // Every rank's classes contribute to every row's gradient: summed through the host
+            // (B·dim values), before the normalization's backward as on the CPU.
+            let mut v = dxh.to_vec::<f32>()?;
+            all_reduce_as(comm, &mut v, ReduceOp::Sum)?;
+            dxh = Tensor::from_vec(v, dxh.shape().clone())?.to_device(dev)?;
+        }
         let (mut dx, dw) = self.unnormalize(&dxh, &dwh)?;
         if res.d_norm.iter().any(|&v| v != 0.0) {
             // The radial part: dL/da_i along x̂_i.
@@ -237,12 +282,32 @@ impl Prepared {
     }
 }
 
+/// Rows `rows` (sorted, distinct) of `w` `[C, D]` as `[rows.len(), D]`: Partial FC's chosen classes.
+pub fn take_rows(ctx: &Arc<CudaContext>, w: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let (_, d) = w.shape().matrix("chosen class rows")?;
+    let out = ctx.zeros(&[rows.len(), d].into(), DType::F32)?;
+    launch::copy_rows(ctx, w, Some(&row_index(rows, &w.device())?), None, rows.len(), out)
+}
+
+/// `g` `[rows.len(), D]` at rows `rows` of a zero `[count, D]`: the chosen classes' gradients in place.
+pub fn put_rows(ctx: &Arc<CudaContext>, g: &Tensor, rows: &[usize], count: usize) -> Result<Tensor> {
+    let (_, d) = g.shape().matrix("chosen class gradients")?;
+    let out = ctx.zeros(&[count, d].into(), DType::F32)?;
+    launch::copy_rows(ctx, g, None, Some(&row_index(rows, &g.device())?), rows.len(), out)
+}
+
+fn row_index(rows: &[usize], dev: &Device) -> Result<Tensor> {
+    Tensor::from_vec(rows.iter().map(|&r| r as i64).collect(), [rows.len()])?.to_device(dev)
+}
+
 /// The kernels skip rows whose label is outside their block, so a bad label must be refused here.
-fn check_labels(labels: &[i64], b: usize, classes: usize) -> Result<()> {
+/// `elsewhere`: a rank of a sharded head, where -1 marks another rank's class.
+fn check_labels(labels: &[i64], b: usize, classes: usize, elsewhere: bool) -> Result<()> {
     if labels.len() != b {
         return Err(Error::Shape(format!("head loss: {} labels for {b} embeddings", labels.len())));
     }
-    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= classes) {
+    let bad = |y: i64| !(y == -1 && elsewhere) && (y < 0 || y as usize >= classes);
+    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| bad(y)) {
         return Err(Error::Invalid(format!("label {y} of sample {i} is outside 0..{classes}")));
     }
     Ok(())
