@@ -418,6 +418,11 @@ fn gpu_a_killed_or_stopped_rank_ends_an_nccl_job_naming_it_and_the_job_resumes()
     assert!(err.contains("rank 0: rank 1's process ended") && err.contains("killed"), "{err}");
     assert!(err.contains("the last good checkpoint is"), "{err}");
     assert!(took < Duration::from_secs(60), "{took:?}");
+    // Killed before it joins the NCCL communicator: rank 0, blocked in NCCL's initialisation, hears of
+    // it from the heartbeat.
+    let (err, took) = broken(&root.join("init"), "600", "nccl-init", None);
+    assert!(err.contains("rank 0: rank 1's process ended") && err.contains("killed"), "{err}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
     // Stopped (SIGSTOP): silent on the heartbeat link, so taken for hung within the collective timeout.
     // Rank 0 waits for it in the step's end (a host collective) or in the next step's all-reduce on its
     // GPU (then the heartbeat's silence aborts the communicator): either names rank 1.

@@ -4,7 +4,8 @@
 //! the next step, during evaluation) instead of hoping a timer lands there. Without the variable a point
 //! costs one load of a once-initialized value.
 //!
-//! Points: `step-start` (before a step's forward), `mid-step` (after the forward and backward, before the
+//! Points: `nccl-init` (before a rank joins the job's NCCL communicator), `step-start` (before a step's
+//! forward), `mid-step` (after the forward and backward, before the
 //! update), `epoch-end` (after an epoch's
 //! last step, before its checkpoint), `last-step` (after the run's last step, before the final
 //! checkpoint), `evaluation` (between the embeddings of an evaluation and its report), and

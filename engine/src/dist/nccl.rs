@@ -41,7 +41,7 @@ impl DeviceGroup {
     /// Every rank of `control` joins one NCCL communicator on its device `ctx`; a collective still
     /// unfinished after `timeout` fails the job.
     pub fn open(ctx: &Arc<CudaContext>, control: Arc<TcpGroup>, timeout: Duration) -> Result<DeviceGroup> {
-        let (rank, world) = (control.rank(), control.world());
+        let rank = control.rank();
         // Every rank learns whether every rank has NCCL before any waits for the others in it.
         let loaded = nccl::version();
         let flags = control.all_gather(&[f64::from(u8::from(loaded.is_ok()))])?;
@@ -61,7 +61,7 @@ impl DeviceGroup {
         for (b, v) in bytes.iter_mut().zip(&id) {
             *b = *v as u8;
         }
-        let comm = Arc::new(NcclComm::init(ctx, rank, world, bytes)?);
+        let comm = Arc::new(join(ctx, &control, bytes, timeout)?);
         let weak = Arc::downgrade(&comm);
         let failed = Arc::new(Mutex::new(None));
         let record = failed.clone();
@@ -129,6 +129,47 @@ impl DeviceGroup {
         // A watchdog that ended has already failed the job: the next host collective says why.
         let _ = tx.send(Pending { fence, since: Instant::now(), what });
         Ok(())
+    }
+}
+
+/// `NcclComm::init` on a thread of its own: it blocks until every rank has joined, and a rank that dies
+/// first would leave it waiting forever, so this thread watches the job's health and the time meanwhile.
+/// (A stuck init thread is left behind: the process is about to exit with the failure.)
+fn join(
+    ctx: &Arc<CudaContext>,
+    control: &TcpGroup,
+    id: [u8; nccl::ID_BYTES],
+    timeout: Duration,
+) -> Result<NcclComm> {
+    let (rank, world) = (control.rank(), control.world());
+    let (tx, rx) = mpsc::channel();
+    let c = ctx.clone();
+    std::thread::Builder::new()
+        .name("nccl-init".into())
+        .spawn(move || {
+            crate::kill_point::reached("nccl-init");
+            let _ = tx.send(NcclComm::init(&c, rank, world, id));
+        })
+        .map_err(|e| Error::Io(format!("rank {rank}: cannot start NCCL's initialisation: {e}")))?;
+    let t0 = Instant::now();
+    loop {
+        match rx.recv_timeout(WATCH_EVERY) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::Device(format!("rank {rank}: NCCL's initialisation thread ended")))
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(why) = control.failure() {
+            return Err(Error::Invalid(why));
+        }
+        if t0.elapsed() > timeout {
+            return Err(Error::Device(format!(
+                "rank {rank}: the NCCL communicator was not made within {:.0} s (--collective-timeout): a rank \
+                 did not join it",
+                timeout.as_secs_f64()
+            )));
+        }
     }
 }
 

@@ -231,6 +231,11 @@ impl TcpGroup {
         self.close();
     }
 
+    /// Why the job failed, once this rank knows it failed.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure().map(|why| format!("rank {}: {why}", self.rank))
+    }
+
     /// Runs `hook` with the reason when this rank learns that the job failed (a dead, silent or late
     /// peer, a peer's own failure, or this rank's `abort`); at once if it already has.
     pub fn on_failure(&self, hook: FailureHook) {
