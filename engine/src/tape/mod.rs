@@ -283,7 +283,7 @@ impl Tape {
         &self,
         loss: Var,
         scale: Option<f64>,
-        on_param: &mut dyn FnMut(&str, Tensor) -> Result<Tensor>,
+        on_param: &mut OnParam<'_>,
     ) -> Result<Gradients> {
         let v = self.value(loss);
         if v.numel() != 1 {
@@ -320,7 +320,7 @@ impl Tape {
         &self,
         out: Var,
         seed: Option<Tensor>,
-        mut on_param: Option<&mut dyn FnMut(&str, Tensor) -> Result<Tensor>>,
+        mut on_param: Option<&mut OnParam<'_>>,
     ) -> Result<Gradients> {
         let unit_root = seed.is_none();
         let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
@@ -400,6 +400,10 @@ impl Tape {
         Ok(Gradients { leaves, params })
     }
 }
+
+/// What `Tape::backward_streaming` hands each parameter's final gradient to (with its name); what it
+/// returns is kept as the gradient.
+pub type OnParam<'a> = dyn FnMut(&str, Tensor) -> Result<Tensor> + 'a;
 
 /// Gradients of the leaves that require one, in tape order.
 pub struct Gradients {
