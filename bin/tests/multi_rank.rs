@@ -30,6 +30,30 @@ fn run(c: &mut Command) -> (bool, String) {
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// `c`, a job of two ranks whose rank 1 meets the kill point `point` and there `how`
+/// (`FACETRAIN_TEST_KILL_SIGNAL`; `None`: SIGKILL), run on two GPUs with `cuda`: it must fail. Its
+/// stderr and how long it ran.
+fn rank_1_broken(mut c: Command, point: &str, how: Option<&str>, cuda: bool) -> (String, Duration) {
+    c.envs([("FACETRAIN_TEST_KILL_AT", point), ("FACETRAIN_TEST_KILL_RANK", "1")]);
+    if let Some(h) = how {
+        c.env("FACETRAIN_TEST_KILL_SIGNAL", h);
+    }
+    let mut c = if cuda { on_cuda(&c) } else { c };
+    let t0 = Instant::now();
+    let (ok, err) = run(&mut c);
+    assert!(!ok, "{err}");
+    (err, t0.elapsed())
+}
+
+/// Waits (at most a minute) until the job writing `out` has logged `n` steps.
+fn wait_for_steps(out: &Path, n: usize) {
+    let t0 = Instant::now();
+    while events(out, "step").len() < n {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn free_port_pair() -> u16 {
     loop {
         let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -98,14 +122,12 @@ fn partial_fc_trains_alone_and_over_two_ranks_and_refuses_a_rate_out_of_range() 
 fn a_killed_rank_ends_the_job_naming_it_and_the_job_resumes() {
     let root = scratch("mr-kill");
     let (cache, out) = (root.join("cache"), root.join("out"));
-    let t0 = Instant::now();
-    let (ok, err) = run(job(&cache, &out, 8, 2)
-        .args(["--gpus", "2"])
-        .envs([("FACETRAIN_TEST_KILL_AT", "mid-step@5"), ("FACETRAIN_TEST_KILL_RANK", "1")]));
-    assert!(!ok, "{err}");
+    let mut c = job(&cache, &out, 8, 2);
+    c.args(["--gpus", "2"]);
+    let (err, took) = rank_1_broken(c, "mid-step@5", None, false);
     assert!(err.contains("rank 1") && err.contains("killed"), "{err}");
     assert!(err.contains("the last good checkpoint is"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(60), "{took:?}");
     let (ok, err) = run(job(&cache, &out, 8, 2).args(["--gpus", "2", "--resume"]));
     assert!(ok && err.contains("at step 4") && err.contains("done: 20 steps"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
@@ -115,17 +137,13 @@ fn a_killed_rank_ends_the_job_naming_it_and_the_job_resumes() {
 fn a_hung_rank_is_noticed_within_the_collective_timeout() {
     let root = scratch("mr-hang");
     let (cache, out) = (root.join("cache"), root.join("out"));
-    let t0 = Instant::now();
-    let (ok, err) = run(job(&cache, &out, 8, 2).args(["--gpus", "2", "--collective-timeout", "3"]).envs([
-        ("FACETRAIN_TEST_KILL_AT", "mid-step@5"),
-        ("FACETRAIN_TEST_KILL_RANK", "1"),
-        ("FACETRAIN_TEST_KILL_SIGNAL", "SIGSTOP"),
-    ]));
-    assert!(!ok, "{err}");
+    let mut c = job(&cache, &out, 8, 2);
+    c.args(["--gpus", "2", "--collective-timeout", "3"]);
+    let (err, took) = rank_1_broken(c, "mid-step@5", Some("SIGSTOP"), false);
     // Rank 0 names the silent rank; the launcher then ends the stopped process.
     assert!(err.contains("rank 0:") && err.contains("rank 1"), "{err}");
     assert!(err.contains("no heartbeat") || err.contains("did not reach the collective"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(45), "{took:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -134,11 +152,7 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
     let root = scratch("mr-term");
     let (cache, out) = (root.join("cache"), root.join("out"));
     let mut child = job(&cache, &out, 8, 200).args(["--gpus", "2"]).spawn().unwrap();
-    let t0 = Instant::now();
-    while events(&out, "step").len() < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_steps(&out, 3);
     // SAFETY: kill(2) on the child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -160,10 +174,7 @@ fn the_ranks_of_a_launcher_killed_without_a_word_stop_with_a_checkpoint() {
     let (cache, out) = (root.join("cache"), root.join("out"));
     let mut launcher = job(&cache, &out, 8, 200).args(["--gpus", "2"]).spawn().unwrap();
     let t0 = Instant::now();
-    while events(&out, "step").len() < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_steps(&out, 3);
     launcher.kill().unwrap();
     launcher.wait().unwrap();
     // The ranks are the processes whose command line names this job's output folder.
@@ -402,15 +413,8 @@ fn gpu_a_killed_or_stopped_rank_ends_an_nccl_job_naming_it_and_the_job_resumes()
     // A two-GPU job whose rank 1 meets `point` (`how` there: SIGKILL when None); its stderr and time.
     let broken = |dir: &Path, timeout: &str, point: &str, how: Option<&str>| {
         let mut c = job(&cache, dir, 8, 2);
-        c.args(["--gpus", "2", "--collective-timeout", timeout])
-            .envs([("FACETRAIN_TEST_KILL_AT", point), ("FACETRAIN_TEST_KILL_RANK", "1")]);
-        if let Some(h) = how {
-            c.env("FACETRAIN_TEST_KILL_SIGNAL", h);
-        }
-        let t0 = Instant::now();
-        let (ok, err) = run(&mut on_cuda(&c));
-        assert!(!ok, "{err}");
-        (err, t0.elapsed())
+        c.args(["--gpus", "2", "--collective-timeout", timeout]);
+        rank_1_broken(c, point, how, true)
     };
     // Killed after step 5's all-reduce: rank 0 waits in step 6's on its GPU until the heartbeat hears of
     // the death and aborts the communicator.

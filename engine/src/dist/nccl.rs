@@ -11,7 +11,8 @@
 //! collective returns the failure naming the rank at fault.
 
 use super::{Communicator, TcpGroup};
-use crate::backend::cuda::nccl::{self, Fence, NcclComm, NcclOp};
+pub use crate::backend::cuda::nccl::NcclOp;
+use crate::backend::cuda::nccl::{self, Fence, NcclComm};
 use crate::backend::cuda::CudaContext;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -27,8 +28,8 @@ pub struct DeviceGroup {
     version: String,
     /// Fences of queued collectives, to the watchdog; dropping it ends the watchdog.
     watch: Mutex<mpsc::Sender<Pending>>,
-    /// Why the communicator was aborted (the job's failure), once it was.
-    failed: Arc<Mutex<Option<String>>>,
+    /// The job's rendezvous, whose failure aborts the communicator.
+    control: Arc<TcpGroup>,
 }
 
 struct Pending {
@@ -50,25 +51,15 @@ impl DeviceGroup {
             (Ok(_), Some(r)) => return Err(Error::Device(format!("rank {r} could not load NCCL"))),
             (Ok(v), None) => v,
         };
-        let mut id = vec![0.0; nccl::ID_BYTES];
-        if rank == 0 {
-            for (v, b) in id.iter_mut().zip(nccl::unique_id()?) {
-                *v = f64::from(b);
-            }
-        }
+        let mut id = match rank {
+            0 => nccl::unique_id()?.map(f64::from).to_vec(),
+            _ => vec![0.0; nccl::ID_BYTES],
+        };
         control.broadcast(&mut id, 0)?;
-        let mut bytes = [0u8; nccl::ID_BYTES];
-        for (b, v) in bytes.iter_mut().zip(&id) {
-            *b = *v as u8;
-        }
-        let comm = Arc::new(join(ctx, &control, bytes, timeout)?);
+        let id: [u8; nccl::ID_BYTES] = std::array::from_fn(|i| id[i] as u8);
+        let comm = Arc::new(join(ctx, &control, id, timeout)?);
         let weak = Arc::downgrade(&comm);
-        let failed = Arc::new(Mutex::new(None));
-        let record = failed.clone();
-        control.on_failure(Box::new(move |why| {
-            if let Ok(mut f) = record.lock() {
-                f.get_or_insert_with(|| why.to_string());
-            }
+        control.on_failure(Box::new(move |_| {
             if let Some(c) = weak.upgrade() {
                 c.abort();
             }
@@ -79,7 +70,7 @@ impl DeviceGroup {
             .name("nccl-watchdog".into())
             .spawn(move || watchdog(c, ctl, rx, timeout))
             .map_err(|e| Error::Io(format!("rank {rank}: cannot start the NCCL watchdog: {e}")))?;
-        Ok(DeviceGroup { comm, version, watch: Mutex::new(tx), failed })
+        Ok(DeviceGroup { comm, version, watch: Mutex::new(tx), control })
     }
 
     /// The NCCL version in use ("2.28.3").
@@ -87,35 +78,27 @@ impl DeviceGroup {
         &self.version
     }
 
-    /// The ranks' mean of each tensor, element by element, in place (one group of all-reduces on the
-    /// compute stream; returns once they are queued).
-    pub fn all_reduce_mean(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let out = self.comm.all_reduce(tensors, NcclOp::Avg)?;
+    /// Each tensor combined over the ranks by `op` (the mean of a whole head's gradients, the sum of a
+    /// class-sharded head's backbone gradients, which are each rank's part of the job's loss), element by
+    /// element, in place: one group of all-reduces on the compute stream; returns once they are queued.
+    pub fn all_reduce(&self, tensors: Vec<Tensor>, op: NcclOp) -> Result<Vec<Tensor>> {
+        let out = self.comm.all_reduce(tensors, op)?;
         self.watch("gradient all-reduce")?;
         Ok(out)
     }
 
-    /// The ranks' sum of each tensor, as `all_reduce_mean` (a class-sharded head's backbone gradients,
-    /// which are each rank's part of the job's loss).
-    pub fn all_reduce_sum(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let out = self.comm.all_reduce(tensors, NcclOp::Sum)?;
-        self.watch("gradient all-reduce")?;
-        Ok(out)
-    }
-
-    /// Buckets of gradients all-reduced (the ranks' mean, or their sum with `sum`) on the communication
-    /// stream as the backward pass makes them, each bucket once it holds `bytes` (PyTorch DDP's 25 MiB by
-    /// default); `finish` sends the last one and makes the compute stream wait for them all.
-    pub fn buckets(&self, bytes: usize, sum: bool) -> Buckets<'_> {
-        let op = if sum { NcclOp::Sum } else { NcclOp::Avg };
+    /// Buckets of gradients all-reduced by `op` on the communication stream as the backward pass makes
+    /// them, each bucket once it holds `bytes` (PyTorch DDP's 25 MiB by default); `finish` sends the last
+    /// one and makes the compute stream wait for them all.
+    pub fn buckets(&self, bytes: usize, op: NcclOp) -> Buckets<'_> {
         Buckets { group: self, pending: Vec::new(), bytes: 0, limit: bytes.max(1), op }
     }
 
-    /// The job's failure, once it aborted the communicator: what the device computed since is not to be
+    /// The job's failure, which aborted the communicator: what the device computed since is not to be
     /// trusted (an aborted collective leaves its output unspecified), so a rank checks this after it
     /// reads results back and stops with the reason.
     pub fn failure(&self) -> Option<String> {
-        self.failed.lock().ok().and_then(|f| f.clone())
+        self.control.failure()
     }
 
     /// Hands the collectives queued so far (on the compute stream) to the watchdog.
@@ -161,7 +144,8 @@ fn join(
             Err(RecvTimeoutError::Timeout) => {}
         }
         if let Some(why) = control.failure() {
-            return Err(Error::Invalid(why));
+            // As the group's own collectives report it.
+            return Err(Error::Invalid(format!("rank {rank}: {why}")));
         }
         if t0.elapsed() > timeout {
             return Err(Error::Device(format!(

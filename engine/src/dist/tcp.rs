@@ -231,9 +231,9 @@ impl TcpGroup {
         self.close();
     }
 
-    /// Why the job failed, once this rank knows it failed.
+    /// Why the job failed, once this rank knows it failed (the reason its failure hooks were given).
     pub fn failure(&self) -> Option<String> {
-        self.health.failure().map(|why| format!("rank {}: {why}", self.rank))
+        self.health.failure()
     }
 
     /// Runs `hook` with the reason when this rank learns that the job failed (a dead, silent or late

@@ -44,13 +44,7 @@ pub fn loss(
             w.dtype()
         )));
     }
-    if !x.device().same(&w.device()) {
-        return Err(Error::Device(format!(
-            "head loss: embeddings on {:?} but weight on {:?}",
-            x.device(),
-            w.device()
-        )));
-    }
+    same_device(&x, &w, "head loss")?;
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
     let out = x.backend().margin_head(MarginHeadCall {
         x: &x,
@@ -110,13 +104,7 @@ pub fn sharded_loss(
             w.shape()
         )));
     }
-    if !x.device().same(&w.device()) {
-        return Err(Error::Device(format!(
-            "sharded head loss: embeddings on {:?} but weight on {:?}",
-            x.device(),
-            w.device()
-        )));
-    }
+    same_device(&x, &w, "sharded head loss")?;
     let grad = tape.grad_enabled() && (tape.requires_grad(embeddings) || tape.requires_grad(weight));
     match x.device() {
         Device::Cpu => {}
@@ -154,4 +142,12 @@ pub fn sharded_loss(
         other => return Err(Error::DType(format!("the sharded head runs in f32 or f64, got {other}"))),
     };
     Ok(push(tape, embeddings, weight, loss, grads))
+}
+
+/// The embeddings `x` and the classifier `w` of `what` on one device, or an error naming both.
+fn same_device(x: &Tensor, w: &Tensor, what: &str) -> Result<()> {
+    if x.device().same(&w.device()) {
+        return Ok(());
+    }
+    Err(Error::Device(format!("{what}: embeddings on {:?} but weight on {:?}", x.device(), w.device())))
 }

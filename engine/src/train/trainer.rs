@@ -15,6 +15,7 @@
 //! any moment records a step and an epoch that agree, and resume checks both.
 
 use crate::backend::BinaryOp;
+use crate::dist::nccl::NcclOp;
 use crate::dist::{Communicator, ReduceOp};
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
@@ -324,19 +325,19 @@ impl Trainer {
             // On the device, the backbone's gradients summed; the classifier's rows stay this rank's.
             let (own, rest): (Vec<_>, Vec<_>) = grads.into_iter().partition(|(n, _)| n == CLASSIFIER);
             let (names, ts): (Vec<String>, Vec<Tensor>) = rest.into_iter().unzip();
-            let summed = names.into_iter().zip(g.all_reduce_sum(ts)?);
+            let summed = names.into_iter().zip(g.all_reduce(ts, NcclOp::Sum)?);
             return Ok((loss, summed.chain(own).collect()));
         }
         if let Some(g) = self.device_group.as_ref() {
             if bucketed {
-                let loss = g.all_reduce_mean(vec![loss])?.remove(0);
+                let loss = g.all_reduce(vec![loss], NcclOp::Avg)?.remove(0);
                 return Ok((loss, grads));
             }
             // On the device: the loss and gradients in one group of NCCL all-reduces (the mean in the
             // gradients' own dtype), queued behind the backward pass.
             let (names, mut ts): (Vec<String>, Vec<Tensor>) = grads.into_iter().unzip();
             ts.insert(0, loss);
-            let mut out = g.all_reduce_mean(ts)?;
+            let mut out = g.all_reduce(ts, NcclOp::Avg)?;
             let loss = out.remove(0);
             return Ok((loss, names.into_iter().zip(out).collect()));
         }
@@ -672,7 +673,8 @@ impl Trainer {
             let group = self.device_group.clone().filter(|_| self.bucket_bytes > 0);
             if let Some(g) = group {
                 // A sharded head's backbone gradients are each rank's part of the job's loss: summed.
-                let mut buckets = g.buckets(self.bucket_bytes, self.shard.is_some());
+                let op = if self.shard.is_some() { NcclOp::Sum } else { NcclOp::Avg };
+                let mut buckets = g.buckets(self.bucket_bytes, op);
                 let fb = self.forward_backward_into(images, labels, scale, Some(&mut buckets))?;
                 buckets.finish()?;
                 return Ok((fb.loss, fb.grads, true));

@@ -174,7 +174,6 @@ pub struct NcclComm {
     side: Arc<cudarc::driver::CudaStream>,
     /// None once aborted: every later call is an error instead of a use of a freed communicator.
     comm: Mutex<Option<CommHandle>>,
-    rank: usize,
     world: usize,
 }
 
@@ -194,17 +193,10 @@ impl NcclComm {
         let (Ok(w), Ok(r)) = (w, r) else {
             return Err(Error::Invalid(format!("rank {rank} of {world} does not fit NCCL's int")));
         };
-        // SAFETY: `comm` receives the handle; the id is passed by value as nccl.h declares.
         let side = ctx.ctx.new_stream().map_err(super::driver_err("creating the NCCL stream"))?;
+        // SAFETY: `comm` receives the handle; the id is passed by value as nccl.h declares.
         check(l, unsafe { (l.comm_init_rank)(&mut comm, w, id, r) }, "communicator init", None)?;
-        Ok(NcclComm { ctx: ctx.clone(), side, comm: Mutex::new(Some(CommHandle(comm))), rank, world })
-    }
-
-    pub fn rank(&self) -> usize {
-        self.rank
-    }
-    pub fn world(&self) -> usize {
-        self.world
+        Ok(NcclComm { ctx: ctx.clone(), side, comm: Mutex::new(Some(CommHandle(comm))), world })
     }
 
     /// Runs `f` with the live handle, or fails when the communicator was aborted.
@@ -233,21 +225,12 @@ impl NcclComm {
     /// per tensor on the compute stream, queued together). Tensors sharing storage with others are
     /// copied first (copy on write), so the inputs' other holders never see the result.
     pub fn all_reduce(&self, tensors: Vec<Tensor>, op: NcclOp) -> Result<Vec<Tensor>> {
-        let mut storages = Vec::with_capacity(tensors.len());
-        let mut shapes = Vec::with_capacity(tensors.len());
-        for t in tensors {
-            shapes.push(t.shape().clone());
-            match t.into_storage()? {
-                Storage::Cuda(s) => storages.push(s),
-                _ => return Err(Error::Device("NCCL all-reduce of a tensor not on this rank's GPU".into())),
-            }
-        }
-        self.group_all_reduce(&storages.iter().collect::<Vec<_>>(), op, false)?;
-        storages
+        let own = tensors
             .into_iter()
-            .zip(shapes)
-            .map(|(s, shape)| Tensor::from_storage(shape, Storage::Cuda(s)))
-            .collect()
+            .map(|t| Tensor::from_storage(t.shape().clone(), t.into_storage()?))
+            .collect::<Result<Vec<_>>>()?;
+        self.group_all_reduce(&own, op, false)?;
+        Ok(own)
     }
 
     /// `all_reduce` of `tensors` in their own storage, on the communication stream after everything
@@ -258,15 +241,8 @@ impl NcclComm {
     /// own (the gradients of one backward pass), and reads them only on the compute stream after
     /// `rejoin`, keeping them alive until then.
     pub unsafe fn all_reduce_on_side(&self, tensors: &[Tensor], op: NcclOp) -> Result<()> {
-        let mut storages = Vec::with_capacity(tensors.len());
-        for t in tensors {
-            match t.storage() {
-                Storage::Cuda(s) => storages.push(s),
-                _ => return Err(Error::Device("NCCL all-reduce of a tensor not on this rank's GPU".into())),
-            }
-        }
         self.side.join(&self.ctx.compute).map_err(super::driver_err("ordering an NCCL bucket"))?;
-        self.group_all_reduce(&storages, op, true)
+        self.group_all_reduce(tensors, op, true)
     }
 
     /// The compute stream waits for the communication stream's collectives queued so far.
@@ -274,21 +250,16 @@ impl NcclComm {
         self.ctx.compute.join(&self.side).map_err(super::driver_err("waiting for the NCCL stream"))
     }
 
-    /// One group of in-place all-reduces, on the compute stream or the communication stream.
-    fn group_all_reduce(&self, storages: &[&super::CudaStorage], op: NcclOp, side: bool) -> Result<()> {
-        if let Some(s) = storages.iter().find(|s| !Arc::ptr_eq(s.context(), &self.ctx)) {
-            return Err(Error::Device(format!(
-                "NCCL all-reduce of a tensor on cuda:{}, not this rank's cuda:{}",
-                s.context().ordinal,
-                self.ctx.ordinal
-            )));
-        }
+    /// One group of in-place all-reduces of tensors of this rank's GPU, on the compute stream or the
+    /// communication stream. The tensors' storages are written: each must be its own holders' only.
+    fn group_all_reduce(&self, tensors: &[Tensor], op: NcclOp, side: bool) -> Result<()> {
+        let storages = tensors.iter().map(|t| self.ctx.storage(t)).collect::<Result<Vec<_>>>()?;
         self.with_on("all-reduce", side, |l, comm, stream| {
             // SAFETY: a group brackets calls on one communicator; every pointer below is a live device
             // buffer of `len` elements of the dtype passed, used in place (sendbuff == recvbuff).
             check(l, unsafe { (l.group_start)() }, "group start", Some(comm))?;
             let mut queued = Ok(());
-            for s in storages {
+            for s in &storages {
                 let dt = nccl_dtype(s.dtype());
                 let len = s.len();
                 self.ctx.kernels.note("nccl_all_reduce");
