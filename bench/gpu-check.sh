@@ -18,9 +18,10 @@
 #   compile  (optional) the torch.compile IR-50 baseline
 #   large    (optional) head benchmarks with 1M classes
 #   multi    (optional) data-parallel scaling: engine-train train --gpus N (N = 1, 2, 4, 8 up to the
-#            machine's GPUs), IR-50 at 128 images per GPU on a generated set (GPU_CHECK_MULTI_DATA=DIR: a
-#            RecordIO set instead, e.g. MS1MV3's 93,431 or WebFace42M's 2,059,906 classes), the job's
-#            images/s from its summary.json; insightface's 8x A100 figure is about 5,400 images/s
+#            machine's GPUs; the class-sharded head), IR-50 at 128 images per GPU, one minute each at
+#            93,431 and at 2,059,906 classes (a generated set whose property file claims them;
+#            GPU_CHECK_MULTI_DATA=DIR: a RecordIO set instead), the job's images/s from its
+#            summary.json; insightface's 8x A100 figure is about 5,400 images/s
 # Usage: bench/gpu-check.sh [--bin PATH_TO_engine-train] [--stages tests,parity,train,ir50,head[,compile,large,multi]]
 #                           [--results DIR]
 # The binary defaults to target/release/engine-train, else bench/bin/engine-train (carry one stripped
@@ -145,8 +146,9 @@ if [ "${GPU_CHECK_TOY:-0}" = 1 ]; then
   head_engine=(--batch 8 --classes 1000 --block 256 --steps 1)
   head_torch=(--batch 8 --classes 1000 --steps 1 --warmup 1)
   large_classes=2000
-  multi_args=(--backbone small --batch-size 8 --synth-identities 20 --synth-images 8 --synth-size 32 --epochs 1
-    --synth-heldout 4 --synth-pairs 20)
+  multi_synth=(--identities 20 --images 8 --heldout 4 --pairs 20 --size 32)
+  multi_args=(--backbone small --batch-size 8 --epochs 1)
+  multi_classes=(64 200)
 else
   parity_args=(--backbone r50 --batch 64 --classes 93431)
   demo_steps=300
@@ -157,8 +159,10 @@ else
   head_engine=(--batch 512 --classes 93431)
   head_torch=(--batch 512 --classes 93431)
   large_classes=1000000
-  multi_args=(--backbone r50 --batch-size 128 --synth-identities 2000 --synth-images 8 --synth-size 112
-    --epochs 100 --time-limit 2)
+  multi_synth=(--identities 2000 --images 8 --heldout 20 --pairs 20 --size 112)
+  multi_args=(--backbone r50 --batch-size 128 --epochs 100 --time-limit 1)
+  # MS1MV3's and WebFace42M's class counts.
+  multi_classes=(93431 2059906)
 fi
 
 status=0
@@ -277,18 +281,41 @@ fi
 
 if has_stage multi; then
   gpus=$(nvidia-smi -L | grep -c '^GPU ')
-  data=()
-  [ -n "${GPU_CHECK_MULTI_DATA:-}" ] && data=(--data "$GPU_CHECK_MULTI_DATA")
-  # The gradients go through NCCL where the machine has it (found on the paths above), else the host.
+  # The gradients and the sharded head's traffic go through NCCL where the machine has it (found on the
+  # paths above), else through the host.
   collectives=host
   [ -n "$nccl_dir" ] && collectives=nccl
-  for n in 1 2 4 8; do
-    [ "$n" -gt "$gpus" ] && break
-    out="$results/multi-$stamp/gpus-$n"
-    run_stage "multi: train --gpus $n (IR-50, 128 images per GPU, bf16, $collectives)" "$bin" train --gpus "$n" \
-      --device cuda --collectives "$collectives" --precision bf16 "${multi_args[@]}" "${data[@]}" --eval-every 1000000 --checkpoint-every 1000000 \
-      --cache "$root/.cache/multi" --output "$out"
-    [ -f "$out/summary.json" ] && grep -o '"images_per_second":[^,}]*' "$out/summary.json" | sed "s/^/gpus $n: /" >>"$report"
+  if [ -n "${GPU_CHECK_MULTI_DATA:-}" ]; then
+    sets=("$GPU_CHECK_MULTI_DATA")
+  else
+    # A generated set presented with each class count: its train.rec and train.idx beside a property
+    # file that claims the count. Its labels stay below the set's identities, but the classifier, its
+    # softmax and its traffic are the count's, which is what the head costs.
+    base="$root/.cache/multi-set"
+    rm -rf "$base"
+    run_stage "multi: generate the set" "$bin" data synth --out "$base" "${multi_synth[@]}"
+    size=${multi_synth[-1]}
+    sets=()
+    for c in "${multi_classes[@]}"; do
+      d="$base/classes-$c"
+      mkdir -p "$d"
+      ln -sf ../train/train.rec "$d/train.rec"
+      ln -sf ../train/train.idx "$d/train.idx"
+      echo "$c,$size,$size" >"$d/property"
+      sets+=("$d")
+    done
+  fi
+  for set in "${sets[@]}"; do
+    classes=$(cut -d, -f1 "$set/property" 2>/dev/null || echo "?")
+    for n in 1 2 4 8; do
+      [ "$n" -gt "$gpus" ] && break
+      out="$results/multi-$stamp/classes-$classes-gpus-$n"
+      run_stage "multi: train --gpus $n ($classes classes, IR-50, 128 images per GPU, bf16, $collectives)" "$bin" train \
+        --gpus "$n" --device cuda --collectives "$collectives" --precision bf16 "${multi_args[@]}" --data "$set" \
+        --eval-every 1000000 --checkpoint-every 1000000 --cache "$root/.cache/multi" --output "$out"
+      [ -f "$out/summary.json" ] && grep -o '"images_per_second":[^,}]*' "$out/summary.json" |
+        sed "s/^/gpus $n, $classes classes: /" >>"$report"
+    done
   done
 fi
 

@@ -113,6 +113,6 @@ if [ $# -eq 0 ]; then
     GPU_CHECK_TOY=1 FACETRAIN_ST_FALLBACK=1 FACETRAIN_EMU_DEVICES=2 PYTHON="$py" bash bench/gpu-check.sh \
     --bin "$root/target/debug/engine-train" --stages tests,parity,ir50,head,large,multi --results "$gcs" | tail -n 2
   grep -q "PyTorch fixture | pass" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh replayed no PyTorch fixture" >&2; exit 1; }
-  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 16 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
-  grep -q "^gpus 2: \"images_per_second\"" "$gcs"/gpu-check-*.md || { echo "gpu-check.sh: the 2-GPU job wrote no summary" >&2; exit 1; }
+  [ "$(grep -c '^exit status: 0$' "$gcs"/gpu-check-*.md)" -eq 19 ] || { echo "gpu-check.sh: a stage did not run" >&2; exit 1; }
+  [ "$(grep -c '^gpus 2, [0-9]* classes: "images_per_second"' "$gcs"/gpu-check-*.md)" -eq 2 ] || { echo "gpu-check.sh: a 2-GPU job wrote no summary" >&2; exit 1; }
 fi

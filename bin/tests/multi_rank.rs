@@ -291,32 +291,51 @@ fn differences(a: &Path, b: &Path) -> Vec<(String, f64)> {
 fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
     let root = scratch("mr-gpu");
     let (cache, out) = (root.join("cache"), root.join("out"));
-    let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 1).args(["--gpus", "2", "--precision", "f32"])));
-    assert!(ok, "{err}");
-    assert!(err.contains("training on cuda:0") && err.contains("batch 8 x 2 ranks = 16"), "{err}");
-    assert!(err.contains("gradients averaged on the GPUs by NCCL 2."), "{err}");
-    assert!(!err.contains("class-sharded"), "on GPUs the head is whole unless asked: {err}");
-    assert!(err.contains("done: 10 steps"), "{err}");
-    let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
-    assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    // Every rank's own loss is logged (the head is whole on each GPU), and the job's is their mean.
-    let own: Vec<f64> = events(&out, "rank").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
-    assert_eq!(own.len(), 2);
-    assert!((0.5 * (own[0] + own[1]) - losses[9]).abs() < 1e-5 * losses[9].abs(), "{own:?} {losses:?}");
-    let f32_job = |dir: &Path, more: &[&str]| {
-        let (ok, err) =
-            run(&mut on_cuda(job(&cache, dir, 8, 1).args(["--gpus", "2", "--precision", "f32"]).args(more)));
+    let f32_job_env = |dir: &Path, more: &[&str], env: &[(&str, &str)]| {
+        let mut c = on_cuda(job(&cache, dir, 8, 1).args(["--gpus", "2", "--precision", "f32"]).args(more));
+        let (ok, err) = run(c.envs(env.iter().copied()));
         assert!(ok, "{err}");
         err
     };
+    let f32_job = |dir: &Path, more: &[&str]| f32_job_env(dir, more, &[]);
     let ckpt = |dir: &Path| dir.join("checkpoint.safetensors");
+    let trace = [("FACETRAIN_EMU_NCCL_TRACE", "1")];
 
-    // The same job with the gradients averaged through the host: the same weights, to rounding (f32
-    // sums in rank order on the device, f64 on the host).
+    // The class-sharded head, by default: 10 of the 20 classes on each GPU, the backbone's gradients
+    // summed by NCCL in buckets during the backward, every rank's classifier rows its own. The ranks log
+    // their speed but no loss of their own: it is the job's. (That its steps are the whole head's, to
+    // rounding, is engine::heads' gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank:
+    // over ten steps at this demo's lr 0.05 the two drift apart by ~1e-2, the tiny network's
+    // sensitivity, which at lr 0.005 stays ~1e-6.)
+    let err = f32_job_env(&out, &[], &trace);
+    assert!(err.contains("training on cuda:0") && err.contains("batch 8 x 2 ranks = 16"), "{err}");
+    assert!(err.contains("gradients averaged on the GPUs by NCCL 2."), "{err}");
+    assert!(
+        err.contains("head class-sharded over 2 ranks on cuda:0 (") && err.contains(": 10 of its 20 classes"),
+        "{err}"
+    );
+    assert!(err.contains("done: 10 steps"), "{err}");
+    let losses: Vec<f64> = events(&out, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(losses.len() == 10 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let ranks = events(&out, "rank");
+    assert!(ranks.len() == 2 && ranks.iter().all(|v| v["loss"].as_f64().is_none()), "{ranks:?}");
+    // Its embeddings and per-row values travel by NCCL's all-gather (three a step: embeddings, target
+    // cosines, log-sum-exp pairs of the job's 16 rows), its embedding gradients by its reduce-scatter:
+    // 8 rows x 128 per rank.
+    let calls =
+        |what: &str| err.lines().filter(|l| l.starts_with("[nccl-emu] rank 0: ") && l.contains(what)).count();
+    assert_eq!(calls("AllGather count 1024"), 10, "the embeddings' all-gather each step: {err}");
+    assert_eq!(calls("ReduceScatter count 1024"), 10, "the embedding gradients' reduce-scatter: {err}");
+    assert_eq!(calls("AllGather count 32"), 10, "target cosines and owner flags, 2 x 16 rows: {err}");
+    assert_eq!(calls("AllGather count 64"), 10, "log-sum-exp pairs, 4 x 16 rows: {err}");
+
+    // Through the host instead: the same bits (two ranks' f32 sums are exact in the host's f64 and
+    // rounded once, as NCCL's; the per-row merges are the same code on the same gathered values).
     let host = root.join("host");
-    assert!(!f32_job(&host, &["--collectives", "host"]).contains("NCCL"));
-    for (name, d) in differences(&ckpt(&out), &ckpt(&host)) {
-        assert!(d < 1e-4, "{name}: NCCL and host collectives differ by {d:e}");
+    let err = f32_job_env(&host, &["--collectives", "host"], &trace);
+    assert!(!err.contains("[nccl-emu]") && !err.contains("NCCL"), "--collectives host called NCCL: {err}");
+    for (n, d) in differences(&ckpt(&out), &ckpt(&host)) {
+        assert_eq!(d, 0.0, "{n}: the sharded head through NCCL and through the host differ by {d:e}");
     }
 
     // Buckets change when the gradients travel, not what they add up to: tiny buckets (many
@@ -330,25 +349,34 @@ fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
         }
     }
 
-    // --shard-head: 10 of the 20 classes on each GPU, the backbone's gradients summed by NCCL in buckets
-    // (the same bits as after the backward), every rank's classifier rows its own. The ranks log their
-    // speed but no loss of their own: it is the job's. (That its steps are the whole head's, to rounding,
-    // is engine::heads' gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank: over ten
-    // steps at this demo's lr 0.05 the two drift apart by ~1e-2, the tiny network's sensitivity, which
-    // at lr 0.005 stays ~1e-6.)
-    let sharded = root.join("sharded");
-    let err = f32_job(&sharded, &["--shard-head"]);
+    // --whole-head: the classifier whole on each GPU, averaged with the backbone. Every rank's own loss
+    // is logged, and the job's is their mean; through the host, the same weights to rounding (f32 sums
+    // in rank order on the device, f64 on the host, then the mean).
+    let whole = root.join("whole");
+    let err = f32_job(&whole, &["--whole-head"]);
+    assert!(!err.contains("class-sharded"), "{err}");
+    let losses: Vec<f64> = events(&whole, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    let own: Vec<f64> = events(&whole, "rank").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(losses.len() == 10 && own.len() == 2, "{losses:?} {own:?}");
+    assert!((0.5 * (own[0] + own[1]) - losses[9]).abs() < 1e-5 * losses[9].abs(), "{own:?} {losses:?}");
+    let whole_host = root.join("whole-host");
+    f32_job(&whole_host, &["--whole-head", "--collectives", "host"]);
+    for (name, d) in differences(&ckpt(&whole), &ckpt(&whole_host)) {
+        assert!(d < 1e-4, "{name}: NCCL and host collectives differ by {d:e}");
+    }
+    // Partial FC needs the sharded head.
+    let mut c = on_cuda(job(&cache, &root.join("bad"), 8, 1).args([
+        "--gpus",
+        "2",
+        "--whole-head",
+        "--sample-rate",
+        "0.5",
+    ]));
+    let (ok, err) = run(&mut c);
     assert!(
-        err.contains("head class-sharded over 2 ranks on cuda:0 (") && err.contains(": 10 of its 20 classes"),
+        !ok && err.contains("--whole-head: Partial FC (--sample-rate) runs on the class-sharded head"),
         "{err}"
     );
-    let ranks = events(&sharded, "rank");
-    assert!(ranks.len() == 2 && ranks.iter().all(|v| v["loss"].as_f64().is_none()), "{ranks:?}");
-    let after = root.join("sharded-after");
-    f32_job(&after, &["--shard-head", "--bucket-mb", "0"]);
-    for (n, d) in differences(&ckpt(&sharded), &ckpt(&after)) {
-        assert_eq!(d, 0.0, "{n}: the sharded head's buckets differ from one all-reduce by {d:e}");
-    }
 
     // The job's checkpoint continues on one device with the same global batch.
     let (ok, err) = run(&mut on_cuda(job(&cache, &out, 16, 2).args(["--resume", "--precision", "f32"])));
@@ -411,10 +439,13 @@ fn gpu_a_killed_or_stopped_rank_ends_an_nccl_job_naming_it_and_the_job_resumes()
     let root = scratch("mr-gpu-kill");
     let (cache, out) = (root.join("cache"), root.join("out"));
     // A two-GPU job whose rank 1 meets `point` (`how` there: SIGKILL when None); its stderr and time.
-    let broken = |dir: &Path, timeout: &str, point: &str, how: Option<&str>| {
+    let broken_with = |dir: &Path, timeout: &str, point: &str, how: Option<&str>, more: &[&str]| {
         let mut c = job(&cache, dir, 8, 2);
-        c.args(["--gpus", "2", "--collective-timeout", timeout]);
+        c.args(["--gpus", "2", "--collective-timeout", timeout]).args(more);
         rank_1_broken(c, point, how, true)
+    };
+    let broken = |dir: &Path, timeout: &str, point: &str, how: Option<&str>| {
+        broken_with(dir, timeout, point, how, &[])
     };
     // Killed after step 5's all-reduce: rank 0 waits in step 6's on its GPU until the heartbeat hears of
     // the death and aborts the communicator.
@@ -434,10 +465,15 @@ fn gpu_a_killed_or_stopped_rank_ends_an_nccl_job_naming_it_and_the_job_resumes()
     assert!(err.contains("rank 0:") && err.contains("rank 1"), "{err}");
     assert!(err.contains("no heartbeat") || err.contains("did not reach the collective"), "{err}");
     assert!(took < Duration::from_secs(45), "{took:?}");
-    // Stuck before its step's all-reduce but alive (its heartbeats go on): rank 0 waits on its GPU, and
-    // only its NCCL watchdog's timeout ends the wait.
-    let (err, took) = broken(&root.join("hang"), "3", "step-start@6", Some("HANG"));
+    // Stuck before its step's all-reduce but alive (its heartbeats go on), the head whole on each GPU:
+    // rank 0 waits on its GPU, and only its NCCL watchdog's timeout ends the wait.
+    let (err, took) = broken_with(&root.join("hang"), "3", "step-start@6", Some("HANG"), &["--whole-head"]);
     assert!(err.contains("rank 0 failed: its gradient all-reduce did not finish within 3 s"), "{err}");
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    // The same with the sharded head: the step's first collective is the host's gather of the labels,
+    // whose timeout names the rank that never came.
+    let (err, took) = broken(&root.join("hang-sharded"), "3", "step-start@6", Some("HANG"));
+    assert!(err.contains("rank 0: rank 1 did not reach the collective within 3 s"), "{err}");
     assert!(took < Duration::from_secs(45), "{took:?}");
     // The killed job's checkpoint resumes on two GPUs.
     let (ok, err) = run(&mut on_cuda(job(&cache, &out, 8, 2).args(["--gpus", "2", "--resume"])));

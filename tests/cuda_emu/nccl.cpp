@@ -604,6 +604,9 @@ static ncclResult_t collective(Coll o, cudaStream_t stream) {
     if ((o.kind == BROADCAST || o.kind == REDUCE) && (o.root < 0 || o.root >= c->nranks))
         return FAIL(ncclInvalidArgument, "%s: root %d out of range for %d ranks", what, o.root, c->nranks);
     if (c->finalized) return FAIL(ncclInvalidUsage, "%s: the communicator was finalized", what);
+    // FACETRAIN_EMU_NCCL_TRACE: one line per accepted call, for tests that check which path ran.
+    static const bool tracing = getenv("FACETRAIN_EMU_NCCL_TRACE") != nullptr;
+    if (tracing) fprintf(stderr, "[nccl-emu] rank %d: %s count %llu\n", c->rank, what, (unsigned long long)o.count);
     if (o.count > 0) {
         bool need_send = o.kind != BROADCAST || c->rank == o.root;
         bool need_recv = o.kind != REDUCE || c->rank == o.root;

@@ -87,6 +87,39 @@ impl DeviceGroup {
         Ok(out)
     }
 
+    /// Every rank's `t` (one shape everywhere) stacked in rank order, `[world * n]` elements (the
+    /// sharded head's embeddings and per-row values): queued on the compute stream.
+    pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+        let out = self.comm.all_gather(t)?;
+        self.watch("all-gather")?;
+        Ok(out)
+    }
+
+    /// Every rank's `t` (`[world * n]` elements) summed, this rank keeping its `n` (the sharded head's
+    /// embedding gradients, each rank's part for every row, back to the rank of the row): queued on
+    /// the compute stream.
+    pub fn reduce_scatter_sum(&self, t: &Tensor) -> Result<Tensor> {
+        let out = self.comm.reduce_scatter(t, NcclOp::Sum)?;
+        self.watch("reduce-scatter")?;
+        Ok(out)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.control.rank()
+    }
+
+    pub fn world(&self) -> usize {
+        self.control.world()
+    }
+
+    /// `Err` with the job's failure when there is one: after reading back what a collective made.
+    pub fn check(&self) -> Result<()> {
+        match self.failure() {
+            Some(why) => Err(Error::Invalid(why)),
+            None => Ok(()),
+        }
+    }
+
     /// Buckets of gradients all-reduced by `op` on the communication stream as the backward pass makes
     /// them, each bucket once it holds `bytes` (PyTorch DDP's 25 MiB by default); `finish` sends the last
     /// one and makes the compute stream wait for them all.

@@ -10,7 +10,7 @@
 use super::maps::{non_target_logit, target_logit, TargetMap};
 use super::{BatchView, Head, RowInput, RowPlan};
 use crate::backend::cpu::gemm::gemm;
-use crate::dist::{Communicator, ReduceOp, Single};
+use crate::dist::{reduce_in_order, Communicator, ReduceOp, Single};
 use crate::tensor::{Element, Float, Shape, Tensor};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -228,49 +228,65 @@ pub fn run_sharded<T: Float>(
     run_sharded_over(x, dim, shards, head, opts, &Single)
 }
 
-/// Each sample's class on exactly one shard of one rank: `owned[i]`, whether one of this rank's shards
-/// holds sample i's label, counted over the ranks. (The CUDA head's sharded rows check the same.)
-pub(crate) fn check_owners(comm: &dyn Communicator, owned: &[bool]) -> Result<()> {
-    let mut owners: Vec<f64> = owned.iter().map(|&o| if o { 1.0 } else { 0.0 }).collect();
-    comm.all_reduce(&mut owners, ReduceOp::Sum)?;
+/// What a rank gives the merge of the target cosines: each row's c_y where one of its shards holds
+/// the row's class (0 elsewhere), then whether it holds it (1 or 0).
+pub(crate) fn targets_part<T: Float>(raw_cy: &[T], owned: &[bool]) -> Vec<f64> {
+    raw_cy.iter().map(|c| c.to_f64()).chain(owned.iter().map(|&o| f64::from(u8::from(o)))).collect()
+}
+
+/// The ranks' `targets_part`s of `b` rows (gathered, in rank order) merged: each row's c_y, summed in
+/// rank order as an all-reduce would (one rank gives it, the others zero). An error unless exactly one
+/// shard of one rank holds each row's class. The CPU's `run_sharded_over` and the CUDA head's per-row
+/// plans both merge through it, whichever collective gathered the parts.
+pub(crate) fn merge_targets<T: Float>(parts: &[Vec<f64>], b: usize) -> Result<Vec<T>> {
+    check_parts(parts, 2 * b, "target cosines")?;
+    let all = reduce_in_order(parts, ReduceOp::Sum);
+    let (cy, owners) = all.split_at(b);
     if let Some(i) = owners.iter().position(|&n| n == 0.0) {
         return Err(Error::Invalid(format!("sample {i} has label -1 on every shard")));
     }
     if let Some(i) = owners.iter().position(|&n| n > 1.0) {
         return Err(Error::Invalid(format!("sample {i} has its label on two ranks")));
     }
-    Ok(())
+    Ok(cy.iter().map(|&c| T::from_f64(c)).collect())
 }
 
-/// The ranks' per-row log-sum-exp pairs merged in place, every rank ending with the same: for the
-/// head's logits (max, sum) and the margin-free non-target ones (max_d, sum_d), the largest max over
-/// the ranks and the sums rescaled to it (a rank whose pair is empty, sum 0, adds zero). The CPU's
-/// `run_sharded_over` and the CUDA head's per-row plans both merge through it. Every rank must call it.
-pub(crate) fn all_reduce_lse<T: Float>(
-    comm: &dyn Communicator,
-    max: &mut [T],
-    sum: &mut [T],
-    max_d: &mut [T],
-    sum_d: &mut [T],
-) -> Result<()> {
-    let b = max.len();
-    if [sum.len(), max_d.len(), sum_d.len()].iter().any(|&n| n != b) {
-        return Err(Error::Shape(format!("log-sum-exp merge: {b} maxima but other lengths")));
-    }
-    let mut top: Vec<f64> = (0..b).flat_map(|i| [max[i].to_f64(), max_d[i].to_f64()]).collect();
-    comm.all_reduce(&mut top, ReduceOp::Max)?;
-    let rescale =
-        |m: T, s: T, top: f64| if s == T::ZERO { 0.0 } else { s.to_f64() * (m.to_f64() - top).exp() };
-    let mut sums: Vec<f64> = (0..b)
-        .flat_map(|i| [rescale(max[i], sum[i], top[2 * i]), rescale(max_d[i], sum_d[i], top[2 * i + 1])])
-        .collect();
-    comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+/// What a rank gives the merge of the log-sum-exp pairs: its rows' (max, sum) of the head's logits and
+/// (max_d, sum_d) of the margin-free non-target ones, one after the other.
+pub(crate) fn lse_part<T: Float>(max: &[T], sum: &[T], max_d: &[T], sum_d: &[T]) -> Vec<f64> {
+    [max, sum, max_d, sum_d].iter().flat_map(|v| v.iter().map(|x| x.to_f64())).collect()
+}
+
+/// The ranks' `lse_part`s of `b` rows (gathered, in rank order) merged, the same on every rank: per
+/// row, the largest max over the ranks and the sums rescaled to it, added in rank order (a rank whose
+/// pair is empty, sum 0, adds zero). Returns [max, sum, max_d, sum_d].
+pub(crate) fn merge_lse<T: Float>(parts: &[Vec<f64>], b: usize) -> Result<[Vec<T>; 4]> {
+    check_parts(parts, 4 * b, "log-sum-exp pairs")?;
+    let rescale = |m: f64, s: f64, top: f64| if s == 0.0 { 0.0 } else { s * (m - top).exp() };
+    let mut out: [Vec<T>; 4] = Default::default();
     for i in 0..b {
-        let f = T::from_f64;
-        (max[i], sum[i], max_d[i], sum_d[i]) =
-            (f(top[2 * i]), f(sums[2 * i]), f(top[2 * i + 1]), f(sums[2 * i + 1]));
+        for (m_at, s_at) in [(i, b + i), (2 * b + i, 3 * b + i)] {
+            let top = parts[1..].iter().fold(parts[0][m_at], |t, p| t.max(p[m_at]));
+            let sum = parts[1..].iter().fold(rescale(parts[0][m_at], parts[0][s_at], top), |a, p| {
+                a + rescale(p[m_at], p[s_at], top)
+            });
+            let k = if m_at < b { 0 } else { 2 };
+            out[k].push(T::from_f64(top));
+            out[k + 1].push(T::from_f64(sum));
+        }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Every rank gave `len` values.
+fn check_parts(parts: &[Vec<f64>], len: usize, what: &str) -> Result<()> {
+    match parts.iter().position(|p| p.len() != len) {
+        _ if parts.is_empty() => Err(Error::Shape(format!("merge of {what}: no ranks"))),
+        Some(r) => {
+            Err(Error::Shape(format!("merge of {what}: rank {r} gave {} values, not {len}", parts[r].len())))
+        }
+        None => Ok(()),
+    }
 }
 
 /// `x` as f64, all-reduced by `op` over `comm`'s ranks, back in T (the identity on one rank).
@@ -326,7 +342,6 @@ pub fn run_sharded_over<T: Float>(
             }
         }
     }
-    check_owners(comm, &owner.iter().map(Option::is_some).collect::<Vec<_>>())?;
     let needs = head.needs();
     let f = T::from_f64;
     let s = f(head.scale());
@@ -340,13 +355,15 @@ pub fn run_sharded_over<T: Float>(
 
     // Gather-dot of the target cosine (before the main pass, as a sharded run must): the rank owning the
     // class computes it, the others add zero.
-    let mut raw_cy: Vec<T> = (0..b)
+    // One gather carries them with each rank's owner flags, which the merge checks.
+    let own_cy: Vec<T> = (0..b)
         .map(|i| match owner[i] {
             Some((k, y)) => dot(&xh[i * dim..(i + 1) * dim], &normed[k].0[y * dim..(y + 1) * dim]),
             None => T::ZERO,
         })
         .collect();
-    all_reduce_as(comm, &mut raw_cy, ReduceOp::Sum)?;
+    let owned: Vec<bool> = owner.iter().map(Option::is_some).collect();
+    let raw_cy: Vec<T> = merge_targets(&comm.all_gather(&targets_part(&own_cy, &owned))?, b)?;
     let c_y: Vec<f64> = raw_cy.iter().map(|&c| clamp(c).to_f64()).collect();
     let norms: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
     let view = BatchView { c_y: &c_y, norms: &norms };
@@ -439,14 +456,10 @@ pub fn run_sharded_over<T: Float>(
 
     // The ranks' (max, sum) pairs merged.
     if comm.world() > 1 {
-        let mut rows: [Vec<T>; 4] = Default::default();
-        for m in merged.iter().map(|m| m.expect("at least one shard")) {
-            for (v, x) in rows.iter_mut().zip([m.max, m.sum, m.max_d, m.sum_d]) {
-                v.push(x);
-            }
-        }
-        let [max, sum, max_d, sum_d] = &mut rows;
-        all_reduce_lse(comm, max, sum, max_d, sum_d)?;
+        let m: Vec<Merged<T>> = merged.iter().map(|m| m.expect("at least one shard")).collect();
+        let col = |f: fn(&Merged<T>) -> T| m.iter().map(f).collect::<Vec<T>>();
+        let part = lse_part(&col(|m| m.max), &col(|m| m.sum), &col(|m| m.max_d), &col(|m| m.sum_d));
+        let [max, sum, max_d, sum_d] = merge_lse::<T>(&comm.all_gather(&part)?, b)?;
         for (i, m) in merged.iter_mut().enumerate() {
             *m = Some(Merged { max: max[i], sum: sum[i], max_d: max_d[i], sum_d: sum_d[i] });
         }

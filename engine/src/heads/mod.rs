@@ -60,8 +60,8 @@ pub use classifier::{
 pub use maps::{non_target_logit, NonTarget, RowPlan, TargetMap};
 pub use params::{GradMode, HeadParams, Phase, Variant};
 pub use registry::{from_name, has_phases, names};
-pub use sharded::{partial_fc_rows, run_rank, Pick};
-pub use state::HeadState;
+pub use sharded::{partial_fc_rows, run_rank, Pick, RankGroup};
+pub use state::{HeadState, RunningState};
 pub use tape_op::{loss, sharded_loss};
 
 use crate::Result;

@@ -61,6 +61,31 @@ impl HeadState {
     }
 }
 
+/// How the head's running state (CurricularFace t, AdaFace/SMAFace mean and std) moves over the ranks of
+/// a data-parallel job: each rank moves it from its own batch, then the ranks' copies are made equal
+/// after every step (the whole head: `Trainer::share_running_state`; the class-sharded head, which sees
+/// the job's whole batch, moves every rank's copy to the same end in its step: `heads::sharded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunningState {
+    /// Rank 0's copy replaces every rank's: what the papers' code gets under PyTorch DDP, whose buffers
+    /// are broadcast from rank 0 before each forward (spec §0).
+    #[default]
+    Broadcast,
+    /// The mean of every rank's copy.
+    Reduce,
+}
+
+impl std::str::FromStr for RunningState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<RunningState> {
+        match s {
+            "broadcast" => Ok(RunningState::Broadcast),
+            "reduce" => Ok(RunningState::Reduce),
+            o => Err(Error::Invalid(format!("--running-state {o}: expected broadcast or reduce"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,8 @@
 //! when the head's loss is what `Tape::backward` seeds with one).
 
 use super::sharded::run_rank_cuda;
-use super::{run_rank, Head, Pick, RunOptions};
+use super::{run_rank, Head, Pick, RankGroup, RunOptions};
 use crate::backend::MarginHeadCall;
-use crate::dist::Communicator;
 use crate::tape::{Tape, Var};
 use crate::tensor::half_round::round_tensor;
 use crate::tensor::{DType, Device, Element, Float, Tensor};
@@ -83,7 +82,8 @@ fn push(tape: &mut Tape, embeddings: Var, weight: Var, loss: Tensor, grads: Opti
 /// embeddings) and dL/d(its weight rows). Every rank calls it at the same point. The CPU's classifier
 /// runs it (f32, f64; 16-bit autocast rounds the inputs as `loss` does), or on a CUDA device the
 /// chunked one (f32; 16-bit autocast runs its GEMMs in that type, as `loss` does). `pick`: Partial FC's choice of
-/// this rank's classes (`heads::run_rank`); `None`: all of them.
+/// this rank's classes (`heads::run_rank`); `None`: all of them. `group`: the host's communicator, the
+/// job's NCCL group on GPUs and how the head's running state moves (`RankGroup`).
 #[allow(clippy::too_many_arguments)]
 pub fn sharded_loss(
     tape: &mut Tape,
@@ -91,7 +91,7 @@ pub fn sharded_loss(
     weight: Var,
     labels: &[i64],
     first_class: usize,
-    comm: &dyn Communicator,
+    group: RankGroup<'_>,
     head: &mut dyn Head,
     pick: Option<Pick<'_>>,
 ) -> Result<Var> {
@@ -111,7 +111,7 @@ pub fn sharded_loss(
         Device::Cuda(_) => {
             // The chunked classifier, its GEMMs in the autocast type as the whole head's.
             let ac = tape.autocast();
-            let (loss, grads) = run_rank_cuda(comm, &x, labels, &w, first_class, head, grad, ac, pick)?;
+            let (loss, grads) = run_rank_cuda(group, &x, labels, &w, first_class, head, grad, ac, pick)?;
             return Ok(push(tape, embeddings, weight, loss, grads));
         }
         other => return Err(Error::Device(format!("the class-sharded head does not run on {other:?}"))),
@@ -123,19 +123,16 @@ pub fn sharded_loss(
     fn run_as<T: Float + Element>(
         x: &Tensor,
         w: &Tensor,
-        call: (&[i64], usize, &dyn Communicator, &mut dyn Head, bool, Option<Pick<'_>>),
+        call: (&[i64], usize, RankGroup<'_>, &mut dyn Head, bool, Option<Pick<'_>>),
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-        let (labels, first_class, comm, head, grad, pick) = call;
+        let (labels, first_class, group, head, grad, pick) = call;
         let (_, d) = x.shape().matrix("sharded head loss")?;
         let opts = RunOptions { compute_grad: grad, frozen: None };
         let (xs, ws) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
-        run_rank::<T>(comm, xs, labels, ws, first_class, d, head, &opts, pick)?.into_tensors(
-            x.shape(),
-            w.shape(),
-            grad,
-        )
+        run_rank::<T>(group.comm, xs, labels, ws, first_class, d, head, &opts, pick, group.running_state)?
+            .into_tensors(x.shape(), w.shape(), grad)
     }
-    let call = (labels, first_class, comm, head, grad, pick);
+    let call = (labels, first_class, group, head, grad, pick);
     let (loss, grads) = match xr.dtype() {
         DType::F32 => run_as::<f32>(&xr, &wr, call)?,
         DType::F64 => run_as::<f64>(&xr, &wr, call)?,

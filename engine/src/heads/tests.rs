@@ -46,6 +46,11 @@ fn head(name: &str, p: &HeadParams) -> Box<dyn Head> {
     from_name(name, p).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// A sharded rank's group on the host alone, its head's state moved by the job's whole batch.
+fn group(comm: &dyn crate::dist::Communicator) -> RankGroup<'_> {
+    RankGroup { comm, gpus: None, running_state: None }
+}
+
 fn eval_opts(frozen: Option<Frozen>) -> RunOptions {
     RunOptions { compute_grad: true, frozen }
 }
@@ -989,6 +994,7 @@ fn every_head_sharded_over_ranks_equals_one_rank_step_after_step() {
                                         h.as_mut(),
                                         &RunOptions::default(),
                                         None,
+                                        None,
                                     )
                                 })
                                 .collect::<Result<Vec<_>>>()
@@ -1047,7 +1053,7 @@ fn a_sample_whose_class_no_rank_holds_is_an_error_on_every_rank() {
                     let r = comm.rank();
                     let x = &case.x[r * 2 * 3..(r + 1) * 2 * 3];
                     let y = &labels[r * 2..(r + 1) * 2];
-                    run_rank(&comm, x, y, w, c0, 3, h.as_mut(), &RunOptions::default(), None)
+                    run_rank(&comm, x, y, w, c0, 3, h.as_mut(), &RunOptions::default(), None, None)
                         .unwrap_err()
                         .to_string()
                 })
@@ -1121,7 +1127,7 @@ fn a_partial_fc_step_over_ranks_equals_the_head_on_the_chosen_classes() {
                         let wr = &case.w[c0 * dim..(c0 + nc) * dim];
                         let opts = RunOptions::default();
                         let l = &case.labels[r0..r0 + nr];
-                        run_rank(&comm, x, l, wr, c0, dim, h.as_mut(), &opts, Some(&pick)).unwrap()
+                        run_rank(&comm, x, l, wr, c0, dim, h.as_mut(), &opts, Some(&pick), None).unwrap()
                     })
                 })
                 .collect();
@@ -1200,7 +1206,8 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
                       name: &str,
                       cuda: bool,
                       sampled: bool,
-                      ac: Option<DType>| {
+                      ac: Option<DType>,
+                      state: Option<RunningState>| {
         let r = comm.rank();
         let ((r0, nr), (c0, nc)) = (rows[r], classes[r]);
         let dev = cuda.then(|| Device::parse("cuda").expect("this test needs a GPU"));
@@ -1213,8 +1220,8 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
             let pick: Option<Pick<'_>> = sampled.then_some(&pick);
             out.push(match &dev {
                 None => {
-                    let o =
-                        run_rank(comm, x, y, w, c0, dim, h.as_mut(), &RunOptions::default(), pick).unwrap();
+                    let o = run_rank(comm, x, y, w, c0, dim, h.as_mut(), &RunOptions::default(), pick, state)
+                        .unwrap();
                     (o.loss, o.grad_x, o.grad_w)
                 }
                 Some(dev) => {
@@ -1222,8 +1229,18 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
                         Tensor::from_vec(f32s(v), [n, dim]).unwrap().to_device(dev).unwrap()
                     };
                     let (xt, wt) = (up(x, nr), up(w, nc));
-                    let (loss, g) =
-                        sharded::run_rank_cuda(comm, &xt, y, &wt, c0, h.as_mut(), true, ac, pick).unwrap();
+                    let (loss, g) = sharded::run_rank_cuda(
+                        RankGroup { comm, gpus: None, running_state: state },
+                        &xt,
+                        y,
+                        &wt,
+                        c0,
+                        h.as_mut(),
+                        true,
+                        ac,
+                        pick,
+                    )
+                    .unwrap();
                     let (gx, gw) = g.expect("gradients were asked for");
                     (loss.to_f64_vec().unwrap()[0], gx.to_f64_vec().unwrap(), gw.to_f64_vec().unwrap())
                 }
@@ -1279,8 +1296,8 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
             .collect()
     };
     for name in names() {
-        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, false, None)), name);
-        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, None)), name);
+        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, false, None, None)), name);
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, None, None)), name);
         close(&gpu, &cpu, &format!("{name}: CUDA sharded vs CPU sharded"));
         close(
             &gpu,
@@ -1292,16 +1309,33 @@ fn gpu_the_sharded_head_on_cuda_equals_the_cpu_sharded_path_and_one_rank() {
     // of dL/dx leaves its GEMM in bf16 before the ranks' parts are summed, as each class block's does
     // in the whole head: against the whole head in blocks of the ranks' classes (c / 2 per block).
     for name in ["cosface", "curricularface"] {
-        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, false, Some(DType::BF16))), name);
+        let gpu =
+            job(on_ranks(world, |comm| rank_steps(comm, name, true, false, Some(DType::BF16), None)), name);
         let one = one_rank(name, Some(DType::BF16), b * c / world);
         close(&gpu, &one, &format!("{name} in bf16: CUDA sharded vs one CUDA rank"));
         let exact = one_rank(name, None, MarginHeadCall::DEFAULT_BLOCK_ELEMS);
         let e = rel_error(&one[0].1, &exact[0].1);
         assert!(e > 1e-4, "{name}: the bf16 GEMMs must show in dL/dx for the check to mean anything ({e:e})");
     }
+    // The running state moved as under data parallelism (rank 0's rows, or each rank's and the mean)
+    // alike on both devices, and not as from the job's whole batch.
+    for name in ["adaface", "curricularface"] {
+        let whole_batch = job(on_ranks(world, |comm| rank_steps(comm, name, false, false, None, None)), name);
+        for state in [RunningState::Broadcast, RunningState::Reduce] {
+            let steps = |cuda| {
+                job(on_ranks(world, |comm| rank_steps(comm, name, cuda, false, None, Some(state))), name)
+            };
+            let (cpu, gpu) = (steps(false), steps(true));
+            close(&gpu, &cpu, &format!("{name}, running state {state:?}: CUDA sharded vs CPU sharded"));
+            // (Under Reduce CurricularFace's mean of the ranks' moves is the whole batch's, to rounding.)
+            if state == RunningState::Broadcast {
+                assert_ne!(cpu[1].0, whole_batch[1].0, "{name}: the state moved from the whole batch");
+            }
+        }
+    }
     for name in ["arcface", "adaface", "curricularface"] {
-        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, true, None)), name);
-        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, true, None)), name);
+        let cpu = job(on_ranks(world, |comm| rank_steps(comm, name, false, true, None, None)), name);
+        let gpu = job(on_ranks(world, |comm| rank_steps(comm, name, true, true, None, None)), name);
         close(&gpu, &cpu, &format!("{name} with Partial FC: CUDA sharded vs CPU sharded"));
         // Some classes were left out: their rows' gradient is exactly zero.
         assert!(
@@ -1323,9 +1357,11 @@ fn the_sharded_head_refuses_a_device_it_does_not_run_on() {
     let mut h = head("arcface", &HeadParams::default());
     let mut tape = Tape::new();
     let (x, w) = (tape.leaf(t(2).to_device(&meta).unwrap()), tape.leaf(t(3).to_device(&meta).unwrap()));
-    let e = sharded_loss(&mut tape, x, w, &[0, 1], 0, &Single, h.as_mut(), None).unwrap_err().to_string();
+    let e =
+        sharded_loss(&mut tape, x, w, &[0, 1], 0, group(&Single), h.as_mut(), None).unwrap_err().to_string();
     assert!(e.contains("does not run on meta"), "{e}");
     let w = tape.leaf(t(3));
-    let e = sharded_loss(&mut tape, x, w, &[0, 1], 0, &Single, h.as_mut(), None).unwrap_err().to_string();
+    let e =
+        sharded_loss(&mut tape, x, w, &[0, 1], 0, group(&Single), h.as_mut(), None).unwrap_err().to_string();
     assert!(e.contains("embeddings on meta but weight on cpu"), "{e}");
 }

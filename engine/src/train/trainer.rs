@@ -164,28 +164,7 @@ impl ClassShard {
     }
 }
 
-/// How the head's running state (CurricularFace t, AdaFace/SMAFace mean and std), which each rank moves
-/// from its own batch, is made equal over the ranks after every step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RunningState {
-    /// Rank 0's copy replaces every rank's: what the papers' code gets under PyTorch DDP, whose buffers
-    /// are broadcast from rank 0 before each forward (spec §0).
-    #[default]
-    Broadcast,
-    /// The mean of every rank's copy.
-    Reduce,
-}
-
-impl std::str::FromStr for RunningState {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<RunningState> {
-        match s {
-            "broadcast" => Ok(RunningState::Broadcast),
-            "reduce" => Ok(RunningState::Reduce),
-            o => Err(Error::Invalid(format!("--running-state {o}: expected broadcast or reduce"))),
-        }
-    }
-}
+pub use crate::heads::RunningState;
 
 impl Trainer {
     pub fn new(config: TrainerConfig) -> Result<Trainer> {
@@ -628,8 +607,12 @@ impl Trainer {
                     )
                 };
                 let pick: Option<heads::Pick<'_>> = (rate < 1.0).then_some(&pick);
-                let head = self.head.as_mut();
-                heads::sharded_loss(&mut tape, emb, w, labels, sh.first, comm.as_ref(), head, pick)?
+                let group = heads::RankGroup {
+                    comm: comm.as_ref(),
+                    gpus: self.device_group.as_deref(),
+                    running_state: Some(self.running_state),
+                };
+                heads::sharded_loss(&mut tape, emb, w, labels, sh.first, group, self.head.as_mut(), pick)?
             }
             _ => heads::loss(&mut tape, emb, w, labels, self.head.as_mut())?,
         };
@@ -735,8 +718,8 @@ impl Trainer {
         let loss_value = loss.scalar_value()?;
         // Read back after the device's all-reduce: when the job failed meanwhile, the collective was
         // aborted and its output is garbage; stop with the failure instead of judging it.
-        if let Some(why) = self.device_group.as_ref().and_then(|g| g.failure()) {
-            return Err(Error::Invalid(why));
+        if let Some(g) = &self.device_group {
+            g.check()?;
         }
         let lr = self.current_lr();
         let overflow = |why: String| Ok(Attempt::Overflow { loss: loss_value, lr, why });
@@ -1144,8 +1127,9 @@ mod tests {
     }
 
     /// Each rank's trainer (CurricularFace, whose t moves with every batch) after one step on its half
-    /// of the batch in a group of 2 kept by `mode`; `seed1` is rank 1's seed.
-    fn two_ranks_one_step(mode: RunningState, seed1: u64) -> Vec<Result<Trainer>> {
+    /// of the batch in a group of 2 kept by `mode`, its head whole or class-sharded; `seed1` is rank
+    /// 1's seed.
+    fn two_ranks_one_step(mode: RunningState, seed1: u64, sharded: bool) -> Vec<Result<Trainer>> {
         use crate::dist::InProcess;
         let (x, labels) = (batch(1.0), [0i64, 1, 2, 0]);
         let group = InProcess::group(2, std::time::Duration::from_secs(60)).unwrap();
@@ -1159,6 +1143,9 @@ mod tests {
                         let mut t = curricular(if r == 1 { seed1 } else { 0 });
                         t.set_communicator(Arc::new(comm), mode);
                         t.check_ranks_agree()?;
+                        if sharded {
+                            t.shard_classes()?;
+                        }
                         let mine = x.backend().slice_rows(x, 2 * r, 2 * r + 2)?;
                         t.train_step(&mine, &labels[2 * r..2 * r + 2])?;
                         Ok(t)
@@ -1214,19 +1201,24 @@ mod tests {
             })
             .collect();
         assert_ne!(alone[0], alone[1], "the halves must move t differently for this test to mean anything");
-        let b: Vec<f64> = two_ranks_one_step(RunningState::Broadcast, 0)
-            .iter()
-            .map(|t| t_of(t.as_ref().unwrap()))
-            .collect();
-        assert_eq!(b, vec![alone[0], alone[0]]);
-        let m: Vec<f64> =
-            two_ranks_one_step(RunningState::Reduce, 0).iter().map(|t| t_of(t.as_ref().unwrap())).collect();
-        assert_eq!(m, vec![(alone[0] + alone[1]) / 2.0; 2]);
+        // The whole head on each rank, or the class-sharded head (which sees the job's whole batch): the
+        // same state on every rank, where the papers' code under DDP has it.
+        for sharded in [false, true] {
+            let t_after = |mode| -> Vec<f64> {
+                two_ranks_one_step(mode, 0, sharded).iter().map(|t| t_of(t.as_ref().unwrap())).collect()
+            };
+            assert_eq!(t_after(RunningState::Broadcast), vec![alone[0], alone[0]], "sharded: {sharded}");
+            assert_eq!(
+                t_after(RunningState::Reduce),
+                vec![(alone[0] + alone[1]) / 2.0; 2],
+                "sharded: {sharded}"
+            );
+        }
     }
 
     #[test]
     fn ranks_that_start_from_different_weights_are_refused() {
-        for r in two_ranks_one_step(RunningState::Broadcast, 5) {
+        for r in two_ranks_one_step(RunningState::Broadcast, 5, false) {
             let e = r.err().unwrap().to_string();
             assert!(e.contains("rank 1 starts from other weights"), "{e}");
         }

@@ -80,9 +80,10 @@ pub struct Args {
     /// reduce (the ranks' mean).
     #[arg(long, default_value = "broadcast")]
     running_state: String,
-    /// Several ranks on GPUs: how the gradients are averaged: nccl (on the GPUs; libnccl.so.2 on the
-    /// loader's path or in FACETRAIN_NCCL_DIR) or host (through the rendezvous connection, slow; for
-    /// machines without NCCL). Every other collective (decisions, checkpoints) goes through the host.
+    /// Several ranks on GPUs: what carries the gradients and the sharded head's embeddings, per-row merges
+    /// and embedding gradients: nccl (on the GPUs; libnccl.so.2 on the loader's path or in
+    /// FACETRAIN_NCCL_DIR) or host (through the rendezvous connection, slow; for machines without
+    /// NCCL). The labels and every other collective (decisions, checkpoints) go through the host.
     #[arg(long, default_value = "nccl", value_parser = ["nccl", "host"])]
     collectives: String,
     /// Several ranks with NCCL: gradients are averaged in buckets of this many MiB, each sent as soon as
@@ -96,13 +97,13 @@ pub struct Args {
     /// (CPU or CUDA). Default: 1 (the whole softmax).
     #[arg(long, value_name = "R")]
     sample_rate: Option<f64>,
-    /// Several ranks on GPUs: shard the classifier over the ranks (each holds C / ranks classes and their
-    /// optimizer state; the job's embeddings gathered, the softmax merged over the ranks) instead of a
-    /// whole copy per GPU averaged with the gradients. For class counts whose classifier does not fit
-    /// each GPU (WebFace42M's 2 M); its merges go through the host connection for now, so at smaller
-    /// counts the whole head is faster. Implied by --sample-rate; always on with --device cpu.
+    /// Several ranks on GPUs: each GPU holds the whole classifier, its gradient averaged with the
+    /// backbone's (PyTorch DDP without Partial FC), instead of the default class-sharded head (each rank
+    /// holds C / ranks classes and their optimizer state; the job's embeddings all-gathered, the softmax
+    /// merged over the ranks, the embedding gradients reduce-scattered: NCCL, as insightface's Partial
+    /// FC). Not with --sample-rate, nor on the CPU, whose ranks always shard the head.
     #[arg(long)]
-    shard_head: bool,
+    whole_head: bool,
     /// Split each step's batch into K equal micro-batches, run one after the other with their gradients
     /// summed: the same step (learning rate and schedule on the whole batch; batch norm per
     /// micro-batch) in 1/K of the activation memory. Default: 1.
@@ -468,10 +469,19 @@ fn train(a: Args, rank: Option<&Rank>, running_state: RunningState) -> CmdResult
         None if sampled => trainer.set_communicator(std::sync::Arc::new(engine::dist::Single), running_state),
         None => {}
     }
-    // The class-sharded head: always on the CPU (which has no other collective than the host's), on GPUs
-    // when asked for or needed by Partial FC; else each GPU holds the whole classifier, its gradient
-    // averaged with the backbone's by NCCL during the backward.
-    if (rank.is_some() && (device.is_cpu() || a.shard_head)) || sampled {
+    // The class-sharded head over several ranks, and for Partial FC on one; with --whole-head each GPU
+    // holds the whole classifier, its gradient averaged with the backbone's during the backward. (A job
+    // of one rank keeps the plain head: there is nothing to shard.)
+    let several = rank.is_some_and(|r| r.group.world() > 1);
+    if a.whole_head && (sampled || (several && device.is_cpu())) {
+        let why = if sampled {
+            "Partial FC (--sample-rate) runs on the class-sharded head"
+        } else {
+            "the CPU's ranks always shard the head"
+        };
+        return Err(Error::Invalid(format!("--whole-head: {why}")).into());
+    }
+    if (several && !a.whole_head) || sampled {
         trainer.shard_classes()?;
         if let (Some(sh), Some(r), true) = (trainer.class_shard(), rank, lead) {
             eprintln!(

@@ -26,7 +26,7 @@ pub mod compile;
 mod conv;
 mod head;
 /// The class-sharded head's rank step (`heads::sharded`).
-pub(crate) use head::{put_rows, sharded_margin_head, take_rows};
+pub(crate) use head::{put_rows, sharded_margin_head, take_rows, Ranks};
 mod input;
 mod launch;
 pub mod libs;

@@ -52,6 +52,8 @@ struct Lib {
     all_reduce:
         unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, Comm, Stream) -> NcclResult,
     all_gather: unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, Comm, Stream) -> NcclResult,
+    reduce_scatter:
+        unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, Comm, Stream) -> NcclResult,
     broadcast:
         unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, Comm, Stream) -> NcclResult,
     group_start: unsafe extern "C" fn() -> NcclResult,
@@ -106,6 +108,7 @@ fn resolve(lib: libloading::Library) -> std::result::Result<Lib, String> {
             get_last_error: sym!("ncclGetLastError"),
             all_reduce: sym!("ncclAllReduce"),
             all_gather: sym!("ncclAllGather"),
+            reduce_scatter: sym!("ncclReduceScatter"),
             broadcast: sym!("ncclBroadcast"),
             group_start: sym!("ncclGroupStart"),
             group_end: sym!("ncclGroupEnd"),
@@ -308,6 +311,30 @@ impl NcclComm {
             check(l, r, "all-gather", Some(comm))
         })?;
         Tensor::from_storage([self.world * len], Storage::Cuda(out))
+    }
+
+    /// Every rank's `t` (`[world * n]` elements, one shape everywhere) combined by `op` element by
+    /// element, this rank keeping its `n`: the elements `rank * n..(rank + 1) * n` of the result.
+    pub fn reduce_scatter(&self, t: &Tensor, op: NcclOp) -> Result<Tensor> {
+        let src = self.ctx.storage(t)?;
+        let (len, dtype) = (src.len(), src.dtype());
+        if !len.is_multiple_of(self.world) {
+            return Err(Error::Shape(format!(
+                "NCCL reduce-scatter of {len} elements over {} ranks: not a whole part each",
+                self.world
+            )));
+        }
+        let n = len / self.world;
+        let out = self.ctx.alloc_storage(dtype, n)?;
+        self.with("reduce-scatter", |l, comm, stream| {
+            let dt = nccl_dtype(dtype);
+            self.ctx.kernels.note("nccl_reduce_scatter");
+            let (sp, dp) = (raw(src), raw(&out));
+            // SAFETY: `src` holds world * n elements and `out` n, both live device buffers.
+            let r = unsafe { (l.reduce_scatter)(sp, dp, n, dt, op as c_int, comm, stream) };
+            check(l, r, "reduce-scatter", Some(comm))
+        })?;
+        Tensor::from_storage([n], Storage::Cuda(out))
     }
 
     /// An error the communicator met while running queued work (a peer's failure on a network

@@ -16,13 +16,15 @@ mod launch;
 
 use super::{ops, CudaContext};
 use crate::backend::{Backend, BinaryOp, MarginHeadCall, MarginHeadOutput};
-use crate::dist::{Communicator, ReduceOp, Single};
-use crate::heads::classifier::{all_reduce_as, all_reduce_lse, check_owners};
+use crate::dist::nccl::DeviceGroup;
+use crate::dist::{Communicator, ReduceOp};
+use crate::heads::classifier::{all_reduce_as, merge_lse, merge_targets};
 use crate::heads::kernel_plan::{finish_rows, kernel_params, plan_rows, MarginParams, MergedRows};
 use crate::heads::{Head, NORM_FLOOR};
 use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 use launch::{LseState, TargetTerms};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Class blocks `[j0, j1)` so that each `[batch, nb]` cosine block stays under `max_elems`.
@@ -38,7 +40,7 @@ pub fn margin_head(ctx: &Arc<CudaContext>, call: MarginHeadCall<'_>) -> Result<M
     let p = Prepared::new(ctx, call.x, call.w, call.labels, call.autocast, call.max_block_elems)?;
     let (loss, grads) = match kernel_params(call.head, p.b) {
         Some(hp) => p.with_fixed_params(&hp, call.grad)?,
-        None => p.with_row_plans(call.head, call.grad, &Single)?,
+        None => p.with_row_plans(call.head, call.grad, None)?,
     };
     Ok(MarginHeadOutput { loss, grads })
 }
@@ -46,24 +48,90 @@ pub fn margin_head(ctx: &Arc<CudaContext>, call: MarginHeadCall<'_>) -> Result<M
 /// One rank of the class-sharded head (`heads::sharded`): `call.x` is the job's whole batch, `call.w`
 /// this rank's classes, `call.labels` each row's class among them or -1 where another rank holds it.
 /// Always the per-row plans, whatever the head: their host round trip is where the ranks' target
-/// cosines, log-sum-exp pairs and embedding gradients are merged over `comm`, as the CPU's
-/// `run_sharded_over` merges them. Every rank gets the job's loss and dL/dx of the whole batch, and
-/// dL/dW of its classes.
+/// cosines and log-sum-exp pairs are merged (`ranks`), as the CPU's `run_sharded_over` merges them;
+/// the embedding gradients are summed over the ranks on the device or through the host. Every rank
+/// gets the job's loss, dL/dx of its own rows `rows` of the batch, and dL/dW of its classes.
 pub fn sharded_margin_head(
     ctx: &Arc<CudaContext>,
     call: MarginHeadCall<'_>,
-    comm: &dyn Communicator,
+    ranks: Ranks<'_>,
+    rows: Range<usize>,
 ) -> Result<MarginHeadOutput> {
     let classes = call.w.shape().matrix("sharded head (weight)")?.0;
     let b = call.x.shape().matrix("sharded head (embeddings)")?.0;
     check_labels(call.labels, b, classes, true)?;
-    check_owners(comm, &call.labels.iter().map(|&y| y >= 0).collect::<Vec<_>>())?;
+    if rows.end > b || rows.start > rows.end {
+        return Err(Error::Shape(format!("sharded head: this rank's rows {rows:?} of a batch of {b}")));
+    }
+    let owned: Vec<bool> = call.labels.iter().map(|&y| y >= 0).collect();
     // Another rank's class as one past this rank's last: no column of any block matches it, so the row
     // takes every class here as a non-target (the kernels' -1 would drop the row instead).
     let labels: Vec<i64> = call.labels.iter().map(|&y| if y < 0 { classes as i64 } else { y }).collect();
     let p = Prepared::new(ctx, call.x, call.w, &labels, call.autocast, call.max_block_elems)?;
-    let (loss, grads) = p.with_row_plans(call.head, call.grad, comm)?;
+    let sharding = Sharding { ranks, owned: &owned, rows };
+    let (loss, grads) = p.with_row_plans(call.head, call.grad, Some(sharding))?;
     Ok(MarginHeadOutput { loss, grads })
+}
+
+/// Where a rank of the sharded head on CUDA meets the others.
+#[derive(Clone, Copy)]
+pub enum Ranks<'a> {
+    /// Through the host communicator (`Single`: one rank, nothing moves).
+    Host(&'a dyn Communicator),
+    /// NCCL on the GPUs (the job's device group): every rank must hold as many rows of the batch.
+    Gpus(&'a DeviceGroup),
+}
+
+impl Ranks<'_> {
+    fn world(&self) -> usize {
+        match self {
+            Ranks::Host(c) => c.world(),
+            Ranks::Gpus(g) => g.world(),
+        }
+    }
+
+    /// Every rank's `t` (f32 on this device, one length everywhere), in rank order, on the host.
+    fn gather(&self, t: &Tensor) -> Result<Vec<Vec<f64>>> {
+        let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        match self {
+            Ranks::Host(c) => c.all_gather(&wide(&t.to_vec::<f32>()?)),
+            Ranks::Gpus(g) => {
+                let all = g.all_gather(t)?.to_vec::<f32>()?;
+                g.check()?;
+                Ok(all.chunks(t.numel().max(1)).map(wide).collect())
+            }
+        }
+    }
+
+    /// The ranks' `t` `[B, dim]` summed (each holds its classes' part of every row's gradient), rows
+    /// `rows` (this rank's) kept: NCCL's reduce-scatter, or the host's all-reduce.
+    fn sum_rows(&self, t: &Tensor, rows: Range<usize>) -> Result<Tensor> {
+        let (b, dim) = t.shape().matrix("embedding gradient")?;
+        match self {
+            Ranks::Host(c) => {
+                let mut v = t.to_vec::<f32>()?;
+                all_reduce_as(*c, &mut v, ReduceOp::Sum)?;
+                let own = v[rows.start * dim..rows.end * dim].to_vec();
+                Tensor::from_vec(own, [rows.len(), dim])?.to_device(&t.device())
+            }
+            Ranks::Gpus(g) => {
+                let (r, w) = (g.rank(), g.world());
+                if b % w != 0 || rows != (r * b / w..(r + 1) * b / w) {
+                    return Err(Error::Shape(format!(
+                        "rank {r}: rows {rows:?} of {b} are not its equal part for NCCL's reduce-scatter"
+                    )));
+                }
+                g.reduce_scatter_sum(&t.reshape([b * dim])?)?.reshape([rows.len(), dim])
+            }
+        }
+    }
+}
+
+/// A sharded head's rank: who it merges with, which rows hold one of its classes, and which are its own.
+struct Sharding<'a> {
+    ranks: Ranks<'a>,
+    owned: &'a [bool],
+    rows: Range<usize>,
 }
 
 /// What both paths start from: labels on the device, the normalized rows with their norms, and the
@@ -206,13 +274,16 @@ impl Prepared {
 
     /// Through both normalizations back to the raw embeddings and weights.
     fn unnormalize(&self, dxh: &Tensor, dwh: &Tensor) -> Result<(Tensor, Tensor)> {
-        let be = self.be();
-        let dx = be.l2_normalize_rows_backward_eps(dxh, &self.xh, &self.a, NORM_FLOOR)?;
-        let dw = match &self.wh {
-            Some(wh) => be.l2_normalize_rows_backward_eps(dwh, wh, &self.wn, NORM_FLOOR)?,
-            None => ops::l2_normalize_rows_backward_raw(&self.ctx, dwh, &self.w, &self.wn, NORM_FLOOR)?,
-        };
-        Ok((dx, dw))
+        let dx = self.be().l2_normalize_rows_backward_eps(dxh, &self.xh, &self.a, NORM_FLOOR)?;
+        Ok((dx, self.unnormalize_w(dwh)?))
+    }
+
+    /// Through the classifier's normalization back to its raw rows.
+    fn unnormalize_w(&self, dwh: &Tensor) -> Result<Tensor> {
+        match &self.wh {
+            Some(wh) => self.be().l2_normalize_rows_backward_eps(dwh, wh, &self.wn, NORM_FLOOR),
+            None => ops::l2_normalize_rows_backward_raw(&self.ctx, dwh, &self.w, &self.wn, NORM_FLOOR),
+        }
     }
 
     /// Heads whose maps the kernels' fixed parameters express: everything on the device.
@@ -230,18 +301,26 @@ impl Prepared {
     }
 
     /// Any head: its per-row scalars computed on the host by its own code, its per-element work here.
-    /// On a rank of a sharded head (`comm` of several ranks) the per-row values are merged over the
-    /// ranks on the host as they pass (the identity on one rank: the whole head is unchanged).
+    /// On a rank of a sharded head the per-row values are merged over the ranks as they pass, and dL/dx
+    /// is of its own rows; without one (the whole head) nothing moves.
     fn with_row_plans(
         &self,
         head: &mut dyn Head,
         grad: bool,
-        comm: &dyn Communicator,
+        shard: Option<Sharding<'_>>,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (be, dev) = (self.be(), &self.dev);
-        let mut raw_cy = self.target_cosines()?.to_vec::<f32>()?;
-        // The rank holding a row's class gathered its c_y; the others hold zero there.
-        all_reduce_as(comm, &mut raw_cy, ReduceOp::Sum)?;
+        let cy = self.target_cosines()?;
+        let raw_cy: Vec<f32> = match &shard {
+            None => cy.to_vec::<f32>()?,
+            Some(sh) => {
+                // The rank holding a row's class gathered its c_y, the others zero; one gather carries
+                // them with the owner flags.
+                let flags = sh.owned.iter().map(|&o| f32::from(u8::from(o))).collect::<Vec<f32>>();
+                let part = be.concat_rows(&[cy, upload_rows(flags, dev)?])?;
+                merge_targets(&sh.ranks.gather(&part)?, self.b)?
+            }
+        };
         let plans = plan_rows(head, &raw_cy, &self.a.to_vec::<f32>()?)?;
         let hp = plans.hp;
         let terms = TargetTerms {
@@ -250,12 +329,22 @@ impl Prepared {
             tau: upload_rows(plans.tau.clone(), dev)?,
         };
         let (state, kept) = self.forward(&terms, &hp)?;
-        let [max, sum, max_d, sum_d] =
-            [&state.m, &state.s, &state.m_d, &state.s_d].map(|t| t.to_vec::<f32>());
-        let (mut max, mut sum, mut max_d, mut sum_d) = (max?, sum?, max_d?, sum_d?);
-        if comm.world() > 1 {
-            all_reduce_lse(comm, &mut max, &mut sum, &mut max_d, &mut sum_d)?;
-        }
+        let [max, sum, max_d, sum_d] = match shard.as_ref().filter(|sh| sh.ranks.world() > 1) {
+            Some(sh) => {
+                let part = be.concat_rows(&[
+                    state.m.clone(),
+                    state.s.clone(),
+                    state.m_d.clone(),
+                    state.s_d.clone(),
+                ])?;
+                merge_lse::<f32>(&sh.ranks.gather(&part)?, self.b)?
+            }
+            None => {
+                let [max, sum, max_d, sum_d] =
+                    [&state.m, &state.s, &state.m_d, &state.s_d].map(|t| t.to_vec::<f32>());
+                [max?, sum?, max_d?, sum_d?]
+            }
+        };
         let res =
             finish_rows(head, &plans, &MergedRows { max: &max, sum: &sum, max_d: &max_d, sum_d: &sum_d })?;
         let loss = Tensor::scalar(res.loss as f32).to_device(dev)?;
@@ -264,18 +353,24 @@ impl Prepared {
         }
         let lse = upload_rows(res.lse, dev)?;
         let st = upload_rows(res.st, dev)?;
-        let (mut dxh, dwh) = self.backward(kept, &terms, &lse, Some(&st), &hp)?;
-        if comm.world() > 1 {
-            // Every rank's classes contribute to every row's gradient: summed through the host
-            // (B·dim values), before the normalization's backward as on the CPU.
-            let mut v = dxh.to_vec::<f32>()?;
-            all_reduce_as(comm, &mut v, ReduceOp::Sum)?;
-            dxh = Tensor::from_vec(v, dxh.shape().clone())?.to_device(dev)?;
-        }
-        let (mut dx, dw) = self.unnormalize(&dxh, &dwh)?;
-        if res.d_norm.iter().any(|&v| v != 0.0) {
+        let (dxh, dwh) = self.backward(kept, &terms, &lse, Some(&st), &hp)?;
+        let dw = self.unnormalize_w(&dwh)?;
+        let mut d_norm = res.d_norm;
+        let (dxh, xh, a) = match shard {
+            None => (dxh, self.xh.clone(), self.a.clone()),
+            Some(sh) => {
+                // Every rank's classes contribute to every row's gradient: summed over the ranks, each
+                // keeping its rows, before the normalization's backward (as on the CPU).
+                let (r0, r1) = (sh.rows.start, sh.rows.end);
+                d_norm = d_norm[r0..r1].to_vec();
+                let own = sh.ranks.sum_rows(&dxh, sh.rows)?;
+                (own, be.slice_rows(&self.xh, r0, r1)?, be.slice_rows(&self.a, r0, r1)?)
+            }
+        };
+        let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &xh, &a, NORM_FLOOR)?;
+        if d_norm.iter().any(|&v| v != 0.0) {
             // The radial part: dL/da_i along x̂_i.
-            let radial = be.scale_rows(&self.xh, &upload_rows(res.d_norm, dev)?)?;
+            let radial = be.scale_rows(&xh, &upload_rows(d_norm, dev)?)?;
             dx = be.binary(BinaryOp::Add, &dx, &radial)?;
         }
         Ok((loss, Some((dx, dw))))
