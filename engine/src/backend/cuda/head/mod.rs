@@ -354,7 +354,6 @@ impl Prepared {
         let lse = upload_rows(res.lse, dev)?;
         let st = upload_rows(res.st, dev)?;
         let (dxh, dwh) = self.backward(kept, &terms, &lse, Some(&st), &hp)?;
-        let dw = self.unnormalize_w(&dwh)?;
         let mut d_norm = res.d_norm;
         let (dxh, xh, a) = match shard {
             None => (dxh, self.xh.clone(), self.a.clone()),
@@ -368,6 +367,7 @@ impl Prepared {
             }
         };
         let mut dx = be.l2_normalize_rows_backward_eps(&dxh, &xh, &a, NORM_FLOOR)?;
+        let dw = self.unnormalize_w(&dwh)?;
         if d_norm.iter().any(|&v| v != 0.0) {
             // The radial part: dL/da_i along x̂_i.
             let radial = be.scale_rows(&xh, &upload_rows(d_norm, dev)?)?;
