@@ -15,7 +15,7 @@
 //! any moment records a step and an epoch that agree, and resume checks both.
 
 use crate::backend::BinaryOp;
-use crate::dist::nccl::NcclOp;
+use crate::dist::nccl::{DeviceGroup, NcclOp};
 use crate::dist::{Communicator, ReduceOp};
 use crate::heads::{self, Head, HeadParams, HeadState};
 use crate::model::{IResNet, IResNetConfig, ParamKind, ParamStore};
@@ -139,7 +139,7 @@ pub struct Trainer {
     rank_loss: Option<Tensor>,
     /// The GPUs' own collectives (NCCL), which average the gradients on the device instead of through
     /// the host (`set_device_group`).
-    device_group: Option<Arc<crate::dist::nccl::DeviceGroup>>,
+    device_group: Option<Arc<DeviceGroup>>,
     /// The gradient buckets' size with a device group: each bucket's all-reduce starts during the
     /// backward once it is full; 0: one all-reduce after the backward.
     bucket_bytes: usize,
@@ -235,7 +235,7 @@ impl Trainer {
     /// communicator, which keeps every other collective (decisions, running state, checkpoints).
     /// `bucket_bytes`: the gradients go out in buckets of this size during the backward (0: in one
     /// group after it).
-    pub fn set_device_group(&mut self, g: Arc<crate::dist::nccl::DeviceGroup>, bucket_bytes: usize) {
+    pub fn set_device_group(&mut self, g: Arc<DeviceGroup>, bucket_bytes: usize) {
         self.device_group = Some(g);
         self.bucket_bytes = bucket_bytes;
     }
@@ -417,11 +417,16 @@ impl Trainer {
 
     /// The whole classifier and optimizer state, gathered from the ranks' shards in rank order (this
     /// rank's own when the head is not sharded). Every rank of a sharded head must call it together.
+    /// On GPUs with NCCL the rows travel there (WebFace42M's 2 M classes are 4 GB per tensor, too much
+    /// for the host's connection); otherwise through the host.
     fn whole_head(&self) -> Result<(Tensor, Vec<(String, Tensor)>)> {
         let w = self.classifier.get(CLASSIFIER)?.clone();
         let state = self.optimizer.state();
         let (Some(sh), Some(comm)) = (self.shard, self.group()) else { return Ok((w, state)) };
         let gather = |t: &Tensor| -> Result<Tensor> {
+            if let (Some(g), false) = (&self.device_group, t.device().is_cpu()) {
+                return gather_class_rows(g, t, self.config.num_classes);
+            }
             let parts = comm.all_gather(&t.to_f64_vec()?)?;
             let mut dims = t.dims().to_vec();
             dims[0] = self.config.num_classes;
@@ -433,7 +438,7 @@ impl Trainer {
     }
 
     /// After an applied step: the head's running state made equal over the ranks (`RunningState`). A
-    /// sharded head needs nothing: it moved its state from the job's whole batch, alike on every rank.
+    /// sharded head needs nothing: its step moved the state alike on every rank.
     fn share_running_state(&mut self) -> Result<()> {
         let Some(comm) = self.group().filter(|_| self.shard.is_none()) else { return Ok(()) };
         let state = self.head.state();
@@ -894,6 +899,10 @@ impl Trainer {
             }
             extra.extend(s.to_metadata());
         }
+        // The gathered rows came from NCCL: when the job failed meanwhile they are not to be written.
+        if let Some(g) = &self.device_group {
+            g.check()?;
+        }
         checkpoint::save(
             path,
             &CheckpointRef {
@@ -1019,6 +1028,41 @@ const KEY_EPOCH_STEPS: &str = "steps_per_epoch";
 
 /// The optimizer's state with `f` applied to each classifier entry holding one row per class (`rows`
 /// of them): the rows a sharded head splits and gathers (step counts and other scalars stay).
+/// Every rank's class rows `t` (`ClassShard::of`'s share of `classes`, on its GPU) stacked in rank
+/// order on every rank, by one NCCL all-gather: the shards are padded to the largest one's rows (NCCL
+/// gathers equal parts) and the padding cut out after.
+fn gather_class_rows(g: &DeviceGroup, t: &Tensor, classes: usize) -> Result<Tensor> {
+    let (rank, world) = (g.rank(), g.world());
+    let counts: Vec<usize> = (0..world).map(|r| ClassShard::of(classes, r, world).count).collect();
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let dims = t.dims().to_vec();
+    if dims.first() != Some(&counts[rank]) {
+        return Err(Error::Shape(format!(
+            "rank {rank}: class rows {} for a share of {}",
+            t.shape(),
+            counts[rank]
+        )));
+    }
+    let per_row: usize = dims[1..].iter().product();
+    let be = t.backend();
+    let padded = match most - counts[rank] {
+        0 => t.clone(),
+        n => {
+            let mut pad = dims.clone();
+            pad[0] = n;
+            be.concat_rows(&[t.clone(), be.zeros(&pad.into(), t.dtype())?])?
+        }
+    };
+    let all = g.all_gather(&padded.reshape([most * per_row])?)?;
+    let mut stacked = dims.clone();
+    stacked[0] = world * most;
+    let all = all.reshape(stacked)?;
+    let parts = (0..world)
+        .map(|r| be.slice_rows(&all, r * most, r * most + counts[r]))
+        .collect::<Result<Vec<_>>>()?;
+    be.concat_rows(&parts)
+}
+
 fn map_class_rows(
     state: Vec<(String, Tensor)>,
     rows: usize,
