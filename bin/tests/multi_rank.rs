@@ -322,12 +322,14 @@ fn gpu_two_ranks_train_on_two_devices_and_resume_on_one() {
     // Its embeddings and per-row values travel by NCCL's all-gather (three a step: embeddings, target
     // cosines, log-sum-exp pairs of the job's 16 rows), its embedding gradients by its reduce-scatter:
     // 8 rows x 128 per rank.
-    let calls =
-        |what: &str| err.lines().filter(|l| l.starts_with("[nccl-emu] rank 0: ") && l.contains(what)).count();
+    let calls = |what: &str| {
+        err.lines().filter(|l| l.starts_with("[nccl-emu] rank 0: ") && l.ends_with(what)).count()
+    };
     assert_eq!(calls("AllGather count 1024"), 10, "the embeddings' all-gather each step: {err}");
     assert_eq!(calls("ReduceScatter count 1024"), 10, "the embedding gradients' reduce-scatter: {err}");
     assert_eq!(calls("AllGather count 32"), 10, "target cosines and owner flags, 2 x 16 rows: {err}");
     assert_eq!(calls("AllGather count 64"), 10, "log-sum-exp pairs, 4 x 16 rows: {err}");
+    assert_eq!(calls("AllGather count 1"), 10, "every rank's flag for a non-finite gradient: {err}");
 
     // Through the host instead: the same bits (two ranks' f32 sums are exact in the host's f64 and
     // rounded once, as NCCL's; the per-row merges are the same code on the same gathered values).
