@@ -369,12 +369,15 @@ pub fn partial_fc_rows(labels: &[i64], first: usize, count: usize, rate: f64, rn
     if want <= positive.len() {
         return positive;
     }
-    // A random score per class, the positives' above every draw: the top `want` scores.
+    // A random score per class, the positives' above every draw: the top `want` scores, selected in
+    // linear time (a shard of WebFace42M's classes holds 257,000 of them, every step).
     let mut score: Vec<(f64, usize)> = (0..count).map(|i| (rng.uniform(), i)).collect();
     for &p in &positive {
         score[p].0 = 2.0;
     }
-    score.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if want < count {
+        score.select_nth_unstable_by(want, |a, b| b.0.total_cmp(&a.0));
+    }
     let mut rows: Vec<usize> = score[..want].iter().map(|&(_, i)| i).collect();
     rows.sort_unstable();
     rows

@@ -1083,6 +1083,19 @@ fn partial_fc_keeps_every_positive_and_draws_the_rest_at_random() {
     assert_eq!(partial_fc_rows(&labels, 10, 20, 1.0, &mut Rng::new(1)), (0..20).collect::<Vec<_>>());
     // Fewer draws than positives: the positives alone.
     assert_eq!(partial_fc_rows(&labels, 10, 20, 0.05, &mut Rng::new(1)), vec![2, 19]);
+    // A larger shard: the rows with the top scores, as a full sort of the same draw ranks them.
+    let (first, count, rate) = (1000usize, 5000usize, 0.3);
+    let labels: Vec<i64> = (0..512).map(|i| (first + (i * 37) % count) as i64).collect();
+    let rows = partial_fc_rows(&labels, first, count, rate, &mut Rng::new(5));
+    let mut rng = Rng::new(5);
+    let mut score: Vec<(f64, usize)> = (0..count).map(|i| (rng.uniform(), i)).collect();
+    for &y in &labels {
+        score[y as usize - first].0 = 2.0;
+    }
+    score.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut want: Vec<usize> = score[..(rate * count as f64) as usize].iter().map(|&(_, i)| i).collect();
+    want.sort_unstable();
+    assert_eq!(rows, want);
 }
 
 #[test]
