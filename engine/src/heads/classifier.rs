@@ -264,13 +264,14 @@ pub(crate) fn merge_lse<T: Float>(parts: &[Vec<f64>], b: usize) -> Result<[Vec<T
     check_parts(parts, 4 * b, "log-sum-exp pairs")?;
     let rescale = |m: f64, s: f64, top: f64| if s == 0.0 { 0.0 } else { s * (m - top).exp() };
     let mut out: [Vec<T>; 4] = Default::default();
-    for i in 0..b {
-        for (m_at, s_at) in [(i, b + i), (2 * b + i, 3 * b + i)] {
+    // The pair (max, sum) is out[k], out[k + 1], held at parts' k·b and (k + 1)·b.
+    for k in [0, 2] {
+        for i in 0..b {
+            let (m_at, s_at) = (k * b + i, (k + 1) * b + i);
             let top = parts[1..].iter().fold(parts[0][m_at], |t, p| t.max(p[m_at]));
             let sum = parts[1..].iter().fold(rescale(parts[0][m_at], parts[0][s_at], top), |a, p| {
                 a + rescale(p[m_at], p[s_at], top)
             });
-            let k = if m_at < b { 0 } else { 2 };
             out[k].push(T::from_f64(top));
             out[k + 1].push(T::from_f64(sum));
         }

@@ -2,9 +2,10 @@
 //! each rank holds a contiguous range of the classes and its slice of the batch. The embeddings and labels
 //! are all-gathered, every rank runs the classifier on its classes with the batch's target cosines and
 //! log-sum-exp merged over the ranks (`classifier::run_sharded_over`, `merge_targets`, `merge_lse`), and
-//! the embedding gradients, summed over the ranks, go back to the rank of each row. Every rank sees the same job's batch, so the head's running state moves alike on every
-//! rank: from rank 0's rows, or as the mean of each rank's move (`RunningState`, as whole heads under data
-//! parallelism), or from the whole batch.
+//! the embedding gradients, summed over the ranks, go back to the rank of each row. Every rank sees the
+//! same job's batch, so the head's running state moves alike on every rank: from rank 0's rows, or as
+//! the mean of each rank's move (`RunningState`, as whole heads under data parallelism), or from the
+//! whole batch.
 
 use super::classifier::{run_sharded_over, Output, RunOptions, Shard};
 use super::maps::NonTarget;
@@ -224,11 +225,9 @@ pub(crate) fn run_rank_cuda(
     };
     let x_all = match (ranks, gpus) {
         (Ranks::Gpus(g), _) => g.all_gather(x)?.reshape([n, dim])?,
-        (Ranks::Host(_), Some(_)) => {
+        (host @ Ranks::Host(_), Some(_)) => {
             // Ranks of unequal batches, which NCCL's collectives cannot take: through the host.
-            let xs =
-                comm.all_gather(&x.to_vec::<f32>()?.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())?;
-            let all: Vec<f32> = xs.iter().flatten().map(|&v| v as f32).collect();
+            let all: Vec<f32> = host.gather(x)?.iter().flatten().map(|&v| v as f32).collect();
             Tensor::from_vec(all, [n, dim])?.to_device(&x.device())?
         }
         (Ranks::Host(_), None) => {

@@ -90,8 +90,9 @@ impl Ranks<'_> {
         }
     }
 
-    /// Every rank's `t` (f32 on this device, one length everywhere), in rank order, on the host.
-    fn gather(&self, t: &Tensor) -> Result<Vec<Vec<f64>>> {
+    /// Every rank's `t` (f32 on this device; one length everywhere for NCCL), in rank order, on the
+    /// host.
+    pub(crate) fn gather(&self, t: &Tensor) -> Result<Vec<Vec<f64>>> {
         let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
         match self {
             Ranks::Host(c) => c.all_gather(&wide(&t.to_vec::<f32>()?)),
